@@ -1,0 +1,73 @@
+# vlm — build: `make`, tests: `make test`, sanitizers: `make test SAN=1`,
+# CUDA backend: `make CUDA=1` (needs nvcc).
+CC      ?= cc
+ARCH    ?= -march=native
+OPT     ?= -O2
+CFLAGS  += -std=c11 -g $(OPT) $(ARCH) -Wall -Wextra -Wno-unused-parameter \
+           -D_GNU_SOURCE -Isrc -I. -Icli -pthread
+LDLIBS  += -lopenblas -lm -lpthread
+BUILD   ?= build
+
+ifeq ($(SAN),1)
+  BUILD  := build-san
+  CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDFLAGS += -fsanitize=address,undefined
+endif
+
+LIB_SRC  := $(wildcard src/*.c) vlm_cpu.c $(wildcard models/*.c)
+CLI_SRC  := $(wildcard cli/*.c)
+TEST_SRC := $(wildcard tests/test_*.c)
+EX_SRC   := $(wildcard examples/*.c)
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+EX_BIN   := $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
+HEADERS  := $(wildcard src/*.h)
+
+ifeq ($(CUDA),1)
+  NVCC    ?= nvcc
+  CFLAGS  += -DVLM_CUDA
+  LIB_OBJ += $(BUILD)/vlm_cuda.o
+  LDLIBS  += -lcudart -lcublas
+endif
+
+.PHONY: all test examples clean amalgamate check-amalgamation
+all: vlm.h $(BUILD)/libvlm.a vlm
+
+$(BUILD)/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/vlm_cuda.o: vlm_cuda.cu $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(NVCC) -O2 -Isrc -c $< -o $@
+
+$(BUILD)/libvlm.a: $(LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+vlm: $(CLI_OBJ) $(BUILD)/libvlm.a
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libvlm.a $(LDLIBS)
+
+$(BUILD)/vlm: $(CLI_OBJ) $(BUILD)/libvlm.a
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libvlm.a $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libvlm.a $(HEADERS) tests/test_util.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libvlm.a $(LDLIBS)
+
+$(BUILD)/examples/%: examples/%.c $(BUILD)/libvlm.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libvlm.a $(LDLIBS)
+
+examples: $(EX_BIN)
+
+# The single-header amalgamation is generated; CI checks it is up to date.
+vlm.h: $(HEADERS) $(wildcard src/*.c) tools/amalgamate.sh
+	sh tools/amalgamate.sh > $@.tmp && mv $@.tmp $@
+
+test: vlm.h $(TEST_BIN) $(BUILD)/vlm
+	sh tests/run.sh $(BUILD)
+
+clean:
+	rm -rf build build-san vlm

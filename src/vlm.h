@@ -1,0 +1,474 @@
+/* vlm.h — vision-language model inference in C.
+ *
+ * Declarations of the public API and of the tensor core the model files are
+ * written against. The top-level vlm.h is generated from this file and the
+ * sources in src/ (tools/amalgamate.sh): define VLM_IMPLEMENTATION in one C
+ * file before including it to get the core's implementation, stb style.
+ *
+ * Conventions
+ *  - Shapes are row-major as in PyTorch: shape[0] is the outermost dimension,
+ *    shape[ndim-1] the innermost (contiguous) one. Strides are in elements.
+ *  - Every fallible function returns vlm_status and fills a vlm_error.
+ *    Nothing in the library prints, calls exit() or abort().
+ *  - Ops allocate their outputs from the compute context's arena; a forward
+ *    pass calls vlm_compute_reset() when done and nothing is malloc'd per op.
+ *    An op given a NULL input returns NULL (the first failure is recorded in
+ *    the context), so a model can check only its final result.
+ */
+#ifndef VLM_H
+#define VLM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ errors */
+
+typedef enum vlm_status {
+    VLM_OK = 0,
+    VLM_ERR_IO,          /* file missing, unreadable, mmap failed */
+    VLM_ERR_FORMAT,      /* malformed safetensors / JSON / image / tokenizer */
+    VLM_ERR_CONFIG,      /* config.json missing a required key or inconsistent */
+    VLM_ERR_UNSUPPORTED, /* unknown architecture, dtype or feature */
+    VLM_ERR_OOM,         /* allocation failed */
+    VLM_ERR_ARG,         /* bad argument from the caller (shape mismatch, ...) */
+    VLM_ERR_CONTEXT,     /* prompt or generation does not fit the context */
+    VLM_ERR_CANCELLED,   /* the caller asked to stop */
+} vlm_status;
+
+typedef struct vlm_error {
+    vlm_status code;
+    char msg[512];
+} vlm_error;
+
+/* Records the first error (later ones are ignored until cleared) and returns code. */
+vlm_status vlm_error_set(vlm_error *err, vlm_status code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+void vlm_error_clear(vlm_error *err);
+const char *vlm_status_name(vlm_status s);
+
+/* ------------------------------------------------------------------ dtypes */
+
+typedef enum vlm_dtype {
+    VLM_F32 = 0,
+    VLM_F16,
+    VLM_BF16,
+    VLM_I32,
+    VLM_I64,
+    VLM_U8,
+    VLM_BOOL,
+    VLM_NTYPES
+    /* block-quantized types go here later; vlm_dtype_size() then becomes a
+     * per-block size and tensors of those types must be contiguous. */
+} vlm_dtype;
+
+size_t vlm_dtype_size(vlm_dtype t);
+const char *vlm_dtype_name(vlm_dtype t); /* safetensors spelling: "F32", "BF16", ... */
+int vlm_dtype_from_name(const char *name, vlm_dtype *out); /* 0 on success */
+
+float vlm_f16_to_f32(uint16_t h);
+uint16_t vlm_f32_to_f16(float f);    /* round to nearest even */
+float vlm_bf16_to_f32(uint16_t h);
+uint16_t vlm_f32_to_bf16(float f);   /* round to nearest even */
+
+/* ------------------------------------------------------------------ tensors */
+
+#define VLM_MAX_DIMS 6
+
+typedef struct vlm_tensor {
+    vlm_dtype dtype;
+    int ndim;
+    int64_t shape[VLM_MAX_DIMS];
+    int64_t stride[VLM_MAX_DIMS]; /* in elements */
+    void *data;                   /* backend memory (host memory for the CPU backend) */
+} vlm_tensor;
+
+int64_t vlm_nelem(const vlm_tensor *t);
+size_t vlm_nbytes(const vlm_tensor *t); /* of a contiguous tensor of this shape */
+int vlm_is_contiguous(const vlm_tensor *t);
+/* Fills a tensor header for contiguous data (does not allocate). */
+vlm_tensor vlm_tensor_make(vlm_dtype dtype, int ndim, const int64_t *shape, void *data);
+/* Element access for tests and host-side glue; converts to/from f32. */
+float vlm_get_f32(const vlm_tensor *t, int64_t flat_index);   /* flat index in logical order */
+int64_t vlm_get_i64(const vlm_tensor *t, int64_t flat_index);
+
+/* ------------------------------------------------------------------ arena */
+
+/* Bump allocator in chunks. Reset keeps one chunk as large as the high-water
+ * mark, so after the first pass a forward pass allocates nothing. */
+typedef struct vlm_arena_chunk vlm_arena_chunk;
+typedef struct vlm_arena {
+    vlm_arena_chunk *head;
+    size_t used, high_water, total_reserved;
+} vlm_arena;
+
+void *vlm_arena_alloc(vlm_arena *a, size_t nbytes); /* 64-byte aligned, NULL on OOM */
+void vlm_arena_reset(vlm_arena *a);
+void vlm_arena_free(vlm_arena *a);
+
+/* ------------------------------------------------------------------ ops */
+
+typedef enum vlm_op_kind {
+    VLM_OP_NONE = 0,
+    VLM_OP_CPY,        /* out = convert/copy of a (any layout, any dtype) */
+    VLM_OP_MATMUL,     /* out[..., M, N] = a[..., M, K] . b[..., N, K]^T (+ bias c[N]) */
+    VLM_OP_MATMUL_ID,  /* out[T, k, N] = a[T or T*k, K] . b[ids[T,k]][N, K]^T: MoE experts */
+    VLM_OP_ADD,        /* out = a + b, b broadcast to a (numpy rules, b's dims size 1 or equal) */
+    VLM_OP_MUL,        /* out = a * b, broadcast as ADD */
+    VLM_OP_SCALE,      /* out = a * p.f[0] + p.f[1] */
+    VLM_OP_UNARY,      /* out = f(a), f = p.i[0] (vlm_unary) */
+    VLM_OP_GLU,        /* out = act(a) * b, act = p.i[0] (vlm_unary) */
+    VLM_OP_RMS_NORM,   /* over last dim; w = b (may be NULL); p.f[0] eps; p.i[0] 1 = (1+w) */
+    VLM_OP_LAYER_NORM, /* over last dim; w = b, bias = c (either may be NULL); p.f[0] eps */
+    VLM_OP_SOFTMAX,    /* over last dim of a*p.f[0]; p.f[1] > 0: softcap tanh(x/cap)*cap first */
+    VLM_OP_ROPE,       /* a[T, H, D], cos = b[T, R], sin = c[T, R]: rotate-half on dims [0, R) */
+    VLM_OP_ATTN,       /* see vlm_attn_params */
+    VLM_OP_CONCAT,     /* out = cat(a, b) along dim p.i[0] */
+    VLM_OP_GET_ROWS,   /* out[n, D] (f32) = a[ids = b[n]] with a[V, D] any float dtype */
+    VLM_OP_SET_ROWS,   /* in place: a[ids = c[n]] = b[n, ...], converted to a's dtype */
+    VLM_OP_TOPK,       /* out = top p.i[0] values of a along last dim (descending); indices in aux */
+    VLM_OP_ARGMAX,     /* out[...] (i32) = argmax of a along last dim */
+    VLM_OP_IM2COL,     /* a[C, H, W] -> out[(H/P)*(W/P), C*P*P], P = p.i[0], row-major patches */
+    VLM_OP_COUNT
+} vlm_op_kind;
+
+typedef enum vlm_unary {
+    VLM_UNARY_SILU = 0,
+    VLM_UNARY_GELU,      /* exact erf GELU */
+    VLM_UNARY_GELU_TANH, /* tanh approximation ("gelu_pytorch_tanh") */
+    VLM_UNARY_RELU,
+    VLM_UNARY_TANH,
+    VLM_UNARY_SIGMOID,
+    VLM_UNARY_EXP,
+    VLM_UNARY_SOFTCAP,   /* tanh(x / cap) * cap, cap = op param f[0] */
+    VLM_UNARY_SQR,
+    VLM_UNARY_SQRT,
+    VLM_UNARY_NEG,
+} vlm_unary;
+
+/* Which keys a query may see. A key j is visible to query i when
+ *   k_pos[j] >= 0 (a live cache slot), and
+ *   if seg: q_seg[i] == k_seg[j]  (block-diagonal packed sequences), and
+ *   if causal: k_pos[j] <= q_pos[i], or q_group[i] == k_group[j] >= 0
+ *              (bidirectional spans such as one image's tokens), and
+ *   if window > 0: q_pos[i] - k_pos[j] < window.
+ * Without causal, every key that passes the segment test is visible.
+ * Positions are absolute token indices in the sequence (not RoPE positions).
+ * All index arrays are host int32 arrays owned by the caller for the call. */
+typedef struct vlm_attn_params {
+    float scale;          /* applied to q.k */
+    float softcap;        /* > 0: tanh soft-capping of scores */
+    int causal;
+    int window;           /* sliding window size, 0 = none */
+    const int32_t *q_pos, *k_pos;     /* required when causal or window; k_pos may mark -1 = empty */
+    const int32_t *q_seg, *k_seg;     /* optional: packed variable-length sequences */
+    const int32_t *q_group, *k_group; /* optional: bidirectional spans (-1 = none) */
+} vlm_attn_params;
+
+typedef struct vlm_op {
+    vlm_op_kind kind;
+    vlm_tensor *out;
+    vlm_tensor *a, *b, *c;
+    vlm_tensor *aux;      /* second output (TOPK indices) or ids (MATMUL_ID) */
+    float f[4];
+    int32_t i[4];
+    vlm_attn_params attn; /* ATTN: q = a, k = b, v = c */
+} vlm_op;
+
+/* A backend executes one op at a time on tensors in its own memory. */
+typedef struct vlm_backend {
+    const char *name;
+    void *impl;
+    vlm_status (*exec)(struct vlm_backend *be, const vlm_op *op, vlm_error *err);
+    /* Memory for activations and caches. The CPU backend uses host memory. */
+    void *(*alloc)(struct vlm_backend *be, size_t nbytes);
+    void (*free)(struct vlm_backend *be, void *p);
+    /* Copies between host and backend memory (memcpy on the CPU). */
+    void (*upload)(struct vlm_backend *be, void *dst, const void *src, size_t nbytes);
+    void (*download)(struct vlm_backend *be, void *dst, const void *src, size_t nbytes);
+    void (*destroy)(struct vlm_backend *be);
+    int n_threads;
+} vlm_backend;
+
+/* vlm_cpu.c. n_threads <= 0: one per core. */
+vlm_backend *vlm_backend_cpu(int n_threads, vlm_error *err);
+
+/* The CPU backend's thread pool, usable by host-side code (preprocessing). */
+typedef void (*vlm_parallel_fn)(void *arg, int64_t begin, int64_t end, int thread);
+void vlm_cpu_parallel_for(vlm_backend *cpu, int64_t n, int64_t min_chunk, vlm_parallel_fn fn, void *arg);
+
+/* Per-context compute state: arena for activations, the backend, the first error. */
+typedef struct vlm_compute {
+    vlm_backend *be;
+    vlm_arena arena;
+    vlm_error err;
+    int failed;
+} vlm_compute;
+
+void vlm_compute_init(vlm_compute *c, vlm_backend *be);
+void vlm_compute_reset(vlm_compute *c); /* frees all activations, keeps memory */
+void vlm_compute_free(vlm_compute *c);
+
+/* New tensor in the arena (uninitialized), or copied from host data. */
+vlm_tensor *vlm_new(vlm_compute *c, vlm_dtype dtype, int ndim, const int64_t *shape);
+vlm_tensor *vlm_new_1d(vlm_compute *c, vlm_dtype dtype, int64_t n0);
+vlm_tensor *vlm_new_2d(vlm_compute *c, vlm_dtype dtype, int64_t n0, int64_t n1);
+vlm_tensor *vlm_new_3d(vlm_compute *c, vlm_dtype dtype, int64_t n0, int64_t n1, int64_t n2);
+vlm_tensor *vlm_from_host(vlm_compute *c, vlm_dtype dtype, int ndim, const int64_t *shape, const void *host);
+/* Copies a tensor's contents to host memory as f32 (any dtype / layout). */
+vlm_status vlm_to_host_f32(vlm_compute *c, const vlm_tensor *t, float *dst);
+
+/* Views: no copy, share data. */
+vlm_tensor *vlm_reshape(vlm_compute *c, vlm_tensor *t, int ndim, const int64_t *shape); /* t contiguous */
+vlm_tensor *vlm_reshape_2d(vlm_compute *c, vlm_tensor *t, int64_t n0, int64_t n1);
+vlm_tensor *vlm_reshape_3d(vlm_compute *c, vlm_tensor *t, int64_t n0, int64_t n1, int64_t n2);
+vlm_tensor *vlm_reshape_4d(vlm_compute *c, vlm_tensor *t, int64_t n0, int64_t n1, int64_t n2, int64_t n3);
+vlm_tensor *vlm_permute(vlm_compute *c, vlm_tensor *t, const int *perm); /* out dim i = t dim perm[i] */
+vlm_tensor *vlm_transpose(vlm_compute *c, vlm_tensor *t, int d0, int d1);
+vlm_tensor *vlm_slice(vlm_compute *c, vlm_tensor *t, int dim, int64_t start, int64_t len);
+vlm_tensor *vlm_index(vlm_compute *c, vlm_tensor *t, int64_t i); /* t[i], drops dim 0 */
+
+/* Ops. Outputs are f32 unless stated. */
+vlm_tensor *vlm_cont(vlm_compute *c, vlm_tensor *a);                      /* contiguous f32 copy */
+vlm_tensor *vlm_cast(vlm_compute *c, vlm_tensor *a, vlm_dtype to);        /* contiguous copy in dtype */
+vlm_tensor *vlm_matmul(vlm_compute *c, vlm_tensor *a, vlm_tensor *w);     /* a . w^T */
+vlm_tensor *vlm_linear(vlm_compute *c, vlm_tensor *x, vlm_tensor *w, vlm_tensor *bias); /* bias may be NULL */
+vlm_tensor *vlm_matmul_id(vlm_compute *c, vlm_tensor *x, vlm_tensor *w_experts, vlm_tensor *ids);
+vlm_tensor *vlm_add(vlm_compute *c, vlm_tensor *a, vlm_tensor *b);
+vlm_tensor *vlm_mul(vlm_compute *c, vlm_tensor *a, vlm_tensor *b);
+vlm_tensor *vlm_scale(vlm_compute *c, vlm_tensor *a, float s);
+vlm_tensor *vlm_scale_bias(vlm_compute *c, vlm_tensor *a, float s, float b);
+vlm_tensor *vlm_unary(vlm_compute *c, vlm_tensor *a, vlm_unary f);
+vlm_tensor *vlm_softcap(vlm_compute *c, vlm_tensor *a, float cap);
+vlm_tensor *vlm_glu(vlm_compute *c, vlm_tensor *gate, vlm_tensor *up, vlm_unary act);
+vlm_tensor *vlm_rms_norm(vlm_compute *c, vlm_tensor *x, vlm_tensor *w, float eps);
+vlm_tensor *vlm_rms_norm_1p(vlm_compute *c, vlm_tensor *x, vlm_tensor *w, float eps); /* (1+w)*x̂ */
+vlm_tensor *vlm_layer_norm(vlm_compute *c, vlm_tensor *x, vlm_tensor *w, vlm_tensor *b, float eps);
+vlm_tensor *vlm_softmax(vlm_compute *c, vlm_tensor *a, float scale, float softcap);
+vlm_tensor *vlm_rope(vlm_compute *c, vlm_tensor *x, vlm_tensor *cos, vlm_tensor *sin);
+vlm_tensor *vlm_attention(vlm_compute *c, vlm_tensor *q, vlm_tensor *k, vlm_tensor *v, const vlm_attn_params *p);
+vlm_tensor *vlm_concat(vlm_compute *c, vlm_tensor *a, vlm_tensor *b, int dim);
+vlm_tensor *vlm_get_rows(vlm_compute *c, vlm_tensor *table, vlm_tensor *ids);
+vlm_status vlm_set_rows(vlm_compute *c, vlm_tensor *dst, vlm_tensor *src, vlm_tensor *ids);
+vlm_tensor *vlm_topk(vlm_compute *c, vlm_tensor *a, int k, vlm_tensor **indices); /* indices i32 */
+vlm_tensor *vlm_argmax(vlm_compute *c, vlm_tensor *a);
+vlm_tensor *vlm_im2col(vlm_compute *c, vlm_tensor *img, int patch);
+
+/* Composite helpers built from the ops above. */
+/* Pixel shuffle (space-to-depth) of x[N, H*W, C] (H = W = sqrt): -> [N, H*W/r², C*r²],
+ * channel order as Idefics3/InternVL (InternVL's variant: transpose_hw = 1). */
+vlm_tensor *vlm_pixel_shuffle(vlm_compute *c, vlm_tensor *x, int r, int transpose_hw);
+
+/* ------------------------------------------------------------------ rope tables */
+
+/* Standard inverse frequencies theta^(-2i/dim), i < dim/2. */
+void vlm_rope_inv_freq(float *inv_freq, int dim, float theta);
+/* cos/sin tables [n, 2*n_freq] in rotate-half layout (the two halves repeat)
+ * for one position stream: angle[t][i] = pos[t] * inv_freq[i]. */
+void vlm_rope_table(float *cos_out, float *sin_out, const float *pos, int n,
+                    const float *inv_freq, int n_freq);
+
+/* ------------------------------------------------------------------ JSON */
+
+typedef enum vlm_json_type {
+    VLM_JSON_NULL = 0,
+    VLM_JSON_BOOL,
+    VLM_JSON_NUMBER,
+    VLM_JSON_STRING,
+    VLM_JSON_ARRAY,
+    VLM_JSON_OBJECT,
+} vlm_json_type;
+
+typedef struct vlm_json {
+    vlm_json_type type;
+    int n;                  /* elements of an array/object; byte length of a string */
+    double num;             /* NUMBER, BOOL (0/1) */
+    char *str;              /* STRING: UTF-8, NUL-terminated (may contain NULs: use n) */
+    char *key;              /* member name when inside an object */
+    struct vlm_json *items; /* ARRAY/OBJECT: n children */
+} vlm_json;
+
+/* Strict RFC 8259; errors carry line:column. Free with vlm_json_free. */
+vlm_json *vlm_json_parse(const char *text, size_t len, vlm_error *err);
+vlm_json *vlm_json_load(const char *path, vlm_error *err);
+void vlm_json_free(vlm_json *j);
+const vlm_json *vlm_json_get(const vlm_json *obj, const char *key);      /* NULL if absent / not object */
+const vlm_json *vlm_json_at(const vlm_json *arr, int i);                 /* NULL if out of range */
+const vlm_json *vlm_json_path(const vlm_json *root, const char *dotted); /* "text_config.hidden_size" */
+double vlm_json_num(const vlm_json *j, double def);   /* def when NULL or not a number */
+int64_t vlm_json_int(const vlm_json *j, int64_t def);
+int vlm_json_bool(const vlm_json *j, int def);
+const char *vlm_json_str(const vlm_json *j, const char *def);
+
+/* ------------------------------------------------------------------ safetensors */
+
+typedef struct vlm_st_entry {
+    char *name;
+    vlm_dtype dtype;
+    int ndim;
+    int64_t shape[VLM_MAX_DIMS];
+    const void *data; /* inside the mmap */
+    size_t nbytes;
+} vlm_st_entry;
+
+typedef struct vlm_st_file vlm_st_file;
+typedef struct vlm_safetensors {
+    int n_entries;
+    vlm_st_entry *entries; /* sorted by name */
+    int n_files;
+    vlm_st_file *files;
+    vlm_json *metadata;    /* "__metadata__" of the first file, or NULL */
+} vlm_safetensors;
+
+/* path: a .safetensors file, a model.safetensors.index.json, or a directory
+ * holding either. Validates the header fully; the data stays mmap'd. */
+vlm_status vlm_st_open(vlm_safetensors *st, const char *path, vlm_error *err);
+void vlm_st_close(vlm_safetensors *st);
+const vlm_st_entry *vlm_st_find(const vlm_safetensors *st, const char *name);
+/* Tensor header over the mmap'd data (no copy). */
+vlm_tensor vlm_st_tensor(const vlm_st_entry *e);
+/* Writes contiguous host tensors as one .safetensors file. */
+vlm_status vlm_st_write(const char *path, int n, const char *const *names,
+                        const vlm_tensor *const *tensors, vlm_error *err);
+
+/* ------------------------------------------------------------------ KV cache */
+
+/* One layer's keys and values in a ring of `cap` slots. A token at absolute
+ * position p lives in slot p % cap; slot_pos[s] is the position stored in
+ * slot s, or -1 while empty. A full-attention layer has cap = n_ctx; a
+ * sliding-window layer has cap = window + max tokens per forward call, so a
+ * chunk can be written before it is attended without losing keys it needs. */
+typedef struct vlm_kv_layer {
+    vlm_tensor *k, *v;  /* [cap, n_kv_heads, head_dim] in the cache dtype */
+    int32_t *slot_pos;  /* host array [cap] */
+    int cap;
+} vlm_kv_layer;
+
+typedef struct vlm_kv_cache {
+    int n_layers;
+    vlm_kv_layer *layers;
+    vlm_backend *be;
+    void *storage;      /* one backend allocation for all layers */
+} vlm_kv_cache;
+
+/* Per layer: cap[l], n_kv_heads[l], head_dim[l] (k and v same), share[l] = index
+ * of an earlier layer whose cache layer l reuses, or -1. */
+vlm_status vlm_kv_init(vlm_kv_cache *kv, vlm_backend *be, vlm_dtype dtype, int n_layers,
+                       const int *cap, const int *n_kv_heads, const int *head_dim,
+                       const int *share, vlm_error *err);
+void vlm_kv_free(vlm_kv_cache *kv);
+void vlm_kv_clear(vlm_kv_cache *kv);
+/* Writes k_new/v_new [n, n_kv_heads, head_dim] for positions pos[0..n) (host).
+ * Fails when n > cap. */
+vlm_status vlm_kv_write(vlm_compute *c, vlm_kv_layer *l, vlm_tensor *k_new, vlm_tensor *v_new,
+                        const int32_t *pos, int n);
+/* Drops all positions >= pos (rewind for multi-turn edits). */
+void vlm_kv_truncate(vlm_kv_cache *kv, int pos);
+
+/* ------------------------------------------------------------------ models */
+
+/* Named tensors as an HF processor returns them ("pixel_values",
+ * "image_grid_thw", ...). Tensors are host memory. */
+#define VLM_MAX_FEATURES 16
+typedef struct vlm_features {
+    int n;
+    const char *names[VLM_MAX_FEATURES];
+    vlm_tensor tensors[VLM_MAX_FEATURES];
+} vlm_features;
+const vlm_tensor *vlm_features_get(const vlm_features *f, const char *name);
+
+/* What the vision tower produced for the images of one call: `embeds` are
+ * the rows that replace the placeholder tokens, in prompt order; `extra`
+ * holds per-architecture side outputs (Qwen3-VL DeepStack features). */
+typedef struct vlm_vision_out {
+    vlm_tensor *embeds;       /* [n_image_tokens, hidden] f32 */
+    int n_extra;
+    vlm_tensor *extra[8];
+} vlm_vision_out;
+
+typedef struct vlm_model vlm_model;
+typedef struct vlm_seq vlm_seq;
+
+/* An architecture: one models/<name>.c defines one of these. */
+typedef struct vlm_arch {
+    const char *name;                     /* "qwen2_5_vl" */
+    const char *const *hf_architectures;  /* NULL-terminated config "architectures" values */
+    const char *const *model_types;       /* NULL-terminated config "model_type" values */
+    vlm_status (*load)(vlm_model *m, vlm_error *err);
+    void (*unload)(vlm_model *m);
+    /* Runs the vision tower on processor outputs. */
+    vlm_status (*encode)(vlm_model *m, vlm_compute *c, const vlm_features *f, vlm_vision_out *out);
+    /* Runs the decoder on ids[0..n) appended to seq. vision: the embeddings of
+     * every placeholder token among ids (NULL if none); f: the processor
+     * outputs those came from (grids for positions). logits: [n, vocab] f32
+     * when all_logits, else [1, vocab] for the last token. */
+    vlm_status (*forward)(vlm_model *m, vlm_seq *s, const int32_t *ids, int n,
+                          const vlm_vision_out *vision, const vlm_features *f,
+                          int all_logits, vlm_tensor **logits);
+    /* Allocates the per-sequence state (KV cache, ...). */
+    vlm_status (*seq_init)(vlm_model *m, vlm_seq *s, vlm_error *err);
+    void (*seq_free)(vlm_model *m, vlm_seq *s);
+} vlm_arch;
+
+struct vlm_model {
+    const vlm_arch *arch;
+    vlm_json *config;          /* config.json */
+    vlm_safetensors weights;
+    vlm_backend *be;           /* where weights live */
+    char *dir;
+    void *impl;                /* the architecture's weights and hyperparameters */
+    vlm_arena arena;           /* weight tensor headers and other load-time allocations */
+    int own_backend;
+    int vocab_size;
+    int hidden_size;
+    int32_t image_token_id, video_token_id;
+    int32_t eos_ids[8];
+    int n_eos;
+};
+
+struct vlm_seq {
+    vlm_model *model;
+    vlm_compute c;
+    vlm_kv_cache kv;
+    int n_ctx;
+    int n_past;                /* tokens already in the cache */
+    int max_batch;             /* max tokens per forward call (sliding-window cache sizing) */
+    vlm_dtype kv_dtype;
+    int64_t rope_pos;          /* next text RoPE position (M-RoPE models: may differ from n_past) */
+    void *impl;
+};
+
+typedef struct vlm_model_params {
+    int n_threads;           /* <= 0: one per core */
+    vlm_backend *backend;    /* NULL: a CPU backend owned by the model */
+} vlm_model_params;
+
+/* Loads config.json + *.safetensors from dir and picks the architecture. */
+vlm_status vlm_model_load(vlm_model **out, const char *dir, const vlm_model_params *p, vlm_error *err);
+void vlm_model_free(vlm_model *m);
+const vlm_arch *vlm_find_arch(const vlm_json *config);
+
+/* Loader helpers for model files: a weight by name (optionally with several
+ * candidate prefixes), checked against an expected shape (-1 = any). */
+vlm_tensor *vlm_weight(vlm_model *m, const char *name, int ndim, const int64_t *shape, vlm_error *err);
+vlm_tensor *vlm_weight_opt(vlm_model *m, const char *name); /* NULL if absent */
+
+vlm_status vlm_seq_init(vlm_seq *s, vlm_model *m, int n_ctx, int max_batch, vlm_dtype kv_dtype, vlm_error *err);
+void vlm_seq_free(vlm_seq *s);
+void vlm_seq_reset(vlm_seq *s);
+
+#ifdef __cplusplus
+}
+#endif
+
+/* Subsystems with headers of their own (inlined by tools/amalgamate.sh). */
+#include "vlm_tokenizer.h"
+#include "vlm_image.h"
+
+#endif /* VLM_H */

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Runs every unit test binary and every golden case; prints "N passed, N failed".
+BUILD=${1:-build}
+pass=0; fail=0; failed=""
+for t in "$BUILD"/tests/test_*; do
+    [ -x "$t" ] || continue
+    name=$(basename "$t")
+    if "$t" > "$BUILD/$name.log" 2>&1; then pass=$((pass+1)); echo "PASS $name"
+    else fail=$((fail+1)); failed="$failed $name"; echo "FAIL $name"; tail -n 20 "$BUILD/$name.log"; fi
+done
+for d in tests/golden/*/; do
+    [ -f "$d/case.json" ] || continue
+    name=golden:$(basename "$d")
+    if "$BUILD/vlm" golden "$d" > "$BUILD/golden_$(basename "$d").log" 2>&1; then
+        pass=$((pass+1)); echo "PASS $name $(tail -n 1 "$BUILD/golden_$(basename "$d").log")"
+    else fail=$((fail+1)); failed="$failed $name"; echo "FAIL $name"; tail -n 5 "$BUILD/golden_$(basename "$d").log"; fi
+done
+[ -z "$failed" ] || echo "failed:$failed"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,40 @@
+/* Minimal test helpers: CHECK records a failure and continues; TEST_MAIN_END
+ * prints the tally and returns non-zero on any failure. */
+#ifndef VLM_TEST_UTIL_H
+#define VLM_TEST_UTIL_H
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int test_failures, test_checks;
+
+#define CHECK(cond, ...)                                                        \
+    do {                                                                        \
+        test_checks++;                                                          \
+        if (!(cond)) {                                                          \
+            test_failures++;                                                    \
+            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                       \
+            fprintf(stderr, "\n");                                              \
+        }                                                                       \
+    } while (0)
+
+#define TEST_MAIN_END()                                                         \
+    do {                                                                        \
+        printf("%d checks, %d failed\n", test_checks, test_failures);          \
+        return test_failures ? 1 : 0;                                           \
+    } while (0)
+
+/* Deterministic uniform random in [-1, 1). */
+static inline float test_randf(unsigned long long *s) {
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((*s >> 40) & 0xFFFFFF) / (float)0x800000 - 1.0f;
+}
+
+static inline float test_max_abs_diff(const float *a, const float *b, long n) {
+    float m = 0;
+    for (long i = 0; i < n; i++) { float d = fabsf(a[i] - b[i]); if (d > m || d != d) m = d != d ? INFINITY : d; }
+    return m;
+}
+#endif

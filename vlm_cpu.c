@@ -1,0 +1,2 @@
+/* CPU backend — placeholder until the foundation lands. */
+#include "vlm.h"
