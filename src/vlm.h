@@ -122,8 +122,8 @@ typedef enum vlm_op_kind {
     VLM_OP_ADD,        /* out = a + b, b broadcast to a (numpy rules, b's dims size 1 or equal) */
     VLM_OP_MUL,        /* out = a * b, broadcast as ADD */
     VLM_OP_SCALE,      /* out = a * p.f[0] + p.f[1] */
-    VLM_OP_UNARY,      /* out = f(a), f = p.i[0] (vlm_unary) */
-    VLM_OP_GLU,        /* out = act(a) * b, act = p.i[0] (vlm_unary) */
+    VLM_OP_UNARY,      /* out = f(a), f = p.i[0] (vlm_unary_op) */
+    VLM_OP_GLU,        /* out = act(a) * b, act = p.i[0] (vlm_unary_op) */
     VLM_OP_RMS_NORM,   /* over last dim; w = b (may be NULL); p.f[0] eps; p.i[0] 1 = (1+w) */
     VLM_OP_LAYER_NORM, /* over last dim; w = b, bias = c (either may be NULL); p.f[0] eps */
     VLM_OP_SOFTMAX,    /* over last dim of a*p.f[0]; p.f[1] > 0: softcap tanh(x/cap)*cap first */
@@ -138,7 +138,7 @@ typedef enum vlm_op_kind {
     VLM_OP_COUNT
 } vlm_op_kind;
 
-typedef enum vlm_unary {
+typedef enum vlm_unary_op {
     VLM_UNARY_SILU = 0,
     VLM_UNARY_GELU,      /* exact erf GELU */
     VLM_UNARY_GELU_TANH, /* tanh approximation ("gelu_pytorch_tanh") */
@@ -150,7 +150,7 @@ typedef enum vlm_unary {
     VLM_UNARY_SQR,
     VLM_UNARY_SQRT,
     VLM_UNARY_NEG,
-} vlm_unary;
+} vlm_unary_op;
 
 /* Which keys a query may see. A key j is visible to query i when
  *   k_pos[j] >= 0 (a live cache slot), and
@@ -244,9 +244,9 @@ vlm_tensor *vlm_add(vlm_compute *c, vlm_tensor *a, vlm_tensor *b);
 vlm_tensor *vlm_mul(vlm_compute *c, vlm_tensor *a, vlm_tensor *b);
 vlm_tensor *vlm_scale(vlm_compute *c, vlm_tensor *a, float s);
 vlm_tensor *vlm_scale_bias(vlm_compute *c, vlm_tensor *a, float s, float b);
-vlm_tensor *vlm_unary(vlm_compute *c, vlm_tensor *a, vlm_unary f);
+vlm_tensor *vlm_unary(vlm_compute *c, vlm_tensor *a, vlm_unary_op f);
 vlm_tensor *vlm_softcap(vlm_compute *c, vlm_tensor *a, float cap);
-vlm_tensor *vlm_glu(vlm_compute *c, vlm_tensor *gate, vlm_tensor *up, vlm_unary act);
+vlm_tensor *vlm_glu(vlm_compute *c, vlm_tensor *gate, vlm_tensor *up, vlm_unary_op act);
 vlm_tensor *vlm_rms_norm(vlm_compute *c, vlm_tensor *x, vlm_tensor *w, float eps);
 vlm_tensor *vlm_rms_norm_1p(vlm_compute *c, vlm_tensor *x, vlm_tensor *w, float eps); /* (1+w)*x̂ */
 vlm_tensor *vlm_layer_norm(vlm_compute *c, vlm_tensor *x, vlm_tensor *w, vlm_tensor *b, float eps);
