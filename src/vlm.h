@@ -261,9 +261,9 @@ vlm_tensor *vlm_argmax(vlm_compute *c, vlm_tensor *a);
 vlm_tensor *vlm_im2col(vlm_compute *c, vlm_tensor *img, int patch);
 
 /* Composite helpers built from the ops above. */
-/* Pixel shuffle (space-to-depth) of x[N, H*W, C] (H = W = sqrt): -> [N, H*W/r², C*r²],
- * channel order as Idefics3/InternVL (InternVL's variant: transpose_hw = 1). */
-vlm_tensor *vlm_pixel_shuffle(vlm_compute *c, vlm_tensor *x, int r, int transpose_hw);
+/* Pixel shuffle (space-to-depth) of x[N, S, C], S a square: -> [N, S/r², C*r²]
+ * with the channel order of Idefics3 and InternVL (ps_version v2), which agree. */
+vlm_tensor *vlm_pixel_shuffle(vlm_compute *c, vlm_tensor *x, int r);
 
 /* ------------------------------------------------------------------ rope tables */
 
@@ -348,6 +348,7 @@ typedef struct vlm_kv_layer {
     vlm_tensor *k, *v;  /* [cap, n_kv_heads, head_dim] in the cache dtype */
     int32_t *slot_pos;  /* host array [cap] */
     int cap;
+    int owner;          /* 0: shares an earlier layer's cache */
 } vlm_kv_layer;
 
 typedef struct vlm_kv_cache {
@@ -448,6 +449,9 @@ typedef struct vlm_model_params {
     int n_threads;           /* <= 0: one per core */
     vlm_backend *backend;    /* NULL: a CPU backend owned by the model */
 } vlm_model_params;
+
+/* Every architecture, NULL-terminated (models/registry.c). */
+extern const vlm_arch *const vlm_archs[];
 
 /* Loads config.json + *.safetensors from dir and picks the architecture. */
 vlm_status vlm_model_load(vlm_model **out, const char *dir, const vlm_model_params *p, vlm_error *err);

@@ -1,0 +1,136 @@
+/* Model loading: config.json + safetensors -> an architecture's weights. */
+#include "vlm.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int model_name_in(const char *s, const char *const *list) {
+    for (; s && list && *list; list++)
+        if (!strcmp(s, *list)) return 1;
+    return 0;
+}
+
+const vlm_arch *vlm_find_arch(const vlm_json *config) {
+    const vlm_json *archs = vlm_json_get(config, "architectures");
+    const char *model_type = vlm_json_str(vlm_json_get(config, "model_type"), NULL);
+    for (int i = 0; vlm_archs[i]; i++) {
+        for (int j = 0; archs && j < archs->n; j++)
+            if (model_name_in(vlm_json_str(vlm_json_at(archs, j), NULL), vlm_archs[i]->hf_architectures))
+                return vlm_archs[i];
+        if (model_name_in(model_type, vlm_archs[i]->model_types)) return vlm_archs[i];
+    }
+    return NULL;
+}
+
+/* eos ids from generation_config.json, else config (top level or text_config). */
+static void model_read_eos(vlm_model *m) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/generation_config.json", m->dir);
+    vlm_error ignore = {0};
+    vlm_json *gen = vlm_json_load(path, &ignore);
+    const vlm_json *e = gen ? vlm_json_get(gen, "eos_token_id") : NULL;
+    if (!e) e = vlm_json_get(m->config, "eos_token_id");
+    if (!e) e = vlm_json_path(m->config, "text_config.eos_token_id");
+    m->n_eos = 0;
+    if (e && e->type == VLM_JSON_NUMBER) m->eos_ids[m->n_eos++] = (int32_t)e->num;
+    else if (e && e->type == VLM_JSON_ARRAY)
+        for (int i = 0; i < e->n && m->n_eos < 8; i++) m->eos_ids[m->n_eos++] = (int32_t)vlm_json_int(vlm_json_at(e, i), -1);
+    vlm_json_free(gen);
+}
+
+vlm_status vlm_model_load(vlm_model **out, const char *dir, const vlm_model_params *p, vlm_error *err) {
+    *out = NULL;
+    vlm_model *m = (vlm_model *)calloc(1, sizeof *m);
+    if (!m) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    m->dir = strdup(dir);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    vlm_status s = VLM_OK;
+    if (!m->dir) { s = vlm_error_set(err, VLM_ERR_OOM, "out of memory"); goto fail; }
+    m->config = vlm_json_load(path, err);
+    if (!m->config) { s = err->code ? err->code : VLM_ERR_IO; goto fail; }
+    m->arch = vlm_find_arch(m->config);
+    if (!m->arch) {
+        const vlm_json *a = vlm_json_at(vlm_json_get(m->config, "architectures"), 0);
+        s = vlm_error_set(err, VLM_ERR_UNSUPPORTED, "%s: architecture %s not supported yet", path,
+                          vlm_json_str(a, vlm_json_str(vlm_json_get(m->config, "model_type"), "(none given)")));
+        goto fail;
+    }
+    if ((s = vlm_st_open(&m->weights, dir, err)) != VLM_OK) goto fail;
+    if (p && p->backend) m->be = p->backend;
+    else {
+        m->be = vlm_backend_cpu(p ? p->n_threads : 0, err);
+        if (!m->be) { s = err->code ? err->code : VLM_ERR_OOM; goto fail; }
+        m->own_backend = 1;
+    }
+    model_read_eos(m);
+    if ((s = m->arch->load(m, err)) != VLM_OK) goto fail;
+    *out = m;
+    return VLM_OK;
+fail:
+    vlm_model_free(m);
+    return s;
+}
+
+void vlm_model_free(vlm_model *m) {
+    if (!m) return;
+    if (m->arch && m->impl && m->arch->unload) m->arch->unload(m);
+    vlm_st_close(&m->weights);
+    vlm_json_free(m->config);
+    vlm_arena_free(&m->arena);
+    if (m->own_backend && m->be) m->be->destroy(m->be);
+    free(m->dir);
+    free(m);
+}
+
+vlm_tensor *vlm_weight_opt(vlm_model *m, const char *name) {
+    const vlm_st_entry *e = vlm_st_find(&m->weights, name);
+    if (!e) return NULL;
+    vlm_tensor *t = (vlm_tensor *)vlm_arena_alloc(&m->arena, sizeof *t);
+    if (!t) return NULL;
+    *t = vlm_st_tensor(e);
+    return t;
+}
+
+vlm_tensor *vlm_weight(vlm_model *m, const char *name, int ndim, const int64_t *shape, vlm_error *err) {
+    vlm_tensor *t = vlm_weight_opt(m, name);
+    if (!t) {
+        vlm_error_set(err, VLM_ERR_FORMAT, "weight %s not found in the checkpoint", name);
+        return NULL;
+    }
+    int ok = t->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = shape[i] < 0 || shape[i] == t->shape[i];
+    if (!ok) {
+        char want[128] = "", got[128] = "";
+        for (int i = 0; i < ndim; i++) snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", i ? "," : "", (long long)shape[i]);
+        for (int i = 0; i < t->ndim; i++) snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? "," : "", (long long)t->shape[i]);
+        vlm_error_set(err, VLM_ERR_FORMAT, "weight %s has shape [%s], the config implies [%s]", name, got, want);
+        return NULL;
+    }
+    return t;
+}
+
+vlm_status vlm_seq_init(vlm_seq *s, vlm_model *m, int n_ctx, int max_batch, vlm_dtype kv_dtype, vlm_error *err) {
+    memset(s, 0, sizeof *s);
+    if (n_ctx <= 0) return vlm_error_set(err, VLM_ERR_ARG, "context length %d", n_ctx);
+    s->model = m;
+    s->n_ctx = n_ctx;
+    s->max_batch = max_batch > 0 ? max_batch : n_ctx;
+    s->kv_dtype = kv_dtype;
+    vlm_compute_init(&s->c, m->be);
+    return m->arch->seq_init(m, s, err);
+}
+
+void vlm_seq_free(vlm_seq *s) {
+    if (s->model && s->model->arch->seq_free) s->model->arch->seq_free(s->model, s);
+    vlm_kv_free(&s->kv);
+    vlm_compute_free(&s->c);
+    memset(s, 0, sizeof *s);
+}
+
+void vlm_seq_reset(vlm_seq *s) {
+    vlm_kv_clear(&s->kv);
+    s->n_past = 0;
+    s->rope_pos = 0;
+}
