@@ -208,6 +208,22 @@ void *vlm_arena_alloc(vlm_arena *a, size_t nbytes) {
     return p;
 }
 
+vlm_arena_mark vlm_arena_get_mark(const vlm_arena *a) {
+    vlm_arena_mark m = {a->head, a->head ? a->head->used : 0, a->used};
+    return m;
+}
+
+void vlm_arena_release(vlm_arena *a, vlm_arena_mark m) {
+    while (a->head && a->head != m.chunk) { /* chunks opened after the mark */
+        vlm_arena_chunk *h = a->head;
+        a->head = h->next;
+        a->total_reserved -= h->size;
+        free(h);
+    }
+    if (a->head) a->head->used = m.chunk_used;
+    a->used = m.used;
+}
+
 void vlm_arena_reset(vlm_arena *a) {
     /* Keep one chunk big enough for everything the last pass needed. */
     vlm_arena_chunk *h = a->head;
@@ -372,6 +388,21 @@ vlm_tensor *vlm_index(vlm_compute *c, vlm_tensor *t, int64_t i) {
     return v;
 }
 
+vlm_tensor *vlm_split_last(vlm_compute *c, vlm_tensor *t, int64_t n0, int64_t n1) {
+    if (!t) return NULL;
+    int d = t->ndim - 1;
+    CORE_REQUIRE(c, t->ndim < VLM_MAX_DIMS && t->stride[d] == 1 && n0 * n1 == t->shape[d],
+                 "split_last: %lld into %lldx%lld", (long long)t->shape[d], (long long)n0, (long long)n1);
+    vlm_tensor *v = core_view(c, t);
+    if (!v) return NULL;
+    v->shape[d] = n0;
+    v->stride[d] = n1;
+    v->shape[d + 1] = n1;
+    v->stride[d + 1] = 1;
+    v->ndim++;
+    return v;
+}
+
 /* ------------------------------------------------------------------ op front-ends */
 
 static vlm_tensor *core_run(vlm_compute *c, vlm_op *op) {
@@ -392,6 +423,18 @@ vlm_tensor *vlm_cast(vlm_compute *c, vlm_tensor *a, vlm_dtype to) {
     vlm_op op = {.kind = VLM_OP_CPY, .a = a};
     op.out = vlm_new(c, to, a->ndim, a->shape);
     return op.out ? core_run(c, &op) : NULL;
+}
+
+vlm_status vlm_copy(vlm_compute *c, vlm_tensor *dst, vlm_tensor *src) {
+    if (c->failed) return c->err.code;
+    int same = dst && src && dst->ndim == src->ndim;
+    for (int i = 0; same && i < dst->ndim; i++) same = dst->shape[i] == src->shape[i];
+    if (!same) {
+        c->failed = 1;
+        return vlm_error_set(&c->err, VLM_ERR_ARG, "copy between tensors of different shapes");
+    }
+    vlm_op op = {.kind = VLM_OP_CPY, .a = src, .out = dst};
+    return core_run(c, &op) ? VLM_OK : c->err.code;
 }
 
 vlm_tensor *vlm_cont(vlm_compute *c, vlm_tensor *a) {

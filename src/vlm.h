@@ -109,6 +109,13 @@ typedef struct vlm_arena {
 } vlm_arena;
 
 void *vlm_arena_alloc(vlm_arena *a, size_t nbytes); /* 64-byte aligned, NULL on OOM */
+/* Mark/release: free everything allocated after a mark (per-layer scratch). */
+typedef struct vlm_arena_mark {
+    vlm_arena_chunk *chunk;
+    size_t chunk_used, used;
+} vlm_arena_mark;
+vlm_arena_mark vlm_arena_get_mark(const vlm_arena *a);
+void vlm_arena_release(vlm_arena *a, vlm_arena_mark m);
 void vlm_arena_reset(vlm_arena *a);
 void vlm_arena_free(vlm_arena *a);
 
@@ -233,10 +240,13 @@ vlm_tensor *vlm_permute(vlm_compute *c, vlm_tensor *t, const int *perm); /* out 
 vlm_tensor *vlm_transpose(vlm_compute *c, vlm_tensor *t, int d0, int d1);
 vlm_tensor *vlm_slice(vlm_compute *c, vlm_tensor *t, int dim, int64_t start, int64_t len);
 vlm_tensor *vlm_index(vlm_compute *c, vlm_tensor *t, int64_t i); /* t[i], drops dim 0 */
+/* Splits the last dim (unit stride) into [n0, n1]; works on strided rows (e.g. a slice of fused qkv). */
+vlm_tensor *vlm_split_last(vlm_compute *c, vlm_tensor *t, int64_t n0, int64_t n1);
 
 /* Ops. Outputs are f32 unless stated. */
 vlm_tensor *vlm_cont(vlm_compute *c, vlm_tensor *a);                      /* contiguous f32 copy */
 vlm_tensor *vlm_cast(vlm_compute *c, vlm_tensor *a, vlm_dtype to);        /* contiguous copy in dtype */
+vlm_status vlm_copy(vlm_compute *c, vlm_tensor *dst, vlm_tensor *src);    /* into an existing tensor, same shape */
 vlm_tensor *vlm_matmul(vlm_compute *c, vlm_tensor *a, vlm_tensor *w);     /* a . w^T */
 vlm_tensor *vlm_linear(vlm_compute *c, vlm_tensor *x, vlm_tensor *w, vlm_tensor *bias); /* bias may be NULL */
 vlm_tensor *vlm_matmul_id(vlm_compute *c, vlm_tensor *x, vlm_tensor *w_experts, vlm_tensor *ids);
@@ -385,10 +395,12 @@ typedef struct vlm_features {
 const vlm_tensor *vlm_features_get(const vlm_features *f, const char *name);
 
 /* What the vision tower produced for the images of one call: `embeds` are
- * the rows that replace the placeholder tokens, in prompt order; `extra`
- * holds per-architecture side outputs (Qwen3-VL DeepStack features). */
+ * the rows that replace the image placeholder tokens in prompt order, then
+ * those of the video placeholders; `extra` holds per-architecture side
+ * outputs (Qwen3-VL DeepStack features). */
 typedef struct vlm_vision_out {
-    vlm_tensor *embeds;       /* [n_image_tokens, hidden] f32 */
+    vlm_tensor *embeds;       /* [n_image_tokens + n_video_tokens, hidden] f32 */
+    int64_t n_image_tokens;   /* rows of embeds that belong to images */
     int n_extra;
     vlm_tensor *extra[8];
 } vlm_vision_out;
