@@ -45,7 +45,13 @@ vlm_status vlm_model_load(vlm_model **out, const char *dir, const vlm_model_para
     if (!m) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     m->dir = strdup(dir);
     char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", dir);
+    size_t dl = strlen(dir);
+    if (p && p->random_weights && dl > 5 && !strcmp(dir + dl - 5, ".json")) {
+        snprintf(path, sizeof path, "%s", dir);
+        char *slash = m->dir ? strrchr(m->dir, '/') : NULL;
+        if (slash) *slash = 0;
+        else if (m->dir) strcpy(m->dir, ".");
+    } else snprintf(path, sizeof path, "%s/config.json", dir);
     vlm_status s = VLM_OK;
     if (!m->dir) { s = vlm_error_set(err, VLM_ERR_OOM, "out of memory"); goto fail; }
     m->config = vlm_json_load(path, err);
@@ -57,7 +63,11 @@ vlm_status vlm_model_load(vlm_model **out, const char *dir, const vlm_model_para
                           vlm_json_str(a, vlm_json_str(vlm_json_get(m->config, "model_type"), "(none given)")));
         goto fail;
     }
-    if ((s = vlm_st_open(&m->weights, dir, err)) != VLM_OK) goto fail;
+    if (p && p->random_weights) {
+        m->random_weights = 1;
+        m->random_dtype = p->random_dtype;
+        m->rng = 0x9e3779b97f4a7c15ULL;
+    } else if ((s = vlm_st_open(&m->weights, dir, err)) != VLM_OK) goto fail;
     if (p && p->backend) m->be = p->backend;
     else {
         m->be = vlm_backend_cpu(p ? p->n_threads : 0, err);
@@ -84,7 +94,30 @@ void vlm_model_free(vlm_model *m) {
     free(m);
 }
 
+/* A made-up weight for benchmarks: vectors near 1 (norm scales), matrices
+ * small and centred so activations stay finite through many layers. */
+static vlm_tensor *model_random_weight(vlm_model *m, int ndim, const int64_t *shape) {
+    vlm_tensor *t = (vlm_tensor *)vlm_arena_alloc(&m->arena, sizeof *t);
+    if (!t) return NULL;
+    *t = vlm_tensor_make(m->random_dtype, ndim, shape, NULL);
+    int64_t n = vlm_nelem(t);
+    t->data = vlm_arena_alloc(&m->arena, vlm_nbytes(t));
+    if (!t->data) return NULL;
+    float scale = ndim == 1 ? 0.1f : 0.04f, offset = ndim == 1 ? 1.0f : 0.0f;
+    uint64_t x = m->rng;
+    for (int64_t i = 0; i < n; i++) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        float v = offset + scale * ((float)(x >> 40) / (float)(1 << 24) - 0.5f);
+        if (t->dtype == VLM_F32) ((float *)t->data)[i] = v;
+        else if (t->dtype == VLM_F16) ((uint16_t *)t->data)[i] = vlm_f32_to_f16(v);
+        else ((uint16_t *)t->data)[i] = vlm_f32_to_bf16(v);
+    }
+    m->rng = x;
+    return t;
+}
+
 vlm_tensor *vlm_weight_opt(vlm_model *m, const char *name) {
+    if (m->random_weights) return NULL; /* optional weights are absent in a made-up model */
     const vlm_st_entry *e = vlm_st_find(&m->weights, name);
     if (!e) return NULL;
     vlm_tensor *t = (vlm_tensor *)vlm_arena_alloc(&m->arena, sizeof *t);
@@ -94,6 +127,11 @@ vlm_tensor *vlm_weight_opt(vlm_model *m, const char *name) {
 }
 
 vlm_tensor *vlm_weight(vlm_model *m, const char *name, int ndim, const int64_t *shape, vlm_error *err) {
+    if (m->random_weights) {
+        vlm_tensor *r = model_random_weight(m, ndim, shape);
+        if (!r) vlm_error_set(err, VLM_ERR_OOM, "out of memory for weight %s", name);
+        return r;
+    }
     vlm_tensor *t = vlm_weight_opt(m, name);
     if (!t) {
         vlm_error_set(err, VLM_ERR_FORMAT, "weight %s not found in the checkpoint", name);

@@ -438,6 +438,9 @@ struct vlm_model {
     void *impl;                /* the architecture's weights and hyperparameters */
     vlm_arena arena;           /* weight tensor headers and other load-time allocations */
     int own_backend;
+    int random_weights;        /* 0, or weights are made up (benchmarks) */
+    vlm_dtype random_dtype;
+    uint64_t rng;
     int vocab_size;
     int hidden_size;
     int32_t image_token_id, video_token_id;
@@ -460,6 +463,11 @@ struct vlm_seq {
 typedef struct vlm_model_params {
     int n_threads;           /* <= 0: one per core */
     vlm_backend *backend;    /* NULL: a CPU backend owned by the model */
+    /* Benchmarks: no checkpoint; every weight the architecture asks for is
+     * made up (small random values) in this dtype. dir may then also be a
+     * config .json file. */
+    int random_weights;
+    vlm_dtype random_dtype;
 } vlm_model_params;
 
 /* Every architecture, NULL-terminated (models/registry.c). */

@@ -1,0 +1,175 @@
+/* Shared model blocks; see common.h. */
+#include "common.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int vlm_loader_prefix(vlm_loader *ld, const char *const *prefixes, const char *probe) {
+    char name[512];
+    if (ld->m->random_weights) { ld->prefix = prefixes[0]; return 1; }
+    for (; *prefixes; prefixes++) {
+        snprintf(name, sizeof name, "%s%s", *prefixes, probe);
+        if (vlm_st_find(&ld->m->weights, name)) { ld->prefix = *prefixes; return 1; }
+    }
+    return 0;
+}
+
+static void common_name(vlm_loader *ld, char *name, size_t cap, const char *fmt, va_list ap) {
+    size_t k = (size_t)snprintf(name, cap, "%s", ld->prefix ? ld->prefix : "");
+    vsnprintf(name + k, cap - k, fmt, ap);
+}
+
+vlm_tensor *vlm_ld(vlm_loader *ld, int ndim, const int64_t *shape, const char *fmt, ...) {
+    char name[512];
+    va_list ap;
+    va_start(ap, fmt);
+    common_name(ld, name, sizeof name, fmt, ap);
+    va_end(ap);
+    return vlm_weight(ld->m, name, ndim, shape, ld->err);
+}
+
+vlm_tensor *vlm_ld_opt(vlm_loader *ld, const char *fmt, ...) {
+    char name[512];
+    va_list ap;
+    va_start(ap, fmt);
+    common_name(ld, name, sizeof name, fmt, ap);
+    va_end(ap);
+    return vlm_weight_opt(ld->m, name);
+}
+
+vlm_status vlm_dec_layer_load(vlm_loader *ld, int l, int hidden, int inter, const vlm_dec_hparams *hp,
+                              int qkv_bias, int qk_norm, vlm_dec_layer *L) {
+    int64_t qd = (int64_t)hp->n_heads * hp->head_dim, kd = (int64_t)hp->n_kv_heads * hp->head_dim;
+    memset(L, 0, sizeof *L);
+    L->attn_norm = vlm_ld(ld, VLM_SHAPE1(hidden), "layers.%d.input_layernorm.weight", l);
+    L->q = vlm_ld(ld, VLM_SHAPE2(qd, hidden), "layers.%d.self_attn.q_proj.weight", l);
+    L->k = vlm_ld(ld, VLM_SHAPE2(kd, hidden), "layers.%d.self_attn.k_proj.weight", l);
+    L->v = vlm_ld(ld, VLM_SHAPE2(kd, hidden), "layers.%d.self_attn.v_proj.weight", l);
+    L->o = vlm_ld(ld, VLM_SHAPE2(hidden, qd), "layers.%d.self_attn.o_proj.weight", l);
+    if (qkv_bias) {
+        L->q_b = vlm_ld(ld, VLM_SHAPE1(qd), "layers.%d.self_attn.q_proj.bias", l);
+        L->k_b = vlm_ld(ld, VLM_SHAPE1(kd), "layers.%d.self_attn.k_proj.bias", l);
+        L->v_b = vlm_ld(ld, VLM_SHAPE1(kd), "layers.%d.self_attn.v_proj.bias", l);
+    }
+    if (qk_norm) {
+        L->q_norm = vlm_ld(ld, VLM_SHAPE1(hp->head_dim), "layers.%d.self_attn.q_norm.weight", l);
+        L->k_norm = vlm_ld(ld, VLM_SHAPE1(hp->head_dim), "layers.%d.self_attn.k_norm.weight", l);
+    }
+    L->mlp_norm = vlm_ld(ld, VLM_SHAPE1(hidden), "layers.%d.post_attention_layernorm.weight", l);
+    if (inter > 0) {
+        L->gate = vlm_ld(ld, VLM_SHAPE2(inter, hidden), "layers.%d.mlp.gate_proj.weight", l);
+        L->up = vlm_ld(ld, VLM_SHAPE2(inter, hidden), "layers.%d.mlp.up_proj.weight", l);
+        L->down = vlm_ld(ld, VLM_SHAPE2(hidden, inter), "layers.%d.mlp.down_proj.weight", l);
+    }
+    return ld->err->code;
+}
+
+/* Attention over the live part of a cache ring: while it has not wrapped,
+ * only slots [0, used) can hold positions, so the rest is not scanned. */
+static vlm_tensor *common_attend(vlm_compute *c, vlm_tensor *q, vlm_kv_layer *kv, const int32_t *pos, int n,
+                                 int window, float scale) {
+    int32_t max_pos = 0;
+    for (int i = 0; i < n; i++) if (pos[i] > max_pos) max_pos = pos[i];
+    int64_t used = max_pos + 1 < kv->cap ? max_pos + 1 : kv->cap;
+    vlm_attn_params p = {.scale = scale, .causal = 1, .window = window, .q_pos = pos, .k_pos = kv->slot_pos};
+    return vlm_attention(c, q, vlm_slice(c, kv->k, 0, 0, used), vlm_slice(c, kv->v, 0, 0, used), &p);
+}
+
+vlm_tensor *vlm_dec_attention(vlm_compute *c, const vlm_dec_layer *L, const vlm_dec_hparams *hp,
+                              vlm_kv_layer *kv, vlm_tensor *h, vlm_tensor *cos, vlm_tensor *sin,
+                              const int32_t *pos, int n, int window) {
+    int H = hp->n_heads, Hkv = hp->n_kv_heads, D = hp->head_dim;
+    vlm_tensor *q = vlm_reshape_3d(c, vlm_linear(c, h, L->q, L->q_b), n, H, D);
+    vlm_tensor *k = vlm_reshape_3d(c, vlm_linear(c, h, L->k, L->k_b), n, Hkv, D);
+    vlm_tensor *v = vlm_reshape_3d(c, vlm_linear(c, h, L->v, L->v_b), n, Hkv, D);
+    if (L->q_norm) q = vlm_rms_norm(c, q, L->q_norm, hp->eps);
+    if (L->k_norm) k = vlm_rms_norm(c, k, L->k_norm, hp->eps);
+    q = vlm_rope(c, q, cos, sin);
+    k = vlm_rope(c, k, cos, sin);
+    if (!q || !k || !v || vlm_kv_write(c, kv, k, v, pos, n) != VLM_OK) return NULL;
+    vlm_tensor *a = common_attend(c, q, kv, pos, n, window, 1.0f / sqrtf((float)D));
+    return vlm_linear(c, vlm_reshape_2d(c, a, n, (int64_t)H * D), L->o, L->o_b);
+}
+
+vlm_tensor *vlm_gated_mlp(vlm_compute *c, vlm_tensor *h, vlm_tensor *gate, vlm_tensor *up, vlm_tensor *down,
+                          vlm_unary_op act) {
+    return vlm_linear(c, vlm_glu(c, vlm_linear(c, h, gate, NULL), vlm_linear(c, h, up, NULL), act), down, NULL);
+}
+
+vlm_tensor *vlm_dec_layer_forward(vlm_compute *c, const vlm_dec_layer *L, const vlm_dec_hparams *hp,
+                                  vlm_kv_layer *kv, vlm_tensor *x, vlm_tensor *cos, vlm_tensor *sin,
+                                  const int32_t *pos, int n) {
+    vlm_tensor *h = vlm_rms_norm(c, x, L->attn_norm, hp->eps);
+    x = vlm_add(c, x, vlm_dec_attention(c, L, hp, kv, h, cos, sin, pos, n, 0));
+    h = vlm_rms_norm(c, x, L->mlp_norm, hp->eps);
+    return vlm_add(c, x, vlm_gated_mlp(c, h, L->gate, L->up, L->down, hp->act));
+}
+
+void vlm_mrope_table(float *cos_out, float *sin_out, const int64_t *pos3, int n, const float *inv_freq, int half,
+                     const int *section, int interleaved) {
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < half; i++) {
+            int s;
+            if (interleaved) { /* t,h,w,t,h,w,... while each section lasts; the rest is t */
+                s = i % 3;
+                if (s && i >= 3 * section[s]) s = 0;
+            } else s = i < section[0] ? 0 : i < section[0] + section[1] ? 1 : 2;
+            float ang = (float)pos3[(int64_t)s * n + t] * inv_freq[i];
+            float cv = (float)cos((double)ang), sv = (float)sin((double)ang);
+            cos_out[(int64_t)t * 2 * half + i] = cos_out[(int64_t)t * 2 * half + half + i] = cv;
+            sin_out[(int64_t)t * 2 * half + i] = sin_out[(int64_t)t * 2 * half + half + i] = sv;
+        }
+}
+
+vlm_tensor *vlm_embed_tokens(vlm_compute *c, vlm_tensor *table, const int32_t *ids, int n,
+                             const vlm_vision_out *vision, int32_t image_token, int32_t video_token,
+                             int64_t *img_seen, int64_t *vid_seen) {
+    vlm_tensor *tok = vlm_from_host(c, VLM_I32, 1, (const int64_t[]){n}, ids);
+    vlm_tensor *x = vlm_get_rows(c, table, tok);
+    int32_t *dst = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n + 4);
+    int32_t *src = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n + 4);
+    if (!x || !dst || !src) return NULL;
+    int64_t rows = vision && vision->embeds ? vision->embeds->shape[0] : 0;
+    int64_t n_img = vision ? vision->n_image_tokens : 0;
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t r;
+        if (ids[i] == image_token && image_token >= 0) r = (*img_seen)++;
+        else if (ids[i] == video_token && video_token >= 0) r = n_img + (*vid_seen)++;
+        else continue;
+        if ((ids[i] == image_token && r >= n_img) || r >= rows) {
+            vlm_error_set(&c->err, VLM_ERR_ARG, "the prompt has more image/video placeholder tokens than the images give (%lld rows)",
+                          (long long)rows);
+            c->failed = 1;
+            return NULL;
+        }
+        dst[k] = i;
+        src[k++] = (int32_t)r;
+    }
+    if (k == 0) return x;
+    vlm_tensor *src_ids = vlm_from_host(c, VLM_I32, 1, (const int64_t[]){k}, src);
+    vlm_tensor *dst_ids = vlm_from_host(c, VLM_I32, 1, (const int64_t[]){k}, dst);
+    vlm_tensor *rows_t = vlm_get_rows(c, vision->embeds, src_ids);
+    if (vlm_set_rows(c, x, rows_t, dst_ids) != VLM_OK) return NULL;
+    return x;
+}
+
+vlm_status vlm_seq_kv_uniform(vlm_seq *s, int n_layers, int n_kv_heads, int head_dim, vlm_error *err) {
+    int *cap = (int *)malloc(sizeof(int) * 3 * (size_t)n_layers);
+    if (!cap) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    int *heads = cap + n_layers, *dims = heads + n_layers;
+    for (int l = 0; l < n_layers; l++) { cap[l] = s->n_ctx; heads[l] = n_kv_heads; dims[l] = head_dim; }
+    vlm_status st = vlm_kv_init(&s->kv, s->model->be, s->kv_dtype, n_layers, cap, heads, dims, NULL, err);
+    free(cap);
+    return st;
+}
+
+vlm_tensor *vlm_lm_logits(vlm_compute *c, vlm_tensor *x, vlm_tensor *norm, float eps, vlm_tensor *lm_head,
+                          int all_logits) {
+    if (!x) return NULL;
+    if (!all_logits) x = vlm_slice(c, x, 0, x->shape[0] - 1, 1);
+    return vlm_linear(c, vlm_rms_norm(c, x, norm, eps), lm_head, NULL);
+}

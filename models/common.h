@@ -1,0 +1,74 @@
+/* Blocks shared by the model files: weight lookup by HF name, the
+ * Llama/Qwen decoder layer, M-RoPE tables, multimodal embedding merge. */
+#ifndef VLM_MODELS_COMMON_H
+#define VLM_MODELS_COMMON_H
+#include "vlm.h"
+
+/* Weights of one pre-norm decoder layer (absent parts are NULL). */
+typedef struct vlm_dec_layer {
+    vlm_tensor *attn_norm, *q, *q_b, *k, *k_b, *v, *v_b, *o, *o_b, *q_norm, *k_norm;
+    vlm_tensor *mlp_norm, *gate, *up, *down;
+} vlm_dec_layer;
+
+typedef struct vlm_dec_hparams {
+    int n_heads, n_kv_heads, head_dim;
+    float eps;          /* RMSNorm eps (layer norms and q/k norms) */
+    vlm_unary_op act;   /* MLP activation */
+} vlm_dec_hparams;
+
+/* Weight loading with a list of prefixes to try ("model.language_model.", "model."). */
+typedef struct vlm_loader {
+    vlm_model *m;
+    vlm_error *err;
+    const char *prefix; /* the prefix found to exist */
+} vlm_loader;
+
+/* Picks the first prefix under which `probe` exists; 0 if none. */
+int vlm_loader_prefix(vlm_loader *ld, const char *const *prefixes, const char *probe);
+/* prefix + printf(fmt, ...): required (error if missing or shape differs) or optional. */
+vlm_tensor *vlm_ld(vlm_loader *ld, int ndim, const int64_t *shape, const char *fmt, ...);
+vlm_tensor *vlm_ld_opt(vlm_loader *ld, const char *fmt, ...);
+/* Shape helpers for vlm_ld. */
+#define VLM_SHAPE1(a) 1, (const int64_t[]){(a)}
+#define VLM_SHAPE2(a, b) 2, (const int64_t[]){(a), (b)}
+#define VLM_SHAPE3(a, b, c) 3, (const int64_t[]){(a), (b), (c)}
+
+/* Loads a standard decoder layer "layers.<l>.{input_layernorm,self_attn.*,post_attention_layernorm,mlp.*}". */
+vlm_status vlm_dec_layer_load(vlm_loader *ld, int l, int hidden, int inter, const vlm_dec_hparams *hp,
+                              int qkv_bias, int qk_norm, vlm_dec_layer *L);
+
+/* Self-attention of one decoder layer on h = norm(x) [n, hidden]: projections,
+ * optional q/k RMSNorm per head, RoPE with cos/sin [n, R], cache write at
+ * positions pos[0..n), causal (optionally windowed) attention over the cache,
+ * output projection. */
+vlm_tensor *vlm_dec_attention(vlm_compute *c, const vlm_dec_layer *L, const vlm_dec_hparams *hp,
+                              vlm_kv_layer *kv, vlm_tensor *h, vlm_tensor *cos, vlm_tensor *sin,
+                              const int32_t *pos, int n, int window);
+/* down(act(gate(h)) * up(h)) */
+vlm_tensor *vlm_gated_mlp(vlm_compute *c, vlm_tensor *h, vlm_tensor *gate, vlm_tensor *up, vlm_tensor *down,
+                          vlm_unary_op act);
+/* x + attention + MLP for a standard pre-norm layer. */
+vlm_tensor *vlm_dec_layer_forward(vlm_compute *c, const vlm_dec_layer *L, const vlm_dec_hparams *hp,
+                                  vlm_kv_layer *kv, vlm_tensor *x, vlm_tensor *cos, vlm_tensor *sin,
+                                  const int32_t *pos, int n);
+
+/* M-RoPE cos/sin [n, head_dim] from 3 position streams pos3[3][n]:
+ * frequency i takes its position from stream sec(i) — contiguous sections
+ * (Qwen2-VL/2.5-VL) or interleaved t,h,w,t,h,w,... (Qwen3-VL). */
+void vlm_mrope_table(float *cos_out, float *sin_out, const int64_t *pos3, int n, const float *inv_freq, int half,
+                     const int *section, int interleaved);
+
+/* Token embeddings with vision rows written over the placeholder tokens:
+ * the k-th image token takes row k of vision->embeds, the k-th video token
+ * row n_image_tokens + k. img_seen/vid_seen: rows consumed by earlier calls. */
+vlm_tensor *vlm_embed_tokens(vlm_compute *c, vlm_tensor *table, const int32_t *ids, int n,
+                             const vlm_vision_out *vision, int32_t image_token, int32_t video_token,
+                             int64_t *img_seen, int64_t *vid_seen);
+
+/* Allocates seq->kv with one full-context ring per layer. */
+vlm_status vlm_seq_kv_uniform(vlm_seq *s, int n_layers, int n_kv_heads, int head_dim, vlm_error *err);
+
+/* Final norm + lm_head on the last row (or all rows) of x. */
+vlm_tensor *vlm_lm_logits(vlm_compute *c, vlm_tensor *x, vlm_tensor *norm, float eps, vlm_tensor *lm_head,
+                          int all_logits);
+#endif

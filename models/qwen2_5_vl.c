@@ -1,0 +1,431 @@
+/* Qwen2.5-VL: a windowed ViT with 2D RoPE and a 2×2 patch merger, feeding
+ * a Qwen2 decoder with multimodal RoPE (M-RoPE) over (t, h, w) positions. */
+#include "common.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    vlm_tensor *norm1, *norm2, *qkv, *qkv_b, *proj, *proj_b;
+    vlm_tensor *gate, *gate_b, *up, *up_b, *down, *down_b;
+} q25_vit_block;
+
+typedef struct {
+    /* vision tower */
+    int v_depth, v_hidden, v_heads, v_inter, v_out, patch, t_patch, merge, window;
+    int in_channels;
+    float v_theta;
+    int *fullatt;                 /* [v_depth] 1 = full attention block */
+    vlm_tensor *patch_embed;      /* [v_hidden, C*T*P*P] view of the conv3d weight */
+    q25_vit_block *blocks;
+    vlm_tensor *merger_norm, *merger_fc1, *merger_fc1_b, *merger_fc2, *merger_fc2_b;
+    /* decoder */
+    int n_layers, hidden, inter;
+    vlm_dec_hparams hp;
+    float theta;
+    int mrope_section[3];
+    float tokens_per_second;
+    vlm_tensor *embed, *norm, *lm_head;
+    vlm_dec_layer *layers;
+} q25_model;
+
+/* Text config keys live in text_config (transformers 5) or at the top level. */
+static const vlm_json *q25_text_key(const vlm_json *cfg, const char *key) {
+    const vlm_json *tc = vlm_json_get(cfg, "text_config");
+    const vlm_json *v = tc ? vlm_json_get(tc, key) : NULL;
+    return v ? v : vlm_json_get(cfg, key);
+}
+
+static const vlm_json *q25_rope_key(const vlm_json *cfg, const char *key) {
+    const char *holders[] = {"rope_parameters", "rope_scaling"};
+    for (int i = 0; i < 2; i++) {
+        const vlm_json *v = vlm_json_get(q25_text_key(cfg, holders[i]), key);
+        if (v) return v;
+    }
+    return q25_text_key(cfg, key);
+}
+
+static vlm_status q25_load_config(vlm_model *m, q25_model *q, vlm_error *err) {
+    const vlm_json *cfg = m->config, *vc = vlm_json_get(cfg, "vision_config");
+    if (!vc) return vlm_error_set(err, VLM_ERR_CONFIG, "config.json has no vision_config");
+    q->v_depth = (int)vlm_json_int(vlm_json_get(vc, "depth"), 32);
+    q->v_hidden = (int)vlm_json_int(vlm_json_get(vc, "hidden_size"), 1280);
+    q->v_heads = (int)vlm_json_int(vlm_json_get(vc, "num_heads"), 16);
+    q->v_inter = (int)vlm_json_int(vlm_json_get(vc, "intermediate_size"), 3420);
+    q->v_out = (int)vlm_json_int(vlm_json_get(vc, "out_hidden_size"), 3584);
+    q->patch = (int)vlm_json_int(vlm_json_get(vc, "patch_size"), 14);
+    q->t_patch = (int)vlm_json_int(vlm_json_get(vc, "temporal_patch_size"), 2);
+    q->merge = (int)vlm_json_int(vlm_json_get(vc, "spatial_merge_size"), 2);
+    q->window = (int)vlm_json_int(vlm_json_get(vc, "window_size"), 112);
+    q->in_channels = (int)vlm_json_int(vlm_json_get(vc, "in_channels"), 3);
+    q->tokens_per_second = (float)vlm_json_num(vlm_json_get(vc, "tokens_per_second"), 2);
+    q->v_theta = (float)vlm_json_num(vlm_json_path(vc, "rope_parameters.rope_theta"), 10000.0);
+    q->hidden = (int)vlm_json_int(q25_text_key(cfg, "hidden_size"), 0);
+    q->n_layers = (int)vlm_json_int(q25_text_key(cfg, "num_hidden_layers"), 0);
+    q->inter = (int)vlm_json_int(q25_text_key(cfg, "intermediate_size"), 0);
+    q->hp.n_heads = (int)vlm_json_int(q25_text_key(cfg, "num_attention_heads"), 0);
+    q->hp.n_kv_heads = (int)vlm_json_int(q25_text_key(cfg, "num_key_value_heads"), q->hp.n_heads);
+    q->hp.eps = (float)vlm_json_num(q25_text_key(cfg, "rms_norm_eps"), 1e-6);
+    q->hp.act = VLM_UNARY_SILU;
+    q->theta = (float)vlm_json_num(q25_rope_key(cfg, "rope_theta"), 1000000.0);
+    m->vocab_size = (int)vlm_json_int(q25_text_key(cfg, "vocab_size"), 0);
+    m->hidden_size = q->hidden;
+    m->image_token_id = (int32_t)vlm_json_int(vlm_json_get(cfg, "image_token_id"), 151655);
+    m->video_token_id = (int32_t)vlm_json_int(vlm_json_get(cfg, "video_token_id"), 151656);
+    const vlm_json *sec = q25_rope_key(cfg, "mrope_section");
+    if (q->hidden <= 0 || q->n_layers <= 0 || q->inter <= 0 || q->hp.n_heads <= 0 || q->hp.n_kv_heads <= 0 ||
+        q->hidden % q->hp.n_heads || q->hp.n_heads % q->hp.n_kv_heads || m->vocab_size <= 0)
+        return vlm_error_set(err, VLM_ERR_CONFIG, "text config: hidden_size/num_hidden_layers/heads/vocab_size missing or inconsistent");
+    if (q->v_hidden % q->v_heads || (q->v_hidden / q->v_heads) % 4 || q->merge <= 0 || q->patch <= 0 ||
+        q->window < q->merge * q->patch || q->v_depth <= 0)
+        return vlm_error_set(err, VLM_ERR_CONFIG, "vision config: inconsistent sizes");
+    q->hp.head_dim = q->hidden / q->hp.n_heads;
+    if (!sec || sec->type != VLM_JSON_ARRAY || sec->n != 3)
+        return vlm_error_set(err, VLM_ERR_CONFIG, "mrope_section missing (rope_parameters.mrope_section)");
+    int sum = 0;
+    for (int i = 0; i < 3; i++) sum += q->mrope_section[i] = (int)vlm_json_int(vlm_json_at(sec, i), 0);
+    if (sum != q->hp.head_dim / 2)
+        return vlm_error_set(err, VLM_ERR_CONFIG, "mrope_section sums to %d, head_dim/2 is %d", sum, q->hp.head_dim / 2);
+    return VLM_OK;
+}
+
+static vlm_status q25_load(vlm_model *m, vlm_error *err) {
+    q25_model *q = (q25_model *)calloc(1, sizeof *q);
+    if (!q) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    m->impl = q;
+    vlm_status s = q25_load_config(m, q, err);
+    if (s != VLM_OK) return s;
+    q->fullatt = (int *)calloc((size_t)q->v_depth, sizeof(int));
+    q->blocks = (q25_vit_block *)calloc((size_t)q->v_depth, sizeof *q->blocks);
+    q->layers = (vlm_dec_layer *)calloc((size_t)q->n_layers, sizeof *q->layers);
+    if (!q->fullatt || !q->blocks || !q->layers) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    const vlm_json *fa = vlm_json_path(m->config, "vision_config.fullatt_block_indexes");
+    for (int i = 0; fa && i < fa->n; i++) {
+        int64_t b = vlm_json_int(vlm_json_at(fa, i), -1);
+        if (b >= 0 && b < q->v_depth) q->fullatt[b] = 1;
+    }
+
+    vlm_loader ld = {.m = m, .err = err};
+    static const char *const vis_prefixes[] = {"model.visual.", "visual.", NULL};
+    if (!vlm_loader_prefix(&ld, vis_prefixes, "patch_embed.proj.weight"))
+        return vlm_error_set(err, VLM_ERR_FORMAT, "no vision tower weights (visual.patch_embed.proj.weight)");
+    int64_t V = q->v_hidden, I = q->v_inter, pdim = (int64_t)q->in_channels * q->t_patch * q->patch * q->patch;
+    vlm_tensor *pw = vlm_ld(&ld, 5, (const int64_t[]){V, q->in_channels, q->t_patch, q->patch, q->patch},
+                            "patch_embed.proj.weight");
+    if (pw) { /* the conv3d over one patch is a matmul with the flattened kernel */
+        pw->ndim = 2;
+        pw->shape[1] = pdim;
+        pw->stride[0] = pdim;
+        pw->stride[1] = 1;
+    }
+    q->patch_embed = pw;
+    for (int b = 0; b < q->v_depth; b++) {
+        q25_vit_block *B = &q->blocks[b];
+        B->norm1 = vlm_ld(&ld, VLM_SHAPE1(V), "blocks.%d.norm1.weight", b);
+        B->norm2 = vlm_ld(&ld, VLM_SHAPE1(V), "blocks.%d.norm2.weight", b);
+        B->qkv = vlm_ld(&ld, VLM_SHAPE2(3 * V, V), "blocks.%d.attn.qkv.weight", b);
+        B->qkv_b = vlm_ld(&ld, VLM_SHAPE1(3 * V), "blocks.%d.attn.qkv.bias", b);
+        B->proj = vlm_ld(&ld, VLM_SHAPE2(V, V), "blocks.%d.attn.proj.weight", b);
+        B->proj_b = vlm_ld(&ld, VLM_SHAPE1(V), "blocks.%d.attn.proj.bias", b);
+        B->gate = vlm_ld(&ld, VLM_SHAPE2(I, V), "blocks.%d.mlp.gate_proj.weight", b);
+        B->gate_b = vlm_ld(&ld, VLM_SHAPE1(I), "blocks.%d.mlp.gate_proj.bias", b);
+        B->up = vlm_ld(&ld, VLM_SHAPE2(I, V), "blocks.%d.mlp.up_proj.weight", b);
+        B->up_b = vlm_ld(&ld, VLM_SHAPE1(I), "blocks.%d.mlp.up_proj.bias", b);
+        B->down = vlm_ld(&ld, VLM_SHAPE2(V, I), "blocks.%d.mlp.down_proj.weight", b);
+        B->down_b = vlm_ld(&ld, VLM_SHAPE1(V), "blocks.%d.mlp.down_proj.bias", b);
+    }
+    int64_t M = V * q->merge * q->merge;
+    q->merger_norm = vlm_ld(&ld, VLM_SHAPE1(V), "merger.ln_q.weight");
+    q->merger_fc1 = vlm_ld(&ld, VLM_SHAPE2(M, M), "merger.mlp.0.weight");
+    q->merger_fc1_b = vlm_ld(&ld, VLM_SHAPE1(M), "merger.mlp.0.bias");
+    q->merger_fc2 = vlm_ld(&ld, VLM_SHAPE2(q->v_out, M), "merger.mlp.2.weight");
+    q->merger_fc2_b = vlm_ld(&ld, VLM_SHAPE1(q->v_out), "merger.mlp.2.bias");
+    if (err->code) return err->code;
+    if (q->v_out != q->hidden)
+        return vlm_error_set(err, VLM_ERR_CONFIG, "vision out_hidden_size %d != text hidden_size %d", q->v_out, q->hidden);
+
+    static const char *const txt_prefixes[] = {"model.language_model.", "model.", NULL};
+    if (!vlm_loader_prefix(&ld, txt_prefixes, "embed_tokens.weight"))
+        return vlm_error_set(err, VLM_ERR_FORMAT, "no decoder weights (model.embed_tokens.weight)");
+    q->embed = vlm_ld(&ld, VLM_SHAPE2(m->vocab_size, q->hidden), "embed_tokens.weight");
+    q->norm = vlm_ld(&ld, VLM_SHAPE1(q->hidden), "norm.weight");
+    for (int l = 0; l < q->n_layers; l++)
+        if (vlm_dec_layer_load(&ld, l, q->hidden, q->inter, &q->hp, 1, 0, &q->layers[l]) != VLM_OK) return err->code;
+    int tied = vlm_json_bool(vlm_json_get(m->config, "tie_word_embeddings"), 0) ||
+               vlm_json_bool(q25_text_key(m->config, "tie_word_embeddings"), 0);
+    q->lm_head = tied ? q->embed : vlm_weight(m, "lm_head.weight", VLM_SHAPE2(m->vocab_size, q->hidden), err);
+    return err->code;
+}
+
+static void q25_unload(vlm_model *m) {
+    q25_model *q = (q25_model *)m->impl;
+    if (q) { free(q->fullatt); free(q->blocks); free(q->layers); free(q); }
+    m->impl = NULL;
+}
+
+/* ------------------------------------------------------------------ vision */
+
+/* Host-side layout of one packed call of the vision tower: the window order
+ * of the merge units, each patch's window and frame, and its 2D RoPE. */
+typedef struct {
+    int64_t n;             /* patches */
+    int32_t *order;        /* [n] patch row (original order) at each windowed position */
+    int32_t *unorder;      /* [n/unit] merged row -> windowed merged row */
+    int32_t *win_seg, *frame_seg; /* [n] in windowed order */
+    float *cos, *sin;      /* [n, head_dim] in windowed order */
+} q25_layout;
+
+static vlm_status q25_make_layout(vlm_compute *c, const q25_model *q, const vlm_tensor *grid, int64_t n_rows,
+                                  q25_layout *L) {
+    int m = q->merge, unit = m * m, hd = q->v_hidden / q->v_heads, nf = hd / 4;
+    int vws = q->window / m / q->patch; /* window side in merged units */
+    int64_t n = 0;
+    for (int64_t g = 0; g < grid->shape[0]; g++) {
+        int64_t t = vlm_get_i64(grid, g * 3), h = vlm_get_i64(grid, g * 3 + 1), w = vlm_get_i64(grid, g * 3 + 2);
+        if (t <= 0 || h <= 0 || w <= 0 || h % m || w % m || t * h * w > (1 << 24))
+            return vlm_error_set(&c->err, VLM_ERR_ARG, "bad grid_thw (%lld, %lld, %lld)", (long long)t, (long long)h, (long long)w);
+        n += t * h * w;
+    }
+    if (n != n_rows)
+        return vlm_error_set(&c->err, VLM_ERR_ARG, "grid_thw covers %lld patches, pixel_values has %lld rows",
+                             (long long)n, (long long)n_rows);
+    L->n = n;
+    L->order = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n);
+    L->unorder = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)(n / unit));
+    L->win_seg = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n);
+    L->frame_seg = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n);
+    L->cos = (float *)vlm_arena_alloc(&c->arena, sizeof(float) * (size_t)(n * hd));
+    L->sin = (float *)vlm_arena_alloc(&c->arena, sizeof(float) * (size_t)(n * hd));
+    if (!L->order || !L->unorder || !L->win_seg || !L->frame_seg || !L->cos || !L->sin)
+        return vlm_error_set(&c->err, VLM_ERR_OOM, "out of memory");
+    float inv[256];
+    vlm_rope_inv_freq(inv, hd / 2, q->v_theta);
+    int64_t k = 0, base = 0;
+    int32_t win = 0, frame = 0;
+    for (int64_t g = 0; g < grid->shape[0]; g++) {
+        int64_t t = vlm_get_i64(grid, g * 3), h = vlm_get_i64(grid, g * 3 + 1), w = vlm_get_i64(grid, g * 3 + 2);
+        int64_t gh = h / m, gw = w / m; /* merged grid */
+        int64_t nwh = (gh + vws - 1) / vws, nww = (gw + vws - 1) / vws;
+        for (int64_t f = 0; f < t; f++, frame++)
+            for (int64_t wy = 0; wy < nwh; wy++)
+                for (int64_t wx = 0; wx < nww; wx++, win++)
+                    for (int64_t y = wy * vws; y < (wy + 1) * vws && y < gh; y++)
+                        for (int64_t x = wx * vws; x < (wx + 1) * vws && x < gw; x++) {
+                            int64_t merged = base / unit + (f * gh + y) * gw + x; /* row in original merged order */
+                            L->unorder[merged] = (int32_t)(k / unit);
+                            for (int u = 0; u < unit; u++, k++) {
+                                /* patches of a merge unit are stored together: (dy, dx) row-major */
+                                int64_t py = y * m + u / m, px = x * m + u % m;
+                                L->order[k] = (int32_t)(merged * unit + u);
+                                L->win_seg[k] = win;
+                                L->frame_seg[k] = frame;
+                                for (int i = 0; i < 2 * nf; i++) {
+                                    float ang = (float)(i < nf ? py : px) * inv[i < nf ? i : i - nf];
+                                    float cv = (float)cos((double)ang), sv = (float)sin((double)ang);
+                                    L->cos[k * hd + i] = L->cos[k * hd + 2 * nf + i] = cv;
+                                    L->sin[k * hd + i] = L->sin[k * hd + 2 * nf + i] = sv;
+                                }
+                            }
+                        }
+        base += t * h * w;
+    }
+    return VLM_OK;
+}
+
+static vlm_tensor *q25_vit_block_forward(vlm_compute *c, const q25_model *q, const q25_vit_block *B, vlm_tensor *x,
+                                         vlm_tensor *cos, vlm_tensor *sin, const int32_t *seg) {
+    int64_t n = x->shape[0], V = q->v_hidden, H = q->v_heads, hd = V / H;
+    vlm_tensor *qkv = vlm_linear(c, vlm_rms_norm(c, x, B->norm1, 1e-6f), B->qkv, B->qkv_b);
+    vlm_tensor *qh = vlm_rope(c, vlm_split_last(c, vlm_slice(c, qkv, 1, 0, V), H, hd), cos, sin);
+    vlm_tensor *kh = vlm_rope(c, vlm_split_last(c, vlm_slice(c, qkv, 1, V, V), H, hd), cos, sin);
+    vlm_tensor *vh = vlm_split_last(c, vlm_slice(c, qkv, 1, 2 * V, V), H, hd);
+    vlm_attn_params p = {.scale = 1.0f / sqrtf((float)hd), .q_seg = seg, .k_seg = seg};
+    vlm_tensor *a = vlm_reshape_2d(c, vlm_attention(c, qh, kh, vh, &p), n, V);
+    x = vlm_add(c, x, vlm_linear(c, a, B->proj, B->proj_b));
+    vlm_tensor *h = vlm_rms_norm(c, x, B->norm2, 1e-6f);
+    vlm_tensor *mlp = vlm_glu(c, vlm_linear(c, h, B->gate, B->gate_b), vlm_linear(c, h, B->up, B->up_b), VLM_UNARY_SILU);
+    return vlm_add(c, x, vlm_linear(c, mlp, B->down, B->down_b));
+}
+
+/* pixels [n, C*T*P*P] host f32/f16/bf16, grid [k, 3] -> merged embeddings [n/unit, hidden]. */
+static vlm_tensor *q25_vision(vlm_compute *c, const q25_model *q, const vlm_tensor *pixels, const vlm_tensor *grid) {
+    int unit = q->merge * q->merge, hd = q->v_hidden / q->v_heads;
+    int64_t pdim = q->patch_embed->shape[1];
+    if (pixels->ndim != 2 || pixels->shape[1] != pdim || grid->ndim != 2 || grid->shape[1] != 3) {
+        vlm_error_set(&c->err, VLM_ERR_ARG, "pixel values must be [n, %lld] with grid_thw [k, 3]", (long long)pdim);
+        c->failed = 1;
+        return NULL;
+    }
+    q25_layout L = {0};
+    if (q25_make_layout(c, q, grid, pixels->shape[0], &L) != VLM_OK) { c->failed = 1; return NULL; }
+    int64_t n = L.n;
+    vlm_tensor *px = vlm_from_host(c, pixels->dtype, 2, pixels->shape, pixels->data);
+    vlm_tensor *order = vlm_from_host(c, VLM_I32, 1, &n, L.order);
+    /* Patch embedding, then rows into window order (patches of a merge unit stay together). */
+    vlm_tensor *x = vlm_get_rows(c, vlm_matmul(c, px, q->patch_embed), order);
+    vlm_tensor *cos = vlm_from_host(c, VLM_F32, 2, (const int64_t[]){n, hd}, L.cos);
+    vlm_tensor *sin = vlm_from_host(c, VLM_F32, 2, (const int64_t[]){n, hd}, L.sin);
+    vlm_tensor *resid = vlm_new_2d(c, VLM_F32, n, q->v_hidden);
+    if (!x || !resid || vlm_copy(c, resid, x) != VLM_OK) return NULL;
+    for (int b = 0; b < q->v_depth; b++) {
+        vlm_arena_mark mark = vlm_arena_get_mark(&c->arena);
+        x = q25_vit_block_forward(c, q, &q->blocks[b], resid, cos, sin, q->fullatt[b] ? L.frame_seg : L.win_seg);
+        if (!x || vlm_copy(c, resid, x) != VLM_OK) return NULL;
+        vlm_arena_release(&c->arena, mark);
+    }
+    /* Merger: RMSNorm, 2×2 units concatenated, MLP; then back to raster order. */
+    x = vlm_reshape_2d(c, vlm_rms_norm(c, resid, q->merger_norm, 1e-6f), n / unit, (int64_t)q->v_hidden * unit);
+    x = vlm_unary(c, vlm_linear(c, x, q->merger_fc1, q->merger_fc1_b), VLM_UNARY_GELU);
+    x = vlm_linear(c, x, q->merger_fc2, q->merger_fc2_b);
+    int64_t nm = n / unit;
+    return vlm_get_rows(c, x, vlm_from_host(c, VLM_I32, 1, &nm, L.unorder));
+}
+
+static vlm_status q25_encode(vlm_model *m, vlm_compute *c, const vlm_features *f, vlm_vision_out *out) {
+    const q25_model *q = (const q25_model *)m->impl;
+    memset(out, 0, sizeof *out);
+    const vlm_tensor *img = vlm_features_get(f, "pixel_values"), *img_grid = vlm_features_get(f, "image_grid_thw");
+    const vlm_tensor *vid = vlm_features_get(f, "pixel_values_videos"), *vid_grid = vlm_features_get(f, "video_grid_thw");
+    if ((img && !img_grid) || (vid && !vid_grid))
+        return vlm_error_set(&c->err, VLM_ERR_ARG, "pixel values without their grid_thw");
+    vlm_tensor *ie = img ? q25_vision(c, q, img, img_grid) : NULL;
+    vlm_tensor *ve = vid ? q25_vision(c, q, vid, vid_grid) : NULL;
+    if (c->failed || (!ie && !ve)) return c->err.code ? c->err.code : vlm_error_set(&c->err, VLM_ERR_ARG, "no images given");
+    out->n_image_tokens = ie ? ie->shape[0] : 0;
+    out->embeds = ie && ve ? vlm_concat(c, ie, ve, 0) : ie ? ie : ve;
+    return out->embeds ? VLM_OK : c->err.code;
+}
+
+/* ------------------------------------------------------------------ decoder */
+
+/* Per-sequence state: how many grids of each kind earlier calls consumed. */
+typedef struct {
+    int64_t img_rows, vid_rows;
+    int img_grids, vid_grids;
+} q25_seq;
+
+/* M-RoPE positions of ids[0..n): text tokens advance all three streams
+ * together; a run of image/video tokens gets (t, h, w) grid positions offset
+ * by the next text position, and the text after it continues at max + 1.
+ * Video time indices are frame * second_per_grid_t * tokens_per_second. */
+static vlm_status q25_positions(vlm_compute *c, const q25_model *q, vlm_model *m, vlm_seq *s, q25_seq *qs,
+                                const int32_t *ids, int n, const vlm_features *f, int64_t *pos3) {
+    const vlm_tensor *img_grid = vlm_features_get(f, "image_grid_thw"), *vid_grid = vlm_features_get(f, "video_grid_thw");
+    const vlm_tensor *spg = vlm_features_get(f, "second_per_grid_ts");
+    int64_t next = s->rope_pos;
+    int img_k = 0, vid_k = 0; /* grids used in this call */
+    for (int i = 0; i < n;) {
+        int is_img = ids[i] == m->image_token_id, is_vid = ids[i] == m->video_token_id;
+        if (!is_img && !is_vid) {
+            pos3[i] = pos3[n + i] = pos3[2 * n + i] = next++;
+            i++;
+            continue;
+        }
+        const vlm_tensor *grid = is_img ? img_grid : vid_grid;
+        int k = is_img ? img_k++ : vid_k++;
+        if (!grid || k >= grid->shape[0])
+            return vlm_error_set(&c->err, VLM_ERR_ARG, "more %s placeholder runs than %s grids", is_img ? "image" : "video",
+                                 is_img ? "image" : "video");
+        int64_t t = vlm_get_i64(grid, k * 3), h = vlm_get_i64(grid, k * 3 + 1) / q->merge,
+                w = vlm_get_i64(grid, k * 3 + 2) / q->merge;
+        float tscale = is_vid ? (spg && k < vlm_nelem(spg) ? vlm_get_f32(spg, k) : 1.0f) * q->tokens_per_second : 0.0f;
+        if (i + t * h * w > n)
+            return vlm_error_set(&c->err, VLM_ERR_ARG, "%s run of %lld tokens is cut off by the end of the input",
+                                 is_img ? "image" : "video", (long long)(t * h * w));
+        int64_t maxp = 0;
+        for (int64_t ft = 0; ft < t; ft++)
+            for (int64_t y = 0; y < h; y++)
+                for (int64_t x = 0; x < w; x++, i++) {
+                    if (ids[i] != ids[i - (ft | y | x ? 1 : 0)])
+                        return vlm_error_set(&c->err, VLM_ERR_ARG, "placeholder run shorter than its grid");
+                    int64_t tp = (int64_t)((float)ft * tscale);
+                    pos3[i] = next + tp;
+                    pos3[n + i] = next + y;
+                    pos3[2 * n + i] = next + x;
+                    if (tp > maxp) maxp = tp;
+                    if (y > maxp) maxp = y;
+                    if (x > maxp) maxp = x;
+                }
+        next += maxp + 1;
+    }
+    (void)qs;
+    s->rope_pos = next;
+    return VLM_OK;
+}
+
+static vlm_status q25_forward(vlm_model *m, vlm_seq *s, const int32_t *ids, int n, const vlm_vision_out *vision,
+                              const vlm_features *f, int all_logits, vlm_tensor **logits) {
+    q25_model *q = (q25_model *)m->impl;
+    q25_seq *qs = (q25_seq *)s->impl;
+    vlm_compute *c = &s->c;
+    *logits = NULL;
+    if (n <= 0) return vlm_error_set(&c->err, VLM_ERR_ARG, "no tokens to run");
+    if (s->n_past + n > s->n_ctx)
+        return vlm_error_set(&c->err, VLM_ERR_CONTEXT, "%d tokens after %d exceed the context of %d", n, s->n_past, s->n_ctx);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= m->vocab_size)
+            return vlm_error_set(&c->err, VLM_ERR_ARG, "token id %d outside the vocabulary of %d", ids[i], m->vocab_size);
+    int64_t *pos3 = (int64_t *)vlm_arena_alloc(&c->arena, sizeof(int64_t) * 3 * (size_t)n);
+    int32_t *pos = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n);
+    int hd = q->hp.head_dim;
+    float *cosv = (float *)vlm_arena_alloc(&c->arena, sizeof(float) * (size_t)n * hd);
+    float *sinv = (float *)vlm_arena_alloc(&c->arena, sizeof(float) * (size_t)n * hd);
+    if (!pos3 || !pos || !cosv || !sinv) return vlm_error_set(&c->err, VLM_ERR_OOM, "out of memory");
+    int64_t saved_rope = s->rope_pos;
+    vlm_status st = q25_positions(c, q, m, s, qs, ids, n, f, pos3);
+    if (st != VLM_OK) return st;
+    for (int i = 0; i < n; i++) pos[i] = s->n_past + i;
+    float inv[512];
+    vlm_rope_inv_freq(inv, hd, q->theta);
+    vlm_mrope_table(cosv, sinv, pos3, n, inv, hd / 2, q->mrope_section, 0);
+    vlm_tensor *cos = vlm_from_host(c, VLM_F32, 2, (const int64_t[]){n, hd}, cosv);
+    vlm_tensor *sin = vlm_from_host(c, VLM_F32, 2, (const int64_t[]){n, hd}, sinv);
+
+    int64_t img_seen = 0, vid_seen = 0;
+    vlm_tensor *x = vlm_embed_tokens(c, q->embed, ids, n, vision, m->image_token_id, m->video_token_id, &img_seen, &vid_seen);
+    vlm_tensor *resid = vlm_new_2d(c, VLM_F32, n, q->hidden);
+    if (!x || !resid || vlm_copy(c, resid, x) != VLM_OK) goto fail;
+    for (int l = 0; l < q->n_layers; l++) {
+        vlm_arena_mark mark = vlm_arena_get_mark(&c->arena);
+        x = vlm_dec_layer_forward(c, &q->layers[l], &q->hp, &s->kv.layers[l], resid, cos, sin, pos, n);
+        if (!x || vlm_copy(c, resid, x) != VLM_OK) goto fail;
+        vlm_arena_release(&c->arena, mark);
+    }
+    *logits = vlm_lm_logits(c, resid, q->norm, q->hp.eps, q->lm_head, all_logits);
+    if (!*logits) goto fail;
+    s->n_past += n;
+    return VLM_OK;
+fail:
+    s->rope_pos = saved_rope;
+    vlm_kv_truncate(&s->kv, s->n_past);
+    return c->err.code ? c->err.code : VLM_ERR_ARG;
+}
+
+static vlm_status q25_seq_init(vlm_model *m, vlm_seq *s, vlm_error *err) {
+    q25_model *q = (q25_model *)m->impl;
+    s->impl = calloc(1, sizeof(q25_seq));
+    if (!s->impl) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    return vlm_seq_kv_uniform(s, q->n_layers, q->hp.n_kv_heads, q->hp.head_dim, err);
+}
+
+static void q25_seq_free(vlm_model *m, vlm_seq *s) {
+    (void)m;
+    free(s->impl);
+    s->impl = NULL;
+}
+
+static const char *const q25_hf_names[] = {"Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLModel", NULL};
+static const char *const q25_model_types[] = {"qwen2_5_vl", NULL};
+
+const vlm_arch vlm_arch_qwen2_5_vl = {
+    .name = "qwen2_5_vl",
+    .hf_architectures = q25_hf_names,
+    .model_types = q25_model_types,
+    .load = q25_load,
+    .unload = q25_unload,
+    .encode = q25_encode,
+    .forward = q25_forward,
+    .seq_init = q25_seq_init,
+    .seq_free = q25_seq_free,
+};
