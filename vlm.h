@@ -206,6 +206,8 @@ typedef struct vlm_backend {
 
 /* vlm_cpu.c. n_threads <= 0: one per core. */
 vlm_backend *vlm_backend_cpu(int n_threads, vlm_error *err);
+/* vlm_cuda.cu, built with `make CUDA=1`. */
+vlm_backend *vlm_backend_cuda(int device, vlm_error *err);
 
 /* The CPU backend's thread pool, usable by host-side code (preprocessing). */
 typedef void (*vlm_parallel_fn)(void *arg, int64_t begin, int64_t end, int thread);
@@ -439,6 +441,9 @@ struct vlm_model {
     void *impl;                /* the architecture's weights and hyperparameters */
     vlm_arena arena;           /* weight tensor headers and other load-time allocations */
     int own_backend;
+    int random_weights;        /* 0, or weights are made up (benchmarks) */
+    vlm_dtype random_dtype;
+    uint64_t rng;
     int vocab_size;
     int hidden_size;
     int32_t image_token_id, video_token_id;
@@ -461,6 +466,11 @@ struct vlm_seq {
 typedef struct vlm_model_params {
     int n_threads;           /* <= 0: one per core */
     vlm_backend *backend;    /* NULL: a CPU backend owned by the model */
+    /* Benchmarks: no checkpoint; every weight the architecture asks for is
+     * made up (small random values) in this dtype. dir may then also be a
+     * config .json file. */
+    int random_weights;
+    vlm_dtype random_dtype;
 } vlm_model_params;
 
 /* Every architecture, NULL-terminated (models/registry.c). */
@@ -479,6 +489,41 @@ vlm_tensor *vlm_weight_opt(vlm_model *m, const char *name); /* NULL if absent */
 vlm_status vlm_seq_init(vlm_seq *s, vlm_model *m, int n_ctx, int max_batch, vlm_dtype kv_dtype, vlm_error *err);
 void vlm_seq_free(vlm_seq *s);
 void vlm_seq_reset(vlm_seq *s);
+
+/* ------------------------------------------------------------------ sampling */
+
+/* Token sampling, applied in the order transformers' generate applies them:
+ * repetition/presence/frequency penalties, temperature, top-k, top-p,
+ * min-p, then a draw. temperature 0 = greedy (argmax). */
+typedef struct vlm_sampling {
+    float temperature;        /* default 0.7; 0 = greedy */
+    int top_k;                /* default 0 = off */
+    float top_p;              /* default 1 = off */
+    float min_p;              /* default 0 = off */
+    float repetition_penalty; /* default 1 = off; >1 discourages tokens already seen (HF: logit/p if >0 else logit*p) */
+    float presence_penalty;   /* default 0; subtracted once from each seen token's logit */
+    float frequency_penalty;  /* default 0; subtracted per occurrence */
+    int penalty_last_n;       /* default 64; tokens of history the penalties look at; -1 = all */
+    uint64_t seed;            /* same seed, same tokens */
+} vlm_sampling;
+
+vlm_sampling vlm_sampling_default(void);
+
+typedef struct vlm_sampler {
+    vlm_sampling p;
+    int n_vocab;
+    uint64_t rng[4];
+    float *work;       /* [n_vocab] */
+    int32_t *order;    /* [n_vocab] */
+} vlm_sampler;
+
+vlm_status vlm_sampler_init(vlm_sampler *s, const vlm_sampling *p, int n_vocab, vlm_error *err);
+void vlm_sampler_free(vlm_sampler *s);
+/* Picks the next token from logits[n_vocab] (left unchanged); history: the
+ * tokens so far (prompt and generated) for the penalties. */
+int32_t vlm_sample(vlm_sampler *s, const float *logits, const int32_t *history, int n_history);
+/* A uniform draw in [0, 1) from the sampler's generator (exposed for tests). */
+double vlm_sampler_uniform(vlm_sampler *s);
 
 #ifdef __cplusplus
 }
@@ -1346,7 +1391,13 @@ vlm_status vlm_model_load(vlm_model **out, const char *dir, const vlm_model_para
     if (!m) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     m->dir = strdup(dir);
     char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", dir);
+    size_t dl = strlen(dir);
+    if (p && p->random_weights && dl > 5 && !strcmp(dir + dl - 5, ".json")) {
+        snprintf(path, sizeof path, "%s", dir);
+        char *slash = m->dir ? strrchr(m->dir, '/') : NULL;
+        if (slash) *slash = 0;
+        else if (m->dir) strcpy(m->dir, ".");
+    } else snprintf(path, sizeof path, "%s/config.json", dir);
     vlm_status s = VLM_OK;
     if (!m->dir) { s = vlm_error_set(err, VLM_ERR_OOM, "out of memory"); goto fail; }
     m->config = vlm_json_load(path, err);
@@ -1358,7 +1409,11 @@ vlm_status vlm_model_load(vlm_model **out, const char *dir, const vlm_model_para
                           vlm_json_str(a, vlm_json_str(vlm_json_get(m->config, "model_type"), "(none given)")));
         goto fail;
     }
-    if ((s = vlm_st_open(&m->weights, dir, err)) != VLM_OK) goto fail;
+    if (p && p->random_weights) {
+        m->random_weights = 1;
+        m->random_dtype = p->random_dtype;
+        m->rng = 0x9e3779b97f4a7c15ULL;
+    } else if ((s = vlm_st_open(&m->weights, dir, err)) != VLM_OK) goto fail;
     if (p && p->backend) m->be = p->backend;
     else {
         m->be = vlm_backend_cpu(p ? p->n_threads : 0, err);
@@ -1385,7 +1440,30 @@ void vlm_model_free(vlm_model *m) {
     free(m);
 }
 
+/* A made-up weight for benchmarks: vectors near 1 (norm scales), matrices
+ * small and centred so activations stay finite through many layers. */
+static vlm_tensor *model_random_weight(vlm_model *m, int ndim, const int64_t *shape) {
+    vlm_tensor *t = (vlm_tensor *)vlm_arena_alloc(&m->arena, sizeof *t);
+    if (!t) return NULL;
+    *t = vlm_tensor_make(m->random_dtype, ndim, shape, NULL);
+    int64_t n = vlm_nelem(t);
+    t->data = vlm_arena_alloc(&m->arena, vlm_nbytes(t));
+    if (!t->data) return NULL;
+    float scale = ndim == 1 ? 0.1f : 0.04f, offset = ndim == 1 ? 1.0f : 0.0f;
+    uint64_t x = m->rng;
+    for (int64_t i = 0; i < n; i++) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        float v = offset + scale * ((float)(x >> 40) / (float)(1 << 24) - 0.5f);
+        if (t->dtype == VLM_F32) ((float *)t->data)[i] = v;
+        else if (t->dtype == VLM_F16) ((uint16_t *)t->data)[i] = vlm_f32_to_f16(v);
+        else ((uint16_t *)t->data)[i] = vlm_f32_to_bf16(v);
+    }
+    m->rng = x;
+    return t;
+}
+
 vlm_tensor *vlm_weight_opt(vlm_model *m, const char *name) {
+    if (m->random_weights) return NULL; /* optional weights are absent in a made-up model */
     const vlm_st_entry *e = vlm_st_find(&m->weights, name);
     if (!e) return NULL;
     vlm_tensor *t = (vlm_tensor *)vlm_arena_alloc(&m->arena, sizeof *t);
@@ -1395,6 +1473,11 @@ vlm_tensor *vlm_weight_opt(vlm_model *m, const char *name) {
 }
 
 vlm_tensor *vlm_weight(vlm_model *m, const char *name, int ndim, const int64_t *shape, vlm_error *err) {
+    if (m->random_weights) {
+        vlm_tensor *r = model_random_weight(m, ndim, shape);
+        if (!r) vlm_error_set(err, VLM_ERR_OOM, "out of memory for weight %s", name);
+        return r;
+    }
     vlm_tensor *t = vlm_weight_opt(m, name);
     if (!t) {
         vlm_error_set(err, VLM_ERR_FORMAT, "weight %s not found in the checkpoint", name);
@@ -1434,5 +1517,128 @@ void vlm_seq_reset(vlm_seq *s) {
     vlm_kv_clear(&s->kv);
     s->n_past = 0;
     s->rope_pos = 0;
+}
+/* ---- src/sampling.c ---- */
+/* Token sampling: penalties, temperature, top-k, top-p, min-p, a draw. */
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+vlm_sampling vlm_sampling_default(void) {
+    vlm_sampling p = {.temperature = 0.7f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f, .repetition_penalty = 1.0f,
+                      .penalty_last_n = 64, .seed = 0x5eed};
+    return p;
+}
+
+static uint64_t smp_splitmix(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static uint64_t smp_rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+double vlm_sampler_uniform(vlm_sampler *s) { /* xoshiro256** */
+    uint64_t *r = s->rng, out = smp_rotl(r[1] * 5, 7) * 9, t = r[1] << 17;
+    r[2] ^= r[0]; r[3] ^= r[1]; r[1] ^= r[2]; r[0] ^= r[3]; r[2] ^= t; r[3] = smp_rotl(r[3], 45);
+    return (double)(out >> 11) * (1.0 / 9007199254740992.0);
+}
+
+vlm_status vlm_sampler_init(vlm_sampler *s, const vlm_sampling *p, int n_vocab, vlm_error *err) {
+    memset(s, 0, sizeof *s);
+    if (n_vocab <= 0) return vlm_error_set(err, VLM_ERR_ARG, "sampler for an empty vocabulary");
+    s->p = p ? *p : vlm_sampling_default();
+    if (!(s->p.temperature >= 0) || !(s->p.top_p > 0 && s->p.top_p <= 1) || !(s->p.min_p >= 0 && s->p.min_p <= 1) ||
+        !(s->p.repetition_penalty > 0) || s->p.top_k < 0)
+        return vlm_error_set(err, VLM_ERR_ARG, "sampling parameters out of range (temperature >= 0, 0 < top_p <= 1, "
+                                               "0 <= min_p <= 1, repetition_penalty > 0, top_k >= 0)");
+    s->n_vocab = n_vocab;
+    uint64_t seed = s->p.seed;
+    for (int i = 0; i < 4; i++) s->rng[i] = smp_splitmix(&seed);
+    s->work = (float *)malloc(sizeof(float) * (size_t)n_vocab);
+    s->order = (int32_t *)malloc(sizeof(int32_t) * (size_t)n_vocab);
+    if (!s->work || !s->order) { vlm_sampler_free(s); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
+    return VLM_OK;
+}
+
+void vlm_sampler_free(vlm_sampler *s) {
+    free(s->work);
+    free(s->order);
+    s->work = NULL;
+    s->order = NULL;
+}
+
+static void smp_penalties(vlm_sampler *s, float *x, const int32_t *hist, int n) {
+    const vlm_sampling *p = &s->p;
+    if (p->repetition_penalty == 1.0f && p->presence_penalty == 0.0f && p->frequency_penalty == 0.0f) return;
+    int start = p->penalty_last_n < 0 || p->penalty_last_n > n ? 0 : n - p->penalty_last_n;
+    /* order[] doubles as an occurrence counter here; it is rebuilt later. */
+    for (int i = start; i < n; i++)
+        if (hist[i] >= 0 && hist[i] < s->n_vocab) s->order[hist[i]] = 0;
+    for (int i = start; i < n; i++)
+        if (hist[i] >= 0 && hist[i] < s->n_vocab) s->order[hist[i]]++;
+    for (int i = start; i < n; i++) {
+        int32_t t = hist[i];
+        if (t < 0 || t >= s->n_vocab || s->order[t] <= 0) continue; /* each token once */
+        float v = x[t];
+        if (p->repetition_penalty != 1.0f) v = v > 0 ? v / p->repetition_penalty : v * p->repetition_penalty;
+        v -= p->presence_penalty + p->frequency_penalty * (float)s->order[t];
+        x[t] = v;
+        s->order[t] = 0;
+    }
+}
+
+static int smp_desc(const void *a, const void *b, void *ctx) {
+    const float *x = (const float *)ctx;
+    float va = x[*(const int32_t *)a], vb = x[*(const int32_t *)b];
+    if (va != vb) return va > vb ? -1 : 1;
+    return *(const int32_t *)a - *(const int32_t *)b;
+}
+
+int32_t vlm_sample(vlm_sampler *s, const float *logits, const int32_t *history, int n_history) {
+    int V = s->n_vocab;
+    float *x = s->work;
+    memcpy(x, logits, sizeof(float) * (size_t)V);
+    smp_penalties(s, x, history, n_history);
+    int best = 0;
+    for (int i = 1; i < V; i++) if (x[i] > x[best]) best = i;
+    if (s->p.temperature == 0.0f) return best;
+    for (int i = 0; i < V; i++) x[i] /= s->p.temperature;
+    /* Candidates sorted by logit, cut by top-k; then softmax over them.
+     * Tokens more than 40 nats below the best (relative probability under
+     * 4e-18) cannot change any cut, so only the rest are sorted. */
+    int n = 0;
+    float floor_v = x[best] - 40.0f;
+    for (int i = 0; i < V; i++) if (x[i] >= floor_v) s->order[n++] = i;
+    qsort_r(s->order, (size_t)n, sizeof(int32_t), smp_desc, x);
+    if (s->p.top_k > 0 && s->p.top_k < n) n = s->p.top_k;
+    double max = x[s->order[0]], sum = 0;
+    for (int i = 0; i < n; i++) sum += exp((double)x[s->order[i]] - max);
+    /* top-p: the smallest prefix whose mass reaches top_p (at least one token). */
+    if (s->p.top_p < 1.0f) {
+        double acc = 0;
+        int keep = n;
+        for (int i = 0; i < n; i++) {
+            acc += exp((double)x[s->order[i]] - max) / sum;
+            if (acc >= s->p.top_p) { keep = i + 1; break; }
+        }
+        n = keep;
+    }
+    /* min-p: drop tokens below min_p times the top probability. */
+    if (s->p.min_p > 0.0f) {
+        int keep = 1;
+        while (keep < n && exp((double)x[s->order[keep]] - max) >= s->p.min_p) keep++;
+        n = keep;
+    }
+    sum = 0;
+    for (int i = 0; i < n; i++) sum += exp((double)x[s->order[i]] - max);
+    double r = vlm_sampler_uniform(s) * sum, acc = 0;
+    for (int i = 0; i < n; i++) {
+        acc += exp((double)x[s->order[i]] - max);
+        if (r < acc) return s->order[i];
+    }
+    return s->order[n - 1];
 }
 #endif /* VLM_IMPLEMENTATION */

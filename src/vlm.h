@@ -205,6 +205,8 @@ typedef struct vlm_backend {
 
 /* vlm_cpu.c. n_threads <= 0: one per core. */
 vlm_backend *vlm_backend_cpu(int n_threads, vlm_error *err);
+/* vlm_cuda.cu, built with `make CUDA=1`. */
+vlm_backend *vlm_backend_cuda(int device, vlm_error *err);
 
 /* The CPU backend's thread pool, usable by host-side code (preprocessing). */
 typedef void (*vlm_parallel_fn)(void *arg, int64_t begin, int64_t end, int thread);
@@ -486,6 +488,41 @@ vlm_tensor *vlm_weight_opt(vlm_model *m, const char *name); /* NULL if absent */
 vlm_status vlm_seq_init(vlm_seq *s, vlm_model *m, int n_ctx, int max_batch, vlm_dtype kv_dtype, vlm_error *err);
 void vlm_seq_free(vlm_seq *s);
 void vlm_seq_reset(vlm_seq *s);
+
+/* ------------------------------------------------------------------ sampling */
+
+/* Token sampling, applied in the order transformers' generate applies them:
+ * repetition/presence/frequency penalties, temperature, top-k, top-p,
+ * min-p, then a draw. temperature 0 = greedy (argmax). */
+typedef struct vlm_sampling {
+    float temperature;        /* default 0.7; 0 = greedy */
+    int top_k;                /* default 0 = off */
+    float top_p;              /* default 1 = off */
+    float min_p;              /* default 0 = off */
+    float repetition_penalty; /* default 1 = off; >1 discourages tokens already seen (HF: logit/p if >0 else logit*p) */
+    float presence_penalty;   /* default 0; subtracted once from each seen token's logit */
+    float frequency_penalty;  /* default 0; subtracted per occurrence */
+    int penalty_last_n;       /* default 64; tokens of history the penalties look at; -1 = all */
+    uint64_t seed;            /* same seed, same tokens */
+} vlm_sampling;
+
+vlm_sampling vlm_sampling_default(void);
+
+typedef struct vlm_sampler {
+    vlm_sampling p;
+    int n_vocab;
+    uint64_t rng[4];
+    float *work;       /* [n_vocab] */
+    int32_t *order;    /* [n_vocab] */
+} vlm_sampler;
+
+vlm_status vlm_sampler_init(vlm_sampler *s, const vlm_sampling *p, int n_vocab, vlm_error *err);
+void vlm_sampler_free(vlm_sampler *s);
+/* Picks the next token from logits[n_vocab] (left unchanged); history: the
+ * tokens so far (prompt and generated) for the penalties. */
+int32_t vlm_sample(vlm_sampler *s, const float *logits, const int32_t *history, int n_history);
+/* A uniform draw in [0, 1) from the sampler's generator (exposed for tests). */
+double vlm_sampler_uniform(vlm_sampler *s);
 
 #ifdef __cplusplus
 }
