@@ -1282,7 +1282,7 @@ vlm_status vlm_kv_init(vlm_kv_cache *kv, vlm_backend *be, vlm_dtype dtype, int n
     char *p = (char *)kv->storage;
     for (int l = 0; l < n_layers; l++) {
         vlm_kv_layer *L = &kv->layers[l];
-        if (share && share[l] >= 0) { *L = kv->layers[share[l]]; continue; }
+        if (share && share[l] >= 0) { *L = kv->layers[share[l]]; L->owner = 0; continue; }
         int64_t shape[3] = {cap[l], n_kv_heads[l], head_dim[l]};
         L->k = (vlm_tensor *)malloc(sizeof(vlm_tensor));
         L->v = (vlm_tensor *)malloc(sizeof(vlm_tensor));
