@@ -70,28 +70,28 @@ vlm_status vlm_dec_layer_load(vlm_loader *ld, int l, int hidden, int inter, cons
 /* Attention over the live part of a cache ring: while it has not wrapped,
  * only slots [0, used) can hold positions, so the rest is not scanned. */
 static vlm_tensor *common_attend(vlm_compute *c, vlm_tensor *q, vlm_kv_layer *kv, const int32_t *pos, int n,
-                                 int window, float scale) {
+                                 int window, float scale, const int32_t *span) {
     int32_t max_pos = 0;
     for (int i = 0; i < n; i++) if (pos[i] > max_pos) max_pos = pos[i];
     int64_t used = max_pos + 1 < kv->cap ? max_pos + 1 : kv->cap;
     vlm_attn_params p = {.scale = scale, .causal = 1, .window = window, .q_pos = pos, .k_pos = kv->slot_pos};
+    if (span) { /* bidirectional spans: group ids of the queries and of the cached keys */
+        int32_t *qg = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)(n + used));
+        if (!qg) return NULL;
+        int32_t *kg = qg + n;
+        for (int i = 0; i < n; i++) qg[i] = span[pos[i]];
+        for (int64_t s = 0; s < used; s++) kg[s] = kv->slot_pos[s] >= 0 ? span[kv->slot_pos[s]] : -1;
+        p.q_group = qg;
+        p.k_group = kg;
+    }
     return vlm_attention(c, q, vlm_slice(c, kv->k, 0, 0, used), vlm_slice(c, kv->v, 0, 0, used), &p);
 }
 
 vlm_tensor *vlm_dec_attention(vlm_compute *c, const vlm_dec_layer *L, const vlm_dec_hparams *hp,
                               vlm_kv_layer *kv, vlm_tensor *h, vlm_tensor *cos, vlm_tensor *sin,
                               const int32_t *pos, int n, int window) {
-    int H = hp->n_heads, Hkv = hp->n_kv_heads, D = hp->head_dim;
-    vlm_tensor *q = vlm_reshape_3d(c, vlm_linear(c, h, L->q, L->q_b), n, H, D);
-    vlm_tensor *k = vlm_reshape_3d(c, vlm_linear(c, h, L->k, L->k_b), n, Hkv, D);
-    vlm_tensor *v = vlm_reshape_3d(c, vlm_linear(c, h, L->v, L->v_b), n, Hkv, D);
-    if (L->q_norm) q = vlm_rms_norm(c, q, L->q_norm, hp->eps);
-    if (L->k_norm) k = vlm_rms_norm(c, k, L->k_norm, hp->eps);
-    q = vlm_rope(c, q, cos, sin);
-    k = vlm_rope(c, k, cos, sin);
-    if (!q || !k || !v || vlm_kv_write(c, kv, k, v, pos, n) != VLM_OK) return NULL;
-    vlm_tensor *a = common_attend(c, q, kv, pos, n, window, 1.0f / sqrtf((float)D));
-    return vlm_linear(c, vlm_reshape_2d(c, a, n, (int64_t)H * D), L->o, L->o_b);
+    vlm_attn_opts o = {.window = window};
+    return vlm_dec_attention_ex(c, L, hp, kv, h, cos, sin, pos, n, &o);
 }
 
 vlm_tensor *vlm_gated_mlp(vlm_compute *c, vlm_tensor *h, vlm_tensor *gate, vlm_tensor *up, vlm_tensor *down,
@@ -124,11 +124,12 @@ void vlm_mrope_table(float *cos_out, float *sin_out, const int64_t *pos3, int n,
         }
 }
 
-vlm_tensor *vlm_embed_tokens(vlm_compute *c, vlm_tensor *table, const int32_t *ids, int n,
-                             const vlm_vision_out *vision, int32_t image_token, int32_t video_token,
-                             int64_t *img_seen, int64_t *vid_seen) {
+vlm_tensor *vlm_embed_tokens_scaled(vlm_compute *c, vlm_tensor *table, float scale, const int32_t *ids, int n,
+                                    const vlm_vision_out *vision, int32_t image_token, int32_t video_token,
+                                    int64_t *img_seen, int64_t *vid_seen) {
     vlm_tensor *tok = vlm_from_host(c, VLM_I32, 1, (const int64_t[]){n}, ids);
     vlm_tensor *x = vlm_get_rows(c, table, tok);
+    if (scale != 1.0f) x = vlm_scale(c, x, scale);
     int32_t *dst = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n + 4);
     int32_t *src = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n + 4);
     if (!x || !dst || !src) return NULL;
@@ -172,4 +173,30 @@ vlm_tensor *vlm_lm_logits(vlm_compute *c, vlm_tensor *x, vlm_tensor *norm, float
     if (!x) return NULL;
     if (!all_logits) x = vlm_slice(c, x, 0, x->shape[0] - 1, 1);
     return vlm_linear(c, vlm_rms_norm(c, x, norm, eps), lm_head, NULL);
+}
+
+vlm_tensor *vlm_embed_tokens(vlm_compute *c, vlm_tensor *table, const int32_t *ids, int n,
+                             const vlm_vision_out *vision, int32_t image_token, int32_t video_token,
+                             int64_t *img_seen, int64_t *vid_seen) {
+    return vlm_embed_tokens_scaled(c, table, 1.0f, ids, n, vision, image_token, video_token, img_seen, vid_seen);
+}
+
+vlm_tensor *vlm_dec_attention_ex(vlm_compute *c, const vlm_dec_layer *L, const vlm_dec_hparams *hp,
+                                 vlm_kv_layer *kv, vlm_tensor *h, vlm_tensor *cos, vlm_tensor *sin,
+                                 const int32_t *pos, int n, const vlm_attn_opts *o) {
+    int H = hp->n_heads, Hkv = hp->n_kv_heads, D = hp->head_dim;
+    vlm_tensor *q = vlm_reshape_3d(c, vlm_linear(c, h, L->q, L->q_b), n, H, D);
+    if (L->q_norm) q = vlm_rms_norm(c, q, L->q_norm, hp->eps);
+    q = vlm_rope(c, q, cos, sin);
+    if (kv->owner) { /* a layer that shares an earlier layer's cache only reads it */
+        vlm_tensor *kr = vlm_reshape_3d(c, vlm_linear(c, h, L->k, L->k_b), n, Hkv, D);
+        vlm_tensor *v = L->v ? vlm_reshape_3d(c, vlm_linear(c, h, L->v, L->v_b), n, Hkv, D) : kr;
+        vlm_tensor *k = L->k_norm ? vlm_rms_norm(c, kr, L->k_norm, hp->eps) : kr;
+        if (o->v_norm) v = vlm_rms_norm(c, v, NULL, hp->eps);
+        k = vlm_rope(c, k, cos, sin);
+        if (!k || !v || vlm_kv_write(c, kv, k, v, pos, n) != VLM_OK) return NULL;
+    }
+    if (!q) return NULL;
+    vlm_tensor *a = common_attend(c, q, kv, pos, n, o->window, o->scale > 0 ? o->scale : 1.0f / sqrtf((float)D), o->span);
+    return vlm_linear(c, vlm_reshape_2d(c, a, n, (int64_t)H * D), L->o, L->o_b);
 }

@@ -71,4 +71,23 @@ vlm_status vlm_seq_kv_uniform(vlm_seq *s, int n_layers, int n_kv_heads, int head
 /* Final norm + lm_head on the last row (or all rows) of x. */
 vlm_tensor *vlm_lm_logits(vlm_compute *c, vlm_tensor *x, vlm_tensor *norm, float eps, vlm_tensor *lm_head,
                           int all_logits);
+/* vlm_embed_tokens with the token rows multiplied by scale (Gemma's sqrt(hidden))
+ * before the vision rows are written over the placeholders. */
+vlm_tensor *vlm_embed_tokens_scaled(vlm_compute *c, vlm_tensor *table, float scale, const int32_t *ids, int n,
+                                    const vlm_vision_out *vision, int32_t image_token, int32_t video_token,
+                                    int64_t *img_seen, int64_t *vid_seen);
+
+/* Variants of the decoder self-attention (vlm_dec_attention is the default). */
+typedef struct vlm_attn_opts {
+    int window;           /* sliding window, 0 = none */
+    float scale;          /* on q.k; 0 = 1/sqrt(head_dim) */
+    int v_norm;           /* RMS-normalize values per head, no weight (Gemma 4) */
+    const int32_t *span;  /* optional [n_ctx]: bidirectional span id per absolute position, -1 = none */
+} vlm_attn_opts;
+/* As vlm_dec_attention, and: L->v NULL takes the values from the raw key
+ * projection (k = v); a cache layer with owner == 0 (shared with an earlier
+ * layer) is only read: no key/value projections, no cache write. */
+vlm_tensor *vlm_dec_attention_ex(vlm_compute *c, const vlm_dec_layer *L, const vlm_dec_hparams *hp,
+                                 vlm_kv_layer *kv, vlm_tensor *h, vlm_tensor *cos, vlm_tensor *sin,
+                                 const int32_t *pos, int n, const vlm_attn_opts *o);
 #endif

@@ -1,6 +1,9 @@
 /* The architectures this build knows. Add a line per models/<arch>.c. */
 #include "vlm.h"
 
+extern const vlm_arch vlm_arch_gemma4;
+
 const vlm_arch *const vlm_archs[] = {
+    &vlm_arch_gemma4,
     NULL,
 };
