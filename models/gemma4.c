@@ -57,7 +57,7 @@ typedef struct {
 
 typedef struct {
     int32_t *span;                   /* [n_ctx] bidirectional span per position, -1 none */
-    int32_t n_spans, last_id;        /* spans so far; the last token of the previous call */
+    int32_t n_spans;                 /* span ids handed out so far */
 } g4_seq;
 
 static const vlm_json *g4_text_key(const vlm_json *cfg, const char *key) {
@@ -525,7 +525,6 @@ static vlm_status g4_forward(vlm_model *m, vlm_seq *s, const int32_t *ids, int n
     g4_model *g = (g4_model *)m->impl;
     g4_seq *gs = (g4_seq *)s->impl;
     vlm_compute *c = &s->c;
-    (void)f;
     *logits = NULL;
     if (n <= 0) return vlm_error_set(&c->err, VLM_ERR_ARG, "no tokens to run");
     if (s->n_past + n > s->n_ctx)
@@ -544,12 +543,19 @@ static vlm_status g4_forward(vlm_model *m, vlm_seq *s, const int32_t *ids, int n
         fpos[i] = (float)pos[i];
         ple_ids[i] = g4_is_mm(m, g, ids[i]) || ids[i] >= g->ple_vocab ? g->pad_id : ids[i];
     }
+    /* Bidirectional attention within each run of vision tokens, as transformers
+     * does it: only when the processor's mm_token_type_ids (1 image, 2 video)
+     * come with the call; without them the mask is causal. */
     const int32_t *span = NULL;
-    if (g->bidir_vision) { /* each run of image (or video) tokens sees itself both ways */
+    const vlm_tensor *mmt = g->bidir_vision ? vlm_features_get(f, "mm_token_type_ids") : NULL;
+    if (mmt) {
+        if (vlm_nelem(mmt) != n)
+            return vlm_error_set(&c->err, VLM_ERR_ARG, "mm_token_type_ids has %lld entries for %d tokens",
+                                 (long long)vlm_nelem(mmt), n);
         for (int i = 0; i < n; i++) {
-            int32_t prev_id = i > 0 ? ids[i - 1] : gs->last_id, prev = pos[i] > 0 ? gs->span[pos[i] - 1] : -1;
-            int mm = ids[i] == m->image_token_id || ids[i] == m->video_token_id;
-            gs->span[pos[i]] = !mm ? -1 : prev_id == ids[i] && prev >= 0 ? prev : gs->n_spans++;
+            int64_t t = vlm_get_i64(mmt, i), prev = i > 0 ? vlm_get_i64(mmt, i - 1) : 0;
+            int vis = t == 1 || t == 2, prev_vis = prev == 1 || prev == 2;
+            gs->span[pos[i]] = !vis ? -1 : i > 0 && prev_vis ? gs->span[pos[i] - 1] : gs->n_spans++;
         }
         span = gs->span;
     }
@@ -587,7 +593,6 @@ static vlm_status g4_forward(vlm_model *m, vlm_seq *s, const int32_t *ids, int n
     if (g->softcap > 0) *logits = vlm_softcap(c, *logits, g->softcap);
     if (!*logits) goto fail;
     s->n_past += n;
-    gs->last_id = ids[n - 1];
     return VLM_OK;
 fail:
     vlm_kv_truncate(&s->kv, s->n_past);
