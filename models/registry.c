@@ -2,8 +2,10 @@
 #include "vlm.h"
 
 extern const vlm_arch vlm_arch_gemma4;
+extern const vlm_arch vlm_arch_qwen3_vl;
 
 const vlm_arch *const vlm_archs[] = {
     &vlm_arch_gemma4,
+    &vlm_arch_qwen3_vl,
     NULL,
 };
