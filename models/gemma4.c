@@ -47,7 +47,8 @@ typedef struct {
     vlm_tensor *patch_proj, *pos_table, *std_bias, *std_scale, *mm_proj;
     g4_vit_layer *vl;
     /* text */
-    int n_layers, hidden, n_heads, window, ple_dim, ple_vocab, n_experts, top_k, moe_inter, bidir_vision;
+    int n_layers, hidden, n_heads, window, ple_dim, ple_vocab, n_experts, top_k, moe_inter, bidir_vision, attn_bias;
+    vlm_unary_op act, v_act;
     int32_t pad_id, audio_token;
     float eps, softcap;
     g4_rope rope[2];                 /* [0] sliding, [1] full */
@@ -78,6 +79,14 @@ static int g4_layer_int(const vlm_json *cfg, int l, const char *key, int def) {
     return g4_int(vlm_json_get(vlm_json_get(g4_text_key(cfg, "per_layer_config"), idx), key), def);
 }
 
+static int g4_act(const char *name, vlm_unary_op *out) {
+    if (!strcmp(name, "gelu_pytorch_tanh") || !strcmp(name, "gelu_tanh")) *out = VLM_UNARY_GELU_TANH;
+    else if (!strcmp(name, "gelu")) *out = VLM_UNARY_GELU;
+    else if (!strcmp(name, "silu")) *out = VLM_UNARY_SILU;
+    else return 1;
+    return 0;
+}
+
 static vlm_status g4_rope_init(const vlm_json *cfg, const char *type, int dim, float def_theta, g4_rope *r,
                                vlm_error *err) {
     const vlm_json *rp = vlm_json_get(g4_text_key(cfg, "rope_parameters"), type);
@@ -99,6 +108,7 @@ static vlm_status g4_rope_init(const vlm_json *cfg, const char *type, int dim, f
 
 static vlm_status g4_load_config(vlm_model *m, g4_model *g, vlm_error *err) {
     const vlm_json *cfg = m->config, *vc = vlm_json_get(cfg, "vision_config");
+    if (!vc) return vlm_error_set(err, VLM_ERR_CONFIG, "config.json has no vision_config");
     g->hidden = g4_int(g4_text_key(cfg, "hidden_size"), 0);
     g->n_layers = g4_int(g4_text_key(cfg, "num_hidden_layers"), 0);
     g->n_heads = g4_int(g4_text_key(cfg, "num_attention_heads"), 0);
@@ -122,6 +132,12 @@ static vlm_status g4_load_config(vlm_model *m, g4_model *g, vlm_error *err) {
     m->image_token_id = g4_int(vlm_json_get(cfg, "image_token_id"), 258880);
     m->video_token_id = g4_int(vlm_json_get(cfg, "video_token_id"), 258884);
     g->audio_token = g4_int(vlm_json_get(cfg, "audio_token_id"), -1);
+    if (g4_act(vlm_json_str(g4_text_key(cfg, "hidden_activation"), "gelu_pytorch_tanh"), &g->act) ||
+        g4_act(vlm_json_str(vlm_json_get(vc, "hidden_activation"), "gelu_pytorch_tanh"), &g->v_act))
+        return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "hidden_activation not supported");
+    g->attn_bias = vlm_json_bool(g4_text_key(cfg, "attention_bias"), 0);
+    if (vlm_json_bool(vlm_json_get(vc, "attention_bias"), 0))
+        return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "vision attention_bias not supported");
     int inter = g4_int(g4_text_key(cfg, "intermediate_size"), 0);
     int head_dim = g4_int(g4_text_key(cfg, "head_dim"), g->n_heads > 0 ? g->hidden / g->n_heads : 0);
     int global_dim = g4_int(g4_text_key(cfg, "global_head_dim"), head_dim);
@@ -149,7 +165,7 @@ static vlm_status g4_load_config(vlm_model *m, g4_model *g, vlm_error *err) {
         L->d.v = NULL;
         L->hp.n_heads = g->n_heads;
         L->hp.eps = g->eps;
-        L->hp.act = VLM_UNARY_GELU_TANH;
+        L->hp.act = g->act;
         L->hp.head_dim = g4_layer_int(cfg, l, "head_dim", L->full ? global_dim : head_dim);
         L->hp.n_kv_heads = g4_layer_int(cfg, l, "num_key_value_heads", L->full && k_eq_v ? global_kv : kv_heads);
         if (L->hp.head_dim <= 0 || L->hp.n_kv_heads <= 0 || g->n_heads % L->hp.n_kv_heads)
@@ -171,7 +187,6 @@ static vlm_status g4_load_config(vlm_model *m, g4_model *g, vlm_error *err) {
         if (dims[t] && g4_rope_init(cfg, t ? "full_attention" : "sliding_attention", dims[t], t ? 1e6f : 1e4f,
                                     &g->rope[t], err) != VLM_OK)
             return err->code;
-    if (!vc) return vlm_error_set(err, VLM_ERR_CONFIG, "config.json has no vision_config");
     g->v_hidden = g4_int(vlm_json_get(vc, "hidden_size"), 768);
     g->v_layers = g4_int(vlm_json_get(vc, "num_hidden_layers"), 16);
     g->v_heads = g4_int(vlm_json_get(vc, "num_attention_heads"), 12);
@@ -270,11 +285,19 @@ static vlm_status g4_load(vlm_model *m, vlm_error *err) {
         L->d.q = vlm_ld(&ld, VLM_SHAPE2(qdim, Hd), "layers.%d.self_attn.q_proj.weight", l);
         L->d.q_norm = vlm_ld(&ld, VLM_SHAPE1(D), "layers.%d.self_attn.q_norm.weight", l);
         L->d.o = vlm_ld(&ld, VLM_SHAPE2(Hd, qdim), "layers.%d.self_attn.o_proj.weight", l);
+        if (g->attn_bias) {
+            L->d.q_b = vlm_ld(&ld, VLM_SHAPE1(qdim), "layers.%d.self_attn.q_proj.bias", l);
+            L->d.o_b = vlm_ld(&ld, VLM_SHAPE1(Hd), "layers.%d.self_attn.o_proj.bias", l);
+        }
         if (L->share < 0) {
             L->d.k = vlm_ld(&ld, VLM_SHAPE2(kdim, Hd), "layers.%d.self_attn.k_proj.weight", l);
             L->d.k_norm = vlm_ld(&ld, VLM_SHAPE1(D), "layers.%d.self_attn.k_norm.weight", l);
             int k_eq_v = L->full && vlm_json_bool(g4_text_key(m->config, "attention_k_eq_v"), 0);
             if (!k_eq_v) L->d.v = vlm_ld(&ld, VLM_SHAPE2(kdim, Hd), "layers.%d.self_attn.v_proj.weight", l);
+            if (g->attn_bias) {
+                L->d.k_b = vlm_ld(&ld, VLM_SHAPE1(kdim), "layers.%d.self_attn.k_proj.bias", l);
+                if (L->d.v) L->d.v_b = vlm_ld(&ld, VLM_SHAPE1(kdim), "layers.%d.self_attn.v_proj.bias", l);
+            }
         }
         L->d.gate = vlm_ld(&ld, VLM_SHAPE2(L->inter, Hd), "layers.%d.mlp.gate_proj.weight", l);
         L->d.up = vlm_ld(&ld, VLM_SHAPE2(L->inter, Hd), "layers.%d.mlp.up_proj.weight", l);
@@ -342,7 +365,7 @@ static vlm_tensor *g4_vit_layer_forward(vlm_compute *c, const g4_model *g, const
     a = g4_clinear(c, vlm_reshape_2d(c, a, n, (int64_t)g->v_heads * D), &B->o);
     x = vlm_add(c, x, vlm_rms_norm(c, a, B->post_attn_norm, g->v_eps));
     h = vlm_rms_norm(c, x, B->pre_ffw_norm, g->v_eps);
-    h = vlm_glu(c, g4_clinear(c, h, &B->gate), g4_clinear(c, h, &B->up), VLM_UNARY_GELU_TANH);
+    h = vlm_glu(c, g4_clinear(c, h, &B->gate), g4_clinear(c, h, &B->up), g->v_act);
     h = g4_clinear(c, h, &B->down);
     return vlm_add(c, x, vlm_rms_norm(c, h, B->post_ffw_norm, g->v_eps));
 }
@@ -480,7 +503,7 @@ static vlm_tensor *g4_moe(vlm_compute *c, const g4_model *g, const g4_layer *L, 
     vlm_tensor *h = vlm_rms_norm(c, r, L->pre_ffw_norm_2, g->eps);
     vlm_tensor *gu = vlm_matmul_id(c, h, L->gate_up_e, ids); /* [n, k, 2*MI] */
     if (!gu) return NULL;
-    vlm_tensor *act = vlm_glu(c, vlm_cont(c, vlm_slice(c, gu, 2, 0, MI)), vlm_cont(c, vlm_slice(c, gu, 2, MI, MI)), VLM_UNARY_GELU_TANH);
+    vlm_tensor *act = vlm_glu(c, vlm_cont(c, vlm_slice(c, gu, 2, 0, MI)), vlm_cont(c, vlm_slice(c, gu, 2, MI, MI)), g->act);
     vlm_tensor *y = vlm_matmul_id(c, vlm_reshape_2d(c, act, (int64_t)n * k, MI), L->down_e, ids); /* [n, k, H] */
     y = vlm_mul(c, y, vlm_reshape_3d(c, w, n, k, 1));
     vlm_tensor *sum = NULL;
@@ -498,11 +521,11 @@ static vlm_tensor *g4_layer_forward(vlm_compute *c, const g4_model *g, const g4_
     vlm_tensor *h = vlm_rms_norm(c, x, L->d.attn_norm, g->eps);
     h = vlm_dec_attention_ex(c, &L->d, &L->hp, kv, h, cos, sin, pos, n, &o);
     x = vlm_add(c, x, vlm_rms_norm(c, h, L->post_attn_norm, g->eps));
-    h = vlm_gated_mlp(c, vlm_rms_norm(c, x, L->d.mlp_norm, g->eps), L->d.gate, L->d.up, L->d.down, VLM_UNARY_GELU_TANH);
+    h = vlm_gated_mlp(c, vlm_rms_norm(c, x, L->d.mlp_norm, g->eps), L->d.gate, L->d.up, L->d.down, g->act);
     if (L->gate_up_e) h = vlm_add(c, vlm_rms_norm(c, h, L->post_ffw_norm_1, g->eps), g4_moe(c, g, L, x, n));
     x = vlm_add(c, x, vlm_rms_norm(c, h, L->post_ffw_norm, g->eps));
     if (ple) {
-        h = vlm_glu(c, vlm_linear(c, x, L->ple_gate, NULL), ple, VLM_UNARY_GELU_TANH);
+        h = vlm_glu(c, vlm_linear(c, x, L->ple_gate, NULL), ple, g->act);
         x = vlm_add(c, x, vlm_rms_norm(c, vlm_linear(c, h, L->ple_proj, NULL), L->ple_norm, g->eps));
     }
     if (L->scalar) x = vlm_mul(c, x, L->scalar);
