@@ -736,7 +736,7 @@ static vlm_status cpu_op_rope(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
 
 /* ------------------------------------------------------------------ matmul */
 
-#define CPU_GEMM_MIN_M 8
+#define CPU_GEMM_MIN_M 32
 
 typedef struct cpu_mm_arg {
     cpu_ctx *ctx;
@@ -752,13 +752,81 @@ typedef struct cpu_mm_arg {
     int64_t nb;         /* rows of w per tile (BLAS path) */
 } cpu_mm_arg;
 
+/* res[r] = x[r] . w for r < m (m <= 4 rows of x with row stride lda): each
+ * weight vector is loaded and converted once for all rows. */
+#if CPU_AVX2
+static inline __attribute__((always_inline)) __m256 cpu_load8w(const void *w, int64_t i, const vlm_dtype wt) {
+    if (wt == VLM_BF16) return cpu_load8_bf16((const uint16_t *)w + i);
+    if (wt == VLM_F16) return cpu_load8_f16((const uint16_t *)w + i);
+    return _mm256_loadu_ps((const float *)w + i);
+}
+static inline __attribute__((always_inline)) void cpu_dotm_impl(const float *x, int64_t lda, const void *w, int64_t K,
+                                                               float *res, const int m, const vlm_dtype wt) {
+    /* U accumulators per row so that 8 FMA chains hide the FMA latency */
+    enum { MAXU = 8 };
+    const int U = m == 1 ? 8 : m == 2 ? 4 : 2;
+    __m256 acc[4][MAXU];
+#pragma GCC unroll 4
+    for (int r = 0; r < m; r++)
+#pragma GCC unroll 8
+        for (int u = 0; u < U; u++) acc[r][u] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 * U <= K; i += 8 * U) {
+#pragma GCC unroll 8
+        for (int u = 0; u < U; u++) {
+            __m256 wv = cpu_load8w(w, i + 8 * u, wt);
+#pragma GCC unroll 4
+            for (int r = 0; r < m; r++) acc[r][u] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * lda + i + 8 * u), wv, acc[r][u]);
+        }
+    }
+    for (; i + 8 <= K; i += 8) {
+        __m256 wv = cpu_load8w(w, i, wt);
+#pragma GCC unroll 4
+        for (int r = 0; r < m; r++) acc[r][0] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * lda + i), wv, acc[r][0]);
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < m; r++) {
+#pragma GCC unroll 8
+        for (int u = 1; u < U; u++) acc[r][0] = _mm256_add_ps(acc[r][0], acc[r][u]);
+        res[r] = cpu_hsum(acc[r][0]);
+    }
+    for (; i < K; i++) {
+        float wv = wt == VLM_BF16 ? cpu_b2f(((const uint16_t *)w)[i]) : wt == VLM_F16 ? cpu_h2f(((const uint16_t *)w)[i])
+                                                                                  : ((const float *)w)[i];
+#pragma GCC unroll 4
+        for (int r = 0; r < m; r++) res[r] += x[r * lda + i] * wv;
+    }
+}
+#define CPU_DOTM_CASES(WT)                                                          \
+    switch (m) {                                                                    \
+    case 1: cpu_dotm_impl(x, lda, w, K, res, 1, WT); return;                        \
+    case 2: cpu_dotm_impl(x, lda, w, K, res, 2, WT); return;                        \
+    case 3: cpu_dotm_impl(x, lda, w, K, res, 3, WT); return;                        \
+    default: cpu_dotm_impl(x, lda, w, K, res, 4, WT); return;                       \
+    }
+static void cpu_dotm(const float *x, int64_t lda, int m, const void *w, vlm_dtype wt, int64_t K, float *res) {
+    if (wt == VLM_BF16) CPU_DOTM_CASES(VLM_BF16)
+    if (wt == VLM_F16) CPU_DOTM_CASES(VLM_F16)
+    CPU_DOTM_CASES(VLM_F32)
+}
+#else
+static void cpu_dotm(const float *x, int64_t lda, int m, const void *w, vlm_dtype wt, int64_t K, float *res) {
+    for (int r = 0; r < m; r++) res[r] = cpu_dot(x + r * lda, w, wt, K);
+}
+#endif
+
 static void cpu_gemv_fn(void *p, int64_t n0, int64_t n1, int tid) {
     cpu_mm_arg *A = (cpu_mm_arg *)p;
     size_t es = vlm_dtype_size(A->wt);
     for (int64_t n = n0; n < n1; n++) {
         const void *wr = A->w + n * A->ldw * (int64_t)es;
         float b = A->bias ? A->bias[n] : 0.0f;
-        for (int64_t m = 0; m < A->M; m++) A->out[m * A->ldo + n] = cpu_dot(A->x + m * A->lda, wr, A->wt, A->K) + b;
+        for (int64_t m = 0; m < A->M; m += 4) {
+            float res[4];
+            int mm = A->M - m < 4 ? (int)(A->M - m) : 4;
+            cpu_dotm(A->x + m * A->lda, A->lda, mm, wr, A->wt, A->K, res);
+            for (int r = 0; r < mm; r++) A->out[(m + r) * A->ldo + n] = res[r] + b;
+        }
     }
 }
 

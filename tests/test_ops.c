@@ -787,60 +787,99 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+typedef struct bw_arg {
+    const float *p;
+    double sums[64];
+} bw_arg;
+
+static void bw_fn(void *p, int64_t b, int64_t e, int thread) {
+    bw_arg *a = (bw_arg *)p;
+    const float *x = a->p;
+    double s = 0;
+#if defined(__AVX2__)
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (int64_t i = b * 1024; i < e * 1024; i += 32) {
+        s0 = _mm256_add_ps(s0, _mm256_load_ps(x + i));
+        s1 = _mm256_add_ps(s1, _mm256_load_ps(x + i + 8));
+        s2 = _mm256_add_ps(s2, _mm256_load_ps(x + i + 16));
+        s3 = _mm256_add_ps(s3, _mm256_load_ps(x + i + 24));
+    }
+    float t[8];
+    _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (int i = 0; i < 8; i++) s += t[i];
+#else
+    float t[8] = {0};
+    for (int64_t i = b * 1024; i < e * 1024; i += 8)
+        for (int j = 0; j < 8; j++) t[j] += x[i + j];
+    for (int i = 0; i < 8; i++) s += t[i];
+#endif
+    a->sums[thread] += s;
+}
+
+/* GEMV/GEMM throughput; weights cycle through 256 MB so that they come from DRAM, not the 32 MB L3. */
 static int bench(void) {
-    int64_t N = 4096, K = 4096;
-    size_t bytes = (size_t)N * K * 4;
-    /* memory bandwidth: read-only sum loop and memcpy over 256 MB */
-    float *buf = (float *)aligned_alloc(64, bytes * 4), *buf2 = (float *)aligned_alloc(64, bytes * 4);
-    for (size_t i = 0; i < bytes; i++) buf[i] = (float)(i & 1023), buf2[i] = 0;
-    double t0 = now_s();
-    memcpy(buf2, buf, bytes * 4);
-    memcpy(buf2, buf, bytes * 4);
-    double t1 = now_s();
-    printf("memcpy: %.1f GB/s (read+write)\n", 2 * 2.0 * bytes * 4 / (t1 - t0) / 1e9);
-    free(buf2);
+    const int64_t N = 4096, K = 4096;
+    const size_t total = (size_t)256 << 20;
+    char *pool = (char *)aligned_alloc(64, total);
+    for (size_t i = 0; i < total / 4; i++) ((float *)pool)[i] = test_randf(&rng) * 0.01f;
     for (int nt = 1; nt <= 2; nt++) {
         vlm_error err = {0};
         vlm_backend *be = vlm_backend_cpu(nt, &err);
         vlm_compute c;
         vlm_compute_init(&c, be);
-        /* read bandwidth via GEMV on f32 weights as large as the buffer: w[4N, K] */
-        vlm_tensor wbig = vlm_tensor_make(VLM_F32, 2, (int64_t[]){4 * N, K}, buf);
+        bw_arg ba = {(const float *)pool, {0}};
+        vlm_cpu_parallel_for(be, (int64_t)(total / 4096), 64, bw_fn, &ba);
+        double t0 = now_s();
+        for (int r = 0; r < 3; r++) vlm_cpu_parallel_for(be, (int64_t)(total / 4096), 64, bw_fn, &ba);
+        double t1 = now_s();
+        printf("[%d thr] memory read bandwidth (AVX2 sum over 256 MB): %.1f GB/s\n", nt, 3.0 * total / (t1 - t0) / 1e9);
         vlm_tensor *x = rnd2(&c, VLM_F32, 1, K);
-        vlm_matmul(&c, x, &wbig);
-        t0 = now_s();
-        for (int r = 0; r < 3; r++) vlm_matmul(&c, x, &wbig);
-        t1 = now_s();
-        printf("[%d thr] GEMV f32 16384x4096 (256 MB): %.1f GB/s\n", nt, 3.0 * bytes * 4 / (t1 - t0) / 1e9);
         vlm_dtype dts[3] = {VLM_F32, VLM_BF16, VLM_F16};
         for (int di = 0; di < 3; di++) {
-            vlm_tensor *w = rnd2(&c, dts[di], N, K);
-            size_t wb = vlm_nbytes(w);
-            vlm_matmul(&c, x, w);
-            int reps = 10;
-            t0 = now_s();
-            for (int r = 0; r < reps; r++) vlm_matmul(&c, x, w);
-            t1 = now_s();
-            printf("[%d thr] GEMV %s 4096x4096: %.2f ms, %.1f GB/s\n", nt, vlm_dtype_name(dts[di]), (t1 - t0) / reps * 1e3,
-                   reps * (double)wb / (t1 - t0) / 1e9);
-            for (int64_t M = 8; M <= 512; M *= 4) {
-                vlm_tensor *xm = rnd2(&c, VLM_F32, M, K);
-                vlm_matmul(&c, xm, w);
-                reps = M >= 512 ? 2 : 4;
-                t0 = now_s();
-                for (int r = 0; r < reps; r++) vlm_matmul(&c, xm, w);
-                t1 = now_s();
-                printf("[%d thr] GEMM %s M=%lld 4096x4096: %.1f GFLOP/s\n", nt, vlm_dtype_name(dts[di]), (long long)M,
-                       reps * 2.0 * M * N * K / (t1 - t0) / 1e9);
+            size_t wb = (size_t)N * K * vlm_dtype_size(dts[di]);
+            int nm = (int)(total / wb);
+            vlm_tensor w[16];
+            for (int i = 0; i < nm; i++) {
+                w[i] = vlm_tensor_make(dts[di], 2, (int64_t[]){N, K}, pool + i * wb);
+                if (dts[di] != VLM_F32) /* sane half values */
+                    for (size_t j = 0; j < wb / 2; j++) ((uint16_t *)w[i].data)[j] = dts[di] == VLM_F16 ? 0x2e66 : 0x3c23;
             }
+            for (int i = 0; i < nm; i++) vlm_matmul(&c, x, &w[i]);
+            vlm_compute_reset(&c);
+            x = rnd2(&c, VLM_F32, 1, K);
+            int reps = 3 * nm;
+            t0 = now_s();
+            for (int r = 0; r < reps; r++) { vlm_matmul(&c, x, &w[r % nm]); }
+            t1 = now_s();
+            printf("[%d thr] GEMV %-4s 4096x4096 from DRAM: %.3f ms, %.1f GB/s\n", nt, vlm_dtype_name(dts[di]),
+                   (t1 - t0) / reps * 1e3, reps * (double)wb / (t1 - t0) / 1e9);
+            for (int64_t M = 2; M <= 512; M *= 2) {
+                if (M > 16 && M != 64 && M != 512) continue;
+                vlm_compute_reset(&c);
+                vlm_tensor *xm = rnd2(&c, VLM_F32, M, K);
+                vlm_matmul(&c, xm, &w[0]);
+                reps = M >= 512 ? 2 : M >= 64 ? 4 : 8;
+                t0 = now_s();
+                for (int r = 0; r < reps; r++) vlm_matmul(&c, xm, &w[r % nm]);
+                t1 = now_s();
+                printf("[%d thr] %s %-4s M=%-3lld 4096x4096: %6.2f ms, %.1f GFLOP/s\n", nt, M < 8 ? "GEMV" : "GEMM",
+                       vlm_dtype_name(dts[di]), (long long)M, (t1 - t0) / reps * 1e3, reps * 2.0 * M * N * K / (t1 - t0) / 1e9);
+            }
+            vlm_compute_reset(&c);
+            x = rnd2(&c, VLM_F32, 1, K);
         }
         /* attention decode and prefill */
         {
             int S = 4096, Hq = 16, Hkv = 2, D = 128;
             vlm_tensor *k = rnd3(&c, VLM_F16, S, Hkv, D), *v = rnd3(&c, VLM_F16, S, Hkv, D);
-            int32_t *kp = malloc(4 * S), qp[512];
+            int32_t *kp = malloc(4 * S), *qp = malloc(4 * S);
             for (int j = 0; j < S; j++) kp[j] = j;
-            for (int T = 1; T <= 512; T *= 512) {
+            int Ts[3] = {1, 512, 4096};
+            for (int ti = 0; ti < 3; ti++) {
+                int T = Ts[ti];
                 for (int i = 0; i < T; i++) qp[i] = S - T + i;
                 vlm_tensor *q = rnd3(&c, VLM_F32, T, Hq, D);
                 vlm_attn_params p = {.scale = 0.088f, .causal = 1, .q_pos = qp, .k_pos = kp};
@@ -848,14 +887,16 @@ static int bench(void) {
                 t0 = now_s();
                 vlm_attention(&c, q, k, v, &p);
                 t1 = now_s();
-                printf("[%d thr] attention T=%d S=%d Hq=%d Hkv=%d D=%d f16 KV: %.2f ms\n", nt, T, S, Hq, Hkv, D, (t1 - t0) * 1e3);
+                double flops = 4.0 * Hq * D * ((double)T * (S - T) + (double)T * (T + 1) / 2);
+                printf("[%d thr] attention causal T=%d S=%d Hq=%d Hkv=%d D=%d f16 KV: %.2f ms (%.1f GFLOP/s)\n", nt, T, S,
+                       Hq, Hkv, D, (t1 - t0) * 1e3, flops / (t1 - t0) / 1e9);
             }
-            free(kp);
+            free(kp); free(qp);
         }
         vlm_compute_free(&c);
         be->destroy(be);
     }
-    free(buf);
+    free(pool);
     return 0;
 }
 
