@@ -1,4 +1,187 @@
-/* Tokenizers (tokenizer.json), chat templates, prompt assembly. Owned by issue 4. */
+/* Tokenizers (tokenizer.json), chat templates, prompt assembly. Owned by issue 4.
+ *
+ * A tokenizer is loaded from a Hugging Face tokenizer.json (BPE models:
+ * byte-level BPE of GPT-2 / Qwen / SmolVLM, SentencePiece-style BPE with byte
+ * fallback of Gemma) plus, when next to it, tokenizer_config.json (bos/eos,
+ * add_bos_token, chat_template) and chat_template.json / chat_template.jinja.
+ *
+ * Memory: functions that return text or ids allocate with malloc; the caller
+ * frees with free() (or vlm_tokens_free). A loaded tokenizer is read-only and
+ * may be shared by threads.
+ */
 #ifndef VLM_TOKENIZER_H
 #define VLM_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ ids */
+
+/* A growable id array. Zero-initialize; append with the functions below. */
+typedef struct vlm_tokens {
+    int32_t *ids;
+    int n, cap;
+} vlm_tokens;
+
+vlm_status vlm_tokens_push(vlm_tokens *t, int32_t id, vlm_error *err);
+vlm_status vlm_tokens_push_n(vlm_tokens *t, int32_t id, int count, vlm_error *err); /* id repeated */
+void vlm_tokens_free(vlm_tokens *t);
+
+/* ------------------------------------------------------------------ tokenizer */
+
+typedef struct vlm_tokenizer vlm_tokenizer;
+
+/* path: a tokenizer.json file or a directory holding one. Also reads, when
+ * present in the same directory, tokenizer_config.json, special_tokens_map.json,
+ * chat_template.json and chat_template.jinja. */
+vlm_status vlm_tokenizer_load(vlm_tokenizer **out, const char *path, vlm_error *err);
+/* From memory: tokenizer.json text, optional tokenizer_config.json text (NULL). */
+vlm_status vlm_tokenizer_load_mem(vlm_tokenizer **out, const char *tokenizer_json, size_t len,
+                                  const char *config_json, size_t config_len, vlm_error *err);
+void vlm_tokenizer_free(vlm_tokenizer *tok);
+
+/* Encoding flags. */
+#define VLM_TOK_ADD_SPECIAL   1 /* apply the post-processor (e.g. Gemma's <bos>) */
+#define VLM_TOK_NO_PARSE_SPECIAL 2 /* treat added/special token strings in the text as plain text */
+
+/* Appends the ids of text[0..len) to out. Invalid UTF-8 is accepted: stray
+ * bytes are encoded as the bytes they are (byte-level / byte-fallback). */
+vlm_status vlm_tokenize(const vlm_tokenizer *tok, const char *text, size_t len, int flags,
+                        vlm_tokens *out, vlm_error *err);
+
+/* Number of ids (max id + 1), including added tokens. */
+int vlm_tokenizer_n_vocab(const vlm_tokenizer *tok);
+/* The raw vocabulary string of an id ("Ġhello", "▁the", "<0x0A>", "<|im_end|>"), NULL if none. */
+const char *vlm_token_to_piece(const vlm_tokenizer *tok, int32_t id);
+/* Id of a vocabulary / added-token string, -1 if absent. */
+int32_t vlm_token_id(const vlm_tokenizer *tok, const char *piece);
+int vlm_token_is_special(const vlm_tokenizer *tok, int32_t id);
+
+/* Special tokens from tokenizer_config.json (-1 when not set). */
+typedef struct vlm_tokenizer_info {
+    int32_t bos_id, eos_id, pad_id, unk_id;
+    const char *bos_token, *eos_token; /* strings, "" when not set */
+    int add_bos, add_eos;              /* add_bos_token / add_eos_token */
+    const char *chat_template;         /* NULL when none was found */
+} vlm_tokenizer_info;
+vlm_tokenizer_info vlm_tokenizer_get_info(const vlm_tokenizer *tok);
+
+/* Decoding. VLM_DETOK_SKIP_SPECIAL drops special tokens. Output is UTF-8;
+ * invalid byte sequences become U+FFFD. *out is malloc'd and NUL-terminated. */
+#define VLM_DETOK_SKIP_SPECIAL 1
+vlm_status vlm_detokenize(const vlm_tokenizer *tok, const int32_t *ids, int n, int flags,
+                          char **out, size_t *out_len, vlm_error *err);
+
+/* Streaming decoder: push ids one at a time; each push returns the text that
+ * became complete (a partial UTF-8 sequence at the end is held back until the
+ * next ids complete it). The returned pointer is valid until the next call. */
+typedef struct vlm_detok_stream {
+    const vlm_tokenizer *tok;
+    int flags;
+    unsigned char pending[8];
+    int n_pending;
+    char *buf;
+    size_t len;
+    int started;
+} vlm_detok_stream;
+void vlm_detok_stream_init(vlm_detok_stream *s, const vlm_tokenizer *tok, int flags);
+const char *vlm_detok_stream_push(vlm_detok_stream *s, int32_t id, size_t *len);
+/* Whatever is still held back (an incomplete sequence becomes U+FFFD). */
+const char *vlm_detok_stream_flush(vlm_detok_stream *s, size_t *len);
+void vlm_detok_stream_free(vlm_detok_stream *s);
+
+/* ------------------------------------------------------------------ chat */
+
+typedef enum vlm_part_type { VLM_PART_TEXT = 0, VLM_PART_IMAGE, VLM_PART_VIDEO } vlm_part_type;
+
+typedef struct vlm_chat_part {
+    vlm_part_type type;
+    const char *text; /* VLM_PART_TEXT */
+} vlm_chat_part;
+
+/* A message: role ("system", "user", "assistant", ...) and either a plain
+ * string `content` (n_parts == 0) or a list of parts (rendered as HF's
+ * [{"type": "text", "text": ...}, {"type": "image"}, ...]). */
+typedef struct vlm_chat_msg {
+    const char *role;
+    const char *content;
+    const vlm_chat_part *parts;
+    int n_parts;
+} vlm_chat_msg;
+
+typedef struct vlm_chat_opts {
+    int add_generation_prompt;
+    const char *bos_token, *eos_token; /* NULL: "" */
+    /* Extra boolean variables visible to the template (NULL-terminated names
+     * with values), e.g. {"enable_thinking", NULL} with {0}. */
+    const char *const *bool_names;
+    const int *bool_values;
+} vlm_chat_opts;
+
+/* Renders a Jinja chat template (the subset used by the HF chat templates of
+ * the supported families) for the messages. *out is malloc'd. */
+vlm_status vlm_chat_render(const char *template_src, const vlm_chat_msg *msgs, int n_msgs,
+                           const vlm_chat_opts *opts, char **out, vlm_error *err);
+/* The same with a JSON messages array (HF format) and optional tools array. */
+vlm_status vlm_chat_render_json(const char *template_src, const vlm_json *messages,
+                                const vlm_json *tools, const vlm_chat_opts *opts, char **out,
+                                vlm_error *err);
+/* Renders with the tokenizer's own chat template and bos/eos strings. */
+vlm_status vlm_tokenizer_chat(const vlm_tokenizer *tok, const vlm_chat_msg *msgs, int n_msgs,
+                              int add_generation_prompt, char **out, vlm_error *err);
+
+/* ------------------------------------------------------------------ prompt assembly */
+
+typedef enum vlm_prompt_family {
+    VLM_FAMILY_QWEN = 0, /* Qwen2.5-VL, Qwen3-VL */
+    VLM_FAMILY_INTERNVL,
+    VLM_FAMILY_IDEFICS3, /* Idefics3, SmolVLM */
+    VLM_FAMILY_GEMMA4,
+} vlm_prompt_family;
+
+/* Per image / video as the image processor produced it. */
+typedef struct vlm_media_info {
+    int is_video;
+    int n_tokens;  /* tokens per image (Qwen: t*h*w/merge², InternVL: per tile,
+                      Idefics3: image_seq_len per tile, Gemma 4: soft tokens) */
+    int rows, cols;   /* Idefics3 tile grid (0, 0: no splitting) */
+    int n_tiles;      /* InternVL: tiles incl. thumbnail */
+    int n_frames;     /* videos: frames (Gemma 4 / SmolVLM: per-frame blocks) */
+    const float *timestamps; /* videos: seconds per frame (Qwen3-VL, Gemma 4) */
+} vlm_media_info;
+
+/* Replaces each image/video placeholder of a rendered chat prompt (in order:
+ * the n_media entries match the placeholders as they appear) by the token
+ * string the HF processor builds for it. The result is text whose special
+ * tokens are then parsed by vlm_tokenize. *out is malloc'd. */
+vlm_status vlm_expand_media(vlm_prompt_family fam, const char *prompt, const vlm_media_info *media,
+                            int n_media, char **out, vlm_error *err);
+/* The family of an HF model_type ("qwen2_5_vl", "idefics3", ...), -1 if unknown. */
+int vlm_prompt_family_from_model_type(const char *model_type);
+
+/* ------------------------------------------------------------------ unicode (internal, exposed for tests) */
+
+/* Bits of vlm_uni_props: generated from the Unicode Character Database. */
+#define VLM_UNI_L 1   /* \p{L} */
+#define VLM_UNI_N 2   /* \p{N} */
+#define VLM_UNI_WS 4  /* White_Space (\s) */
+#define VLM_UNI_NFC 8 /* NFC_QC No or Maybe */
+#define VLM_UNI_M 16  /* \p{M} */
+int vlm_uni_props(uint32_t cp);
+int vlm_uni_ccc(uint32_t cp);
+int vlm_uni_decompose(uint32_t cp, const uint32_t **out); /* full canonical decomposition, 0 if none */
+uint32_t vlm_uni_compose_pair(uint32_t a, uint32_t b);    /* primary composite or 0 */
+/* Decodes one UTF-8 sequence at s[0..n): returns its length (>= 1) and the
+ * code point, or 1 and *cp = 0x110000 + byte for an invalid byte. */
+int vlm_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
+/* NFC of s[0..n) (invalid bytes are kept as they are). *out is malloc'd. */
+vlm_status vlm_nfc(const char *s, size_t n, char **out, size_t *out_len, vlm_error *err);
+
+#ifdef __cplusplus
+}
+#endif
 #endif
