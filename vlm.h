@@ -530,9 +530,192 @@ double vlm_sampler_uniform(vlm_sampler *s);
 #endif
 
 /* Subsystems with headers of their own (inlined by tools/amalgamate.sh). */
-/* Tokenizers (tokenizer.json), chat templates, prompt assembly. Owned by issue 4. */
+/* Tokenizers (tokenizer.json), chat templates, prompt assembly. Owned by issue 4.
+ *
+ * A tokenizer is loaded from a Hugging Face tokenizer.json (BPE models:
+ * byte-level BPE of GPT-2 / Qwen / SmolVLM, SentencePiece-style BPE with byte
+ * fallback of Gemma) plus, when next to it, tokenizer_config.json (bos/eos,
+ * add_bos_token, chat_template) and chat_template.json / chat_template.jinja.
+ *
+ * Memory: functions that return text or ids allocate with malloc; the caller
+ * frees with free() (or vlm_tokens_free). A loaded tokenizer is read-only and
+ * may be shared by threads.
+ */
 #ifndef VLM_TOKENIZER_H
 #define VLM_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ ids */
+
+/* A growable id array. Zero-initialize; append with the functions below. */
+typedef struct vlm_tokens {
+    int32_t *ids;
+    int n, cap;
+} vlm_tokens;
+
+vlm_status vlm_tokens_push(vlm_tokens *t, int32_t id, vlm_error *err);
+vlm_status vlm_tokens_push_n(vlm_tokens *t, int32_t id, int count, vlm_error *err); /* id repeated */
+void vlm_tokens_free(vlm_tokens *t);
+
+/* ------------------------------------------------------------------ tokenizer */
+
+typedef struct vlm_tokenizer vlm_tokenizer;
+
+/* path: a tokenizer.json file or a directory holding one. Also reads, when
+ * present in the same directory, tokenizer_config.json, special_tokens_map.json,
+ * chat_template.json and chat_template.jinja. */
+vlm_status vlm_tokenizer_load(vlm_tokenizer **out, const char *path, vlm_error *err);
+/* From memory: tokenizer.json text, optional tokenizer_config.json text (NULL). */
+vlm_status vlm_tokenizer_load_mem(vlm_tokenizer **out, const char *tokenizer_json, size_t len,
+                                  const char *config_json, size_t config_len, vlm_error *err);
+void vlm_tokenizer_free(vlm_tokenizer *tok);
+
+/* Encoding flags. */
+#define VLM_TOK_ADD_SPECIAL   1 /* apply the post-processor (e.g. Gemma's <bos>) */
+#define VLM_TOK_NO_PARSE_SPECIAL 2 /* treat added/special token strings in the text as plain text */
+
+/* Appends the ids of text[0..len) to out. Invalid UTF-8 is accepted: stray
+ * bytes are encoded as the bytes they are (byte-level / byte-fallback). */
+vlm_status vlm_tokenize(const vlm_tokenizer *tok, const char *text, size_t len, int flags,
+                        vlm_tokens *out, vlm_error *err);
+
+/* Number of ids (max id + 1), including added tokens. */
+int vlm_tokenizer_n_vocab(const vlm_tokenizer *tok);
+/* The raw vocabulary string of an id ("Ġhello", "▁the", "<0x0A>", "<|im_end|>"), NULL if none. */
+const char *vlm_token_to_piece(const vlm_tokenizer *tok, int32_t id);
+/* Id of a vocabulary / added-token string, -1 if absent. */
+int32_t vlm_token_id(const vlm_tokenizer *tok, const char *piece);
+int vlm_token_is_special(const vlm_tokenizer *tok, int32_t id);
+
+/* Special tokens from tokenizer_config.json (-1 when not set). */
+typedef struct vlm_tokenizer_info {
+    int32_t bos_id, eos_id, pad_id, unk_id;
+    const char *bos_token, *eos_token; /* strings, "" when not set */
+    int add_bos, add_eos;              /* add_bos_token / add_eos_token */
+    const char *chat_template;         /* NULL when none was found */
+} vlm_tokenizer_info;
+vlm_tokenizer_info vlm_tokenizer_get_info(const vlm_tokenizer *tok);
+
+/* Decoding. VLM_DETOK_SKIP_SPECIAL drops special tokens. Output is UTF-8;
+ * invalid byte sequences become U+FFFD. *out is malloc'd and NUL-terminated. */
+#define VLM_DETOK_SKIP_SPECIAL 1
+vlm_status vlm_detokenize(const vlm_tokenizer *tok, const int32_t *ids, int n, int flags,
+                          char **out, size_t *out_len, vlm_error *err);
+
+/* Streaming decoder: push ids one at a time; each push returns the text that
+ * became complete (a partial UTF-8 sequence at the end is held back until the
+ * next ids complete it). The returned pointer is valid until the next call. */
+typedef struct vlm_detok_stream {
+    const vlm_tokenizer *tok;
+    int flags;
+    unsigned char pending[8];
+    int n_pending;
+    char *buf;
+    size_t len;
+    int started;
+} vlm_detok_stream;
+void vlm_detok_stream_init(vlm_detok_stream *s, const vlm_tokenizer *tok, int flags);
+const char *vlm_detok_stream_push(vlm_detok_stream *s, int32_t id, size_t *len);
+/* Whatever is still held back (an incomplete sequence becomes U+FFFD). */
+const char *vlm_detok_stream_flush(vlm_detok_stream *s, size_t *len);
+void vlm_detok_stream_free(vlm_detok_stream *s);
+
+/* ------------------------------------------------------------------ chat */
+
+typedef enum vlm_part_type { VLM_PART_TEXT = 0, VLM_PART_IMAGE, VLM_PART_VIDEO } vlm_part_type;
+
+typedef struct vlm_chat_part {
+    vlm_part_type type;
+    const char *text; /* VLM_PART_TEXT */
+} vlm_chat_part;
+
+/* A message: role ("system", "user", "assistant", ...) and either a plain
+ * string `content` (n_parts == 0) or a list of parts (rendered as HF's
+ * [{"type": "text", "text": ...}, {"type": "image"}, ...]). */
+typedef struct vlm_chat_msg {
+    const char *role;
+    const char *content;
+    const vlm_chat_part *parts;
+    int n_parts;
+} vlm_chat_msg;
+
+typedef struct vlm_chat_opts {
+    int add_generation_prompt;
+    const char *bos_token, *eos_token; /* NULL: "" */
+    /* Extra boolean variables visible to the template (NULL-terminated names
+     * with values), e.g. {"enable_thinking", NULL} with {0}. */
+    const char *const *bool_names;
+    const int *bool_values;
+} vlm_chat_opts;
+
+/* Renders a Jinja chat template (the subset used by the HF chat templates of
+ * the supported families) for the messages. *out is malloc'd. */
+vlm_status vlm_chat_render(const char *template_src, const vlm_chat_msg *msgs, int n_msgs,
+                           const vlm_chat_opts *opts, char **out, vlm_error *err);
+/* The same with a JSON messages array (HF format) and optional tools array. */
+vlm_status vlm_chat_render_json(const char *template_src, const vlm_json *messages,
+                                const vlm_json *tools, const vlm_chat_opts *opts, char **out,
+                                vlm_error *err);
+/* Renders with the tokenizer's own chat template and bos/eos strings. */
+vlm_status vlm_tokenizer_chat(const vlm_tokenizer *tok, const vlm_chat_msg *msgs, int n_msgs,
+                              int add_generation_prompt, char **out, vlm_error *err);
+
+/* ------------------------------------------------------------------ prompt assembly */
+
+typedef enum vlm_prompt_family {
+    VLM_FAMILY_QWEN = 0, /* Qwen2.5-VL, Qwen3-VL */
+    VLM_FAMILY_INTERNVL,
+    VLM_FAMILY_IDEFICS3, /* Idefics3, SmolVLM */
+    VLM_FAMILY_GEMMA4,
+} vlm_prompt_family;
+
+/* Per image / video as the image processor produced it. */
+typedef struct vlm_media_info {
+    int is_video;
+    int n_tokens;  /* tokens per image (Qwen: t*h*w/merge², InternVL: per tile,
+                      Idefics3: image_seq_len per tile, Gemma 4: soft tokens) */
+    int rows, cols;   /* Idefics3 tile grid (0, 0: no splitting) */
+    int n_tiles;      /* InternVL: tiles incl. thumbnail */
+    int n_frames;     /* videos: frames (Gemma 4 / SmolVLM: per-frame blocks) */
+    const float *timestamps; /* videos: seconds per frame (Qwen3-VL, Gemma 4) */
+} vlm_media_info;
+
+/* Replaces each image/video placeholder of a rendered chat prompt (in order:
+ * the n_media entries match the placeholders as they appear) by the token
+ * string the HF processor builds for it. The result is text whose special
+ * tokens are then parsed by vlm_tokenize. *out is malloc'd. */
+vlm_status vlm_expand_media(vlm_prompt_family fam, const char *prompt, const vlm_media_info *media,
+                            int n_media, char **out, vlm_error *err);
+/* The family of an HF model_type ("qwen2_5_vl", "idefics3", ...), -1 if unknown. */
+int vlm_prompt_family_from_model_type(const char *model_type);
+
+/* ------------------------------------------------------------------ unicode (internal, exposed for tests) */
+
+/* Bits of vlm_uni_props: generated from the Unicode Character Database. */
+#define VLM_UNI_L 1   /* \p{L} */
+#define VLM_UNI_N 2   /* \p{N} */
+#define VLM_UNI_WS 4  /* White_Space (\s) */
+#define VLM_UNI_NFC 8 /* NFC_QC No or Maybe */
+#define VLM_UNI_M 16  /* \p{M} */
+int vlm_uni_props(uint32_t cp);
+int vlm_uni_ccc(uint32_t cp);
+int vlm_uni_decompose(uint32_t cp, const uint32_t **out); /* full canonical decomposition, 0 if none */
+uint32_t vlm_uni_compose_pair(uint32_t a, uint32_t b);    /* primary composite or 0 */
+/* Decodes one UTF-8 sequence at s[0..n): returns its length (>= 1) and the
+ * code point, or 1 and *cp = 0x110000 + byte for an invalid byte. */
+int vlm_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
+/* NFC of s[0..n) (invalid bytes are kept as they are). *out is malloc'd. */
+vlm_status vlm_nfc(const char *s, size_t n, char **out, size_t *out_len, vlm_error *err);
+
+#ifdef __cplusplus
+}
+#endif
 #endif
 /* Image decoding and per-family preprocessing. Owned by issue 5. */
 #ifndef VLM_IMAGE_H
@@ -1344,6 +1527,2027 @@ vlm_status vlm_kv_write(vlm_compute *c, vlm_kv_layer *l, vlm_tensor *k_new, vlm_
     for (int i = 0; i < n; i++) l->slot_pos[host[i]] = pos[i];
     return VLM_OK;
 }
+/* ---- src/jinja.c ---- */
+/* A small Jinja2 interpreter for HF chat templates.
+ *
+ * Covers what the chat templates of the supported families use: text with
+ * whitespace control (and HF's trim_blocks / lstrip_blocks), {{ }} output,
+ * if/elif/else, for (with unpacking, loop variables, else, inline filter),
+ * set (incl. namespace attributes), macros with default and keyword
+ * arguments, break/continue, generation blocks, comments; expressions with
+ * Python semantics for strings, numbers, lists and dicts, slicing, tests,
+ * the common filters and string/dict methods. Values live in an arena freed
+ * when the render ends. */
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ arena + buffer */
+
+typedef struct jj_block { struct jj_block *next; size_t used, cap; char data[]; } jj_block;
+
+typedef struct jj_buf { char *p; size_t n, cap; int oom; } jj_buf;
+
+static int jj_buf_add(jj_buf *b, const char *s, size_t n) {
+    if (b->oom) return -1;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) { b->oom = 1; return -1; }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+    return 0;
+}
+static void jj_buf_str(jj_buf *b, const char *s) { jj_buf_add(b, s, strlen(s)); }
+
+/* ------------------------------------------------------------------ values */
+
+typedef enum { JV_UNDEF = 0, JV_NONE, JV_BOOL, JV_INT, JV_FLOAT, JV_STR, JV_LIST, JV_DICT, JV_MACRO, JV_METHOD, JV_FUNC } jv_type;
+
+typedef struct jv jv;
+typedef struct jj_node jj_node;
+
+struct jv {
+    jv_type t;
+    int is_ns;         /* DICT created by namespace() (attributes assignable) */
+    int64_t i;         /* BOOL, INT */
+    double f;
+    const char *s;     /* STR (NUL-terminated, length n) / METHOD name / FUNC name */
+    size_t n;
+    jv **items;        /* LIST items / DICT values */
+    const char **keys; /* DICT keys */
+    int len, cap;
+    jv *self;          /* METHOD receiver */
+    jj_node *macro;    /* MACRO */
+};
+
+typedef struct jj_frame {
+    const char **names;
+    jv **vals;
+    int n, cap;
+    int barrier; /* macro call frame: lookups skip to the globals after this */
+} jj_frame;
+
+typedef struct jj_ctx {
+    jj_block *blocks;
+    jj_frame frames[64];
+    int n_frames;
+    vlm_error *err;
+    int failed;
+    int brk, cont; /* loop control */
+    int depth;
+} jj_ctx;
+
+static void *jj_alloc(jj_ctx *c, size_t n) {
+    n = (n + 15) & ~(size_t)15;
+    jj_block *b = c->blocks;
+    if (!b || b->used + n > b->cap) {
+        size_t cap = n > 65536 ? n : 65536;
+        b = malloc(sizeof *b + cap);
+        if (!b) { if (!c->failed) vlm_error_set(c->err, VLM_ERR_OOM, "out of memory in chat template"); c->failed = 1; return NULL; }
+        b->cap = cap;
+        b->used = 0;
+        b->next = c->blocks;
+        c->blocks = b;
+    }
+    void *p = b->data + b->used;
+    b->used += n;
+    memset(p, 0, n);
+    return p;
+}
+
+static jv jj_undef_v = {JV_UNDEF, 0, 0, 0, NULL, 0, NULL, NULL, 0, 0, NULL, NULL};
+static jv jj_none_v = {JV_NONE, 0, 0, 0, NULL, 0, NULL, NULL, 0, 0, NULL, NULL};
+static jv jj_true_v = {JV_BOOL, 0, 1, 0, NULL, 0, NULL, NULL, 0, 0, NULL, NULL};
+static jv jj_false_v = {JV_BOOL, 0, 0, 0, NULL, 0, NULL, NULL, 0, 0, NULL, NULL};
+
+static jv *jj_fail(jj_ctx *c, const char *fmt, ...) {
+    if (!c->failed) {
+        char msg[400];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        vlm_error_set(c->err, VLM_ERR_FORMAT, "chat template: %s", msg);
+    }
+    c->failed = 1;
+    return &jj_undef_v;
+}
+
+static jv *jj_new(jj_ctx *c, jv_type t) {
+    jv *v = jj_alloc(c, sizeof *v);
+    if (!v) return &jj_undef_v;
+    v->t = t;
+    return v;
+}
+static jv *jj_bool(int b) { return b ? &jj_true_v : &jj_false_v; }
+static jv *jj_int(jj_ctx *c, int64_t i) { jv *v = jj_new(c, JV_INT); if (v->t == JV_INT) v->i = i; return v; }
+static jv *jj_float(jj_ctx *c, double f) { jv *v = jj_new(c, JV_FLOAT); if (v->t == JV_FLOAT) v->f = f; return v; }
+static jv *jj_strn(jj_ctx *c, const char *s, size_t n) {
+    jv *v = jj_new(c, JV_STR);
+    if (v->t != JV_STR) return v;
+    char *p = jj_alloc(c, n + 1);
+    if (!p) return &jj_undef_v;
+    memcpy(p, s, n);
+    p[n] = 0;
+    v->s = p;
+    v->n = n;
+    return v;
+}
+static jv *jj_str(jj_ctx *c, const char *s) { return jj_strn(c, s, strlen(s)); }
+
+static void jj_list_push(jj_ctx *c, jv *l, jv *x) {
+    if (l->len == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 8;
+        jv **items = jj_alloc(c, (size_t)cap * sizeof *items);
+        const char **keys = l->t == JV_DICT ? jj_alloc(c, (size_t)cap * sizeof *keys) : NULL;
+        if (!items || (l->t == JV_DICT && !keys)) return;
+        if (l->len) memcpy(items, l->items, (size_t)l->len * sizeof *items);
+        if (keys && l->len) memcpy(keys, l->keys, (size_t)l->len * sizeof *keys);
+        l->items = items;
+        if (keys) l->keys = keys;
+        l->cap = cap;
+    }
+    l->items[l->len++] = x;
+}
+
+static jv *jj_dict_get(const jv *d, const char *k) {
+    for (int i = 0; i < d->len; i++)
+        if (!strcmp(d->keys[i], k)) return d->items[i];
+    return NULL;
+}
+
+static void jj_dict_set(jj_ctx *c, jv *d, const char *k, jv *x) {
+    for (int i = 0; i < d->len; i++)
+        if (!strcmp(d->keys[i], k)) { d->items[i] = x; return; }
+    int n = d->len;
+    jj_list_push(c, d, x);
+    if (d->len == n + 1) {
+        size_t kl = strlen(k);
+        char *kk = jj_alloc(c, kl + 1);
+        if (kk) memcpy(kk, k, kl + 1);
+        d->keys[n] = kk ? kk : "";
+    }
+}
+
+static int jj_truthy(const jv *v) {
+    switch (v->t) {
+    case JV_UNDEF: case JV_NONE: return 0;
+    case JV_BOOL: case JV_INT: return v->i != 0;
+    case JV_FLOAT: return v->f != 0;
+    case JV_STR: return v->n > 0;
+    case JV_LIST: case JV_DICT: return v->len > 0;
+    default: return 1;
+    }
+}
+
+/* Python repr of a string. */
+static void jj_repr_str(jj_buf *b, const char *s, size_t n) {
+    int has_sq = memchr(s, '\'', n) != NULL, has_dq = memchr(s, '"', n) != NULL;
+    char q = has_sq && !has_dq ? '"' : '\'';
+    jj_buf_add(b, &q, 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        char tmp[8];
+        if (ch == (unsigned char)q || ch == '\\') { tmp[0] = '\\'; tmp[1] = (char)ch; jj_buf_add(b, tmp, 2); }
+        else if (ch == '\n') jj_buf_str(b, "\\n");
+        else if (ch == '\r') jj_buf_str(b, "\\r");
+        else if (ch == '\t') jj_buf_str(b, "\\t");
+        else if (ch < 0x20 || ch == 0x7F) { snprintf(tmp, sizeof tmp, "\\x%02x", ch); jj_buf_str(b, tmp); }
+        else jj_buf_add(b, (const char *)&ch, 1);
+    }
+    jj_buf_add(b, &q, 1);
+}
+
+static void jj_fmt_float(jj_buf *b, double f) {
+    char tmp[40];
+    if (isnan(f)) { jj_buf_str(b, "nan"); return; }
+    if (isinf(f)) { jj_buf_str(b, f > 0 ? "inf" : "-inf"); return; }
+    for (int p = 1; p <= 17; p++) {
+        snprintf(tmp, sizeof tmp, "%.*g", p, f);
+        if (strtod(tmp, NULL) == f) break;
+    }
+    jj_buf_str(b, tmp);
+    if (!strpbrk(tmp, ".en")) jj_buf_str(b, ".0");
+}
+
+static void jj_to_str(jj_buf *b, const jv *v, int repr);
+
+static void jj_to_str(jj_buf *b, const jv *v, int repr) {
+    char tmp[32];
+    switch (v->t) {
+    case JV_UNDEF: break;
+    case JV_NONE: jj_buf_str(b, "None"); break;
+    case JV_BOOL: jj_buf_str(b, v->i ? "True" : "False"); break;
+    case JV_INT: snprintf(tmp, sizeof tmp, "%lld", (long long)v->i); jj_buf_str(b, tmp); break;
+    case JV_FLOAT: jj_fmt_float(b, v->f); break;
+    case JV_STR: if (repr) jj_repr_str(b, v->s, v->n); else jj_buf_add(b, v->s, v->n); break;
+    case JV_LIST:
+        jj_buf_str(b, "[");
+        for (int i = 0; i < v->len; i++) { if (i) jj_buf_str(b, ", "); jj_to_str(b, v->items[i], 1); }
+        jj_buf_str(b, "]");
+        break;
+    case JV_DICT:
+        if (v->is_ns) { jj_buf_str(b, "<Namespace>"); break; }
+        jj_buf_str(b, "{");
+        for (int i = 0; i < v->len; i++) {
+            if (i) jj_buf_str(b, ", ");
+            jj_repr_str(b, v->keys[i], strlen(v->keys[i]));
+            jj_buf_str(b, ": ");
+            jj_to_str(b, v->items[i], 1);
+        }
+        jj_buf_str(b, "}");
+        break;
+    default: jj_buf_str(b, "<function>"); break;
+    }
+}
+
+static void jj_json_str(jj_buf *b, const char *s, size_t n) {
+    jj_buf_str(b, "\"");
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        char tmp[8];
+        if (ch == '"' || ch == '\\') { tmp[0] = '\\'; tmp[1] = (char)ch; jj_buf_add(b, tmp, 2); }
+        else if (ch == '\n') jj_buf_str(b, "\\n");
+        else if (ch == '\r') jj_buf_str(b, "\\r");
+        else if (ch == '\t') jj_buf_str(b, "\\t");
+        else if (ch == '\b') jj_buf_str(b, "\\b");
+        else if (ch == '\f') jj_buf_str(b, "\\f");
+        else if (ch < 0x20) { snprintf(tmp, sizeof tmp, "\\u%04x", ch); jj_buf_str(b, tmp); }
+        else jj_buf_add(b, (const char *)&ch, 1);
+    }
+    jj_buf_str(b, "\"");
+}
+
+/* json.dumps(v, ensure_ascii=False) with optional indent. */
+static void jj_to_json(jj_buf *b, const jv *v, int indent, int level) {
+    char tmp[32];
+    switch (v->t) {
+    case JV_UNDEF: case JV_NONE: jj_buf_str(b, "null"); break;
+    case JV_BOOL: jj_buf_str(b, v->i ? "true" : "false"); break;
+    case JV_INT: snprintf(tmp, sizeof tmp, "%lld", (long long)v->i); jj_buf_str(b, tmp); break;
+    case JV_FLOAT: jj_fmt_float(b, v->f); break;
+    case JV_STR: jj_json_str(b, v->s, v->n); break;
+    case JV_LIST: case JV_DICT: {
+        int dict = v->t == JV_DICT;
+        jj_buf_str(b, dict ? "{" : "[");
+        if (!v->len) { jj_buf_str(b, dict ? "}" : "]"); break; }
+        for (int i = 0; i < v->len; i++) {
+            if (i) jj_buf_str(b, indent > 0 ? "," : ", ");
+            if (indent > 0) { jj_buf_str(b, "\n"); for (int k = 0; k < indent * (level + 1); k++) jj_buf_str(b, " "); }
+            if (dict) { jj_json_str(b, v->keys[i], strlen(v->keys[i])); jj_buf_str(b, ": "); }
+            jj_to_json(b, v->items[i], indent, level + 1);
+        }
+        if (indent > 0) { jj_buf_str(b, "\n"); for (int k = 0; k < indent * level; k++) jj_buf_str(b, " "); }
+        jj_buf_str(b, dict ? "}" : "]");
+        break;
+    }
+    default: jj_buf_str(b, "null"); break;
+    }
+}
+
+static jv *jj_stringify(jj_ctx *c, const jv *v) {
+    if (v->t == JV_STR) return (jv *)v;
+    jj_buf b = {0};
+    jj_to_str(&b, v, 0);
+    jv *r = b.oom ? jj_fail(c, "out of memory") : jj_strn(c, b.p ? b.p : "", b.n);
+    free(b.p);
+    return r;
+}
+
+static int jj_equal(const jv *a, const jv *b) {
+    if ((a->t == JV_INT || a->t == JV_BOOL || a->t == JV_FLOAT) && (b->t == JV_INT || b->t == JV_BOOL || b->t == JV_FLOAT)) {
+        double x = a->t == JV_FLOAT ? a->f : (double)a->i, y = b->t == JV_FLOAT ? b->f : (double)b->i;
+        return x == y;
+    }
+    if (a->t != b->t) return 0;
+    switch (a->t) {
+    case JV_UNDEF: case JV_NONE: return 1;
+    case JV_STR: return a->n == b->n && !memcmp(a->s, b->s, a->n);
+    case JV_LIST:
+        if (a->len != b->len) return 0;
+        for (int i = 0; i < a->len; i++) if (!jj_equal(a->items[i], b->items[i])) return 0;
+        return 1;
+    case JV_DICT:
+        if (a->len != b->len) return 0;
+        for (int i = 0; i < a->len; i++) {
+            jv *o = jj_dict_get(b, a->keys[i]);
+            if (!o || !jj_equal(a->items[i], o)) return 0;
+        }
+        return 1;
+    default: return a == b;
+    }
+}
+
+/* ------------------------------------------------------------------ template lexer */
+
+enum { JT_TEXT, JT_VAR, JT_BLOCK, JT_COMMENT };
+typedef struct jj_tok {
+    int type;
+    const char *s;  /* text, or inner content of a tag */
+    size_t n;
+    int strip_l, strip_r;
+} jj_tok;
+
+/* Expression tokens. */
+enum { JE_EOF, JE_NAME, JE_STR, JE_INT, JE_FLOAT, JE_OP };
+typedef struct jj_etok {
+    int type;
+    const char *s;
+    size_t n;
+    char op[3];
+    int64_t i;
+    double f;
+} jj_etok;
+
+/* ------------------------------------------------------------------ AST */
+
+enum {
+    /* statements */
+    JN_TEXT, JN_OUT, JN_IF, JN_FOR, JN_SET, JN_SETBLOCK, JN_MACRO, JN_BREAK, JN_CONTINUE, JN_BODY,
+    /* expressions */
+    JN_LIT, JN_NAME, JN_ATTR, JN_INDEX, JN_SLICE, JN_CALL, JN_FILTER, JN_TEST, JN_UNARY, JN_BINOP,
+    JN_AND, JN_OR, JN_NOT, JN_COND, JN_LISTLIT, JN_DICTLIT,
+};
+
+struct jj_node {
+    int kind;
+    const char *s; size_t n;   /* TEXT, NAME, ATTR name, FILTER/TEST name, op */
+    char op[3];
+    int negate;                /* TEST is not / not in */
+    jv *lit;
+    jj_node *a, *b, *c, *d;    /* children: IF cond/body/else; FOR iter/body/else/filter; SLICE ... */
+    jj_node **list; int n_list; int cap_list; /* BODY statements, CALL args, list items, dict keys+vals */
+    const char **kw; int n_kw; /* CALL/FILTER keyword argument names (for the last n_kw args) */
+    const char *names[2]; int n_names; /* FOR targets, SET target name (+ attr), MACRO name */
+    const char **params; jj_node **defaults; int n_params; /* MACRO */
+};
+
+typedef struct jj_parser {
+    jj_ctx *c;
+    jj_tok *toks;
+    int n_toks, pos;
+    /* expression lexer state */
+    const char *e, *e_end;
+    jj_etok cur;
+} jj_parser;
+
+static jj_node *jj_node_new(jj_parser *p, int kind) {
+    jj_node *n = jj_alloc(p->c, sizeof *n);
+    if (n) n->kind = kind;
+    return n;
+}
+
+static void jj_node_add(jj_parser *p, jj_node *parent, jj_node *child) {
+    if (!parent || !child) return;
+    if (parent->n_list == parent->cap_list) {
+        int cap = parent->cap_list ? parent->cap_list * 2 : 8;
+        jj_node **l = jj_alloc(p->c, (size_t)cap * sizeof *l);
+        if (!l) return;
+        if (parent->n_list) memcpy(l, parent->list, (size_t)parent->n_list * sizeof *l);
+        parent->list = l;
+        parent->cap_list = cap;
+    }
+    parent->list[parent->n_list++] = child;
+}
+
+static int jj_is_space(char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f'; }
+
+/* Splits the template into text and tags, applying whitespace control. */
+static int jj_lex_template(jj_ctx *c, const char *src, jj_tok **out, int *n_out) {
+    size_t n = strlen(src);
+    int cap = 64, cnt = 0;
+    jj_tok *t = malloc((size_t)cap * sizeof *t);
+    if (!t) { jj_fail(c, "out of memory"); return -1; }
+    size_t i = 0;
+    while (i <= n) {
+        const char *o = NULL;
+        size_t j = i;
+        while (j + 1 < n) {
+            if (src[j] == '{' && (src[j + 1] == '{' || src[j + 1] == '%' || src[j + 1] == '#')) { o = src + j; break; }
+            j++;
+        }
+        if (cnt + 2 >= cap) {
+            cap *= 2;
+            jj_tok *nt = realloc(t, (size_t)cap * sizeof *t);
+            if (!nt) { free(t); jj_fail(c, "out of memory"); return -1; }
+            t = nt;
+        }
+        size_t text_end = o ? (size_t)(o - src) : n;
+        if (text_end > i) { jj_tok tt = {JT_TEXT, src + i, text_end - i, 0, 0}; t[cnt++] = tt; }
+        if (!o) break;
+        char kind = o[1];
+        const char *close = kind == '{' ? "}}" : kind == '%' ? "%}" : "#}";
+        size_t k = text_end + 2;
+        const char *e = NULL;
+        /* Find the closing delimiter outside string literals. */
+        char q = 0;
+        for (size_t m = k; m + 1 < n + 1 && m < n; m++) {
+            if (kind != '#') {
+                if (q) { if (src[m] == '\\') { m++; continue; } if (src[m] == q) q = 0; continue; }
+                if (src[m] == '\'' || src[m] == '"') { q = src[m]; continue; }
+            }
+            if (m + 1 < n && src[m] == close[0] && src[m + 1] == close[1]) { e = src + m; break; }
+        }
+        if (!e) { free(t); jj_fail(c, "unterminated tag at offset %zu", text_end); return -1; }
+        jj_tok tg;
+        tg.type = kind == '{' ? JT_VAR : kind == '%' ? JT_BLOCK : JT_COMMENT;
+        const char *is = src + k, *ie = e;
+        tg.strip_l = is < ie && *is == '-';
+        if (is < ie && (*is == '-' || *is == '+')) is++;
+        tg.strip_r = ie > is && ie[-1] == '-';
+        int keep_r = ie > is && ie[-1] == '+';
+        if (tg.strip_r || keep_r) ie--;
+        tg.s = is;
+        tg.n = (size_t)(ie - is);
+        t[cnt++] = tg;
+        i = (size_t)(e - src) + 2;
+        /* {% raw %} ... {% endraw %} */
+        if (tg.type == JT_BLOCK) {
+            const char *a = tg.s, *b = tg.s + tg.n;
+            while (a < b && jj_is_space(*a)) a++;
+            while (b > a && jj_is_space(b[-1])) b--;
+            if (b - a == 3 && !memcmp(a, "raw", 3)) {
+                const char *r = strstr(src + i, "endraw");
+                const char *st = r;
+                while (st && st > src + i && st[-1] != '{') st--;
+                if (!r || st <= src + i) { free(t); jj_fail(c, "unterminated raw block"); return -1; }
+                st--; /* at '{' */
+                jj_tok tt = {JT_TEXT, src + i, (size_t)(st - (src + i)), 0, 0};
+                if (st[2] == '-') { while (tt.n && jj_is_space(tt.s[tt.n - 1])) tt.n--; }
+                t[cnt - 1] = tt;
+                const char *ce = strstr(r, "%}");
+                if (!ce) { free(t); jj_fail(c, "unterminated raw block"); return -1; }
+                i = (size_t)(ce - src) + 2;
+            }
+        }
+        (void)keep_r;
+    }
+    /* Whitespace control: '-' strips, trim_blocks / lstrip_blocks for blocks and comments. */
+    for (int k = 0; k < cnt; k++) {
+        if (t[k].type == JT_TEXT) continue;
+        int block = t[k].type != JT_VAR;
+        const char *tagstart = t[k].s; /* approximate: content start (only used for '+' checks) */
+        (void)tagstart;
+        if (k > 0 && t[k - 1].type == JT_TEXT) {
+            jj_tok *p = &t[k - 1];
+            if (t[k].strip_l) { while (p->n && jj_is_space(p->s[p->n - 1])) p->n--; }
+            else if (block && !(t[k].s[-1] == '+')) {
+                size_t m = p->n;
+                while (m && (p->s[m - 1] == ' ' || p->s[m - 1] == '\t')) m--;
+                if (m == 0 ? (p->s == src || p->s[-1] == '\n') : p->s[m - 1] == '\n') p->n = m;
+            }
+        }
+        if (k + 1 < cnt && t[k + 1].type == JT_TEXT) {
+            jj_tok *nx = &t[k + 1];
+            if (t[k].strip_r) { while (nx->n && jj_is_space(nx->s[0])) { nx->s++; nx->n--; } }
+            else if (block && t[k].s[t[k].n] != '+') {
+                if (nx->n && nx->s[0] == '\n') { nx->s++; nx->n--; }
+                else if (nx->n > 1 && nx->s[0] == '\r' && nx->s[1] == '\n') { nx->s += 2; nx->n -= 2; }
+            }
+        }
+    }
+    *out = t;
+    *n_out = cnt;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ expression lexer */
+
+static void jj_next(jj_parser *p) {
+    const char *s = p->e;
+    while (s < p->e_end && jj_is_space(*s)) s++;
+    jj_etok t;
+    memset(&t, 0, sizeof t);
+    if (s >= p->e_end) { t.type = JE_EOF; p->cur = t; p->e = s; return; }
+    char ch = *s;
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_') {
+        const char *b = s;
+        while (s < p->e_end && ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_' || (*s >= '0' && *s <= '9'))) s++;
+        t.type = JE_NAME; t.s = b; t.n = (size_t)(s - b);
+    } else if (ch >= '0' && ch <= '9') {
+        const char *b = s;
+        int is_f = 0;
+        while (s < p->e_end && ((*s >= '0' && *s <= '9') || *s == '_')) s++;
+        if (s + 1 < p->e_end && *s == '.' && s[1] >= '0' && s[1] <= '9') {
+            is_f = 1;
+            s++;
+            while (s < p->e_end && *s >= '0' && *s <= '9') s++;
+        }
+        if (s < p->e_end && (*s == 'e' || *s == 'E')) {
+            const char *q = s + 1;
+            if (q < p->e_end && (*q == '+' || *q == '-')) q++;
+            if (q < p->e_end && *q >= '0' && *q <= '9') { is_f = 1; s = q; while (s < p->e_end && *s >= '0' && *s <= '9') s++; }
+        }
+        char tmp[64];
+        size_t l = (size_t)(s - b) < 63 ? (size_t)(s - b) : 63, w = 0;
+        for (size_t k = 0; k < l; k++) if (b[k] != '_') tmp[w++] = b[k];
+        tmp[w] = 0;
+        if (is_f) { t.type = JE_FLOAT; t.f = strtod(tmp, NULL); }
+        else { t.type = JE_INT; t.i = strtoll(tmp, NULL, 10); }
+    } else if (ch == '\'' || ch == '"') {
+        /* Decode escapes into an arena string. */
+        const char *b = ++s;
+        jj_buf out = {0};
+        while (s < p->e_end && *s != ch) {
+            if (*s == '\\' && s + 1 < p->e_end) {
+                jj_buf_add(&out, b, (size_t)(s - b));
+                s++;
+                char e = *s, r[4] = {0};
+                switch (e) {
+                case 'n': r[0] = '\n'; break;
+                case 't': r[0] = '\t'; break;
+                case 'r': r[0] = '\r'; break;
+                case '0': r[0] = 0; break;
+                case '\\': r[0] = '\\'; break;
+                case '\'': r[0] = '\''; break;
+                case '"': r[0] = '"'; break;
+                default: r[0] = '\\'; r[1] = e; break;
+                }
+                jj_buf_add(&out, r, e == '0' ? 1 : strlen(r) ? strlen(r) : 1);
+                s++;
+                b = s;
+                continue;
+            }
+            s++;
+        }
+        jj_buf_add(&out, b, (size_t)(s - b));
+        if (s < p->e_end) s++;
+        else jj_fail(p->c, "unterminated string literal");
+        jv *v = jj_strn(p->c, out.p ? out.p : "", out.n);
+        free(out.p);
+        t.type = JE_STR; t.s = v->s; t.n = v->n;
+    } else {
+        static const char *const ops2[] = {"==", "!=", "<=", ">=", "//", "**", NULL};
+        t.type = JE_OP;
+        for (int k = 0; ops2[k]; k++)
+            if (s + 1 < p->e_end && s[0] == ops2[k][0] && s[1] == ops2[k][1]) { t.op[0] = s[0]; t.op[1] = s[1]; s += 2; goto done; }
+        t.op[0] = *s++;
+    }
+done:
+    p->cur = t;
+    p->e = s;
+}
+
+static int jj_is_op(jj_parser *p, const char *op) { return p->cur.type == JE_OP && !strcmp(p->cur.op, op); }
+static int jj_is_name(jj_parser *p, const char *name) {
+    return p->cur.type == JE_NAME && p->cur.n == strlen(name) && !memcmp(p->cur.s, name, p->cur.n);
+}
+static int jj_expect_op(jj_parser *p, const char *op) {
+    if (!jj_is_op(p, op)) { jj_fail(p->c, "expected '%s' in expression", op); return 0; }
+    jj_next(p);
+    return 1;
+}
+static const char *jj_name_dup(jj_parser *p) {
+    jv *v = jj_strn(p->c, p->cur.s, p->cur.n);
+    return v->s ? v->s : "";
+}
+
+static jj_node *jj_expr(jj_parser *p);
+static jj_node *jj_unary(jj_parser *p, int with_filter);
+
+/* Call arguments after '(' (consumes ')'). Keyword args come last. */
+static void jj_call_args(jj_parser *p, jj_node *call) {
+    const char *kw[32];
+    int n_kw = 0;
+    while (!p->c->failed && !jj_is_op(p, ")")) {
+        if (p->cur.type == JE_NAME) {
+            /* name=value ? */
+            const char *save_e = p->e;
+            jj_etok save = p->cur;
+            jj_next(p);
+            if (jj_is_op(p, "=")) {
+                if (n_kw < 32) kw[n_kw++] = jj_strn(p->c, save.s, save.n)->s;
+                jj_next(p);
+                jj_node_add(p, call, jj_expr(p));
+                if (!jj_is_op(p, ",")) break;
+                jj_next(p);
+                continue;
+            }
+            p->e = save_e;
+            p->cur = save;
+        }
+        if (n_kw) { jj_fail(p->c, "positional argument after keyword argument"); return; }
+        jj_node_add(p, call, jj_expr(p));
+        if (!jj_is_op(p, ",")) break;
+        jj_next(p);
+    }
+    jj_expect_op(p, ")");
+    if (n_kw) {
+        call->kw = jj_alloc(p->c, (size_t)n_kw * sizeof *call->kw);
+        if (call->kw) { memcpy(call->kw, kw, (size_t)n_kw * sizeof *kw); call->n_kw = n_kw; }
+    }
+}
+
+static jj_node *jj_primary(jj_parser *p) {
+    jj_node *n = NULL;
+    jj_etok t = p->cur;
+    if (t.type == JE_STR) {
+        n = jj_node_new(p, JN_LIT);
+        if (n) n->lit = jj_strn(p->c, t.s, t.n);
+        jj_next(p);
+        while (p->cur.type == JE_STR && n) { /* implicit concatenation */
+            jj_buf b = {0};
+            jj_buf_add(&b, n->lit->s, n->lit->n);
+            jj_buf_add(&b, p->cur.s, p->cur.n);
+            n->lit = jj_strn(p->c, b.p, b.n);
+            free(b.p);
+            jj_next(p);
+        }
+    } else if (t.type == JE_INT) { n = jj_node_new(p, JN_LIT); if (n) n->lit = jj_int(p->c, t.i); jj_next(p); }
+    else if (t.type == JE_FLOAT) { n = jj_node_new(p, JN_LIT); if (n) n->lit = jj_float(p->c, t.f); jj_next(p); }
+    else if (t.type == JE_NAME) {
+        if (jj_is_name(p, "true") || jj_is_name(p, "True")) { n = jj_node_new(p, JN_LIT); if (n) n->lit = &jj_true_v; }
+        else if (jj_is_name(p, "false") || jj_is_name(p, "False")) { n = jj_node_new(p, JN_LIT); if (n) n->lit = &jj_false_v; }
+        else if (jj_is_name(p, "none") || jj_is_name(p, "None")) { n = jj_node_new(p, JN_LIT); if (n) n->lit = &jj_none_v; }
+        else { n = jj_node_new(p, JN_NAME); if (n) { n->s = jj_name_dup(p); n->n = t.n; } }
+        jj_next(p);
+    } else if (jj_is_op(p, "(")) {
+        jj_next(p);
+        if (jj_is_op(p, ")")) { jj_next(p); n = jj_node_new(p, JN_LISTLIT); return n; }
+        jj_node *e = jj_expr(p);
+        if (jj_is_op(p, ",")) { /* tuple */
+            n = jj_node_new(p, JN_LISTLIT);
+            jj_node_add(p, n, e);
+            while (jj_is_op(p, ",")) {
+                jj_next(p);
+                if (jj_is_op(p, ")")) break;
+                jj_node_add(p, n, jj_expr(p));
+            }
+        } else n = e;
+        jj_expect_op(p, ")");
+    } else if (jj_is_op(p, "[")) {
+        jj_next(p);
+        n = jj_node_new(p, JN_LISTLIT);
+        while (!p->c->failed && !jj_is_op(p, "]")) {
+            jj_node_add(p, n, jj_expr(p));
+            if (!jj_is_op(p, ",")) break;
+            jj_next(p);
+        }
+        jj_expect_op(p, "]");
+    } else if (jj_is_op(p, "{")) {
+        jj_next(p);
+        n = jj_node_new(p, JN_DICTLIT);
+        while (!p->c->failed && !jj_is_op(p, "}")) {
+            jj_node_add(p, n, jj_expr(p));
+            jj_expect_op(p, ":");
+            jj_node_add(p, n, jj_expr(p));
+            if (!jj_is_op(p, ",")) break;
+            jj_next(p);
+        }
+        jj_expect_op(p, "}");
+    } else {
+        jj_fail(p->c, "unexpected token in expression near '%.20s'", p->e ? p->e : "");
+        return NULL;
+    }
+    return n;
+}
+
+static jj_node *jj_postfix(jj_parser *p, jj_node *n) {
+    while (!p->c->failed && n) {
+        if (jj_is_op(p, ".")) {
+            jj_next(p);
+            if (p->cur.type != JE_NAME && p->cur.type != JE_INT) { jj_fail(p->c, "expected attribute name after '.'"); return NULL; }
+            jj_node *a = jj_node_new(p, JN_ATTR);
+            if (!a) return NULL;
+            a->a = n;
+            if (p->cur.type == JE_INT) { char tmp[32]; snprintf(tmp, sizeof tmp, "%lld", (long long)p->cur.i); a->s = jj_str(p->c, tmp)->s; }
+            else a->s = jj_name_dup(p);
+            jj_next(p);
+            n = a;
+        } else if (jj_is_op(p, "[")) {
+            jj_next(p);
+            jj_node *lo = NULL, *hi = NULL, *st = NULL;
+            int is_slice = 0;
+            if (!jj_is_op(p, ":")) lo = jj_expr(p);
+            if (jj_is_op(p, ":")) {
+                is_slice = 1;
+                jj_next(p);
+                if (!jj_is_op(p, "]") && !jj_is_op(p, ":")) hi = jj_expr(p);
+                if (jj_is_op(p, ":")) { jj_next(p); if (!jj_is_op(p, "]")) st = jj_expr(p); }
+            }
+            jj_expect_op(p, "]");
+            jj_node *x = jj_node_new(p, is_slice ? JN_SLICE : JN_INDEX);
+            if (!x) return NULL;
+            x->a = n; x->b = lo; x->c = hi; x->d = st;
+            n = x;
+        } else if (jj_is_op(p, "(")) {
+            jj_next(p);
+            jj_node *call = jj_node_new(p, JN_CALL);
+            if (!call) return NULL;
+            call->a = n;
+            jj_call_args(p, call);
+            n = call;
+        } else break;
+    }
+    return n;
+}
+
+static jj_node *jj_filter_expr(jj_parser *p, jj_node *n) {
+    while (!p->c->failed && n) {
+        if (jj_is_op(p, "|")) {
+            jj_next(p);
+            if (p->cur.type != JE_NAME) { jj_fail(p->c, "expected filter name"); return NULL; }
+            jj_node *f = jj_node_new(p, JN_FILTER);
+            if (!f) return NULL;
+            f->s = jj_name_dup(p);
+            f->a = n;
+            jj_next(p);
+            if (jj_is_op(p, "(")) { jj_next(p); jj_call_args(p, f); }
+            n = f;
+        } else if (jj_is_name(p, "is")) {
+            jj_next(p);
+            jj_node *t = jj_node_new(p, JN_TEST);
+            if (!t) return NULL;
+            if (jj_is_name(p, "not")) { t->negate = 1; jj_next(p); }
+            if (p->cur.type != JE_NAME) { jj_fail(p->c, "expected test name after 'is'"); return NULL; }
+            t->s = jj_name_dup(p);
+            t->a = n;
+            jj_next(p);
+            if (jj_is_op(p, "(")) { jj_next(p); jj_call_args(p, t); }
+            else if (p->cur.type == JE_STR || p->cur.type == JE_INT || p->cur.type == JE_FLOAT) jj_node_add(p, t, jj_primary(p));
+            n = t;
+        } else break;
+    }
+    return n;
+}
+
+static jj_node *jj_unary(jj_parser *p, int with_filter) {
+    jj_node *n;
+    if (jj_is_op(p, "-") || jj_is_op(p, "+")) {
+        char op = p->cur.op[0];
+        jj_next(p);
+        n = jj_node_new(p, JN_UNARY);
+        if (!n) return NULL;
+        n->op[0] = op;
+        n->a = jj_unary(p, 0);
+    } else {
+        n = jj_postfix(p, jj_primary(p));
+    }
+    if (with_filter) n = jj_filter_expr(p, n);
+    return n;
+}
+
+static jj_node *jj_binop(jj_parser *p, const char *op, jj_node *a, jj_node *b) {
+    jj_node *n = jj_node_new(p, JN_BINOP);
+    if (!n) return NULL;
+    memcpy(n->op, op, strlen(op) < 2 ? strlen(op) + 1 : 2);
+    n->a = a;
+    n->b = b;
+    return n;
+}
+
+static jj_node *jj_pow(jj_parser *p) {
+    jj_node *n = jj_unary(p, 1);
+    while (!p->c->failed && jj_is_op(p, "**")) { jj_next(p); n = jj_binop(p, "**", n, jj_unary(p, 1)); }
+    return n;
+}
+static jj_node *jj_math2(jj_parser *p) {
+    jj_node *n = jj_pow(p);
+    while (!p->c->failed && (jj_is_op(p, "*") || jj_is_op(p, "/") || jj_is_op(p, "//") || jj_is_op(p, "%"))) {
+        char op[3];
+        memcpy(op, p->cur.op, 3);
+        jj_next(p);
+        n = jj_binop(p, op, n, jj_pow(p));
+    }
+    return n;
+}
+static jj_node *jj_concat(jj_parser *p) {
+    jj_node *n = jj_math2(p);
+    while (!p->c->failed && jj_is_op(p, "~")) { jj_next(p); n = jj_binop(p, "~", n, jj_math2(p)); }
+    return n;
+}
+static jj_node *jj_math1(jj_parser *p) {
+    jj_node *n = jj_concat(p);
+    while (!p->c->failed && (jj_is_op(p, "+") || jj_is_op(p, "-"))) {
+        char op[3];
+        memcpy(op, p->cur.op, 3);
+        jj_next(p);
+        n = jj_binop(p, op, n, jj_concat(p));
+    }
+    return n;
+}
+static jj_node *jj_compare(jj_parser *p) {
+    jj_node *n = jj_math1(p);
+    for (;;) {
+        if (p->c->failed) return n;
+        if (jj_is_op(p, "==") || jj_is_op(p, "!=") || jj_is_op(p, "<") || jj_is_op(p, ">") || jj_is_op(p, "<=") || jj_is_op(p, ">=")) {
+            char op[3];
+            memcpy(op, p->cur.op, 3);
+            jj_next(p);
+            n = jj_binop(p, op, n, jj_math1(p));
+        } else if (jj_is_name(p, "in")) {
+            jj_next(p);
+            n = jj_binop(p, "in", n, jj_math1(p));
+        } else if (jj_is_name(p, "not")) {
+            /* "not in" */
+            const char *save_e = p->e;
+            jj_etok save = p->cur;
+            jj_next(p);
+            if (!jj_is_name(p, "in")) { p->e = save_e; p->cur = save; return n; }
+            jj_next(p);
+            n = jj_binop(p, "in", n, jj_math1(p));
+            if (n) n->negate = 1;
+        } else return n;
+    }
+}
+static jj_node *jj_not(jj_parser *p) {
+    if (jj_is_name(p, "not")) {
+        jj_next(p);
+        jj_node *n = jj_node_new(p, JN_NOT);
+        if (n) n->a = jj_not(p);
+        return n;
+    }
+    return jj_compare(p);
+}
+static jj_node *jj_and(jj_parser *p) {
+    jj_node *n = jj_not(p);
+    while (!p->c->failed && jj_is_name(p, "and")) {
+        jj_next(p);
+        jj_node *x = jj_node_new(p, JN_AND);
+        if (!x) return NULL;
+        x->a = n; x->b = jj_not(p);
+        n = x;
+    }
+    return n;
+}
+static jj_node *jj_or(jj_parser *p) {
+    jj_node *n = jj_and(p);
+    while (!p->c->failed && jj_is_name(p, "or")) {
+        jj_next(p);
+        jj_node *x = jj_node_new(p, JN_OR);
+        if (!x) return NULL;
+        x->a = n; x->b = jj_and(p);
+        n = x;
+    }
+    return n;
+}
+static jj_node *jj_expr(jj_parser *p) {
+    jj_node *n = jj_or(p);
+    while (!p->c->failed && jj_is_name(p, "if")) {
+        jj_next(p);
+        jj_node *x = jj_node_new(p, JN_COND);
+        if (!x) return NULL;
+        x->a = n;
+        x->b = jj_or(p);
+        if (jj_is_name(p, "else")) { jj_next(p); x->c = jj_expr(p); }
+        n = x;
+    }
+    return n;
+}
+
+/* ------------------------------------------------------------------ statement parser */
+
+static void jj_set_expr_src(jj_parser *p, const char *s, size_t n) {
+    p->e = s;
+    p->e_end = s + n;
+    jj_next(p);
+}
+
+/* The first word of a block tag. */
+static int jj_block_is(const jj_tok *t, const char *kw) {
+    const char *s = t->s, *e = t->s + t->n;
+    while (s < e && jj_is_space(*s)) s++;
+    size_t l = strlen(kw);
+    if ((size_t)(e - s) < l || memcmp(s, kw, l)) return 0;
+    return (size_t)(e - s) == l || !((s[l] >= 'a' && s[l] <= 'z') || s[l] == '_');
+}
+
+static jj_node *jj_parse_body(jj_parser *p, const char *const *ends, int *which);
+
+static int jj_expect_end(jj_parser *p) {
+    if (p->cur.type != JE_EOF) { jj_fail(p->c, "unexpected '%.20s' at the end of a tag", p->cur.s ? p->cur.s : p->cur.op); return 0; }
+    return 1;
+}
+
+static jj_node *jj_parse_stmt(jj_parser *p, const jj_tok *t) {
+    jj_set_expr_src(p, t->s, t->n);
+    if (p->cur.type != JE_NAME) { jj_fail(p->c, "expected a statement in {%% %%}"); return NULL; }
+    if (jj_is_name(p, "if")) {
+        jj_next(p);
+        jj_node *n = jj_node_new(p, JN_IF);
+        if (!n) return NULL;
+        n->a = jj_expr(p);
+        jj_expect_end(p);
+        static const char *const ends[] = {"elif", "else", "endif", NULL};
+        int which = -1;
+        n->b = jj_parse_body(p, ends, &which);
+        jj_node *cur = n;
+        while (!p->c->failed && which == 0) { /* elif */
+            const jj_tok *et = &p->toks[p->pos - 1];
+            jj_set_expr_src(p, et->s, et->n);
+            jj_next(p); /* skip 'elif' */
+            jj_node *x = jj_node_new(p, JN_IF);
+            if (!x) return NULL;
+            x->a = jj_expr(p);
+            jj_expect_end(p);
+            x->b = jj_parse_body(p, ends, &which);
+            jj_node *body = jj_node_new(p, JN_BODY);
+            jj_node_add(p, body, x);
+            cur->c = body;
+            cur = x;
+        }
+        if (!p->c->failed && which == 1) {
+            static const char *const ends2[] = {"endif", NULL};
+            cur->c = jj_parse_body(p, ends2, &which);
+        }
+        return n;
+    }
+    if (jj_is_name(p, "for")) {
+        jj_next(p);
+        jj_node *n = jj_node_new(p, JN_FOR);
+        if (!n) return NULL;
+        while (p->cur.type == JE_NAME && n->n_names < 2) {
+            n->names[n->n_names++] = jj_name_dup(p);
+            jj_next(p);
+            if (!jj_is_op(p, ",")) break;
+            jj_next(p);
+        }
+        if (!jj_is_name(p, "in")) { jj_fail(p->c, "expected 'in' in for"); return NULL; }
+        jj_next(p);
+        n->a = jj_or(p); /* no ternary: "if" is the loop filter */
+        if (jj_is_name(p, "if")) { jj_next(p); n->d = jj_expr(p); }
+        if (jj_is_name(p, "recursive")) jj_next(p);
+        jj_expect_end(p);
+        static const char *const ends[] = {"else", "endfor", NULL};
+        int which = -1;
+        n->b = jj_parse_body(p, ends, &which);
+        if (!p->c->failed && which == 0) {
+            static const char *const ends2[] = {"endfor", NULL};
+            n->c = jj_parse_body(p, ends2, &which);
+        }
+        return n;
+    }
+    if (jj_is_name(p, "set")) {
+        jj_next(p);
+        if (p->cur.type != JE_NAME) { jj_fail(p->c, "expected a name after set"); return NULL; }
+        jj_node *n = jj_node_new(p, JN_SET);
+        if (!n) return NULL;
+        n->names[0] = jj_name_dup(p);
+        n->n_names = 1;
+        jj_next(p);
+        if (jj_is_op(p, ".")) {
+            jj_next(p);
+            if (p->cur.type != JE_NAME) { jj_fail(p->c, "expected an attribute name in set"); return NULL; }
+            n->names[1] = jj_name_dup(p);
+            n->n_names = 2;
+            jj_next(p);
+        }
+        if (jj_is_op(p, "=")) {
+            jj_next(p);
+            n->a = jj_expr(p);
+            if (jj_is_op(p, ",")) { /* tuple value */
+                jj_node *l = jj_node_new(p, JN_LISTLIT);
+                jj_node_add(p, l, n->a);
+                while (jj_is_op(p, ",")) { jj_next(p); jj_node_add(p, l, jj_expr(p)); }
+                n->a = l;
+            }
+            jj_expect_end(p);
+            return n;
+        }
+        /* block set */
+        jj_expect_end(p);
+        n->kind = JN_SETBLOCK;
+        static const char *const ends[] = {"endset", NULL};
+        int which;
+        n->b = jj_parse_body(p, ends, &which);
+        return n;
+    }
+    if (jj_is_name(p, "macro")) {
+        jj_next(p);
+        jj_node *n = jj_node_new(p, JN_MACRO);
+        if (!n || p->cur.type != JE_NAME) { jj_fail(p->c, "expected a macro name"); return NULL; }
+        n->names[0] = jj_name_dup(p);
+        jj_next(p);
+        jj_expect_op(p, "(");
+        const char *params[32];
+        jj_node *defs[32];
+        int np = 0;
+        while (!p->c->failed && p->cur.type == JE_NAME && np < 32) {
+            params[np] = jj_name_dup(p);
+            defs[np] = NULL;
+            jj_next(p);
+            if (jj_is_op(p, "=")) { jj_next(p); defs[np] = jj_expr(p); }
+            np++;
+            if (!jj_is_op(p, ",")) break;
+            jj_next(p);
+        }
+        jj_expect_op(p, ")");
+        jj_expect_end(p);
+        n->params = jj_alloc(p->c, (size_t)(np + 1) * sizeof *n->params);
+        n->defaults = jj_alloc(p->c, (size_t)(np + 1) * sizeof *n->defaults);
+        if (!n->params || !n->defaults) return NULL;
+        memcpy(n->params, params, (size_t)np * sizeof *params);
+        memcpy(n->defaults, defs, (size_t)np * sizeof *defs);
+        n->n_params = np;
+        static const char *const ends[] = {"endmacro", NULL};
+        int which;
+        n->b = jj_parse_body(p, ends, &which);
+        return n;
+    }
+    if (jj_is_name(p, "break")) return jj_node_new(p, JN_BREAK);
+    if (jj_is_name(p, "continue")) return jj_node_new(p, JN_CONTINUE);
+    if (jj_is_name(p, "generation")) { /* HF AssistantTracker: just the body */
+        static const char *const ends[] = {"endgeneration", NULL};
+        int which;
+        return jj_parse_body(p, ends, &which);
+    }
+    jj_fail(p->c, "unsupported statement '%.*s'", (int)p->cur.n, p->cur.s);
+    return NULL;
+}
+
+/* Parses until one of ends (returns its index in *which) or the end of the template. */
+static jj_node *jj_parse_body(jj_parser *p, const char *const *ends, int *which) {
+    jj_node *body = jj_node_new(p, JN_BODY);
+    *which = -1;
+    while (!p->c->failed && p->pos < p->n_toks) {
+        const jj_tok *t = &p->toks[p->pos++];
+        if (t->type == JT_TEXT) {
+            if (!t->n) continue;
+            jj_node *n = jj_node_new(p, JN_TEXT);
+            if (n) { n->s = t->s; n->n = t->n; }
+            jj_node_add(p, body, n);
+        } else if (t->type == JT_VAR) {
+            jj_set_expr_src(p, t->s, t->n);
+            jj_node *n = jj_node_new(p, JN_OUT);
+            if (n) n->a = jj_expr(p);
+            jj_expect_end(p);
+            jj_node_add(p, body, n);
+        } else if (t->type == JT_BLOCK) {
+            for (int k = 0; ends && ends[k]; k++)
+                if (jj_block_is(t, ends[k])) { *which = k; return body; }
+            jj_node_add(p, body, jj_parse_stmt(p, t));
+        }
+    }
+    if (ends && !p->c->failed) jj_fail(p->c, "missing {%% %s %%}", ends[0]);
+    return body;
+}
+
+/* ------------------------------------------------------------------ evaluation */
+
+static jv *jj_lookup(jj_ctx *c, const char *name) {
+    for (int f = c->n_frames - 1; f >= 0; f--) {
+        jj_frame *fr = &c->frames[f];
+        for (int i = fr->n - 1; i >= 0; i--)
+            if (!strcmp(fr->names[i], name)) return fr->vals[i];
+        if (fr->barrier) f = 1; /* jump to the globals (frame 0) */
+    }
+    return NULL;
+}
+
+static void jj_assign(jj_ctx *c, const char *name, jv *v) {
+    jj_frame *fr = &c->frames[c->n_frames - 1];
+    for (int i = 0; i < fr->n; i++)
+        if (!strcmp(fr->names[i], name)) { fr->vals[i] = v; return; }
+    if (fr->n == fr->cap) {
+        int cap = fr->cap ? fr->cap * 2 : 16;
+        const char **names = jj_alloc(c, (size_t)cap * sizeof *names);
+        jv **vals = jj_alloc(c, (size_t)cap * sizeof *vals);
+        if (!names || !vals) return;
+        if (fr->n) { memcpy(names, fr->names, (size_t)fr->n * sizeof *names); memcpy(vals, fr->vals, (size_t)fr->n * sizeof *vals); }
+        fr->names = names;
+        fr->vals = vals;
+        fr->cap = cap;
+    }
+    fr->names[fr->n] = name;
+    fr->vals[fr->n] = v;
+    fr->n++;
+}
+
+static int jj_push_frame(jj_ctx *c, int barrier) {
+    if (c->n_frames >= 64) { jj_fail(c, "template nesting too deep"); return -1; }
+    memset(&c->frames[c->n_frames], 0, sizeof c->frames[0]);
+    c->frames[c->n_frames].barrier = barrier;
+    c->n_frames++;
+    return 0;
+}
+
+static jv *jj_eval(jj_ctx *c, jj_node *n);
+static void jj_exec(jj_ctx *c, jj_node *n, jj_buf *out);
+
+/* Code-point offsets of a string (for Python indexing). */
+static int jj_cp_count(const jv *s) {
+    int k = 0;
+    for (size_t i = 0; i < s->n; i++) if (((unsigned char)s->s[i] & 0xC0) != 0x80) k++;
+    return k;
+}
+static size_t jj_cp_offset(const jv *s, int cp) {
+    int k = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        if (((unsigned char)s->s[i] & 0xC0) != 0x80) { if (k == cp) return i; k++; }
+    }
+    return s->n;
+}
+
+static jv *jj_getattr(jj_ctx *c, jv *o, const char *name) {
+    if (o->t == JV_DICT) {
+        jv *v = jj_dict_get(o, name);
+        if (v) return v;
+        if (o->is_ns) return &jj_undef_v;
+    }
+    if (o->t == JV_STR || o->t == JV_DICT || o->t == JV_LIST) {
+        static const char *const str_m[] = {"startswith", "endswith", "strip", "lstrip", "rstrip", "split", "replace",
+                                            "upper", "lower", "title", "capitalize", "find", "count", "join", "rsplit", NULL};
+        static const char *const dict_m[] = {"get", "items", "keys", "values", NULL};
+        const char *const *m = o->t == JV_STR ? str_m : o->t == JV_DICT ? dict_m : NULL;
+        for (int k = 0; m && m[k]; k++)
+            if (!strcmp(m[k], name)) {
+                jv *f = jj_new(c, JV_METHOD);
+                f->s = m[k];
+                f->self = o;
+                return f;
+            }
+    }
+    return &jj_undef_v;
+}
+
+static jv *jj_index(jj_ctx *c, jv *o, jv *k) {
+    if (o->t == JV_DICT) {
+        if (k->t == JV_STR) { jv *v = jj_dict_get(o, k->s); return v ? v : &jj_undef_v; }
+        jv *ks = jj_stringify(c, k);
+        jv *v = jj_dict_get(o, ks->s ? ks->s : "");
+        return v ? v : &jj_undef_v;
+    }
+    if ((o->t == JV_LIST || o->t == JV_STR) && (k->t == JV_INT || k->t == JV_BOOL)) {
+        int64_t len = o->t == JV_LIST ? o->len : jj_cp_count(o), i = k->i;
+        if (i < 0) i += len;
+        if (i < 0 || i >= len) return &jj_undef_v;
+        if (o->t == JV_LIST) return o->items[i];
+        size_t a = jj_cp_offset(o, (int)i), b = jj_cp_offset(o, (int)i + 1);
+        return jj_strn(c, o->s + a, b - a);
+    }
+    if (k->t == JV_STR) return jj_getattr(c, o, k->s);
+    return &jj_undef_v;
+}
+
+static jv *jj_slice(jj_ctx *c, jv *o, jv *lo, jv *hi, jv *st) {
+    if (o->t != JV_LIST && o->t != JV_STR) return jj_fail(c, "slicing a value that is not a list or string");
+    int64_t len = o->t == JV_LIST ? o->len : jj_cp_count(o);
+    int64_t step = st && st->t == JV_INT ? st->i : 1;
+    if (step == 0) return jj_fail(c, "slice step cannot be zero");
+    int64_t a, b;
+    if (step > 0) {
+        a = lo && lo->t == JV_INT ? lo->i : 0;
+        b = hi && hi->t == JV_INT ? hi->i : len;
+        if (a < 0) a += len;
+        if (a < 0) a = 0;
+        if (a > len) a = len;
+        if (b < 0) b += len;
+        if (b < 0) b = 0;
+        if (b > len) b = len;
+    } else {
+        a = lo && lo->t == JV_INT ? lo->i : len - 1;
+        b = hi && hi->t == JV_INT ? hi->i : -len - 1;
+        if (a < 0) a += len;
+        if (a < -1) a = -1;
+        if (a >= len) a = len - 1;
+        if (b < 0) b += len;
+        if (b < -1) b = -1;
+        if (b >= len) b = len - 1;
+    }
+    if (o->t == JV_LIST) {
+        jv *r = jj_new(c, JV_LIST);
+        for (int64_t i = a; step > 0 ? i < b : i > b; i += step) jj_list_push(c, r, o->items[i]);
+        return r;
+    }
+    jj_buf buf = {0};
+    for (int64_t i = a; step > 0 ? i < b : i > b; i += step) {
+        size_t x = jj_cp_offset(o, (int)i), y = jj_cp_offset(o, (int)i + 1);
+        jj_buf_add(&buf, o->s + x, y - x);
+    }
+    jv *r = jj_strn(c, buf.p ? buf.p : "", buf.n);
+    free(buf.p);
+    return r;
+}
+
+static int jj_is_num(const jv *v) { return v->t == JV_INT || v->t == JV_FLOAT || v->t == JV_BOOL; }
+static double jj_num(const jv *v) { return v->t == JV_FLOAT ? v->f : (double)v->i; }
+
+static int jj_contains(jj_ctx *c, jv *hay, jv *needle) {
+    if (hay->t == JV_STR) {
+        jv *s = jj_stringify(c, needle);
+        if (!s->s) return 0;
+        if (!s->n) return 1;
+        for (size_t i = 0; i + s->n <= hay->n; i++) if (!memcmp(hay->s + i, s->s, s->n)) return 1;
+        return 0;
+    }
+    if (hay->t == JV_LIST) { for (int i = 0; i < hay->len; i++) if (jj_equal(hay->items[i], needle)) return 1; return 0; }
+    if (hay->t == JV_DICT) return needle->t == JV_STR && jj_dict_get(hay, needle->s) != NULL;
+    return 0;
+}
+
+static int jj_compare_lt(jj_ctx *c, jv *a, jv *b) {
+    if (jj_is_num(a) && jj_is_num(b)) return jj_num(a) < jj_num(b);
+    if (a->t == JV_STR && b->t == JV_STR) {
+        size_t m = a->n < b->n ? a->n : b->n;
+        int r = memcmp(a->s, b->s, m);
+        return r < 0 || (r == 0 && a->n < b->n);
+    }
+    jj_fail(c, "cannot compare these values with '<'");
+    return 0;
+}
+
+static jv *jj_binary(jj_ctx *c, jj_node *n) {
+    const char *op = n->op;
+    if (!strcmp(op, "in")) {
+        jv *a = jj_eval(c, n->a), *b = jj_eval(c, n->b);
+        return jj_bool(jj_contains(c, b, a) != n->negate);
+    }
+    jv *a = jj_eval(c, n->a), *b = jj_eval(c, n->b);
+    if (c->failed) return &jj_undef_v;
+    if (!strcmp(op, "==")) return jj_bool(jj_equal(a, b));
+    if (!strcmp(op, "!=")) return jj_bool(!jj_equal(a, b));
+    if (!strcmp(op, "<")) return jj_bool(jj_compare_lt(c, a, b));
+    if (!strcmp(op, ">")) return jj_bool(jj_compare_lt(c, b, a));
+    if (!strcmp(op, "<=")) return jj_bool(!jj_compare_lt(c, b, a));
+    if (!strcmp(op, ">=")) return jj_bool(!jj_compare_lt(c, a, b));
+    if (!strcmp(op, "~")) {
+        jv *x = jj_stringify(c, a), *y = jj_stringify(c, b);
+        jj_buf buf = {0};
+        jj_buf_add(&buf, x->s ? x->s : "", x->n);
+        jj_buf_add(&buf, y->s ? y->s : "", y->n);
+        jv *r = jj_strn(c, buf.p ? buf.p : "", buf.n);
+        free(buf.p);
+        return r;
+    }
+    if (!strcmp(op, "+")) {
+        if (a->t == JV_STR && b->t == JV_STR) {
+            jj_buf buf = {0};
+            jj_buf_add(&buf, a->s, a->n);
+            jj_buf_add(&buf, b->s, b->n);
+            jv *r = jj_strn(c, buf.p ? buf.p : "", buf.n);
+            free(buf.p);
+            return r;
+        }
+        if (a->t == JV_LIST && b->t == JV_LIST) {
+            jv *r = jj_new(c, JV_LIST);
+            for (int i = 0; i < a->len; i++) jj_list_push(c, r, a->items[i]);
+            for (int i = 0; i < b->len; i++) jj_list_push(c, r, b->items[i]);
+            return r;
+        }
+    }
+    if (!strcmp(op, "*") && a->t == JV_STR && b->t == JV_INT) {
+        jj_buf buf = {0};
+        for (int64_t i = 0; i < b->i; i++) jj_buf_add(&buf, a->s, a->n);
+        jv *r = jj_strn(c, buf.p ? buf.p : "", buf.n);
+        free(buf.p);
+        return r;
+    }
+    if (!jj_is_num(a) || !jj_is_num(b))
+        return jj_fail(c, "unsupported operand types for '%s'", op);
+    int ints = a->t != JV_FLOAT && b->t != JV_FLOAT;
+    double x = jj_num(a), y = jj_num(b);
+    if (!strcmp(op, "+")) return ints ? jj_int(c, a->i + b->i) : jj_float(c, x + y);
+    if (!strcmp(op, "-")) return ints ? jj_int(c, a->i - b->i) : jj_float(c, x - y);
+    if (!strcmp(op, "*")) return ints ? jj_int(c, a->i * b->i) : jj_float(c, x * y);
+    if (!strcmp(op, "/")) { if (y == 0) return jj_fail(c, "division by zero"); return jj_float(c, x / y); }
+    if (!strcmp(op, "//")) {
+        if (y == 0) return jj_fail(c, "division by zero");
+        if (ints) { int64_t q = a->i / b->i; if ((a->i % b->i) && ((a->i < 0) != (b->i < 0))) q--; return jj_int(c, q); }
+        return jj_float(c, floor(x / y));
+    }
+    if (!strcmp(op, "%")) {
+        if (y == 0) return jj_fail(c, "modulo by zero");
+        if (ints) { int64_t r = a->i % b->i; if (r && ((r < 0) != (b->i < 0))) r += b->i; return jj_int(c, r); }
+        double r = fmod(x, y);
+        if (r && ((r < 0) != (y < 0))) r += y;
+        return jj_float(c, r);
+    }
+    if (!strcmp(op, "**")) return ints && b->i >= 0 ? jj_int(c, (int64_t)pow(x, y)) : jj_float(c, pow(x, y));
+    return jj_fail(c, "unknown operator '%s'", op);
+}
+
+/* Arguments of a call: positional values and keyword values. */
+typedef struct jj_args {
+    jv *pos[16]; int n_pos;
+    const char *kw[16]; jv *kwv[16]; int n_kw;
+} jj_args;
+
+static void jj_eval_args(jj_ctx *c, jj_node *n, jj_args *a) {
+    memset(a, 0, sizeof *a);
+    int n_pos = n->n_list - n->n_kw;
+    for (int i = 0; i < n->n_list && !c->failed; i++) {
+        jv *v = jj_eval(c, n->list[i]);
+        if (i < n_pos) { if (a->n_pos < 16) a->pos[a->n_pos++] = v; }
+        else if (a->n_kw < 16) { a->kw[a->n_kw] = n->kw[i - n_pos]; a->kwv[a->n_kw++] = v; }
+    }
+}
+
+static jv *jj_arg(const jj_args *a, int i, const char *name) {
+    if (i >= 0 && i < a->n_pos) return a->pos[i];
+    for (int k = 0; name && k < a->n_kw; k++) if (!strcmp(a->kw[k], name)) return a->kwv[k];
+    return NULL;
+}
+
+static jv *jj_call_macro(jj_ctx *c, jv *m, const jj_args *a) {
+    jj_node *mn = m->macro;
+    if (++c->depth > 200) return jj_fail(c, "macro recursion too deep");
+    /* Evaluate defaults in the caller's scope before entering the macro frame. */
+    jv *vals[32];
+    for (int i = 0; i < mn->n_params; i++) {
+        jv *v = jj_arg(a, i, mn->params[i]);
+        if (!v) v = mn->defaults[i] ? jj_eval(c, mn->defaults[i]) : &jj_undef_v;
+        vals[i] = v;
+    }
+    if (jj_push_frame(c, 1)) return &jj_undef_v;
+    for (int i = 0; i < mn->n_params; i++) jj_assign(c, mn->params[i], vals[i]);
+    jj_buf out = {0};
+    jj_exec(c, mn->b, &out);
+    c->n_frames--;
+    c->depth--;
+    jv *r = jj_strn(c, out.p ? out.p : "", out.n);
+    free(out.p);
+    return r;
+}
+
+static int jj_is_strip_char(const jv *chars, const char *p, size_t *len) {
+    /* p points at a code point; returns 1 if it is in chars (or whitespace when chars NULL). */
+    uint32_t cp;
+    int l = vlm_utf8_decode((const unsigned char *)p, 4, &cp);
+    *len = (size_t)l;
+    if (!chars) return cp < 0x110000 && (vlm_uni_props(cp) & VLM_UNI_WS);
+    for (size_t i = 0; i < chars->n;) {
+        uint32_t d;
+        int dl = vlm_utf8_decode((const unsigned char *)chars->s + i, chars->n - i, &d);
+        if (d == cp) return 1;
+        i += (size_t)dl;
+    }
+    return 0;
+}
+
+static jv *jj_strip(jj_ctx *c, jv *s, jv *chars, int left, int right) {
+    if (chars && chars->t != JV_STR) chars = NULL;
+    size_t a = 0, b = s->n, l;
+    if (left) while (a < b && jj_is_strip_char(chars, s->s + a, &l)) a += l;
+    if (right) {
+        while (b > a) {
+            size_t k = b - 1;
+            while (k > a && ((unsigned char)s->s[k] & 0xC0) == 0x80) k--;
+            if (!jj_is_strip_char(chars, s->s + k, &l)) break;
+            b = k;
+        }
+    }
+    return jj_strn(c, s->s + a, b - a);
+}
+
+static jv *jj_split(jj_ctx *c, jv *s, jv *sep, jv *maxsplit) {
+    jv *r = jj_new(c, JV_LIST);
+    int64_t maxs = maxsplit && maxsplit->t == JV_INT ? maxsplit->i : -1;
+    if (!sep || sep->t != JV_STR) {
+        size_t i = 0;
+        while (i < s->n) {
+            while (i < s->n && jj_is_space(s->s[i])) i++;
+            if (i >= s->n) break;
+            size_t j = i;
+            if (maxs == 0) { j = s->n; while (j > i && jj_is_space(s->s[j - 1])) j--; jj_list_push(c, r, jj_strn(c, s->s + i, j - i)); break; }
+            while (j < s->n && !jj_is_space(s->s[j])) j++;
+            jj_list_push(c, r, jj_strn(c, s->s + i, j - i));
+            if (maxs > 0) maxs--;
+            i = j;
+        }
+        return r;
+    }
+    if (!sep->n) return jj_fail(c, "empty separator");
+    size_t start = 0;
+    for (size_t i = 0; i + sep->n <= s->n;) {
+        if (maxs != 0 && !memcmp(s->s + i, sep->s, sep->n)) {
+            jj_list_push(c, r, jj_strn(c, s->s + start, i - start));
+            i += sep->n;
+            start = i;
+            if (maxs > 0) maxs--;
+        } else i++;
+    }
+    jj_list_push(c, r, jj_strn(c, s->s + start, s->n - start));
+    return r;
+}
+
+static jv *jj_case(jj_ctx *c, jv *s, int mode) { /* 0 upper, 1 lower, 2 capitalize, 3 title */
+    jv *r = jj_strn(c, s->s, s->n);
+    char *p = (char *)r->s;
+    int start = 1;
+    for (size_t i = 0; p && i < r->n; i++) {
+        char ch = p[i];
+        int up = mode == 0 || ((mode == 2 || mode == 3) && start);
+        if (mode == 2 && i > 0) up = 0;
+        if (up) { if (ch >= 'a' && ch <= 'z') p[i] = (char)(ch - 32); }
+        else if (ch >= 'A' && ch <= 'Z') p[i] = (char)(ch + 32);
+        start = mode == 3 ? !((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')) : 0;
+    }
+    return r;
+}
+
+static jv *jj_items(jj_ctx *c, jv *d) {
+    jv *r = jj_new(c, JV_LIST);
+    for (int i = 0; i < d->len; i++) {
+        jv *pair = jj_new(c, JV_LIST);
+        jj_list_push(c, pair, jj_str(c, d->keys[i]));
+        jj_list_push(c, pair, d->items[i]);
+        jj_list_push(c, r, pair);
+    }
+    return r;
+}
+
+static jv *jj_call_method(jj_ctx *c, jv *m, const jj_args *a) {
+    jv *o = m->self;
+    const char *name = m->s;
+    jv *a0 = jj_arg(a, 0, NULL), *a1 = jj_arg(a, 1, NULL);
+    if (o->t == JV_DICT) {
+        if (!strcmp(name, "get")) {
+            jv *v = a0 && a0->t == JV_STR ? jj_dict_get(o, a0->s) : NULL;
+            return v ? v : a1 ? a1 : &jj_none_v;
+        }
+        if (!strcmp(name, "items")) return jj_items(c, o);
+        jv *r = jj_new(c, JV_LIST);
+        for (int i = 0; i < o->len; i++) jj_list_push(c, r, !strcmp(name, "keys") ? jj_str(c, o->keys[i]) : o->items[i]);
+        return r;
+    }
+    if (o->t != JV_STR) return jj_fail(c, "method %s on a non-string", name);
+    if (!strcmp(name, "startswith") || !strcmp(name, "endswith")) {
+        int ends = name[0] == 'e';
+        if (!a0) return jj_fail(c, "%s needs an argument", name);
+        int n_opts = a0->t == JV_LIST ? a0->len : 1;
+        for (int k = 0; k < n_opts; k++) {
+            jv *x = a0->t == JV_LIST ? a0->items[k] : a0;
+            if (x->t != JV_STR) continue;
+            if (x->n <= o->n && !memcmp(ends ? o->s + o->n - x->n : o->s, x->s, x->n)) return &jj_true_v;
+        }
+        return &jj_false_v;
+    }
+    if (!strcmp(name, "strip")) return jj_strip(c, o, a0, 1, 1);
+    if (!strcmp(name, "lstrip")) return jj_strip(c, o, a0, 1, 0);
+    if (!strcmp(name, "rstrip")) return jj_strip(c, o, a0, 0, 1);
+    if (!strcmp(name, "split")) return jj_split(c, o, jj_arg(a, 0, "sep"), jj_arg(a, 1, "maxsplit"));
+    if (!strcmp(name, "upper")) return jj_case(c, o, 0);
+    if (!strcmp(name, "lower")) return jj_case(c, o, 1);
+    if (!strcmp(name, "capitalize")) return jj_case(c, o, 2);
+    if (!strcmp(name, "title")) return jj_case(c, o, 3);
+    if (!strcmp(name, "replace")) {
+        if (!a0 || !a1 || a0->t != JV_STR || a1->t != JV_STR || !a0->n) return jj_fail(c, "bad replace() arguments");
+        jj_buf b = {0};
+        size_t start = 0;
+        for (size_t i = 0; i + a0->n <= o->n;) {
+            if (!memcmp(o->s + i, a0->s, a0->n)) { jj_buf_add(&b, o->s + start, i - start); jj_buf_add(&b, a1->s, a1->n); i += a0->n; start = i; }
+            else i++;
+        }
+        jj_buf_add(&b, o->s + start, o->n - start);
+        jv *r = jj_strn(c, b.p ? b.p : "", b.n);
+        free(b.p);
+        return r;
+    }
+    if (!strcmp(name, "find") || !strcmp(name, "count")) {
+        if (!a0 || a0->t != JV_STR) return jj_fail(c, "bad %s() argument", name);
+        int64_t cnt = 0;
+        for (size_t i = 0; i + a0->n <= o->n;) {
+            if (!memcmp(o->s + i, a0->s, a0->n)) {
+                if (name[0] == 'f') { jv tmp = *o; tmp.n = i; return jj_int(c, jj_cp_count(&tmp)); }
+                cnt++;
+                i += a0->n ? a0->n : 1;
+            } else i++;
+        }
+        return jj_int(c, name[0] == 'f' ? -1 : cnt);
+    }
+    if (!strcmp(name, "join")) {
+        if (!a0 || a0->t != JV_LIST) return jj_fail(c, "join() needs a list");
+        jj_buf b = {0};
+        for (int i = 0; i < a0->len; i++) {
+            if (i) jj_buf_add(&b, o->s, o->n);
+            jv *x = jj_stringify(c, a0->items[i]);
+            jj_buf_add(&b, x->s ? x->s : "", x->n);
+        }
+        jv *r = jj_strn(c, b.p ? b.p : "", b.n);
+        free(b.p);
+        return r;
+    }
+    return jj_fail(c, "unsupported method %s", name);
+}
+
+static jv *jj_apply_filter(jj_ctx *c, const char *name, jv *v, const jj_args *a);
+
+static jv *jj_call_func(jj_ctx *c, jv *f, const jj_args *a) {
+    const char *name = f->s;
+    if (!strcmp(name, "namespace")) {
+        jv *d = jj_new(c, JV_DICT);
+        d->is_ns = 1;
+        for (int k = 0; k < a->n_kw; k++) jj_dict_set(c, d, a->kw[k], a->kwv[k]);
+        if (a->n_pos && a->pos[0]->t == JV_DICT)
+            for (int k = 0; k < a->pos[0]->len; k++) jj_dict_set(c, d, a->pos[0]->keys[k], a->pos[0]->items[k]);
+        return d;
+    }
+    if (!strcmp(name, "dict")) {
+        jv *d = jj_new(c, JV_DICT);
+        for (int k = 0; k < a->n_kw; k++) jj_dict_set(c, d, a->kw[k], a->kwv[k]);
+        return d;
+    }
+    if (!strcmp(name, "range")) {
+        int64_t lo = 0, hi, st = 1;
+        for (int k = 0; k < a->n_pos; k++) if (a->pos[k]->t != JV_INT) return jj_fail(c, "range() needs integers");
+        if (a->n_pos == 1) hi = a->pos[0]->i;
+        else if (a->n_pos >= 2) { lo = a->pos[0]->i; hi = a->pos[1]->i; if (a->n_pos > 2) st = a->pos[2]->i; }
+        else return jj_fail(c, "range() needs arguments");
+        if (st == 0) return jj_fail(c, "range() step is zero");
+        jv *r = jj_new(c, JV_LIST);
+        for (int64_t i = lo; st > 0 ? i < hi : i > hi; i += st) {
+            if (r->len > 1000000) return jj_fail(c, "range too large");
+            jj_list_push(c, r, jj_int(c, i));
+        }
+        return r;
+    }
+    if (!strcmp(name, "raise_exception")) {
+        jv *m = a->n_pos ? jj_stringify(c, a->pos[0]) : jj_str(c, "error");
+        return jj_fail(c, "raise_exception: %s", m->s ? m->s : "");
+    }
+    if (!strcmp(name, "strftime_now")) return jj_str(c, "");
+    return jj_fail(c, "unknown function %s", name);
+}
+
+static jv *jj_sort_items(jj_ctx *c, jv *d) {
+    jv *r = jj_items(c, d);
+    /* insertion sort by lower-cased key (dictsort is case-insensitive) */
+    for (int i = 1; i < r->len; i++) {
+        jv *x = r->items[i];
+        int j = i;
+        while (j > 0) {
+            const char *p = r->items[j - 1]->items[0]->s, *q = x->items[0]->s;
+            int cmp = strcasecmp(p, q);
+            if (cmp <= 0) break;
+            r->items[j] = r->items[j - 1];
+            j--;
+        }
+        r->items[j] = x;
+    }
+    return r;
+}
+
+static jv *jj_apply_filter(jj_ctx *c, const char *name, jv *v, const jj_args *a) {
+    jv *a0 = jj_arg(a, 0, NULL);
+    if (!strcmp(name, "length") || !strcmp(name, "count")) {
+        if (v->t == JV_STR) return jj_int(c, jj_cp_count(v));
+        if (v->t == JV_LIST || v->t == JV_DICT) return jj_int(c, v->len);
+        if (v->t == JV_UNDEF) return jj_int(c, 0);
+        return jj_fail(c, "length of a value without length");
+    }
+    if (!strcmp(name, "trim")) { if (v->t != JV_STR) v = jj_stringify(c, v); return jj_strip(c, v, a0, 1, 1); }
+    if (!strcmp(name, "upper") || !strcmp(name, "lower") || !strcmp(name, "capitalize") || !strcmp(name, "title")) {
+        if (v->t != JV_STR) v = jj_stringify(c, v);
+        int mode = name[0] == 'u' ? 0 : name[0] == 'l' ? 1 : name[0] == 'c' ? 2 : 3;
+        return jj_case(c, v, mode);
+    }
+    if (!strcmp(name, "default") || !strcmp(name, "d")) {
+        jv *bool_mode = jj_arg(a, 1, "boolean");
+        int use_default = v->t == JV_UNDEF || (bool_mode && jj_truthy(bool_mode) && !jj_truthy(v));
+        return use_default ? (a0 ? a0 : jj_str(c, "")) : v;
+    }
+    if (!strcmp(name, "tojson")) {
+        jv *ind = jj_arg(a, 0, "indent");
+        jj_buf b = {0};
+        jj_to_json(&b, v, ind && ind->t == JV_INT ? (int)ind->i : 0, 0);
+        jv *r = jj_strn(c, b.p ? b.p : "", b.n);
+        free(b.p);
+        return r;
+    }
+    if (!strcmp(name, "string")) return jj_stringify(c, v);
+    if (!strcmp(name, "safe") || !strcmp(name, "e") || !strcmp(name, "escape")) return v;
+    if (!strcmp(name, "int")) {
+        if (v->t == JV_INT) return v;
+        if (v->t == JV_FLOAT) return jj_int(c, (int64_t)v->f);
+        if (v->t == JV_BOOL) return jj_int(c, v->i);
+        if (v->t == JV_STR) return jj_int(c, strtoll(v->s, NULL, 10));
+        return jj_int(c, 0);
+    }
+    if (!strcmp(name, "float")) {
+        if (jj_is_num(v)) return jj_float(c, jj_num(v));
+        if (v->t == JV_STR) return jj_float(c, strtod(v->s, NULL));
+        return jj_float(c, 0);
+    }
+    if (!strcmp(name, "abs")) {
+        if (v->t == JV_INT) return jj_int(c, v->i < 0 ? -v->i : v->i);
+        if (v->t == JV_FLOAT) return jj_float(c, fabs(v->f));
+        return jj_fail(c, "abs of a non-number");
+    }
+    if (!strcmp(name, "list")) {
+        if (v->t == JV_LIST) return v;
+        jv *r = jj_new(c, JV_LIST);
+        if (v->t == JV_DICT) for (int i = 0; i < v->len; i++) jj_list_push(c, r, jj_str(c, v->keys[i]));
+        else if (v->t == JV_STR) for (int i = 0, n = jj_cp_count(v); i < n; i++) {
+            size_t x = jj_cp_offset(v, i), y = jj_cp_offset(v, i + 1);
+            jj_list_push(c, r, jj_strn(c, v->s + x, y - x));
+        }
+        return r;
+    }
+    if (!strcmp(name, "first") || !strcmp(name, "last")) {
+        if (v->t == JV_LIST) return v->len ? v->items[name[0] == 'f' ? 0 : v->len - 1] : &jj_undef_v;
+        if (v->t == JV_STR && v->n) { jv k = {0}; k.t = JV_INT; k.i = name[0] == 'f' ? 0 : -1; return jj_index(c, v, &k); }
+        return &jj_undef_v;
+    }
+    if (!strcmp(name, "reverse")) {
+        if (v->t == JV_STR) { jv st = {0}; st.t = JV_INT; st.i = -1; return jj_slice(c, v, NULL, NULL, &st); }
+        if (v->t != JV_LIST) return jj_fail(c, "reverse of a non-list");
+        jv *r = jj_new(c, JV_LIST);
+        for (int i = v->len - 1; i >= 0; i--) jj_list_push(c, r, v->items[i]);
+        return r;
+    }
+    if (!strcmp(name, "join")) {
+        if (v->t != JV_LIST) return jj_fail(c, "join of a non-list");
+        jv *sep = a0 && a0->t == JV_STR ? a0 : jj_str(c, "");
+        jj_buf b = {0};
+        for (int i = 0; i < v->len; i++) {
+            if (i) jj_buf_add(&b, sep->s, sep->n);
+            jv *x = jj_stringify(c, v->items[i]);
+            jj_buf_add(&b, x->s ? x->s : "", x->n);
+        }
+        jv *r = jj_strn(c, b.p ? b.p : "", b.n);
+        free(b.p);
+        return r;
+    }
+    if (!strcmp(name, "items")) { if (v->t != JV_DICT) return jj_fail(c, "items of a non-dict"); return jj_items(c, v); }
+    if (!strcmp(name, "dictsort")) { if (v->t != JV_DICT) return jj_fail(c, "dictsort of a non-dict"); return jj_sort_items(c, v); }
+    if (!strcmp(name, "map") || !strcmp(name, "selectattr") || !strcmp(name, "rejectattr") ||
+        !strcmp(name, "select") || !strcmp(name, "reject")) {
+        if (v->t != JV_LIST) return jj_fail(c, "%s of a non-list", name);
+        jv *r = jj_new(c, JV_LIST);
+        jv *attr = jj_arg(a, -1, "attribute");
+        for (int i = 0; i < v->len && !c->failed; i++) {
+            jv *x = v->items[i];
+            if (!strcmp(name, "map")) {
+                if (attr && attr->t == JV_STR) jj_list_push(c, r, jj_getattr(c, x, attr->s) ->t == JV_UNDEF && x->t == JV_DICT ? (jj_dict_get(x, attr->s) ? jj_dict_get(x, attr->s) : &jj_undef_v) : jj_getattr(c, x, attr->s));
+                else if (a0 && a0->t == JV_STR) {
+                    jj_args sub;
+                    memset(&sub, 0, sizeof sub);
+                    for (int k = 1; k < a->n_pos; k++) sub.pos[sub.n_pos++] = a->pos[k];
+                    jj_list_push(c, r, jj_apply_filter(c, a0->s, x, &sub));
+                } else return jj_fail(c, "map needs a filter name or attribute=");
+                continue;
+            }
+            int sel;
+            int is_attr = name[6] == 'a';
+            jv *subject = x;
+            int test_from = 0;
+            if (is_attr) {
+                if (!a0 || a0->t != JV_STR) return jj_fail(c, "%s needs an attribute name", name);
+                subject = x->t == JV_DICT ? (jj_dict_get(x, a0->s) ? jj_dict_get(x, a0->s) : &jj_undef_v) : &jj_undef_v;
+                test_from = 1;
+            }
+            jv *tname = jj_arg(a, test_from, NULL);
+            if (!tname) sel = jj_truthy(subject);
+            else {
+                /* Only the common tests by name. */
+                const char *tn = tname->s ? tname->s : "";
+                jv *targ = jj_arg(a, test_from + 1, NULL);
+                if (!strcmp(tn, "defined")) sel = subject->t != JV_UNDEF;
+                else if (!strcmp(tn, "undefined")) sel = subject->t == JV_UNDEF;
+                else if (!strcmp(tn, "none")) sel = subject->t == JV_NONE;
+                else if (!strcmp(tn, "string")) sel = subject->t == JV_STR;
+                else if (!strcmp(tn, "equalto") || !strcmp(tn, "eq") || !strcmp(tn, "==")) sel = targ && jj_equal(subject, targ);
+                else if (!strcmp(tn, "ne") || !strcmp(tn, "!=")) sel = !(targ && jj_equal(subject, targ));
+                else if (!strcmp(tn, "in")) sel = targ && jj_contains(c, targ, subject);
+                else return jj_fail(c, "unsupported test %s in %s", tn, name);
+            }
+            if (name[0] == 'r') sel = !sel;
+            if (sel) jj_list_push(c, r, x);
+        }
+        return r;
+    }
+    if (!strcmp(name, "unique")) {
+        if (v->t != JV_LIST) return jj_fail(c, "unique of a non-list");
+        jv *r = jj_new(c, JV_LIST);
+        for (int i = 0; i < v->len; i++) if (!jj_contains(c, r, v->items[i])) jj_list_push(c, r, v->items[i]);
+        return r;
+    }
+    if (!strcmp(name, "replace")) {
+        jv m = {0};
+        m.t = JV_METHOD; m.s = "replace"; m.self = v->t == JV_STR ? v : jj_stringify(c, v);
+        return jj_call_method(c, &m, a);
+    }
+    return jj_fail(c, "unsupported filter '%s'", name);
+}
+
+static int jj_test(jj_ctx *c, const char *name, jv *v, const jj_args *a) {
+    jv *a0 = jj_arg(a, 0, NULL);
+    if (!strcmp(name, "defined")) return v->t != JV_UNDEF;
+    if (!strcmp(name, "undefined")) return v->t == JV_UNDEF;
+    if (!strcmp(name, "none")) return v->t == JV_NONE;
+    if (!strcmp(name, "string")) return v->t == JV_STR;
+    if (!strcmp(name, "number")) return v->t == JV_INT || v->t == JV_FLOAT;
+    if (!strcmp(name, "integer")) return v->t == JV_INT;
+    if (!strcmp(name, "float")) return v->t == JV_FLOAT;
+    if (!strcmp(name, "boolean")) return v->t == JV_BOOL;
+    if (!strcmp(name, "true")) return v->t == JV_BOOL && v->i;
+    if (!strcmp(name, "false")) return v->t == JV_BOOL && !v->i;
+    if (!strcmp(name, "mapping")) return v->t == JV_DICT;
+    if (!strcmp(name, "sequence")) return v->t == JV_LIST || v->t == JV_STR || v->t == JV_DICT;
+    if (!strcmp(name, "iterable")) return v->t == JV_LIST || v->t == JV_STR || v->t == JV_DICT;
+    if (!strcmp(name, "callable")) return v->t == JV_MACRO || v->t == JV_METHOD || v->t == JV_FUNC;
+    if (!strcmp(name, "even")) return v->t == JV_INT && v->i % 2 == 0;
+    if (!strcmp(name, "odd")) return v->t == JV_INT && v->i % 2 != 0;
+    if (!strcmp(name, "divisibleby")) return v->t == JV_INT && a0 && a0->t == JV_INT && a0->i && v->i % a0->i == 0;
+    if (!strcmp(name, "equalto") || !strcmp(name, "eq") || !strcmp(name, "sameas")) return a0 && jj_equal(v, a0);
+    if (!strcmp(name, "ne")) return !(a0 && jj_equal(v, a0));
+    if (!strcmp(name, "in")) return a0 && jj_contains(c, a0, v);
+    jj_fail(c, "unsupported test '%s'", name);
+    return 0;
+}
+
+static jv *jj_eval(jj_ctx *c, jj_node *n) {
+    if (c->failed || !n) return &jj_undef_v;
+    switch (n->kind) {
+    case JN_LIT: return n->lit;
+    case JN_NAME: {
+        jv *v = jj_lookup(c, n->s);
+        if (v) return v;
+        static const char *const funcs[] = {"namespace", "range", "raise_exception", "dict", "strftime_now", NULL};
+        for (int k = 0; funcs[k]; k++)
+            if (!strcmp(funcs[k], n->s)) { jv *f = jj_new(c, JV_FUNC); f->s = funcs[k]; return f; }
+        return &jj_undef_v;
+    }
+    case JN_ATTR: return jj_getattr(c, jj_eval(c, n->a), n->s);
+    case JN_INDEX: return jj_index(c, jj_eval(c, n->a), jj_eval(c, n->b));
+    case JN_SLICE: {
+        jv *o = jj_eval(c, n->a);
+        jv *lo = n->b ? jj_eval(c, n->b) : NULL, *hi = n->c ? jj_eval(c, n->c) : NULL, *st = n->d ? jj_eval(c, n->d) : NULL;
+        return jj_slice(c, o, lo, hi, st);
+    }
+    case JN_CALL: {
+        jv *f = jj_eval(c, n->a);
+        jj_args a;
+        jj_eval_args(c, n, &a);
+        if (c->failed) return &jj_undef_v;
+        if (f->t == JV_MACRO) return jj_call_macro(c, f, &a);
+        if (f->t == JV_METHOD) return jj_call_method(c, f, &a);
+        if (f->t == JV_FUNC) return jj_call_func(c, f, &a);
+        return jj_fail(c, "calling a value that is not callable");
+    }
+    case JN_FILTER: {
+        jv *v = jj_eval(c, n->a);
+        jj_args a;
+        jj_eval_args(c, n, &a);
+        return jj_apply_filter(c, n->s, v, &a);
+    }
+    case JN_TEST: {
+        jv *v = jj_eval(c, n->a);
+        jj_args a;
+        jj_eval_args(c, n, &a);
+        return jj_bool(jj_test(c, n->s, v, &a) != n->negate);
+    }
+    case JN_UNARY: {
+        jv *v = jj_eval(c, n->a);
+        if (n->op[0] == '+') return v;
+        if (v->t == JV_INT || v->t == JV_BOOL) return jj_int(c, -v->i);
+        if (v->t == JV_FLOAT) return jj_float(c, -v->f);
+        return jj_fail(c, "unary minus of a non-number");
+    }
+    case JN_BINOP: return jj_binary(c, n);
+    case JN_AND: { jv *a = jj_eval(c, n->a); return jj_truthy(a) ? jj_eval(c, n->b) : a; }
+    case JN_OR: { jv *a = jj_eval(c, n->a); return jj_truthy(a) ? a : jj_eval(c, n->b); }
+    case JN_NOT: return jj_bool(!jj_truthy(jj_eval(c, n->a)));
+    case JN_COND: return jj_truthy(jj_eval(c, n->b)) ? jj_eval(c, n->a) : (n->c ? jj_eval(c, n->c) : &jj_undef_v);
+    case JN_LISTLIT: {
+        jv *r = jj_new(c, JV_LIST);
+        for (int i = 0; i < n->n_list; i++) jj_list_push(c, r, jj_eval(c, n->list[i]));
+        return r;
+    }
+    case JN_DICTLIT: {
+        jv *r = jj_new(c, JV_DICT);
+        for (int i = 0; i + 1 < n->n_list; i += 2) {
+            jv *k = jj_stringify(c, jj_eval(c, n->list[i]));
+            jj_dict_set(c, r, k->s ? k->s : "", jj_eval(c, n->list[i + 1]));
+        }
+        return r;
+    }
+    }
+    return jj_fail(c, "bad expression node");
+}
+
+static void jj_exec(jj_ctx *c, jj_node *n, jj_buf *out) {
+    if (c->failed || !n) return;
+    switch (n->kind) {
+    case JN_BODY:
+        for (int i = 0; i < n->n_list && !c->failed && !c->brk && !c->cont; i++) jj_exec(c, n->list[i], out);
+        break;
+    case JN_TEXT: jj_buf_add(out, n->s, n->n); break;
+    case JN_OUT: {
+        jv *v = jj_eval(c, n->a);
+        if (!c->failed) jj_to_str(out, v, 0);
+        break;
+    }
+    case JN_IF:
+        if (jj_truthy(jj_eval(c, n->a))) jj_exec(c, n->b, out);
+        else if (n->c) jj_exec(c, n->c, out);
+        break;
+    case JN_FOR: {
+        jv *it = jj_eval(c, n->a);
+        if (c->failed) return;
+        jv *seq;
+        if (it->t == JV_LIST) seq = it;
+        else if (it->t == JV_DICT) { seq = jj_new(c, JV_LIST); for (int i = 0; i < it->len; i++) jj_list_push(c, seq, jj_str(c, it->keys[i])); }
+        else if (it->t == JV_STR) seq = jj_apply_filter(c, "list", it, &(jj_args){0});
+        else if (it->t == JV_UNDEF || it->t == JV_NONE) seq = jj_new(c, JV_LIST);
+        else { jj_fail(c, "for over a value that is not iterable"); return; }
+        if (n->d) { /* loop filter: evaluated with the target bound */
+            jv *f = jj_new(c, JV_LIST);
+            if (jj_push_frame(c, 0)) return;
+            for (int i = 0; i < seq->len && !c->failed; i++) {
+                jv *x = seq->items[i];
+                if (n->n_names == 2 && x->t == JV_LIST && x->len == 2) { jj_assign(c, n->names[0], x->items[0]); jj_assign(c, n->names[1], x->items[1]); }
+                else jj_assign(c, n->names[0], x);
+                if (jj_truthy(jj_eval(c, n->d))) jj_list_push(c, f, x);
+            }
+            c->n_frames--;
+            seq = f;
+        }
+        if (seq->len == 0) { if (n->c) jj_exec(c, n->c, out); return; }
+        jv *outer_loop = jj_lookup(c, "loop");
+        (void)outer_loop;
+        for (int i = 0; i < seq->len && !c->failed; i++) {
+            if (jj_push_frame(c, 0)) return;
+            jv *x = seq->items[i];
+            if (n->n_names == 2) {
+                if (x->t != JV_LIST || x->len != 2) { jj_fail(c, "cannot unpack a loop item into two names"); c->n_frames--; return; }
+                jj_assign(c, n->names[0], x->items[0]);
+                jj_assign(c, n->names[1], x->items[1]);
+            } else jj_assign(c, n->names[0], x);
+            jv *loop = jj_new(c, JV_DICT);
+            jj_dict_set(c, loop, "index", jj_int(c, i + 1));
+            jj_dict_set(c, loop, "index0", jj_int(c, i));
+            jj_dict_set(c, loop, "revindex", jj_int(c, seq->len - i));
+            jj_dict_set(c, loop, "revindex0", jj_int(c, seq->len - i - 1));
+            jj_dict_set(c, loop, "first", jj_bool(i == 0));
+            jj_dict_set(c, loop, "last", jj_bool(i == seq->len - 1));
+            jj_dict_set(c, loop, "length", jj_int(c, seq->len));
+            jj_dict_set(c, loop, "previtem", i > 0 ? seq->items[i - 1] : &jj_undef_v);
+            jj_dict_set(c, loop, "nextitem", i + 1 < seq->len ? seq->items[i + 1] : &jj_undef_v);
+            jj_assign(c, "loop", loop);
+            jj_exec(c, n->b, out);
+            c->n_frames--;
+            c->cont = 0;
+            if (c->brk) { c->brk = 0; break; }
+        }
+        break;
+    }
+    case JN_SET: {
+        jv *v = jj_eval(c, n->a);
+        if (c->failed) return;
+        if (n->n_names == 2) {
+            jv *ns = jj_lookup(c, n->names[0]);
+            if (!ns || ns->t != JV_DICT || !ns->is_ns) { jj_fail(c, "cannot assign attribute of '%s' (not a namespace)", n->names[0]); return; }
+            jj_dict_set(c, ns, n->names[1], v);
+        } else jj_assign(c, n->names[0], v);
+        break;
+    }
+    case JN_SETBLOCK: {
+        jj_buf b = {0};
+        jj_exec(c, n->b, &b);
+        jj_assign(c, n->names[0], jj_strn(c, b.p ? b.p : "", b.n));
+        free(b.p);
+        break;
+    }
+    case JN_MACRO: {
+        jv *m = jj_new(c, JV_MACRO);
+        m->macro = n;
+        jj_assign(c, n->names[0], m);
+        break;
+    }
+    case JN_BREAK: c->brk = 1; break;
+    case JN_CONTINUE: c->cont = 1; break;
+    default: jj_eval(c, n); break;
+    }
+}
+
+/* ------------------------------------------------------------------ public entry points */
+
+static jv *jj_from_json(jj_ctx *c, const vlm_json *j) {
+    if (!j) return &jj_undef_v;
+    switch (j->type) {
+    case VLM_JSON_NULL: return &jj_none_v;
+    case VLM_JSON_BOOL: return jj_bool(j->num != 0);
+    case VLM_JSON_NUMBER:
+        if (j->num == floor(j->num) && fabs(j->num) < 9e15) return jj_int(c, (int64_t)j->num);
+        return jj_float(c, j->num);
+    case VLM_JSON_STRING: return jj_strn(c, j->str, (size_t)j->n);
+    case VLM_JSON_ARRAY: {
+        jv *r = jj_new(c, JV_LIST);
+        for (int i = 0; i < j->n; i++) jj_list_push(c, r, jj_from_json(c, &j->items[i]));
+        return r;
+    }
+    case VLM_JSON_OBJECT: {
+        jv *r = jj_new(c, JV_DICT);
+        for (int i = 0; i < j->n; i++) jj_dict_set(c, r, j->items[i].key, jj_from_json(c, &j->items[i]));
+        return r;
+    }
+    }
+    return &jj_undef_v;
+}
+
+static jv *jj_from_msgs(jj_ctx *c, const vlm_chat_msg *msgs, int n) {
+    jv *l = jj_new(c, JV_LIST);
+    for (int i = 0; i < n; i++) {
+        jv *m = jj_new(c, JV_DICT);
+        jj_dict_set(c, m, "role", jj_str(c, msgs[i].role ? msgs[i].role : "user"));
+        if (msgs[i].n_parts > 0) {
+            jv *parts = jj_new(c, JV_LIST);
+            for (int k = 0; k < msgs[i].n_parts; k++) {
+                const vlm_chat_part *p = &msgs[i].parts[k];
+                jv *d = jj_new(c, JV_DICT);
+                jj_dict_set(c, d, "type", jj_str(c, p->type == VLM_PART_TEXT ? "text" : p->type == VLM_PART_IMAGE ? "image" : "video"));
+                if (p->type == VLM_PART_TEXT) jj_dict_set(c, d, "text", jj_str(c, p->text ? p->text : ""));
+                jj_list_push(c, parts, d);
+            }
+            jj_dict_set(c, m, "content", parts);
+        } else jj_dict_set(c, m, "content", jj_str(c, msgs[i].content ? msgs[i].content : ""));
+        jj_list_push(c, l, m);
+    }
+    return l;
+}
+
+static vlm_status jj_render(const char *src, jv *(*mk)(jj_ctx *, const void *, const void *), const void *arg1,
+                            const void *arg2, const vlm_chat_opts *opts, char **out, vlm_error *err) {
+    *out = NULL;
+    if (!src) return vlm_error_set(err, VLM_ERR_ARG, "no chat template");
+    jj_ctx c;
+    memset(&c, 0, sizeof c);
+    c.err = err;
+    jj_tok *toks = NULL;
+    int n_toks = 0;
+    if (jj_lex_template(&c, src, &toks, &n_toks)) goto done_nt;
+    jj_parser p;
+    memset(&p, 0, sizeof p);
+    p.c = &c;
+    p.toks = toks;
+    p.n_toks = n_toks;
+    int which;
+    jj_node *root = jj_parse_body(&p, NULL, &which);
+    free(toks);
+    if (c.failed) goto fail;
+    jj_push_frame(&c, 0);
+    jv *msgs = mk(&c, arg1, arg2);
+    jj_assign(&c, "messages", msgs);
+    if (arg2 && mk != NULL) { /* tools set by mk when present */ }
+    vlm_chat_opts o;
+    memset(&o, 0, sizeof o);
+    if (opts) o = *opts;
+    jj_assign(&c, "add_generation_prompt", jj_bool(o.add_generation_prompt));
+    jj_assign(&c, "bos_token", jj_str(&c, o.bos_token ? o.bos_token : ""));
+    jj_assign(&c, "eos_token", jj_str(&c, o.eos_token ? o.eos_token : ""));
+    for (int i = 0; o.bool_names && o.bool_names[i]; i++) jj_assign(&c, o.bool_names[i], jj_bool(o.bool_values ? o.bool_values[i] : 1));
+    jj_buf b = {0};
+    jj_exec(&c, root, &b);
+    if (b.oom && !c.failed) { vlm_error_set(err, VLM_ERR_OOM, "out of memory rendering the chat template"); c.failed = 1; }
+    if (c.failed) { free(b.p); goto fail; }
+    *out = b.p ? b.p : calloc(1, 1);
+    while (c.blocks) { jj_block *nx = c.blocks->next; free(c.blocks); c.blocks = nx; }
+    return *out ? VLM_OK : vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+fail:
+    while (c.blocks) { jj_block *nx = c.blocks->next; free(c.blocks); c.blocks = nx; }
+    return err && err->code ? err->code : VLM_ERR_FORMAT;
+done_nt:
+    while (c.blocks) { jj_block *nx = c.blocks->next; free(c.blocks); c.blocks = nx; }
+    return err && err->code ? err->code : VLM_ERR_FORMAT;
+}
+
+typedef struct jj_msgs_arg { const vlm_chat_msg *msgs; int n; } jj_msgs_arg;
+
+static jv *jj_mk_structs(jj_ctx *c, const void *a1, const void *a2) {
+    (void)a2;
+    const jj_msgs_arg *m = a1;
+    return jj_from_msgs(c, m->msgs, m->n);
+}
+
+static jv *jj_mk_json(jj_ctx *c, const void *a1, const void *a2) {
+    if (a2) jj_assign(c, "tools", jj_from_json(c, a2));
+    return jj_from_json(c, a1);
+}
+
+vlm_status vlm_chat_render(const char *template_src, const vlm_chat_msg *msgs, int n_msgs,
+                           const vlm_chat_opts *opts, char **out, vlm_error *err) {
+    jj_msgs_arg a = {msgs, n_msgs};
+    return jj_render(template_src, jj_mk_structs, &a, NULL, opts, out, err);
+}
+
+vlm_status vlm_chat_render_json(const char *template_src, const vlm_json *messages,
+                                const vlm_json *tools, const vlm_chat_opts *opts, char **out,
+                                vlm_error *err) {
+    if (!messages || messages->type != VLM_JSON_ARRAY) return vlm_error_set(err, VLM_ERR_ARG, "chat messages must be a JSON array");
+    return jj_render(template_src, jj_mk_json, messages, tools, opts, out, err);
+}
+
+vlm_status vlm_tokenizer_chat(const vlm_tokenizer *tok, const vlm_chat_msg *msgs, int n_msgs,
+                              int add_generation_prompt, char **out, vlm_error *err) {
+    vlm_tokenizer_info info = vlm_tokenizer_get_info(tok);
+    if (!info.chat_template) return vlm_error_set(err, VLM_ERR_CONFIG, "the tokenizer has no chat template");
+    vlm_chat_opts o;
+    memset(&o, 0, sizeof o);
+    o.add_generation_prompt = add_generation_prompt;
+    o.bos_token = info.bos_token;
+    o.eos_token = info.eos_token;
+    return vlm_chat_render(info.chat_template, msgs, n_msgs, &o, out, err);
+}
 /* ---- src/json.c ---- */
 /* JSON: a small strict RFC 8259 parser into a tree of vlm_json nodes.
  *
@@ -2096,5 +4300,6673 @@ int32_t vlm_sample(vlm_sampler *s, const float *logits, const int32_t *history, 
         if (r < acc) return s->order[i];
     }
     return s->order[n - 1];
+}
+/* ---- src/tok_unicode.c ---- */
+/* UTF-8 decoding and NFC normalization over the generated tables in
+ * unicode_tables.c (tools/gen_unicode.py). */
+
+#include <stdlib.h>
+#include <string.h>
+
+int vlm_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
+    unsigned c = s[0];
+    if (c < 0x80) { *cp = c; return 1; }
+    int len;
+    uint32_t v, min;
+    if (c >= 0xC2 && c <= 0xDF) { len = 2; v = c & 0x1F; min = 0x80; }
+    else if (c >= 0xE0 && c <= 0xEF) { len = 3; v = c & 0x0F; min = 0x800; }
+    else if (c >= 0xF0 && c <= 0xF4) { len = 4; v = c & 0x07; min = 0x10000; }
+    else { *cp = 0x110000 + c; return 1; }
+    if ((size_t)len > n) { *cp = 0x110000 + c; return 1; }
+    for (int i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) { *cp = 0x110000 + c; return 1; }
+        v = (v << 6) | (s[i] & 0x3F);
+    }
+    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) { *cp = 0x110000 + c; return 1; }
+    *cp = v;
+    return len;
+}
+
+/* Encodes cp (or a raw byte 0x110000 + b) to s; returns the length. */
+static int uni_utf8_encode(uint32_t cp, char *s) {
+    if (cp >= 0x110000) { s[0] = (char)(cp - 0x110000); return 1; }
+    if (cp < 0x80) { s[0] = (char)cp; return 1; }
+    if (cp < 0x800) { s[0] = (char)(0xC0 | (cp >> 6)); s[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) {
+        s[0] = (char)(0xE0 | (cp >> 12)); s[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        s[2] = (char)(0x80 | (cp & 0x3F)); return 3;
+    }
+    s[0] = (char)(0xF0 | (cp >> 18)); s[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    s[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); s[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+enum { UNI_SBASE = 0xAC00, UNI_LBASE = 0x1100, UNI_VBASE = 0x1161, UNI_TBASE = 0x11A7,
+       UNI_LCOUNT = 19, UNI_VCOUNT = 21, UNI_TCOUNT = 28, UNI_NCOUNT = 588, UNI_SCOUNT = 11172 };
+
+static int uni_ccc_of(uint32_t cp) { return cp >= 0x110000 ? 0 : vlm_uni_ccc(cp); }
+
+vlm_status vlm_nfc(const char *s, size_t n, char **out, size_t *out_len, vlm_error *err) {
+    const unsigned char *u = (const unsigned char *)s;
+    /* Quick check: every code point NFC_QC=Yes and combining classes in order. */
+    int quick = 1, last_ccc = 0;
+    for (size_t i = 0; i < n && quick;) {
+        if (u[i] < 0x80) { last_ccc = 0; i++; continue; }
+        uint32_t cp;
+        i += (size_t)vlm_utf8_decode(u + i, n - i, &cp);
+        if (cp >= 0x110000) { last_ccc = 0; continue; }
+        if (cp < 0x300) { last_ccc = 0; continue; }
+        int c = vlm_uni_ccc(cp);
+        if ((vlm_uni_props(cp) & VLM_UNI_NFC) || (c && last_ccc > c)) quick = 0;
+        last_ccc = c;
+    }
+    if (quick) {
+        *out = malloc(n + 1);
+        if (!*out) return vlm_error_set(err, VLM_ERR_OOM, "out of memory in NFC");
+        memcpy(*out, s, n);
+        (*out)[n] = 0;
+        *out_len = n;
+        return VLM_OK;
+    }
+    /* Decompose. */
+    size_t cap = n * 4 + 16, m = 0;
+    uint32_t *cps = malloc(cap * sizeof *cps);
+    if (!cps) return vlm_error_set(err, VLM_ERR_OOM, "out of memory in NFC");
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        i += (size_t)vlm_utf8_decode(u + i, n - i, &cp);
+        if (cp >= UNI_SBASE && cp < UNI_SBASE + UNI_SCOUNT) {
+            uint32_t si = cp - UNI_SBASE;
+            cps[m++] = UNI_LBASE + si / UNI_NCOUNT;
+            cps[m++] = UNI_VBASE + (si % UNI_NCOUNT) / UNI_TCOUNT;
+            if (si % UNI_TCOUNT) cps[m++] = UNI_TBASE + si % UNI_TCOUNT;
+            continue;
+        }
+        const uint32_t *d;
+        int k = cp < 0xC0 || cp >= 0x110000 ? 0 : vlm_uni_decompose(cp, &d);
+        if (k) for (int j = 0; j < k; j++) cps[m++] = d[j];
+        else cps[m++] = cp;
+    }
+    /* Canonical ordering: stable insertion sort of each run of non-starters. */
+    for (size_t i = 1; i < m; i++) {
+        int c = uni_ccc_of(cps[i]);
+        if (!c) continue;
+        size_t j = i;
+        uint32_t v = cps[i];
+        while (j > 0) {
+            int pc = uni_ccc_of(cps[j - 1]);
+            if (pc <= c) break;
+            cps[j] = cps[j - 1];
+            j--;
+        }
+        cps[j] = v;
+    }
+    /* Compose. */
+    size_t w = 0, starter = (size_t)-1;
+    int last_c = -1;
+    for (size_t i = 0; i < m; i++) {
+        uint32_t cp = cps[i];
+        int c = uni_ccc_of(cp);
+        if (starter != (size_t)-1 && (last_c < c || (last_c == 0 && w == starter + 1))) {
+            /* Not blocked: (last_c < c) or adjacent to the starter. */
+            uint32_t st = cps[starter], comp = 0;
+            if (st >= UNI_LBASE && st < UNI_LBASE + UNI_LCOUNT && cp >= UNI_VBASE && cp < UNI_VBASE + UNI_VCOUNT && w == starter + 1)
+                comp = UNI_SBASE + ((st - UNI_LBASE) * UNI_VCOUNT + (cp - UNI_VBASE)) * UNI_TCOUNT;
+            else if (st >= UNI_SBASE && st < UNI_SBASE + UNI_SCOUNT && (st - UNI_SBASE) % UNI_TCOUNT == 0 &&
+                     cp > UNI_TBASE && cp < UNI_TBASE + UNI_TCOUNT && w == starter + 1)
+                comp = st + (cp - UNI_TBASE);
+            else if (st < 0x110000 && cp < 0x110000)
+                comp = vlm_uni_compose_pair(st, cp);
+            if (comp) { cps[starter] = comp; continue; }
+        }
+        if (c == 0) { starter = w; last_c = 0; }
+        else last_c = c;
+        cps[w++] = cp;
+    }
+    char *o = malloc(w * 4 + 1);
+    if (!o) { free(cps); return vlm_error_set(err, VLM_ERR_OOM, "out of memory in NFC"); }
+    size_t ol = 0;
+    for (size_t i = 0; i < w; i++) ol += (size_t)uni_utf8_encode(cps[i], o + ol);
+    o[ol] = 0;
+    free(cps);
+    *out = o;
+    *out_len = ol;
+    return VLM_OK;
+}
+/* ---- src/tokenizer.c ---- */
+/* Tokenizers: HF tokenizer.json BPE models (byte-level and byte-fallback),
+ * added/special tokens, normalizers, pre-tokenizers, post-processor, decoders.
+ *
+ * Pre-tokenizer regexes are not interpreted: the Split patterns the supported
+ * tokenizers use (GPT-2, Qwen2, Llama 3) are recognized and run by hand-written
+ * matchers with the regex's leftmost-first backtracking semantics. */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ ids */
+
+static vlm_status tok_grow(vlm_tokens *t, int need, vlm_error *err) {
+    if (t->n + need <= t->cap) return VLM_OK;
+    int cap = t->cap ? t->cap : 64;
+    while (cap < t->n + need) cap *= 2;
+    int32_t *p = realloc(t->ids, (size_t)cap * sizeof *p);
+    if (!p) return vlm_error_set(err, VLM_ERR_OOM, "out of memory for %d token ids", cap);
+    t->ids = p;
+    t->cap = cap;
+    return VLM_OK;
+}
+
+vlm_status vlm_tokens_push(vlm_tokens *t, int32_t id, vlm_error *err) {
+    if (t->n >= t->cap && tok_grow(t, 1, err)) return err ? err->code : VLM_ERR_OOM;
+    t->ids[t->n++] = id;
+    return VLM_OK;
+}
+
+vlm_status vlm_tokens_push_n(vlm_tokens *t, int32_t id, int count, vlm_error *err) {
+    if (count <= 0) return VLM_OK;
+    if (tok_grow(t, count, err)) return err ? err->code : VLM_ERR_OOM;
+    for (int i = 0; i < count; i++) t->ids[t->n++] = id;
+    return VLM_OK;
+}
+
+void vlm_tokens_free(vlm_tokens *t) {
+    free(t->ids);
+    t->ids = NULL;
+    t->n = t->cap = 0;
+}
+
+/* ------------------------------------------------------------------ hash maps */
+
+static uint64_t tok_hash(const char *s, size_t n) {
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) { h ^= (unsigned char)s[i]; h *= 1099511628211ULL; }
+    return h ^ (h >> 29);
+}
+
+/* Open addressing: string -> id, strings owned by the tokenizer's pieces. */
+typedef struct tok_strmap {
+    int32_t *slots; /* id or -1 */
+    uint32_t mask;
+} tok_strmap;
+
+/* Merge table: (left id, right id) -> rank, merged id. */
+typedef struct tok_merge_slot {
+    uint64_t key; /* (left << 32 | right) + 1; 0 = empty */
+    int32_t rank, id;
+} tok_merge_slot;
+
+typedef struct tok_added {
+    char *s;
+    int len;
+    int32_t id;
+    int special, lstrip, rstrip, single_word, normalized;
+} tok_added;
+
+enum { TOK_PRE_QWEN = 1, TOK_PRE_GPT2, TOK_PRE_LLAMA3, TOK_PRE_DIGITS, TOK_PRE_SPLIT_STR,
+       TOK_PRE_WHITESPACE_SPLIT };
+enum { TOK_BEH_REMOVED = 0, TOK_BEH_ISOLATED, TOK_BEH_MERGED_PREV, TOK_BEH_MERGED_NEXT, TOK_BEH_CONTIGUOUS };
+typedef struct tok_pre {
+    int kind;
+    int individual;      /* DIGITS */
+    char *pat; int pat_len; int behavior; /* SPLIT_STR */
+} tok_pre;
+
+enum { TOK_NORM_NFC = 1, TOK_NORM_REPLACE, TOK_NORM_PREPEND };
+typedef struct tok_norm {
+    int kind;
+    char *a; int a_len;  /* REPLACE pattern / PREPEND text */
+    char *b; int b_len;  /* REPLACE content */
+} tok_norm;
+
+enum { TOK_DEC_BYTELEVEL = 1, TOK_DEC_REPLACE, TOK_DEC_BYTEFALLBACK, TOK_DEC_FUSE, TOK_DEC_STRIP };
+typedef struct tok_dec {
+    int kind;
+    char *a; int a_len;
+    char *b; int b_len;
+    int start, stop; /* STRIP */
+} tok_dec;
+
+#define TOK_MAX_STEPS 8
+
+struct vlm_tokenizer {
+    int n_vocab;
+    char **piece;      /* id -> string (NULL if unused id) */
+    int *piece_len;
+    tok_strmap vocab;  /* model vocabulary + added tokens */
+    tok_merge_slot *merges;
+    uint64_t merge_mask;
+    int n_merges;
+    int byte_level;        /* BPE symbols are GPT-2 byte-to-unicode chars */
+    int byte_fallback;
+    int32_t unk_id;        /* model unk id or -1 */
+    int fuse_unk;
+    int32_t byte_id[256];  /* byte-level: id of each byte's char; fallback: <0xNN> */
+    char *cont_prefix; int cont_prefix_len; /* continuing_subword_prefix (unsupported if set) */
+    tok_added *added;
+    int n_added;
+    unsigned char added_first[256]; /* bytes that start some added token */
+    /* Trie over added-token strings: (node, byte) -> child in an open-addressing table. */
+    uint64_t *trie_key; int32_t *trie_child; uint64_t trie_mask;
+    int32_t *trie_term; int n_trie;   /* per node: index into added, or -1 */
+    unsigned char *special; /* per id */
+    tok_norm norm[TOK_MAX_STEPS]; int n_norm;
+    tok_pre pre[TOK_MAX_STEPS]; int n_pre;
+    tok_dec dec[TOK_MAX_STEPS]; int n_dec;
+    int32_t post_prefix[8], post_suffix[8];
+    int n_post_prefix, n_post_suffix;
+    /* tokenizer_config.json */
+    vlm_tokenizer_info info;
+    char *bos_str, *eos_str, *chat_template;
+};
+
+static uint32_t tok_pow2(uint64_t n) {
+    uint32_t c = 16;
+    while (c < n * 2) c <<= 1;
+    return c;
+}
+
+static int32_t tok_map_get(const vlm_tokenizer *t, const char *s, size_t n) {
+    if (!t->vocab.slots) return -1;
+    uint32_t i = (uint32_t)tok_hash(s, n) & t->vocab.mask;
+    for (;;) {
+        int32_t id = t->vocab.slots[i];
+        if (id < 0) return -1;
+        if ((size_t)t->piece_len[id] == n && !memcmp(t->piece[id], s, n)) return id;
+        i = (i + 1) & t->vocab.mask;
+    }
+}
+
+static void tok_map_put(vlm_tokenizer *t, int32_t id) {
+    uint32_t i = (uint32_t)tok_hash(t->piece[id], (size_t)t->piece_len[id]) & t->vocab.mask;
+    for (;;) {
+        int32_t o = t->vocab.slots[i];
+        if (o < 0) { t->vocab.slots[i] = id; return; }
+        if (o == id) return;
+        if (t->piece_len[o] == t->piece_len[id] && !memcmp(t->piece[o], t->piece[id], (size_t)t->piece_len[id])) {
+            t->vocab.slots[i] = id; /* later definition (added token) wins */
+            return;
+        }
+        i = (i + 1) & t->vocab.mask;
+    }
+}
+
+static const tok_merge_slot *tok_merge_get(const vlm_tokenizer *t, int32_t a, int32_t b) {
+    uint64_t key = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
+    uint64_t i = (key * 0x9E3779B97F4A7C15ULL >> 17) & t->merge_mask;
+    for (;;) {
+        const tok_merge_slot *s = &t->merges[i];
+        if (s->key == key) return s;
+        if (!s->key) return NULL;
+        i = (i + 1) & t->merge_mask;
+    }
+}
+
+static int tok_merge_put(vlm_tokenizer *t, int32_t a, int32_t b, int32_t rank, int32_t id) {
+    uint64_t key = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
+    uint64_t i = (key * 0x9E3779B97F4A7C15ULL >> 17) & t->merge_mask;
+    for (;;) {
+        tok_merge_slot *s = &t->merges[i];
+        if (s->key == key) return 0; /* duplicate: keep the first (lowest rank) */
+        if (!s->key) { s->key = key; s->rank = rank; s->id = id; return 1; }
+        i = (i + 1) & t->merge_mask;
+    }
+}
+
+/* ------------------------------------------------------------------ GPT-2 byte <-> unicode */
+
+static uint32_t tok_byte_to_cp(int b) {
+    if ((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) return (uint32_t)b;
+    int n = 0;
+    for (int i = 0; i < b; i++)
+        if (!((i >= 0x21 && i <= 0x7E) || (i >= 0xA1 && i <= 0xAC) || (i >= 0xAE && i <= 0xFF))) n++;
+    return 256 + (uint32_t)n;
+}
+
+static int tok_cp_to_byte(uint32_t cp) {
+    if ((cp >= 0x21 && cp <= 0x7E) || (cp >= 0xA1 && cp <= 0xAC) || (cp >= 0xAE && cp <= 0xFF)) return (int)cp;
+    if (cp < 256 || cp >= 256 + 68) return -1;
+    int n = (int)(cp - 256);
+    for (int i = 0; i < 256; i++)
+        if (!((i >= 0x21 && i <= 0x7E) || (i >= 0xA1 && i <= 0xAC) || (i >= 0xAE && i <= 0xFF)))
+            if (n-- == 0) return i;
+    return -1;
+}
+
+static int tok_utf8_put(uint32_t cp, char *s) {
+    if (cp < 0x80) { s[0] = (char)cp; return 1; }
+    if (cp < 0x800) { s[0] = (char)(0xC0 | (cp >> 6)); s[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) {
+        s[0] = (char)(0xE0 | (cp >> 12)); s[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        s[2] = (char)(0x80 | (cp & 0x3F)); return 3;
+    }
+    s[0] = (char)(0xF0 | (cp >> 18)); s[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    s[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); s[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* ------------------------------------------------------------------ byte buffer */
+
+typedef struct tok_buf {
+    char *p;
+    size_t n, cap;
+    int oom;
+} tok_buf;
+
+static void tok_buf_add(tok_buf *b, const void *s, size_t n) {
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) { b->oom = 1; return; }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+/* ------------------------------------------------------------------ loading */
+
+static char *tok_strndup(const char *s, size_t n) {
+    char *p = malloc(n + 1);
+    if (p) { memcpy(p, s, n); p[n] = 0; }
+    return p;
+}
+
+static int tok_str_pattern(const vlm_json *pat, const char **s, int *len, int *is_regex) {
+    const vlm_json *p;
+    if ((p = vlm_json_get(pat, "String")) && p->type == VLM_JSON_STRING) { *s = p->str; *len = p->n; *is_regex = 0; return 1; }
+    if ((p = vlm_json_get(pat, "Regex")) && p->type == VLM_JSON_STRING) { *s = p->str; *len = p->n; *is_regex = 1; return 1; }
+    return 0;
+}
+
+static const char tok_re_gpt2[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+static const char tok_re_qwen[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char tok_re_llama3[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+static vlm_status tok_add_pre(vlm_tokenizer *t, tok_pre p, vlm_error *err) {
+    if (t->n_pre >= TOK_MAX_STEPS) return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "tokenizer.json: too many pre-tokenizer steps");
+    t->pre[t->n_pre++] = p;
+    return VLM_OK;
+}
+
+static vlm_status tok_load_pre(vlm_tokenizer *t, const vlm_json *j, vlm_error *err) {
+    if (!j || j->type == VLM_JSON_NULL) return VLM_OK;
+    const char *type = vlm_json_str(vlm_json_get(j, "type"), NULL);
+    if (!type) return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: pre_tokenizer without a type");
+    tok_pre p;
+    memset(&p, 0, sizeof p);
+    if (!strcmp(type, "Sequence")) {
+        const vlm_json *a = vlm_json_get(j, "pretokenizers");
+        if (!a || a->type != VLM_JSON_ARRAY) return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: Sequence pre_tokenizer without pretokenizers");
+        for (int i = 0; i < a->n; i++)
+            if (tok_load_pre(t, &a->items[i], err)) return err->code;
+        return VLM_OK;
+    }
+    if (!strcmp(type, "ByteLevel")) {
+        t->byte_level = 1;
+        if (vlm_json_bool(vlm_json_get(j, "add_prefix_space"), 0))
+            return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "tokenizer.json: ByteLevel add_prefix_space is not supported");
+        if (vlm_json_bool(vlm_json_get(j, "use_regex"), 1)) { p.kind = TOK_PRE_GPT2; return tok_add_pre(t, p, err); }
+        return VLM_OK;
+    }
+    if (!strcmp(type, "Digits")) {
+        p.kind = TOK_PRE_DIGITS;
+        p.individual = vlm_json_bool(vlm_json_get(j, "individual_digits"), 0);
+        return tok_add_pre(t, p, err);
+    }
+    if (!strcmp(type, "Split")) {
+        const char *s; int len, is_regex;
+        if (!tok_str_pattern(vlm_json_get(j, "pattern"), &s, &len, &is_regex))
+            return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: Split pre_tokenizer without a pattern");
+        const char *beh = vlm_json_str(vlm_json_get(j, "behavior"), "Isolated");
+        if (vlm_json_bool(vlm_json_get(j, "invert"), 0))
+            return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "tokenizer.json: inverted Split is not supported");
+        if (is_regex) {
+            if (strcmp(beh, "Isolated"))
+                return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "tokenizer.json: regex Split with behavior %s is not supported", beh);
+            if (!strcmp(s, tok_re_qwen)) p.kind = TOK_PRE_QWEN;
+            else if (!strcmp(s, tok_re_gpt2)) p.kind = TOK_PRE_GPT2;
+            else if (!strcmp(s, tok_re_llama3)) p.kind = TOK_PRE_LLAMA3;
+            else return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "tokenizer.json: unsupported Split regex %.200s", s);
+            return tok_add_pre(t, p, err);
+        }
+        p.kind = TOK_PRE_SPLIT_STR;
+        if (!strcmp(beh, "Removed")) p.behavior = TOK_BEH_REMOVED;
+        else if (!strcmp(beh, "Isolated")) p.behavior = TOK_BEH_ISOLATED;
+        else if (!strcmp(beh, "MergedWithPrevious")) p.behavior = TOK_BEH_MERGED_PREV;
+        else if (!strcmp(beh, "MergedWithNext")) p.behavior = TOK_BEH_MERGED_NEXT;
+        else if (!strcmp(beh, "Contiguous")) p.behavior = TOK_BEH_CONTIGUOUS;
+        else return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "tokenizer.json: unknown Split behavior %s", beh);
+        if (len == 0) return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: empty Split pattern");
+        p.pat = tok_strndup(s, (size_t)len);
+        p.pat_len = len;
+        if (!p.pat) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+        return tok_add_pre(t, p, err);
+    }
+    if (!strcmp(type, "WhitespaceSplit")) { p.kind = TOK_PRE_WHITESPACE_SPLIT; return tok_add_pre(t, p, err); }
+    return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "tokenizer.json: unsupported pre_tokenizer type %s", type);
+}
+
+static vlm_status tok_load_norm(vlm_tokenizer *t, const vlm_json *j, vlm_error *err) {
+    if (!j || j->type == VLM_JSON_NULL) return VLM_OK;
+    const char *type = vlm_json_str(vlm_json_get(j, "type"), NULL);
+    if (!type) return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: normalizer without a type");
+    if (!strcmp(type, "Sequence")) {
+        const vlm_json *a = vlm_json_get(j, "normalizers");
+        if (!a || a->type != VLM_JSON_ARRAY) return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: Sequence normalizer without normalizers");
+        for (int i = 0; i < a->n; i++)
+            if (tok_load_norm(t, &a->items[i], err)) return err->code;
+        return VLM_OK;
+    }
+    if (t->n_norm >= TOK_MAX_STEPS) return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "tokenizer.json: too many normalizers");
+    tok_norm *n = &t->norm[t->n_norm];
+    memset(n, 0, sizeof *n);
+    if (!strcmp(type, "NFC")) { n->kind = TOK_NORM_NFC; t->n_norm++; return VLM_OK; }
+    if (!strcmp(type, "Replace")) {
+        const char *s; int len, is_regex;
+        const char *c = vlm_json_str(vlm_json_get(j, "content"), NULL);
+        if (!tok_str_pattern(vlm_json_get(j, "pattern"), &s, &len, &is_regex) || !c)
+            return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: Replace normalizer without pattern/content");
+        if (is_regex || len == 0) return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "tokenizer.json: regex Replace normalizer is not supported");
+        n->kind = TOK_NORM_REPLACE;
+        n->a = tok_strndup(s, (size_t)len); n->a_len = len;
+        n->b = tok_strndup(c, strlen(c)); n->b_len = (int)strlen(c);
+        t->n_norm++;
+        return VLM_OK;
+    }
+    if (!strcmp(type, "Prepend")) {
+        const char *c = vlm_json_str(vlm_json_get(j, "prepend"), NULL);
+        if (!c) return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: Prepend normalizer without prepend");
+        n->kind = TOK_NORM_PREPEND;
+        n->a = tok_strndup(c, strlen(c)); n->a_len = (int)strlen(c);
+        t->n_norm++;
+        return VLM_OK;
+    }
+    return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "tokenizer.json: unsupported normalizer type %s", type);
+}
+
+static vlm_status tok_load_dec(vlm_tokenizer *t, const vlm_json *j, vlm_error *err) {
+    if (!j || j->type == VLM_JSON_NULL) return VLM_OK;
+    const char *type = vlm_json_str(vlm_json_get(j, "type"), NULL);
+    if (!type) return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: decoder without a type");
+    if (!strcmp(type, "Sequence")) {
+        const vlm_json *a = vlm_json_get(j, "decoders");
+        if (!a || a->type != VLM_JSON_ARRAY) return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: Sequence decoder without decoders");
+        for (int i = 0; i < a->n; i++)
+            if (tok_load_dec(t, &a->items[i], err)) return err->code;
+        return VLM_OK;
+    }
+    if (t->n_dec >= TOK_MAX_STEPS) return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "tokenizer.json: too many decoders");
+    tok_dec *d = &t->dec[t->n_dec];
+    memset(d, 0, sizeof *d);
+    if (!strcmp(type, "ByteLevel")) d->kind = TOK_DEC_BYTELEVEL;
+    else if (!strcmp(type, "ByteFallback")) d->kind = TOK_DEC_BYTEFALLBACK;
+    else if (!strcmp(type, "Fuse")) d->kind = TOK_DEC_FUSE;
+    else if (!strcmp(type, "Replace")) {
+        const char *s; int len, is_regex;
+        const char *c = vlm_json_str(vlm_json_get(j, "content"), NULL);
+        if (!tok_str_pattern(vlm_json_get(j, "pattern"), &s, &len, &is_regex) || !c || is_regex || !len)
+            return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "tokenizer.json: unsupported Replace decoder");
+        d->kind = TOK_DEC_REPLACE;
+        d->a = tok_strndup(s, (size_t)len); d->a_len = len;
+        d->b = tok_strndup(c, strlen(c)); d->b_len = (int)strlen(c);
+    } else if (!strcmp(type, "Strip")) {
+        const char *c = vlm_json_str(vlm_json_get(j, "content"), " ");
+        d->kind = TOK_DEC_STRIP;
+        d->a = tok_strndup(c, strlen(c)); d->a_len = (int)strlen(c);
+        d->start = (int)vlm_json_int(vlm_json_get(j, "start"), 0);
+        d->stop = (int)vlm_json_int(vlm_json_get(j, "stop"), 0);
+    } else return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "tokenizer.json: unsupported decoder type %s", type);
+    t->n_dec++;
+    return VLM_OK;
+}
+
+static vlm_status tok_load_post(vlm_tokenizer *t, const vlm_json *j, vlm_error *err) {
+    if (!j || j->type == VLM_JSON_NULL) return VLM_OK;
+    const char *type = vlm_json_str(vlm_json_get(j, "type"), NULL);
+    if (!type) return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: post_processor without a type");
+    if (!strcmp(type, "ByteLevel")) return VLM_OK;
+    if (!strcmp(type, "Sequence")) {
+        const vlm_json *a = vlm_json_get(j, "processors");
+        for (int i = 0; a && i < a->n; i++)
+            if (tok_load_post(t, &a->items[i], err)) return err->code;
+        return VLM_OK;
+    }
+    if (strcmp(type, "TemplateProcessing"))
+        return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "tokenizer.json: unsupported post_processor type %s", type);
+    const vlm_json *single = vlm_json_get(j, "single");
+    const vlm_json *specials = vlm_json_get(j, "special_tokens");
+    if (!single || single->type != VLM_JSON_ARRAY)
+        return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: TemplateProcessing without single");
+    int seen_seq = 0;
+    t->n_post_prefix = t->n_post_suffix = 0;
+    for (int i = 0; i < single->n; i++) {
+        const vlm_json *it = &single->items[i];
+        const vlm_json *sp = vlm_json_get(it, "SpecialToken");
+        if (vlm_json_get(it, "Sequence")) { seen_seq = 1; continue; }
+        if (!sp) return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: bad TemplateProcessing item");
+        const char *name = vlm_json_str(vlm_json_get(sp, "id"), "");
+        const vlm_json *ids = vlm_json_get(vlm_json_get(specials, name), "ids");
+        if (!ids || ids->type != VLM_JSON_ARRAY)
+            return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: TemplateProcessing special token %s has no ids", name);
+        for (int k = 0; k < ids->n; k++) {
+            int32_t id = (int32_t)vlm_json_int(&ids->items[k], -1);
+            if (seen_seq) { if (t->n_post_suffix < 8) t->post_suffix[t->n_post_suffix++] = id; }
+            else if (t->n_post_prefix < 8) t->post_prefix[t->n_post_prefix++] = id;
+        }
+    }
+    return VLM_OK;
+}
+
+static vlm_status tok_build_trie(vlm_tokenizer *t, vlm_error *err);
+
+static vlm_status tok_set_piece(vlm_tokenizer *t, int32_t id, const char *s, size_t n, vlm_error *err) {
+    if (id < 0 || id >= t->n_vocab) return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: token id %d out of range", id);
+    free(t->piece[id]);
+    t->piece[id] = tok_strndup(s, n);
+    if (!t->piece[id]) return vlm_error_set(err, VLM_ERR_OOM, "out of memory for the vocabulary");
+    t->piece_len[id] = (int)n;
+    return VLM_OK;
+}
+
+/* Reads the special-token fields of tokenizer_config.json. */
+static const char *tok_cfg_token(const vlm_json *cfg, const char *key) {
+    const vlm_json *v = vlm_json_get(cfg, key);
+    if (!v) return NULL;
+    if (v->type == VLM_JSON_STRING) return v->str;
+    if (v->type == VLM_JSON_OBJECT) return vlm_json_str(vlm_json_get(v, "content"), NULL);
+    return NULL;
+}
+
+static vlm_status tok_load_config(vlm_tokenizer *t, const vlm_json *cfg, vlm_error *err) {
+    if (!cfg) return VLM_OK;
+    if (cfg->type != VLM_JSON_OBJECT) return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer_config.json: not an object");
+    const char *bos = tok_cfg_token(cfg, "bos_token"), *eos = tok_cfg_token(cfg, "eos_token");
+    const char *pad = tok_cfg_token(cfg, "pad_token"), *unk = tok_cfg_token(cfg, "unk_token");
+    if (bos) { free(t->bos_str); t->bos_str = tok_strndup(bos, strlen(bos)); t->info.bos_id = tok_map_get(t, bos, strlen(bos)); }
+    if (eos) { free(t->eos_str); t->eos_str = tok_strndup(eos, strlen(eos)); t->info.eos_id = tok_map_get(t, eos, strlen(eos)); }
+    if (pad) t->info.pad_id = tok_map_get(t, pad, strlen(pad));
+    if (unk) t->info.unk_id = tok_map_get(t, unk, strlen(unk));
+    const vlm_json *v;
+    if ((v = vlm_json_get(cfg, "add_bos_token")) && v->type == VLM_JSON_BOOL) t->info.add_bos = (int)v->num;
+    if ((v = vlm_json_get(cfg, "add_eos_token")) && v->type == VLM_JSON_BOOL) t->info.add_eos = (int)v->num;
+    const char *ct = vlm_json_str(vlm_json_get(cfg, "chat_template"), NULL);
+    if (!ct) { /* list of named templates: take "default" */
+        const vlm_json *a = vlm_json_get(cfg, "chat_template");
+        for (int i = 0; a && a->type == VLM_JSON_ARRAY && i < a->n; i++)
+            if (!strcmp(vlm_json_str(vlm_json_get(&a->items[i], "name"), ""), "default"))
+                ct = vlm_json_str(vlm_json_get(&a->items[i], "template"), NULL);
+    }
+    if (ct) { free(t->chat_template); t->chat_template = tok_strndup(ct, strlen(ct)); }
+    return VLM_OK;
+}
+
+static vlm_status tok_load_tree(vlm_tokenizer *t, const vlm_json *root, vlm_error *err) {
+    if (!root || root->type != VLM_JSON_OBJECT) return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: not a JSON object");
+    const vlm_json *model = vlm_json_get(root, "model");
+    if (!model || model->type != VLM_JSON_OBJECT) return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: missing \"model\"");
+    const char *mtype = vlm_json_str(vlm_json_get(model, "type"), NULL);
+    const vlm_json *vocab = vlm_json_get(model, "vocab"), *merges = vlm_json_get(model, "merges");
+    if (mtype && strcmp(mtype, "BPE"))
+        return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "tokenizer.json: model type %s is not supported (only BPE)", mtype);
+    if (!vocab || vocab->type != VLM_JSON_OBJECT) return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: model has no \"vocab\" object");
+    if (!merges || merges->type != VLM_JSON_ARRAY) return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: BPE model has no \"merges\" array");
+    const vlm_json *added = vlm_json_get(root, "added_tokens");
+    if (added && added->type != VLM_JSON_ARRAY) return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: \"added_tokens\" is not an array");
+    const char *cp = vlm_json_str(vlm_json_get(model, "continuing_subword_prefix"), "");
+    const char *ew = vlm_json_str(vlm_json_get(model, "end_of_word_suffix"), "");
+    if (*cp || *ew) return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "tokenizer.json: continuing_subword_prefix / end_of_word_suffix are not supported");
+    t->byte_fallback = vlm_json_bool(vlm_json_get(model, "byte_fallback"), 0);
+    t->fuse_unk = vlm_json_bool(vlm_json_get(model, "fuse_unk"), 0);
+    if (vlm_json_bool(vlm_json_get(model, "ignore_merges"), 0))
+        return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "tokenizer.json: ignore_merges is not supported");
+
+    /* Id space. */
+    int64_t max_id = -1;
+    for (int i = 0; i < vocab->n; i++) {
+        const vlm_json *v = &vocab->items[i];
+        if (v->type != VLM_JSON_NUMBER || v->num < 0 || v->num > 1e8 || v->num != (double)(int64_t)v->num)
+            return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: vocab entry \"%.60s\" has no valid id", v->key);
+        if ((int64_t)v->num > max_id) max_id = (int64_t)v->num;
+    }
+    for (int i = 0; added && i < added->n; i++) {
+        int64_t id = vlm_json_int(vlm_json_get(&added->items[i], "id"), -1);
+        if (id < 0 || id > 100000000 || !vlm_json_str(vlm_json_get(&added->items[i], "content"), NULL))
+            return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: added token %d has no valid id/content", i);
+        if (id > max_id) max_id = id;
+    }
+    t->n_vocab = (int)(max_id + 1);
+    t->piece = calloc((size_t)t->n_vocab + 1, sizeof *t->piece);
+    t->piece_len = calloc((size_t)t->n_vocab + 1, sizeof *t->piece_len);
+    t->special = calloc((size_t)t->n_vocab + 1, 1);
+    t->vocab.mask = tok_pow2((uint64_t)vocab->n + (added ? (uint64_t)added->n : 0)) - 1;
+    t->vocab.slots = malloc(((size_t)t->vocab.mask + 1) * sizeof *t->vocab.slots);
+    if (!t->piece || !t->piece_len || !t->special || !t->vocab.slots) return vlm_error_set(err, VLM_ERR_OOM, "out of memory for the vocabulary");
+    memset(t->vocab.slots, 0xFF, ((size_t)t->vocab.mask + 1) * sizeof *t->vocab.slots);
+    for (int i = 0; i < vocab->n; i++) {
+        const vlm_json *v = &vocab->items[i];
+        if (tok_set_piece(t, (int32_t)v->num, v->key, strlen(v->key), err)) return err->code;
+        tok_map_put(t, (int32_t)v->num);
+    }
+    const char *unk = vlm_json_str(vlm_json_get(model, "unk_token"), NULL);
+    t->unk_id = unk ? tok_map_get(t, unk, strlen(unk)) : -1;
+
+    /* Merges. */
+    t->n_merges = merges->n;
+    t->merge_mask = tok_pow2((uint64_t)merges->n + 1) - 1;
+    t->merges = calloc(t->merge_mask + 1, sizeof *t->merges);
+    if (!t->merges) return vlm_error_set(err, VLM_ERR_OOM, "out of memory for %d merges", merges->n);
+    char *tmp = NULL;
+    size_t tmp_cap = 0;
+    for (int i = 0; i < merges->n; i++) {
+        const vlm_json *m = &merges->items[i];
+        const char *a, *b;
+        size_t la, lb;
+        if (m->type == VLM_JSON_ARRAY && m->n == 2 && m->items[0].type == VLM_JSON_STRING && m->items[1].type == VLM_JSON_STRING) {
+            a = m->items[0].str; la = (size_t)m->items[0].n;
+            b = m->items[1].str; lb = (size_t)m->items[1].n;
+        } else if (m->type == VLM_JSON_STRING) {
+            const char *sp = memchr(m->str, ' ', (size_t)m->n);
+            if (!sp || memchr(sp + 1, ' ', (size_t)m->n - (size_t)(sp + 1 - m->str))) {
+                free(tmp);
+                return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: merge %d \"%.60s\" is not two tokens separated by a space", i, m->str);
+            }
+            a = m->str; la = (size_t)(sp - m->str);
+            b = sp + 1; lb = (size_t)m->n - la - 1;
+        } else {
+            free(tmp);
+            return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: merge %d is neither a [\"a\", \"b\"] pair nor an \"a b\" string", i);
+        }
+        int32_t ia = tok_map_get(t, a, la), ib = tok_map_get(t, b, lb);
+        if (la + lb + 1 > tmp_cap) {
+            tmp_cap = (la + lb + 1) * 2;
+            char *p = realloc(tmp, tmp_cap);
+            if (!p) { free(tmp); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
+            tmp = p;
+        }
+        memcpy(tmp, a, la);
+        memcpy(tmp + la, b, lb);
+        int32_t ic = tok_map_get(t, tmp, la + lb);
+        if (ia < 0 || ib < 0 || ic < 0) {
+            free(tmp);
+            return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: merge %d (\"%.40s\" \"%.40s\") uses a token missing from the vocab", i,
+                                 ia < 0 ? "?" : t->piece[ia], ib < 0 ? "?" : t->piece[ib]);
+        }
+        tok_merge_put(t, ia, ib, i, ic);
+    }
+    free(tmp);
+
+    /* Added tokens: they override the model's pieces for their ids. */
+    if (added && added->n) {
+        t->added = calloc((size_t)added->n, sizeof *t->added);
+        if (!t->added) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+        for (int i = 0; i < added->n; i++) {
+            const vlm_json *a = &added->items[i];
+            const vlm_json *c = vlm_json_get(a, "content");
+            tok_added *d = &t->added[t->n_added];
+            d->id = (int32_t)vlm_json_int(vlm_json_get(a, "id"), -1);
+            d->len = c->n;
+            d->s = tok_strndup(c->str, (size_t)c->n);
+            if (!d->s) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+            d->special = vlm_json_bool(vlm_json_get(a, "special"), 0);
+            d->lstrip = vlm_json_bool(vlm_json_get(a, "lstrip"), 0);
+            d->rstrip = vlm_json_bool(vlm_json_get(a, "rstrip"), 0);
+            d->single_word = vlm_json_bool(vlm_json_get(a, "single_word"), 0);
+            d->normalized = vlm_json_bool(vlm_json_get(a, "normalized"), 0);
+            if (!d->len) { free(d->s); continue; }
+            if (tok_set_piece(t, d->id, d->s, (size_t)d->len, err)) return err->code;
+            tok_map_put(t, d->id);
+            t->special[d->id] = (unsigned char)(2 | (d->special ? 1 : 0));
+            t->added_first[(unsigned char)d->s[0]] = 1;
+            t->n_added++;
+        }
+    }
+    if (tok_build_trie(t, err)) return err->code;
+
+    /* Initial symbols of a word. */
+    if (tok_load_norm(t, vlm_json_get(root, "normalizer"), err)) return err->code;
+    if (tok_load_pre(t, vlm_json_get(root, "pre_tokenizer"), err)) return err->code;
+    if (tok_load_dec(t, vlm_json_get(root, "decoder"), err)) return err->code;
+    if (tok_load_post(t, vlm_json_get(root, "post_processor"), err)) return err->code;
+    for (int b = 0; b < 256; b++) {
+        char s[8];
+        int n;
+        if (t->byte_level) n = tok_utf8_put(tok_byte_to_cp(b), s);
+        else n = snprintf(s, sizeof s, "<0x%02X>", b);
+        t->byte_id[b] = tok_map_get(t, s, (size_t)n);
+        /* A byte-level vocab may lack some bytes' symbols: they become unk (or nothing). */
+        if (t->byte_level && t->byte_id[b] < 0) t->byte_id[b] = t->unk_id;
+    }
+    t->info.bos_id = t->info.eos_id = t->info.pad_id = -1;
+    t->info.unk_id = t->unk_id;
+    return VLM_OK;
+}
+
+void vlm_tokenizer_free(vlm_tokenizer *t) {
+    if (!t) return;
+    for (int i = 0; t->piece && i < t->n_vocab; i++) free(t->piece[i]);
+    free(t->piece);
+    free(t->piece_len);
+    free(t->special);
+    free(t->vocab.slots);
+    free(t->merges);
+    for (int i = 0; i < t->n_added; i++) free(t->added[i].s);
+    free(t->added);
+    free(t->trie_key);
+    free(t->trie_child);
+    free(t->trie_term);
+    for (int i = 0; i < t->n_norm; i++) { free(t->norm[i].a); free(t->norm[i].b); }
+    for (int i = 0; i < t->n_pre; i++) free(t->pre[i].pat);
+    for (int i = 0; i < t->n_dec; i++) { free(t->dec[i].a); free(t->dec[i].b); }
+    free(t->bos_str);
+    free(t->eos_str);
+    free(t->chat_template);
+    free(t);
+}
+
+static vlm_status tok_finish_load(vlm_tokenizer *t, const vlm_json *root, const vlm_json *cfg, vlm_error *err) {
+    if (tok_load_tree(t, root, err)) return err->code;
+    return tok_load_config(t, cfg, err);
+}
+
+vlm_status vlm_tokenizer_load_mem(vlm_tokenizer **out, const char *json, size_t len,
+                                  const char *config_json, size_t config_len, vlm_error *err) {
+    *out = NULL;
+    vlm_json *root = vlm_json_parse(json, len, err);
+    if (!root) return err ? err->code : VLM_ERR_FORMAT;
+    vlm_json *cfg = NULL;
+    if (config_json) {
+        cfg = vlm_json_parse(config_json, config_len, err);
+        if (!cfg) { vlm_json_free(root); return err ? err->code : VLM_ERR_FORMAT; }
+    }
+    vlm_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) { vlm_json_free(root); vlm_json_free(cfg); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
+    vlm_status st = tok_finish_load(t, root, cfg, err);
+    vlm_json_free(root);
+    vlm_json_free(cfg);
+    if (st) { vlm_tokenizer_free(t); return st; }
+    *out = t;
+    return VLM_OK;
+}
+
+static int tok_file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    fclose(f);
+    return 1;
+}
+
+static char *tok_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    tok_buf b = {0};
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) tok_buf_add(&b, chunk, n);
+    fclose(f);
+    if (b.oom) { free(b.p); return NULL; }
+    if (!b.p) { b.p = calloc(1, 1); }
+    *len = b.n;
+    return b.p;
+}
+
+vlm_status vlm_tokenizer_load(vlm_tokenizer **out, const char *path, vlm_error *err) {
+    *out = NULL;
+    size_t pl = strlen(path);
+    char *dir = malloc(pl + 64), *file = malloc(pl + 64);
+    if (!dir || !file) { free(dir); free(file); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
+    size_t n = strlen(path);
+    if (n > 5 && !strcmp(path + n - 5, ".json")) {
+        memcpy(file, path, n + 1);
+        const char *slash = strrchr(path, '/');
+        if (slash) { memcpy(dir, path, (size_t)(slash - path)); dir[slash - path] = 0; }
+        else strcpy(dir, ".");
+    } else {
+        memcpy(dir, path, n + 1);
+        while (n > 1 && dir[n - 1] == '/') dir[--n] = 0;
+        snprintf(file, pl + 64, "%s/tokenizer.json", dir);
+    }
+    size_t len;
+    char *text = tok_read_file(file, &len);
+    if (!text) {
+        vlm_status st = vlm_error_set(err, VLM_ERR_IO, "cannot read %s", file);
+        free(dir); free(file);
+        return st;
+    }
+    vlm_json *root = vlm_json_parse(text, len, err);
+    free(text);
+    if (!root) { free(dir); free(file); return err ? err->code : VLM_ERR_FORMAT; }
+    vlm_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) { vlm_json_free(root); free(dir); free(file); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
+    vlm_status st = tok_load_tree(t, root, err);
+    vlm_json_free(root);
+    static const char *const cfg_names[] = {"special_tokens_map.json", "tokenizer_config.json"};
+    for (int k = 0; !st && k < 2; k++) {
+        snprintf(file, pl + 64, "%s/%s", dir, cfg_names[k]);
+        if (!tok_file_exists(file)) continue;
+        vlm_json *cfg = vlm_json_load(file, err);
+        if (!cfg) { st = err ? err->code : VLM_ERR_FORMAT; break; }
+        st = tok_load_config(t, cfg, err);
+        vlm_json_free(cfg);
+    }
+    /* A separate chat template file takes precedence. */
+    snprintf(file, pl + 64, "%s/chat_template.jinja", dir);
+    if (!st && tok_file_exists(file)) {
+        char *ct = tok_read_file(file, &len);
+        if (ct) { free(t->chat_template); t->chat_template = ct; }
+    } else if (!st) {
+        snprintf(file, pl + 64, "%s/chat_template.json", dir);
+        if (tok_file_exists(file)) {
+            vlm_json *cj = vlm_json_load(file, err);
+            if (!cj) st = err ? err->code : VLM_ERR_FORMAT;
+            else {
+                const char *ct = vlm_json_str(vlm_json_get(cj, "chat_template"), NULL);
+                if (ct) { free(t->chat_template); t->chat_template = tok_strndup(ct, strlen(ct)); }
+                vlm_json_free(cj);
+            }
+        }
+    }
+    free(dir);
+    free(file);
+    if (st) { vlm_tokenizer_free(t); return st; }
+    *out = t;
+    return VLM_OK;
+}
+
+int vlm_tokenizer_n_vocab(const vlm_tokenizer *t) { return t->n_vocab; }
+
+const char *vlm_token_to_piece(const vlm_tokenizer *t, int32_t id) {
+    return id >= 0 && id < t->n_vocab ? t->piece[id] : NULL;
+}
+
+int32_t vlm_token_id(const vlm_tokenizer *t, const char *piece) { return tok_map_get(t, piece, strlen(piece)); }
+
+int vlm_token_is_special(const vlm_tokenizer *t, int32_t id) {
+    return id >= 0 && id < t->n_vocab && (t->special[id] & 1);
+}
+
+vlm_tokenizer_info vlm_tokenizer_get_info(const vlm_tokenizer *t) {
+    vlm_tokenizer_info i = t->info;
+    i.bos_token = t->bos_str ? t->bos_str : "";
+    i.eos_token = t->eos_str ? t->eos_str : "";
+    i.chat_template = t->chat_template;
+    return i;
+}
+
+/* ------------------------------------------------------------------ pre-tokenizer matchers */
+
+typedef struct tok_span { size_t a, b; } tok_span;
+
+typedef struct tok_spans {
+    tok_span *v;
+    size_t n, cap;
+    int oom;
+} tok_spans;
+
+static void tok_spans_add(tok_spans *s, size_t a, size_t b) {
+    if (a >= b || s->oom) return;
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 64;
+        tok_span *p = realloc(s->v, cap * sizeof *p);
+        if (!p) { s->oom = 1; return; }
+        s->v = p;
+        s->cap = cap;
+    }
+    s->v[s->n].a = a;
+    s->v[s->n].b = b;
+    s->n++;
+}
+
+static inline uint32_t tok_cp(const unsigned char *s, size_t i, size_t end, int *len) {
+    if (s[i] < 0x80) { *len = 1; return s[i]; }
+    uint32_t cp;
+    *len = vlm_utf8_decode(s + i, end - i, &cp);
+    return cp;
+}
+
+static inline int tok_props(uint32_t cp) {
+    if (cp < 0x80) {
+        if ((cp | 0x20) >= 'a' && (cp | 0x20) <= 'z') return VLM_UNI_L;
+        if (cp >= '0' && cp <= '9') return VLM_UNI_N;
+        if (cp == ' ' || (cp >= 9 && cp <= 13)) return VLM_UNI_WS;
+        return 0;
+    }
+    if (cp >= 0x110000) return 0;
+    return vlm_uni_props(cp);
+}
+
+/* Length of a contraction ('s 't 're 've 'm 'll 'd) at i, 0 if none. */
+static size_t tok_contraction(const unsigned char *s, size_t i, size_t end, int icase) {
+    if (s[i] != '\'' || i + 1 >= end) return 0;
+    unsigned c = s[i + 1], c2 = i + 2 < end ? s[i + 2] : 0;
+    if (icase) {
+        if (c >= 'A' && c <= 'Z') c |= 0x20;
+        if (c2 >= 'A' && c2 <= 'Z') c2 |= 0x20;
+        /* (?i) also matches U+017F LATIN SMALL LETTER LONG S for s. */
+        if (c == 0xC5 && c2 == 0xBF) return 3;
+    }
+    if (c == 's' || c == 't' || c == 'm' || c == 'd') return 2;
+    if ((c == 'r' && c2 == 'e') || (c == 'v' && c2 == 'e') || (c == 'l' && c2 == 'l')) return 3;
+    return 0;
+}
+
+static size_t tok_run(const unsigned char *s, size_t i, size_t end, int want, int neg) {
+    while (i < end) {
+        int l;
+        uint32_t cp = tok_cp(s, i, end, &l);
+        int p = tok_props(cp) & want;
+        if (neg ? p != 0 : p == 0) break;
+        i += (size_t)l;
+    }
+    return i;
+}
+
+/* Whitespace tail shared by the patterns: \s*[\r\n]+ (when nl), \s+(?!\S), \s+ */
+static size_t tok_ws_tail(const unsigned char *s, size_t i, size_t end, int nl) {
+    size_t w = i, last_nl = 0, last_start = i;
+    int count = 0;
+    while (w < end) {
+        int l;
+        uint32_t cp = tok_cp(s, w, end, &l);
+        if (!(tok_props(cp) & VLM_UNI_WS)) break;
+        if (cp == '\r' || cp == '\n') last_nl = w + 1;
+        last_start = w;
+        w += (size_t)l;
+        count++;
+    }
+    if (nl && last_nl) return last_nl;
+    if (w == end || count < 2) return w;
+    return last_start;
+}
+
+/* One match of the Qwen2 / Llama 3 pattern at i (max_digits 1 or 3). */
+static size_t tok_match_qwen(const unsigned char *s, size_t i, size_t end, int max_digits) {
+    size_t c = tok_contraction(s, i, end, 1);
+    if (c) return i + c;
+    int l0;
+    uint32_t c0 = tok_cp(s, i, end, &l0);
+    int p0 = tok_props(c0);
+    if (p0 & VLM_UNI_L) return tok_run(s, i, end, VLM_UNI_L, 0);
+    if (c0 != '\r' && c0 != '\n' && !(p0 & VLM_UNI_N) && i + (size_t)l0 < end) {
+        int l1;
+        uint32_t c1 = tok_cp(s, i + (size_t)l0, end, &l1);
+        if (tok_props(c1) & VLM_UNI_L) return tok_run(s, i + (size_t)l0, end, VLM_UNI_L, 0);
+    }
+    if (p0 & VLM_UNI_N) {
+        size_t j = i + (size_t)l0;
+        for (int k = 1; k < max_digits && j < end; k++) {
+            int l;
+            uint32_t cp = tok_cp(s, j, end, &l);
+            if (!(tok_props(cp) & VLM_UNI_N)) break;
+            j += (size_t)l;
+        }
+        return j;
+    }
+    size_t j = i + (c0 == ' ' ? 1 : 0);
+    if (j < end) {
+        int l;
+        uint32_t cj = tok_cp(s, j, end, &l);
+        if (!(tok_props(cj) & (VLM_UNI_WS | VLM_UNI_L | VLM_UNI_N))) {
+            j = tok_run(s, j, end, VLM_UNI_WS | VLM_UNI_L | VLM_UNI_N, 1);
+            while (j < end && (s[j] == '\r' || s[j] == '\n')) j++;
+            return j;
+        }
+    }
+    return tok_ws_tail(s, i, end, 1);
+}
+
+/* One match of the GPT-2 pattern at i. */
+static size_t tok_match_gpt2(const unsigned char *s, size_t i, size_t end) {
+    size_t c = tok_contraction(s, i, end, 0);
+    if (c) return i + c;
+    size_t j = i + (s[i] == ' ' ? 1 : 0);
+    if (j < end) {
+        int l;
+        uint32_t cj = tok_cp(s, j, end, &l);
+        int p = tok_props(cj);
+        if (p & VLM_UNI_L) return tok_run(s, j, end, VLM_UNI_L, 0);
+        if (p & VLM_UNI_N) return tok_run(s, j, end, VLM_UNI_N, 0);
+        if (!(p & VLM_UNI_WS)) return tok_run(s, j, end, VLM_UNI_WS | VLM_UNI_L | VLM_UNI_N, 1);
+    }
+    return tok_ws_tail(s, i, end, 0);
+}
+
+/* Splits every span of in by step p into out. */
+static void tok_pre_step(const tok_pre *p, const unsigned char *s, const tok_spans *in, tok_spans *out) {
+    for (size_t k = 0; k < in->n; k++) {
+        size_t a = in->v[k].a, b = in->v[k].b;
+        switch (p->kind) {
+        case TOK_PRE_QWEN:
+        case TOK_PRE_LLAMA3:
+            for (size_t i = a; i < b;) {
+                size_t e = tok_match_qwen(s, i, b, p->kind == TOK_PRE_QWEN ? 1 : 3);
+                tok_spans_add(out, i, e);
+                i = e;
+            }
+            break;
+        case TOK_PRE_GPT2:
+            for (size_t i = a; i < b;) {
+                size_t e = tok_match_gpt2(s, i, b);
+                tok_spans_add(out, i, e);
+                i = e;
+            }
+            break;
+        case TOK_PRE_DIGITS: {
+            size_t start = a;
+            for (size_t i = a; i < b;) {
+                int l;
+                uint32_t cp = tok_cp(s, i, b, &l);
+                if (tok_props(cp) & VLM_UNI_N) {
+                    if (p->individual) {
+                        tok_spans_add(out, start, i);
+                        tok_spans_add(out, i, i + (size_t)l);
+                        start = i + (size_t)l;
+                    } else {
+                        size_t e = tok_run(s, i, b, VLM_UNI_N, 0);
+                        tok_spans_add(out, start, i);
+                        tok_spans_add(out, i, e);
+                        start = e;
+                        i = e;
+                        continue;
+                    }
+                }
+                i += (size_t)l;
+            }
+            tok_spans_add(out, start, b);
+            break;
+        }
+        case TOK_PRE_WHITESPACE_SPLIT:
+            for (size_t i = a; i < b;) {
+                size_t e = tok_run(s, i, b, VLM_UNI_WS, 1);
+                tok_spans_add(out, i, e);
+                i = tok_run(s, e, b, VLM_UNI_WS, 0);
+            }
+            break;
+        case TOK_PRE_SPLIT_STR: {
+            size_t start = a, pl = (size_t)p->pat_len;
+            size_t i = a;
+            while (i + pl <= b) {
+                if (memcmp(s + i, p->pat, pl)) { i++; continue; }
+                size_t e = i + pl;
+                switch (p->behavior) {
+                case TOK_BEH_REMOVED: tok_spans_add(out, start, i); start = e; break;
+                case TOK_BEH_ISOLATED: tok_spans_add(out, start, i); tok_spans_add(out, i, e); start = e; break;
+                case TOK_BEH_MERGED_PREV: tok_spans_add(out, start, e); start = e; break;
+                case TOK_BEH_MERGED_NEXT: tok_spans_add(out, start, i); start = i; break;
+                case TOK_BEH_CONTIGUOUS:
+                    if (start < i) { tok_spans_add(out, start, i); start = i; }
+                    while (e + pl <= b && !memcmp(s + e, p->pat, pl)) e += pl;
+                    tok_spans_add(out, start, e);
+                    start = e;
+                    break;
+                }
+                i = e;
+            }
+            tok_spans_add(out, start, b);
+            break;
+        }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ BPE */
+
+typedef struct tok_sym { int32_t id; int prev, next; } tok_sym;
+typedef struct tok_cand { int32_t rank; int pos; int32_t left, right; } tok_cand;
+
+typedef struct tok_work {
+    tok_sym *sym;
+    size_t sym_cap;
+    tok_cand *heap;
+    size_t heap_n, heap_cap;
+    int oom;
+} tok_work;
+
+static int tok_cand_less(const tok_cand *a, const tok_cand *b) {
+    return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
+}
+
+static void tok_heap_push(tok_work *w, tok_cand c) {
+    if (w->heap_n == w->heap_cap) {
+        size_t cap = w->heap_cap ? w->heap_cap * 2 : 256;
+        tok_cand *p = realloc(w->heap, cap * sizeof *p);
+        if (!p) { w->oom = 1; return; }
+        w->heap = p;
+        w->heap_cap = cap;
+    }
+    size_t i = w->heap_n++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!tok_cand_less(&c, &w->heap[parent])) break;
+        w->heap[i] = w->heap[parent];
+        i = parent;
+    }
+    w->heap[i] = c;
+}
+
+static tok_cand tok_heap_pop(tok_work *w) {
+    tok_cand top = w->heap[0], last = w->heap[--w->heap_n];
+    size_t i = 0, n = w->heap_n;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        const tok_cand *mv = &last;
+        if (l < n && tok_cand_less(&w->heap[l], mv)) { m = l; mv = &w->heap[l]; }
+        if (r < n && tok_cand_less(&w->heap[r], mv)) { m = r; }
+        if (m == i) break;
+        w->heap[i] = w->heap[m];
+        i = m;
+    }
+    if (n) w->heap[i] = last;
+    return top;
+}
+
+static void tok_try_pair(const vlm_tokenizer *t, tok_work *w, int pos) {
+    int nx = w->sym[pos].next;
+    if (nx < 0) return;
+    const tok_merge_slot *m = tok_merge_get(t, w->sym[pos].id, w->sym[nx].id);
+    if (!m) return;
+    tok_cand c = {m->rank, pos, w->sym[pos].id, w->sym[nx].id};
+    tok_heap_push(w, c);
+}
+
+/* BPE of one pre-token: s[a..b) (already normalized). Appends ids. */
+static vlm_status tok_bpe(const vlm_tokenizer *t, tok_work *w, const unsigned char *s, size_t a, size_t b,
+                          vlm_tokens *out, vlm_error *err) {
+    size_t n = b - a;
+    if (n + 1 > w->sym_cap) {
+        size_t cap = w->sym_cap ? w->sym_cap : 256;
+        while (cap < n + 1) cap *= 2;
+        tok_sym *p = realloc(w->sym, cap * sizeof *p);
+        if (!p) return vlm_error_set(err, VLM_ERR_OOM, "out of memory in BPE");
+        w->sym = p;
+        w->sym_cap = cap;
+    }
+    int ns = 0;
+    if (t->byte_level) {
+        for (size_t i = a; i < b; i++)
+            if (t->byte_id[s[i]] >= 0) w->sym[ns++].id = t->byte_id[s[i]];
+    } else {
+        for (size_t i = a; i < b;) {
+            int l;
+            uint32_t cp = tok_cp(s, i, b, &l);
+            int32_t id = cp < 0x110000 ? tok_map_get(t, (const char *)s + i, (size_t)l) : -1;
+            if (id >= 0) w->sym[ns++].id = id;
+            else if (t->byte_fallback && t->byte_id[s[i]] >= 0) {
+                int ok = 1;
+                for (int k = 0; k < l; k++) if (t->byte_id[s[i + k]] < 0) ok = 0;
+                if (ok) for (int k = 0; k < l; k++) w->sym[ns++].id = t->byte_id[s[i + k]];
+                else if (t->unk_id >= 0) w->sym[ns++].id = t->unk_id;
+            } else if (t->unk_id >= 0) {
+                if (!(t->fuse_unk && ns > 0 && w->sym[ns - 1].id == t->unk_id)) w->sym[ns++].id = t->unk_id;
+            }
+            i += (size_t)l;
+        }
+    }
+    if (ns == 0) return VLM_OK;
+    for (int i = 0; i < ns; i++) { w->sym[i].prev = i - 1; w->sym[i].next = i + 1 < ns ? i + 1 : -1; }
+    if (ns > 1) {
+        w->heap_n = 0;
+        for (int i = 0; i + 1 < ns; i++) tok_try_pair(t, w, i);
+        while (w->heap_n) {
+            tok_cand c = tok_heap_pop(w);
+            tok_sym *l = &w->sym[c.pos];
+            if (l->id != c.left || l->next < 0 || w->sym[l->next].id != c.right) continue;
+            const tok_merge_slot *m = tok_merge_get(t, c.left, c.right);
+            int r = l->next;
+            l->id = m->id;
+            l->next = w->sym[r].next;
+            if (l->next >= 0) w->sym[l->next].prev = c.pos;
+            w->sym[r].id = -1; /* dead */
+            if (l->prev >= 0) tok_try_pair(t, w, l->prev);
+            tok_try_pair(t, w, c.pos);
+        }
+        if (w->oom) return vlm_error_set(err, VLM_ERR_OOM, "out of memory in BPE");
+    }
+    if (tok_grow(out, ns, err)) return err ? err->code : VLM_ERR_OOM;
+    for (int i = 0; i >= 0; i = w->sym[i].next) out->ids[out->n++] = w->sym[i].id;
+    return VLM_OK;
+}
+
+/* Normalizes, pre-tokenizes and BPE-encodes a text segment without added tokens. */
+static vlm_status tok_encode_segment(const vlm_tokenizer *t, tok_work *w, const char *text, size_t len,
+                                     vlm_tokens *out, vlm_error *err) {
+    if (!len) return VLM_OK;
+    char *norm = NULL;
+    size_t nlen = len;
+    const char *s = text;
+    for (int k = 0; k < t->n_norm; k++) {
+        const tok_norm *nm = &t->norm[k];
+        char *o = NULL;
+        size_t ol = 0;
+        if (nm->kind == TOK_NORM_NFC) {
+            if (vlm_nfc(s, nlen, &o, &ol, err)) { free(norm); return err->code; }
+        } else {
+            tok_buf b = {0};
+            if (nm->kind == TOK_NORM_PREPEND) { tok_buf_add(&b, nm->a, (size_t)nm->a_len); tok_buf_add(&b, s, nlen); }
+            else {
+                size_t i = 0, start = 0, pl = (size_t)nm->a_len;
+                while (i + pl <= nlen) {
+                    if (!memcmp(s + i, nm->a, pl)) {
+                        tok_buf_add(&b, s + start, i - start);
+                        tok_buf_add(&b, nm->b, (size_t)nm->b_len);
+                        i += pl;
+                        start = i;
+                    } else i++;
+                }
+                tok_buf_add(&b, s + start, nlen - start);
+            }
+            if (b.oom) { free(b.p); free(norm); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
+            o = b.p ? b.p : calloc(1, 1);
+            ol = b.n;
+        }
+        free(norm);
+        norm = o;
+        s = o;
+        nlen = ol;
+    }
+    const unsigned char *u = (const unsigned char *)s;
+    tok_spans cur = {0}, nxt = {0};
+    tok_spans_add(&cur, 0, nlen);
+    for (int k = 0; k < t->n_pre; k++) {
+        nxt.n = 0;
+        tok_pre_step(&t->pre[k], u, &cur, &nxt);
+        tok_spans tmp = cur; cur = nxt; nxt = tmp;
+    }
+    vlm_status st = VLM_OK;
+    if (cur.oom || nxt.oom) st = vlm_error_set(err, VLM_ERR_OOM, "out of memory in pre-tokenization");
+    for (size_t k = 0; !st && k < cur.n; k++) st = tok_bpe(t, w, u, cur.v[k].a, cur.v[k].b, out, err);
+    free(cur.v);
+    free(nxt.v);
+    free(norm);
+    return st;
+}
+
+static int32_t tok_trie_child(const vlm_tokenizer *t, int32_t node, unsigned char c) {
+    uint64_t key = (((uint64_t)(uint32_t)node << 8) | c) + 1;
+    uint64_t i = (key * 0x9E3779B97F4A7C15ULL >> 20) & t->trie_mask;
+    for (;;) {
+        if (t->trie_key[i] == key) return t->trie_child[i];
+        if (!t->trie_key[i]) return -1;
+        i = (i + 1) & t->trie_mask;
+    }
+}
+
+static vlm_status tok_build_trie(vlm_tokenizer *t, vlm_error *err) {
+    uint64_t total = 1;
+    for (int k = 0; k < t->n_added; k++) total += (uint64_t)t->added[k].len;
+    t->trie_mask = tok_pow2(total) - 1;
+    t->trie_key = calloc(t->trie_mask + 1, sizeof *t->trie_key);
+    t->trie_child = malloc((t->trie_mask + 1) * sizeof *t->trie_child);
+    t->trie_term = malloc(total * sizeof *t->trie_term);
+    if (!t->trie_key || !t->trie_child || !t->trie_term) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    t->n_trie = 1;
+    t->trie_term[0] = -1;
+    for (int k = 0; k < t->n_added; k++) {
+        int32_t node = 0;
+        for (int j = 0; j < t->added[k].len; j++) {
+            unsigned char c = (unsigned char)t->added[k].s[j];
+            int32_t ch = tok_trie_child(t, node, c);
+            if (ch < 0) {
+                ch = t->n_trie++;
+                t->trie_term[ch] = -1;
+                uint64_t key = (((uint64_t)(uint32_t)node << 8) | c) + 1;
+                uint64_t i = (key * 0x9E3779B97F4A7C15ULL >> 20) & t->trie_mask;
+                while (t->trie_key[i]) i = (i + 1) & t->trie_mask;
+                t->trie_key[i] = key;
+                t->trie_child[i] = ch;
+            }
+            node = ch;
+        }
+        t->trie_term[node] = k;
+    }
+    return VLM_OK;
+}
+
+/* Longest added token starting at s[i], or NULL. */
+static const tok_added *tok_added_at(const vlm_tokenizer *t, const char *s, size_t i, size_t len) {
+    int32_t node = 0, best = -1;
+    for (size_t j = i; j < len; j++) {
+        node = tok_trie_child(t, node, (unsigned char)s[j]);
+        if (node < 0) break;
+        if (t->trie_term[node] >= 0) best = t->trie_term[node];
+    }
+    return best >= 0 ? &t->added[best] : NULL;
+}
+
+static int tok_is_ws_byte(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+
+vlm_status vlm_tokenize(const vlm_tokenizer *t, const char *text, size_t len, int flags,
+                        vlm_tokens *out, vlm_error *err) {
+    tok_work w = {0};
+    vlm_status st = VLM_OK;
+    if (flags & VLM_TOK_ADD_SPECIAL)
+        for (int i = 0; i < t->n_post_prefix && !st; i++) st = vlm_tokens_push(out, t->post_prefix[i], err);
+    size_t seg = 0, i = 0;
+    int parse = !(flags & VLM_TOK_NO_PARSE_SPECIAL) && t->n_added > 0;
+    while (!st && i < len) {
+        const tok_added *a = NULL;
+        if (parse && t->added_first[(unsigned char)text[i]]) a = tok_added_at(t, text, i, len);
+        if (!a) { i++; continue; }
+        size_t s0 = i, e = i + (size_t)a->len;
+        if (a->lstrip) while (s0 > seg && tok_is_ws_byte(text[s0 - 1])) s0--;
+        if (a->rstrip) while (e < len && tok_is_ws_byte(text[e])) e++;
+        st = tok_encode_segment(t, &w, text + seg, s0 - seg, out, err);
+        if (!st) st = vlm_tokens_push(out, a->id, err);
+        i = seg = e;
+    }
+    if (!st) st = tok_encode_segment(t, &w, text + seg, len - seg, out, err);
+    if (flags & VLM_TOK_ADD_SPECIAL)
+        for (int k = 0; k < t->n_post_suffix && !st; k++) st = vlm_tokens_push(out, t->post_suffix[k], err);
+    free(w.sym);
+    free(w.heap);
+    return st;
+}
+
+/* ------------------------------------------------------------------ decoding */
+
+/* Raw bytes of one token after the decoder chain (before UTF-8 validation). */
+static void tok_decode_piece(const vlm_tokenizer *t, int32_t id, int first, tok_buf *b) {
+    const char *p = t->piece[id];
+    size_t n = (size_t)t->piece_len[id];
+    if (!p) return;
+    char *tmp = NULL;
+    for (int k = 0; k < t->n_dec; k++) {
+        const tok_dec *d = &t->dec[k];
+        if (d->kind == TOK_DEC_BYTELEVEL) {
+            tok_buf o = {0};
+            for (size_t i = 0; i < n;) {
+                uint32_t cp;
+                int l = vlm_utf8_decode((const unsigned char *)p + i, n - i, &cp);
+                int by = tok_cp_to_byte(cp);
+                if (by >= 0) { char c = (char)by; tok_buf_add(&o, &c, 1); }
+                else tok_buf_add(&o, p + i, (size_t)l);
+                i += (size_t)l;
+            }
+            free(tmp); tmp = o.p; p = tmp ? tmp : ""; n = o.n;
+        } else if (d->kind == TOK_DEC_REPLACE) {
+            tok_buf o = {0};
+            size_t i = 0, start = 0, pl = (size_t)d->a_len;
+            while (i + pl <= n) {
+                if (!memcmp(p + i, d->a, pl)) { tok_buf_add(&o, p + start, i - start); tok_buf_add(&o, d->b, (size_t)d->b_len); i += pl; start = i; }
+                else i++;
+            }
+            tok_buf_add(&o, p + start, n - start);
+            free(tmp); tmp = o.p; p = tmp ? tmp : ""; n = o.n;
+        } else if (d->kind == TOK_DEC_BYTEFALLBACK) {
+            if (n == 6 && p[0] == '<' && p[1] == '0' && p[2] == 'x' && p[5] == '>') {
+                unsigned v = 0;
+                int ok = 1;
+                for (int q = 3; q < 5; q++) {
+                    char c = p[q];
+                    v <<= 4;
+                    if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+                    else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
+                    else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+                    else ok = 0;
+                }
+                if (ok) {
+                    char c = (char)v;
+                    free(tmp); tmp = malloc(2);
+                    if (!tmp) { b->oom = 1; return; }
+                    tmp[0] = c; p = tmp; n = 1;
+                }
+            }
+        } else if (d->kind == TOK_DEC_STRIP) {
+            if (first) {
+                int k2 = 0;
+                while (k2 < d->start && n >= (size_t)d->a_len && !memcmp(p, d->a, (size_t)d->a_len)) { p += d->a_len; n -= (size_t)d->a_len; k2++; }
+            }
+        }
+        /* FUSE: concatenation is what we do anyway. */
+    }
+    tok_buf_add(b, p, n);
+    free(tmp);
+}
+
+/* Appends s[0..n) to b replacing invalid UTF-8 (maximal invalid subparts) by U+FFFD.
+ * With hold != NULL, an incomplete sequence at the very end is not emitted:
+ * its length is returned in *hold. */
+static void tok_utf8_lossy(tok_buf *b, const unsigned char *s, size_t n, int *hold) {
+    size_t i = 0, start = 0;
+    if (hold) *hold = 0;
+    while (i < n) {
+        if (s[i] < 0x80) { i++; continue; }
+        uint32_t cp;
+        int l = vlm_utf8_decode(s + i, n - i, &cp);
+        if (cp < 0x110000) { i += (size_t)l; continue; }
+        /* Is it a valid but truncated prefix at the end? */
+        unsigned c = s[i];
+        int need = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+        size_t k = 1;
+        while (need && k < (size_t)need && i + k < n && (s[i + k] & 0xC0) == 0x80) {
+            /* second-byte range restrictions */
+            if (k == 1 && ((c == 0xE0 && s[i + 1] < 0xA0) || (c == 0xED && s[i + 1] > 0x9F) ||
+                           (c == 0xF0 && s[i + 1] < 0x90) || (c == 0xF4 && s[i + 1] > 0x8F))) break;
+            k++;
+        }
+        if (need && i + k == n && k < (size_t)need && hold) {
+            tok_buf_add(b, s + start, i - start);
+            *hold = (int)k;
+            return;
+        }
+        tok_buf_add(b, s + start, i - start);
+        tok_buf_add(b, "\xEF\xBF\xBD", 3);
+        i += need && k < (size_t)need ? k : 1;
+        start = i;
+    }
+    tok_buf_add(b, s + start, n - start);
+}
+
+vlm_status vlm_detokenize(const vlm_tokenizer *t, const int32_t *ids, int n, int flags,
+                          char **out, size_t *out_len, vlm_error *err) {
+    tok_buf raw = {0}, o = {0};
+    int first = 1;
+    for (int i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= t->n_vocab || !t->piece[ids[i]]) {
+            free(raw.p);
+            return vlm_error_set(err, VLM_ERR_ARG, "detokenize: id %d is not in the vocabulary", ids[i]);
+        }
+        if ((flags & VLM_DETOK_SKIP_SPECIAL) && (t->special[ids[i]] & 1)) continue;
+        tok_decode_piece(t, ids[i], first, &raw);
+        first = 0;
+    }
+    tok_utf8_lossy(&o, (const unsigned char *)(raw.p ? raw.p : ""), raw.n, NULL);
+    free(raw.p);
+    if (raw.oom || o.oom) { free(o.p); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
+    if (!o.p) o.p = calloc(1, 1);
+    if (!o.p) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    *out = o.p;
+    if (out_len) *out_len = o.n;
+    return VLM_OK;
+}
+
+void vlm_detok_stream_init(vlm_detok_stream *s, const vlm_tokenizer *tok, int flags) {
+    memset(s, 0, sizeof *s);
+    s->tok = tok;
+    s->flags = flags;
+}
+
+const char *vlm_detok_stream_push(vlm_detok_stream *s, int32_t id, size_t *len) {
+    const vlm_tokenizer *t = s->tok;
+    tok_buf raw = {0}, o = {0};
+    tok_buf_add(&raw, s->pending, (size_t)s->n_pending);
+    if (id >= 0 && id < t->n_vocab && t->piece[id] && !((s->flags & VLM_DETOK_SKIP_SPECIAL) && (t->special[id] & 1))) {
+        tok_decode_piece(t, id, !s->started, &raw);
+        s->started = 1;
+    }
+    int hold = 0;
+    tok_utf8_lossy(&o, (const unsigned char *)(raw.p ? raw.p : ""), raw.n, &hold);
+    s->n_pending = hold;
+    if (hold) memcpy(s->pending, raw.p + raw.n - (size_t)hold, (size_t)hold);
+    free(raw.p);
+    free(s->buf);
+    s->buf = o.p ? o.p : calloc(1, 1);
+    s->len = o.p ? o.n : 0;
+    if (len) *len = s->len;
+    return s->buf ? s->buf : "";
+}
+
+const char *vlm_detok_stream_flush(vlm_detok_stream *s, size_t *len) {
+    tok_buf o = {0};
+    tok_utf8_lossy(&o, s->pending, (size_t)s->n_pending, NULL);
+    s->n_pending = 0;
+    free(s->buf);
+    s->buf = o.p ? o.p : calloc(1, 1);
+    s->len = o.p ? o.n : 0;
+    if (len) *len = s->len;
+    return s->buf ? s->buf : "";
+}
+
+void vlm_detok_stream_free(vlm_detok_stream *s) {
+    free(s->buf);
+    s->buf = NULL;
+    s->len = 0;
+}
+/* ---- src/unicode_tables.c ---- */
+/* unicode_tables.c — generated by tools/gen_unicode.py from the Unicode
+ * Character Database (UnicodeData.txt, PropList.txt,
+ * DerivedNormalizationProps.txt); do not edit. */
+
+/* [first, last, flags]: 1 letter, 2 number, 4 White_Space, 8 NFC_QC not Yes, 16 mark */
+static const uint32_t uni_prop_ranges[1261][3] = {
+    {0x9, 0xD, 4},
+    {0x20, 0x20, 4},
+    {0x30, 0x39, 2},
+    {0x41, 0x5A, 1},
+    {0x61, 0x7A, 1},
+    {0x85, 0x85, 4},
+    {0xA0, 0xA0, 4},
+    {0xAA, 0xAA, 1},
+    {0xB2, 0xB3, 2},
+    {0xB5, 0xB5, 1},
+    {0xB9, 0xB9, 2},
+    {0xBA, 0xBA, 1},
+    {0xBC, 0xBE, 2},
+    {0xC0, 0xD6, 1},
+    {0xD8, 0xF6, 1},
+    {0xF8, 0x2C1, 1},
+    {0x2C6, 0x2D1, 1},
+    {0x2E0, 0x2E4, 1},
+    {0x2EC, 0x2EC, 1},
+    {0x2EE, 0x2EE, 1},
+    {0x300, 0x304, 24},
+    {0x305, 0x305, 16},
+    {0x306, 0x30C, 24},
+    {0x30D, 0x30E, 16},
+    {0x30F, 0x30F, 24},
+    {0x310, 0x310, 16},
+    {0x311, 0x311, 24},
+    {0x312, 0x312, 16},
+    {0x313, 0x314, 24},
+    {0x315, 0x31A, 16},
+    {0x31B, 0x31B, 24},
+    {0x31C, 0x322, 16},
+    {0x323, 0x328, 24},
+    {0x329, 0x32C, 16},
+    {0x32D, 0x32E, 24},
+    {0x32F, 0x32F, 16},
+    {0x330, 0x331, 24},
+    {0x332, 0x337, 16},
+    {0x338, 0x338, 24},
+    {0x339, 0x33F, 16},
+    {0x340, 0x345, 24},
+    {0x346, 0x36F, 16},
+    {0x370, 0x373, 1},
+    {0x374, 0x374, 9},
+    {0x376, 0x377, 1},
+    {0x37A, 0x37D, 1},
+    {0x37E, 0x37E, 8},
+    {0x37F, 0x37F, 1},
+    {0x386, 0x386, 1},
+    {0x387, 0x387, 8},
+    {0x388, 0x38A, 1},
+    {0x38C, 0x38C, 1},
+    {0x38E, 0x3A1, 1},
+    {0x3A3, 0x3F5, 1},
+    {0x3F7, 0x481, 1},
+    {0x483, 0x489, 16},
+    {0x48A, 0x52F, 1},
+    {0x531, 0x556, 1},
+    {0x559, 0x559, 1},
+    {0x560, 0x588, 1},
+    {0x591, 0x5BD, 16},
+    {0x5BF, 0x5BF, 16},
+    {0x5C1, 0x5C2, 16},
+    {0x5C4, 0x5C5, 16},
+    {0x5C7, 0x5C7, 16},
+    {0x5D0, 0x5EA, 1},
+    {0x5EF, 0x5F2, 1},
+    {0x610, 0x61A, 16},
+    {0x620, 0x64A, 1},
+    {0x64B, 0x652, 16},
+    {0x653, 0x655, 24},
+    {0x656, 0x65F, 16},
+    {0x660, 0x669, 2},
+    {0x66E, 0x66F, 1},
+    {0x670, 0x670, 16},
+    {0x671, 0x6D3, 1},
+    {0x6D5, 0x6D5, 1},
+    {0x6D6, 0x6DC, 16},
+    {0x6DF, 0x6E4, 16},
+    {0x6E5, 0x6E6, 1},
+    {0x6E7, 0x6E8, 16},
+    {0x6EA, 0x6ED, 16},
+    {0x6EE, 0x6EF, 1},
+    {0x6F0, 0x6F9, 2},
+    {0x6FA, 0x6FC, 1},
+    {0x6FF, 0x6FF, 1},
+    {0x710, 0x710, 1},
+    {0x711, 0x711, 16},
+    {0x712, 0x72F, 1},
+    {0x730, 0x74A, 16},
+    {0x74D, 0x7A5, 1},
+    {0x7A6, 0x7B0, 16},
+    {0x7B1, 0x7B1, 1},
+    {0x7C0, 0x7C9, 2},
+    {0x7CA, 0x7EA, 1},
+    {0x7EB, 0x7F3, 16},
+    {0x7F4, 0x7F5, 1},
+    {0x7FA, 0x7FA, 1},
+    {0x7FD, 0x7FD, 16},
+    {0x800, 0x815, 1},
+    {0x816, 0x819, 16},
+    {0x81A, 0x81A, 1},
+    {0x81B, 0x823, 16},
+    {0x824, 0x824, 1},
+    {0x825, 0x827, 16},
+    {0x828, 0x828, 1},
+    {0x829, 0x82D, 16},
+    {0x840, 0x858, 1},
+    {0x859, 0x85B, 16},
+    {0x860, 0x86A, 1},
+    {0x870, 0x887, 1},
+    {0x889, 0x88E, 1},
+    {0x898, 0x89F, 16},
+    {0x8A0, 0x8C9, 1},
+    {0x8CA, 0x8E1, 16},
+    {0x8E3, 0x903, 16},
+    {0x904, 0x939, 1},
+    {0x93A, 0x93B, 16},
+    {0x93C, 0x93C, 24},
+    {0x93D, 0x93D, 1},
+    {0x93E, 0x94F, 16},
+    {0x950, 0x950, 1},
+    {0x951, 0x957, 16},
+    {0x958, 0x95F, 9},
+    {0x960, 0x961, 1},
+    {0x962, 0x963, 16},
+    {0x966, 0x96F, 2},
+    {0x971, 0x980, 1},
+    {0x981, 0x983, 16},
+    {0x985, 0x98C, 1},
+    {0x98F, 0x990, 1},
+    {0x993, 0x9A8, 1},
+    {0x9AA, 0x9B0, 1},
+    {0x9B2, 0x9B2, 1},
+    {0x9B6, 0x9B9, 1},
+    {0x9BC, 0x9BC, 16},
+    {0x9BD, 0x9BD, 1},
+    {0x9BE, 0x9BE, 24},
+    {0x9BF, 0x9C4, 16},
+    {0x9C7, 0x9C8, 16},
+    {0x9CB, 0x9CD, 16},
+    {0x9CE, 0x9CE, 1},
+    {0x9D7, 0x9D7, 24},
+    {0x9DC, 0x9DD, 9},
+    {0x9DF, 0x9DF, 9},
+    {0x9E0, 0x9E1, 1},
+    {0x9E2, 0x9E3, 16},
+    {0x9E6, 0x9EF, 2},
+    {0x9F0, 0x9F1, 1},
+    {0x9F4, 0x9F9, 2},
+    {0x9FC, 0x9FC, 1},
+    {0x9FE, 0x9FE, 16},
+    {0xA01, 0xA03, 16},
+    {0xA05, 0xA0A, 1},
+    {0xA0F, 0xA10, 1},
+    {0xA13, 0xA28, 1},
+    {0xA2A, 0xA30, 1},
+    {0xA32, 0xA32, 1},
+    {0xA33, 0xA33, 9},
+    {0xA35, 0xA35, 1},
+    {0xA36, 0xA36, 9},
+    {0xA38, 0xA39, 1},
+    {0xA3C, 0xA3C, 16},
+    {0xA3E, 0xA42, 16},
+    {0xA47, 0xA48, 16},
+    {0xA4B, 0xA4D, 16},
+    {0xA51, 0xA51, 16},
+    {0xA59, 0xA5B, 9},
+    {0xA5C, 0xA5C, 1},
+    {0xA5E, 0xA5E, 9},
+    {0xA66, 0xA6F, 2},
+    {0xA70, 0xA71, 16},
+    {0xA72, 0xA74, 1},
+    {0xA75, 0xA75, 16},
+    {0xA81, 0xA83, 16},
+    {0xA85, 0xA8D, 1},
+    {0xA8F, 0xA91, 1},
+    {0xA93, 0xAA8, 1},
+    {0xAAA, 0xAB0, 1},
+    {0xAB2, 0xAB3, 1},
+    {0xAB5, 0xAB9, 1},
+    {0xABC, 0xABC, 16},
+    {0xABD, 0xABD, 1},
+    {0xABE, 0xAC5, 16},
+    {0xAC7, 0xAC9, 16},
+    {0xACB, 0xACD, 16},
+    {0xAD0, 0xAD0, 1},
+    {0xAE0, 0xAE1, 1},
+    {0xAE2, 0xAE3, 16},
+    {0xAE6, 0xAEF, 2},
+    {0xAF9, 0xAF9, 1},
+    {0xAFA, 0xAFF, 16},
+    {0xB01, 0xB03, 16},
+    {0xB05, 0xB0C, 1},
+    {0xB0F, 0xB10, 1},
+    {0xB13, 0xB28, 1},
+    {0xB2A, 0xB30, 1},
+    {0xB32, 0xB33, 1},
+    {0xB35, 0xB39, 1},
+    {0xB3C, 0xB3C, 16},
+    {0xB3D, 0xB3D, 1},
+    {0xB3E, 0xB3E, 24},
+    {0xB3F, 0xB44, 16},
+    {0xB47, 0xB48, 16},
+    {0xB4B, 0xB4D, 16},
+    {0xB55, 0xB55, 16},
+    {0xB56, 0xB57, 24},
+    {0xB5C, 0xB5D, 9},
+    {0xB5F, 0xB61, 1},
+    {0xB62, 0xB63, 16},
+    {0xB66, 0xB6F, 2},
+    {0xB71, 0xB71, 1},
+    {0xB72, 0xB77, 2},
+    {0xB82, 0xB82, 16},
+    {0xB83, 0xB83, 1},
+    {0xB85, 0xB8A, 1},
+    {0xB8E, 0xB90, 1},
+    {0xB92, 0xB95, 1},
+    {0xB99, 0xB9A, 1},
+    {0xB9C, 0xB9C, 1},
+    {0xB9E, 0xB9F, 1},
+    {0xBA3, 0xBA4, 1},
+    {0xBA8, 0xBAA, 1},
+    {0xBAE, 0xBB9, 1},
+    {0xBBE, 0xBBE, 24},
+    {0xBBF, 0xBC2, 16},
+    {0xBC6, 0xBC8, 16},
+    {0xBCA, 0xBCD, 16},
+    {0xBD0, 0xBD0, 1},
+    {0xBD7, 0xBD7, 24},
+    {0xBE6, 0xBF2, 2},
+    {0xC00, 0xC04, 16},
+    {0xC05, 0xC0C, 1},
+    {0xC0E, 0xC10, 1},
+    {0xC12, 0xC28, 1},
+    {0xC2A, 0xC39, 1},
+    {0xC3C, 0xC3C, 16},
+    {0xC3D, 0xC3D, 1},
+    {0xC3E, 0xC44, 16},
+    {0xC46, 0xC48, 16},
+    {0xC4A, 0xC4D, 16},
+    {0xC55, 0xC55, 16},
+    {0xC56, 0xC56, 24},
+    {0xC58, 0xC5A, 1},
+    {0xC5D, 0xC5D, 1},
+    {0xC60, 0xC61, 1},
+    {0xC62, 0xC63, 16},
+    {0xC66, 0xC6F, 2},
+    {0xC78, 0xC7E, 2},
+    {0xC80, 0xC80, 1},
+    {0xC81, 0xC83, 16},
+    {0xC85, 0xC8C, 1},
+    {0xC8E, 0xC90, 1},
+    {0xC92, 0xCA8, 1},
+    {0xCAA, 0xCB3, 1},
+    {0xCB5, 0xCB9, 1},
+    {0xCBC, 0xCBC, 16},
+    {0xCBD, 0xCBD, 1},
+    {0xCBE, 0xCC1, 16},
+    {0xCC2, 0xCC2, 24},
+    {0xCC3, 0xCC4, 16},
+    {0xCC6, 0xCC8, 16},
+    {0xCCA, 0xCCD, 16},
+    {0xCD5, 0xCD6, 24},
+    {0xCDD, 0xCDE, 1},
+    {0xCE0, 0xCE1, 1},
+    {0xCE2, 0xCE3, 16},
+    {0xCE6, 0xCEF, 2},
+    {0xCF1, 0xCF2, 1},
+    {0xCF3, 0xCF3, 16},
+    {0xD00, 0xD03, 16},
+    {0xD04, 0xD0C, 1},
+    {0xD0E, 0xD10, 1},
+    {0xD12, 0xD3A, 1},
+    {0xD3B, 0xD3C, 16},
+    {0xD3D, 0xD3D, 1},
+    {0xD3E, 0xD3E, 24},
+    {0xD3F, 0xD44, 16},
+    {0xD46, 0xD48, 16},
+    {0xD4A, 0xD4D, 16},
+    {0xD4E, 0xD4E, 1},
+    {0xD54, 0xD56, 1},
+    {0xD57, 0xD57, 24},
+    {0xD58, 0xD5E, 2},
+    {0xD5F, 0xD61, 1},
+    {0xD62, 0xD63, 16},
+    {0xD66, 0xD78, 2},
+    {0xD7A, 0xD7F, 1},
+    {0xD81, 0xD83, 16},
+    {0xD85, 0xD96, 1},
+    {0xD9A, 0xDB1, 1},
+    {0xDB3, 0xDBB, 1},
+    {0xDBD, 0xDBD, 1},
+    {0xDC0, 0xDC6, 1},
+    {0xDCA, 0xDCA, 24},
+    {0xDCF, 0xDCF, 24},
+    {0xDD0, 0xDD4, 16},
+    {0xDD6, 0xDD6, 16},
+    {0xDD8, 0xDDE, 16},
+    {0xDDF, 0xDDF, 24},
+    {0xDE6, 0xDEF, 2},
+    {0xDF2, 0xDF3, 16},
+    {0xE01, 0xE30, 1},
+    {0xE31, 0xE31, 16},
+    {0xE32, 0xE33, 1},
+    {0xE34, 0xE3A, 16},
+    {0xE40, 0xE46, 1},
+    {0xE47, 0xE4E, 16},
+    {0xE50, 0xE59, 2},
+    {0xE81, 0xE82, 1},
+    {0xE84, 0xE84, 1},
+    {0xE86, 0xE8A, 1},
+    {0xE8C, 0xEA3, 1},
+    {0xEA5, 0xEA5, 1},
+    {0xEA7, 0xEB0, 1},
+    {0xEB1, 0xEB1, 16},
+    {0xEB2, 0xEB3, 1},
+    {0xEB4, 0xEBC, 16},
+    {0xEBD, 0xEBD, 1},
+    {0xEC0, 0xEC4, 1},
+    {0xEC6, 0xEC6, 1},
+    {0xEC8, 0xECE, 16},
+    {0xED0, 0xED9, 2},
+    {0xEDC, 0xEDF, 1},
+    {0xF00, 0xF00, 1},
+    {0xF18, 0xF19, 16},
+    {0xF20, 0xF33, 2},
+    {0xF35, 0xF35, 16},
+    {0xF37, 0xF37, 16},
+    {0xF39, 0xF39, 16},
+    {0xF3E, 0xF3F, 16},
+    {0xF40, 0xF42, 1},
+    {0xF43, 0xF43, 9},
+    {0xF44, 0xF47, 1},
+    {0xF49, 0xF4C, 1},
+    {0xF4D, 0xF4D, 9},
+    {0xF4E, 0xF51, 1},
+    {0xF52, 0xF52, 9},
+    {0xF53, 0xF56, 1},
+    {0xF57, 0xF57, 9},
+    {0xF58, 0xF5B, 1},
+    {0xF5C, 0xF5C, 9},
+    {0xF5D, 0xF68, 1},
+    {0xF69, 0xF69, 9},
+    {0xF6A, 0xF6C, 1},
+    {0xF71, 0xF72, 16},
+    {0xF73, 0xF73, 24},
+    {0xF74, 0xF74, 16},
+    {0xF75, 0xF76, 24},
+    {0xF77, 0xF77, 16},
+    {0xF78, 0xF78, 24},
+    {0xF79, 0xF80, 16},
+    {0xF81, 0xF81, 24},
+    {0xF82, 0xF84, 16},
+    {0xF86, 0xF87, 16},
+    {0xF88, 0xF8C, 1},
+    {0xF8D, 0xF92, 16},
+    {0xF93, 0xF93, 24},
+    {0xF94, 0xF97, 16},
+    {0xF99, 0xF9C, 16},
+    {0xF9D, 0xF9D, 24},
+    {0xF9E, 0xFA1, 16},
+    {0xFA2, 0xFA2, 24},
+    {0xFA3, 0xFA6, 16},
+    {0xFA7, 0xFA7, 24},
+    {0xFA8, 0xFAB, 16},
+    {0xFAC, 0xFAC, 24},
+    {0xFAD, 0xFB8, 16},
+    {0xFB9, 0xFB9, 24},
+    {0xFBA, 0xFBC, 16},
+    {0xFC6, 0xFC6, 16},
+    {0x1000, 0x102A, 1},
+    {0x102B, 0x102D, 16},
+    {0x102E, 0x102E, 24},
+    {0x102F, 0x103E, 16},
+    {0x103F, 0x103F, 1},
+    {0x1040, 0x1049, 2},
+    {0x1050, 0x1055, 1},
+    {0x1056, 0x1059, 16},
+    {0x105A, 0x105D, 1},
+    {0x105E, 0x1060, 16},
+    {0x1061, 0x1061, 1},
+    {0x1062, 0x1064, 16},
+    {0x1065, 0x1066, 1},
+    {0x1067, 0x106D, 16},
+    {0x106E, 0x1070, 1},
+    {0x1071, 0x1074, 16},
+    {0x1075, 0x1081, 1},
+    {0x1082, 0x108D, 16},
+    {0x108E, 0x108E, 1},
+    {0x108F, 0x108F, 16},
+    {0x1090, 0x1099, 2},
+    {0x109A, 0x109D, 16},
+    {0x10A0, 0x10C5, 1},
+    {0x10C7, 0x10C7, 1},
+    {0x10CD, 0x10CD, 1},
+    {0x10D0, 0x10FA, 1},
+    {0x10FC, 0x1160, 1},
+    {0x1161, 0x1175, 9},
+    {0x1176, 0x11A7, 1},
+    {0x11A8, 0x11C2, 9},
+    {0x11C3, 0x1248, 1},
+    {0x124A, 0x124D, 1},
+    {0x1250, 0x1256, 1},
+    {0x1258, 0x1258, 1},
+    {0x125A, 0x125D, 1},
+    {0x1260, 0x1288, 1},
+    {0x128A, 0x128D, 1},
+    {0x1290, 0x12B0, 1},
+    {0x12B2, 0x12B5, 1},
+    {0x12B8, 0x12BE, 1},
+    {0x12C0, 0x12C0, 1},
+    {0x12C2, 0x12C5, 1},
+    {0x12C8, 0x12D6, 1},
+    {0x12D8, 0x1310, 1},
+    {0x1312, 0x1315, 1},
+    {0x1318, 0x135A, 1},
+    {0x135D, 0x135F, 16},
+    {0x1369, 0x137C, 2},
+    {0x1380, 0x138F, 1},
+    {0x13A0, 0x13F5, 1},
+    {0x13F8, 0x13FD, 1},
+    {0x1401, 0x166C, 1},
+    {0x166F, 0x167F, 1},
+    {0x1680, 0x1680, 4},
+    {0x1681, 0x169A, 1},
+    {0x16A0, 0x16EA, 1},
+    {0x16EE, 0x16F0, 2},
+    {0x16F1, 0x16F8, 1},
+    {0x1700, 0x1711, 1},
+    {0x1712, 0x1715, 16},
+    {0x171F, 0x1731, 1},
+    {0x1732, 0x1734, 16},
+    {0x1740, 0x1751, 1},
+    {0x1752, 0x1753, 16},
+    {0x1760, 0x176C, 1},
+    {0x176E, 0x1770, 1},
+    {0x1772, 0x1773, 16},
+    {0x1780, 0x17B3, 1},
+    {0x17B4, 0x17D3, 16},
+    {0x17D7, 0x17D7, 1},
+    {0x17DC, 0x17DC, 1},
+    {0x17DD, 0x17DD, 16},
+    {0x17E0, 0x17E9, 2},
+    {0x17F0, 0x17F9, 2},
+    {0x180B, 0x180D, 16},
+    {0x180F, 0x180F, 16},
+    {0x1810, 0x1819, 2},
+    {0x1820, 0x1878, 1},
+    {0x1880, 0x1884, 1},
+    {0x1885, 0x1886, 16},
+    {0x1887, 0x18A8, 1},
+    {0x18A9, 0x18A9, 16},
+    {0x18AA, 0x18AA, 1},
+    {0x18B0, 0x18F5, 1},
+    {0x1900, 0x191E, 1},
+    {0x1920, 0x192B, 16},
+    {0x1930, 0x193B, 16},
+    {0x1946, 0x194F, 2},
+    {0x1950, 0x196D, 1},
+    {0x1970, 0x1974, 1},
+    {0x1980, 0x19AB, 1},
+    {0x19B0, 0x19C9, 1},
+    {0x19D0, 0x19DA, 2},
+    {0x1A00, 0x1A16, 1},
+    {0x1A17, 0x1A1B, 16},
+    {0x1A20, 0x1A54, 1},
+    {0x1A55, 0x1A5E, 16},
+    {0x1A60, 0x1A7C, 16},
+    {0x1A7F, 0x1A7F, 16},
+    {0x1A80, 0x1A89, 2},
+    {0x1A90, 0x1A99, 2},
+    {0x1AA7, 0x1AA7, 1},
+    {0x1AB0, 0x1ACE, 16},
+    {0x1B00, 0x1B04, 16},
+    {0x1B05, 0x1B33, 1},
+    {0x1B34, 0x1B34, 16},
+    {0x1B35, 0x1B35, 24},
+    {0x1B36, 0x1B44, 16},
+    {0x1B45, 0x1B4C, 1},
+    {0x1B50, 0x1B59, 2},
+    {0x1B6B, 0x1B73, 16},
+    {0x1B80, 0x1B82, 16},
+    {0x1B83, 0x1BA0, 1},
+    {0x1BA1, 0x1BAD, 16},
+    {0x1BAE, 0x1BAF, 1},
+    {0x1BB0, 0x1BB9, 2},
+    {0x1BBA, 0x1BE5, 1},
+    {0x1BE6, 0x1BF3, 16},
+    {0x1C00, 0x1C23, 1},
+    {0x1C24, 0x1C37, 16},
+    {0x1C40, 0x1C49, 2},
+    {0x1C4D, 0x1C4F, 1},
+    {0x1C50, 0x1C59, 2},
+    {0x1C5A, 0x1C7D, 1},
+    {0x1C80, 0x1C88, 1},
+    {0x1C90, 0x1CBA, 1},
+    {0x1CBD, 0x1CBF, 1},
+    {0x1CD0, 0x1CD2, 16},
+    {0x1CD4, 0x1CE8, 16},
+    {0x1CE9, 0x1CEC, 1},
+    {0x1CED, 0x1CED, 16},
+    {0x1CEE, 0x1CF3, 1},
+    {0x1CF4, 0x1CF4, 16},
+    {0x1CF5, 0x1CF6, 1},
+    {0x1CF7, 0x1CF9, 16},
+    {0x1CFA, 0x1CFA, 1},
+    {0x1D00, 0x1DBF, 1},
+    {0x1DC0, 0x1DFF, 16},
+    {0x1E00, 0x1F15, 1},
+    {0x1F18, 0x1F1D, 1},
+    {0x1F20, 0x1F45, 1},
+    {0x1F48, 0x1F4D, 1},
+    {0x1F50, 0x1F57, 1},
+    {0x1F59, 0x1F59, 1},
+    {0x1F5B, 0x1F5B, 1},
+    {0x1F5D, 0x1F5D, 1},
+    {0x1F5F, 0x1F70, 1},
+    {0x1F71, 0x1F71, 9},
+    {0x1F72, 0x1F72, 1},
+    {0x1F73, 0x1F73, 9},
+    {0x1F74, 0x1F74, 1},
+    {0x1F75, 0x1F75, 9},
+    {0x1F76, 0x1F76, 1},
+    {0x1F77, 0x1F77, 9},
+    {0x1F78, 0x1F78, 1},
+    {0x1F79, 0x1F79, 9},
+    {0x1F7A, 0x1F7A, 1},
+    {0x1F7B, 0x1F7B, 9},
+    {0x1F7C, 0x1F7C, 1},
+    {0x1F7D, 0x1F7D, 9},
+    {0x1F80, 0x1FB4, 1},
+    {0x1FB6, 0x1FBA, 1},
+    {0x1FBB, 0x1FBB, 9},
+    {0x1FBC, 0x1FBC, 1},
+    {0x1FBE, 0x1FBE, 9},
+    {0x1FC2, 0x1FC4, 1},
+    {0x1FC6, 0x1FC8, 1},
+    {0x1FC9, 0x1FC9, 9},
+    {0x1FCA, 0x1FCA, 1},
+    {0x1FCB, 0x1FCB, 9},
+    {0x1FCC, 0x1FCC, 1},
+    {0x1FD0, 0x1FD2, 1},
+    {0x1FD3, 0x1FD3, 9},
+    {0x1FD6, 0x1FDA, 1},
+    {0x1FDB, 0x1FDB, 9},
+    {0x1FE0, 0x1FE2, 1},
+    {0x1FE3, 0x1FE3, 9},
+    {0x1FE4, 0x1FEA, 1},
+    {0x1FEB, 0x1FEB, 9},
+    {0x1FEC, 0x1FEC, 1},
+    {0x1FEE, 0x1FEF, 8},
+    {0x1FF2, 0x1FF4, 1},
+    {0x1FF6, 0x1FF8, 1},
+    {0x1FF9, 0x1FF9, 9},
+    {0x1FFA, 0x1FFA, 1},
+    {0x1FFB, 0x1FFB, 9},
+    {0x1FFC, 0x1FFC, 1},
+    {0x1FFD, 0x1FFD, 8},
+    {0x2000, 0x2001, 12},
+    {0x2002, 0x200A, 4},
+    {0x2028, 0x2029, 4},
+    {0x202F, 0x202F, 4},
+    {0x205F, 0x205F, 4},
+    {0x2070, 0x2070, 2},
+    {0x2071, 0x2071, 1},
+    {0x2074, 0x2079, 2},
+    {0x207F, 0x207F, 1},
+    {0x2080, 0x2089, 2},
+    {0x2090, 0x209C, 1},
+    {0x20D0, 0x20F0, 16},
+    {0x2102, 0x2102, 1},
+    {0x2107, 0x2107, 1},
+    {0x210A, 0x2113, 1},
+    {0x2115, 0x2115, 1},
+    {0x2119, 0x211D, 1},
+    {0x2124, 0x2124, 1},
+    {0x2126, 0x2126, 9},
+    {0x2128, 0x2128, 1},
+    {0x212A, 0x212B, 9},
+    {0x212C, 0x212D, 1},
+    {0x212F, 0x2139, 1},
+    {0x213C, 0x213F, 1},
+    {0x2145, 0x2149, 1},
+    {0x214E, 0x214E, 1},
+    {0x2150, 0x2182, 2},
+    {0x2183, 0x2184, 1},
+    {0x2185, 0x2189, 2},
+    {0x2329, 0x232A, 8},
+    {0x2460, 0x249B, 2},
+    {0x24EA, 0x24FF, 2},
+    {0x2776, 0x2793, 2},
+    {0x2ADC, 0x2ADC, 8},
+    {0x2C00, 0x2CE4, 1},
+    {0x2CEB, 0x2CEE, 1},
+    {0x2CEF, 0x2CF1, 16},
+    {0x2CF2, 0x2CF3, 1},
+    {0x2CFD, 0x2CFD, 2},
+    {0x2D00, 0x2D25, 1},
+    {0x2D27, 0x2D27, 1},
+    {0x2D2D, 0x2D2D, 1},
+    {0x2D30, 0x2D67, 1},
+    {0x2D6F, 0x2D6F, 1},
+    {0x2D7F, 0x2D7F, 16},
+    {0x2D80, 0x2D96, 1},
+    {0x2DA0, 0x2DA6, 1},
+    {0x2DA8, 0x2DAE, 1},
+    {0x2DB0, 0x2DB6, 1},
+    {0x2DB8, 0x2DBE, 1},
+    {0x2DC0, 0x2DC6, 1},
+    {0x2DC8, 0x2DCE, 1},
+    {0x2DD0, 0x2DD6, 1},
+    {0x2DD8, 0x2DDE, 1},
+    {0x2DE0, 0x2DFF, 16},
+    {0x2E2F, 0x2E2F, 1},
+    {0x3000, 0x3000, 4},
+    {0x3005, 0x3006, 1},
+    {0x3007, 0x3007, 2},
+    {0x3021, 0x3029, 2},
+    {0x302A, 0x302F, 16},
+    {0x3031, 0x3035, 1},
+    {0x3038, 0x303A, 2},
+    {0x303B, 0x303C, 1},
+    {0x3041, 0x3096, 1},
+    {0x3099, 0x309A, 24},
+    {0x309D, 0x309F, 1},
+    {0x30A1, 0x30FA, 1},
+    {0x30FC, 0x30FF, 1},
+    {0x3105, 0x312F, 1},
+    {0x3131, 0x318E, 1},
+    {0x3192, 0x3195, 2},
+    {0x31A0, 0x31BF, 1},
+    {0x31F0, 0x31FF, 1},
+    {0x3220, 0x3229, 2},
+    {0x3248, 0x324F, 2},
+    {0x3251, 0x325F, 2},
+    {0x3280, 0x3289, 2},
+    {0x32B1, 0x32BF, 2},
+    {0x3400, 0x4DBF, 1},
+    {0x4E00, 0xA48C, 1},
+    {0xA4D0, 0xA4FD, 1},
+    {0xA500, 0xA60C, 1},
+    {0xA610, 0xA61F, 1},
+    {0xA620, 0xA629, 2},
+    {0xA62A, 0xA62B, 1},
+    {0xA640, 0xA66E, 1},
+    {0xA66F, 0xA672, 16},
+    {0xA674, 0xA67D, 16},
+    {0xA67F, 0xA69D, 1},
+    {0xA69E, 0xA69F, 16},
+    {0xA6A0, 0xA6E5, 1},
+    {0xA6E6, 0xA6EF, 2},
+    {0xA6F0, 0xA6F1, 16},
+    {0xA717, 0xA71F, 1},
+    {0xA722, 0xA788, 1},
+    {0xA78B, 0xA7CA, 1},
+    {0xA7D0, 0xA7D1, 1},
+    {0xA7D3, 0xA7D3, 1},
+    {0xA7D5, 0xA7D9, 1},
+    {0xA7F2, 0xA801, 1},
+    {0xA802, 0xA802, 16},
+    {0xA803, 0xA805, 1},
+    {0xA806, 0xA806, 16},
+    {0xA807, 0xA80A, 1},
+    {0xA80B, 0xA80B, 16},
+    {0xA80C, 0xA822, 1},
+    {0xA823, 0xA827, 16},
+    {0xA82C, 0xA82C, 16},
+    {0xA830, 0xA835, 2},
+    {0xA840, 0xA873, 1},
+    {0xA880, 0xA881, 16},
+    {0xA882, 0xA8B3, 1},
+    {0xA8B4, 0xA8C5, 16},
+    {0xA8D0, 0xA8D9, 2},
+    {0xA8E0, 0xA8F1, 16},
+    {0xA8F2, 0xA8F7, 1},
+    {0xA8FB, 0xA8FB, 1},
+    {0xA8FD, 0xA8FE, 1},
+    {0xA8FF, 0xA8FF, 16},
+    {0xA900, 0xA909, 2},
+    {0xA90A, 0xA925, 1},
+    {0xA926, 0xA92D, 16},
+    {0xA930, 0xA946, 1},
+    {0xA947, 0xA953, 16},
+    {0xA960, 0xA97C, 1},
+    {0xA980, 0xA983, 16},
+    {0xA984, 0xA9B2, 1},
+    {0xA9B3, 0xA9C0, 16},
+    {0xA9CF, 0xA9CF, 1},
+    {0xA9D0, 0xA9D9, 2},
+    {0xA9E0, 0xA9E4, 1},
+    {0xA9E5, 0xA9E5, 16},
+    {0xA9E6, 0xA9EF, 1},
+    {0xA9F0, 0xA9F9, 2},
+    {0xA9FA, 0xA9FE, 1},
+    {0xAA00, 0xAA28, 1},
+    {0xAA29, 0xAA36, 16},
+    {0xAA40, 0xAA42, 1},
+    {0xAA43, 0xAA43, 16},
+    {0xAA44, 0xAA4B, 1},
+    {0xAA4C, 0xAA4D, 16},
+    {0xAA50, 0xAA59, 2},
+    {0xAA60, 0xAA76, 1},
+    {0xAA7A, 0xAA7A, 1},
+    {0xAA7B, 0xAA7D, 16},
+    {0xAA7E, 0xAAAF, 1},
+    {0xAAB0, 0xAAB0, 16},
+    {0xAAB1, 0xAAB1, 1},
+    {0xAAB2, 0xAAB4, 16},
+    {0xAAB5, 0xAAB6, 1},
+    {0xAAB7, 0xAAB8, 16},
+    {0xAAB9, 0xAABD, 1},
+    {0xAABE, 0xAABF, 16},
+    {0xAAC0, 0xAAC0, 1},
+    {0xAAC1, 0xAAC1, 16},
+    {0xAAC2, 0xAAC2, 1},
+    {0xAADB, 0xAADD, 1},
+    {0xAAE0, 0xAAEA, 1},
+    {0xAAEB, 0xAAEF, 16},
+    {0xAAF2, 0xAAF4, 1},
+    {0xAAF5, 0xAAF6, 16},
+    {0xAB01, 0xAB06, 1},
+    {0xAB09, 0xAB0E, 1},
+    {0xAB11, 0xAB16, 1},
+    {0xAB20, 0xAB26, 1},
+    {0xAB28, 0xAB2E, 1},
+    {0xAB30, 0xAB5A, 1},
+    {0xAB5C, 0xAB69, 1},
+    {0xAB70, 0xABE2, 1},
+    {0xABE3, 0xABEA, 16},
+    {0xABEC, 0xABED, 16},
+    {0xABF0, 0xABF9, 2},
+    {0xAC00, 0xD7A3, 1},
+    {0xD7B0, 0xD7C6, 1},
+    {0xD7CB, 0xD7FB, 1},
+    {0xF900, 0xFA0D, 9},
+    {0xFA0E, 0xFA0F, 1},
+    {0xFA10, 0xFA10, 9},
+    {0xFA11, 0xFA11, 1},
+    {0xFA12, 0xFA12, 9},
+    {0xFA13, 0xFA14, 1},
+    {0xFA15, 0xFA1E, 9},
+    {0xFA1F, 0xFA1F, 1},
+    {0xFA20, 0xFA20, 9},
+    {0xFA21, 0xFA21, 1},
+    {0xFA22, 0xFA22, 9},
+    {0xFA23, 0xFA24, 1},
+    {0xFA25, 0xFA26, 9},
+    {0xFA27, 0xFA29, 1},
+    {0xFA2A, 0xFA6D, 9},
+    {0xFA70, 0xFAD9, 9},
+    {0xFB00, 0xFB06, 1},
+    {0xFB13, 0xFB17, 1},
+    {0xFB1D, 0xFB1D, 9},
+    {0xFB1E, 0xFB1E, 16},
+    {0xFB1F, 0xFB1F, 9},
+    {0xFB20, 0xFB28, 1},
+    {0xFB2A, 0xFB36, 9},
+    {0xFB38, 0xFB3C, 9},
+    {0xFB3E, 0xFB3E, 9},
+    {0xFB40, 0xFB41, 9},
+    {0xFB43, 0xFB44, 9},
+    {0xFB46, 0xFB4E, 9},
+    {0xFB4F, 0xFBB1, 1},
+    {0xFBD3, 0xFD3D, 1},
+    {0xFD50, 0xFD8F, 1},
+    {0xFD92, 0xFDC7, 1},
+    {0xFDF0, 0xFDFB, 1},
+    {0xFE00, 0xFE0F, 16},
+    {0xFE20, 0xFE2F, 16},
+    {0xFE70, 0xFE74, 1},
+    {0xFE76, 0xFEFC, 1},
+    {0xFF10, 0xFF19, 2},
+    {0xFF21, 0xFF3A, 1},
+    {0xFF41, 0xFF5A, 1},
+    {0xFF66, 0xFFBE, 1},
+    {0xFFC2, 0xFFC7, 1},
+    {0xFFCA, 0xFFCF, 1},
+    {0xFFD2, 0xFFD7, 1},
+    {0xFFDA, 0xFFDC, 1},
+    {0x10000, 0x1000B, 1},
+    {0x1000D, 0x10026, 1},
+    {0x10028, 0x1003A, 1},
+    {0x1003C, 0x1003D, 1},
+    {0x1003F, 0x1004D, 1},
+    {0x10050, 0x1005D, 1},
+    {0x10080, 0x100FA, 1},
+    {0x10107, 0x10133, 2},
+    {0x10140, 0x10178, 2},
+    {0x1018A, 0x1018B, 2},
+    {0x101FD, 0x101FD, 16},
+    {0x10280, 0x1029C, 1},
+    {0x102A0, 0x102D0, 1},
+    {0x102E0, 0x102E0, 16},
+    {0x102E1, 0x102FB, 2},
+    {0x10300, 0x1031F, 1},
+    {0x10320, 0x10323, 2},
+    {0x1032D, 0x10340, 1},
+    {0x10341, 0x10341, 2},
+    {0x10342, 0x10349, 1},
+    {0x1034A, 0x1034A, 2},
+    {0x10350, 0x10375, 1},
+    {0x10376, 0x1037A, 16},
+    {0x10380, 0x1039D, 1},
+    {0x103A0, 0x103C3, 1},
+    {0x103C8, 0x103CF, 1},
+    {0x103D1, 0x103D5, 2},
+    {0x10400, 0x1049D, 1},
+    {0x104A0, 0x104A9, 2},
+    {0x104B0, 0x104D3, 1},
+    {0x104D8, 0x104FB, 1},
+    {0x10500, 0x10527, 1},
+    {0x10530, 0x10563, 1},
+    {0x10570, 0x1057A, 1},
+    {0x1057C, 0x1058A, 1},
+    {0x1058C, 0x10592, 1},
+    {0x10594, 0x10595, 1},
+    {0x10597, 0x105A1, 1},
+    {0x105A3, 0x105B1, 1},
+    {0x105B3, 0x105B9, 1},
+    {0x105BB, 0x105BC, 1},
+    {0x10600, 0x10736, 1},
+    {0x10740, 0x10755, 1},
+    {0x10760, 0x10767, 1},
+    {0x10780, 0x10785, 1},
+    {0x10787, 0x107B0, 1},
+    {0x107B2, 0x107BA, 1},
+    {0x10800, 0x10805, 1},
+    {0x10808, 0x10808, 1},
+    {0x1080A, 0x10835, 1},
+    {0x10837, 0x10838, 1},
+    {0x1083C, 0x1083C, 1},
+    {0x1083F, 0x10855, 1},
+    {0x10858, 0x1085F, 2},
+    {0x10860, 0x10876, 1},
+    {0x10879, 0x1087F, 2},
+    {0x10880, 0x1089E, 1},
+    {0x108A7, 0x108AF, 2},
+    {0x108E0, 0x108F2, 1},
+    {0x108F4, 0x108F5, 1},
+    {0x108FB, 0x108FF, 2},
+    {0x10900, 0x10915, 1},
+    {0x10916, 0x1091B, 2},
+    {0x10920, 0x10939, 1},
+    {0x10980, 0x109B7, 1},
+    {0x109BC, 0x109BD, 2},
+    {0x109BE, 0x109BF, 1},
+    {0x109C0, 0x109CF, 2},
+    {0x109D2, 0x109FF, 2},
+    {0x10A00, 0x10A00, 1},
+    {0x10A01, 0x10A03, 16},
+    {0x10A05, 0x10A06, 16},
+    {0x10A0C, 0x10A0F, 16},
+    {0x10A10, 0x10A13, 1},
+    {0x10A15, 0x10A17, 1},
+    {0x10A19, 0x10A35, 1},
+    {0x10A38, 0x10A3A, 16},
+    {0x10A3F, 0x10A3F, 16},
+    {0x10A40, 0x10A48, 2},
+    {0x10A60, 0x10A7C, 1},
+    {0x10A7D, 0x10A7E, 2},
+    {0x10A80, 0x10A9C, 1},
+    {0x10A9D, 0x10A9F, 2},
+    {0x10AC0, 0x10AC7, 1},
+    {0x10AC9, 0x10AE4, 1},
+    {0x10AE5, 0x10AE6, 16},
+    {0x10AEB, 0x10AEF, 2},
+    {0x10B00, 0x10B35, 1},
+    {0x10B40, 0x10B55, 1},
+    {0x10B58, 0x10B5F, 2},
+    {0x10B60, 0x10B72, 1},
+    {0x10B78, 0x10B7F, 2},
+    {0x10B80, 0x10B91, 1},
+    {0x10BA9, 0x10BAF, 2},
+    {0x10C00, 0x10C48, 1},
+    {0x10C80, 0x10CB2, 1},
+    {0x10CC0, 0x10CF2, 1},
+    {0x10CFA, 0x10CFF, 2},
+    {0x10D00, 0x10D23, 1},
+    {0x10D24, 0x10D27, 16},
+    {0x10D30, 0x10D39, 2},
+    {0x10E60, 0x10E7E, 2},
+    {0x10E80, 0x10EA9, 1},
+    {0x10EAB, 0x10EAC, 16},
+    {0x10EB0, 0x10EB1, 1},
+    {0x10EFD, 0x10EFF, 16},
+    {0x10F00, 0x10F1C, 1},
+    {0x10F1D, 0x10F26, 2},
+    {0x10F27, 0x10F27, 1},
+    {0x10F30, 0x10F45, 1},
+    {0x10F46, 0x10F50, 16},
+    {0x10F51, 0x10F54, 2},
+    {0x10F70, 0x10F81, 1},
+    {0x10F82, 0x10F85, 16},
+    {0x10FB0, 0x10FC4, 1},
+    {0x10FC5, 0x10FCB, 2},
+    {0x10FE0, 0x10FF6, 1},
+    {0x11000, 0x11002, 16},
+    {0x11003, 0x11037, 1},
+    {0x11038, 0x11046, 16},
+    {0x11052, 0x1106F, 2},
+    {0x11070, 0x11070, 16},
+    {0x11071, 0x11072, 1},
+    {0x11073, 0x11074, 16},
+    {0x11075, 0x11075, 1},
+    {0x1107F, 0x11082, 16},
+    {0x11083, 0x110AF, 1},
+    {0x110B0, 0x110B9, 16},
+    {0x110BA, 0x110BA, 24},
+    {0x110C2, 0x110C2, 16},
+    {0x110D0, 0x110E8, 1},
+    {0x110F0, 0x110F9, 2},
+    {0x11100, 0x11102, 16},
+    {0x11103, 0x11126, 1},
+    {0x11127, 0x11127, 24},
+    {0x11128, 0x11134, 16},
+    {0x11136, 0x1113F, 2},
+    {0x11144, 0x11144, 1},
+    {0x11145, 0x11146, 16},
+    {0x11147, 0x11147, 1},
+    {0x11150, 0x11172, 1},
+    {0x11173, 0x11173, 16},
+    {0x11176, 0x11176, 1},
+    {0x11180, 0x11182, 16},
+    {0x11183, 0x111B2, 1},
+    {0x111B3, 0x111C0, 16},
+    {0x111C1, 0x111C4, 1},
+    {0x111C9, 0x111CC, 16},
+    {0x111CE, 0x111CF, 16},
+    {0x111D0, 0x111D9, 2},
+    {0x111DA, 0x111DA, 1},
+    {0x111DC, 0x111DC, 1},
+    {0x111E1, 0x111F4, 2},
+    {0x11200, 0x11211, 1},
+    {0x11213, 0x1122B, 1},
+    {0x1122C, 0x11237, 16},
+    {0x1123E, 0x1123E, 16},
+    {0x1123F, 0x11240, 1},
+    {0x11241, 0x11241, 16},
+    {0x11280, 0x11286, 1},
+    {0x11288, 0x11288, 1},
+    {0x1128A, 0x1128D, 1},
+    {0x1128F, 0x1129D, 1},
+    {0x1129F, 0x112A8, 1},
+    {0x112B0, 0x112DE, 1},
+    {0x112DF, 0x112EA, 16},
+    {0x112F0, 0x112F9, 2},
+    {0x11300, 0x11303, 16},
+    {0x11305, 0x1130C, 1},
+    {0x1130F, 0x11310, 1},
+    {0x11313, 0x11328, 1},
+    {0x1132A, 0x11330, 1},
+    {0x11332, 0x11333, 1},
+    {0x11335, 0x11339, 1},
+    {0x1133B, 0x1133C, 16},
+    {0x1133D, 0x1133D, 1},
+    {0x1133E, 0x1133E, 24},
+    {0x1133F, 0x11344, 16},
+    {0x11347, 0x11348, 16},
+    {0x1134B, 0x1134D, 16},
+    {0x11350, 0x11350, 1},
+    {0x11357, 0x11357, 24},
+    {0x1135D, 0x11361, 1},
+    {0x11362, 0x11363, 16},
+    {0x11366, 0x1136C, 16},
+    {0x11370, 0x11374, 16},
+    {0x11400, 0x11434, 1},
+    {0x11435, 0x11446, 16},
+    {0x11447, 0x1144A, 1},
+    {0x11450, 0x11459, 2},
+    {0x1145E, 0x1145E, 16},
+    {0x1145F, 0x11461, 1},
+    {0x11480, 0x114AF, 1},
+    {0x114B0, 0x114B0, 24},
+    {0x114B1, 0x114B9, 16},
+    {0x114BA, 0x114BA, 24},
+    {0x114BB, 0x114BC, 16},
+    {0x114BD, 0x114BD, 24},
+    {0x114BE, 0x114C3, 16},
+    {0x114C4, 0x114C5, 1},
+    {0x114C7, 0x114C7, 1},
+    {0x114D0, 0x114D9, 2},
+    {0x11580, 0x115AE, 1},
+    {0x115AF, 0x115AF, 24},
+    {0x115B0, 0x115B5, 16},
+    {0x115B8, 0x115C0, 16},
+    {0x115D8, 0x115DB, 1},
+    {0x115DC, 0x115DD, 16},
+    {0x11600, 0x1162F, 1},
+    {0x11630, 0x11640, 16},
+    {0x11644, 0x11644, 1},
+    {0x11650, 0x11659, 2},
+    {0x11680, 0x116AA, 1},
+    {0x116AB, 0x116B7, 16},
+    {0x116B8, 0x116B8, 1},
+    {0x116C0, 0x116C9, 2},
+    {0x11700, 0x1171A, 1},
+    {0x1171D, 0x1172B, 16},
+    {0x11730, 0x1173B, 2},
+    {0x11740, 0x11746, 1},
+    {0x11800, 0x1182B, 1},
+    {0x1182C, 0x1183A, 16},
+    {0x118A0, 0x118DF, 1},
+    {0x118E0, 0x118F2, 2},
+    {0x118FF, 0x11906, 1},
+    {0x11909, 0x11909, 1},
+    {0x1190C, 0x11913, 1},
+    {0x11915, 0x11916, 1},
+    {0x11918, 0x1192F, 1},
+    {0x11930, 0x11930, 24},
+    {0x11931, 0x11935, 16},
+    {0x11937, 0x11938, 16},
+    {0x1193B, 0x1193E, 16},
+    {0x1193F, 0x1193F, 1},
+    {0x11940, 0x11940, 16},
+    {0x11941, 0x11941, 1},
+    {0x11942, 0x11943, 16},
+    {0x11950, 0x11959, 2},
+    {0x119A0, 0x119A7, 1},
+    {0x119AA, 0x119D0, 1},
+    {0x119D1, 0x119D7, 16},
+    {0x119DA, 0x119E0, 16},
+    {0x119E1, 0x119E1, 1},
+    {0x119E3, 0x119E3, 1},
+    {0x119E4, 0x119E4, 16},
+    {0x11A00, 0x11A00, 1},
+    {0x11A01, 0x11A0A, 16},
+    {0x11A0B, 0x11A32, 1},
+    {0x11A33, 0x11A39, 16},
+    {0x11A3A, 0x11A3A, 1},
+    {0x11A3B, 0x11A3E, 16},
+    {0x11A47, 0x11A47, 16},
+    {0x11A50, 0x11A50, 1},
+    {0x11A51, 0x11A5B, 16},
+    {0x11A5C, 0x11A89, 1},
+    {0x11A8A, 0x11A99, 16},
+    {0x11A9D, 0x11A9D, 1},
+    {0x11AB0, 0x11AF8, 1},
+    {0x11C00, 0x11C08, 1},
+    {0x11C0A, 0x11C2E, 1},
+    {0x11C2F, 0x11C36, 16},
+    {0x11C38, 0x11C3F, 16},
+    {0x11C40, 0x11C40, 1},
+    {0x11C50, 0x11C6C, 2},
+    {0x11C72, 0x11C8F, 1},
+    {0x11C92, 0x11CA7, 16},
+    {0x11CA9, 0x11CB6, 16},
+    {0x11D00, 0x11D06, 1},
+    {0x11D08, 0x11D09, 1},
+    {0x11D0B, 0x11D30, 1},
+    {0x11D31, 0x11D36, 16},
+    {0x11D3A, 0x11D3A, 16},
+    {0x11D3C, 0x11D3D, 16},
+    {0x11D3F, 0x11D45, 16},
+    {0x11D46, 0x11D46, 1},
+    {0x11D47, 0x11D47, 16},
+    {0x11D50, 0x11D59, 2},
+    {0x11D60, 0x11D65, 1},
+    {0x11D67, 0x11D68, 1},
+    {0x11D6A, 0x11D89, 1},
+    {0x11D8A, 0x11D8E, 16},
+    {0x11D90, 0x11D91, 16},
+    {0x11D93, 0x11D97, 16},
+    {0x11D98, 0x11D98, 1},
+    {0x11DA0, 0x11DA9, 2},
+    {0x11EE0, 0x11EF2, 1},
+    {0x11EF3, 0x11EF6, 16},
+    {0x11F00, 0x11F01, 16},
+    {0x11F02, 0x11F02, 1},
+    {0x11F03, 0x11F03, 16},
+    {0x11F04, 0x11F10, 1},
+    {0x11F12, 0x11F33, 1},
+    {0x11F34, 0x11F3A, 16},
+    {0x11F3E, 0x11F42, 16},
+    {0x11F50, 0x11F59, 2},
+    {0x11FB0, 0x11FB0, 1},
+    {0x11FC0, 0x11FD4, 2},
+    {0x12000, 0x12399, 1},
+    {0x12400, 0x1246E, 2},
+    {0x12480, 0x12543, 1},
+    {0x12F90, 0x12FF0, 1},
+    {0x13000, 0x1342F, 1},
+    {0x13440, 0x13440, 16},
+    {0x13441, 0x13446, 1},
+    {0x13447, 0x13455, 16},
+    {0x14400, 0x14646, 1},
+    {0x16800, 0x16A38, 1},
+    {0x16A40, 0x16A5E, 1},
+    {0x16A60, 0x16A69, 2},
+    {0x16A70, 0x16ABE, 1},
+    {0x16AC0, 0x16AC9, 2},
+    {0x16AD0, 0x16AED, 1},
+    {0x16AF0, 0x16AF4, 16},
+    {0x16B00, 0x16B2F, 1},
+    {0x16B30, 0x16B36, 16},
+    {0x16B40, 0x16B43, 1},
+    {0x16B50, 0x16B59, 2},
+    {0x16B5B, 0x16B61, 2},
+    {0x16B63, 0x16B77, 1},
+    {0x16B7D, 0x16B8F, 1},
+    {0x16E40, 0x16E7F, 1},
+    {0x16E80, 0x16E96, 2},
+    {0x16F00, 0x16F4A, 1},
+    {0x16F4F, 0x16F4F, 16},
+    {0x16F50, 0x16F50, 1},
+    {0x16F51, 0x16F87, 16},
+    {0x16F8F, 0x16F92, 16},
+    {0x16F93, 0x16F9F, 1},
+    {0x16FE0, 0x16FE1, 1},
+    {0x16FE3, 0x16FE3, 1},
+    {0x16FE4, 0x16FE4, 16},
+    {0x16FF0, 0x16FF1, 16},
+    {0x17000, 0x187F7, 1},
+    {0x18800, 0x18CD5, 1},
+    {0x18D00, 0x18D08, 1},
+    {0x1AFF0, 0x1AFF3, 1},
+    {0x1AFF5, 0x1AFFB, 1},
+    {0x1AFFD, 0x1AFFE, 1},
+    {0x1B000, 0x1B122, 1},
+    {0x1B132, 0x1B132, 1},
+    {0x1B150, 0x1B152, 1},
+    {0x1B155, 0x1B155, 1},
+    {0x1B164, 0x1B167, 1},
+    {0x1B170, 0x1B2FB, 1},
+    {0x1BC00, 0x1BC6A, 1},
+    {0x1BC70, 0x1BC7C, 1},
+    {0x1BC80, 0x1BC88, 1},
+    {0x1BC90, 0x1BC99, 1},
+    {0x1BC9D, 0x1BC9E, 16},
+    {0x1CF00, 0x1CF2D, 16},
+    {0x1CF30, 0x1CF46, 16},
+    {0x1D15E, 0x1D164, 8},
+    {0x1D165, 0x1D169, 16},
+    {0x1D16D, 0x1D172, 16},
+    {0x1D17B, 0x1D182, 16},
+    {0x1D185, 0x1D18B, 16},
+    {0x1D1AA, 0x1D1AD, 16},
+    {0x1D1BB, 0x1D1C0, 8},
+    {0x1D242, 0x1D244, 16},
+    {0x1D2C0, 0x1D2D3, 2},
+    {0x1D2E0, 0x1D2F3, 2},
+    {0x1D360, 0x1D378, 2},
+    {0x1D400, 0x1D454, 1},
+    {0x1D456, 0x1D49C, 1},
+    {0x1D49E, 0x1D49F, 1},
+    {0x1D4A2, 0x1D4A2, 1},
+    {0x1D4A5, 0x1D4A6, 1},
+    {0x1D4A9, 0x1D4AC, 1},
+    {0x1D4AE, 0x1D4B9, 1},
+    {0x1D4BB, 0x1D4BB, 1},
+    {0x1D4BD, 0x1D4C3, 1},
+    {0x1D4C5, 0x1D505, 1},
+    {0x1D507, 0x1D50A, 1},
+    {0x1D50D, 0x1D514, 1},
+    {0x1D516, 0x1D51C, 1},
+    {0x1D51E, 0x1D539, 1},
+    {0x1D53B, 0x1D53E, 1},
+    {0x1D540, 0x1D544, 1},
+    {0x1D546, 0x1D546, 1},
+    {0x1D54A, 0x1D550, 1},
+    {0x1D552, 0x1D6A5, 1},
+    {0x1D6A8, 0x1D6C0, 1},
+    {0x1D6C2, 0x1D6DA, 1},
+    {0x1D6DC, 0x1D6FA, 1},
+    {0x1D6FC, 0x1D714, 1},
+    {0x1D716, 0x1D734, 1},
+    {0x1D736, 0x1D74E, 1},
+    {0x1D750, 0x1D76E, 1},
+    {0x1D770, 0x1D788, 1},
+    {0x1D78A, 0x1D7A8, 1},
+    {0x1D7AA, 0x1D7C2, 1},
+    {0x1D7C4, 0x1D7CB, 1},
+    {0x1D7CE, 0x1D7FF, 2},
+    {0x1DA00, 0x1DA36, 16},
+    {0x1DA3B, 0x1DA6C, 16},
+    {0x1DA75, 0x1DA75, 16},
+    {0x1DA84, 0x1DA84, 16},
+    {0x1DA9B, 0x1DA9F, 16},
+    {0x1DAA1, 0x1DAAF, 16},
+    {0x1DF00, 0x1DF1E, 1},
+    {0x1DF25, 0x1DF2A, 1},
+    {0x1E000, 0x1E006, 16},
+    {0x1E008, 0x1E018, 16},
+    {0x1E01B, 0x1E021, 16},
+    {0x1E023, 0x1E024, 16},
+    {0x1E026, 0x1E02A, 16},
+    {0x1E030, 0x1E06D, 1},
+    {0x1E08F, 0x1E08F, 16},
+    {0x1E100, 0x1E12C, 1},
+    {0x1E130, 0x1E136, 16},
+    {0x1E137, 0x1E13D, 1},
+    {0x1E140, 0x1E149, 2},
+    {0x1E14E, 0x1E14E, 1},
+    {0x1E290, 0x1E2AD, 1},
+    {0x1E2AE, 0x1E2AE, 16},
+    {0x1E2C0, 0x1E2EB, 1},
+    {0x1E2EC, 0x1E2EF, 16},
+    {0x1E2F0, 0x1E2F9, 2},
+    {0x1E4D0, 0x1E4EB, 1},
+    {0x1E4EC, 0x1E4EF, 16},
+    {0x1E4F0, 0x1E4F9, 2},
+    {0x1E7E0, 0x1E7E6, 1},
+    {0x1E7E8, 0x1E7EB, 1},
+    {0x1E7ED, 0x1E7EE, 1},
+    {0x1E7F0, 0x1E7FE, 1},
+    {0x1E800, 0x1E8C4, 1},
+    {0x1E8C7, 0x1E8CF, 2},
+    {0x1E8D0, 0x1E8D6, 16},
+    {0x1E900, 0x1E943, 1},
+    {0x1E944, 0x1E94A, 16},
+    {0x1E94B, 0x1E94B, 1},
+    {0x1E950, 0x1E959, 2},
+    {0x1EC71, 0x1ECAB, 2},
+    {0x1ECAD, 0x1ECAF, 2},
+    {0x1ECB1, 0x1ECB4, 2},
+    {0x1ED01, 0x1ED2D, 2},
+    {0x1ED2F, 0x1ED3D, 2},
+    {0x1EE00, 0x1EE03, 1},
+    {0x1EE05, 0x1EE1F, 1},
+    {0x1EE21, 0x1EE22, 1},
+    {0x1EE24, 0x1EE24, 1},
+    {0x1EE27, 0x1EE27, 1},
+    {0x1EE29, 0x1EE32, 1},
+    {0x1EE34, 0x1EE37, 1},
+    {0x1EE39, 0x1EE39, 1},
+    {0x1EE3B, 0x1EE3B, 1},
+    {0x1EE42, 0x1EE42, 1},
+    {0x1EE47, 0x1EE47, 1},
+    {0x1EE49, 0x1EE49, 1},
+    {0x1EE4B, 0x1EE4B, 1},
+    {0x1EE4D, 0x1EE4F, 1},
+    {0x1EE51, 0x1EE52, 1},
+    {0x1EE54, 0x1EE54, 1},
+    {0x1EE57, 0x1EE57, 1},
+    {0x1EE59, 0x1EE59, 1},
+    {0x1EE5B, 0x1EE5B, 1},
+    {0x1EE5D, 0x1EE5D, 1},
+    {0x1EE5F, 0x1EE5F, 1},
+    {0x1EE61, 0x1EE62, 1},
+    {0x1EE64, 0x1EE64, 1},
+    {0x1EE67, 0x1EE6A, 1},
+    {0x1EE6C, 0x1EE72, 1},
+    {0x1EE74, 0x1EE77, 1},
+    {0x1EE79, 0x1EE7C, 1},
+    {0x1EE7E, 0x1EE7E, 1},
+    {0x1EE80, 0x1EE89, 1},
+    {0x1EE8B, 0x1EE9B, 1},
+    {0x1EEA1, 0x1EEA3, 1},
+    {0x1EEA5, 0x1EEA9, 1},
+    {0x1EEAB, 0x1EEBB, 1},
+    {0x1F100, 0x1F10C, 2},
+    {0x1FBF0, 0x1FBF9, 2},
+    {0x20000, 0x2A6DF, 1},
+    {0x2A700, 0x2B739, 1},
+    {0x2B740, 0x2B81D, 1},
+    {0x2B820, 0x2CEA1, 1},
+    {0x2CEB0, 0x2EBE0, 1},
+    {0x2F800, 0x2FA1D, 9},
+    {0x30000, 0x3134A, 1},
+    {0x31350, 0x323AF, 1},
+    {0xE0100, 0xE01EF, 16},
+};
+
+static const uint32_t uni_ccc_ranges[388][3] = {
+    {0x300, 0x314, 230},
+    {0x315, 0x315, 232},
+    {0x316, 0x319, 220},
+    {0x31A, 0x31A, 232},
+    {0x31B, 0x31B, 216},
+    {0x31C, 0x320, 220},
+    {0x321, 0x322, 202},
+    {0x323, 0x326, 220},
+    {0x327, 0x328, 202},
+    {0x329, 0x333, 220},
+    {0x334, 0x338, 1},
+    {0x339, 0x33C, 220},
+    {0x33D, 0x344, 230},
+    {0x345, 0x345, 240},
+    {0x346, 0x346, 230},
+    {0x347, 0x349, 220},
+    {0x34A, 0x34C, 230},
+    {0x34D, 0x34E, 220},
+    {0x350, 0x352, 230},
+    {0x353, 0x356, 220},
+    {0x357, 0x357, 230},
+    {0x358, 0x358, 232},
+    {0x359, 0x35A, 220},
+    {0x35B, 0x35B, 230},
+    {0x35C, 0x35C, 233},
+    {0x35D, 0x35E, 234},
+    {0x35F, 0x35F, 233},
+    {0x360, 0x361, 234},
+    {0x362, 0x362, 233},
+    {0x363, 0x36F, 230},
+    {0x483, 0x487, 230},
+    {0x591, 0x591, 220},
+    {0x592, 0x595, 230},
+    {0x596, 0x596, 220},
+    {0x597, 0x599, 230},
+    {0x59A, 0x59A, 222},
+    {0x59B, 0x59B, 220},
+    {0x59C, 0x5A1, 230},
+    {0x5A2, 0x5A7, 220},
+    {0x5A8, 0x5A9, 230},
+    {0x5AA, 0x5AA, 220},
+    {0x5AB, 0x5AC, 230},
+    {0x5AD, 0x5AD, 222},
+    {0x5AE, 0x5AE, 228},
+    {0x5AF, 0x5AF, 230},
+    {0x5B0, 0x5B0, 10},
+    {0x5B1, 0x5B1, 11},
+    {0x5B2, 0x5B2, 12},
+    {0x5B3, 0x5B3, 13},
+    {0x5B4, 0x5B4, 14},
+    {0x5B5, 0x5B5, 15},
+    {0x5B6, 0x5B6, 16},
+    {0x5B7, 0x5B7, 17},
+    {0x5B8, 0x5B8, 18},
+    {0x5B9, 0x5BA, 19},
+    {0x5BB, 0x5BB, 20},
+    {0x5BC, 0x5BC, 21},
+    {0x5BD, 0x5BD, 22},
+    {0x5BF, 0x5BF, 23},
+    {0x5C1, 0x5C1, 24},
+    {0x5C2, 0x5C2, 25},
+    {0x5C4, 0x5C4, 230},
+    {0x5C5, 0x5C5, 220},
+    {0x5C7, 0x5C7, 18},
+    {0x610, 0x617, 230},
+    {0x618, 0x618, 30},
+    {0x619, 0x619, 31},
+    {0x61A, 0x61A, 32},
+    {0x64B, 0x64B, 27},
+    {0x64C, 0x64C, 28},
+    {0x64D, 0x64D, 29},
+    {0x64E, 0x64E, 30},
+    {0x64F, 0x64F, 31},
+    {0x650, 0x650, 32},
+    {0x651, 0x651, 33},
+    {0x652, 0x652, 34},
+    {0x653, 0x654, 230},
+    {0x655, 0x656, 220},
+    {0x657, 0x65B, 230},
+    {0x65C, 0x65C, 220},
+    {0x65D, 0x65E, 230},
+    {0x65F, 0x65F, 220},
+    {0x670, 0x670, 35},
+    {0x6D6, 0x6DC, 230},
+    {0x6DF, 0x6E2, 230},
+    {0x6E3, 0x6E3, 220},
+    {0x6E4, 0x6E4, 230},
+    {0x6E7, 0x6E8, 230},
+    {0x6EA, 0x6EA, 220},
+    {0x6EB, 0x6EC, 230},
+    {0x6ED, 0x6ED, 220},
+    {0x711, 0x711, 36},
+    {0x730, 0x730, 230},
+    {0x731, 0x731, 220},
+    {0x732, 0x733, 230},
+    {0x734, 0x734, 220},
+    {0x735, 0x736, 230},
+    {0x737, 0x739, 220},
+    {0x73A, 0x73A, 230},
+    {0x73B, 0x73C, 220},
+    {0x73D, 0x73D, 230},
+    {0x73E, 0x73E, 220},
+    {0x73F, 0x741, 230},
+    {0x742, 0x742, 220},
+    {0x743, 0x743, 230},
+    {0x744, 0x744, 220},
+    {0x745, 0x745, 230},
+    {0x746, 0x746, 220},
+    {0x747, 0x747, 230},
+    {0x748, 0x748, 220},
+    {0x749, 0x74A, 230},
+    {0x7EB, 0x7F1, 230},
+    {0x7F2, 0x7F2, 220},
+    {0x7F3, 0x7F3, 230},
+    {0x7FD, 0x7FD, 220},
+    {0x816, 0x819, 230},
+    {0x81B, 0x823, 230},
+    {0x825, 0x827, 230},
+    {0x829, 0x82D, 230},
+    {0x859, 0x85B, 220},
+    {0x898, 0x898, 230},
+    {0x899, 0x89B, 220},
+    {0x89C, 0x89F, 230},
+    {0x8CA, 0x8CE, 230},
+    {0x8CF, 0x8D3, 220},
+    {0x8D4, 0x8E1, 230},
+    {0x8E3, 0x8E3, 220},
+    {0x8E4, 0x8E5, 230},
+    {0x8E6, 0x8E6, 220},
+    {0x8E7, 0x8E8, 230},
+    {0x8E9, 0x8E9, 220},
+    {0x8EA, 0x8EC, 230},
+    {0x8ED, 0x8EF, 220},
+    {0x8F0, 0x8F0, 27},
+    {0x8F1, 0x8F1, 28},
+    {0x8F2, 0x8F2, 29},
+    {0x8F3, 0x8F5, 230},
+    {0x8F6, 0x8F6, 220},
+    {0x8F7, 0x8F8, 230},
+    {0x8F9, 0x8FA, 220},
+    {0x8FB, 0x8FF, 230},
+    {0x93C, 0x93C, 7},
+    {0x94D, 0x94D, 9},
+    {0x951, 0x951, 230},
+    {0x952, 0x952, 220},
+    {0x953, 0x954, 230},
+    {0x9BC, 0x9BC, 7},
+    {0x9CD, 0x9CD, 9},
+    {0x9FE, 0x9FE, 230},
+    {0xA3C, 0xA3C, 7},
+    {0xA4D, 0xA4D, 9},
+    {0xABC, 0xABC, 7},
+    {0xACD, 0xACD, 9},
+    {0xB3C, 0xB3C, 7},
+    {0xB4D, 0xB4D, 9},
+    {0xBCD, 0xBCD, 9},
+    {0xC3C, 0xC3C, 7},
+    {0xC4D, 0xC4D, 9},
+    {0xC55, 0xC55, 84},
+    {0xC56, 0xC56, 91},
+    {0xCBC, 0xCBC, 7},
+    {0xCCD, 0xCCD, 9},
+    {0xD3B, 0xD3C, 9},
+    {0xD4D, 0xD4D, 9},
+    {0xDCA, 0xDCA, 9},
+    {0xE38, 0xE39, 103},
+    {0xE3A, 0xE3A, 9},
+    {0xE48, 0xE4B, 107},
+    {0xEB8, 0xEB9, 118},
+    {0xEBA, 0xEBA, 9},
+    {0xEC8, 0xECB, 122},
+    {0xF18, 0xF19, 220},
+    {0xF35, 0xF35, 220},
+    {0xF37, 0xF37, 220},
+    {0xF39, 0xF39, 216},
+    {0xF71, 0xF71, 129},
+    {0xF72, 0xF72, 130},
+    {0xF74, 0xF74, 132},
+    {0xF7A, 0xF7D, 130},
+    {0xF80, 0xF80, 130},
+    {0xF82, 0xF83, 230},
+    {0xF84, 0xF84, 9},
+    {0xF86, 0xF87, 230},
+    {0xFC6, 0xFC6, 220},
+    {0x1037, 0x1037, 7},
+    {0x1039, 0x103A, 9},
+    {0x108D, 0x108D, 220},
+    {0x135D, 0x135F, 230},
+    {0x1714, 0x1715, 9},
+    {0x1734, 0x1734, 9},
+    {0x17D2, 0x17D2, 9},
+    {0x17DD, 0x17DD, 230},
+    {0x18A9, 0x18A9, 228},
+    {0x1939, 0x1939, 222},
+    {0x193A, 0x193A, 230},
+    {0x193B, 0x193B, 220},
+    {0x1A17, 0x1A17, 230},
+    {0x1A18, 0x1A18, 220},
+    {0x1A60, 0x1A60, 9},
+    {0x1A75, 0x1A7C, 230},
+    {0x1A7F, 0x1A7F, 220},
+    {0x1AB0, 0x1AB4, 230},
+    {0x1AB5, 0x1ABA, 220},
+    {0x1ABB, 0x1ABC, 230},
+    {0x1ABD, 0x1ABD, 220},
+    {0x1ABF, 0x1AC0, 220},
+    {0x1AC1, 0x1AC2, 230},
+    {0x1AC3, 0x1AC4, 220},
+    {0x1AC5, 0x1AC9, 230},
+    {0x1ACA, 0x1ACA, 220},
+    {0x1ACB, 0x1ACE, 230},
+    {0x1B34, 0x1B34, 7},
+    {0x1B44, 0x1B44, 9},
+    {0x1B6B, 0x1B6B, 230},
+    {0x1B6C, 0x1B6C, 220},
+    {0x1B6D, 0x1B73, 230},
+    {0x1BAA, 0x1BAB, 9},
+    {0x1BE6, 0x1BE6, 7},
+    {0x1BF2, 0x1BF3, 9},
+    {0x1C37, 0x1C37, 7},
+    {0x1CD0, 0x1CD2, 230},
+    {0x1CD4, 0x1CD4, 1},
+    {0x1CD5, 0x1CD9, 220},
+    {0x1CDA, 0x1CDB, 230},
+    {0x1CDC, 0x1CDF, 220},
+    {0x1CE0, 0x1CE0, 230},
+    {0x1CE2, 0x1CE8, 1},
+    {0x1CED, 0x1CED, 220},
+    {0x1CF4, 0x1CF4, 230},
+    {0x1CF8, 0x1CF9, 230},
+    {0x1DC0, 0x1DC1, 230},
+    {0x1DC2, 0x1DC2, 220},
+    {0x1DC3, 0x1DC9, 230},
+    {0x1DCA, 0x1DCA, 220},
+    {0x1DCB, 0x1DCC, 230},
+    {0x1DCD, 0x1DCD, 234},
+    {0x1DCE, 0x1DCE, 214},
+    {0x1DCF, 0x1DCF, 220},
+    {0x1DD0, 0x1DD0, 202},
+    {0x1DD1, 0x1DF5, 230},
+    {0x1DF6, 0x1DF6, 232},
+    {0x1DF7, 0x1DF8, 228},
+    {0x1DF9, 0x1DF9, 220},
+    {0x1DFA, 0x1DFA, 218},
+    {0x1DFB, 0x1DFB, 230},
+    {0x1DFC, 0x1DFC, 233},
+    {0x1DFD, 0x1DFD, 220},
+    {0x1DFE, 0x1DFE, 230},
+    {0x1DFF, 0x1DFF, 220},
+    {0x20D0, 0x20D1, 230},
+    {0x20D2, 0x20D3, 1},
+    {0x20D4, 0x20D7, 230},
+    {0x20D8, 0x20DA, 1},
+    {0x20DB, 0x20DC, 230},
+    {0x20E1, 0x20E1, 230},
+    {0x20E5, 0x20E6, 1},
+    {0x20E7, 0x20E7, 230},
+    {0x20E8, 0x20E8, 220},
+    {0x20E9, 0x20E9, 230},
+    {0x20EA, 0x20EB, 1},
+    {0x20EC, 0x20EF, 220},
+    {0x20F0, 0x20F0, 230},
+    {0x2CEF, 0x2CF1, 230},
+    {0x2D7F, 0x2D7F, 9},
+    {0x2DE0, 0x2DFF, 230},
+    {0x302A, 0x302A, 218},
+    {0x302B, 0x302B, 228},
+    {0x302C, 0x302C, 232},
+    {0x302D, 0x302D, 222},
+    {0x302E, 0x302F, 224},
+    {0x3099, 0x309A, 8},
+    {0xA66F, 0xA66F, 230},
+    {0xA674, 0xA67D, 230},
+    {0xA69E, 0xA69F, 230},
+    {0xA6F0, 0xA6F1, 230},
+    {0xA806, 0xA806, 9},
+    {0xA82C, 0xA82C, 9},
+    {0xA8C4, 0xA8C4, 9},
+    {0xA8E0, 0xA8F1, 230},
+    {0xA92B, 0xA92D, 220},
+    {0xA953, 0xA953, 9},
+    {0xA9B3, 0xA9B3, 7},
+    {0xA9C0, 0xA9C0, 9},
+    {0xAAB0, 0xAAB0, 230},
+    {0xAAB2, 0xAAB3, 230},
+    {0xAAB4, 0xAAB4, 220},
+    {0xAAB7, 0xAAB8, 230},
+    {0xAABE, 0xAABF, 230},
+    {0xAAC1, 0xAAC1, 230},
+    {0xAAF6, 0xAAF6, 9},
+    {0xABED, 0xABED, 9},
+    {0xFB1E, 0xFB1E, 26},
+    {0xFE20, 0xFE26, 230},
+    {0xFE27, 0xFE2D, 220},
+    {0xFE2E, 0xFE2F, 230},
+    {0x101FD, 0x101FD, 220},
+    {0x102E0, 0x102E0, 220},
+    {0x10376, 0x1037A, 230},
+    {0x10A0D, 0x10A0D, 220},
+    {0x10A0F, 0x10A0F, 230},
+    {0x10A38, 0x10A38, 230},
+    {0x10A39, 0x10A39, 1},
+    {0x10A3A, 0x10A3A, 220},
+    {0x10A3F, 0x10A3F, 9},
+    {0x10AE5, 0x10AE5, 230},
+    {0x10AE6, 0x10AE6, 220},
+    {0x10D24, 0x10D27, 230},
+    {0x10EAB, 0x10EAC, 230},
+    {0x10EFD, 0x10EFF, 220},
+    {0x10F46, 0x10F47, 220},
+    {0x10F48, 0x10F4A, 230},
+    {0x10F4B, 0x10F4B, 220},
+    {0x10F4C, 0x10F4C, 230},
+    {0x10F4D, 0x10F50, 220},
+    {0x10F82, 0x10F82, 230},
+    {0x10F83, 0x10F83, 220},
+    {0x10F84, 0x10F84, 230},
+    {0x10F85, 0x10F85, 220},
+    {0x11046, 0x11046, 9},
+    {0x11070, 0x11070, 9},
+    {0x1107F, 0x1107F, 9},
+    {0x110B9, 0x110B9, 9},
+    {0x110BA, 0x110BA, 7},
+    {0x11100, 0x11102, 230},
+    {0x11133, 0x11134, 9},
+    {0x11173, 0x11173, 7},
+    {0x111C0, 0x111C0, 9},
+    {0x111CA, 0x111CA, 7},
+    {0x11235, 0x11235, 9},
+    {0x11236, 0x11236, 7},
+    {0x112E9, 0x112E9, 7},
+    {0x112EA, 0x112EA, 9},
+    {0x1133B, 0x1133C, 7},
+    {0x1134D, 0x1134D, 9},
+    {0x11366, 0x1136C, 230},
+    {0x11370, 0x11374, 230},
+    {0x11442, 0x11442, 9},
+    {0x11446, 0x11446, 7},
+    {0x1145E, 0x1145E, 230},
+    {0x114C2, 0x114C2, 9},
+    {0x114C3, 0x114C3, 7},
+    {0x115BF, 0x115BF, 9},
+    {0x115C0, 0x115C0, 7},
+    {0x1163F, 0x1163F, 9},
+    {0x116B6, 0x116B6, 9},
+    {0x116B7, 0x116B7, 7},
+    {0x1172B, 0x1172B, 9},
+    {0x11839, 0x11839, 9},
+    {0x1183A, 0x1183A, 7},
+    {0x1193D, 0x1193E, 9},
+    {0x11943, 0x11943, 7},
+    {0x119E0, 0x119E0, 9},
+    {0x11A34, 0x11A34, 9},
+    {0x11A47, 0x11A47, 9},
+    {0x11A99, 0x11A99, 9},
+    {0x11C3F, 0x11C3F, 9},
+    {0x11D42, 0x11D42, 7},
+    {0x11D44, 0x11D45, 9},
+    {0x11D97, 0x11D97, 9},
+    {0x11F41, 0x11F42, 9},
+    {0x16AF0, 0x16AF4, 1},
+    {0x16B30, 0x16B36, 230},
+    {0x16FF0, 0x16FF1, 6},
+    {0x1BC9E, 0x1BC9E, 1},
+    {0x1D165, 0x1D166, 216},
+    {0x1D167, 0x1D169, 1},
+    {0x1D16D, 0x1D16D, 226},
+    {0x1D16E, 0x1D172, 216},
+    {0x1D17B, 0x1D182, 220},
+    {0x1D185, 0x1D189, 230},
+    {0x1D18A, 0x1D18B, 220},
+    {0x1D1AA, 0x1D1AD, 230},
+    {0x1D242, 0x1D244, 230},
+    {0x1E000, 0x1E006, 230},
+    {0x1E008, 0x1E018, 230},
+    {0x1E01B, 0x1E021, 230},
+    {0x1E023, 0x1E024, 230},
+    {0x1E026, 0x1E02A, 230},
+    {0x1E08F, 0x1E08F, 230},
+    {0x1E130, 0x1E136, 230},
+    {0x1E2AE, 0x1E2AE, 230},
+    {0x1E2EC, 0x1E2EF, 230},
+    {0x1E4EC, 0x1E4ED, 232},
+    {0x1E4EE, 0x1E4EE, 220},
+    {0x1E4EF, 0x1E4EF, 230},
+    {0x1E8D0, 0x1E8D6, 220},
+    {0x1E944, 0x1E949, 230},
+    {0x1E94A, 0x1E94A, 7},
+};
+
+/* cp, offset into uni_decomp_pool, length */
+static const uint32_t uni_decomp_index[2061][3] = {
+    {0xC0, 0, 2},
+    {0xC1, 2, 2},
+    {0xC2, 4, 2},
+    {0xC3, 6, 2},
+    {0xC4, 8, 2},
+    {0xC5, 10, 2},
+    {0xC7, 12, 2},
+    {0xC8, 14, 2},
+    {0xC9, 16, 2},
+    {0xCA, 18, 2},
+    {0xCB, 20, 2},
+    {0xCC, 22, 2},
+    {0xCD, 24, 2},
+    {0xCE, 26, 2},
+    {0xCF, 28, 2},
+    {0xD1, 30, 2},
+    {0xD2, 32, 2},
+    {0xD3, 34, 2},
+    {0xD4, 36, 2},
+    {0xD5, 38, 2},
+    {0xD6, 40, 2},
+    {0xD9, 42, 2},
+    {0xDA, 44, 2},
+    {0xDB, 46, 2},
+    {0xDC, 48, 2},
+    {0xDD, 50, 2},
+    {0xE0, 52, 2},
+    {0xE1, 54, 2},
+    {0xE2, 56, 2},
+    {0xE3, 58, 2},
+    {0xE4, 60, 2},
+    {0xE5, 62, 2},
+    {0xE7, 64, 2},
+    {0xE8, 66, 2},
+    {0xE9, 68, 2},
+    {0xEA, 70, 2},
+    {0xEB, 72, 2},
+    {0xEC, 74, 2},
+    {0xED, 76, 2},
+    {0xEE, 78, 2},
+    {0xEF, 80, 2},
+    {0xF1, 82, 2},
+    {0xF2, 84, 2},
+    {0xF3, 86, 2},
+    {0xF4, 88, 2},
+    {0xF5, 90, 2},
+    {0xF6, 92, 2},
+    {0xF9, 94, 2},
+    {0xFA, 96, 2},
+    {0xFB, 98, 2},
+    {0xFC, 100, 2},
+    {0xFD, 102, 2},
+    {0xFF, 104, 2},
+    {0x100, 106, 2},
+    {0x101, 108, 2},
+    {0x102, 110, 2},
+    {0x103, 112, 2},
+    {0x104, 114, 2},
+    {0x105, 116, 2},
+    {0x106, 118, 2},
+    {0x107, 120, 2},
+    {0x108, 122, 2},
+    {0x109, 124, 2},
+    {0x10A, 126, 2},
+    {0x10B, 128, 2},
+    {0x10C, 130, 2},
+    {0x10D, 132, 2},
+    {0x10E, 134, 2},
+    {0x10F, 136, 2},
+    {0x112, 138, 2},
+    {0x113, 140, 2},
+    {0x114, 142, 2},
+    {0x115, 144, 2},
+    {0x116, 146, 2},
+    {0x117, 148, 2},
+    {0x118, 150, 2},
+    {0x119, 152, 2},
+    {0x11A, 154, 2},
+    {0x11B, 156, 2},
+    {0x11C, 158, 2},
+    {0x11D, 160, 2},
+    {0x11E, 162, 2},
+    {0x11F, 164, 2},
+    {0x120, 166, 2},
+    {0x121, 168, 2},
+    {0x122, 170, 2},
+    {0x123, 172, 2},
+    {0x124, 174, 2},
+    {0x125, 176, 2},
+    {0x128, 178, 2},
+    {0x129, 180, 2},
+    {0x12A, 182, 2},
+    {0x12B, 184, 2},
+    {0x12C, 186, 2},
+    {0x12D, 188, 2},
+    {0x12E, 190, 2},
+    {0x12F, 192, 2},
+    {0x130, 194, 2},
+    {0x134, 196, 2},
+    {0x135, 198, 2},
+    {0x136, 200, 2},
+    {0x137, 202, 2},
+    {0x139, 204, 2},
+    {0x13A, 206, 2},
+    {0x13B, 208, 2},
+    {0x13C, 210, 2},
+    {0x13D, 212, 2},
+    {0x13E, 214, 2},
+    {0x143, 216, 2},
+    {0x144, 218, 2},
+    {0x145, 220, 2},
+    {0x146, 222, 2},
+    {0x147, 224, 2},
+    {0x148, 226, 2},
+    {0x14C, 228, 2},
+    {0x14D, 230, 2},
+    {0x14E, 232, 2},
+    {0x14F, 234, 2},
+    {0x150, 236, 2},
+    {0x151, 238, 2},
+    {0x154, 240, 2},
+    {0x155, 242, 2},
+    {0x156, 244, 2},
+    {0x157, 246, 2},
+    {0x158, 248, 2},
+    {0x159, 250, 2},
+    {0x15A, 252, 2},
+    {0x15B, 254, 2},
+    {0x15C, 256, 2},
+    {0x15D, 258, 2},
+    {0x15E, 260, 2},
+    {0x15F, 262, 2},
+    {0x160, 264, 2},
+    {0x161, 266, 2},
+    {0x162, 268, 2},
+    {0x163, 270, 2},
+    {0x164, 272, 2},
+    {0x165, 274, 2},
+    {0x168, 276, 2},
+    {0x169, 278, 2},
+    {0x16A, 280, 2},
+    {0x16B, 282, 2},
+    {0x16C, 284, 2},
+    {0x16D, 286, 2},
+    {0x16E, 288, 2},
+    {0x16F, 290, 2},
+    {0x170, 292, 2},
+    {0x171, 294, 2},
+    {0x172, 296, 2},
+    {0x173, 298, 2},
+    {0x174, 300, 2},
+    {0x175, 302, 2},
+    {0x176, 304, 2},
+    {0x177, 306, 2},
+    {0x178, 308, 2},
+    {0x179, 310, 2},
+    {0x17A, 312, 2},
+    {0x17B, 314, 2},
+    {0x17C, 316, 2},
+    {0x17D, 318, 2},
+    {0x17E, 320, 2},
+    {0x1A0, 322, 2},
+    {0x1A1, 324, 2},
+    {0x1AF, 326, 2},
+    {0x1B0, 328, 2},
+    {0x1CD, 330, 2},
+    {0x1CE, 332, 2},
+    {0x1CF, 334, 2},
+    {0x1D0, 336, 2},
+    {0x1D1, 338, 2},
+    {0x1D2, 340, 2},
+    {0x1D3, 342, 2},
+    {0x1D4, 344, 2},
+    {0x1D5, 346, 3},
+    {0x1D6, 349, 3},
+    {0x1D7, 352, 3},
+    {0x1D8, 355, 3},
+    {0x1D9, 358, 3},
+    {0x1DA, 361, 3},
+    {0x1DB, 364, 3},
+    {0x1DC, 367, 3},
+    {0x1DE, 370, 3},
+    {0x1DF, 373, 3},
+    {0x1E0, 376, 3},
+    {0x1E1, 379, 3},
+    {0x1E2, 382, 2},
+    {0x1E3, 384, 2},
+    {0x1E6, 386, 2},
+    {0x1E7, 388, 2},
+    {0x1E8, 390, 2},
+    {0x1E9, 392, 2},
+    {0x1EA, 394, 2},
+    {0x1EB, 396, 2},
+    {0x1EC, 398, 3},
+    {0x1ED, 401, 3},
+    {0x1EE, 404, 2},
+    {0x1EF, 406, 2},
+    {0x1F0, 408, 2},
+    {0x1F4, 410, 2},
+    {0x1F5, 412, 2},
+    {0x1F8, 414, 2},
+    {0x1F9, 416, 2},
+    {0x1FA, 418, 3},
+    {0x1FB, 421, 3},
+    {0x1FC, 424, 2},
+    {0x1FD, 426, 2},
+    {0x1FE, 428, 2},
+    {0x1FF, 430, 2},
+    {0x200, 432, 2},
+    {0x201, 434, 2},
+    {0x202, 436, 2},
+    {0x203, 438, 2},
+    {0x204, 440, 2},
+    {0x205, 442, 2},
+    {0x206, 444, 2},
+    {0x207, 446, 2},
+    {0x208, 448, 2},
+    {0x209, 450, 2},
+    {0x20A, 452, 2},
+    {0x20B, 454, 2},
+    {0x20C, 456, 2},
+    {0x20D, 458, 2},
+    {0x20E, 460, 2},
+    {0x20F, 462, 2},
+    {0x210, 464, 2},
+    {0x211, 466, 2},
+    {0x212, 468, 2},
+    {0x213, 470, 2},
+    {0x214, 472, 2},
+    {0x215, 474, 2},
+    {0x216, 476, 2},
+    {0x217, 478, 2},
+    {0x218, 480, 2},
+    {0x219, 482, 2},
+    {0x21A, 484, 2},
+    {0x21B, 486, 2},
+    {0x21E, 488, 2},
+    {0x21F, 490, 2},
+    {0x226, 492, 2},
+    {0x227, 494, 2},
+    {0x228, 496, 2},
+    {0x229, 498, 2},
+    {0x22A, 500, 3},
+    {0x22B, 503, 3},
+    {0x22C, 506, 3},
+    {0x22D, 509, 3},
+    {0x22E, 512, 2},
+    {0x22F, 514, 2},
+    {0x230, 516, 3},
+    {0x231, 519, 3},
+    {0x232, 522, 2},
+    {0x233, 524, 2},
+    {0x340, 526, 1},
+    {0x341, 527, 1},
+    {0x343, 528, 1},
+    {0x344, 529, 2},
+    {0x374, 531, 1},
+    {0x37E, 532, 1},
+    {0x385, 533, 2},
+    {0x386, 535, 2},
+    {0x387, 537, 1},
+    {0x388, 538, 2},
+    {0x389, 540, 2},
+    {0x38A, 542, 2},
+    {0x38C, 544, 2},
+    {0x38E, 546, 2},
+    {0x38F, 548, 2},
+    {0x390, 550, 3},
+    {0x3AA, 553, 2},
+    {0x3AB, 555, 2},
+    {0x3AC, 557, 2},
+    {0x3AD, 559, 2},
+    {0x3AE, 561, 2},
+    {0x3AF, 563, 2},
+    {0x3B0, 565, 3},
+    {0x3CA, 568, 2},
+    {0x3CB, 570, 2},
+    {0x3CC, 572, 2},
+    {0x3CD, 574, 2},
+    {0x3CE, 576, 2},
+    {0x3D3, 578, 2},
+    {0x3D4, 580, 2},
+    {0x400, 582, 2},
+    {0x401, 584, 2},
+    {0x403, 586, 2},
+    {0x407, 588, 2},
+    {0x40C, 590, 2},
+    {0x40D, 592, 2},
+    {0x40E, 594, 2},
+    {0x419, 596, 2},
+    {0x439, 598, 2},
+    {0x450, 600, 2},
+    {0x451, 602, 2},
+    {0x453, 604, 2},
+    {0x457, 606, 2},
+    {0x45C, 608, 2},
+    {0x45D, 610, 2},
+    {0x45E, 612, 2},
+    {0x476, 614, 2},
+    {0x477, 616, 2},
+    {0x4C1, 618, 2},
+    {0x4C2, 620, 2},
+    {0x4D0, 622, 2},
+    {0x4D1, 624, 2},
+    {0x4D2, 626, 2},
+    {0x4D3, 628, 2},
+    {0x4D6, 630, 2},
+    {0x4D7, 632, 2},
+    {0x4DA, 634, 2},
+    {0x4DB, 636, 2},
+    {0x4DC, 638, 2},
+    {0x4DD, 640, 2},
+    {0x4DE, 642, 2},
+    {0x4DF, 644, 2},
+    {0x4E2, 646, 2},
+    {0x4E3, 648, 2},
+    {0x4E4, 650, 2},
+    {0x4E5, 652, 2},
+    {0x4E6, 654, 2},
+    {0x4E7, 656, 2},
+    {0x4EA, 658, 2},
+    {0x4EB, 660, 2},
+    {0x4EC, 662, 2},
+    {0x4ED, 664, 2},
+    {0x4EE, 666, 2},
+    {0x4EF, 668, 2},
+    {0x4F0, 670, 2},
+    {0x4F1, 672, 2},
+    {0x4F2, 674, 2},
+    {0x4F3, 676, 2},
+    {0x4F4, 678, 2},
+    {0x4F5, 680, 2},
+    {0x4F8, 682, 2},
+    {0x4F9, 684, 2},
+    {0x622, 686, 2},
+    {0x623, 688, 2},
+    {0x624, 690, 2},
+    {0x625, 692, 2},
+    {0x626, 694, 2},
+    {0x6C0, 696, 2},
+    {0x6C2, 698, 2},
+    {0x6D3, 700, 2},
+    {0x929, 702, 2},
+    {0x931, 704, 2},
+    {0x934, 706, 2},
+    {0x958, 708, 2},
+    {0x959, 710, 2},
+    {0x95A, 712, 2},
+    {0x95B, 714, 2},
+    {0x95C, 716, 2},
+    {0x95D, 718, 2},
+    {0x95E, 720, 2},
+    {0x95F, 722, 2},
+    {0x9CB, 724, 2},
+    {0x9CC, 726, 2},
+    {0x9DC, 728, 2},
+    {0x9DD, 730, 2},
+    {0x9DF, 732, 2},
+    {0xA33, 734, 2},
+    {0xA36, 736, 2},
+    {0xA59, 738, 2},
+    {0xA5A, 740, 2},
+    {0xA5B, 742, 2},
+    {0xA5E, 744, 2},
+    {0xB48, 746, 2},
+    {0xB4B, 748, 2},
+    {0xB4C, 750, 2},
+    {0xB5C, 752, 2},
+    {0xB5D, 754, 2},
+    {0xB94, 756, 2},
+    {0xBCA, 758, 2},
+    {0xBCB, 760, 2},
+    {0xBCC, 762, 2},
+    {0xC48, 764, 2},
+    {0xCC0, 766, 2},
+    {0xCC7, 768, 2},
+    {0xCC8, 770, 2},
+    {0xCCA, 772, 2},
+    {0xCCB, 774, 3},
+    {0xD4A, 777, 2},
+    {0xD4B, 779, 2},
+    {0xD4C, 781, 2},
+    {0xDDA, 783, 2},
+    {0xDDC, 785, 2},
+    {0xDDD, 787, 3},
+    {0xDDE, 790, 2},
+    {0xF43, 792, 2},
+    {0xF4D, 794, 2},
+    {0xF52, 796, 2},
+    {0xF57, 798, 2},
+    {0xF5C, 800, 2},
+    {0xF69, 802, 2},
+    {0xF73, 804, 2},
+    {0xF75, 806, 2},
+    {0xF76, 808, 2},
+    {0xF78, 810, 2},
+    {0xF81, 812, 2},
+    {0xF93, 814, 2},
+    {0xF9D, 816, 2},
+    {0xFA2, 818, 2},
+    {0xFA7, 820, 2},
+    {0xFAC, 822, 2},
+    {0xFB9, 824, 2},
+    {0x1026, 826, 2},
+    {0x1B06, 828, 2},
+    {0x1B08, 830, 2},
+    {0x1B0A, 832, 2},
+    {0x1B0C, 834, 2},
+    {0x1B0E, 836, 2},
+    {0x1B12, 838, 2},
+    {0x1B3B, 840, 2},
+    {0x1B3D, 842, 2},
+    {0x1B40, 844, 2},
+    {0x1B41, 846, 2},
+    {0x1B43, 848, 2},
+    {0x1E00, 850, 2},
+    {0x1E01, 852, 2},
+    {0x1E02, 854, 2},
+    {0x1E03, 856, 2},
+    {0x1E04, 858, 2},
+    {0x1E05, 860, 2},
+    {0x1E06, 862, 2},
+    {0x1E07, 864, 2},
+    {0x1E08, 866, 3},
+    {0x1E09, 869, 3},
+    {0x1E0A, 872, 2},
+    {0x1E0B, 874, 2},
+    {0x1E0C, 876, 2},
+    {0x1E0D, 878, 2},
+    {0x1E0E, 880, 2},
+    {0x1E0F, 882, 2},
+    {0x1E10, 884, 2},
+    {0x1E11, 886, 2},
+    {0x1E12, 888, 2},
+    {0x1E13, 890, 2},
+    {0x1E14, 892, 3},
+    {0x1E15, 895, 3},
+    {0x1E16, 898, 3},
+    {0x1E17, 901, 3},
+    {0x1E18, 904, 2},
+    {0x1E19, 906, 2},
+    {0x1E1A, 908, 2},
+    {0x1E1B, 910, 2},
+    {0x1E1C, 912, 3},
+    {0x1E1D, 915, 3},
+    {0x1E1E, 918, 2},
+    {0x1E1F, 920, 2},
+    {0x1E20, 922, 2},
+    {0x1E21, 924, 2},
+    {0x1E22, 926, 2},
+    {0x1E23, 928, 2},
+    {0x1E24, 930, 2},
+    {0x1E25, 932, 2},
+    {0x1E26, 934, 2},
+    {0x1E27, 936, 2},
+    {0x1E28, 938, 2},
+    {0x1E29, 940, 2},
+    {0x1E2A, 942, 2},
+    {0x1E2B, 944, 2},
+    {0x1E2C, 946, 2},
+    {0x1E2D, 948, 2},
+    {0x1E2E, 950, 3},
+    {0x1E2F, 953, 3},
+    {0x1E30, 956, 2},
+    {0x1E31, 958, 2},
+    {0x1E32, 960, 2},
+    {0x1E33, 962, 2},
+    {0x1E34, 964, 2},
+    {0x1E35, 966, 2},
+    {0x1E36, 968, 2},
+    {0x1E37, 970, 2},
+    {0x1E38, 972, 3},
+    {0x1E39, 975, 3},
+    {0x1E3A, 978, 2},
+    {0x1E3B, 980, 2},
+    {0x1E3C, 982, 2},
+    {0x1E3D, 984, 2},
+    {0x1E3E, 986, 2},
+    {0x1E3F, 988, 2},
+    {0x1E40, 990, 2},
+    {0x1E41, 992, 2},
+    {0x1E42, 994, 2},
+    {0x1E43, 996, 2},
+    {0x1E44, 998, 2},
+    {0x1E45, 1000, 2},
+    {0x1E46, 1002, 2},
+    {0x1E47, 1004, 2},
+    {0x1E48, 1006, 2},
+    {0x1E49, 1008, 2},
+    {0x1E4A, 1010, 2},
+    {0x1E4B, 1012, 2},
+    {0x1E4C, 1014, 3},
+    {0x1E4D, 1017, 3},
+    {0x1E4E, 1020, 3},
+    {0x1E4F, 1023, 3},
+    {0x1E50, 1026, 3},
+    {0x1E51, 1029, 3},
+    {0x1E52, 1032, 3},
+    {0x1E53, 1035, 3},
+    {0x1E54, 1038, 2},
+    {0x1E55, 1040, 2},
+    {0x1E56, 1042, 2},
+    {0x1E57, 1044, 2},
+    {0x1E58, 1046, 2},
+    {0x1E59, 1048, 2},
+    {0x1E5A, 1050, 2},
+    {0x1E5B, 1052, 2},
+    {0x1E5C, 1054, 3},
+    {0x1E5D, 1057, 3},
+    {0x1E5E, 1060, 2},
+    {0x1E5F, 1062, 2},
+    {0x1E60, 1064, 2},
+    {0x1E61, 1066, 2},
+    {0x1E62, 1068, 2},
+    {0x1E63, 1070, 2},
+    {0x1E64, 1072, 3},
+    {0x1E65, 1075, 3},
+    {0x1E66, 1078, 3},
+    {0x1E67, 1081, 3},
+    {0x1E68, 1084, 3},
+    {0x1E69, 1087, 3},
+    {0x1E6A, 1090, 2},
+    {0x1E6B, 1092, 2},
+    {0x1E6C, 1094, 2},
+    {0x1E6D, 1096, 2},
+    {0x1E6E, 1098, 2},
+    {0x1E6F, 1100, 2},
+    {0x1E70, 1102, 2},
+    {0x1E71, 1104, 2},
+    {0x1E72, 1106, 2},
+    {0x1E73, 1108, 2},
+    {0x1E74, 1110, 2},
+    {0x1E75, 1112, 2},
+    {0x1E76, 1114, 2},
+    {0x1E77, 1116, 2},
+    {0x1E78, 1118, 3},
+    {0x1E79, 1121, 3},
+    {0x1E7A, 1124, 3},
+    {0x1E7B, 1127, 3},
+    {0x1E7C, 1130, 2},
+    {0x1E7D, 1132, 2},
+    {0x1E7E, 1134, 2},
+    {0x1E7F, 1136, 2},
+    {0x1E80, 1138, 2},
+    {0x1E81, 1140, 2},
+    {0x1E82, 1142, 2},
+    {0x1E83, 1144, 2},
+    {0x1E84, 1146, 2},
+    {0x1E85, 1148, 2},
+    {0x1E86, 1150, 2},
+    {0x1E87, 1152, 2},
+    {0x1E88, 1154, 2},
+    {0x1E89, 1156, 2},
+    {0x1E8A, 1158, 2},
+    {0x1E8B, 1160, 2},
+    {0x1E8C, 1162, 2},
+    {0x1E8D, 1164, 2},
+    {0x1E8E, 1166, 2},
+    {0x1E8F, 1168, 2},
+    {0x1E90, 1170, 2},
+    {0x1E91, 1172, 2},
+    {0x1E92, 1174, 2},
+    {0x1E93, 1176, 2},
+    {0x1E94, 1178, 2},
+    {0x1E95, 1180, 2},
+    {0x1E96, 1182, 2},
+    {0x1E97, 1184, 2},
+    {0x1E98, 1186, 2},
+    {0x1E99, 1188, 2},
+    {0x1E9B, 1190, 2},
+    {0x1EA0, 1192, 2},
+    {0x1EA1, 1194, 2},
+    {0x1EA2, 1196, 2},
+    {0x1EA3, 1198, 2},
+    {0x1EA4, 1200, 3},
+    {0x1EA5, 1203, 3},
+    {0x1EA6, 1206, 3},
+    {0x1EA7, 1209, 3},
+    {0x1EA8, 1212, 3},
+    {0x1EA9, 1215, 3},
+    {0x1EAA, 1218, 3},
+    {0x1EAB, 1221, 3},
+    {0x1EAC, 1224, 3},
+    {0x1EAD, 1227, 3},
+    {0x1EAE, 1230, 3},
+    {0x1EAF, 1233, 3},
+    {0x1EB0, 1236, 3},
+    {0x1EB1, 1239, 3},
+    {0x1EB2, 1242, 3},
+    {0x1EB3, 1245, 3},
+    {0x1EB4, 1248, 3},
+    {0x1EB5, 1251, 3},
+    {0x1EB6, 1254, 3},
+    {0x1EB7, 1257, 3},
+    {0x1EB8, 1260, 2},
+    {0x1EB9, 1262, 2},
+    {0x1EBA, 1264, 2},
+    {0x1EBB, 1266, 2},
+    {0x1EBC, 1268, 2},
+    {0x1EBD, 1270, 2},
+    {0x1EBE, 1272, 3},
+    {0x1EBF, 1275, 3},
+    {0x1EC0, 1278, 3},
+    {0x1EC1, 1281, 3},
+    {0x1EC2, 1284, 3},
+    {0x1EC3, 1287, 3},
+    {0x1EC4, 1290, 3},
+    {0x1EC5, 1293, 3},
+    {0x1EC6, 1296, 3},
+    {0x1EC7, 1299, 3},
+    {0x1EC8, 1302, 2},
+    {0x1EC9, 1304, 2},
+    {0x1ECA, 1306, 2},
+    {0x1ECB, 1308, 2},
+    {0x1ECC, 1310, 2},
+    {0x1ECD, 1312, 2},
+    {0x1ECE, 1314, 2},
+    {0x1ECF, 1316, 2},
+    {0x1ED0, 1318, 3},
+    {0x1ED1, 1321, 3},
+    {0x1ED2, 1324, 3},
+    {0x1ED3, 1327, 3},
+    {0x1ED4, 1330, 3},
+    {0x1ED5, 1333, 3},
+    {0x1ED6, 1336, 3},
+    {0x1ED7, 1339, 3},
+    {0x1ED8, 1342, 3},
+    {0x1ED9, 1345, 3},
+    {0x1EDA, 1348, 3},
+    {0x1EDB, 1351, 3},
+    {0x1EDC, 1354, 3},
+    {0x1EDD, 1357, 3},
+    {0x1EDE, 1360, 3},
+    {0x1EDF, 1363, 3},
+    {0x1EE0, 1366, 3},
+    {0x1EE1, 1369, 3},
+    {0x1EE2, 1372, 3},
+    {0x1EE3, 1375, 3},
+    {0x1EE4, 1378, 2},
+    {0x1EE5, 1380, 2},
+    {0x1EE6, 1382, 2},
+    {0x1EE7, 1384, 2},
+    {0x1EE8, 1386, 3},
+    {0x1EE9, 1389, 3},
+    {0x1EEA, 1392, 3},
+    {0x1EEB, 1395, 3},
+    {0x1EEC, 1398, 3},
+    {0x1EED, 1401, 3},
+    {0x1EEE, 1404, 3},
+    {0x1EEF, 1407, 3},
+    {0x1EF0, 1410, 3},
+    {0x1EF1, 1413, 3},
+    {0x1EF2, 1416, 2},
+    {0x1EF3, 1418, 2},
+    {0x1EF4, 1420, 2},
+    {0x1EF5, 1422, 2},
+    {0x1EF6, 1424, 2},
+    {0x1EF7, 1426, 2},
+    {0x1EF8, 1428, 2},
+    {0x1EF9, 1430, 2},
+    {0x1F00, 1432, 2},
+    {0x1F01, 1434, 2},
+    {0x1F02, 1436, 3},
+    {0x1F03, 1439, 3},
+    {0x1F04, 1442, 3},
+    {0x1F05, 1445, 3},
+    {0x1F06, 1448, 3},
+    {0x1F07, 1451, 3},
+    {0x1F08, 1454, 2},
+    {0x1F09, 1456, 2},
+    {0x1F0A, 1458, 3},
+    {0x1F0B, 1461, 3},
+    {0x1F0C, 1464, 3},
+    {0x1F0D, 1467, 3},
+    {0x1F0E, 1470, 3},
+    {0x1F0F, 1473, 3},
+    {0x1F10, 1476, 2},
+    {0x1F11, 1478, 2},
+    {0x1F12, 1480, 3},
+    {0x1F13, 1483, 3},
+    {0x1F14, 1486, 3},
+    {0x1F15, 1489, 3},
+    {0x1F18, 1492, 2},
+    {0x1F19, 1494, 2},
+    {0x1F1A, 1496, 3},
+    {0x1F1B, 1499, 3},
+    {0x1F1C, 1502, 3},
+    {0x1F1D, 1505, 3},
+    {0x1F20, 1508, 2},
+    {0x1F21, 1510, 2},
+    {0x1F22, 1512, 3},
+    {0x1F23, 1515, 3},
+    {0x1F24, 1518, 3},
+    {0x1F25, 1521, 3},
+    {0x1F26, 1524, 3},
+    {0x1F27, 1527, 3},
+    {0x1F28, 1530, 2},
+    {0x1F29, 1532, 2},
+    {0x1F2A, 1534, 3},
+    {0x1F2B, 1537, 3},
+    {0x1F2C, 1540, 3},
+    {0x1F2D, 1543, 3},
+    {0x1F2E, 1546, 3},
+    {0x1F2F, 1549, 3},
+    {0x1F30, 1552, 2},
+    {0x1F31, 1554, 2},
+    {0x1F32, 1556, 3},
+    {0x1F33, 1559, 3},
+    {0x1F34, 1562, 3},
+    {0x1F35, 1565, 3},
+    {0x1F36, 1568, 3},
+    {0x1F37, 1571, 3},
+    {0x1F38, 1574, 2},
+    {0x1F39, 1576, 2},
+    {0x1F3A, 1578, 3},
+    {0x1F3B, 1581, 3},
+    {0x1F3C, 1584, 3},
+    {0x1F3D, 1587, 3},
+    {0x1F3E, 1590, 3},
+    {0x1F3F, 1593, 3},
+    {0x1F40, 1596, 2},
+    {0x1F41, 1598, 2},
+    {0x1F42, 1600, 3},
+    {0x1F43, 1603, 3},
+    {0x1F44, 1606, 3},
+    {0x1F45, 1609, 3},
+    {0x1F48, 1612, 2},
+    {0x1F49, 1614, 2},
+    {0x1F4A, 1616, 3},
+    {0x1F4B, 1619, 3},
+    {0x1F4C, 1622, 3},
+    {0x1F4D, 1625, 3},
+    {0x1F50, 1628, 2},
+    {0x1F51, 1630, 2},
+    {0x1F52, 1632, 3},
+    {0x1F53, 1635, 3},
+    {0x1F54, 1638, 3},
+    {0x1F55, 1641, 3},
+    {0x1F56, 1644, 3},
+    {0x1F57, 1647, 3},
+    {0x1F59, 1650, 2},
+    {0x1F5B, 1652, 3},
+    {0x1F5D, 1655, 3},
+    {0x1F5F, 1658, 3},
+    {0x1F60, 1661, 2},
+    {0x1F61, 1663, 2},
+    {0x1F62, 1665, 3},
+    {0x1F63, 1668, 3},
+    {0x1F64, 1671, 3},
+    {0x1F65, 1674, 3},
+    {0x1F66, 1677, 3},
+    {0x1F67, 1680, 3},
+    {0x1F68, 1683, 2},
+    {0x1F69, 1685, 2},
+    {0x1F6A, 1687, 3},
+    {0x1F6B, 1690, 3},
+    {0x1F6C, 1693, 3},
+    {0x1F6D, 1696, 3},
+    {0x1F6E, 1699, 3},
+    {0x1F6F, 1702, 3},
+    {0x1F70, 1705, 2},
+    {0x1F71, 1707, 2},
+    {0x1F72, 1709, 2},
+    {0x1F73, 1711, 2},
+    {0x1F74, 1713, 2},
+    {0x1F75, 1715, 2},
+    {0x1F76, 1717, 2},
+    {0x1F77, 1719, 2},
+    {0x1F78, 1721, 2},
+    {0x1F79, 1723, 2},
+    {0x1F7A, 1725, 2},
+    {0x1F7B, 1727, 2},
+    {0x1F7C, 1729, 2},
+    {0x1F7D, 1731, 2},
+    {0x1F80, 1733, 3},
+    {0x1F81, 1736, 3},
+    {0x1F82, 1739, 4},
+    {0x1F83, 1743, 4},
+    {0x1F84, 1747, 4},
+    {0x1F85, 1751, 4},
+    {0x1F86, 1755, 4},
+    {0x1F87, 1759, 4},
+    {0x1F88, 1763, 3},
+    {0x1F89, 1766, 3},
+    {0x1F8A, 1769, 4},
+    {0x1F8B, 1773, 4},
+    {0x1F8C, 1777, 4},
+    {0x1F8D, 1781, 4},
+    {0x1F8E, 1785, 4},
+    {0x1F8F, 1789, 4},
+    {0x1F90, 1793, 3},
+    {0x1F91, 1796, 3},
+    {0x1F92, 1799, 4},
+    {0x1F93, 1803, 4},
+    {0x1F94, 1807, 4},
+    {0x1F95, 1811, 4},
+    {0x1F96, 1815, 4},
+    {0x1F97, 1819, 4},
+    {0x1F98, 1823, 3},
+    {0x1F99, 1826, 3},
+    {0x1F9A, 1829, 4},
+    {0x1F9B, 1833, 4},
+    {0x1F9C, 1837, 4},
+    {0x1F9D, 1841, 4},
+    {0x1F9E, 1845, 4},
+    {0x1F9F, 1849, 4},
+    {0x1FA0, 1853, 3},
+    {0x1FA1, 1856, 3},
+    {0x1FA2, 1859, 4},
+    {0x1FA3, 1863, 4},
+    {0x1FA4, 1867, 4},
+    {0x1FA5, 1871, 4},
+    {0x1FA6, 1875, 4},
+    {0x1FA7, 1879, 4},
+    {0x1FA8, 1883, 3},
+    {0x1FA9, 1886, 3},
+    {0x1FAA, 1889, 4},
+    {0x1FAB, 1893, 4},
+    {0x1FAC, 1897, 4},
+    {0x1FAD, 1901, 4},
+    {0x1FAE, 1905, 4},
+    {0x1FAF, 1909, 4},
+    {0x1FB0, 1913, 2},
+    {0x1FB1, 1915, 2},
+    {0x1FB2, 1917, 3},
+    {0x1FB3, 1920, 2},
+    {0x1FB4, 1922, 3},
+    {0x1FB6, 1925, 2},
+    {0x1FB7, 1927, 3},
+    {0x1FB8, 1930, 2},
+    {0x1FB9, 1932, 2},
+    {0x1FBA, 1934, 2},
+    {0x1FBB, 1936, 2},
+    {0x1FBC, 1938, 2},
+    {0x1FBE, 1940, 1},
+    {0x1FC1, 1941, 2},
+    {0x1FC2, 1943, 3},
+    {0x1FC3, 1946, 2},
+    {0x1FC4, 1948, 3},
+    {0x1FC6, 1951, 2},
+    {0x1FC7, 1953, 3},
+    {0x1FC8, 1956, 2},
+    {0x1FC9, 1958, 2},
+    {0x1FCA, 1960, 2},
+    {0x1FCB, 1962, 2},
+    {0x1FCC, 1964, 2},
+    {0x1FCD, 1966, 2},
+    {0x1FCE, 1968, 2},
+    {0x1FCF, 1970, 2},
+    {0x1FD0, 1972, 2},
+    {0x1FD1, 1974, 2},
+    {0x1FD2, 1976, 3},
+    {0x1FD3, 1979, 3},
+    {0x1FD6, 1982, 2},
+    {0x1FD7, 1984, 3},
+    {0x1FD8, 1987, 2},
+    {0x1FD9, 1989, 2},
+    {0x1FDA, 1991, 2},
+    {0x1FDB, 1993, 2},
+    {0x1FDD, 1995, 2},
+    {0x1FDE, 1997, 2},
+    {0x1FDF, 1999, 2},
+    {0x1FE0, 2001, 2},
+    {0x1FE1, 2003, 2},
+    {0x1FE2, 2005, 3},
+    {0x1FE3, 2008, 3},
+    {0x1FE4, 2011, 2},
+    {0x1FE5, 2013, 2},
+    {0x1FE6, 2015, 2},
+    {0x1FE7, 2017, 3},
+    {0x1FE8, 2020, 2},
+    {0x1FE9, 2022, 2},
+    {0x1FEA, 2024, 2},
+    {0x1FEB, 2026, 2},
+    {0x1FEC, 2028, 2},
+    {0x1FED, 2030, 2},
+    {0x1FEE, 2032, 2},
+    {0x1FEF, 2034, 1},
+    {0x1FF2, 2035, 3},
+    {0x1FF3, 2038, 2},
+    {0x1FF4, 2040, 3},
+    {0x1FF6, 2043, 2},
+    {0x1FF7, 2045, 3},
+    {0x1FF8, 2048, 2},
+    {0x1FF9, 2050, 2},
+    {0x1FFA, 2052, 2},
+    {0x1FFB, 2054, 2},
+    {0x1FFC, 2056, 2},
+    {0x1FFD, 2058, 1},
+    {0x2000, 2059, 1},
+    {0x2001, 2060, 1},
+    {0x2126, 2061, 1},
+    {0x212A, 2062, 1},
+    {0x212B, 2063, 2},
+    {0x219A, 2065, 2},
+    {0x219B, 2067, 2},
+    {0x21AE, 2069, 2},
+    {0x21CD, 2071, 2},
+    {0x21CE, 2073, 2},
+    {0x21CF, 2075, 2},
+    {0x2204, 2077, 2},
+    {0x2209, 2079, 2},
+    {0x220C, 2081, 2},
+    {0x2224, 2083, 2},
+    {0x2226, 2085, 2},
+    {0x2241, 2087, 2},
+    {0x2244, 2089, 2},
+    {0x2247, 2091, 2},
+    {0x2249, 2093, 2},
+    {0x2260, 2095, 2},
+    {0x2262, 2097, 2},
+    {0x226D, 2099, 2},
+    {0x226E, 2101, 2},
+    {0x226F, 2103, 2},
+    {0x2270, 2105, 2},
+    {0x2271, 2107, 2},
+    {0x2274, 2109, 2},
+    {0x2275, 2111, 2},
+    {0x2278, 2113, 2},
+    {0x2279, 2115, 2},
+    {0x2280, 2117, 2},
+    {0x2281, 2119, 2},
+    {0x2284, 2121, 2},
+    {0x2285, 2123, 2},
+    {0x2288, 2125, 2},
+    {0x2289, 2127, 2},
+    {0x22AC, 2129, 2},
+    {0x22AD, 2131, 2},
+    {0x22AE, 2133, 2},
+    {0x22AF, 2135, 2},
+    {0x22E0, 2137, 2},
+    {0x22E1, 2139, 2},
+    {0x22E2, 2141, 2},
+    {0x22E3, 2143, 2},
+    {0x22EA, 2145, 2},
+    {0x22EB, 2147, 2},
+    {0x22EC, 2149, 2},
+    {0x22ED, 2151, 2},
+    {0x2329, 2153, 1},
+    {0x232A, 2154, 1},
+    {0x2ADC, 2155, 2},
+    {0x304C, 2157, 2},
+    {0x304E, 2159, 2},
+    {0x3050, 2161, 2},
+    {0x3052, 2163, 2},
+    {0x3054, 2165, 2},
+    {0x3056, 2167, 2},
+    {0x3058, 2169, 2},
+    {0x305A, 2171, 2},
+    {0x305C, 2173, 2},
+    {0x305E, 2175, 2},
+    {0x3060, 2177, 2},
+    {0x3062, 2179, 2},
+    {0x3065, 2181, 2},
+    {0x3067, 2183, 2},
+    {0x3069, 2185, 2},
+    {0x3070, 2187, 2},
+    {0x3071, 2189, 2},
+    {0x3073, 2191, 2},
+    {0x3074, 2193, 2},
+    {0x3076, 2195, 2},
+    {0x3077, 2197, 2},
+    {0x3079, 2199, 2},
+    {0x307A, 2201, 2},
+    {0x307C, 2203, 2},
+    {0x307D, 2205, 2},
+    {0x3094, 2207, 2},
+    {0x309E, 2209, 2},
+    {0x30AC, 2211, 2},
+    {0x30AE, 2213, 2},
+    {0x30B0, 2215, 2},
+    {0x30B2, 2217, 2},
+    {0x30B4, 2219, 2},
+    {0x30B6, 2221, 2},
+    {0x30B8, 2223, 2},
+    {0x30BA, 2225, 2},
+    {0x30BC, 2227, 2},
+    {0x30BE, 2229, 2},
+    {0x30C0, 2231, 2},
+    {0x30C2, 2233, 2},
+    {0x30C5, 2235, 2},
+    {0x30C7, 2237, 2},
+    {0x30C9, 2239, 2},
+    {0x30D0, 2241, 2},
+    {0x30D1, 2243, 2},
+    {0x30D3, 2245, 2},
+    {0x30D4, 2247, 2},
+    {0x30D6, 2249, 2},
+    {0x30D7, 2251, 2},
+    {0x30D9, 2253, 2},
+    {0x30DA, 2255, 2},
+    {0x30DC, 2257, 2},
+    {0x30DD, 2259, 2},
+    {0x30F4, 2261, 2},
+    {0x30F7, 2263, 2},
+    {0x30F8, 2265, 2},
+    {0x30F9, 2267, 2},
+    {0x30FA, 2269, 2},
+    {0x30FE, 2271, 2},
+    {0xF900, 2273, 1},
+    {0xF901, 2274, 1},
+    {0xF902, 2275, 1},
+    {0xF903, 2276, 1},
+    {0xF904, 2277, 1},
+    {0xF905, 2278, 1},
+    {0xF906, 2279, 1},
+    {0xF907, 2280, 1},
+    {0xF908, 2281, 1},
+    {0xF909, 2282, 1},
+    {0xF90A, 2283, 1},
+    {0xF90B, 2284, 1},
+    {0xF90C, 2285, 1},
+    {0xF90D, 2286, 1},
+    {0xF90E, 2287, 1},
+    {0xF90F, 2288, 1},
+    {0xF910, 2289, 1},
+    {0xF911, 2290, 1},
+    {0xF912, 2291, 1},
+    {0xF913, 2292, 1},
+    {0xF914, 2293, 1},
+    {0xF915, 2294, 1},
+    {0xF916, 2295, 1},
+    {0xF917, 2296, 1},
+    {0xF918, 2297, 1},
+    {0xF919, 2298, 1},
+    {0xF91A, 2299, 1},
+    {0xF91B, 2300, 1},
+    {0xF91C, 2301, 1},
+    {0xF91D, 2302, 1},
+    {0xF91E, 2303, 1},
+    {0xF91F, 2304, 1},
+    {0xF920, 2305, 1},
+    {0xF921, 2306, 1},
+    {0xF922, 2307, 1},
+    {0xF923, 2308, 1},
+    {0xF924, 2309, 1},
+    {0xF925, 2310, 1},
+    {0xF926, 2311, 1},
+    {0xF927, 2312, 1},
+    {0xF928, 2313, 1},
+    {0xF929, 2314, 1},
+    {0xF92A, 2315, 1},
+    {0xF92B, 2316, 1},
+    {0xF92C, 2317, 1},
+    {0xF92D, 2318, 1},
+    {0xF92E, 2319, 1},
+    {0xF92F, 2320, 1},
+    {0xF930, 2321, 1},
+    {0xF931, 2322, 1},
+    {0xF932, 2323, 1},
+    {0xF933, 2324, 1},
+    {0xF934, 2325, 1},
+    {0xF935, 2326, 1},
+    {0xF936, 2327, 1},
+    {0xF937, 2328, 1},
+    {0xF938, 2329, 1},
+    {0xF939, 2330, 1},
+    {0xF93A, 2331, 1},
+    {0xF93B, 2332, 1},
+    {0xF93C, 2333, 1},
+    {0xF93D, 2334, 1},
+    {0xF93E, 2335, 1},
+    {0xF93F, 2336, 1},
+    {0xF940, 2337, 1},
+    {0xF941, 2338, 1},
+    {0xF942, 2339, 1},
+    {0xF943, 2340, 1},
+    {0xF944, 2341, 1},
+    {0xF945, 2342, 1},
+    {0xF946, 2343, 1},
+    {0xF947, 2344, 1},
+    {0xF948, 2345, 1},
+    {0xF949, 2346, 1},
+    {0xF94A, 2347, 1},
+    {0xF94B, 2348, 1},
+    {0xF94C, 2349, 1},
+    {0xF94D, 2350, 1},
+    {0xF94E, 2351, 1},
+    {0xF94F, 2352, 1},
+    {0xF950, 2353, 1},
+    {0xF951, 2354, 1},
+    {0xF952, 2355, 1},
+    {0xF953, 2356, 1},
+    {0xF954, 2357, 1},
+    {0xF955, 2358, 1},
+    {0xF956, 2359, 1},
+    {0xF957, 2360, 1},
+    {0xF958, 2361, 1},
+    {0xF959, 2362, 1},
+    {0xF95A, 2363, 1},
+    {0xF95B, 2364, 1},
+    {0xF95C, 2365, 1},
+    {0xF95D, 2366, 1},
+    {0xF95E, 2367, 1},
+    {0xF95F, 2368, 1},
+    {0xF960, 2369, 1},
+    {0xF961, 2370, 1},
+    {0xF962, 2371, 1},
+    {0xF963, 2372, 1},
+    {0xF964, 2373, 1},
+    {0xF965, 2374, 1},
+    {0xF966, 2375, 1},
+    {0xF967, 2376, 1},
+    {0xF968, 2377, 1},
+    {0xF969, 2378, 1},
+    {0xF96A, 2379, 1},
+    {0xF96B, 2380, 1},
+    {0xF96C, 2381, 1},
+    {0xF96D, 2382, 1},
+    {0xF96E, 2383, 1},
+    {0xF96F, 2384, 1},
+    {0xF970, 2385, 1},
+    {0xF971, 2386, 1},
+    {0xF972, 2387, 1},
+    {0xF973, 2388, 1},
+    {0xF974, 2389, 1},
+    {0xF975, 2390, 1},
+    {0xF976, 2391, 1},
+    {0xF977, 2392, 1},
+    {0xF978, 2393, 1},
+    {0xF979, 2394, 1},
+    {0xF97A, 2395, 1},
+    {0xF97B, 2396, 1},
+    {0xF97C, 2397, 1},
+    {0xF97D, 2398, 1},
+    {0xF97E, 2399, 1},
+    {0xF97F, 2400, 1},
+    {0xF980, 2401, 1},
+    {0xF981, 2402, 1},
+    {0xF982, 2403, 1},
+    {0xF983, 2404, 1},
+    {0xF984, 2405, 1},
+    {0xF985, 2406, 1},
+    {0xF986, 2407, 1},
+    {0xF987, 2408, 1},
+    {0xF988, 2409, 1},
+    {0xF989, 2410, 1},
+    {0xF98A, 2411, 1},
+    {0xF98B, 2412, 1},
+    {0xF98C, 2413, 1},
+    {0xF98D, 2414, 1},
+    {0xF98E, 2415, 1},
+    {0xF98F, 2416, 1},
+    {0xF990, 2417, 1},
+    {0xF991, 2418, 1},
+    {0xF992, 2419, 1},
+    {0xF993, 2420, 1},
+    {0xF994, 2421, 1},
+    {0xF995, 2422, 1},
+    {0xF996, 2423, 1},
+    {0xF997, 2424, 1},
+    {0xF998, 2425, 1},
+    {0xF999, 2426, 1},
+    {0xF99A, 2427, 1},
+    {0xF99B, 2428, 1},
+    {0xF99C, 2429, 1},
+    {0xF99D, 2430, 1},
+    {0xF99E, 2431, 1},
+    {0xF99F, 2432, 1},
+    {0xF9A0, 2433, 1},
+    {0xF9A1, 2434, 1},
+    {0xF9A2, 2435, 1},
+    {0xF9A3, 2436, 1},
+    {0xF9A4, 2437, 1},
+    {0xF9A5, 2438, 1},
+    {0xF9A6, 2439, 1},
+    {0xF9A7, 2440, 1},
+    {0xF9A8, 2441, 1},
+    {0xF9A9, 2442, 1},
+    {0xF9AA, 2443, 1},
+    {0xF9AB, 2444, 1},
+    {0xF9AC, 2445, 1},
+    {0xF9AD, 2446, 1},
+    {0xF9AE, 2447, 1},
+    {0xF9AF, 2448, 1},
+    {0xF9B0, 2449, 1},
+    {0xF9B1, 2450, 1},
+    {0xF9B2, 2451, 1},
+    {0xF9B3, 2452, 1},
+    {0xF9B4, 2453, 1},
+    {0xF9B5, 2454, 1},
+    {0xF9B6, 2455, 1},
+    {0xF9B7, 2456, 1},
+    {0xF9B8, 2457, 1},
+    {0xF9B9, 2458, 1},
+    {0xF9BA, 2459, 1},
+    {0xF9BB, 2460, 1},
+    {0xF9BC, 2461, 1},
+    {0xF9BD, 2462, 1},
+    {0xF9BE, 2463, 1},
+    {0xF9BF, 2464, 1},
+    {0xF9C0, 2465, 1},
+    {0xF9C1, 2466, 1},
+    {0xF9C2, 2467, 1},
+    {0xF9C3, 2468, 1},
+    {0xF9C4, 2469, 1},
+    {0xF9C5, 2470, 1},
+    {0xF9C6, 2471, 1},
+    {0xF9C7, 2472, 1},
+    {0xF9C8, 2473, 1},
+    {0xF9C9, 2474, 1},
+    {0xF9CA, 2475, 1},
+    {0xF9CB, 2476, 1},
+    {0xF9CC, 2477, 1},
+    {0xF9CD, 2478, 1},
+    {0xF9CE, 2479, 1},
+    {0xF9CF, 2480, 1},
+    {0xF9D0, 2481, 1},
+    {0xF9D1, 2482, 1},
+    {0xF9D2, 2483, 1},
+    {0xF9D3, 2484, 1},
+    {0xF9D4, 2485, 1},
+    {0xF9D5, 2486, 1},
+    {0xF9D6, 2487, 1},
+    {0xF9D7, 2488, 1},
+    {0xF9D8, 2489, 1},
+    {0xF9D9, 2490, 1},
+    {0xF9DA, 2491, 1},
+    {0xF9DB, 2492, 1},
+    {0xF9DC, 2493, 1},
+    {0xF9DD, 2494, 1},
+    {0xF9DE, 2495, 1},
+    {0xF9DF, 2496, 1},
+    {0xF9E0, 2497, 1},
+    {0xF9E1, 2498, 1},
+    {0xF9E2, 2499, 1},
+    {0xF9E3, 2500, 1},
+    {0xF9E4, 2501, 1},
+    {0xF9E5, 2502, 1},
+    {0xF9E6, 2503, 1},
+    {0xF9E7, 2504, 1},
+    {0xF9E8, 2505, 1},
+    {0xF9E9, 2506, 1},
+    {0xF9EA, 2507, 1},
+    {0xF9EB, 2508, 1},
+    {0xF9EC, 2509, 1},
+    {0xF9ED, 2510, 1},
+    {0xF9EE, 2511, 1},
+    {0xF9EF, 2512, 1},
+    {0xF9F0, 2513, 1},
+    {0xF9F1, 2514, 1},
+    {0xF9F2, 2515, 1},
+    {0xF9F3, 2516, 1},
+    {0xF9F4, 2517, 1},
+    {0xF9F5, 2518, 1},
+    {0xF9F6, 2519, 1},
+    {0xF9F7, 2520, 1},
+    {0xF9F8, 2521, 1},
+    {0xF9F9, 2522, 1},
+    {0xF9FA, 2523, 1},
+    {0xF9FB, 2524, 1},
+    {0xF9FC, 2525, 1},
+    {0xF9FD, 2526, 1},
+    {0xF9FE, 2527, 1},
+    {0xF9FF, 2528, 1},
+    {0xFA00, 2529, 1},
+    {0xFA01, 2530, 1},
+    {0xFA02, 2531, 1},
+    {0xFA03, 2532, 1},
+    {0xFA04, 2533, 1},
+    {0xFA05, 2534, 1},
+    {0xFA06, 2535, 1},
+    {0xFA07, 2536, 1},
+    {0xFA08, 2537, 1},
+    {0xFA09, 2538, 1},
+    {0xFA0A, 2539, 1},
+    {0xFA0B, 2540, 1},
+    {0xFA0C, 2541, 1},
+    {0xFA0D, 2542, 1},
+    {0xFA10, 2543, 1},
+    {0xFA12, 2544, 1},
+    {0xFA15, 2545, 1},
+    {0xFA16, 2546, 1},
+    {0xFA17, 2547, 1},
+    {0xFA18, 2548, 1},
+    {0xFA19, 2549, 1},
+    {0xFA1A, 2550, 1},
+    {0xFA1B, 2551, 1},
+    {0xFA1C, 2552, 1},
+    {0xFA1D, 2553, 1},
+    {0xFA1E, 2554, 1},
+    {0xFA20, 2555, 1},
+    {0xFA22, 2556, 1},
+    {0xFA25, 2557, 1},
+    {0xFA26, 2558, 1},
+    {0xFA2A, 2559, 1},
+    {0xFA2B, 2560, 1},
+    {0xFA2C, 2561, 1},
+    {0xFA2D, 2562, 1},
+    {0xFA2E, 2563, 1},
+    {0xFA2F, 2564, 1},
+    {0xFA30, 2565, 1},
+    {0xFA31, 2566, 1},
+    {0xFA32, 2567, 1},
+    {0xFA33, 2568, 1},
+    {0xFA34, 2569, 1},
+    {0xFA35, 2570, 1},
+    {0xFA36, 2571, 1},
+    {0xFA37, 2572, 1},
+    {0xFA38, 2573, 1},
+    {0xFA39, 2574, 1},
+    {0xFA3A, 2575, 1},
+    {0xFA3B, 2576, 1},
+    {0xFA3C, 2577, 1},
+    {0xFA3D, 2578, 1},
+    {0xFA3E, 2579, 1},
+    {0xFA3F, 2580, 1},
+    {0xFA40, 2581, 1},
+    {0xFA41, 2582, 1},
+    {0xFA42, 2583, 1},
+    {0xFA43, 2584, 1},
+    {0xFA44, 2585, 1},
+    {0xFA45, 2586, 1},
+    {0xFA46, 2587, 1},
+    {0xFA47, 2588, 1},
+    {0xFA48, 2589, 1},
+    {0xFA49, 2590, 1},
+    {0xFA4A, 2591, 1},
+    {0xFA4B, 2592, 1},
+    {0xFA4C, 2593, 1},
+    {0xFA4D, 2594, 1},
+    {0xFA4E, 2595, 1},
+    {0xFA4F, 2596, 1},
+    {0xFA50, 2597, 1},
+    {0xFA51, 2598, 1},
+    {0xFA52, 2599, 1},
+    {0xFA53, 2600, 1},
+    {0xFA54, 2601, 1},
+    {0xFA55, 2602, 1},
+    {0xFA56, 2603, 1},
+    {0xFA57, 2604, 1},
+    {0xFA58, 2605, 1},
+    {0xFA59, 2606, 1},
+    {0xFA5A, 2607, 1},
+    {0xFA5B, 2608, 1},
+    {0xFA5C, 2609, 1},
+    {0xFA5D, 2610, 1},
+    {0xFA5E, 2611, 1},
+    {0xFA5F, 2612, 1},
+    {0xFA60, 2613, 1},
+    {0xFA61, 2614, 1},
+    {0xFA62, 2615, 1},
+    {0xFA63, 2616, 1},
+    {0xFA64, 2617, 1},
+    {0xFA65, 2618, 1},
+    {0xFA66, 2619, 1},
+    {0xFA67, 2620, 1},
+    {0xFA68, 2621, 1},
+    {0xFA69, 2622, 1},
+    {0xFA6A, 2623, 1},
+    {0xFA6B, 2624, 1},
+    {0xFA6C, 2625, 1},
+    {0xFA6D, 2626, 1},
+    {0xFA70, 2627, 1},
+    {0xFA71, 2628, 1},
+    {0xFA72, 2629, 1},
+    {0xFA73, 2630, 1},
+    {0xFA74, 2631, 1},
+    {0xFA75, 2632, 1},
+    {0xFA76, 2633, 1},
+    {0xFA77, 2634, 1},
+    {0xFA78, 2635, 1},
+    {0xFA79, 2636, 1},
+    {0xFA7A, 2637, 1},
+    {0xFA7B, 2638, 1},
+    {0xFA7C, 2639, 1},
+    {0xFA7D, 2640, 1},
+    {0xFA7E, 2641, 1},
+    {0xFA7F, 2642, 1},
+    {0xFA80, 2643, 1},
+    {0xFA81, 2644, 1},
+    {0xFA82, 2645, 1},
+    {0xFA83, 2646, 1},
+    {0xFA84, 2647, 1},
+    {0xFA85, 2648, 1},
+    {0xFA86, 2649, 1},
+    {0xFA87, 2650, 1},
+    {0xFA88, 2651, 1},
+    {0xFA89, 2652, 1},
+    {0xFA8A, 2653, 1},
+    {0xFA8B, 2654, 1},
+    {0xFA8C, 2655, 1},
+    {0xFA8D, 2656, 1},
+    {0xFA8E, 2657, 1},
+    {0xFA8F, 2658, 1},
+    {0xFA90, 2659, 1},
+    {0xFA91, 2660, 1},
+    {0xFA92, 2661, 1},
+    {0xFA93, 2662, 1},
+    {0xFA94, 2663, 1},
+    {0xFA95, 2664, 1},
+    {0xFA96, 2665, 1},
+    {0xFA97, 2666, 1},
+    {0xFA98, 2667, 1},
+    {0xFA99, 2668, 1},
+    {0xFA9A, 2669, 1},
+    {0xFA9B, 2670, 1},
+    {0xFA9C, 2671, 1},
+    {0xFA9D, 2672, 1},
+    {0xFA9E, 2673, 1},
+    {0xFA9F, 2674, 1},
+    {0xFAA0, 2675, 1},
+    {0xFAA1, 2676, 1},
+    {0xFAA2, 2677, 1},
+    {0xFAA3, 2678, 1},
+    {0xFAA4, 2679, 1},
+    {0xFAA5, 2680, 1},
+    {0xFAA6, 2681, 1},
+    {0xFAA7, 2682, 1},
+    {0xFAA8, 2683, 1},
+    {0xFAA9, 2684, 1},
+    {0xFAAA, 2685, 1},
+    {0xFAAB, 2686, 1},
+    {0xFAAC, 2687, 1},
+    {0xFAAD, 2688, 1},
+    {0xFAAE, 2689, 1},
+    {0xFAAF, 2690, 1},
+    {0xFAB0, 2691, 1},
+    {0xFAB1, 2692, 1},
+    {0xFAB2, 2693, 1},
+    {0xFAB3, 2694, 1},
+    {0xFAB4, 2695, 1},
+    {0xFAB5, 2696, 1},
+    {0xFAB6, 2697, 1},
+    {0xFAB7, 2698, 1},
+    {0xFAB8, 2699, 1},
+    {0xFAB9, 2700, 1},
+    {0xFABA, 2701, 1},
+    {0xFABB, 2702, 1},
+    {0xFABC, 2703, 1},
+    {0xFABD, 2704, 1},
+    {0xFABE, 2705, 1},
+    {0xFABF, 2706, 1},
+    {0xFAC0, 2707, 1},
+    {0xFAC1, 2708, 1},
+    {0xFAC2, 2709, 1},
+    {0xFAC3, 2710, 1},
+    {0xFAC4, 2711, 1},
+    {0xFAC5, 2712, 1},
+    {0xFAC6, 2713, 1},
+    {0xFAC7, 2714, 1},
+    {0xFAC8, 2715, 1},
+    {0xFAC9, 2716, 1},
+    {0xFACA, 2717, 1},
+    {0xFACB, 2718, 1},
+    {0xFACC, 2719, 1},
+    {0xFACD, 2720, 1},
+    {0xFACE, 2721, 1},
+    {0xFACF, 2722, 1},
+    {0xFAD0, 2723, 1},
+    {0xFAD1, 2724, 1},
+    {0xFAD2, 2725, 1},
+    {0xFAD3, 2726, 1},
+    {0xFAD4, 2727, 1},
+    {0xFAD5, 2728, 1},
+    {0xFAD6, 2729, 1},
+    {0xFAD7, 2730, 1},
+    {0xFAD8, 2731, 1},
+    {0xFAD9, 2732, 1},
+    {0xFB1D, 2733, 2},
+    {0xFB1F, 2735, 2},
+    {0xFB2A, 2737, 2},
+    {0xFB2B, 2739, 2},
+    {0xFB2C, 2741, 3},
+    {0xFB2D, 2744, 3},
+    {0xFB2E, 2747, 2},
+    {0xFB2F, 2749, 2},
+    {0xFB30, 2751, 2},
+    {0xFB31, 2753, 2},
+    {0xFB32, 2755, 2},
+    {0xFB33, 2757, 2},
+    {0xFB34, 2759, 2},
+    {0xFB35, 2761, 2},
+    {0xFB36, 2763, 2},
+    {0xFB38, 2765, 2},
+    {0xFB39, 2767, 2},
+    {0xFB3A, 2769, 2},
+    {0xFB3B, 2771, 2},
+    {0xFB3C, 2773, 2},
+    {0xFB3E, 2775, 2},
+    {0xFB40, 2777, 2},
+    {0xFB41, 2779, 2},
+    {0xFB43, 2781, 2},
+    {0xFB44, 2783, 2},
+    {0xFB46, 2785, 2},
+    {0xFB47, 2787, 2},
+    {0xFB48, 2789, 2},
+    {0xFB49, 2791, 2},
+    {0xFB4A, 2793, 2},
+    {0xFB4B, 2795, 2},
+    {0xFB4C, 2797, 2},
+    {0xFB4D, 2799, 2},
+    {0xFB4E, 2801, 2},
+    {0x1109A, 2803, 2},
+    {0x1109C, 2805, 2},
+    {0x110AB, 2807, 2},
+    {0x1112E, 2809, 2},
+    {0x1112F, 2811, 2},
+    {0x1134B, 2813, 2},
+    {0x1134C, 2815, 2},
+    {0x114BB, 2817, 2},
+    {0x114BC, 2819, 2},
+    {0x114BE, 2821, 2},
+    {0x115BA, 2823, 2},
+    {0x115BB, 2825, 2},
+    {0x11938, 2827, 2},
+    {0x1D15E, 2829, 2},
+    {0x1D15F, 2831, 2},
+    {0x1D160, 2833, 3},
+    {0x1D161, 2836, 3},
+    {0x1D162, 2839, 3},
+    {0x1D163, 2842, 3},
+    {0x1D164, 2845, 3},
+    {0x1D1BB, 2848, 2},
+    {0x1D1BC, 2850, 2},
+    {0x1D1BD, 2852, 3},
+    {0x1D1BE, 2855, 3},
+    {0x1D1BF, 2858, 3},
+    {0x1D1C0, 2861, 3},
+    {0x2F800, 2864, 1},
+    {0x2F801, 2865, 1},
+    {0x2F802, 2866, 1},
+    {0x2F803, 2867, 1},
+    {0x2F804, 2868, 1},
+    {0x2F805, 2869, 1},
+    {0x2F806, 2870, 1},
+    {0x2F807, 2871, 1},
+    {0x2F808, 2872, 1},
+    {0x2F809, 2873, 1},
+    {0x2F80A, 2874, 1},
+    {0x2F80B, 2875, 1},
+    {0x2F80C, 2876, 1},
+    {0x2F80D, 2877, 1},
+    {0x2F80E, 2878, 1},
+    {0x2F80F, 2879, 1},
+    {0x2F810, 2880, 1},
+    {0x2F811, 2881, 1},
+    {0x2F812, 2882, 1},
+    {0x2F813, 2883, 1},
+    {0x2F814, 2884, 1},
+    {0x2F815, 2885, 1},
+    {0x2F816, 2886, 1},
+    {0x2F817, 2887, 1},
+    {0x2F818, 2888, 1},
+    {0x2F819, 2889, 1},
+    {0x2F81A, 2890, 1},
+    {0x2F81B, 2891, 1},
+    {0x2F81C, 2892, 1},
+    {0x2F81D, 2893, 1},
+    {0x2F81E, 2894, 1},
+    {0x2F81F, 2895, 1},
+    {0x2F820, 2896, 1},
+    {0x2F821, 2897, 1},
+    {0x2F822, 2898, 1},
+    {0x2F823, 2899, 1},
+    {0x2F824, 2900, 1},
+    {0x2F825, 2901, 1},
+    {0x2F826, 2902, 1},
+    {0x2F827, 2903, 1},
+    {0x2F828, 2904, 1},
+    {0x2F829, 2905, 1},
+    {0x2F82A, 2906, 1},
+    {0x2F82B, 2907, 1},
+    {0x2F82C, 2908, 1},
+    {0x2F82D, 2909, 1},
+    {0x2F82E, 2910, 1},
+    {0x2F82F, 2911, 1},
+    {0x2F830, 2912, 1},
+    {0x2F831, 2913, 1},
+    {0x2F832, 2914, 1},
+    {0x2F833, 2915, 1},
+    {0x2F834, 2916, 1},
+    {0x2F835, 2917, 1},
+    {0x2F836, 2918, 1},
+    {0x2F837, 2919, 1},
+    {0x2F838, 2920, 1},
+    {0x2F839, 2921, 1},
+    {0x2F83A, 2922, 1},
+    {0x2F83B, 2923, 1},
+    {0x2F83C, 2924, 1},
+    {0x2F83D, 2925, 1},
+    {0x2F83E, 2926, 1},
+    {0x2F83F, 2927, 1},
+    {0x2F840, 2928, 1},
+    {0x2F841, 2929, 1},
+    {0x2F842, 2930, 1},
+    {0x2F843, 2931, 1},
+    {0x2F844, 2932, 1},
+    {0x2F845, 2933, 1},
+    {0x2F846, 2934, 1},
+    {0x2F847, 2935, 1},
+    {0x2F848, 2936, 1},
+    {0x2F849, 2937, 1},
+    {0x2F84A, 2938, 1},
+    {0x2F84B, 2939, 1},
+    {0x2F84C, 2940, 1},
+    {0x2F84D, 2941, 1},
+    {0x2F84E, 2942, 1},
+    {0x2F84F, 2943, 1},
+    {0x2F850, 2944, 1},
+    {0x2F851, 2945, 1},
+    {0x2F852, 2946, 1},
+    {0x2F853, 2947, 1},
+    {0x2F854, 2948, 1},
+    {0x2F855, 2949, 1},
+    {0x2F856, 2950, 1},
+    {0x2F857, 2951, 1},
+    {0x2F858, 2952, 1},
+    {0x2F859, 2953, 1},
+    {0x2F85A, 2954, 1},
+    {0x2F85B, 2955, 1},
+    {0x2F85C, 2956, 1},
+    {0x2F85D, 2957, 1},
+    {0x2F85E, 2958, 1},
+    {0x2F85F, 2959, 1},
+    {0x2F860, 2960, 1},
+    {0x2F861, 2961, 1},
+    {0x2F862, 2962, 1},
+    {0x2F863, 2963, 1},
+    {0x2F864, 2964, 1},
+    {0x2F865, 2965, 1},
+    {0x2F866, 2966, 1},
+    {0x2F867, 2967, 1},
+    {0x2F868, 2968, 1},
+    {0x2F869, 2969, 1},
+    {0x2F86A, 2970, 1},
+    {0x2F86B, 2971, 1},
+    {0x2F86C, 2972, 1},
+    {0x2F86D, 2973, 1},
+    {0x2F86E, 2974, 1},
+    {0x2F86F, 2975, 1},
+    {0x2F870, 2976, 1},
+    {0x2F871, 2977, 1},
+    {0x2F872, 2978, 1},
+    {0x2F873, 2979, 1},
+    {0x2F874, 2980, 1},
+    {0x2F875, 2981, 1},
+    {0x2F876, 2982, 1},
+    {0x2F877, 2983, 1},
+    {0x2F878, 2984, 1},
+    {0x2F879, 2985, 1},
+    {0x2F87A, 2986, 1},
+    {0x2F87B, 2987, 1},
+    {0x2F87C, 2988, 1},
+    {0x2F87D, 2989, 1},
+    {0x2F87E, 2990, 1},
+    {0x2F87F, 2991, 1},
+    {0x2F880, 2992, 1},
+    {0x2F881, 2993, 1},
+    {0x2F882, 2994, 1},
+    {0x2F883, 2995, 1},
+    {0x2F884, 2996, 1},
+    {0x2F885, 2997, 1},
+    {0x2F886, 2998, 1},
+    {0x2F887, 2999, 1},
+    {0x2F888, 3000, 1},
+    {0x2F889, 3001, 1},
+    {0x2F88A, 3002, 1},
+    {0x2F88B, 3003, 1},
+    {0x2F88C, 3004, 1},
+    {0x2F88D, 3005, 1},
+    {0x2F88E, 3006, 1},
+    {0x2F88F, 3007, 1},
+    {0x2F890, 3008, 1},
+    {0x2F891, 3009, 1},
+    {0x2F892, 3010, 1},
+    {0x2F893, 3011, 1},
+    {0x2F894, 3012, 1},
+    {0x2F895, 3013, 1},
+    {0x2F896, 3014, 1},
+    {0x2F897, 3015, 1},
+    {0x2F898, 3016, 1},
+    {0x2F899, 3017, 1},
+    {0x2F89A, 3018, 1},
+    {0x2F89B, 3019, 1},
+    {0x2F89C, 3020, 1},
+    {0x2F89D, 3021, 1},
+    {0x2F89E, 3022, 1},
+    {0x2F89F, 3023, 1},
+    {0x2F8A0, 3024, 1},
+    {0x2F8A1, 3025, 1},
+    {0x2F8A2, 3026, 1},
+    {0x2F8A3, 3027, 1},
+    {0x2F8A4, 3028, 1},
+    {0x2F8A5, 3029, 1},
+    {0x2F8A6, 3030, 1},
+    {0x2F8A7, 3031, 1},
+    {0x2F8A8, 3032, 1},
+    {0x2F8A9, 3033, 1},
+    {0x2F8AA, 3034, 1},
+    {0x2F8AB, 3035, 1},
+    {0x2F8AC, 3036, 1},
+    {0x2F8AD, 3037, 1},
+    {0x2F8AE, 3038, 1},
+    {0x2F8AF, 3039, 1},
+    {0x2F8B0, 3040, 1},
+    {0x2F8B1, 3041, 1},
+    {0x2F8B2, 3042, 1},
+    {0x2F8B3, 3043, 1},
+    {0x2F8B4, 3044, 1},
+    {0x2F8B5, 3045, 1},
+    {0x2F8B6, 3046, 1},
+    {0x2F8B7, 3047, 1},
+    {0x2F8B8, 3048, 1},
+    {0x2F8B9, 3049, 1},
+    {0x2F8BA, 3050, 1},
+    {0x2F8BB, 3051, 1},
+    {0x2F8BC, 3052, 1},
+    {0x2F8BD, 3053, 1},
+    {0x2F8BE, 3054, 1},
+    {0x2F8BF, 3055, 1},
+    {0x2F8C0, 3056, 1},
+    {0x2F8C1, 3057, 1},
+    {0x2F8C2, 3058, 1},
+    {0x2F8C3, 3059, 1},
+    {0x2F8C4, 3060, 1},
+    {0x2F8C5, 3061, 1},
+    {0x2F8C6, 3062, 1},
+    {0x2F8C7, 3063, 1},
+    {0x2F8C8, 3064, 1},
+    {0x2F8C9, 3065, 1},
+    {0x2F8CA, 3066, 1},
+    {0x2F8CB, 3067, 1},
+    {0x2F8CC, 3068, 1},
+    {0x2F8CD, 3069, 1},
+    {0x2F8CE, 3070, 1},
+    {0x2F8CF, 3071, 1},
+    {0x2F8D0, 3072, 1},
+    {0x2F8D1, 3073, 1},
+    {0x2F8D2, 3074, 1},
+    {0x2F8D3, 3075, 1},
+    {0x2F8D4, 3076, 1},
+    {0x2F8D5, 3077, 1},
+    {0x2F8D6, 3078, 1},
+    {0x2F8D7, 3079, 1},
+    {0x2F8D8, 3080, 1},
+    {0x2F8D9, 3081, 1},
+    {0x2F8DA, 3082, 1},
+    {0x2F8DB, 3083, 1},
+    {0x2F8DC, 3084, 1},
+    {0x2F8DD, 3085, 1},
+    {0x2F8DE, 3086, 1},
+    {0x2F8DF, 3087, 1},
+    {0x2F8E0, 3088, 1},
+    {0x2F8E1, 3089, 1},
+    {0x2F8E2, 3090, 1},
+    {0x2F8E3, 3091, 1},
+    {0x2F8E4, 3092, 1},
+    {0x2F8E5, 3093, 1},
+    {0x2F8E6, 3094, 1},
+    {0x2F8E7, 3095, 1},
+    {0x2F8E8, 3096, 1},
+    {0x2F8E9, 3097, 1},
+    {0x2F8EA, 3098, 1},
+    {0x2F8EB, 3099, 1},
+    {0x2F8EC, 3100, 1},
+    {0x2F8ED, 3101, 1},
+    {0x2F8EE, 3102, 1},
+    {0x2F8EF, 3103, 1},
+    {0x2F8F0, 3104, 1},
+    {0x2F8F1, 3105, 1},
+    {0x2F8F2, 3106, 1},
+    {0x2F8F3, 3107, 1},
+    {0x2F8F4, 3108, 1},
+    {0x2F8F5, 3109, 1},
+    {0x2F8F6, 3110, 1},
+    {0x2F8F7, 3111, 1},
+    {0x2F8F8, 3112, 1},
+    {0x2F8F9, 3113, 1},
+    {0x2F8FA, 3114, 1},
+    {0x2F8FB, 3115, 1},
+    {0x2F8FC, 3116, 1},
+    {0x2F8FD, 3117, 1},
+    {0x2F8FE, 3118, 1},
+    {0x2F8FF, 3119, 1},
+    {0x2F900, 3120, 1},
+    {0x2F901, 3121, 1},
+    {0x2F902, 3122, 1},
+    {0x2F903, 3123, 1},
+    {0x2F904, 3124, 1},
+    {0x2F905, 3125, 1},
+    {0x2F906, 3126, 1},
+    {0x2F907, 3127, 1},
+    {0x2F908, 3128, 1},
+    {0x2F909, 3129, 1},
+    {0x2F90A, 3130, 1},
+    {0x2F90B, 3131, 1},
+    {0x2F90C, 3132, 1},
+    {0x2F90D, 3133, 1},
+    {0x2F90E, 3134, 1},
+    {0x2F90F, 3135, 1},
+    {0x2F910, 3136, 1},
+    {0x2F911, 3137, 1},
+    {0x2F912, 3138, 1},
+    {0x2F913, 3139, 1},
+    {0x2F914, 3140, 1},
+    {0x2F915, 3141, 1},
+    {0x2F916, 3142, 1},
+    {0x2F917, 3143, 1},
+    {0x2F918, 3144, 1},
+    {0x2F919, 3145, 1},
+    {0x2F91A, 3146, 1},
+    {0x2F91B, 3147, 1},
+    {0x2F91C, 3148, 1},
+    {0x2F91D, 3149, 1},
+    {0x2F91E, 3150, 1},
+    {0x2F91F, 3151, 1},
+    {0x2F920, 3152, 1},
+    {0x2F921, 3153, 1},
+    {0x2F922, 3154, 1},
+    {0x2F923, 3155, 1},
+    {0x2F924, 3156, 1},
+    {0x2F925, 3157, 1},
+    {0x2F926, 3158, 1},
+    {0x2F927, 3159, 1},
+    {0x2F928, 3160, 1},
+    {0x2F929, 3161, 1},
+    {0x2F92A, 3162, 1},
+    {0x2F92B, 3163, 1},
+    {0x2F92C, 3164, 1},
+    {0x2F92D, 3165, 1},
+    {0x2F92E, 3166, 1},
+    {0x2F92F, 3167, 1},
+    {0x2F930, 3168, 1},
+    {0x2F931, 3169, 1},
+    {0x2F932, 3170, 1},
+    {0x2F933, 3171, 1},
+    {0x2F934, 3172, 1},
+    {0x2F935, 3173, 1},
+    {0x2F936, 3174, 1},
+    {0x2F937, 3175, 1},
+    {0x2F938, 3176, 1},
+    {0x2F939, 3177, 1},
+    {0x2F93A, 3178, 1},
+    {0x2F93B, 3179, 1},
+    {0x2F93C, 3180, 1},
+    {0x2F93D, 3181, 1},
+    {0x2F93E, 3182, 1},
+    {0x2F93F, 3183, 1},
+    {0x2F940, 3184, 1},
+    {0x2F941, 3185, 1},
+    {0x2F942, 3186, 1},
+    {0x2F943, 3187, 1},
+    {0x2F944, 3188, 1},
+    {0x2F945, 3189, 1},
+    {0x2F946, 3190, 1},
+    {0x2F947, 3191, 1},
+    {0x2F948, 3192, 1},
+    {0x2F949, 3193, 1},
+    {0x2F94A, 3194, 1},
+    {0x2F94B, 3195, 1},
+    {0x2F94C, 3196, 1},
+    {0x2F94D, 3197, 1},
+    {0x2F94E, 3198, 1},
+    {0x2F94F, 3199, 1},
+    {0x2F950, 3200, 1},
+    {0x2F951, 3201, 1},
+    {0x2F952, 3202, 1},
+    {0x2F953, 3203, 1},
+    {0x2F954, 3204, 1},
+    {0x2F955, 3205, 1},
+    {0x2F956, 3206, 1},
+    {0x2F957, 3207, 1},
+    {0x2F958, 3208, 1},
+    {0x2F959, 3209, 1},
+    {0x2F95A, 3210, 1},
+    {0x2F95B, 3211, 1},
+    {0x2F95C, 3212, 1},
+    {0x2F95D, 3213, 1},
+    {0x2F95E, 3214, 1},
+    {0x2F95F, 3215, 1},
+    {0x2F960, 3216, 1},
+    {0x2F961, 3217, 1},
+    {0x2F962, 3218, 1},
+    {0x2F963, 3219, 1},
+    {0x2F964, 3220, 1},
+    {0x2F965, 3221, 1},
+    {0x2F966, 3222, 1},
+    {0x2F967, 3223, 1},
+    {0x2F968, 3224, 1},
+    {0x2F969, 3225, 1},
+    {0x2F96A, 3226, 1},
+    {0x2F96B, 3227, 1},
+    {0x2F96C, 3228, 1},
+    {0x2F96D, 3229, 1},
+    {0x2F96E, 3230, 1},
+    {0x2F96F, 3231, 1},
+    {0x2F970, 3232, 1},
+    {0x2F971, 3233, 1},
+    {0x2F972, 3234, 1},
+    {0x2F973, 3235, 1},
+    {0x2F974, 3236, 1},
+    {0x2F975, 3237, 1},
+    {0x2F976, 3238, 1},
+    {0x2F977, 3239, 1},
+    {0x2F978, 3240, 1},
+    {0x2F979, 3241, 1},
+    {0x2F97A, 3242, 1},
+    {0x2F97B, 3243, 1},
+    {0x2F97C, 3244, 1},
+    {0x2F97D, 3245, 1},
+    {0x2F97E, 3246, 1},
+    {0x2F97F, 3247, 1},
+    {0x2F980, 3248, 1},
+    {0x2F981, 3249, 1},
+    {0x2F982, 3250, 1},
+    {0x2F983, 3251, 1},
+    {0x2F984, 3252, 1},
+    {0x2F985, 3253, 1},
+    {0x2F986, 3254, 1},
+    {0x2F987, 3255, 1},
+    {0x2F988, 3256, 1},
+    {0x2F989, 3257, 1},
+    {0x2F98A, 3258, 1},
+    {0x2F98B, 3259, 1},
+    {0x2F98C, 3260, 1},
+    {0x2F98D, 3261, 1},
+    {0x2F98E, 3262, 1},
+    {0x2F98F, 3263, 1},
+    {0x2F990, 3264, 1},
+    {0x2F991, 3265, 1},
+    {0x2F992, 3266, 1},
+    {0x2F993, 3267, 1},
+    {0x2F994, 3268, 1},
+    {0x2F995, 3269, 1},
+    {0x2F996, 3270, 1},
+    {0x2F997, 3271, 1},
+    {0x2F998, 3272, 1},
+    {0x2F999, 3273, 1},
+    {0x2F99A, 3274, 1},
+    {0x2F99B, 3275, 1},
+    {0x2F99C, 3276, 1},
+    {0x2F99D, 3277, 1},
+    {0x2F99E, 3278, 1},
+    {0x2F99F, 3279, 1},
+    {0x2F9A0, 3280, 1},
+    {0x2F9A1, 3281, 1},
+    {0x2F9A2, 3282, 1},
+    {0x2F9A3, 3283, 1},
+    {0x2F9A4, 3284, 1},
+    {0x2F9A5, 3285, 1},
+    {0x2F9A6, 3286, 1},
+    {0x2F9A7, 3287, 1},
+    {0x2F9A8, 3288, 1},
+    {0x2F9A9, 3289, 1},
+    {0x2F9AA, 3290, 1},
+    {0x2F9AB, 3291, 1},
+    {0x2F9AC, 3292, 1},
+    {0x2F9AD, 3293, 1},
+    {0x2F9AE, 3294, 1},
+    {0x2F9AF, 3295, 1},
+    {0x2F9B0, 3296, 1},
+    {0x2F9B1, 3297, 1},
+    {0x2F9B2, 3298, 1},
+    {0x2F9B3, 3299, 1},
+    {0x2F9B4, 3300, 1},
+    {0x2F9B5, 3301, 1},
+    {0x2F9B6, 3302, 1},
+    {0x2F9B7, 3303, 1},
+    {0x2F9B8, 3304, 1},
+    {0x2F9B9, 3305, 1},
+    {0x2F9BA, 3306, 1},
+    {0x2F9BB, 3307, 1},
+    {0x2F9BC, 3308, 1},
+    {0x2F9BD, 3309, 1},
+    {0x2F9BE, 3310, 1},
+    {0x2F9BF, 3311, 1},
+    {0x2F9C0, 3312, 1},
+    {0x2F9C1, 3313, 1},
+    {0x2F9C2, 3314, 1},
+    {0x2F9C3, 3315, 1},
+    {0x2F9C4, 3316, 1},
+    {0x2F9C5, 3317, 1},
+    {0x2F9C6, 3318, 1},
+    {0x2F9C7, 3319, 1},
+    {0x2F9C8, 3320, 1},
+    {0x2F9C9, 3321, 1},
+    {0x2F9CA, 3322, 1},
+    {0x2F9CB, 3323, 1},
+    {0x2F9CC, 3324, 1},
+    {0x2F9CD, 3325, 1},
+    {0x2F9CE, 3326, 1},
+    {0x2F9CF, 3327, 1},
+    {0x2F9D0, 3328, 1},
+    {0x2F9D1, 3329, 1},
+    {0x2F9D2, 3330, 1},
+    {0x2F9D3, 3331, 1},
+    {0x2F9D4, 3332, 1},
+    {0x2F9D5, 3333, 1},
+    {0x2F9D6, 3334, 1},
+    {0x2F9D7, 3335, 1},
+    {0x2F9D8, 3336, 1},
+    {0x2F9D9, 3337, 1},
+    {0x2F9DA, 3338, 1},
+    {0x2F9DB, 3339, 1},
+    {0x2F9DC, 3340, 1},
+    {0x2F9DD, 3341, 1},
+    {0x2F9DE, 3342, 1},
+    {0x2F9DF, 3343, 1},
+    {0x2F9E0, 3344, 1},
+    {0x2F9E1, 3345, 1},
+    {0x2F9E2, 3346, 1},
+    {0x2F9E3, 3347, 1},
+    {0x2F9E4, 3348, 1},
+    {0x2F9E5, 3349, 1},
+    {0x2F9E6, 3350, 1},
+    {0x2F9E7, 3351, 1},
+    {0x2F9E8, 3352, 1},
+    {0x2F9E9, 3353, 1},
+    {0x2F9EA, 3354, 1},
+    {0x2F9EB, 3355, 1},
+    {0x2F9EC, 3356, 1},
+    {0x2F9ED, 3357, 1},
+    {0x2F9EE, 3358, 1},
+    {0x2F9EF, 3359, 1},
+    {0x2F9F0, 3360, 1},
+    {0x2F9F1, 3361, 1},
+    {0x2F9F2, 3362, 1},
+    {0x2F9F3, 3363, 1},
+    {0x2F9F4, 3364, 1},
+    {0x2F9F5, 3365, 1},
+    {0x2F9F6, 3366, 1},
+    {0x2F9F7, 3367, 1},
+    {0x2F9F8, 3368, 1},
+    {0x2F9F9, 3369, 1},
+    {0x2F9FA, 3370, 1},
+    {0x2F9FB, 3371, 1},
+    {0x2F9FC, 3372, 1},
+    {0x2F9FD, 3373, 1},
+    {0x2F9FE, 3374, 1},
+    {0x2F9FF, 3375, 1},
+    {0x2FA00, 3376, 1},
+    {0x2FA01, 3377, 1},
+    {0x2FA02, 3378, 1},
+    {0x2FA03, 3379, 1},
+    {0x2FA04, 3380, 1},
+    {0x2FA05, 3381, 1},
+    {0x2FA06, 3382, 1},
+    {0x2FA07, 3383, 1},
+    {0x2FA08, 3384, 1},
+    {0x2FA09, 3385, 1},
+    {0x2FA0A, 3386, 1},
+    {0x2FA0B, 3387, 1},
+    {0x2FA0C, 3388, 1},
+    {0x2FA0D, 3389, 1},
+    {0x2FA0E, 3390, 1},
+    {0x2FA0F, 3391, 1},
+    {0x2FA10, 3392, 1},
+    {0x2FA11, 3393, 1},
+    {0x2FA12, 3394, 1},
+    {0x2FA13, 3395, 1},
+    {0x2FA14, 3396, 1},
+    {0x2FA15, 3397, 1},
+    {0x2FA16, 3398, 1},
+    {0x2FA17, 3399, 1},
+    {0x2FA18, 3400, 1},
+    {0x2FA19, 3401, 1},
+    {0x2FA1A, 3402, 1},
+    {0x2FA1B, 3403, 1},
+    {0x2FA1C, 3404, 1},
+    {0x2FA1D, 3405, 1},
+};
+
+static const uint32_t uni_decomp_pool[3406] = {
+    0x41, 0x300, 0x41, 0x301, 0x41, 0x302, 0x41, 0x303,
+    0x41, 0x308, 0x41, 0x30A, 0x43, 0x327, 0x45, 0x300,
+    0x45, 0x301, 0x45, 0x302, 0x45, 0x308, 0x49, 0x300,
+    0x49, 0x301, 0x49, 0x302, 0x49, 0x308, 0x4E, 0x303,
+    0x4F, 0x300, 0x4F, 0x301, 0x4F, 0x302, 0x4F, 0x303,
+    0x4F, 0x308, 0x55, 0x300, 0x55, 0x301, 0x55, 0x302,
+    0x55, 0x308, 0x59, 0x301, 0x61, 0x300, 0x61, 0x301,
+    0x61, 0x302, 0x61, 0x303, 0x61, 0x308, 0x61, 0x30A,
+    0x63, 0x327, 0x65, 0x300, 0x65, 0x301, 0x65, 0x302,
+    0x65, 0x308, 0x69, 0x300, 0x69, 0x301, 0x69, 0x302,
+    0x69, 0x308, 0x6E, 0x303, 0x6F, 0x300, 0x6F, 0x301,
+    0x6F, 0x302, 0x6F, 0x303, 0x6F, 0x308, 0x75, 0x300,
+    0x75, 0x301, 0x75, 0x302, 0x75, 0x308, 0x79, 0x301,
+    0x79, 0x308, 0x41, 0x304, 0x61, 0x304, 0x41, 0x306,
+    0x61, 0x306, 0x41, 0x328, 0x61, 0x328, 0x43, 0x301,
+    0x63, 0x301, 0x43, 0x302, 0x63, 0x302, 0x43, 0x307,
+    0x63, 0x307, 0x43, 0x30C, 0x63, 0x30C, 0x44, 0x30C,
+    0x64, 0x30C, 0x45, 0x304, 0x65, 0x304, 0x45, 0x306,
+    0x65, 0x306, 0x45, 0x307, 0x65, 0x307, 0x45, 0x328,
+    0x65, 0x328, 0x45, 0x30C, 0x65, 0x30C, 0x47, 0x302,
+    0x67, 0x302, 0x47, 0x306, 0x67, 0x306, 0x47, 0x307,
+    0x67, 0x307, 0x47, 0x327, 0x67, 0x327, 0x48, 0x302,
+    0x68, 0x302, 0x49, 0x303, 0x69, 0x303, 0x49, 0x304,
+    0x69, 0x304, 0x49, 0x306, 0x69, 0x306, 0x49, 0x328,
+    0x69, 0x328, 0x49, 0x307, 0x4A, 0x302, 0x6A, 0x302,
+    0x4B, 0x327, 0x6B, 0x327, 0x4C, 0x301, 0x6C, 0x301,
+    0x4C, 0x327, 0x6C, 0x327, 0x4C, 0x30C, 0x6C, 0x30C,
+    0x4E, 0x301, 0x6E, 0x301, 0x4E, 0x327, 0x6E, 0x327,
+    0x4E, 0x30C, 0x6E, 0x30C, 0x4F, 0x304, 0x6F, 0x304,
+    0x4F, 0x306, 0x6F, 0x306, 0x4F, 0x30B, 0x6F, 0x30B,
+    0x52, 0x301, 0x72, 0x301, 0x52, 0x327, 0x72, 0x327,
+    0x52, 0x30C, 0x72, 0x30C, 0x53, 0x301, 0x73, 0x301,
+    0x53, 0x302, 0x73, 0x302, 0x53, 0x327, 0x73, 0x327,
+    0x53, 0x30C, 0x73, 0x30C, 0x54, 0x327, 0x74, 0x327,
+    0x54, 0x30C, 0x74, 0x30C, 0x55, 0x303, 0x75, 0x303,
+    0x55, 0x304, 0x75, 0x304, 0x55, 0x306, 0x75, 0x306,
+    0x55, 0x30A, 0x75, 0x30A, 0x55, 0x30B, 0x75, 0x30B,
+    0x55, 0x328, 0x75, 0x328, 0x57, 0x302, 0x77, 0x302,
+    0x59, 0x302, 0x79, 0x302, 0x59, 0x308, 0x5A, 0x301,
+    0x7A, 0x301, 0x5A, 0x307, 0x7A, 0x307, 0x5A, 0x30C,
+    0x7A, 0x30C, 0x4F, 0x31B, 0x6F, 0x31B, 0x55, 0x31B,
+    0x75, 0x31B, 0x41, 0x30C, 0x61, 0x30C, 0x49, 0x30C,
+    0x69, 0x30C, 0x4F, 0x30C, 0x6F, 0x30C, 0x55, 0x30C,
+    0x75, 0x30C, 0x55, 0x308, 0x304, 0x75, 0x308, 0x304,
+    0x55, 0x308, 0x301, 0x75, 0x308, 0x301, 0x55, 0x308,
+    0x30C, 0x75, 0x308, 0x30C, 0x55, 0x308, 0x300, 0x75,
+    0x308, 0x300, 0x41, 0x308, 0x304, 0x61, 0x308, 0x304,
+    0x41, 0x307, 0x304, 0x61, 0x307, 0x304, 0xC6, 0x304,
+    0xE6, 0x304, 0x47, 0x30C, 0x67, 0x30C, 0x4B, 0x30C,
+    0x6B, 0x30C, 0x4F, 0x328, 0x6F, 0x328, 0x4F, 0x328,
+    0x304, 0x6F, 0x328, 0x304, 0x1B7, 0x30C, 0x292, 0x30C,
+    0x6A, 0x30C, 0x47, 0x301, 0x67, 0x301, 0x4E, 0x300,
+    0x6E, 0x300, 0x41, 0x30A, 0x301, 0x61, 0x30A, 0x301,
+    0xC6, 0x301, 0xE6, 0x301, 0xD8, 0x301, 0xF8, 0x301,
+    0x41, 0x30F, 0x61, 0x30F, 0x41, 0x311, 0x61, 0x311,
+    0x45, 0x30F, 0x65, 0x30F, 0x45, 0x311, 0x65, 0x311,
+    0x49, 0x30F, 0x69, 0x30F, 0x49, 0x311, 0x69, 0x311,
+    0x4F, 0x30F, 0x6F, 0x30F, 0x4F, 0x311, 0x6F, 0x311,
+    0x52, 0x30F, 0x72, 0x30F, 0x52, 0x311, 0x72, 0x311,
+    0x55, 0x30F, 0x75, 0x30F, 0x55, 0x311, 0x75, 0x311,
+    0x53, 0x326, 0x73, 0x326, 0x54, 0x326, 0x74, 0x326,
+    0x48, 0x30C, 0x68, 0x30C, 0x41, 0x307, 0x61, 0x307,
+    0x45, 0x327, 0x65, 0x327, 0x4F, 0x308, 0x304, 0x6F,
+    0x308, 0x304, 0x4F, 0x303, 0x304, 0x6F, 0x303, 0x304,
+    0x4F, 0x307, 0x6F, 0x307, 0x4F, 0x307, 0x304, 0x6F,
+    0x307, 0x304, 0x59, 0x304, 0x79, 0x304, 0x300, 0x301,
+    0x313, 0x308, 0x301, 0x2B9, 0x3B, 0xA8, 0x301, 0x391,
+    0x301, 0xB7, 0x395, 0x301, 0x397, 0x301, 0x399, 0x301,
+    0x39F, 0x301, 0x3A5, 0x301, 0x3A9, 0x301, 0x3B9, 0x308,
+    0x301, 0x399, 0x308, 0x3A5, 0x308, 0x3B1, 0x301, 0x3B5,
+    0x301, 0x3B7, 0x301, 0x3B9, 0x301, 0x3C5, 0x308, 0x301,
+    0x3B9, 0x308, 0x3C5, 0x308, 0x3BF, 0x301, 0x3C5, 0x301,
+    0x3C9, 0x301, 0x3D2, 0x301, 0x3D2, 0x308, 0x415, 0x300,
+    0x415, 0x308, 0x413, 0x301, 0x406, 0x308, 0x41A, 0x301,
+    0x418, 0x300, 0x423, 0x306, 0x418, 0x306, 0x438, 0x306,
+    0x435, 0x300, 0x435, 0x308, 0x433, 0x301, 0x456, 0x308,
+    0x43A, 0x301, 0x438, 0x300, 0x443, 0x306, 0x474, 0x30F,
+    0x475, 0x30F, 0x416, 0x306, 0x436, 0x306, 0x410, 0x306,
+    0x430, 0x306, 0x410, 0x308, 0x430, 0x308, 0x415, 0x306,
+    0x435, 0x306, 0x4D8, 0x308, 0x4D9, 0x308, 0x416, 0x308,
+    0x436, 0x308, 0x417, 0x308, 0x437, 0x308, 0x418, 0x304,
+    0x438, 0x304, 0x418, 0x308, 0x438, 0x308, 0x41E, 0x308,
+    0x43E, 0x308, 0x4E8, 0x308, 0x4E9, 0x308, 0x42D, 0x308,
+    0x44D, 0x308, 0x423, 0x304, 0x443, 0x304, 0x423, 0x308,
+    0x443, 0x308, 0x423, 0x30B, 0x443, 0x30B, 0x427, 0x308,
+    0x447, 0x308, 0x42B, 0x308, 0x44B, 0x308, 0x627, 0x653,
+    0x627, 0x654, 0x648, 0x654, 0x627, 0x655, 0x64A, 0x654,
+    0x6D5, 0x654, 0x6C1, 0x654, 0x6D2, 0x654, 0x928, 0x93C,
+    0x930, 0x93C, 0x933, 0x93C, 0x915, 0x93C, 0x916, 0x93C,
+    0x917, 0x93C, 0x91C, 0x93C, 0x921, 0x93C, 0x922, 0x93C,
+    0x92B, 0x93C, 0x92F, 0x93C, 0x9C7, 0x9BE, 0x9C7, 0x9D7,
+    0x9A1, 0x9BC, 0x9A2, 0x9BC, 0x9AF, 0x9BC, 0xA32, 0xA3C,
+    0xA38, 0xA3C, 0xA16, 0xA3C, 0xA17, 0xA3C, 0xA1C, 0xA3C,
+    0xA2B, 0xA3C, 0xB47, 0xB56, 0xB47, 0xB3E, 0xB47, 0xB57,
+    0xB21, 0xB3C, 0xB22, 0xB3C, 0xB92, 0xBD7, 0xBC6, 0xBBE,
+    0xBC7, 0xBBE, 0xBC6, 0xBD7, 0xC46, 0xC56, 0xCBF, 0xCD5,
+    0xCC6, 0xCD5, 0xCC6, 0xCD6, 0xCC6, 0xCC2, 0xCC6, 0xCC2,
+    0xCD5, 0xD46, 0xD3E, 0xD47, 0xD3E, 0xD46, 0xD57, 0xDD9,
+    0xDCA, 0xDD9, 0xDCF, 0xDD9, 0xDCF, 0xDCA, 0xDD9, 0xDDF,
+    0xF42, 0xFB7, 0xF4C, 0xFB7, 0xF51, 0xFB7, 0xF56, 0xFB7,
+    0xF5B, 0xFB7, 0xF40, 0xFB5, 0xF71, 0xF72, 0xF71, 0xF74,
+    0xFB2, 0xF80, 0xFB3, 0xF80, 0xF71, 0xF80, 0xF92, 0xFB7,
+    0xF9C, 0xFB7, 0xFA1, 0xFB7, 0xFA6, 0xFB7, 0xFAB, 0xFB7,
+    0xF90, 0xFB5, 0x1025, 0x102E, 0x1B05, 0x1B35, 0x1B07, 0x1B35,
+    0x1B09, 0x1B35, 0x1B0B, 0x1B35, 0x1B0D, 0x1B35, 0x1B11, 0x1B35,
+    0x1B3A, 0x1B35, 0x1B3C, 0x1B35, 0x1B3E, 0x1B35, 0x1B3F, 0x1B35,
+    0x1B42, 0x1B35, 0x41, 0x325, 0x61, 0x325, 0x42, 0x307,
+    0x62, 0x307, 0x42, 0x323, 0x62, 0x323, 0x42, 0x331,
+    0x62, 0x331, 0x43, 0x327, 0x301, 0x63, 0x327, 0x301,
+    0x44, 0x307, 0x64, 0x307, 0x44, 0x323, 0x64, 0x323,
+    0x44, 0x331, 0x64, 0x331, 0x44, 0x327, 0x64, 0x327,
+    0x44, 0x32D, 0x64, 0x32D, 0x45, 0x304, 0x300, 0x65,
+    0x304, 0x300, 0x45, 0x304, 0x301, 0x65, 0x304, 0x301,
+    0x45, 0x32D, 0x65, 0x32D, 0x45, 0x330, 0x65, 0x330,
+    0x45, 0x327, 0x306, 0x65, 0x327, 0x306, 0x46, 0x307,
+    0x66, 0x307, 0x47, 0x304, 0x67, 0x304, 0x48, 0x307,
+    0x68, 0x307, 0x48, 0x323, 0x68, 0x323, 0x48, 0x308,
+    0x68, 0x308, 0x48, 0x327, 0x68, 0x327, 0x48, 0x32E,
+    0x68, 0x32E, 0x49, 0x330, 0x69, 0x330, 0x49, 0x308,
+    0x301, 0x69, 0x308, 0x301, 0x4B, 0x301, 0x6B, 0x301,
+    0x4B, 0x323, 0x6B, 0x323, 0x4B, 0x331, 0x6B, 0x331,
+    0x4C, 0x323, 0x6C, 0x323, 0x4C, 0x323, 0x304, 0x6C,
+    0x323, 0x304, 0x4C, 0x331, 0x6C, 0x331, 0x4C, 0x32D,
+    0x6C, 0x32D, 0x4D, 0x301, 0x6D, 0x301, 0x4D, 0x307,
+    0x6D, 0x307, 0x4D, 0x323, 0x6D, 0x323, 0x4E, 0x307,
+    0x6E, 0x307, 0x4E, 0x323, 0x6E, 0x323, 0x4E, 0x331,
+    0x6E, 0x331, 0x4E, 0x32D, 0x6E, 0x32D, 0x4F, 0x303,
+    0x301, 0x6F, 0x303, 0x301, 0x4F, 0x303, 0x308, 0x6F,
+    0x303, 0x308, 0x4F, 0x304, 0x300, 0x6F, 0x304, 0x300,
+    0x4F, 0x304, 0x301, 0x6F, 0x304, 0x301, 0x50, 0x301,
+    0x70, 0x301, 0x50, 0x307, 0x70, 0x307, 0x52, 0x307,
+    0x72, 0x307, 0x52, 0x323, 0x72, 0x323, 0x52, 0x323,
+    0x304, 0x72, 0x323, 0x304, 0x52, 0x331, 0x72, 0x331,
+    0x53, 0x307, 0x73, 0x307, 0x53, 0x323, 0x73, 0x323,
+    0x53, 0x301, 0x307, 0x73, 0x301, 0x307, 0x53, 0x30C,
+    0x307, 0x73, 0x30C, 0x307, 0x53, 0x323, 0x307, 0x73,
+    0x323, 0x307, 0x54, 0x307, 0x74, 0x307, 0x54, 0x323,
+    0x74, 0x323, 0x54, 0x331, 0x74, 0x331, 0x54, 0x32D,
+    0x74, 0x32D, 0x55, 0x324, 0x75, 0x324, 0x55, 0x330,
+    0x75, 0x330, 0x55, 0x32D, 0x75, 0x32D, 0x55, 0x303,
+    0x301, 0x75, 0x303, 0x301, 0x55, 0x304, 0x308, 0x75,
+    0x304, 0x308, 0x56, 0x303, 0x76, 0x303, 0x56, 0x323,
+    0x76, 0x323, 0x57, 0x300, 0x77, 0x300, 0x57, 0x301,
+    0x77, 0x301, 0x57, 0x308, 0x77, 0x308, 0x57, 0x307,
+    0x77, 0x307, 0x57, 0x323, 0x77, 0x323, 0x58, 0x307,
+    0x78, 0x307, 0x58, 0x308, 0x78, 0x308, 0x59, 0x307,
+    0x79, 0x307, 0x5A, 0x302, 0x7A, 0x302, 0x5A, 0x323,
+    0x7A, 0x323, 0x5A, 0x331, 0x7A, 0x331, 0x68, 0x331,
+    0x74, 0x308, 0x77, 0x30A, 0x79, 0x30A, 0x17F, 0x307,
+    0x41, 0x323, 0x61, 0x323, 0x41, 0x309, 0x61, 0x309,
+    0x41, 0x302, 0x301, 0x61, 0x302, 0x301, 0x41, 0x302,
+    0x300, 0x61, 0x302, 0x300, 0x41, 0x302, 0x309, 0x61,
+    0x302, 0x309, 0x41, 0x302, 0x303, 0x61, 0x302, 0x303,
+    0x41, 0x323, 0x302, 0x61, 0x323, 0x302, 0x41, 0x306,
+    0x301, 0x61, 0x306, 0x301, 0x41, 0x306, 0x300, 0x61,
+    0x306, 0x300, 0x41, 0x306, 0x309, 0x61, 0x306, 0x309,
+    0x41, 0x306, 0x303, 0x61, 0x306, 0x303, 0x41, 0x323,
+    0x306, 0x61, 0x323, 0x306, 0x45, 0x323, 0x65, 0x323,
+    0x45, 0x309, 0x65, 0x309, 0x45, 0x303, 0x65, 0x303,
+    0x45, 0x302, 0x301, 0x65, 0x302, 0x301, 0x45, 0x302,
+    0x300, 0x65, 0x302, 0x300, 0x45, 0x302, 0x309, 0x65,
+    0x302, 0x309, 0x45, 0x302, 0x303, 0x65, 0x302, 0x303,
+    0x45, 0x323, 0x302, 0x65, 0x323, 0x302, 0x49, 0x309,
+    0x69, 0x309, 0x49, 0x323, 0x69, 0x323, 0x4F, 0x323,
+    0x6F, 0x323, 0x4F, 0x309, 0x6F, 0x309, 0x4F, 0x302,
+    0x301, 0x6F, 0x302, 0x301, 0x4F, 0x302, 0x300, 0x6F,
+    0x302, 0x300, 0x4F, 0x302, 0x309, 0x6F, 0x302, 0x309,
+    0x4F, 0x302, 0x303, 0x6F, 0x302, 0x303, 0x4F, 0x323,
+    0x302, 0x6F, 0x323, 0x302, 0x4F, 0x31B, 0x301, 0x6F,
+    0x31B, 0x301, 0x4F, 0x31B, 0x300, 0x6F, 0x31B, 0x300,
+    0x4F, 0x31B, 0x309, 0x6F, 0x31B, 0x309, 0x4F, 0x31B,
+    0x303, 0x6F, 0x31B, 0x303, 0x4F, 0x31B, 0x323, 0x6F,
+    0x31B, 0x323, 0x55, 0x323, 0x75, 0x323, 0x55, 0x309,
+    0x75, 0x309, 0x55, 0x31B, 0x301, 0x75, 0x31B, 0x301,
+    0x55, 0x31B, 0x300, 0x75, 0x31B, 0x300, 0x55, 0x31B,
+    0x309, 0x75, 0x31B, 0x309, 0x55, 0x31B, 0x303, 0x75,
+    0x31B, 0x303, 0x55, 0x31B, 0x323, 0x75, 0x31B, 0x323,
+    0x59, 0x300, 0x79, 0x300, 0x59, 0x323, 0x79, 0x323,
+    0x59, 0x309, 0x79, 0x309, 0x59, 0x303, 0x79, 0x303,
+    0x3B1, 0x313, 0x3B1, 0x314, 0x3B1, 0x313, 0x300, 0x3B1,
+    0x314, 0x300, 0x3B1, 0x313, 0x301, 0x3B1, 0x314, 0x301,
+    0x3B1, 0x313, 0x342, 0x3B1, 0x314, 0x342, 0x391, 0x313,
+    0x391, 0x314, 0x391, 0x313, 0x300, 0x391, 0x314, 0x300,
+    0x391, 0x313, 0x301, 0x391, 0x314, 0x301, 0x391, 0x313,
+    0x342, 0x391, 0x314, 0x342, 0x3B5, 0x313, 0x3B5, 0x314,
+    0x3B5, 0x313, 0x300, 0x3B5, 0x314, 0x300, 0x3B5, 0x313,
+    0x301, 0x3B5, 0x314, 0x301, 0x395, 0x313, 0x395, 0x314,
+    0x395, 0x313, 0x300, 0x395, 0x314, 0x300, 0x395, 0x313,
+    0x301, 0x395, 0x314, 0x301, 0x3B7, 0x313, 0x3B7, 0x314,
+    0x3B7, 0x313, 0x300, 0x3B7, 0x314, 0x300, 0x3B7, 0x313,
+    0x301, 0x3B7, 0x314, 0x301, 0x3B7, 0x313, 0x342, 0x3B7,
+    0x314, 0x342, 0x397, 0x313, 0x397, 0x314, 0x397, 0x313,
+    0x300, 0x397, 0x314, 0x300, 0x397, 0x313, 0x301, 0x397,
+    0x314, 0x301, 0x397, 0x313, 0x342, 0x397, 0x314, 0x342,
+    0x3B9, 0x313, 0x3B9, 0x314, 0x3B9, 0x313, 0x300, 0x3B9,
+    0x314, 0x300, 0x3B9, 0x313, 0x301, 0x3B9, 0x314, 0x301,
+    0x3B9, 0x313, 0x342, 0x3B9, 0x314, 0x342, 0x399, 0x313,
+    0x399, 0x314, 0x399, 0x313, 0x300, 0x399, 0x314, 0x300,
+    0x399, 0x313, 0x301, 0x399, 0x314, 0x301, 0x399, 0x313,
+    0x342, 0x399, 0x314, 0x342, 0x3BF, 0x313, 0x3BF, 0x314,
+    0x3BF, 0x313, 0x300, 0x3BF, 0x314, 0x300, 0x3BF, 0x313,
+    0x301, 0x3BF, 0x314, 0x301, 0x39F, 0x313, 0x39F, 0x314,
+    0x39F, 0x313, 0x300, 0x39F, 0x314, 0x300, 0x39F, 0x313,
+    0x301, 0x39F, 0x314, 0x301, 0x3C5, 0x313, 0x3C5, 0x314,
+    0x3C5, 0x313, 0x300, 0x3C5, 0x314, 0x300, 0x3C5, 0x313,
+    0x301, 0x3C5, 0x314, 0x301, 0x3C5, 0x313, 0x342, 0x3C5,
+    0x314, 0x342, 0x3A5, 0x314, 0x3A5, 0x314, 0x300, 0x3A5,
+    0x314, 0x301, 0x3A5, 0x314, 0x342, 0x3C9, 0x313, 0x3C9,
+    0x314, 0x3C9, 0x313, 0x300, 0x3C9, 0x314, 0x300, 0x3C9,
+    0x313, 0x301, 0x3C9, 0x314, 0x301, 0x3C9, 0x313, 0x342,
+    0x3C9, 0x314, 0x342, 0x3A9, 0x313, 0x3A9, 0x314, 0x3A9,
+    0x313, 0x300, 0x3A9, 0x314, 0x300, 0x3A9, 0x313, 0x301,
+    0x3A9, 0x314, 0x301, 0x3A9, 0x313, 0x342, 0x3A9, 0x314,
+    0x342, 0x3B1, 0x300, 0x3B1, 0x301, 0x3B5, 0x300, 0x3B5,
+    0x301, 0x3B7, 0x300, 0x3B7, 0x301, 0x3B9, 0x300, 0x3B9,
+    0x301, 0x3BF, 0x300, 0x3BF, 0x301, 0x3C5, 0x300, 0x3C5,
+    0x301, 0x3C9, 0x300, 0x3C9, 0x301, 0x3B1, 0x313, 0x345,
+    0x3B1, 0x314, 0x345, 0x3B1, 0x313, 0x300, 0x345, 0x3B1,
+    0x314, 0x300, 0x345, 0x3B1, 0x313, 0x301, 0x345, 0x3B1,
+    0x314, 0x301, 0x345, 0x3B1, 0x313, 0x342, 0x345, 0x3B1,
+    0x314, 0x342, 0x345, 0x391, 0x313, 0x345, 0x391, 0x314,
+    0x345, 0x391, 0x313, 0x300, 0x345, 0x391, 0x314, 0x300,
+    0x345, 0x391, 0x313, 0x301, 0x345, 0x391, 0x314, 0x301,
+    0x345, 0x391, 0x313, 0x342, 0x345, 0x391, 0x314, 0x342,
+    0x345, 0x3B7, 0x313, 0x345, 0x3B7, 0x314, 0x345, 0x3B7,
+    0x313, 0x300, 0x345, 0x3B7, 0x314, 0x300, 0x345, 0x3B7,
+    0x313, 0x301, 0x345, 0x3B7, 0x314, 0x301, 0x345, 0x3B7,
+    0x313, 0x342, 0x345, 0x3B7, 0x314, 0x342, 0x345, 0x397,
+    0x313, 0x345, 0x397, 0x314, 0x345, 0x397, 0x313, 0x300,
+    0x345, 0x397, 0x314, 0x300, 0x345, 0x397, 0x313, 0x301,
+    0x345, 0x397, 0x314, 0x301, 0x345, 0x397, 0x313, 0x342,
+    0x345, 0x397, 0x314, 0x342, 0x345, 0x3C9, 0x313, 0x345,
+    0x3C9, 0x314, 0x345, 0x3C9, 0x313, 0x300, 0x345, 0x3C9,
+    0x314, 0x300, 0x345, 0x3C9, 0x313, 0x301, 0x345, 0x3C9,
+    0x314, 0x301, 0x345, 0x3C9, 0x313, 0x342, 0x345, 0x3C9,
+    0x314, 0x342, 0x345, 0x3A9, 0x313, 0x345, 0x3A9, 0x314,
+    0x345, 0x3A9, 0x313, 0x300, 0x345, 0x3A9, 0x314, 0x300,
+    0x345, 0x3A9, 0x313, 0x301, 0x345, 0x3A9, 0x314, 0x301,
+    0x345, 0x3A9, 0x313, 0x342, 0x345, 0x3A9, 0x314, 0x342,
+    0x345, 0x3B1, 0x306, 0x3B1, 0x304, 0x3B1, 0x300, 0x345,
+    0x3B1, 0x345, 0x3B1, 0x301, 0x345, 0x3B1, 0x342, 0x3B1,
+    0x342, 0x345, 0x391, 0x306, 0x391, 0x304, 0x391, 0x300,
+    0x391, 0x301, 0x391, 0x345, 0x3B9, 0xA8, 0x342, 0x3B7,
+    0x300, 0x345, 0x3B7, 0x345, 0x3B7, 0x301, 0x345, 0x3B7,
+    0x342, 0x3B7, 0x342, 0x345, 0x395, 0x300, 0x395, 0x301,
+    0x397, 0x300, 0x397, 0x301, 0x397, 0x345, 0x1FBF, 0x300,
+    0x1FBF, 0x301, 0x1FBF, 0x342, 0x3B9, 0x306, 0x3B9, 0x304,
+    0x3B9, 0x308, 0x300, 0x3B9, 0x308, 0x301, 0x3B9, 0x342,
+    0x3B9, 0x308, 0x342, 0x399, 0x306, 0x399, 0x304, 0x399,
+    0x300, 0x399, 0x301, 0x1FFE, 0x300, 0x1FFE, 0x301, 0x1FFE,
+    0x342, 0x3C5, 0x306, 0x3C5, 0x304, 0x3C5, 0x308, 0x300,
+    0x3C5, 0x308, 0x301, 0x3C1, 0x313, 0x3C1, 0x314, 0x3C5,
+    0x342, 0x3C5, 0x308, 0x342, 0x3A5, 0x306, 0x3A5, 0x304,
+    0x3A5, 0x300, 0x3A5, 0x301, 0x3A1, 0x314, 0xA8, 0x300,
+    0xA8, 0x301, 0x60, 0x3C9, 0x300, 0x345, 0x3C9, 0x345,
+    0x3C9, 0x301, 0x345, 0x3C9, 0x342, 0x3C9, 0x342, 0x345,
+    0x39F, 0x300, 0x39F, 0x301, 0x3A9, 0x300, 0x3A9, 0x301,
+    0x3A9, 0x345, 0xB4, 0x2002, 0x2003, 0x3A9, 0x4B, 0x41,
+    0x30A, 0x2190, 0x338, 0x2192, 0x338, 0x2194, 0x338, 0x21D0,
+    0x338, 0x21D4, 0x338, 0x21D2, 0x338, 0x2203, 0x338, 0x2208,
+    0x338, 0x220B, 0x338, 0x2223, 0x338, 0x2225, 0x338, 0x223C,
+    0x338, 0x2243, 0x338, 0x2245, 0x338, 0x2248, 0x338, 0x3D,
+    0x338, 0x2261, 0x338, 0x224D, 0x338, 0x3C, 0x338, 0x3E,
+    0x338, 0x2264, 0x338, 0x2265, 0x338, 0x2272, 0x338, 0x2273,
+    0x338, 0x2276, 0x338, 0x2277, 0x338, 0x227A, 0x338, 0x227B,
+    0x338, 0x2282, 0x338, 0x2283, 0x338, 0x2286, 0x338, 0x2287,
+    0x338, 0x22A2, 0x338, 0x22A8, 0x338, 0x22A9, 0x338, 0x22AB,
+    0x338, 0x227C, 0x338, 0x227D, 0x338, 0x2291, 0x338, 0x2292,
+    0x338, 0x22B2, 0x338, 0x22B3, 0x338, 0x22B4, 0x338, 0x22B5,
+    0x338, 0x3008, 0x3009, 0x2ADD, 0x338, 0x304B, 0x3099, 0x304D,
+    0x3099, 0x304F, 0x3099, 0x3051, 0x3099, 0x3053, 0x3099, 0x3055,
+    0x3099, 0x3057, 0x3099, 0x3059, 0x3099, 0x305B, 0x3099, 0x305D,
+    0x3099, 0x305F, 0x3099, 0x3061, 0x3099, 0x3064, 0x3099, 0x3066,
+    0x3099, 0x3068, 0x3099, 0x306F, 0x3099, 0x306F, 0x309A, 0x3072,
+    0x3099, 0x3072, 0x309A, 0x3075, 0x3099, 0x3075, 0x309A, 0x3078,
+    0x3099, 0x3078, 0x309A, 0x307B, 0x3099, 0x307B, 0x309A, 0x3046,
+    0x3099, 0x309D, 0x3099, 0x30AB, 0x3099, 0x30AD, 0x3099, 0x30AF,
+    0x3099, 0x30B1, 0x3099, 0x30B3, 0x3099, 0x30B5, 0x3099, 0x30B7,
+    0x3099, 0x30B9, 0x3099, 0x30BB, 0x3099, 0x30BD, 0x3099, 0x30BF,
+    0x3099, 0x30C1, 0x3099, 0x30C4, 0x3099, 0x30C6, 0x3099, 0x30C8,
+    0x3099, 0x30CF, 0x3099, 0x30CF, 0x309A, 0x30D2, 0x3099, 0x30D2,
+    0x309A, 0x30D5, 0x3099, 0x30D5, 0x309A, 0x30D8, 0x3099, 0x30D8,
+    0x309A, 0x30DB, 0x3099, 0x30DB, 0x309A, 0x30A6, 0x3099, 0x30EF,
+    0x3099, 0x30F0, 0x3099, 0x30F1, 0x3099, 0x30F2, 0x3099, 0x30FD,
+    0x3099, 0x8C48, 0x66F4, 0x8ECA, 0x8CC8, 0x6ED1, 0x4E32, 0x53E5,
+    0x9F9C, 0x9F9C, 0x5951, 0x91D1, 0x5587, 0x5948, 0x61F6, 0x7669,
+    0x7F85, 0x863F, 0x87BA, 0x88F8, 0x908F, 0x6A02, 0x6D1B, 0x70D9,
+    0x73DE, 0x843D, 0x916A, 0x99F1, 0x4E82, 0x5375, 0x6B04, 0x721B,
+    0x862D, 0x9E1E, 0x5D50, 0x6FEB, 0x85CD, 0x8964, 0x62C9, 0x81D8,
+    0x881F, 0x5ECA, 0x6717, 0x6D6A, 0x72FC, 0x90CE, 0x4F86, 0x51B7,
+    0x52DE, 0x64C4, 0x6AD3, 0x7210, 0x76E7, 0x8001, 0x8606, 0x865C,
+    0x8DEF, 0x9732, 0x9B6F, 0x9DFA, 0x788C, 0x797F, 0x7DA0, 0x83C9,
+    0x9304, 0x9E7F, 0x8AD6, 0x58DF, 0x5F04, 0x7C60, 0x807E, 0x7262,
+    0x78CA, 0x8CC2, 0x96F7, 0x58D8, 0x5C62, 0x6A13, 0x6DDA, 0x6F0F,
+    0x7D2F, 0x7E37, 0x964B, 0x52D2, 0x808B, 0x51DC, 0x51CC, 0x7A1C,
+    0x7DBE, 0x83F1, 0x9675, 0x8B80, 0x62CF, 0x6A02, 0x8AFE, 0x4E39,
+    0x5BE7, 0x6012, 0x7387, 0x7570, 0x5317, 0x78FB, 0x4FBF, 0x5FA9,
+    0x4E0D, 0x6CCC, 0x6578, 0x7D22, 0x53C3, 0x585E, 0x7701, 0x8449,
+    0x8AAA, 0x6BBA, 0x8FB0, 0x6C88, 0x62FE, 0x82E5, 0x63A0, 0x7565,
+    0x4EAE, 0x5169, 0x51C9, 0x6881, 0x7CE7, 0x826F, 0x8AD2, 0x91CF,
+    0x52F5, 0x5442, 0x5973, 0x5EEC, 0x65C5, 0x6FFE, 0x792A, 0x95AD,
+    0x9A6A, 0x9E97, 0x9ECE, 0x529B, 0x66C6, 0x6B77, 0x8F62, 0x5E74,
+    0x6190, 0x6200, 0x649A, 0x6F23, 0x7149, 0x7489, 0x79CA, 0x7DF4,
+    0x806F, 0x8F26, 0x84EE, 0x9023, 0x934A, 0x5217, 0x52A3, 0x54BD,
+    0x70C8, 0x88C2, 0x8AAA, 0x5EC9, 0x5FF5, 0x637B, 0x6BAE, 0x7C3E,
+    0x7375, 0x4EE4, 0x56F9, 0x5BE7, 0x5DBA, 0x601C, 0x73B2, 0x7469,
+    0x7F9A, 0x8046, 0x9234, 0x96F6, 0x9748, 0x9818, 0x4F8B, 0x79AE,
+    0x91B4, 0x96B8, 0x60E1, 0x4E86, 0x50DA, 0x5BEE, 0x5C3F, 0x6599,
+    0x6A02, 0x71CE, 0x7642, 0x84FC, 0x907C, 0x9F8D, 0x6688, 0x962E,
+    0x5289, 0x677B, 0x67F3, 0x6D41, 0x6E9C, 0x7409, 0x7559, 0x786B,
+    0x7D10, 0x985E, 0x516D, 0x622E, 0x9678, 0x502B, 0x5D19, 0x6DEA,
+    0x8F2A, 0x5F8B, 0x6144, 0x6817, 0x7387, 0x9686, 0x5229, 0x540F,
+    0x5C65, 0x6613, 0x674E, 0x68A8, 0x6CE5, 0x7406, 0x75E2, 0x7F79,
+    0x88CF, 0x88E1, 0x91CC, 0x96E2, 0x533F, 0x6EBA, 0x541D, 0x71D0,
+    0x7498, 0x85FA, 0x96A3, 0x9C57, 0x9E9F, 0x6797, 0x6DCB, 0x81E8,
+    0x7ACB, 0x7B20, 0x7C92, 0x72C0, 0x7099, 0x8B58, 0x4EC0, 0x8336,
+    0x523A, 0x5207, 0x5EA6, 0x62D3, 0x7CD6, 0x5B85, 0x6D1E, 0x66B4,
+    0x8F3B, 0x884C, 0x964D, 0x898B, 0x5ED3, 0x5140, 0x55C0, 0x585A,
+    0x6674, 0x51DE, 0x732A, 0x76CA, 0x793C, 0x795E, 0x7965, 0x798F,
+    0x9756, 0x7CBE, 0x7FBD, 0x8612, 0x8AF8, 0x9038, 0x90FD, 0x98EF,
+    0x98FC, 0x9928, 0x9DB4, 0x90DE, 0x96B7, 0x4FAE, 0x50E7, 0x514D,
+    0x52C9, 0x52E4, 0x5351, 0x559D, 0x5606, 0x5668, 0x5840, 0x58A8,
+    0x5C64, 0x5C6E, 0x6094, 0x6168, 0x618E, 0x61F2, 0x654F, 0x65E2,
+    0x6691, 0x6885, 0x6D77, 0x6E1A, 0x6F22, 0x716E, 0x722B, 0x7422,
+    0x7891, 0x793E, 0x7949, 0x7948, 0x7950, 0x7956, 0x795D, 0x798D,
+    0x798E, 0x7A40, 0x7A81, 0x7BC0, 0x7DF4, 0x7E09, 0x7E41, 0x7F72,
+    0x8005, 0x81ED, 0x8279, 0x8279, 0x8457, 0x8910, 0x8996, 0x8B01,
+    0x8B39, 0x8CD3, 0x8D08, 0x8FB6, 0x9038, 0x96E3, 0x97FF, 0x983B,
+    0x6075, 0x242EE, 0x8218, 0x4E26, 0x51B5, 0x5168, 0x4F80, 0x5145,
+    0x5180, 0x52C7, 0x52FA, 0x559D, 0x5555, 0x5599, 0x55E2, 0x585A,
+    0x58B3, 0x5944, 0x5954, 0x5A62, 0x5B28, 0x5ED2, 0x5ED9, 0x5F69,
+    0x5FAD, 0x60D8, 0x614E, 0x6108, 0x618E, 0x6160, 0x61F2, 0x6234,
+    0x63C4, 0x641C, 0x6452, 0x6556, 0x6674, 0x6717, 0x671B, 0x6756,
+    0x6B79, 0x6BBA, 0x6D41, 0x6EDB, 0x6ECB, 0x6F22, 0x701E, 0x716E,
+    0x77A7, 0x7235, 0x72AF, 0x732A, 0x7471, 0x7506, 0x753B, 0x761D,
+    0x761F, 0x76CA, 0x76DB, 0x76F4, 0x774A, 0x7740, 0x78CC, 0x7AB1,
+    0x7BC0, 0x7C7B, 0x7D5B, 0x7DF4, 0x7F3E, 0x8005, 0x8352, 0x83EF,
+    0x8779, 0x8941, 0x8986, 0x8996, 0x8ABF, 0x8AF8, 0x8ACB, 0x8B01,
+    0x8AFE, 0x8AED, 0x8B39, 0x8B8A, 0x8D08, 0x8F38, 0x9072, 0x9199,
+    0x9276, 0x967C, 0x96E3, 0x9756, 0x97DB, 0x97FF, 0x980B, 0x983B,
+    0x9B12, 0x9F9C, 0x2284A, 0x22844, 0x233D5, 0x3B9D, 0x4018, 0x4039,
+    0x25249, 0x25CD0, 0x27ED3, 0x9F43, 0x9F8E, 0x5D9, 0x5B4, 0x5F2,
+    0x5B7, 0x5E9, 0x5C1, 0x5E9, 0x5C2, 0x5E9, 0x5BC, 0x5C1,
+    0x5E9, 0x5BC, 0x5C2, 0x5D0, 0x5B7, 0x5D0, 0x5B8, 0x5D0,
+    0x5BC, 0x5D1, 0x5BC, 0x5D2, 0x5BC, 0x5D3, 0x5BC, 0x5D4,
+    0x5BC, 0x5D5, 0x5BC, 0x5D6, 0x5BC, 0x5D8, 0x5BC, 0x5D9,
+    0x5BC, 0x5DA, 0x5BC, 0x5DB, 0x5BC, 0x5DC, 0x5BC, 0x5DE,
+    0x5BC, 0x5E0, 0x5BC, 0x5E1, 0x5BC, 0x5E3, 0x5BC, 0x5E4,
+    0x5BC, 0x5E6, 0x5BC, 0x5E7, 0x5BC, 0x5E8, 0x5BC, 0x5E9,
+    0x5BC, 0x5EA, 0x5BC, 0x5D5, 0x5B9, 0x5D1, 0x5BF, 0x5DB,
+    0x5BF, 0x5E4, 0x5BF, 0x11099, 0x110BA, 0x1109B, 0x110BA, 0x110A5,
+    0x110BA, 0x11131, 0x11127, 0x11132, 0x11127, 0x11347, 0x1133E, 0x11347,
+    0x11357, 0x114B9, 0x114BA, 0x114B9, 0x114B0, 0x114B9, 0x114BD, 0x115B8,
+    0x115AF, 0x115B9, 0x115AF, 0x11935, 0x11930, 0x1D157, 0x1D165, 0x1D158,
+    0x1D165, 0x1D158, 0x1D165, 0x1D16E, 0x1D158, 0x1D165, 0x1D16F, 0x1D158,
+    0x1D165, 0x1D170, 0x1D158, 0x1D165, 0x1D171, 0x1D158, 0x1D165, 0x1D172,
+    0x1D1B9, 0x1D165, 0x1D1BA, 0x1D165, 0x1D1B9, 0x1D165, 0x1D16E, 0x1D1BA,
+    0x1D165, 0x1D16E, 0x1D1B9, 0x1D165, 0x1D16F, 0x1D1BA, 0x1D165, 0x1D16F,
+    0x4E3D, 0x4E38, 0x4E41, 0x20122, 0x4F60, 0x4FAE, 0x4FBB, 0x5002,
+    0x507A, 0x5099, 0x50E7, 0x50CF, 0x349E, 0x2063A, 0x514D, 0x5154,
+    0x5164, 0x5177, 0x2051C, 0x34B9, 0x5167, 0x518D, 0x2054B, 0x5197,
+    0x51A4, 0x4ECC, 0x51AC, 0x51B5, 0x291DF, 0x51F5, 0x5203, 0x34DF,
+    0x523B, 0x5246, 0x5272, 0x5277, 0x3515, 0x52C7, 0x52C9, 0x52E4,
+    0x52FA, 0x5305, 0x5306, 0x5317, 0x5349, 0x5351, 0x535A, 0x5373,
+    0x537D, 0x537F, 0x537F, 0x537F, 0x20A2C, 0x7070, 0x53CA, 0x53DF,
+    0x20B63, 0x53EB, 0x53F1, 0x5406, 0x549E, 0x5438, 0x5448, 0x5468,
+    0x54A2, 0x54F6, 0x5510, 0x5553, 0x5563, 0x5584, 0x5584, 0x5599,
+    0x55AB, 0x55B3, 0x55C2, 0x5716, 0x5606, 0x5717, 0x5651, 0x5674,
+    0x5207, 0x58EE, 0x57CE, 0x57F4, 0x580D, 0x578B, 0x5832, 0x5831,
+    0x58AC, 0x214E4, 0x58F2, 0x58F7, 0x5906, 0x591A, 0x5922, 0x5962,
+    0x216A8, 0x216EA, 0x59EC, 0x5A1B, 0x5A27, 0x59D8, 0x5A66, 0x36EE,
+    0x36FC, 0x5B08, 0x5B3E, 0x5B3E, 0x219C8, 0x5BC3, 0x5BD8, 0x5BE7,
+    0x5BF3, 0x21B18, 0x5BFF, 0x5C06, 0x5F53, 0x5C22, 0x3781, 0x5C60,
+    0x5C6E, 0x5CC0, 0x5C8D, 0x21DE4, 0x5D43, 0x21DE6, 0x5D6E, 0x5D6B,
+    0x5D7C, 0x5DE1, 0x5DE2, 0x382F, 0x5DFD, 0x5E28, 0x5E3D, 0x5E69,
+    0x3862, 0x22183, 0x387C, 0x5EB0, 0x5EB3, 0x5EB6, 0x5ECA, 0x2A392,
+    0x5EFE, 0x22331, 0x22331, 0x8201, 0x5F22, 0x5F22, 0x38C7, 0x232B8,
+    0x261DA, 0x5F62, 0x5F6B, 0x38E3, 0x5F9A, 0x5FCD, 0x5FD7, 0x5FF9,
+    0x6081, 0x393A, 0x391C, 0x6094, 0x226D4, 0x60C7, 0x6148, 0x614C,
+    0x614E, 0x614C, 0x617A, 0x618E, 0x61B2, 0x61A4, 0x61AF, 0x61DE,
+    0x61F2, 0x61F6, 0x6210, 0x621B, 0x625D, 0x62B1, 0x62D4, 0x6350,
+    0x22B0C, 0x633D, 0x62FC, 0x6368, 0x6383, 0x63E4, 0x22BF1, 0x6422,
+    0x63C5, 0x63A9, 0x3A2E, 0x6469, 0x647E, 0x649D, 0x6477, 0x3A6C,
+    0x654F, 0x656C, 0x2300A, 0x65E3, 0x66F8, 0x6649, 0x3B19, 0x6691,
+    0x3B08, 0x3AE4, 0x5192, 0x5195, 0x6700, 0x669C, 0x80AD, 0x43D9,
+    0x6717, 0x671B, 0x6721, 0x675E, 0x6753, 0x233C3, 0x3B49, 0x67FA,
+    0x6785, 0x6852, 0x6885, 0x2346D, 0x688E, 0x681F, 0x6914, 0x3B9D,
+    0x6942, 0x69A3, 0x69EA, 0x6AA8, 0x236A3, 0x6ADB, 0x3C18, 0x6B21,
+    0x238A7, 0x6B54, 0x3C4E, 0x6B72, 0x6B9F, 0x6BBA, 0x6BBB, 0x23A8D,
+    0x21D0B, 0x23AFA, 0x6C4E, 0x23CBC, 0x6CBF, 0x6CCD, 0x6C67, 0x6D16,
+    0x6D3E, 0x6D77, 0x6D41, 0x6D69, 0x6D78, 0x6D85, 0x23D1E, 0x6D34,
+    0x6E2F, 0x6E6E, 0x3D33, 0x6ECB, 0x6EC7, 0x23ED1, 0x6DF9, 0x6F6E,
+    0x23F5E, 0x23F8E, 0x6FC6, 0x7039, 0x701E, 0x701B, 0x3D96, 0x704A,
+    0x707D, 0x7077, 0x70AD, 0x20525, 0x7145, 0x24263, 0x719C, 0x243AB,
+    0x7228, 0x7235, 0x7250, 0x24608, 0x7280, 0x7295, 0x24735, 0x24814,
+    0x737A, 0x738B, 0x3EAC, 0x73A5, 0x3EB8, 0x3EB8, 0x7447, 0x745C,
+    0x7471, 0x7485, 0x74CA, 0x3F1B, 0x7524, 0x24C36, 0x753E, 0x24C92,
+    0x7570, 0x2219F, 0x7610, 0x24FA1, 0x24FB8, 0x25044, 0x3FFC, 0x4008,
+    0x76F4, 0x250F3, 0x250F2, 0x25119, 0x25133, 0x771E, 0x771F, 0x771F,
+    0x774A, 0x4039, 0x778B, 0x4046, 0x4096, 0x2541D, 0x784E, 0x788C,
+    0x78CC, 0x40E3, 0x25626, 0x7956, 0x2569A, 0x256C5, 0x798F, 0x79EB,
+    0x412F, 0x7A40, 0x7A4A, 0x7A4F, 0x2597C, 0x25AA7, 0x25AA7, 0x7AEE,
+    0x4202, 0x25BAB, 0x7BC6, 0x7BC9, 0x4227, 0x25C80, 0x7CD2, 0x42A0,
+    0x7CE8, 0x7CE3, 0x7D00, 0x25F86, 0x7D63, 0x4301, 0x7DC7, 0x7E02,
+    0x7E45, 0x4334, 0x26228, 0x26247, 0x4359, 0x262D9, 0x7F7A, 0x2633E,
+    0x7F95, 0x7FFA, 0x8005, 0x264DA, 0x26523, 0x8060, 0x265A8, 0x8070,
+    0x2335F, 0x43D5, 0x80B2, 0x8103, 0x440B, 0x813E, 0x5AB5, 0x267A7,
+    0x267B5, 0x23393, 0x2339C, 0x8201, 0x8204, 0x8F9E, 0x446B, 0x8291,
+    0x828B, 0x829D, 0x52B3, 0x82B1, 0x82B3, 0x82BD, 0x82E6, 0x26B3C,
+    0x82E5, 0x831D, 0x8363, 0x83AD, 0x8323, 0x83BD, 0x83E7, 0x8457,
+    0x8353, 0x83CA, 0x83CC, 0x83DC, 0x26C36, 0x26D6B, 0x26CD5, 0x452B,
+    0x84F1, 0x84F3, 0x8516, 0x273CA, 0x8564, 0x26F2C, 0x455D, 0x4561,
+    0x26FB1, 0x270D2, 0x456B, 0x8650, 0x865C, 0x8667, 0x8669, 0x86A9,
+    0x8688, 0x870E, 0x86E2, 0x8779, 0x8728, 0x876B, 0x8786, 0x45D7,
+    0x87E1, 0x8801, 0x45F9, 0x8860, 0x8863, 0x27667, 0x88D7, 0x88DE,
+    0x4635, 0x88FA, 0x34BB, 0x278AE, 0x27966, 0x46BE, 0x46C7, 0x8AA0,
+    0x8AED, 0x8B8A, 0x8C55, 0x27CA8, 0x8CAB, 0x8CC1, 0x8D1B, 0x8D77,
+    0x27F2F, 0x20804, 0x8DCB, 0x8DBC, 0x8DF0, 0x208DE, 0x8ED4, 0x8F38,
+    0x285D2, 0x285ED, 0x9094, 0x90F1, 0x9111, 0x2872E, 0x911B, 0x9238,
+    0x92D7, 0x92D8, 0x927C, 0x93F9, 0x9415, 0x28BFA, 0x958B, 0x4995,
+    0x95B7, 0x28D77, 0x49E6, 0x96C3, 0x5DB2, 0x9723, 0x29145, 0x2921A,
+    0x4A6E, 0x4A76, 0x97E0, 0x2940A, 0x4AB2, 0x29496, 0x980B, 0x980B,
+    0x9829, 0x295B6, 0x98E2, 0x4B33, 0x9929, 0x99A7, 0x99C2, 0x99FE,
+    0x4BCE, 0x29B30, 0x9B12, 0x9C40, 0x9CFD, 0x4CCE, 0x4CED, 0x9D67,
+    0x2A0CE, 0x4CF8, 0x2A105, 0x2A20E, 0x2A291, 0x9EBB, 0x4D56, 0x9EF9,
+    0x9EFE, 0x9F05, 0x9F0F, 0x9F16, 0x9F3B, 0x2A600,
+};
+
+/* first, second, composite: sorted by (first, second) */
+static const uint32_t uni_comp_pairs[941][3] = {
+    {0x3C, 0x338, 0x226E},
+    {0x3D, 0x338, 0x2260},
+    {0x3E, 0x338, 0x226F},
+    {0x41, 0x300, 0xC0},
+    {0x41, 0x301, 0xC1},
+    {0x41, 0x302, 0xC2},
+    {0x41, 0x303, 0xC3},
+    {0x41, 0x304, 0x100},
+    {0x41, 0x306, 0x102},
+    {0x41, 0x307, 0x226},
+    {0x41, 0x308, 0xC4},
+    {0x41, 0x309, 0x1EA2},
+    {0x41, 0x30A, 0xC5},
+    {0x41, 0x30C, 0x1CD},
+    {0x41, 0x30F, 0x200},
+    {0x41, 0x311, 0x202},
+    {0x41, 0x323, 0x1EA0},
+    {0x41, 0x325, 0x1E00},
+    {0x41, 0x328, 0x104},
+    {0x42, 0x307, 0x1E02},
+    {0x42, 0x323, 0x1E04},
+    {0x42, 0x331, 0x1E06},
+    {0x43, 0x301, 0x106},
+    {0x43, 0x302, 0x108},
+    {0x43, 0x307, 0x10A},
+    {0x43, 0x30C, 0x10C},
+    {0x43, 0x327, 0xC7},
+    {0x44, 0x307, 0x1E0A},
+    {0x44, 0x30C, 0x10E},
+    {0x44, 0x323, 0x1E0C},
+    {0x44, 0x327, 0x1E10},
+    {0x44, 0x32D, 0x1E12},
+    {0x44, 0x331, 0x1E0E},
+    {0x45, 0x300, 0xC8},
+    {0x45, 0x301, 0xC9},
+    {0x45, 0x302, 0xCA},
+    {0x45, 0x303, 0x1EBC},
+    {0x45, 0x304, 0x112},
+    {0x45, 0x306, 0x114},
+    {0x45, 0x307, 0x116},
+    {0x45, 0x308, 0xCB},
+    {0x45, 0x309, 0x1EBA},
+    {0x45, 0x30C, 0x11A},
+    {0x45, 0x30F, 0x204},
+    {0x45, 0x311, 0x206},
+    {0x45, 0x323, 0x1EB8},
+    {0x45, 0x327, 0x228},
+    {0x45, 0x328, 0x118},
+    {0x45, 0x32D, 0x1E18},
+    {0x45, 0x330, 0x1E1A},
+    {0x46, 0x307, 0x1E1E},
+    {0x47, 0x301, 0x1F4},
+    {0x47, 0x302, 0x11C},
+    {0x47, 0x304, 0x1E20},
+    {0x47, 0x306, 0x11E},
+    {0x47, 0x307, 0x120},
+    {0x47, 0x30C, 0x1E6},
+    {0x47, 0x327, 0x122},
+    {0x48, 0x302, 0x124},
+    {0x48, 0x307, 0x1E22},
+    {0x48, 0x308, 0x1E26},
+    {0x48, 0x30C, 0x21E},
+    {0x48, 0x323, 0x1E24},
+    {0x48, 0x327, 0x1E28},
+    {0x48, 0x32E, 0x1E2A},
+    {0x49, 0x300, 0xCC},
+    {0x49, 0x301, 0xCD},
+    {0x49, 0x302, 0xCE},
+    {0x49, 0x303, 0x128},
+    {0x49, 0x304, 0x12A},
+    {0x49, 0x306, 0x12C},
+    {0x49, 0x307, 0x130},
+    {0x49, 0x308, 0xCF},
+    {0x49, 0x309, 0x1EC8},
+    {0x49, 0x30C, 0x1CF},
+    {0x49, 0x30F, 0x208},
+    {0x49, 0x311, 0x20A},
+    {0x49, 0x323, 0x1ECA},
+    {0x49, 0x328, 0x12E},
+    {0x49, 0x330, 0x1E2C},
+    {0x4A, 0x302, 0x134},
+    {0x4B, 0x301, 0x1E30},
+    {0x4B, 0x30C, 0x1E8},
+    {0x4B, 0x323, 0x1E32},
+    {0x4B, 0x327, 0x136},
+    {0x4B, 0x331, 0x1E34},
+    {0x4C, 0x301, 0x139},
+    {0x4C, 0x30C, 0x13D},
+    {0x4C, 0x323, 0x1E36},
+    {0x4C, 0x327, 0x13B},
+    {0x4C, 0x32D, 0x1E3C},
+    {0x4C, 0x331, 0x1E3A},
+    {0x4D, 0x301, 0x1E3E},
+    {0x4D, 0x307, 0x1E40},
+    {0x4D, 0x323, 0x1E42},
+    {0x4E, 0x300, 0x1F8},
+    {0x4E, 0x301, 0x143},
+    {0x4E, 0x303, 0xD1},
+    {0x4E, 0x307, 0x1E44},
+    {0x4E, 0x30C, 0x147},
+    {0x4E, 0x323, 0x1E46},
+    {0x4E, 0x327, 0x145},
+    {0x4E, 0x32D, 0x1E4A},
+    {0x4E, 0x331, 0x1E48},
+    {0x4F, 0x300, 0xD2},
+    {0x4F, 0x301, 0xD3},
+    {0x4F, 0x302, 0xD4},
+    {0x4F, 0x303, 0xD5},
+    {0x4F, 0x304, 0x14C},
+    {0x4F, 0x306, 0x14E},
+    {0x4F, 0x307, 0x22E},
+    {0x4F, 0x308, 0xD6},
+    {0x4F, 0x309, 0x1ECE},
+    {0x4F, 0x30B, 0x150},
+    {0x4F, 0x30C, 0x1D1},
+    {0x4F, 0x30F, 0x20C},
+    {0x4F, 0x311, 0x20E},
+    {0x4F, 0x31B, 0x1A0},
+    {0x4F, 0x323, 0x1ECC},
+    {0x4F, 0x328, 0x1EA},
+    {0x50, 0x301, 0x1E54},
+    {0x50, 0x307, 0x1E56},
+    {0x52, 0x301, 0x154},
+    {0x52, 0x307, 0x1E58},
+    {0x52, 0x30C, 0x158},
+    {0x52, 0x30F, 0x210},
+    {0x52, 0x311, 0x212},
+    {0x52, 0x323, 0x1E5A},
+    {0x52, 0x327, 0x156},
+    {0x52, 0x331, 0x1E5E},
+    {0x53, 0x301, 0x15A},
+    {0x53, 0x302, 0x15C},
+    {0x53, 0x307, 0x1E60},
+    {0x53, 0x30C, 0x160},
+    {0x53, 0x323, 0x1E62},
+    {0x53, 0x326, 0x218},
+    {0x53, 0x327, 0x15E},
+    {0x54, 0x307, 0x1E6A},
+    {0x54, 0x30C, 0x164},
+    {0x54, 0x323, 0x1E6C},
+    {0x54, 0x326, 0x21A},
+    {0x54, 0x327, 0x162},
+    {0x54, 0x32D, 0x1E70},
+    {0x54, 0x331, 0x1E6E},
+    {0x55, 0x300, 0xD9},
+    {0x55, 0x301, 0xDA},
+    {0x55, 0x302, 0xDB},
+    {0x55, 0x303, 0x168},
+    {0x55, 0x304, 0x16A},
+    {0x55, 0x306, 0x16C},
+    {0x55, 0x308, 0xDC},
+    {0x55, 0x309, 0x1EE6},
+    {0x55, 0x30A, 0x16E},
+    {0x55, 0x30B, 0x170},
+    {0x55, 0x30C, 0x1D3},
+    {0x55, 0x30F, 0x214},
+    {0x55, 0x311, 0x216},
+    {0x55, 0x31B, 0x1AF},
+    {0x55, 0x323, 0x1EE4},
+    {0x55, 0x324, 0x1E72},
+    {0x55, 0x328, 0x172},
+    {0x55, 0x32D, 0x1E76},
+    {0x55, 0x330, 0x1E74},
+    {0x56, 0x303, 0x1E7C},
+    {0x56, 0x323, 0x1E7E},
+    {0x57, 0x300, 0x1E80},
+    {0x57, 0x301, 0x1E82},
+    {0x57, 0x302, 0x174},
+    {0x57, 0x307, 0x1E86},
+    {0x57, 0x308, 0x1E84},
+    {0x57, 0x323, 0x1E88},
+    {0x58, 0x307, 0x1E8A},
+    {0x58, 0x308, 0x1E8C},
+    {0x59, 0x300, 0x1EF2},
+    {0x59, 0x301, 0xDD},
+    {0x59, 0x302, 0x176},
+    {0x59, 0x303, 0x1EF8},
+    {0x59, 0x304, 0x232},
+    {0x59, 0x307, 0x1E8E},
+    {0x59, 0x308, 0x178},
+    {0x59, 0x309, 0x1EF6},
+    {0x59, 0x323, 0x1EF4},
+    {0x5A, 0x301, 0x179},
+    {0x5A, 0x302, 0x1E90},
+    {0x5A, 0x307, 0x17B},
+    {0x5A, 0x30C, 0x17D},
+    {0x5A, 0x323, 0x1E92},
+    {0x5A, 0x331, 0x1E94},
+    {0x61, 0x300, 0xE0},
+    {0x61, 0x301, 0xE1},
+    {0x61, 0x302, 0xE2},
+    {0x61, 0x303, 0xE3},
+    {0x61, 0x304, 0x101},
+    {0x61, 0x306, 0x103},
+    {0x61, 0x307, 0x227},
+    {0x61, 0x308, 0xE4},
+    {0x61, 0x309, 0x1EA3},
+    {0x61, 0x30A, 0xE5},
+    {0x61, 0x30C, 0x1CE},
+    {0x61, 0x30F, 0x201},
+    {0x61, 0x311, 0x203},
+    {0x61, 0x323, 0x1EA1},
+    {0x61, 0x325, 0x1E01},
+    {0x61, 0x328, 0x105},
+    {0x62, 0x307, 0x1E03},
+    {0x62, 0x323, 0x1E05},
+    {0x62, 0x331, 0x1E07},
+    {0x63, 0x301, 0x107},
+    {0x63, 0x302, 0x109},
+    {0x63, 0x307, 0x10B},
+    {0x63, 0x30C, 0x10D},
+    {0x63, 0x327, 0xE7},
+    {0x64, 0x307, 0x1E0B},
+    {0x64, 0x30C, 0x10F},
+    {0x64, 0x323, 0x1E0D},
+    {0x64, 0x327, 0x1E11},
+    {0x64, 0x32D, 0x1E13},
+    {0x64, 0x331, 0x1E0F},
+    {0x65, 0x300, 0xE8},
+    {0x65, 0x301, 0xE9},
+    {0x65, 0x302, 0xEA},
+    {0x65, 0x303, 0x1EBD},
+    {0x65, 0x304, 0x113},
+    {0x65, 0x306, 0x115},
+    {0x65, 0x307, 0x117},
+    {0x65, 0x308, 0xEB},
+    {0x65, 0x309, 0x1EBB},
+    {0x65, 0x30C, 0x11B},
+    {0x65, 0x30F, 0x205},
+    {0x65, 0x311, 0x207},
+    {0x65, 0x323, 0x1EB9},
+    {0x65, 0x327, 0x229},
+    {0x65, 0x328, 0x119},
+    {0x65, 0x32D, 0x1E19},
+    {0x65, 0x330, 0x1E1B},
+    {0x66, 0x307, 0x1E1F},
+    {0x67, 0x301, 0x1F5},
+    {0x67, 0x302, 0x11D},
+    {0x67, 0x304, 0x1E21},
+    {0x67, 0x306, 0x11F},
+    {0x67, 0x307, 0x121},
+    {0x67, 0x30C, 0x1E7},
+    {0x67, 0x327, 0x123},
+    {0x68, 0x302, 0x125},
+    {0x68, 0x307, 0x1E23},
+    {0x68, 0x308, 0x1E27},
+    {0x68, 0x30C, 0x21F},
+    {0x68, 0x323, 0x1E25},
+    {0x68, 0x327, 0x1E29},
+    {0x68, 0x32E, 0x1E2B},
+    {0x68, 0x331, 0x1E96},
+    {0x69, 0x300, 0xEC},
+    {0x69, 0x301, 0xED},
+    {0x69, 0x302, 0xEE},
+    {0x69, 0x303, 0x129},
+    {0x69, 0x304, 0x12B},
+    {0x69, 0x306, 0x12D},
+    {0x69, 0x308, 0xEF},
+    {0x69, 0x309, 0x1EC9},
+    {0x69, 0x30C, 0x1D0},
+    {0x69, 0x30F, 0x209},
+    {0x69, 0x311, 0x20B},
+    {0x69, 0x323, 0x1ECB},
+    {0x69, 0x328, 0x12F},
+    {0x69, 0x330, 0x1E2D},
+    {0x6A, 0x302, 0x135},
+    {0x6A, 0x30C, 0x1F0},
+    {0x6B, 0x301, 0x1E31},
+    {0x6B, 0x30C, 0x1E9},
+    {0x6B, 0x323, 0x1E33},
+    {0x6B, 0x327, 0x137},
+    {0x6B, 0x331, 0x1E35},
+    {0x6C, 0x301, 0x13A},
+    {0x6C, 0x30C, 0x13E},
+    {0x6C, 0x323, 0x1E37},
+    {0x6C, 0x327, 0x13C},
+    {0x6C, 0x32D, 0x1E3D},
+    {0x6C, 0x331, 0x1E3B},
+    {0x6D, 0x301, 0x1E3F},
+    {0x6D, 0x307, 0x1E41},
+    {0x6D, 0x323, 0x1E43},
+    {0x6E, 0x300, 0x1F9},
+    {0x6E, 0x301, 0x144},
+    {0x6E, 0x303, 0xF1},
+    {0x6E, 0x307, 0x1E45},
+    {0x6E, 0x30C, 0x148},
+    {0x6E, 0x323, 0x1E47},
+    {0x6E, 0x327, 0x146},
+    {0x6E, 0x32D, 0x1E4B},
+    {0x6E, 0x331, 0x1E49},
+    {0x6F, 0x300, 0xF2},
+    {0x6F, 0x301, 0xF3},
+    {0x6F, 0x302, 0xF4},
+    {0x6F, 0x303, 0xF5},
+    {0x6F, 0x304, 0x14D},
+    {0x6F, 0x306, 0x14F},
+    {0x6F, 0x307, 0x22F},
+    {0x6F, 0x308, 0xF6},
+    {0x6F, 0x309, 0x1ECF},
+    {0x6F, 0x30B, 0x151},
+    {0x6F, 0x30C, 0x1D2},
+    {0x6F, 0x30F, 0x20D},
+    {0x6F, 0x311, 0x20F},
+    {0x6F, 0x31B, 0x1A1},
+    {0x6F, 0x323, 0x1ECD},
+    {0x6F, 0x328, 0x1EB},
+    {0x70, 0x301, 0x1E55},
+    {0x70, 0x307, 0x1E57},
+    {0x72, 0x301, 0x155},
+    {0x72, 0x307, 0x1E59},
+    {0x72, 0x30C, 0x159},
+    {0x72, 0x30F, 0x211},
+    {0x72, 0x311, 0x213},
+    {0x72, 0x323, 0x1E5B},
+    {0x72, 0x327, 0x157},
+    {0x72, 0x331, 0x1E5F},
+    {0x73, 0x301, 0x15B},
+    {0x73, 0x302, 0x15D},
+    {0x73, 0x307, 0x1E61},
+    {0x73, 0x30C, 0x161},
+    {0x73, 0x323, 0x1E63},
+    {0x73, 0x326, 0x219},
+    {0x73, 0x327, 0x15F},
+    {0x74, 0x307, 0x1E6B},
+    {0x74, 0x308, 0x1E97},
+    {0x74, 0x30C, 0x165},
+    {0x74, 0x323, 0x1E6D},
+    {0x74, 0x326, 0x21B},
+    {0x74, 0x327, 0x163},
+    {0x74, 0x32D, 0x1E71},
+    {0x74, 0x331, 0x1E6F},
+    {0x75, 0x300, 0xF9},
+    {0x75, 0x301, 0xFA},
+    {0x75, 0x302, 0xFB},
+    {0x75, 0x303, 0x169},
+    {0x75, 0x304, 0x16B},
+    {0x75, 0x306, 0x16D},
+    {0x75, 0x308, 0xFC},
+    {0x75, 0x309, 0x1EE7},
+    {0x75, 0x30A, 0x16F},
+    {0x75, 0x30B, 0x171},
+    {0x75, 0x30C, 0x1D4},
+    {0x75, 0x30F, 0x215},
+    {0x75, 0x311, 0x217},
+    {0x75, 0x31B, 0x1B0},
+    {0x75, 0x323, 0x1EE5},
+    {0x75, 0x324, 0x1E73},
+    {0x75, 0x328, 0x173},
+    {0x75, 0x32D, 0x1E77},
+    {0x75, 0x330, 0x1E75},
+    {0x76, 0x303, 0x1E7D},
+    {0x76, 0x323, 0x1E7F},
+    {0x77, 0x300, 0x1E81},
+    {0x77, 0x301, 0x1E83},
+    {0x77, 0x302, 0x175},
+    {0x77, 0x307, 0x1E87},
+    {0x77, 0x308, 0x1E85},
+    {0x77, 0x30A, 0x1E98},
+    {0x77, 0x323, 0x1E89},
+    {0x78, 0x307, 0x1E8B},
+    {0x78, 0x308, 0x1E8D},
+    {0x79, 0x300, 0x1EF3},
+    {0x79, 0x301, 0xFD},
+    {0x79, 0x302, 0x177},
+    {0x79, 0x303, 0x1EF9},
+    {0x79, 0x304, 0x233},
+    {0x79, 0x307, 0x1E8F},
+    {0x79, 0x308, 0xFF},
+    {0x79, 0x309, 0x1EF7},
+    {0x79, 0x30A, 0x1E99},
+    {0x79, 0x323, 0x1EF5},
+    {0x7A, 0x301, 0x17A},
+    {0x7A, 0x302, 0x1E91},
+    {0x7A, 0x307, 0x17C},
+    {0x7A, 0x30C, 0x17E},
+    {0x7A, 0x323, 0x1E93},
+    {0x7A, 0x331, 0x1E95},
+    {0xA8, 0x300, 0x1FED},
+    {0xA8, 0x301, 0x385},
+    {0xA8, 0x342, 0x1FC1},
+    {0xC2, 0x300, 0x1EA6},
+    {0xC2, 0x301, 0x1EA4},
+    {0xC2, 0x303, 0x1EAA},
+    {0xC2, 0x309, 0x1EA8},
+    {0xC4, 0x304, 0x1DE},
+    {0xC5, 0x301, 0x1FA},
+    {0xC6, 0x301, 0x1FC},
+    {0xC6, 0x304, 0x1E2},
+    {0xC7, 0x301, 0x1E08},
+    {0xCA, 0x300, 0x1EC0},
+    {0xCA, 0x301, 0x1EBE},
+    {0xCA, 0x303, 0x1EC4},
+    {0xCA, 0x309, 0x1EC2},
+    {0xCF, 0x301, 0x1E2E},
+    {0xD4, 0x300, 0x1ED2},
+    {0xD4, 0x301, 0x1ED0},
+    {0xD4, 0x303, 0x1ED6},
+    {0xD4, 0x309, 0x1ED4},
+    {0xD5, 0x301, 0x1E4C},
+    {0xD5, 0x304, 0x22C},
+    {0xD5, 0x308, 0x1E4E},
+    {0xD6, 0x304, 0x22A},
+    {0xD8, 0x301, 0x1FE},
+    {0xDC, 0x300, 0x1DB},
+    {0xDC, 0x301, 0x1D7},
+    {0xDC, 0x304, 0x1D5},
+    {0xDC, 0x30C, 0x1D9},
+    {0xE2, 0x300, 0x1EA7},
+    {0xE2, 0x301, 0x1EA5},
+    {0xE2, 0x303, 0x1EAB},
+    {0xE2, 0x309, 0x1EA9},
+    {0xE4, 0x304, 0x1DF},
+    {0xE5, 0x301, 0x1FB},
+    {0xE6, 0x301, 0x1FD},
+    {0xE6, 0x304, 0x1E3},
+    {0xE7, 0x301, 0x1E09},
+    {0xEA, 0x300, 0x1EC1},
+    {0xEA, 0x301, 0x1EBF},
+    {0xEA, 0x303, 0x1EC5},
+    {0xEA, 0x309, 0x1EC3},
+    {0xEF, 0x301, 0x1E2F},
+    {0xF4, 0x300, 0x1ED3},
+    {0xF4, 0x301, 0x1ED1},
+    {0xF4, 0x303, 0x1ED7},
+    {0xF4, 0x309, 0x1ED5},
+    {0xF5, 0x301, 0x1E4D},
+    {0xF5, 0x304, 0x22D},
+    {0xF5, 0x308, 0x1E4F},
+    {0xF6, 0x304, 0x22B},
+    {0xF8, 0x301, 0x1FF},
+    {0xFC, 0x300, 0x1DC},
+    {0xFC, 0x301, 0x1D8},
+    {0xFC, 0x304, 0x1D6},
+    {0xFC, 0x30C, 0x1DA},
+    {0x102, 0x300, 0x1EB0},
+    {0x102, 0x301, 0x1EAE},
+    {0x102, 0x303, 0x1EB4},
+    {0x102, 0x309, 0x1EB2},
+    {0x103, 0x300, 0x1EB1},
+    {0x103, 0x301, 0x1EAF},
+    {0x103, 0x303, 0x1EB5},
+    {0x103, 0x309, 0x1EB3},
+    {0x112, 0x300, 0x1E14},
+    {0x112, 0x301, 0x1E16},
+    {0x113, 0x300, 0x1E15},
+    {0x113, 0x301, 0x1E17},
+    {0x14C, 0x300, 0x1E50},
+    {0x14C, 0x301, 0x1E52},
+    {0x14D, 0x300, 0x1E51},
+    {0x14D, 0x301, 0x1E53},
+    {0x15A, 0x307, 0x1E64},
+    {0x15B, 0x307, 0x1E65},
+    {0x160, 0x307, 0x1E66},
+    {0x161, 0x307, 0x1E67},
+    {0x168, 0x301, 0x1E78},
+    {0x169, 0x301, 0x1E79},
+    {0x16A, 0x308, 0x1E7A},
+    {0x16B, 0x308, 0x1E7B},
+    {0x17F, 0x307, 0x1E9B},
+    {0x1A0, 0x300, 0x1EDC},
+    {0x1A0, 0x301, 0x1EDA},
+    {0x1A0, 0x303, 0x1EE0},
+    {0x1A0, 0x309, 0x1EDE},
+    {0x1A0, 0x323, 0x1EE2},
+    {0x1A1, 0x300, 0x1EDD},
+    {0x1A1, 0x301, 0x1EDB},
+    {0x1A1, 0x303, 0x1EE1},
+    {0x1A1, 0x309, 0x1EDF},
+    {0x1A1, 0x323, 0x1EE3},
+    {0x1AF, 0x300, 0x1EEA},
+    {0x1AF, 0x301, 0x1EE8},
+    {0x1AF, 0x303, 0x1EEE},
+    {0x1AF, 0x309, 0x1EEC},
+    {0x1AF, 0x323, 0x1EF0},
+    {0x1B0, 0x300, 0x1EEB},
+    {0x1B0, 0x301, 0x1EE9},
+    {0x1B0, 0x303, 0x1EEF},
+    {0x1B0, 0x309, 0x1EED},
+    {0x1B0, 0x323, 0x1EF1},
+    {0x1B7, 0x30C, 0x1EE},
+    {0x1EA, 0x304, 0x1EC},
+    {0x1EB, 0x304, 0x1ED},
+    {0x226, 0x304, 0x1E0},
+    {0x227, 0x304, 0x1E1},
+    {0x228, 0x306, 0x1E1C},
+    {0x229, 0x306, 0x1E1D},
+    {0x22E, 0x304, 0x230},
+    {0x22F, 0x304, 0x231},
+    {0x292, 0x30C, 0x1EF},
+    {0x391, 0x300, 0x1FBA},
+    {0x391, 0x301, 0x386},
+    {0x391, 0x304, 0x1FB9},
+    {0x391, 0x306, 0x1FB8},
+    {0x391, 0x313, 0x1F08},
+    {0x391, 0x314, 0x1F09},
+    {0x391, 0x345, 0x1FBC},
+    {0x395, 0x300, 0x1FC8},
+    {0x395, 0x301, 0x388},
+    {0x395, 0x313, 0x1F18},
+    {0x395, 0x314, 0x1F19},
+    {0x397, 0x300, 0x1FCA},
+    {0x397, 0x301, 0x389},
+    {0x397, 0x313, 0x1F28},
+    {0x397, 0x314, 0x1F29},
+    {0x397, 0x345, 0x1FCC},
+    {0x399, 0x300, 0x1FDA},
+    {0x399, 0x301, 0x38A},
+    {0x399, 0x304, 0x1FD9},
+    {0x399, 0x306, 0x1FD8},
+    {0x399, 0x308, 0x3AA},
+    {0x399, 0x313, 0x1F38},
+    {0x399, 0x314, 0x1F39},
+    {0x39F, 0x300, 0x1FF8},
+    {0x39F, 0x301, 0x38C},
+    {0x39F, 0x313, 0x1F48},
+    {0x39F, 0x314, 0x1F49},
+    {0x3A1, 0x314, 0x1FEC},
+    {0x3A5, 0x300, 0x1FEA},
+    {0x3A5, 0x301, 0x38E},
+    {0x3A5, 0x304, 0x1FE9},
+    {0x3A5, 0x306, 0x1FE8},
+    {0x3A5, 0x308, 0x3AB},
+    {0x3A5, 0x314, 0x1F59},
+    {0x3A9, 0x300, 0x1FFA},
+    {0x3A9, 0x301, 0x38F},
+    {0x3A9, 0x313, 0x1F68},
+    {0x3A9, 0x314, 0x1F69},
+    {0x3A9, 0x345, 0x1FFC},
+    {0x3AC, 0x345, 0x1FB4},
+    {0x3AE, 0x345, 0x1FC4},
+    {0x3B1, 0x300, 0x1F70},
+    {0x3B1, 0x301, 0x3AC},
+    {0x3B1, 0x304, 0x1FB1},
+    {0x3B1, 0x306, 0x1FB0},
+    {0x3B1, 0x313, 0x1F00},
+    {0x3B1, 0x314, 0x1F01},
+    {0x3B1, 0x342, 0x1FB6},
+    {0x3B1, 0x345, 0x1FB3},
+    {0x3B5, 0x300, 0x1F72},
+    {0x3B5, 0x301, 0x3AD},
+    {0x3B5, 0x313, 0x1F10},
+    {0x3B5, 0x314, 0x1F11},
+    {0x3B7, 0x300, 0x1F74},
+    {0x3B7, 0x301, 0x3AE},
+    {0x3B7, 0x313, 0x1F20},
+    {0x3B7, 0x314, 0x1F21},
+    {0x3B7, 0x342, 0x1FC6},
+    {0x3B7, 0x345, 0x1FC3},
+    {0x3B9, 0x300, 0x1F76},
+    {0x3B9, 0x301, 0x3AF},
+    {0x3B9, 0x304, 0x1FD1},
+    {0x3B9, 0x306, 0x1FD0},
+    {0x3B9, 0x308, 0x3CA},
+    {0x3B9, 0x313, 0x1F30},
+    {0x3B9, 0x314, 0x1F31},
+    {0x3B9, 0x342, 0x1FD6},
+    {0x3BF, 0x300, 0x1F78},
+    {0x3BF, 0x301, 0x3CC},
+    {0x3BF, 0x313, 0x1F40},
+    {0x3BF, 0x314, 0x1F41},
+    {0x3C1, 0x313, 0x1FE4},
+    {0x3C1, 0x314, 0x1FE5},
+    {0x3C5, 0x300, 0x1F7A},
+    {0x3C5, 0x301, 0x3CD},
+    {0x3C5, 0x304, 0x1FE1},
+    {0x3C5, 0x306, 0x1FE0},
+    {0x3C5, 0x308, 0x3CB},
+    {0x3C5, 0x313, 0x1F50},
+    {0x3C5, 0x314, 0x1F51},
+    {0x3C5, 0x342, 0x1FE6},
+    {0x3C9, 0x300, 0x1F7C},
+    {0x3C9, 0x301, 0x3CE},
+    {0x3C9, 0x313, 0x1F60},
+    {0x3C9, 0x314, 0x1F61},
+    {0x3C9, 0x342, 0x1FF6},
+    {0x3C9, 0x345, 0x1FF3},
+    {0x3CA, 0x300, 0x1FD2},
+    {0x3CA, 0x301, 0x390},
+    {0x3CA, 0x342, 0x1FD7},
+    {0x3CB, 0x300, 0x1FE2},
+    {0x3CB, 0x301, 0x3B0},
+    {0x3CB, 0x342, 0x1FE7},
+    {0x3CE, 0x345, 0x1FF4},
+    {0x3D2, 0x301, 0x3D3},
+    {0x3D2, 0x308, 0x3D4},
+    {0x406, 0x308, 0x407},
+    {0x410, 0x306, 0x4D0},
+    {0x410, 0x308, 0x4D2},
+    {0x413, 0x301, 0x403},
+    {0x415, 0x300, 0x400},
+    {0x415, 0x306, 0x4D6},
+    {0x415, 0x308, 0x401},
+    {0x416, 0x306, 0x4C1},
+    {0x416, 0x308, 0x4DC},
+    {0x417, 0x308, 0x4DE},
+    {0x418, 0x300, 0x40D},
+    {0x418, 0x304, 0x4E2},
+    {0x418, 0x306, 0x419},
+    {0x418, 0x308, 0x4E4},
+    {0x41A, 0x301, 0x40C},
+    {0x41E, 0x308, 0x4E6},
+    {0x423, 0x304, 0x4EE},
+    {0x423, 0x306, 0x40E},
+    {0x423, 0x308, 0x4F0},
+    {0x423, 0x30B, 0x4F2},
+    {0x427, 0x308, 0x4F4},
+    {0x42B, 0x308, 0x4F8},
+    {0x42D, 0x308, 0x4EC},
+    {0x430, 0x306, 0x4D1},
+    {0x430, 0x308, 0x4D3},
+    {0x433, 0x301, 0x453},
+    {0x435, 0x300, 0x450},
+    {0x435, 0x306, 0x4D7},
+    {0x435, 0x308, 0x451},
+    {0x436, 0x306, 0x4C2},
+    {0x436, 0x308, 0x4DD},
+    {0x437, 0x308, 0x4DF},
+    {0x438, 0x300, 0x45D},
+    {0x438, 0x304, 0x4E3},
+    {0x438, 0x306, 0x439},
+    {0x438, 0x308, 0x4E5},
+    {0x43A, 0x301, 0x45C},
+    {0x43E, 0x308, 0x4E7},
+    {0x443, 0x304, 0x4EF},
+    {0x443, 0x306, 0x45E},
+    {0x443, 0x308, 0x4F1},
+    {0x443, 0x30B, 0x4F3},
+    {0x447, 0x308, 0x4F5},
+    {0x44B, 0x308, 0x4F9},
+    {0x44D, 0x308, 0x4ED},
+    {0x456, 0x308, 0x457},
+    {0x474, 0x30F, 0x476},
+    {0x475, 0x30F, 0x477},
+    {0x4D8, 0x308, 0x4DA},
+    {0x4D9, 0x308, 0x4DB},
+    {0x4E8, 0x308, 0x4EA},
+    {0x4E9, 0x308, 0x4EB},
+    {0x627, 0x653, 0x622},
+    {0x627, 0x654, 0x623},
+    {0x627, 0x655, 0x625},
+    {0x648, 0x654, 0x624},
+    {0x64A, 0x654, 0x626},
+    {0x6C1, 0x654, 0x6C2},
+    {0x6D2, 0x654, 0x6D3},
+    {0x6D5, 0x654, 0x6C0},
+    {0x928, 0x93C, 0x929},
+    {0x930, 0x93C, 0x931},
+    {0x933, 0x93C, 0x934},
+    {0x9C7, 0x9BE, 0x9CB},
+    {0x9C7, 0x9D7, 0x9CC},
+    {0xB47, 0xB3E, 0xB4B},
+    {0xB47, 0xB56, 0xB48},
+    {0xB47, 0xB57, 0xB4C},
+    {0xB92, 0xBD7, 0xB94},
+    {0xBC6, 0xBBE, 0xBCA},
+    {0xBC6, 0xBD7, 0xBCC},
+    {0xBC7, 0xBBE, 0xBCB},
+    {0xC46, 0xC56, 0xC48},
+    {0xCBF, 0xCD5, 0xCC0},
+    {0xCC6, 0xCC2, 0xCCA},
+    {0xCC6, 0xCD5, 0xCC7},
+    {0xCC6, 0xCD6, 0xCC8},
+    {0xCCA, 0xCD5, 0xCCB},
+    {0xD46, 0xD3E, 0xD4A},
+    {0xD46, 0xD57, 0xD4C},
+    {0xD47, 0xD3E, 0xD4B},
+    {0xDD9, 0xDCA, 0xDDA},
+    {0xDD9, 0xDCF, 0xDDC},
+    {0xDD9, 0xDDF, 0xDDE},
+    {0xDDC, 0xDCA, 0xDDD},
+    {0x1025, 0x102E, 0x1026},
+    {0x1B05, 0x1B35, 0x1B06},
+    {0x1B07, 0x1B35, 0x1B08},
+    {0x1B09, 0x1B35, 0x1B0A},
+    {0x1B0B, 0x1B35, 0x1B0C},
+    {0x1B0D, 0x1B35, 0x1B0E},
+    {0x1B11, 0x1B35, 0x1B12},
+    {0x1B3A, 0x1B35, 0x1B3B},
+    {0x1B3C, 0x1B35, 0x1B3D},
+    {0x1B3E, 0x1B35, 0x1B40},
+    {0x1B3F, 0x1B35, 0x1B41},
+    {0x1B42, 0x1B35, 0x1B43},
+    {0x1E36, 0x304, 0x1E38},
+    {0x1E37, 0x304, 0x1E39},
+    {0x1E5A, 0x304, 0x1E5C},
+    {0x1E5B, 0x304, 0x1E5D},
+    {0x1E62, 0x307, 0x1E68},
+    {0x1E63, 0x307, 0x1E69},
+    {0x1EA0, 0x302, 0x1EAC},
+    {0x1EA0, 0x306, 0x1EB6},
+    {0x1EA1, 0x302, 0x1EAD},
+    {0x1EA1, 0x306, 0x1EB7},
+    {0x1EB8, 0x302, 0x1EC6},
+    {0x1EB9, 0x302, 0x1EC7},
+    {0x1ECC, 0x302, 0x1ED8},
+    {0x1ECD, 0x302, 0x1ED9},
+    {0x1F00, 0x300, 0x1F02},
+    {0x1F00, 0x301, 0x1F04},
+    {0x1F00, 0x342, 0x1F06},
+    {0x1F00, 0x345, 0x1F80},
+    {0x1F01, 0x300, 0x1F03},
+    {0x1F01, 0x301, 0x1F05},
+    {0x1F01, 0x342, 0x1F07},
+    {0x1F01, 0x345, 0x1F81},
+    {0x1F02, 0x345, 0x1F82},
+    {0x1F03, 0x345, 0x1F83},
+    {0x1F04, 0x345, 0x1F84},
+    {0x1F05, 0x345, 0x1F85},
+    {0x1F06, 0x345, 0x1F86},
+    {0x1F07, 0x345, 0x1F87},
+    {0x1F08, 0x300, 0x1F0A},
+    {0x1F08, 0x301, 0x1F0C},
+    {0x1F08, 0x342, 0x1F0E},
+    {0x1F08, 0x345, 0x1F88},
+    {0x1F09, 0x300, 0x1F0B},
+    {0x1F09, 0x301, 0x1F0D},
+    {0x1F09, 0x342, 0x1F0F},
+    {0x1F09, 0x345, 0x1F89},
+    {0x1F0A, 0x345, 0x1F8A},
+    {0x1F0B, 0x345, 0x1F8B},
+    {0x1F0C, 0x345, 0x1F8C},
+    {0x1F0D, 0x345, 0x1F8D},
+    {0x1F0E, 0x345, 0x1F8E},
+    {0x1F0F, 0x345, 0x1F8F},
+    {0x1F10, 0x300, 0x1F12},
+    {0x1F10, 0x301, 0x1F14},
+    {0x1F11, 0x300, 0x1F13},
+    {0x1F11, 0x301, 0x1F15},
+    {0x1F18, 0x300, 0x1F1A},
+    {0x1F18, 0x301, 0x1F1C},
+    {0x1F19, 0x300, 0x1F1B},
+    {0x1F19, 0x301, 0x1F1D},
+    {0x1F20, 0x300, 0x1F22},
+    {0x1F20, 0x301, 0x1F24},
+    {0x1F20, 0x342, 0x1F26},
+    {0x1F20, 0x345, 0x1F90},
+    {0x1F21, 0x300, 0x1F23},
+    {0x1F21, 0x301, 0x1F25},
+    {0x1F21, 0x342, 0x1F27},
+    {0x1F21, 0x345, 0x1F91},
+    {0x1F22, 0x345, 0x1F92},
+    {0x1F23, 0x345, 0x1F93},
+    {0x1F24, 0x345, 0x1F94},
+    {0x1F25, 0x345, 0x1F95},
+    {0x1F26, 0x345, 0x1F96},
+    {0x1F27, 0x345, 0x1F97},
+    {0x1F28, 0x300, 0x1F2A},
+    {0x1F28, 0x301, 0x1F2C},
+    {0x1F28, 0x342, 0x1F2E},
+    {0x1F28, 0x345, 0x1F98},
+    {0x1F29, 0x300, 0x1F2B},
+    {0x1F29, 0x301, 0x1F2D},
+    {0x1F29, 0x342, 0x1F2F},
+    {0x1F29, 0x345, 0x1F99},
+    {0x1F2A, 0x345, 0x1F9A},
+    {0x1F2B, 0x345, 0x1F9B},
+    {0x1F2C, 0x345, 0x1F9C},
+    {0x1F2D, 0x345, 0x1F9D},
+    {0x1F2E, 0x345, 0x1F9E},
+    {0x1F2F, 0x345, 0x1F9F},
+    {0x1F30, 0x300, 0x1F32},
+    {0x1F30, 0x301, 0x1F34},
+    {0x1F30, 0x342, 0x1F36},
+    {0x1F31, 0x300, 0x1F33},
+    {0x1F31, 0x301, 0x1F35},
+    {0x1F31, 0x342, 0x1F37},
+    {0x1F38, 0x300, 0x1F3A},
+    {0x1F38, 0x301, 0x1F3C},
+    {0x1F38, 0x342, 0x1F3E},
+    {0x1F39, 0x300, 0x1F3B},
+    {0x1F39, 0x301, 0x1F3D},
+    {0x1F39, 0x342, 0x1F3F},
+    {0x1F40, 0x300, 0x1F42},
+    {0x1F40, 0x301, 0x1F44},
+    {0x1F41, 0x300, 0x1F43},
+    {0x1F41, 0x301, 0x1F45},
+    {0x1F48, 0x300, 0x1F4A},
+    {0x1F48, 0x301, 0x1F4C},
+    {0x1F49, 0x300, 0x1F4B},
+    {0x1F49, 0x301, 0x1F4D},
+    {0x1F50, 0x300, 0x1F52},
+    {0x1F50, 0x301, 0x1F54},
+    {0x1F50, 0x342, 0x1F56},
+    {0x1F51, 0x300, 0x1F53},
+    {0x1F51, 0x301, 0x1F55},
+    {0x1F51, 0x342, 0x1F57},
+    {0x1F59, 0x300, 0x1F5B},
+    {0x1F59, 0x301, 0x1F5D},
+    {0x1F59, 0x342, 0x1F5F},
+    {0x1F60, 0x300, 0x1F62},
+    {0x1F60, 0x301, 0x1F64},
+    {0x1F60, 0x342, 0x1F66},
+    {0x1F60, 0x345, 0x1FA0},
+    {0x1F61, 0x300, 0x1F63},
+    {0x1F61, 0x301, 0x1F65},
+    {0x1F61, 0x342, 0x1F67},
+    {0x1F61, 0x345, 0x1FA1},
+    {0x1F62, 0x345, 0x1FA2},
+    {0x1F63, 0x345, 0x1FA3},
+    {0x1F64, 0x345, 0x1FA4},
+    {0x1F65, 0x345, 0x1FA5},
+    {0x1F66, 0x345, 0x1FA6},
+    {0x1F67, 0x345, 0x1FA7},
+    {0x1F68, 0x300, 0x1F6A},
+    {0x1F68, 0x301, 0x1F6C},
+    {0x1F68, 0x342, 0x1F6E},
+    {0x1F68, 0x345, 0x1FA8},
+    {0x1F69, 0x300, 0x1F6B},
+    {0x1F69, 0x301, 0x1F6D},
+    {0x1F69, 0x342, 0x1F6F},
+    {0x1F69, 0x345, 0x1FA9},
+    {0x1F6A, 0x345, 0x1FAA},
+    {0x1F6B, 0x345, 0x1FAB},
+    {0x1F6C, 0x345, 0x1FAC},
+    {0x1F6D, 0x345, 0x1FAD},
+    {0x1F6E, 0x345, 0x1FAE},
+    {0x1F6F, 0x345, 0x1FAF},
+    {0x1F70, 0x345, 0x1FB2},
+    {0x1F74, 0x345, 0x1FC2},
+    {0x1F7C, 0x345, 0x1FF2},
+    {0x1FB6, 0x345, 0x1FB7},
+    {0x1FBF, 0x300, 0x1FCD},
+    {0x1FBF, 0x301, 0x1FCE},
+    {0x1FBF, 0x342, 0x1FCF},
+    {0x1FC6, 0x345, 0x1FC7},
+    {0x1FF6, 0x345, 0x1FF7},
+    {0x1FFE, 0x300, 0x1FDD},
+    {0x1FFE, 0x301, 0x1FDE},
+    {0x1FFE, 0x342, 0x1FDF},
+    {0x2190, 0x338, 0x219A},
+    {0x2192, 0x338, 0x219B},
+    {0x2194, 0x338, 0x21AE},
+    {0x21D0, 0x338, 0x21CD},
+    {0x21D2, 0x338, 0x21CF},
+    {0x21D4, 0x338, 0x21CE},
+    {0x2203, 0x338, 0x2204},
+    {0x2208, 0x338, 0x2209},
+    {0x220B, 0x338, 0x220C},
+    {0x2223, 0x338, 0x2224},
+    {0x2225, 0x338, 0x2226},
+    {0x223C, 0x338, 0x2241},
+    {0x2243, 0x338, 0x2244},
+    {0x2245, 0x338, 0x2247},
+    {0x2248, 0x338, 0x2249},
+    {0x224D, 0x338, 0x226D},
+    {0x2261, 0x338, 0x2262},
+    {0x2264, 0x338, 0x2270},
+    {0x2265, 0x338, 0x2271},
+    {0x2272, 0x338, 0x2274},
+    {0x2273, 0x338, 0x2275},
+    {0x2276, 0x338, 0x2278},
+    {0x2277, 0x338, 0x2279},
+    {0x227A, 0x338, 0x2280},
+    {0x227B, 0x338, 0x2281},
+    {0x227C, 0x338, 0x22E0},
+    {0x227D, 0x338, 0x22E1},
+    {0x2282, 0x338, 0x2284},
+    {0x2283, 0x338, 0x2285},
+    {0x2286, 0x338, 0x2288},
+    {0x2287, 0x338, 0x2289},
+    {0x2291, 0x338, 0x22E2},
+    {0x2292, 0x338, 0x22E3},
+    {0x22A2, 0x338, 0x22AC},
+    {0x22A8, 0x338, 0x22AD},
+    {0x22A9, 0x338, 0x22AE},
+    {0x22AB, 0x338, 0x22AF},
+    {0x22B2, 0x338, 0x22EA},
+    {0x22B3, 0x338, 0x22EB},
+    {0x22B4, 0x338, 0x22EC},
+    {0x22B5, 0x338, 0x22ED},
+    {0x3046, 0x3099, 0x3094},
+    {0x304B, 0x3099, 0x304C},
+    {0x304D, 0x3099, 0x304E},
+    {0x304F, 0x3099, 0x3050},
+    {0x3051, 0x3099, 0x3052},
+    {0x3053, 0x3099, 0x3054},
+    {0x3055, 0x3099, 0x3056},
+    {0x3057, 0x3099, 0x3058},
+    {0x3059, 0x3099, 0x305A},
+    {0x305B, 0x3099, 0x305C},
+    {0x305D, 0x3099, 0x305E},
+    {0x305F, 0x3099, 0x3060},
+    {0x3061, 0x3099, 0x3062},
+    {0x3064, 0x3099, 0x3065},
+    {0x3066, 0x3099, 0x3067},
+    {0x3068, 0x3099, 0x3069},
+    {0x306F, 0x3099, 0x3070},
+    {0x306F, 0x309A, 0x3071},
+    {0x3072, 0x3099, 0x3073},
+    {0x3072, 0x309A, 0x3074},
+    {0x3075, 0x3099, 0x3076},
+    {0x3075, 0x309A, 0x3077},
+    {0x3078, 0x3099, 0x3079},
+    {0x3078, 0x309A, 0x307A},
+    {0x307B, 0x3099, 0x307C},
+    {0x307B, 0x309A, 0x307D},
+    {0x309D, 0x3099, 0x309E},
+    {0x30A6, 0x3099, 0x30F4},
+    {0x30AB, 0x3099, 0x30AC},
+    {0x30AD, 0x3099, 0x30AE},
+    {0x30AF, 0x3099, 0x30B0},
+    {0x30B1, 0x3099, 0x30B2},
+    {0x30B3, 0x3099, 0x30B4},
+    {0x30B5, 0x3099, 0x30B6},
+    {0x30B7, 0x3099, 0x30B8},
+    {0x30B9, 0x3099, 0x30BA},
+    {0x30BB, 0x3099, 0x30BC},
+    {0x30BD, 0x3099, 0x30BE},
+    {0x30BF, 0x3099, 0x30C0},
+    {0x30C1, 0x3099, 0x30C2},
+    {0x30C4, 0x3099, 0x30C5},
+    {0x30C6, 0x3099, 0x30C7},
+    {0x30C8, 0x3099, 0x30C9},
+    {0x30CF, 0x3099, 0x30D0},
+    {0x30CF, 0x309A, 0x30D1},
+    {0x30D2, 0x3099, 0x30D3},
+    {0x30D2, 0x309A, 0x30D4},
+    {0x30D5, 0x3099, 0x30D6},
+    {0x30D5, 0x309A, 0x30D7},
+    {0x30D8, 0x3099, 0x30D9},
+    {0x30D8, 0x309A, 0x30DA},
+    {0x30DB, 0x3099, 0x30DC},
+    {0x30DB, 0x309A, 0x30DD},
+    {0x30EF, 0x3099, 0x30F7},
+    {0x30F0, 0x3099, 0x30F8},
+    {0x30F1, 0x3099, 0x30F9},
+    {0x30F2, 0x3099, 0x30FA},
+    {0x30FD, 0x3099, 0x30FE},
+    {0x11099, 0x110BA, 0x1109A},
+    {0x1109B, 0x110BA, 0x1109C},
+    {0x110A5, 0x110BA, 0x110AB},
+    {0x11131, 0x11127, 0x1112E},
+    {0x11132, 0x11127, 0x1112F},
+    {0x11347, 0x1133E, 0x1134B},
+    {0x11347, 0x11357, 0x1134C},
+    {0x114B9, 0x114B0, 0x114BC},
+    {0x114B9, 0x114BA, 0x114BB},
+    {0x114B9, 0x114BD, 0x114BE},
+    {0x115B8, 0x115AF, 0x115BA},
+    {0x115B9, 0x115AF, 0x115BB},
+    {0x11935, 0x11930, 0x11938},
+};
+
+static int uni_range_find(const uint32_t (*r)[3], int n, uint32_t cp) {
+    int lo = 0, hi = n - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        if (cp < r[mid][0]) hi = mid - 1;
+        else if (cp > r[mid][1]) lo = mid + 1;
+        else return (int)r[mid][2];
+    }
+    return 0;
+}
+
+int vlm_uni_props(uint32_t cp) {
+    return uni_range_find(uni_prop_ranges, (int)(sizeof uni_prop_ranges / sizeof uni_prop_ranges[0]), cp);
+}
+
+int vlm_uni_ccc(uint32_t cp) {
+    if (cp < 0x300) return 0;
+    return uni_range_find(uni_ccc_ranges, (int)(sizeof uni_ccc_ranges / sizeof uni_ccc_ranges[0]), cp);
+}
+
+int vlm_uni_decompose(uint32_t cp, const uint32_t **out) {
+    int lo = 0, hi = (int)(sizeof uni_decomp_index / sizeof uni_decomp_index[0]) - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        if (cp < uni_decomp_index[mid][0]) hi = mid - 1;
+        else if (cp > uni_decomp_index[mid][0]) lo = mid + 1;
+        else { *out = uni_decomp_pool + uni_decomp_index[mid][1]; return (int)uni_decomp_index[mid][2]; }
+    }
+    return 0;
+}
+
+uint32_t vlm_uni_compose_pair(uint32_t a, uint32_t b) {
+    int lo = 0, hi = (int)(sizeof uni_comp_pairs / sizeof uni_comp_pairs[0]) - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        const uint32_t *p = uni_comp_pairs[mid];
+        if (a < p[0] || (a == p[0] && b < p[1])) hi = mid - 1;
+        else if (a > p[0] || (a == p[0] && b > p[1])) lo = mid + 1;
+        else return p[2];
+    }
+    return 0;
 }
 #endif /* VLM_IMPLEMENTATION */

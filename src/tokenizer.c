@@ -604,8 +604,8 @@ static vlm_status tok_load_tree(vlm_tokenizer *t, const vlm_json *root, vlm_erro
         if (t->byte_level) n = tok_utf8_put(tok_byte_to_cp(b), s);
         else n = snprintf(s, sizeof s, "<0x%02X>", b);
         t->byte_id[b] = tok_map_get(t, s, (size_t)n);
-        if (t->byte_level && t->byte_id[b] < 0)
-            return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: byte-level vocab lacks the symbol of byte 0x%02X", b);
+        /* A byte-level vocab may lack some bytes' symbols: they become unk (or nothing). */
+        if (t->byte_level && t->byte_id[b] < 0) t->byte_id[b] = t->unk_id;
     }
     t->info.bos_id = t->info.eos_id = t->info.pad_id = -1;
     t->info.unk_id = t->unk_id;
@@ -1053,7 +1053,8 @@ static vlm_status tok_bpe(const vlm_tokenizer *t, tok_work *w, const unsigned ch
     }
     int ns = 0;
     if (t->byte_level) {
-        for (size_t i = a; i < b; i++) w->sym[ns++].id = t->byte_id[s[i]];
+        for (size_t i = a; i < b; i++)
+            if (t->byte_id[s[i]] >= 0) w->sym[ns++].id = t->byte_id[s[i]];
     } else {
         for (size_t i = a; i < b;) {
             int l;

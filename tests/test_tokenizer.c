@@ -1,0 +1,309 @@
+/* Tokenizers against HF `tokenizers` references on the real vocabularies of
+ * Qwen3 (Qwen2.5-VL / Qwen3-VL / InternVL3), Gemma 3 and SmolVLM; chat
+ * templates of the real checkpoints rendered byte for byte; malformed
+ * tokenizer.json files; invalid UTF-8; streaming decode; encoding speed.
+ * Data: tests/data/tok/ (tokenizer.json files gzipped; unpacked with gzip -dc). */
+#include "vlm.h"
+#include "test_util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DATA "tests/data/tok/"
+
+static char *read_all(FILE *f, size_t *len) {
+    size_t cap = 1 << 20, n = 0;
+    char *p = malloc(cap);
+    size_t r;
+    while (p && (r = fread(p + n, 1, cap - n - 1, f)) > 0) {
+        n += r;
+        if (n + 1 >= cap) { cap *= 2; p = realloc(p, cap); }
+    }
+    if (p) p[n] = 0;
+    *len = n;
+    return p;
+}
+
+static char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *p = read_all(f, len);
+    fclose(f);
+    return p;
+}
+
+static vlm_tokenizer *load_tok(const char *name) {
+    char cmd[256], cfgp[256];
+    snprintf(cmd, sizeof cmd, "gzip -dc " DATA "%s/tokenizer.json.gz", name);
+    FILE *f = popen(cmd, "r");
+    if (!f) return NULL;
+    size_t len, clen = 0;
+    char *json = read_all(f, &len);
+    pclose(f);
+    snprintf(cfgp, sizeof cfgp, DATA "%s/tokenizer_config.json", name);
+    char *cfg = read_file(cfgp, &clen);
+    vlm_tokenizer *t = NULL;
+    vlm_error err = {0};
+    clock_t t0 = clock();
+    vlm_status st = vlm_tokenizer_load_mem(&t, json, len, cfg, clen, &err);
+    printf("loaded %s: %d ids in %.2f s\n", name, t ? vlm_tokenizer_n_vocab(t) : 0, (double)(clock() - t0) / CLOCKS_PER_SEC);
+    CHECK(st == VLM_OK, "load %s: %s", name, err.msg);
+    free(json);
+    free(cfg);
+    return t;
+}
+
+static int ids_equal(const vlm_tokens *got, const vlm_json *want) {
+    if (!want || want->type != VLM_JSON_ARRAY || want->n != got->n) return 0;
+    for (int i = 0; i < got->n; i++) if (vlm_json_int(&want->items[i], -1) != got->ids[i]) return 0;
+    return 1;
+}
+
+static void print_ids(const char *what, const vlm_tokens *t, const vlm_json *want) {
+    fprintf(stderr, "  %s got :", what);
+    for (int i = 0; i < t->n && i < 40; i++) fprintf(stderr, " %d", t->ids[i]);
+    fprintf(stderr, "\n  %s want:", what);
+    for (int i = 0; want && i < want->n && i < 40; i++) fprintf(stderr, " %lld", (long long)vlm_json_int(&want->items[i], -1));
+    fprintf(stderr, "\n");
+}
+
+static void test_golden(const char *name) {
+    vlm_tokenizer *t = load_tok(name);
+    if (!t) return;
+    char path[256];
+    snprintf(path, sizeof path, DATA "golden/%s.json", name);
+    vlm_error err = {0};
+    vlm_json *g = vlm_json_load(path, &err);
+    CHECK(g != NULL, "%s: %s", path, err.msg);
+    const vlm_json *cases = vlm_json_get(g, "cases");
+    int n_ok = 0;
+    for (int i = 0; cases && i < cases->n; i++) {
+        const vlm_json *c = &cases->items[i];
+        const vlm_json *text = vlm_json_get(c, "text");
+        vlm_tokens a = {0}, b = {0};
+        CHECK(vlm_tokenize(t, text->str, (size_t)text->n, 0, &a, &err) == VLM_OK, "%s", err.msg);
+        CHECK(vlm_tokenize(t, text->str, (size_t)text->n, VLM_TOK_ADD_SPECIAL, &b, &err) == VLM_OK, "%s", err.msg);
+        int ok1 = ids_equal(&a, vlm_json_get(c, "ids")), ok2 = ids_equal(&b, vlm_json_get(c, "ids_with_special"));
+        CHECK(ok1, "%s case %d ids differ for \"%.60s\"", name, i, text->str);
+        if (!ok1) print_ids("ids", &a, vlm_json_get(c, "ids"));
+        CHECK(ok2, "%s case %d ids_with_special differ for \"%.60s\"", name, i, text->str);
+        const vlm_json *dec = vlm_json_get(c, "decoded");
+        int ok3 = 1;
+        if (dec) {
+            char *s = NULL;
+            size_t sl = 0;
+            CHECK(vlm_detokenize(t, a.ids, a.n, 0, &s, &sl, &err) == VLM_OK, "%s", err.msg);
+            ok3 = s && sl == (size_t)dec->n && !memcmp(s, dec->str, sl);
+            CHECK(ok3, "%s case %d decoded \"%s\" want \"%s\"", name, i, s ? s : "(null)", dec->str);
+            /* Streaming decode gives the same text. */
+            vlm_detok_stream ds;
+            vlm_detok_stream_init(&ds, t, 0);
+            char acc[4096];
+            size_t al = 0, pl;
+            for (int k = 0; k < a.n; k++) {
+                const char *piece = vlm_detok_stream_push(&ds, a.ids[k], &pl);
+                if (al + pl < sizeof acc) { memcpy(acc + al, piece, pl); al += pl; }
+            }
+            const char *rest = vlm_detok_stream_flush(&ds, &pl);
+            if (al + pl < sizeof acc) { memcpy(acc + al, rest, pl); al += pl; }
+            vlm_detok_stream_free(&ds);
+            CHECK(s && al == sl && !memcmp(acc, s, sl), "%s case %d streaming decode differs", name, i);
+            free(s);
+        }
+        n_ok += ok1 && ok2 && ok3;
+        vlm_tokens_free(&a);
+        vlm_tokens_free(&b);
+    }
+    printf("%s: %d/%d cases identical\n", name, n_ok, cases ? cases->n : 0);
+    /* Chat templates from tokenizer_config.json. */
+    const vlm_json *chat = vlm_json_get(g, "chat");
+    for (int i = 0; chat && i < chat->n; i++) {
+        const vlm_json *c = &chat->items[i];
+        vlm_tokenizer_info info = vlm_tokenizer_get_info(t);
+        vlm_chat_opts o = {0};
+        o.add_generation_prompt = 1;
+        o.bos_token = info.bos_token;
+        o.eos_token = info.eos_token;
+        char *out = NULL;
+        vlm_error_clear(&err);
+        vlm_status st = vlm_chat_render_json(info.chat_template, vlm_json_get(c, "messages"), NULL, &o, &out, &err);
+        CHECK(st == VLM_OK, "%s chat %d: %s", name, i, err.msg);
+        const vlm_json *want = vlm_json_get(c, "rendered");
+        CHECK(out && !strcmp(out, want->str), "%s chat %d rendered:\n%s\nwant:\n%s", name, i, out ? out : "", want->str);
+        vlm_tokens ids = {0};
+        if (out) vlm_tokenize(t, out, strlen(out), 0, &ids, &err);
+        CHECK(ids_equal(&ids, vlm_json_get(c, "ids")), "%s chat %d ids differ", name, i);
+        vlm_tokens_free(&ids);
+        free(out);
+    }
+    vlm_json_free(g);
+    vlm_tokenizer_free(t);
+}
+
+static void test_chat_templates(void) {
+    vlm_error err = {0};
+    vlm_json *g = vlm_json_load(DATA "golden/chat_templates.json", &err);
+    CHECK(g != NULL, "chat_templates.json: %s", err.msg);
+    for (int m = 0; g && m < g->n; m++) {
+        const vlm_json *model = &g->items[m];
+        char path[256];
+        snprintf(path, sizeof path, DATA "templates/%s.jinja", model->key);
+        size_t len;
+        char *tpl = read_file(path, &len);
+        CHECK(tpl != NULL, "missing %s", path);
+        if (!tpl) continue;
+        const char *tokname = vlm_json_str(vlm_json_get(model, "tokenizer"), "");
+        const vlm_json *cases = vlm_json_get(model, "cases");
+        for (int i = 0; cases && i < cases->n; i++) {
+            const vlm_json *c = &cases->items[i];
+            vlm_chat_opts o = {0};
+            o.add_generation_prompt = 1;
+            o.bos_token = !strcmp(tokname, "gemma3") ? "<bos>" : !strcmp(tokname, "smolvlm") ? "<|im_start|>" : "";
+            o.eos_token = "";
+            char *out = NULL;
+            vlm_error_clear(&err);
+            vlm_status st = vlm_chat_render_json(tpl, vlm_json_get(c, "messages"), NULL, &o, &out, &err);
+            CHECK(st == VLM_OK, "%s case %d: %s", model->key, i, err.msg);
+            const char *want = vlm_json_str(vlm_json_get(c, "rendered"), "");
+            CHECK(out && !strcmp(out, want), "%s case %d rendered:\n%s\nwant:\n%s", model->key, i, out ? out : "", want);
+            free(out);
+        }
+        free(tpl);
+    }
+    vlm_json_free(g);
+}
+
+static void expect_load_error(const char *json, vlm_status code, const char *what) {
+    vlm_tokenizer *t = NULL;
+    vlm_error err = {0};
+    vlm_status st = vlm_tokenizer_load_mem(&t, json, strlen(json), NULL, 0, &err);
+    CHECK(st == code && t == NULL, "load of %.60s: status %d (%s), want %d", json, st, err.msg, code);
+    CHECK(strstr(err.msg, what) != NULL, "error '%s' lacks '%s'", err.msg, what);
+    vlm_tokenizer_free(t);
+}
+
+static void test_malformed(void) {
+    expect_load_error("{\"version\": \"1.0\"}", VLM_ERR_FORMAT, "missing \"model\"");
+    expect_load_error("[1, 2]", VLM_ERR_FORMAT, "not a JSON object");
+    expect_load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a b\"]}}", VLM_ERR_FORMAT, "missing from the vocab");
+    expect_load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}, \"merges\": [\"a b c\"]}}", VLM_ERR_FORMAT, "two tokens");
+    expect_load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [[\"a\"]]}}", VLM_ERR_FORMAT, "merge 0");
+    expect_load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": 3}}", VLM_ERR_FORMAT, "merges");
+    expect_load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": \"x\"}, \"merges\": []}}", VLM_ERR_FORMAT, "valid id");
+    expect_load_error("{\"model\": {\"type\": \"Unigram\", \"vocab\": []}}", VLM_ERR_UNSUPPORTED, "Unigram");
+    expect_load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Bogus\"}}",
+                      VLM_ERR_UNSUPPORTED, "Bogus");
+    expect_load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"normalizer\": {\"type\": \"NFKD\"}}",
+                      VLM_ERR_UNSUPPORTED, "NFKD");
+    expect_load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Split\", "
+                      "\"pattern\": {\"Regex\": \"[a-z]+\"}, \"behavior\": \"Isolated\"}}", VLM_ERR_UNSUPPORTED, "regex");
+    expect_load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"decoder\": {\"type\": \"WordPiece\"}}",
+                      VLM_ERR_UNSUPPORTED, "WordPiece");
+    expect_load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}", VLM_ERR_FORMAT, "line");
+    vlm_tokenizer *t = NULL;
+    vlm_error err = {0};
+    CHECK(vlm_tokenizer_load(&t, "/nonexistent/dir", &err) == VLM_ERR_IO && strstr(err.msg, "tokenizer.json"), "missing file: %s", err.msg);
+}
+
+static void test_invalid_utf8(vlm_tokenizer *q, vlm_tokenizer *g) {
+    static const char bad[] = "ok \xff\xfe bad \xc3 trunc \xe2\x82 x \xed\xa0\x80 sur \xf0\x9f\x98";
+    vlm_tokenizer *toks[2] = {q, g};
+    for (int k = 0; k < 2; k++) {
+        if (!toks[k]) continue;
+        vlm_tokens ids = {0};
+        vlm_error err = {0};
+        CHECK(vlm_tokenize(toks[k], bad, sizeof bad - 1, 0, &ids, &err) == VLM_OK, "invalid UTF-8: %s", err.msg);
+        CHECK(ids.n > 0, "no ids for invalid UTF-8");
+        /* The bytes round-trip: decoding gives U+FFFD where the input was invalid. */
+        char *s = NULL;
+        size_t n = 0;
+        CHECK(vlm_detokenize(toks[k], ids.ids, ids.n, 0, &s, &n, &err) == VLM_OK, "%s", err.msg);
+        CHECK(s && strstr(s, "ok ") == s && strstr(s, "\xef\xbf\xbd") && strstr(s, " bad "), "decoded invalid: %s", s ? s : "");
+        free(s);
+        int32_t badid = vlm_tokenizer_n_vocab(toks[k]) + 5;
+        CHECK(vlm_detokenize(toks[k], &badid, 1, 0, &s, &n, &err) == VLM_ERR_ARG, "out-of-range id accepted");
+        vlm_tokens_free(&ids);
+    }
+}
+
+static void test_streaming(vlm_tokenizer *t) {
+    /* "😀" is split over several byte-level tokens: nothing is emitted until complete. */
+    const char *text = "a\xf0\x93\x80\x80" "b"; /* U+13000 EGYPTIAN HIEROGLYPH A001 */
+    vlm_tokens ids = {0};
+    vlm_error err = {0};
+    vlm_tokenize(t, text, strlen(text), 0, &ids, &err);
+    vlm_detok_stream ds;
+    vlm_detok_stream_init(&ds, t, 0);
+    char acc[64] = {0};
+    size_t al = 0, pl;
+    int partial_ok = 1;
+    for (int i = 0; i < ids.n; i++) {
+        const char *p = vlm_detok_stream_push(&ds, ids.ids[i], &pl);
+        for (size_t k = 0; k < pl; k++) if ((unsigned char)p[k] == 0xEF && (unsigned char)p[k + 1] == 0xBF) partial_ok = 0;
+        memcpy(acc + al, p, pl);
+        al += pl;
+    }
+    vlm_detok_stream_flush(&ds, &pl);
+    CHECK(pl == 0, "nothing should be pending");
+    CHECK(partial_ok && !strcmp(acc, text), "streamed '%s'", acc);
+    CHECK(ids.n >= 3, "emoji should need several tokens (%d)", ids.n);
+    /* A dangling partial sequence is flushed as U+FFFD. */
+    vlm_detok_stream_init(&ds, t, 0);
+    vlm_detok_stream_push(&ds, ids.ids[1], &pl); /* first bytes of the emoji (token after "a") */
+    const char *f = vlm_detok_stream_flush(&ds, &pl);
+    CHECK(pl >= 3 && !memcmp(f, "\xef\xbf\xbd", 3), "flush of a partial sequence");
+    vlm_detok_stream_free(&ds);
+    vlm_tokens_free(&ids);
+}
+
+static void test_speed(vlm_tokenizer *t, const char *name) {
+    static const char *const parts[] = {
+        "The quick brown fox jumps over the lazy dog. ", "naïve café résumé, Ünïcödé straße. ",
+        "日本語のテキストです。中文分词测试：你好，世界！ ", "Привет, мир! مرحبا بالعالم ",
+        "code: for (int i = 0; i < n; ++i) { x[i] += 1; }\n", "numbers 1234567890 3.14159\n\n",
+        "emoji 😀👍🏽🇫🇷 ", "    indented line\twith tabs\r\n"};
+    size_t cap = (1 << 20) + 256, n = 0;
+    char *buf = malloc(cap);
+    for (int k = 0; n + 200 < (1 << 20); k++) {
+        const char *p = parts[(k * 7 + k / 3) % 8];
+        size_t l = strlen(p);
+        memcpy(buf + n, p, l);
+        n += l;
+    }
+    vlm_tokens ids = {0};
+    vlm_error err = {0};
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    vlm_status st = vlm_tokenize(t, buf, n, 0, &ids, &err);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double s = (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
+    CHECK(st == VLM_OK, "%s", err.msg);
+    printf("speed %s: %.2f MB mixed text -> %d ids in %.3f s (%.1f MB/s)\n", name, (double)n / 1e6, ids.n, s, (double)n / 1e6 / s);
+    CHECK(s < 2.0, "%s: encoding 1 MB took %.2f s", name, s);
+    /* Round trip of the whole text. */
+    char *dec = NULL;
+    size_t dl = 0;
+    vlm_detokenize(t, ids.ids, ids.n, 0, &dec, &dl, &err);
+    CHECK(dec && dl == n && !memcmp(dec, buf, n), "%s: 1 MB round trip differs", name);
+    free(dec);
+    vlm_tokens_free(&ids);
+    free(buf);
+}
+
+int main(void) {
+    test_malformed();
+    test_golden("qwen3");
+    test_golden("gemma3");
+    test_golden("smolvlm");
+    test_chat_templates();
+    vlm_tokenizer *q = load_tok("qwen3"), *g = load_tok("gemma3");
+    test_invalid_utf8(q, g);
+    if (q) test_streaming(q);
+    if (q) test_speed(q, "qwen3");
+    if (g) test_speed(g, "gemma3");
+    vlm_tokenizer_free(q);
+    vlm_tokenizer_free(g);
+    TEST_MAIN_END();
+}
