@@ -352,6 +352,7 @@ static float cpu_max(const float *x, int64_t n) {
 /* exp(x) for x <= 0 range typical of softmax; Cephes-style polynomial, ~1 ulp. */
 static inline __m256 cpu_exp8(__m256 x) {
     const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.3365447504f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
     x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
     __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
     fx = _mm256_floor_ps(fx);
@@ -367,7 +368,7 @@ static inline __m256 cpu_exp8(__m256 x) {
     y = _mm256_fmadd_ps(y, z, x);
     y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+    return _mm256_andnot_ps(under, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
 }
 #endif
 
@@ -1066,11 +1067,122 @@ static void cpu_attn_fn(void *p, int64_t r0, int64_t r1, int tid) {
     }
 }
 
+/* Tiled attention (flash-attention style, BLAS micro-GEMMs): one work item
+ * is a tile of Tq queries times the `group` query heads sharing one KV head,
+ * R = Tq*group rows. For each block of BK keys: S = Q.K^T (sgemm), mask,
+ * online softmax, O += P.V (sgemm). K/V blocks in f16/bf16 are converted
+ * once per tile and reused by all R rows. */
+#define CPU_FA_BK 128
+
+typedef struct cpu_fa_arg {
+    cpu_ctx *ctx;
+    const vlm_op *op;
+    int64_t T, Hq, Hkv, D, Dv, S, group, Tq, R, ntiles;
+} cpu_fa_arg;
+
+static size_t cpu_fa_scratch(int64_t R, int64_t Tq, int64_t D, int64_t Dv) {
+    return (size_t)(R * D + R * Dv + R * CPU_FA_BK + CPU_FA_BK * D + CPU_FA_BK * Dv + 2 * R + Tq * CPU_FA_BK / 4 + 64);
+}
+
+static void cpu_fa_fn(void *p, int64_t i0, int64_t i1, int tid) {
+    cpu_fa_arg *A = (cpu_fa_arg *)p;
+    const vlm_op *op = A->op;
+    const vlm_attn_params *ap = &op->attn;
+    const vlm_tensor *q = op->a, *k = op->b, *v = op->c;
+    const int64_t D = A->D, Dv = A->Dv, G = A->group, BK = CPU_FA_BK;
+    size_t ek = vlm_dtype_size(k->dtype), ev = vlm_dtype_size(v->dtype);
+    float *Q = A->ctx->tscratch[tid], *O = Q + A->R * D, *P = O + A->R * Dv, *Kf = P + A->R * BK, *Vf = Kf + BK * D;
+    float *mrow = Vf + BK * Dv, *lrow = mrow + A->R;
+    uint8_t *vis = (uint8_t *)(lrow + A->R);
+    for (int64_t item = i0; item < i1; item++) {
+        int64_t g = item / A->ntiles, t0 = (item % A->ntiles) * A->Tq;
+        int64_t tq = A->T - t0 < A->Tq ? A->T - t0 : A->Tq, R = tq * G;
+        for (int64_t ti = 0; ti < tq; ti++)
+            for (int64_t gi = 0; gi < G; gi++)
+                cpu_load(Q + (ti * G + gi) * D, q->data, q->dtype, (t0 + ti) * q->stride[0] + (g * G + gi) * q->stride[1], 1, D);
+        memset(O, 0, sizeof(float) * (size_t)(R * Dv));
+        for (int64_t r = 0; r < R; r++) { mrow[r] = -INFINITY; lrow[r] = 0; }
+        for (int64_t j0 = 0; j0 < A->S; j0 += BK) {
+            int64_t nb = A->S - j0 < BK ? A->S - j0 : BK;
+            /* visibility of the block for each query of the tile; trim to visible columns */
+            int64_t jlo = nb, jhi = -1;
+            for (int64_t ti = 0; ti < tq; ti++)
+                for (int64_t jj = 0; jj < nb; jj++) {
+                    uint8_t vv = (uint8_t)cpu_visible(ap, t0 + ti, j0 + jj);
+                    vis[ti * BK + jj] = vv;
+                    if (vv) { if (jj < jlo) jlo = jj; if (jj > jhi) jhi = jj; }
+                }
+            if (jhi < 0) continue;
+            int64_t nc = jhi - jlo + 1, jb = j0 + jlo;
+            const float *Kb, *Vb;
+            int64_t ldk, ldv;
+            const char *kbase = (const char *)k->data + (jb * k->stride[0] + g * k->stride[1]) * (int64_t)ek;
+            const char *vbase = (const char *)v->data + (jb * v->stride[0] + g * v->stride[1]) * (int64_t)ev;
+            if (k->dtype == VLM_F32) { Kb = (const float *)kbase; ldk = k->stride[0]; }
+            else {
+                for (int64_t jj = 0; jj < nc; jj++) cpu_to_f32(Kf + jj * D, kbase + jj * k->stride[0] * (int64_t)ek, k->dtype, D);
+                Kb = Kf; ldk = D;
+            }
+            if (v->dtype == VLM_F32) { Vb = (const float *)vbase; ldv = v->stride[0]; }
+            else {
+                for (int64_t jj = 0; jj < nc; jj++) cpu_to_f32(Vf + jj * Dv, vbase + jj * v->stride[0] * (int64_t)ev, v->dtype, Dv);
+                Vb = Vf; ldv = Dv;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)nc, (int)D, ap->scale, Q, (int)D, Kb, (int)ldk,
+                        0.0f, P, (int)BK);
+            for (int64_t r = 0; r < R; r++) {
+                float *pr = P + r * BK;
+                const uint8_t *vr = vis + (r / G) * BK + jlo;
+                if (ap->softcap > 0) {
+                    float inv = 1.0f / ap->softcap;
+                    for (int64_t jj = 0; jj < nc; jj++) pr[jj] = tanhf(pr[jj] * inv) * ap->softcap;
+                }
+                for (int64_t jj = 0; jj < nc; jj++) if (!vr[jj]) pr[jj] = -INFINITY;
+                float bm = cpu_max(pr, nc);
+                if (bm == -INFINITY) { memset(pr, 0, sizeof(float) * (size_t)nc); continue; }
+                if (bm > mrow[r]) {
+                    if (lrow[r] > 0) {
+                        float f = expf(mrow[r] - bm);
+                        lrow[r] *= f;
+                        cpu_scale_inplace(O + r * Dv, f, Dv);
+                    }
+                    mrow[r] = bm;
+                }
+                lrow[r] += cpu_exp_sub_sum(pr, pr, mrow[r], nc);
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)Dv, (int)nc, 1.0f, P, (int)BK, Vb, (int)ldv,
+                        1.0f, O, (int)Dv);
+        }
+        for (int64_t ti = 0; ti < tq; ti++)
+            for (int64_t gi = 0; gi < G; gi++) {
+                int64_t r = ti * G + gi;
+                float *o = (float *)op->out->data + ((t0 + ti) * A->Hq + g * G + gi) * Dv;
+                if (lrow[r] > 0) {
+                    float inv = 1.0f / lrow[r];
+                    for (int64_t i = 0; i < Dv; i++) o[i] = O[r * Dv + i] * inv;
+                } else memset(o, 0, sizeof(float) * (size_t)Dv);
+            }
+    }
+}
+
 static vlm_status cpu_op_attn(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
     cpu_attn_arg A = {ctx, op, op->a->shape[0], op->a->shape[1], op->b->shape[1], op->a->shape[2], op->c->shape[2],
                       op->b->shape[0], 0};
     A.group = A.Hq / A.Hkv;
     if (A.T * A.Hq == 0) return VLM_OK;
+    if (A.T * A.group >= 4 && A.S >= 16) {
+        cpu_fa_arg F = {ctx, op, A.T, A.Hq, A.Hkv, A.D, A.Dv, A.S, A.group, 0, 0, 0};
+        int64_t tq = 128 / A.group;
+        if (tq < 1) tq = 1;
+        if (tq > A.T) tq = A.T;
+        F.Tq = tq;
+        F.R = tq * A.group;
+        F.ntiles = (A.T + tq - 1) / tq;
+        if (cpu_reserve(ctx, cpu_fa_scratch(F.R, F.Tq, A.D, A.Dv)))
+            return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
+        cpu_parallel(ctx, A.Hkv * F.ntiles, 1, cpu_fa_fn, &F);
+        return VLM_OK;
+    }
     if (cpu_reserve(ctx, (size_t)(A.D + A.Dv + 2 * CPU_ATTN_BLOCK)))
         return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
     int64_t min = 1 + 65536 / ((A.S + 1) * (A.D + A.Dv));
