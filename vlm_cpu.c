@@ -751,6 +751,7 @@ typedef struct cpu_mm_arg {
     float *out;
     int64_t ldo;
     int64_t nb;         /* rows of w per tile (BLAS path) */
+    int64_t mb, mtiles; /* rows of x per tile, number of row tiles */
 } cpu_mm_arg;
 
 /* res[r] = x[r] . w for r < m (m <= 4 rows of x with row stride lda): each
@@ -831,11 +832,16 @@ static void cpu_gemv_fn(void *p, int64_t n0, int64_t n1, int tid) {
     }
 }
 
+/* Work item t: w tile t / mtiles (nb rows of w), x tile t % mtiles (mb rows).
+ * Consecutive items share a w tile, converted once per run of items. */
 static void cpu_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
     cpu_mm_arg *A = (cpu_mm_arg *)p;
     size_t es = vlm_dtype_size(A->wt);
+    int64_t have = -1;
     for (int64_t t = t0; t < t1; t++) {
-        int64_t n0 = t * A->nb, nb = A->N - n0 < A->nb ? A->N - n0 : A->nb;
+        int64_t nt = t / A->mtiles, mt = t % A->mtiles;
+        int64_t n0 = nt * A->nb, nb = A->N - n0 < A->nb ? A->N - n0 : A->nb;
+        int64_t m0 = mt * A->mb, mb = A->M - m0 < A->mb ? A->M - m0 : A->mb;
         const float *wp;
         int64_t ldb;
         if (A->wt == VLM_F32) {
@@ -843,24 +849,25 @@ static void cpu_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
             ldb = A->ldw;
         } else {
             float *s = A->ctx->tscratch[tid];
-            for (int64_t n = 0; n < nb; n++) cpu_to_f32(s + n * A->K, A->w + (n0 + n) * A->ldw * (int64_t)es, A->wt, A->K);
+            if (have != nt)
+                for (int64_t n = 0; n < nb; n++) cpu_to_f32(s + n * A->K, A->w + (n0 + n) * A->ldw * (int64_t)es, A->wt, A->K);
+            have = nt;
             wp = s;
             ldb = A->K;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)A->M, (int)nb, (int)A->K, 1.0f, A->x, (int)A->lda,
-                    wp, (int)ldb, 0.0f, A->out + n0, (int)A->ldo);
+        float *o = A->out + m0 * A->ldo + n0;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mb, (int)nb, (int)A->K, 1.0f, A->x + m0 * A->lda,
+                    (int)A->lda, wp, (int)ldb, 0.0f, o, (int)A->ldo);
         if (A->bias)
-            for (int64_t m = 0; m < A->M; m++) {
-                float *o = A->out + m * A->ldo + n0;
-                for (int64_t n = 0; n < nb; n++) o[n] += A->bias[n0 + n];
-            }
+            for (int64_t m = 0; m < mb; m++)
+                for (int64_t n = 0; n < nb; n++) o[m * A->ldo + n] += A->bias[n0 + n];
     }
 }
 
 /* out[M, N] (row stride ldo) = x[M, K] . w[N, K]^T + bias. x f32 with row stride lda. */
 static vlm_status cpu_mm(cpu_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *x, int64_t lda, const void *w,
                          vlm_dtype wt, int64_t ldw, const float *bias, float *out, int64_t ldo, vlm_error *err) {
-    cpu_mm_arg A = {ctx, M, N, K, x, lda, (const char *)w, wt, ldw, bias, out, ldo, 0};
+    cpu_mm_arg A = {ctx, M, N, K, x, lda, (const char *)w, wt, ldw, bias, out, ldo, 0, 0, 0};
     if (M == 0 || N == 0) return VLM_OK;
     if (K == 0) {
         for (int64_t m = 0; m < M; m++)
@@ -872,16 +879,20 @@ static vlm_status cpu_mm(cpu_ctx *ctx, int64_t M, int64_t N, int64_t K, const fl
         cpu_parallel(ctx, N, min_n, cpu_gemv_fn, &A);
         return VLM_OK;
     }
-    /* Tiles of w rows: at most 4 MB of f32 each. The tiling must not depend on
-     * the thread count so that results are identical for any n_threads. */
-    int64_t nb = ((int64_t)1 << 20) / K;
+    /* Tiles: nb rows of w (at most 2 MB of f32, at most 512) times mb rows of
+     * x. The tiling must not depend on the thread count so that results are
+     * identical for any n_threads. */
+    int64_t nb = ((int64_t)1 << 19) / K;
+    if (nb > 512) nb = 512;
     if (nb < 64) nb = 64;
     nb &= ~(int64_t)15;
     if (nb >= N) nb = N;
     A.nb = nb;
+    A.mb = M >= 512 ? 256 : M;
+    A.mtiles = (M + A.mb - 1) / A.mb;
     if (wt != VLM_F32 && cpu_reserve(ctx, (size_t)(nb * K)))
         return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
-    cpu_parallel(ctx, (N + A.nb - 1) / A.nb, 1, cpu_gemm_fn, &A);
+    cpu_parallel(ctx, (N + A.nb - 1) / A.nb * A.mtiles, 1, cpu_gemm_fn, &A);
     return VLM_OK;
 }
 

@@ -215,6 +215,8 @@ static void test_matmul(vlm_compute *c) {
     test_matmul_case(c, 70, 300, 256, VLM_BF16, 1, 0);
     test_matmul_case(c, 70, 300, 256, VLM_F32, 2, 1);
     test_matmul_case(c, 2, 300, 1000, VLM_F16, 0, 1);
+    test_matmul_case(c, 600, 150, 67, VLM_BF16, 1, 1); /* row tiles of x */
+    test_matmul_case(c, 530, 40, 33, VLM_F32, 2, 0);
     vlm_compute_reset(c);
     /* batched: x[B, M, K] . w[B, N, K]^T, w a permuted view */
     for (int vi = 0; vi < 2; vi++) {
