@@ -1,8 +1,188 @@
+/* vlm golden CASE_DIR [--dump OUT.safetensors]: run a golden reference case
+ * (see tests/golden/README.md) and compare with transformers' outputs. */
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "cli.h"
+#include "vlm.h"
+
+#define GOLDEN_TOL 1e-3f
+#define GOLDEN_NGEN 12
+
+static float golden_max_err(const float *a, const vlm_tensor *ref, int64_t n) {
+    float m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float d = fabsf(a[i] - vlm_get_f32(ref, i));
+        if (!(d <= m)) m = d; /* NaN propagates as the max */
+    }
+    return m;
+}
+
+static int golden_usage(int rc) {
+    fprintf(rc ? stderr : stdout,
+            "usage: vlm golden CASE_DIR [--dump OUT.safetensors] [-t THREADS]\n"
+            "  Runs CASE_DIR/model on CASE_DIR/inputs.safetensors and compares logits, vision\n"
+            "  embeddings and 12 greedy tokens with CASE_DIR/expected.safetensors.\n");
+    return rc;
+}
 
 int cmd_golden(int argc, char **argv) {
-    (void)argc; (void)argv;
-    fprintf(stderr, "vlm golden: not implemented yet\n");
-    return 1;
+    const char *dir = NULL, *dump = NULL;
+    int threads = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return golden_usage(0);
+        else if (!strcmp(argv[i], "--dump") && i + 1 < argc) dump = argv[++i];
+        else if (!strcmp(argv[i], "-t") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (argv[i][0] != '-' && !dir) dir = argv[i];
+        else return golden_usage(2);
+    }
+    if (!dir) return golden_usage(2);
+    char path[4096], name[256];
+    snprintf(path, sizeof path, "%s", dir); /* case name: the last path component */
+    size_t k = strlen(path);
+    while (k > 1 && path[k - 1] == '/') path[--k] = 0;
+    const char *base = strrchr(path, '/');
+    snprintf(name, sizeof name, "%s", base ? base + 1 : path);
+
+    vlm_error err = {0};
+    vlm_model *m = NULL;
+    vlm_safetensors in = {0}, exp = {0};
+    vlm_seq seq = {0};
+    int rc = 1, seq_ok = 0;
+    snprintf(path, sizeof path, "%s/model", dir);
+    vlm_model_params mp = {.n_threads = threads};
+    if (vlm_model_load(&m, path, &mp, &err) != VLM_OK) goto out;
+    snprintf(path, sizeof path, "%s/inputs.safetensors", dir);
+    if (vlm_st_open(&in, path, &err) != VLM_OK) goto out;
+    snprintf(path, sizeof path, "%s/expected.safetensors", dir);
+    if (vlm_st_open(&exp, path, &err) != VLM_OK) goto out;
+
+    const vlm_st_entry *ids_e = vlm_st_find(&in, "input_ids");
+    const vlm_st_entry *logits_e = vlm_st_find(&exp, "logits"), *gen_e = vlm_st_find(&exp, "generated_ids");
+    const vlm_st_entry *vis_e = vlm_st_find(&exp, "vision_embeds");
+    if (!ids_e || !logits_e || !gen_e) {
+        vlm_error_set(&err, VLM_ERR_FORMAT, "case lacks input_ids, logits or generated_ids");
+        goto out;
+    }
+    vlm_tensor ids_t = vlm_st_tensor(ids_e);
+    int n = (int)vlm_nelem(&ids_t);
+    int32_t *ids = (int32_t *)malloc(sizeof(int32_t) * (size_t)(n + GOLDEN_NGEN));
+    if (!ids) { vlm_error_set(&err, VLM_ERR_OOM, "out of memory"); goto out; }
+    for (int i = 0; i < n; i++) ids[i] = (int32_t)vlm_get_i64(&ids_t, i);
+
+    vlm_features feats = {0};
+    for (int i = 0; i < in.n_entries && feats.n < VLM_MAX_FEATURES; i++) {
+        if (!strcmp(in.entries[i].name, "input_ids")) continue;
+        feats.names[feats.n] = in.entries[i].name;
+        feats.tensors[feats.n++] = vlm_st_tensor(&in.entries[i]);
+    }
+    if (vlm_seq_init(&seq, m, n + GOLDEN_NGEN + 4, 0, VLM_F32, &err) != VLM_OK) goto out_ids;
+    seq_ok = 1;
+
+    /* Vision tower. */
+    vlm_vision_out vis = {0};
+    float vis_err = 0;
+    float *vis_host = NULL;
+    int64_t vis_n = 0;
+    int has_images = feats.n > 0;
+    if (has_images) {
+        if (m->arch->encode(m, &seq.c, &feats, &vis) != VLM_OK) { err = seq.c.err; goto out_ids; }
+        vis_n = vlm_nelem(vis.embeds);
+        vis_host = (float *)malloc(sizeof(float) * (size_t)vis_n);
+        if (!vis_host || vlm_to_host_f32(&seq.c, vis.embeds, vis_host) != VLM_OK) { err = seq.c.err; goto out_vis; }
+        if (vis_e) {
+            vlm_tensor ve = vlm_st_tensor(vis_e);
+            if (vlm_nelem(&ve) != vis_n) {
+                vlm_error_set(&err, VLM_ERR_ARG, "vision embeddings: %lld values, reference has %lld", (long long)vis_n,
+                              (long long)vlm_nelem(&ve));
+                goto out_vis;
+            }
+            vis_err = golden_max_err(vis_host, &ve, vis_n);
+        }
+    }
+
+    /* Prefill with every position's logits, then greedy decode. */
+    vlm_tensor *logits = NULL;
+    if (m->arch->forward(m, &seq, ids, n, has_images ? &vis : NULL, &feats, 1, &logits) != VLM_OK) {
+        err = seq.c.err;
+        goto out_vis;
+    }
+    vlm_tensor lt = vlm_st_tensor(logits_e);
+    int64_t V = logits->shape[1];
+    if (logits->shape[0] != n || vlm_nelem(&lt) != (int64_t)n * V) {
+        vlm_error_set(&err, VLM_ERR_ARG, "logits shape [%lld, %lld] differs from the reference", (long long)logits->shape[0],
+                      (long long)V);
+        goto out_vis;
+    }
+    float *lh = (float *)malloc(sizeof(float) * (size_t)(n * V));
+    if (!lh || vlm_to_host_f32(&seq.c, logits, lh) != VLM_OK) { free(lh); err = seq.c.err; goto out_vis; }
+    float logit_err = golden_max_err(lh, &lt, (int64_t)n * V);
+    int32_t gen[GOLDEN_NGEN];
+    int best = 0;
+    for (int64_t v = 1; v < V; v++) if (lh[(int64_t)(n - 1) * V + v] > lh[(int64_t)(n - 1) * V + best]) best = (int)v;
+    free(lh);
+    gen[0] = best;
+    float *row = (float *)malloc(sizeof(float) * (size_t)V);
+    int ok_gen = row != NULL;
+    for (int g = 1; ok_gen && g < GOLDEN_NGEN; g++) {
+        vlm_compute_reset(&seq.c);
+        vlm_tensor *lg = NULL;
+        if (m->arch->forward(m, &seq, &gen[g - 1], 1, NULL, NULL, 0, &lg) != VLM_OK ||
+            vlm_to_host_f32(&seq.c, lg, row) != VLM_OK) {
+            err = seq.c.err;
+            ok_gen = 0;
+            break;
+        }
+        best = 0;
+        for (int64_t v = 1; v < V; v++) if (row[v] > row[best]) best = (int)v;
+        gen[g] = best;
+    }
+    free(row);
+    if (!ok_gen) goto out_vis;
+    vlm_tensor gt = vlm_st_tensor(gen_e);
+    int match = vlm_nelem(&gt) == GOLDEN_NGEN;
+    for (int g = 0; match && g < GOLDEN_NGEN; g++) match = vlm_get_i64(&gt, g) == gen[g];
+    int pass = match && logit_err <= GOLDEN_TOL && vis_err <= GOLDEN_TOL && (!vis_e || has_images);
+
+    printf("{\"case\":\"%s\",\"arch\":\"%s\",\"logits_max_abs_err\":%.3g,\"vision_max_abs_err\":%.3g,\"generated_ids\":[", name,
+           m->arch->name, logit_err, vis_err);
+    for (int g = 0; g < GOLDEN_NGEN; g++) printf("%s%d", g ? "," : "", gen[g]);
+    printf("],\"generated_match\":%s,\"pass\":%s}\n", match ? "true" : "false", pass ? "true" : "false");
+
+    if (dump) {
+        /* Re-run the prefill to have the logits at hand for the dump. */
+        vlm_compute_reset(&seq.c);
+        vlm_seq_reset(&seq);
+        vlm_vision_out vis2 = {0};
+        vlm_tensor *lg = NULL;
+        if ((has_images && m->arch->encode(m, &seq.c, &feats, &vis2) != VLM_OK) ||
+            m->arch->forward(m, &seq, ids, n, has_images ? &vis2 : NULL, &feats, 1, &lg) != VLM_OK) {
+            err = seq.c.err;
+            goto out_vis;
+        }
+        vlm_tensor lg_host = *lg; /* CPU backend: host memory */
+        int64_t gshape[1] = {GOLDEN_NGEN};
+        vlm_tensor gen_t = vlm_tensor_make(VLM_I32, 1, gshape, gen);
+        vlm_tensor vis_t = has_images ? vlm_tensor_make(VLM_F32, vis.embeds->ndim, vis.embeds->shape, vis_host) : gen_t;
+        const char *names[3] = {"logits", "generated_ids", "vision_embeds"};
+        const vlm_tensor *ts[3] = {&lg_host, &gen_t, &vis_t};
+        if (vlm_st_write(dump, has_images ? 3 : 2, names, ts, &err) != VLM_OK) goto out_vis;
+    }
+    rc = pass ? 0 : 1;
+out_vis:
+    free(vis_host);
+out_ids:
+    free(ids);
+out:
+    if (err.code) {
+        fprintf(stderr, "vlm golden: %s\n", err.msg);
+        printf("{\"case\":\"%s\",\"pass\":false,\"error\":\"%s\"}\n", name, vlm_status_name(err.code));
+    }
+    if (seq_ok) vlm_seq_free(&seq);
+    vlm_st_close(&in);
+    vlm_st_close(&exp);
+    vlm_model_free(m);
+    return rc;
 }

@@ -308,15 +308,21 @@ typedef struct {
 /* M-RoPE positions of ids[0..n): text tokens advance all three streams
  * together; a run of image/video tokens gets (t, h, w) grid positions offset
  * by the next text position, and the text after it continues at max + 1.
- * Video time indices are frame * second_per_grid_t * tokens_per_second. */
+ * Video time indices are frame * second_per_grid_t * tokens_per_second.
+ *
+ * As in transformers 5, the 3D positions are used only when the processor
+ * outputs include mm_token_type_ids (the HF processor returns it with
+ * input_ids); without it transformers falls back to 1D positions for every
+ * token, and so do we, so that the same inputs give the same outputs. */
 static vlm_status q25_positions(vlm_compute *c, const q25_model *q, vlm_model *m, vlm_seq *s, q25_seq *qs,
                                 const int32_t *ids, int n, const vlm_features *f, int64_t *pos3) {
     const vlm_tensor *img_grid = vlm_features_get(f, "image_grid_thw"), *vid_grid = vlm_features_get(f, "video_grid_thw");
     const vlm_tensor *spg = vlm_features_get(f, "second_per_grid_ts");
     int64_t next = s->rope_pos;
     int img_k = 0, vid_k = 0; /* grids used in this call */
+    int mm = vlm_features_get(f, "mm_token_type_ids") != NULL;
     for (int i = 0; i < n;) {
-        int is_img = ids[i] == m->image_token_id, is_vid = ids[i] == m->video_token_id;
+        int is_img = mm && ids[i] == m->image_token_id, is_vid = mm && ids[i] == m->video_token_id;
         if (!is_img && !is_vid) {
             pos3[i] = pos3[n + i] = pos3[2 * n + i] = next++;
             i++;
