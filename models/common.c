@@ -200,3 +200,26 @@ vlm_tensor *vlm_dec_attention_ex(vlm_compute *c, const vlm_dec_layer *L, const v
     vlm_tensor *a = common_attend(c, q, kv, pos, n, o->window, o->scale > 0 ? o->scale : 1.0f / sqrtf((float)D), o->span);
     return vlm_linear(c, vlm_reshape_2d(c, a, n, (int64_t)H * D), L->o, L->o_b);
 }
+
+vlm_status vlm_dec_stack_load(vlm_loader *ld, int vocab, int qkv_bias, int qk_norm, int tied, vlm_dec_stack *d) {
+    d->layers = (vlm_dec_layer *)calloc((size_t)d->n_layers, sizeof *d->layers);
+    if (!d->layers) return vlm_error_set(ld->err, VLM_ERR_OOM, "out of memory");
+    d->embed = vlm_ld(ld, VLM_SHAPE2(vocab, d->hidden), "embed_tokens.weight");
+    d->norm = vlm_ld(ld, VLM_SHAPE1(d->hidden), "norm.weight");
+    for (int l = 0; l < d->n_layers; l++)
+        if (vlm_dec_layer_load(ld, l, d->hidden, d->inter, &d->hp, qkv_bias, qk_norm, &d->layers[l]) != VLM_OK)
+            return ld->err->code;
+    d->lm_head = tied ? d->embed : vlm_weight(ld->m, "lm_head.weight", VLM_SHAPE2(vocab, d->hidden), ld->err);
+    return ld->err->code;
+}
+
+int vlm_dec_stack_run(vlm_compute *c, const vlm_dec_stack *d, vlm_kv_cache *kv, vlm_tensor *resid, vlm_tensor *cos,
+                      vlm_tensor *sin, const int32_t *pos, int n) {
+    for (int l = 0; l < d->n_layers; l++) {
+        vlm_arena_mark mark = vlm_arena_get_mark(&c->arena);
+        vlm_tensor *x = vlm_dec_layer_forward(c, &d->layers[l], &d->hp, &kv->layers[l], resid, cos, sin, pos, n);
+        if (!x || vlm_copy(c, resid, x) != VLM_OK) return -1;
+        vlm_arena_release(&c->arena, mark);
+    }
+    return 0;
+}

@@ -90,4 +90,17 @@ typedef struct vlm_attn_opts {
 vlm_tensor *vlm_dec_attention_ex(vlm_compute *c, const vlm_dec_layer *L, const vlm_dec_hparams *hp,
                                  vlm_kv_layer *kv, vlm_tensor *h, vlm_tensor *cos, vlm_tensor *sin,
                                  const int32_t *pos, int n, const vlm_attn_opts *o);
+/* A plain decoder stack (Llama/Qwen2 layers): embed_tokens, layers.<l>, norm
+ * under the loader's prefix, then lm_head.weight (the embeddings when tied). */
+typedef struct vlm_dec_stack {
+    int n_layers, hidden, inter;
+    vlm_dec_hparams hp;
+    vlm_tensor *embed, *norm, *lm_head;
+    vlm_dec_layer *layers; /* [n_layers], malloc'd: free() it */
+} vlm_dec_stack;
+vlm_status vlm_dec_stack_load(vlm_loader *ld, int vocab, int qkv_bias, int qk_norm, int tied, vlm_dec_stack *d);
+/* Runs the layers over resid [n, hidden] in place (per-layer arena scratch
+ * released); 0 on success. */
+int vlm_dec_stack_run(vlm_compute *c, const vlm_dec_stack *d, vlm_kv_cache *kv, vlm_tensor *resid, vlm_tensor *cos,
+                      vlm_tensor *sin, const int32_t *pos, int n);
 #endif

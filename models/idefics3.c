@@ -25,11 +25,8 @@ typedef struct {
     vlm_tensor *post_ln, *post_ln_b;
     vlm_tensor *proj;              /* [hidden, v_hidden*scale²] */
     /* decoder */
-    int n_layers, hidden, inter;
-    vlm_dec_hparams hp;
+    vlm_dec_stack d;
     float theta;
-    vlm_tensor *embed, *norm, *lm_head;
-    vlm_dec_layer *layers;
 } idf_model;
 
 /* Text keys live in text_config; very old configs put them at the top level. */
@@ -58,13 +55,13 @@ static vlm_status idf_load_config(vlm_model *m, idf_model *q, vlm_error *err) {
     else return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "vision hidden_act \"%s\" not supported", act);
     q->scale = (int)vlm_json_int(vlm_json_get(cfg, "scale_factor"), 2);
 
-    q->hidden = (int)vlm_json_int(idf_text_key(cfg, "hidden_size"), 0);
-    q->n_layers = (int)vlm_json_int(idf_text_key(cfg, "num_hidden_layers"), 0);
-    q->inter = (int)vlm_json_int(idf_text_key(cfg, "intermediate_size"), 0);
-    q->hp.n_heads = (int)vlm_json_int(idf_text_key(cfg, "num_attention_heads"), 0);
-    q->hp.n_kv_heads = (int)vlm_json_int(idf_text_key(cfg, "num_key_value_heads"), q->hp.n_heads);
-    q->hp.eps = (float)vlm_json_num(idf_text_key(cfg, "rms_norm_eps"), 1e-6);
-    q->hp.act = VLM_UNARY_SILU;
+    q->d.hidden = (int)vlm_json_int(idf_text_key(cfg, "hidden_size"), 0);
+    q->d.n_layers = (int)vlm_json_int(idf_text_key(cfg, "num_hidden_layers"), 0);
+    q->d.inter = (int)vlm_json_int(idf_text_key(cfg, "intermediate_size"), 0);
+    q->d.hp.n_heads = (int)vlm_json_int(idf_text_key(cfg, "num_attention_heads"), 0);
+    q->d.hp.n_kv_heads = (int)vlm_json_int(idf_text_key(cfg, "num_key_value_heads"), q->d.hp.n_heads);
+    q->d.hp.eps = (float)vlm_json_num(idf_text_key(cfg, "rms_norm_eps"), 1e-6);
+    q->d.hp.act = VLM_UNARY_SILU;
     const char *tact = vlm_json_str(idf_text_key(cfg, "hidden_act"), "silu");
     if (strcmp(tact, "silu") && strcmp(tact, "swish"))
         return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "text hidden_act \"%s\" not supported", tact);
@@ -80,15 +77,15 @@ static vlm_status idf_load_config(vlm_model *m, idf_model *q, vlm_error *err) {
     q->theta = (float)vlm_json_num(th ? th : idf_text_key(cfg, "rope_theta"), 10000.0);
 
     m->vocab_size = (int)vlm_json_int(idf_text_key(cfg, "vocab_size"), 0);
-    m->hidden_size = q->hidden;
+    m->hidden_size = q->d.hidden;
     m->image_token_id = (int32_t)vlm_json_int(vlm_json_get(cfg, "image_token_id"), 128257);
     m->video_token_id = -1;
-    if (q->hidden <= 0 || q->n_layers <= 0 || q->inter <= 0 || q->hp.n_heads <= 0 || q->hp.n_kv_heads <= 0 ||
-        q->hp.n_heads % q->hp.n_kv_heads || m->vocab_size <= 0)
+    if (q->d.hidden <= 0 || q->d.n_layers <= 0 || q->d.inter <= 0 || q->d.hp.n_heads <= 0 || q->d.hp.n_kv_heads <= 0 ||
+        q->d.hp.n_heads % q->d.hp.n_kv_heads || m->vocab_size <= 0)
         return vlm_error_set(err, VLM_ERR_CONFIG, "text config: hidden_size/num_hidden_layers/heads/vocab_size missing or inconsistent");
-    q->hp.head_dim = (int)vlm_json_int(idf_text_key(cfg, "head_dim"), q->hidden / q->hp.n_heads);
-    if (q->hp.head_dim <= 0 || q->hp.head_dim % 2 || q->hp.head_dim > 1024)
-        return vlm_error_set(err, VLM_ERR_CONFIG, "text head_dim %d", q->hp.head_dim);
+    q->d.hp.head_dim = (int)vlm_json_int(idf_text_key(cfg, "head_dim"), q->d.hidden / q->d.hp.n_heads);
+    if (q->d.hp.head_dim <= 0 || q->d.hp.head_dim % 2 || q->d.hp.head_dim > 1024)
+        return vlm_error_set(err, VLM_ERR_CONFIG, "text head_dim %d", q->d.hp.head_dim);
     int side = q->patch > 0 ? q->image_size / q->patch : 0;
     if (q->v_hidden <= 0 || q->v_heads <= 0 || q->v_hidden % q->v_heads || q->v_layers <= 0 || q->v_inter <= 0 ||
         q->channels <= 0 || side <= 0 || q->scale <= 0 || side % q->scale)
@@ -103,8 +100,7 @@ static vlm_status idf_load(vlm_model *m, vlm_error *err) {
     vlm_status s = idf_load_config(m, q, err);
     if (s != VLM_OK) return s;
     q->vl = (idf_vit_layer *)calloc((size_t)q->v_layers, sizeof *q->vl);
-    q->layers = (vlm_dec_layer *)calloc((size_t)q->n_layers, sizeof *q->layers);
-    if (!q->vl || !q->layers) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    if (!q->vl) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
 
     vlm_loader ld = {.m = m, .err = err};
     static const char *const vis_prefixes[] = {"model.vision_model.", "vision_model.", NULL};
@@ -148,25 +144,21 @@ static vlm_status idf_load(vlm_model *m, vlm_error *err) {
     static const char *const conn_prefixes[] = {"model.connector.", "connector.", NULL};
     if (!vlm_loader_prefix(&ld, conn_prefixes, "modality_projection.proj.weight"))
         return vlm_error_set(err, VLM_ERR_FORMAT, "no connector weights (model.connector.modality_projection.proj.weight)");
-    q->proj = vlm_ld(&ld, VLM_SHAPE2(q->hidden, V * q->scale * q->scale), "modality_projection.proj.weight");
+    q->proj = vlm_ld(&ld, VLM_SHAPE2(q->d.hidden, V * q->scale * q->scale), "modality_projection.proj.weight");
     if (err->code) return err->code;
 
     static const char *const txt_prefixes[] = {"model.text_model.", "text_model.", "model.language_model.", NULL};
     if (!vlm_loader_prefix(&ld, txt_prefixes, "embed_tokens.weight"))
         return vlm_error_set(err, VLM_ERR_FORMAT, "no decoder weights (model.text_model.embed_tokens.weight)");
-    q->embed = vlm_ld(&ld, VLM_SHAPE2(m->vocab_size, q->hidden), "embed_tokens.weight");
-    q->norm = vlm_ld(&ld, VLM_SHAPE1(q->hidden), "norm.weight");
-    for (int l = 0; l < q->n_layers; l++)
-        if (vlm_dec_layer_load(&ld, l, q->hidden, q->inter, &q->hp, 0, 0, &q->layers[l]) != VLM_OK) return err->code;
     int tied = vlm_json_bool(vlm_json_get(m->config, "tie_word_embeddings"), 0) ||
                vlm_json_bool(vlm_json_path(m->config, "text_config.tie_word_embeddings"), 0);
-    q->lm_head = tied ? q->embed : vlm_weight(m, "lm_head.weight", VLM_SHAPE2(m->vocab_size, q->hidden), err);
+    vlm_dec_stack_load(&ld, m->vocab_size, 0, 0, tied, &q->d);
     return err->code;
 }
 
 static void idf_unload(vlm_model *m) {
     idf_model *q = (idf_model *)m->impl;
-    if (q) { free(q->vl); free(q->layers); free(q); }
+    if (q) { free(q->vl); free(q->d.layers); free(q); }
     m->impl = NULL;
 }
 
@@ -297,7 +289,7 @@ static vlm_status idf_encode(vlm_model *m, vlm_compute *c, const vlm_features *f
     int64_t per_tile = C * H * W, n_real = 0;
     for (int64_t t = 0; t < n_all; t++) n_real += !idf_all_zero(pv, t * per_tile, per_tile);
     if (n_real == 0) return vlm_error_set(&c->err, VLM_ERR_ARG, "no images given (all tiles are padding)");
-    vlm_tensor *emb = vlm_new_2d(c, VLM_F32, n_real * tpt, q->hidden);
+    vlm_tensor *emb = vlm_new_2d(c, VLM_F32, n_real * tpt, q->d.hidden);
     vlm_tensor *px = vlm_from_host(c, pv->dtype, 4, (const int64_t[]){n_all, C, H, W}, pv->data);
     int32_t *pos = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)np);
     int32_t *kseg = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)np);
@@ -335,7 +327,7 @@ static vlm_status idf_forward(vlm_model *m, vlm_seq *s, const int32_t *ids, int 
     for (int i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= m->vocab_size)
             return vlm_error_set(&c->err, VLM_ERR_ARG, "token id %d outside the vocabulary of %d", ids[i], m->vocab_size);
-    int hd = q->hp.head_dim;
+    int hd = q->d.hp.head_dim;
     int32_t *pos = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n);
     float *posf = (float *)vlm_arena_alloc(&c->arena, sizeof(float) * (size_t)n);
     float *cosv = (float *)vlm_arena_alloc(&c->arena, sizeof(float) * (size_t)n * hd);
@@ -353,17 +345,12 @@ static vlm_status idf_forward(vlm_model *m, vlm_seq *s, const int32_t *ids, int 
      * token id is embedded like any other token. */
     int has_vis = vision && vision->embeds;
     int64_t img_seen = 0, vid_seen = 0;
-    vlm_tensor *x = vlm_embed_tokens(c, q->embed, ids, n, has_vis ? vision : NULL, has_vis ? m->image_token_id : -1, -1,
+    vlm_tensor *x = vlm_embed_tokens(c, q->d.embed, ids, n, has_vis ? vision : NULL, has_vis ? m->image_token_id : -1, -1,
                                      &img_seen, &vid_seen);
-    vlm_tensor *resid = vlm_new_2d(c, VLM_F32, n, q->hidden);
+    vlm_tensor *resid = vlm_new_2d(c, VLM_F32, n, q->d.hidden);
     if (!x || !resid || vlm_copy(c, resid, x) != VLM_OK) goto fail;
-    for (int l = 0; l < q->n_layers; l++) {
-        vlm_arena_mark mark = vlm_arena_get_mark(&c->arena);
-        x = vlm_dec_layer_forward(c, &q->layers[l], &q->hp, &s->kv.layers[l], resid, cos, sin, pos, n);
-        if (!x || vlm_copy(c, resid, x) != VLM_OK) goto fail;
-        vlm_arena_release(&c->arena, mark);
-    }
-    *logits = vlm_lm_logits(c, resid, q->norm, q->hp.eps, q->lm_head, all_logits);
+    if (vlm_dec_stack_run(c, &q->d, &s->kv, resid, cos, sin, pos, n)) goto fail;
+    *logits = vlm_lm_logits(c, resid, q->d.norm, q->d.hp.eps, q->d.lm_head, all_logits);
     if (!*logits) goto fail;
     s->n_past += n;
     s->rope_pos = s->n_past;
@@ -375,10 +362,8 @@ fail:
 
 static vlm_status idf_seq_init(vlm_model *m, vlm_seq *s, vlm_error *err) {
     idf_model *q = (idf_model *)m->impl;
-    return vlm_seq_kv_uniform(s, q->n_layers, q->hp.n_kv_heads, q->hp.head_dim, err);
+    return vlm_seq_kv_uniform(s, q->d.n_layers, q->d.hp.n_kv_heads, q->d.hp.head_dim, err);
 }
-
-static void idf_seq_free(vlm_model *m, vlm_seq *s) { (void)m; (void)s; }
 
 static const char *const idf_hf_names[] = {"Idefics3ForConditionalGeneration", "Idefics3Model",
                                            "SmolVLMForConditionalGeneration", "SmolVLMModel", NULL};
@@ -393,5 +378,5 @@ const vlm_arch vlm_arch_idefics3 = {
     .encode = idf_encode,
     .forward = idf_forward,
     .seq_init = idf_seq_init,
-    .seq_free = idf_seq_free,
+    .seq_free = NULL,
 };
