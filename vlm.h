@@ -669,30 +669,41 @@ vlm_status vlm_tokenizer_chat(const vlm_tokenizer *tok, const vlm_chat_msg *msgs
 /* ------------------------------------------------------------------ prompt assembly */
 
 typedef enum vlm_prompt_family {
-    VLM_FAMILY_QWEN = 0, /* Qwen2.5-VL, Qwen3-VL */
+    VLM_FAMILY_QWEN = 0, /* Qwen2-VL, Qwen2.5-VL */
+    VLM_FAMILY_QWEN3,    /* Qwen3-VL (videos: per-frame "<t seconds>" blocks) */
     VLM_FAMILY_INTERNVL,
     VLM_FAMILY_IDEFICS3, /* Idefics3, SmolVLM */
     VLM_FAMILY_GEMMA4,
 } vlm_prompt_family;
 
-/* Per image / video as the image processor produced it. */
+/* One image or video as the processor produced it. */
 typedef struct vlm_media_info {
     int is_video;
-    int n_tokens;  /* tokens per image (Qwen: t*h*w/merge², InternVL: per tile,
-                      Idefics3: image_seq_len per tile, Gemma 4: soft tokens) */
-    int rows, cols;   /* Idefics3 tile grid (0, 0: no splitting) */
-    int n_tiles;      /* InternVL: tiles incl. thumbnail */
-    int n_frames;     /* videos: frames (Gemma 4 / SmolVLM: per-frame blocks) */
-    const float *timestamps; /* videos: seconds per frame (Qwen3-VL, Gemma 4) */
+    /* Qwen: all tokens of the image/video (t*h*w / merge^2); InternVL: tokens
+     * per tile (or per frame); Idefics3: image_seq_len (tokens per tile);
+     * Gemma 4: soft tokens of the image (or of each video frame). */
+    int n_tokens;
+    int rows, cols;   /* Idefics3 tile grid; 0, 0: no splitting (global image only) */
+    int n_tiles;      /* InternVL: tiles incl. thumbnail (images) */
+    int n_frames;     /* videos: frames (Qwen3-VL: temporal grid steps) */
+    const double *timestamps; /* videos, per frame: seconds (Qwen3-VL, Gemma 4) */
 } vlm_media_info;
 
-/* Replaces each image/video placeholder of a rendered chat prompt (in order:
- * the n_media entries match the placeholders as they appear) by the token
- * string the HF processor builds for it. The result is text whose special
- * tokens are then parsed by vlm_tokenize. *out is malloc'd. */
+/* Placeholders the chat templates emit, per family (image / video):
+ *   Qwen, Qwen3: <|image_pad|> / <|video_pad|>   InternVL: <IMG_CONTEXT> / <video>
+ *   Idefics3: <image>                            Gemma 4: <|image|> / <|video|>
+ * vlm_expand_media replaces the i-th placeholder of the prompt by the token
+ * string the HF processor builds for media[i]:
+ *   Qwen:     <|image_pad|> x n (the template already wrote vision_start/end)
+ *   Qwen3:    images as Qwen; videos per frame "<%.1f seconds><|vision_start|><|video_pad|> x n/frames<|vision_end|>"
+ *   InternVL: <img><IMG_CONTEXT> x (n * tiles)</img>; videos "Frame1: <img>...</img>\nFrame2: ..."
+ *   Idefics3: rows x cols of <fake_token_around_image><row_r_col_c><image> x n, "\n" after each
+ *             row, then "\n<fake_token_around_image><global-img><image> x n<fake_token_around_image>"
+ *   Gemma 4:  <|image><|image|> x n<image|>; videos "mm:ss <|image><|video|> x n<image|>" joined by " "
+ * The result is text whose special tokens vlm_tokenize then matches. *out is malloc'd. */
 vlm_status vlm_expand_media(vlm_prompt_family fam, const char *prompt, const vlm_media_info *media,
                             int n_media, char **out, vlm_error *err);
-/* The family of an HF model_type ("qwen2_5_vl", "idefics3", ...), -1 if unknown. */
+/* The family of an HF config model_type ("qwen2_5_vl", "idefics3", ...), -1 if unknown. */
 int vlm_prompt_family_from_model_type(const char *model_type);
 
 /* ------------------------------------------------------------------ unicode (internal, exposed for tests) */
@@ -4177,6 +4188,167 @@ void vlm_seq_reset(vlm_seq *s) {
     vlm_kv_clear(&s->kv);
     s->n_past = 0;
     s->rope_pos = 0;
+}
+/* ---- src/prompt.c ---- */
+/* Prompt assembly: expands the image/video placeholders of a rendered chat
+ * prompt into the token strings the HF processors build (see vlm_tokenizer.h). */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct pr_buf { char *p; size_t n, cap; int oom; } pr_buf;
+
+static void pr_add(pr_buf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) { b->oom = 1; return; }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+static void pr_str(pr_buf *b, const char *s) { pr_add(b, s, strlen(s)); }
+static void pr_rep(pr_buf *b, const char *s, int n) { for (int i = 0; i < n; i++) pr_str(b, s); }
+
+int vlm_prompt_family_from_model_type(const char *mt) {
+    if (!mt) return -1;
+    if (!strcmp(mt, "qwen2_vl") || !strcmp(mt, "qwen2_5_vl")) return VLM_FAMILY_QWEN;
+    if (!strcmp(mt, "qwen3_vl") || !strcmp(mt, "qwen3_vl_moe")) return VLM_FAMILY_QWEN3;
+    if (!strcmp(mt, "internvl") || !strcmp(mt, "internvl_chat")) return VLM_FAMILY_INTERNVL;
+    if (!strcmp(mt, "idefics3") || !strcmp(mt, "smolvlm")) return VLM_FAMILY_IDEFICS3;
+    if (!strcmp(mt, "gemma4")) return VLM_FAMILY_GEMMA4;
+    return -1;
+}
+
+static vlm_status pr_expand_one(vlm_prompt_family fam, const vlm_media_info *m, int is_video,
+                                int with_vision_markers, pr_buf *b, vlm_error *err) {
+    if (m->n_tokens <= 0) return vlm_error_set(err, VLM_ERR_ARG, "media with %d tokens", m->n_tokens);
+    if (m->is_video != is_video)
+        return vlm_error_set(err, VLM_ERR_ARG, "the prompt's %s placeholder is given %s", is_video ? "video" : "image",
+                             m->is_video ? "a video" : "an image");
+    char tmp[64];
+    switch (fam) {
+    case VLM_FAMILY_QWEN:
+        pr_rep(b, is_video ? "<|video_pad|>" : "<|image_pad|>", m->n_tokens);
+        return VLM_OK;
+    case VLM_FAMILY_QWEN3:
+        if (!is_video) { pr_rep(b, "<|image_pad|>", m->n_tokens); return VLM_OK; }
+        if (m->n_frames <= 0 || m->n_tokens % m->n_frames)
+            return vlm_error_set(err, VLM_ERR_ARG, "Qwen3-VL video: %d tokens are not a multiple of %d frames", m->n_tokens, m->n_frames);
+        for (int f = 0; f < m->n_frames; f++) {
+            snprintf(tmp, sizeof tmp, "<%.1f seconds>", m->timestamps ? m->timestamps[f] : 0.0);
+            pr_str(b, tmp);
+            pr_str(b, "<|vision_start|>");
+            pr_rep(b, "<|video_pad|>", m->n_tokens / m->n_frames);
+            pr_str(b, "<|vision_end|>");
+        }
+        (void)with_vision_markers;
+        return VLM_OK;
+    case VLM_FAMILY_INTERNVL:
+        if (!is_video) {
+            int tiles = m->n_tiles > 0 ? m->n_tiles : 1;
+            pr_str(b, "<img>");
+            pr_rep(b, "<IMG_CONTEXT>", m->n_tokens * tiles);
+            pr_str(b, "</img>");
+            return VLM_OK;
+        }
+        if (m->n_frames <= 0) return vlm_error_set(err, VLM_ERR_ARG, "InternVL video without frames");
+        for (int f = 0; f < m->n_frames; f++) {
+            snprintf(tmp, sizeof tmp, "%sFrame%d: <img>", f ? "\n" : "", f + 1);
+            pr_str(b, tmp);
+            pr_rep(b, "<IMG_CONTEXT>", m->n_tokens);
+            pr_str(b, "</img>");
+        }
+        return VLM_OK;
+    case VLM_FAMILY_IDEFICS3:
+        if (is_video) return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "Idefics3 / SmolVLM video prompts are not supported");
+        if (m->rows > 0 && m->cols > 0) {
+            for (int r = 0; r < m->rows; r++) {
+                for (int c = 0; c < m->cols; c++) {
+                    snprintf(tmp, sizeof tmp, "<fake_token_around_image><row_%d_col_%d>", r + 1, c + 1);
+                    pr_str(b, tmp);
+                    pr_rep(b, "<image>", m->n_tokens);
+                }
+                pr_str(b, "\n");
+            }
+            pr_str(b, "\n");
+        }
+        pr_str(b, "<fake_token_around_image><global-img>");
+        pr_rep(b, "<image>", m->n_tokens);
+        pr_str(b, "<fake_token_around_image>");
+        return VLM_OK;
+    case VLM_FAMILY_GEMMA4:
+        if (!is_video) {
+            pr_str(b, "<|image>");
+            pr_rep(b, "<|image|>", m->n_tokens);
+            pr_str(b, "<image|>");
+            return VLM_OK;
+        }
+        if (m->n_frames <= 0) return vlm_error_set(err, VLM_ERR_ARG, "Gemma 4 video without frames");
+        for (int f = 0; f < m->n_frames; f++) {
+            double t = m->timestamps ? m->timestamps[f] : 0.0;
+            int s = (int)t;
+            snprintf(tmp, sizeof tmp, "%s%02d:%02d <|image>", f ? " " : "", s / 60, s % 60);
+            pr_str(b, tmp);
+            pr_rep(b, "<|video|>", m->n_tokens);
+            pr_str(b, "<image|>");
+        }
+        return VLM_OK;
+    }
+    return vlm_error_set(err, VLM_ERR_ARG, "unknown prompt family %d", (int)fam);
+}
+
+vlm_status vlm_expand_media(vlm_prompt_family fam, const char *prompt, const vlm_media_info *media,
+                            int n_media, char **out, vlm_error *err) {
+    *out = NULL;
+    const char *img = NULL, *vid = NULL;
+    switch (fam) {
+    case VLM_FAMILY_QWEN: case VLM_FAMILY_QWEN3: img = "<|image_pad|>"; vid = "<|video_pad|>"; break;
+    case VLM_FAMILY_INTERNVL: img = "<IMG_CONTEXT>"; vid = "<video>"; break;
+    case VLM_FAMILY_IDEFICS3: img = "<image>"; vid = "<video>"; break;
+    case VLM_FAMILY_GEMMA4: img = "<|image|>"; vid = "<|video|>"; break;
+    default: return vlm_error_set(err, VLM_ERR_ARG, "unknown prompt family %d", (int)fam);
+    }
+    size_t li = strlen(img), lv = strlen(vid);
+    /* Qwen3-VL videos replace "<|vision_start|><|video_pad|><|vision_end|>" as a whole. */
+    static const char q3_vs[] = "<|vision_start|>", q3_ve[] = "<|vision_end|>";
+    pr_buf b = {0};
+    int k = 0;
+    size_t start = 0, n = strlen(prompt);
+    for (size_t i = 0; i < n;) {
+        int is_img = !strncmp(prompt + i, img, li), is_vid = !is_img && !strncmp(prompt + i, vid, lv);
+        if (!is_img && !is_vid) { i++; continue; }
+        if (k >= n_media) {
+            free(b.p);
+            return vlm_error_set(err, VLM_ERR_ARG, "the prompt has more image/video placeholders than the %d media given", n_media);
+        }
+        size_t seg_end = i, after = i + (is_img ? li : lv);
+        if (fam == VLM_FAMILY_QWEN3 && is_vid && i >= sizeof q3_vs - 1 &&
+            !strncmp(prompt + i - (sizeof q3_vs - 1), q3_vs, sizeof q3_vs - 1) &&
+            !strncmp(prompt + after, q3_ve, sizeof q3_ve - 1) && i - (sizeof q3_vs - 1) >= start) {
+            seg_end = i - (sizeof q3_vs - 1);
+            after += sizeof q3_ve - 1;
+        }
+        pr_add(&b, prompt + start, seg_end - start);
+        vlm_status st = pr_expand_one(fam, &media[k], is_vid, 0, &b, err);
+        if (st) { free(b.p); return st; }
+        k++;
+        i = start = after;
+    }
+    pr_add(&b, prompt + start, n - start);
+    if (k != n_media) {
+        free(b.p);
+        return vlm_error_set(err, VLM_ERR_ARG, "the prompt has %d image/video placeholders but %d media were given", k, n_media);
+    }
+    if (b.oom) { free(b.p); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
+    *out = b.p ? b.p : calloc(1, 1);
+    return *out ? VLM_OK : vlm_error_set(err, VLM_ERR_OOM, "out of memory");
 }
 /* ---- src/safetensors.c ---- */
 /* safetensors: mmap'd reader with full header validation, sharded

@@ -137,30 +137,41 @@ vlm_status vlm_tokenizer_chat(const vlm_tokenizer *tok, const vlm_chat_msg *msgs
 /* ------------------------------------------------------------------ prompt assembly */
 
 typedef enum vlm_prompt_family {
-    VLM_FAMILY_QWEN = 0, /* Qwen2.5-VL, Qwen3-VL */
+    VLM_FAMILY_QWEN = 0, /* Qwen2-VL, Qwen2.5-VL */
+    VLM_FAMILY_QWEN3,    /* Qwen3-VL (videos: per-frame "<t seconds>" blocks) */
     VLM_FAMILY_INTERNVL,
     VLM_FAMILY_IDEFICS3, /* Idefics3, SmolVLM */
     VLM_FAMILY_GEMMA4,
 } vlm_prompt_family;
 
-/* Per image / video as the image processor produced it. */
+/* One image or video as the processor produced it. */
 typedef struct vlm_media_info {
     int is_video;
-    int n_tokens;  /* tokens per image (Qwen: t*h*w/merge², InternVL: per tile,
-                      Idefics3: image_seq_len per tile, Gemma 4: soft tokens) */
-    int rows, cols;   /* Idefics3 tile grid (0, 0: no splitting) */
-    int n_tiles;      /* InternVL: tiles incl. thumbnail */
-    int n_frames;     /* videos: frames (Gemma 4 / SmolVLM: per-frame blocks) */
-    const float *timestamps; /* videos: seconds per frame (Qwen3-VL, Gemma 4) */
+    /* Qwen: all tokens of the image/video (t*h*w / merge^2); InternVL: tokens
+     * per tile (or per frame); Idefics3: image_seq_len (tokens per tile);
+     * Gemma 4: soft tokens of the image (or of each video frame). */
+    int n_tokens;
+    int rows, cols;   /* Idefics3 tile grid; 0, 0: no splitting (global image only) */
+    int n_tiles;      /* InternVL: tiles incl. thumbnail (images) */
+    int n_frames;     /* videos: frames (Qwen3-VL: temporal grid steps) */
+    const double *timestamps; /* videos, per frame: seconds (Qwen3-VL, Gemma 4) */
 } vlm_media_info;
 
-/* Replaces each image/video placeholder of a rendered chat prompt (in order:
- * the n_media entries match the placeholders as they appear) by the token
- * string the HF processor builds for it. The result is text whose special
- * tokens are then parsed by vlm_tokenize. *out is malloc'd. */
+/* Placeholders the chat templates emit, per family (image / video):
+ *   Qwen, Qwen3: <|image_pad|> / <|video_pad|>   InternVL: <IMG_CONTEXT> / <video>
+ *   Idefics3: <image>                            Gemma 4: <|image|> / <|video|>
+ * vlm_expand_media replaces the i-th placeholder of the prompt by the token
+ * string the HF processor builds for media[i]:
+ *   Qwen:     <|image_pad|> x n (the template already wrote vision_start/end)
+ *   Qwen3:    images as Qwen; videos per frame "<%.1f seconds><|vision_start|><|video_pad|> x n/frames<|vision_end|>"
+ *   InternVL: <img><IMG_CONTEXT> x (n * tiles)</img>; videos "Frame1: <img>...</img>\nFrame2: ..."
+ *   Idefics3: rows x cols of <fake_token_around_image><row_r_col_c><image> x n, "\n" after each
+ *             row, then "\n<fake_token_around_image><global-img><image> x n<fake_token_around_image>"
+ *   Gemma 4:  <|image><|image|> x n<image|>; videos "mm:ss <|image><|video|> x n<image|>" joined by " "
+ * The result is text whose special tokens vlm_tokenize then matches. *out is malloc'd. */
 vlm_status vlm_expand_media(vlm_prompt_family fam, const char *prompt, const vlm_media_info *media,
                             int n_media, char **out, vlm_error *err);
-/* The family of an HF model_type ("qwen2_5_vl", "idefics3", ...), -1 if unknown. */
+/* The family of an HF config model_type ("qwen2_5_vl", "idefics3", ...), -1 if unknown. */
 int vlm_prompt_family_from_model_type(const char *model_type);
 
 /* ------------------------------------------------------------------ unicode (internal, exposed for tests) */

@@ -1,0 +1,161 @@
+/* Prompt assembly: expands the image/video placeholders of a rendered chat
+ * prompt into the token strings the HF processors build (see vlm_tokenizer.h). */
+#include "vlm.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct pr_buf { char *p; size_t n, cap; int oom; } pr_buf;
+
+static void pr_add(pr_buf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) { b->oom = 1; return; }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+static void pr_str(pr_buf *b, const char *s) { pr_add(b, s, strlen(s)); }
+static void pr_rep(pr_buf *b, const char *s, int n) { for (int i = 0; i < n; i++) pr_str(b, s); }
+
+int vlm_prompt_family_from_model_type(const char *mt) {
+    if (!mt) return -1;
+    if (!strcmp(mt, "qwen2_vl") || !strcmp(mt, "qwen2_5_vl")) return VLM_FAMILY_QWEN;
+    if (!strcmp(mt, "qwen3_vl") || !strcmp(mt, "qwen3_vl_moe")) return VLM_FAMILY_QWEN3;
+    if (!strcmp(mt, "internvl") || !strcmp(mt, "internvl_chat")) return VLM_FAMILY_INTERNVL;
+    if (!strcmp(mt, "idefics3") || !strcmp(mt, "smolvlm")) return VLM_FAMILY_IDEFICS3;
+    if (!strcmp(mt, "gemma4")) return VLM_FAMILY_GEMMA4;
+    return -1;
+}
+
+static vlm_status pr_expand_one(vlm_prompt_family fam, const vlm_media_info *m, int is_video,
+                                int with_vision_markers, pr_buf *b, vlm_error *err) {
+    if (m->n_tokens <= 0) return vlm_error_set(err, VLM_ERR_ARG, "media with %d tokens", m->n_tokens);
+    if (m->is_video != is_video)
+        return vlm_error_set(err, VLM_ERR_ARG, "the prompt's %s placeholder is given %s", is_video ? "video" : "image",
+                             m->is_video ? "a video" : "an image");
+    char tmp[64];
+    switch (fam) {
+    case VLM_FAMILY_QWEN:
+        pr_rep(b, is_video ? "<|video_pad|>" : "<|image_pad|>", m->n_tokens);
+        return VLM_OK;
+    case VLM_FAMILY_QWEN3:
+        if (!is_video) { pr_rep(b, "<|image_pad|>", m->n_tokens); return VLM_OK; }
+        if (m->n_frames <= 0 || m->n_tokens % m->n_frames)
+            return vlm_error_set(err, VLM_ERR_ARG, "Qwen3-VL video: %d tokens are not a multiple of %d frames", m->n_tokens, m->n_frames);
+        for (int f = 0; f < m->n_frames; f++) {
+            snprintf(tmp, sizeof tmp, "<%.1f seconds>", m->timestamps ? m->timestamps[f] : 0.0);
+            pr_str(b, tmp);
+            pr_str(b, "<|vision_start|>");
+            pr_rep(b, "<|video_pad|>", m->n_tokens / m->n_frames);
+            pr_str(b, "<|vision_end|>");
+        }
+        (void)with_vision_markers;
+        return VLM_OK;
+    case VLM_FAMILY_INTERNVL:
+        if (!is_video) {
+            int tiles = m->n_tiles > 0 ? m->n_tiles : 1;
+            pr_str(b, "<img>");
+            pr_rep(b, "<IMG_CONTEXT>", m->n_tokens * tiles);
+            pr_str(b, "</img>");
+            return VLM_OK;
+        }
+        if (m->n_frames <= 0) return vlm_error_set(err, VLM_ERR_ARG, "InternVL video without frames");
+        for (int f = 0; f < m->n_frames; f++) {
+            snprintf(tmp, sizeof tmp, "%sFrame%d: <img>", f ? "\n" : "", f + 1);
+            pr_str(b, tmp);
+            pr_rep(b, "<IMG_CONTEXT>", m->n_tokens);
+            pr_str(b, "</img>");
+        }
+        return VLM_OK;
+    case VLM_FAMILY_IDEFICS3:
+        if (is_video) return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "Idefics3 / SmolVLM video prompts are not supported");
+        if (m->rows > 0 && m->cols > 0) {
+            for (int r = 0; r < m->rows; r++) {
+                for (int c = 0; c < m->cols; c++) {
+                    snprintf(tmp, sizeof tmp, "<fake_token_around_image><row_%d_col_%d>", r + 1, c + 1);
+                    pr_str(b, tmp);
+                    pr_rep(b, "<image>", m->n_tokens);
+                }
+                pr_str(b, "\n");
+            }
+            pr_str(b, "\n");
+        }
+        pr_str(b, "<fake_token_around_image><global-img>");
+        pr_rep(b, "<image>", m->n_tokens);
+        pr_str(b, "<fake_token_around_image>");
+        return VLM_OK;
+    case VLM_FAMILY_GEMMA4:
+        if (!is_video) {
+            pr_str(b, "<|image>");
+            pr_rep(b, "<|image|>", m->n_tokens);
+            pr_str(b, "<image|>");
+            return VLM_OK;
+        }
+        if (m->n_frames <= 0) return vlm_error_set(err, VLM_ERR_ARG, "Gemma 4 video without frames");
+        for (int f = 0; f < m->n_frames; f++) {
+            double t = m->timestamps ? m->timestamps[f] : 0.0;
+            int s = (int)t;
+            snprintf(tmp, sizeof tmp, "%s%02d:%02d <|image>", f ? " " : "", s / 60, s % 60);
+            pr_str(b, tmp);
+            pr_rep(b, "<|video|>", m->n_tokens);
+            pr_str(b, "<image|>");
+        }
+        return VLM_OK;
+    }
+    return vlm_error_set(err, VLM_ERR_ARG, "unknown prompt family %d", (int)fam);
+}
+
+vlm_status vlm_expand_media(vlm_prompt_family fam, const char *prompt, const vlm_media_info *media,
+                            int n_media, char **out, vlm_error *err) {
+    *out = NULL;
+    const char *img = NULL, *vid = NULL;
+    switch (fam) {
+    case VLM_FAMILY_QWEN: case VLM_FAMILY_QWEN3: img = "<|image_pad|>"; vid = "<|video_pad|>"; break;
+    case VLM_FAMILY_INTERNVL: img = "<IMG_CONTEXT>"; vid = "<video>"; break;
+    case VLM_FAMILY_IDEFICS3: img = "<image>"; vid = "<video>"; break;
+    case VLM_FAMILY_GEMMA4: img = "<|image|>"; vid = "<|video|>"; break;
+    default: return vlm_error_set(err, VLM_ERR_ARG, "unknown prompt family %d", (int)fam);
+    }
+    size_t li = strlen(img), lv = strlen(vid);
+    /* Qwen3-VL videos replace "<|vision_start|><|video_pad|><|vision_end|>" as a whole. */
+    static const char q3_vs[] = "<|vision_start|>", q3_ve[] = "<|vision_end|>";
+    pr_buf b = {0};
+    int k = 0;
+    size_t start = 0, n = strlen(prompt);
+    for (size_t i = 0; i < n;) {
+        int is_img = !strncmp(prompt + i, img, li), is_vid = !is_img && !strncmp(prompt + i, vid, lv);
+        if (!is_img && !is_vid) { i++; continue; }
+        if (k >= n_media) {
+            free(b.p);
+            return vlm_error_set(err, VLM_ERR_ARG, "the prompt has more image/video placeholders than the %d media given", n_media);
+        }
+        size_t seg_end = i, after = i + (is_img ? li : lv);
+        if (fam == VLM_FAMILY_QWEN3 && is_vid && i >= sizeof q3_vs - 1 &&
+            !strncmp(prompt + i - (sizeof q3_vs - 1), q3_vs, sizeof q3_vs - 1) &&
+            !strncmp(prompt + after, q3_ve, sizeof q3_ve - 1) && i - (sizeof q3_vs - 1) >= start) {
+            seg_end = i - (sizeof q3_vs - 1);
+            after += sizeof q3_ve - 1;
+        }
+        pr_add(&b, prompt + start, seg_end - start);
+        vlm_status st = pr_expand_one(fam, &media[k], is_vid, 0, &b, err);
+        if (st) { free(b.p); return st; }
+        k++;
+        i = start = after;
+    }
+    pr_add(&b, prompt + start, n - start);
+    if (k != n_media) {
+        free(b.p);
+        return vlm_error_set(err, VLM_ERR_ARG, "the prompt has %d image/video placeholders but %d media were given", k, n_media);
+    }
+    if (b.oom) { free(b.p); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
+    *out = b.p ? b.p : calloc(1, 1);
+    return *out ? VLM_OK : vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+}
