@@ -30,14 +30,61 @@ static int bench_usage(int rc) {
             "  -n N            tokens to decode (default 32)\n"
             "  --image WxH     also time the vision encoder on a WxH image (needs the\n"
             "                  model's preprocessor config next to its config)\n"
+            "  --tiles N       idefics3: time the vision encoder on N synthesized tiles\n"
             "  --kv T          KV cache dtype: f32 (default) or f16\n"
             "Prints one JSON line with the figures.\n");
     return rc;
 }
 
+/* Idefics3/SmolVLM until the image preprocessing API lands: the number of
+ * tiles its processor makes of a WxH image (longest edge to size.longest_edge,
+ * both sides up to multiples of max_image_size, rows x cols crops + the global
+ * image), from preprocessor_config.json next to the config; tiles > 0 forces a
+ * count. The tiles are synthesized (random pixels) and encoded once. */
+static int bench_idefics3_vision(vlm_model *m, int w, int h, int tiles, double *ms, int *n_tiles, vlm_error *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/preprocessor_config.json", m->dir);
+    vlm_error ignore = {0};
+    vlm_json *pp = vlm_json_load(path, &ignore);
+    int longest = (int)vlm_json_int(vlm_json_path(pp, "size.longest_edge"), 4 * 364);
+    int tile = (int)vlm_json_int(vlm_json_path(pp, "max_image_size.longest_edge"), 364);
+    int split = vlm_json_bool(vlm_json_get(pp, "do_image_splitting"), 1);
+    vlm_json_free(pp);
+    tile = (int)vlm_json_int(vlm_json_path(m->config, "vision_config.image_size"), tile);
+    if (tiles <= 0) {
+        double aspect = (double)w / h;
+        if (w >= h) { w = longest; h = (int)(w / aspect); h += h % 2; }
+        else { h = longest; w = (int)(h * aspect); w += w % 2; }
+        if (w >= h) { w = (w + tile - 1) / tile * tile; h = (int)(w / aspect); h = (h + tile - 1) / tile * tile; }
+        else { h = (h + tile - 1) / tile * tile; w = (int)(h * aspect); w = (w + tile - 1) / tile * tile; }
+        tiles = split && (w > tile || h > tile) ? (w / tile) * (h / tile) + 1 : 1;
+    }
+    *n_tiles = tiles;
+    size_t n = (size_t)tiles * 3 * tile * tile;
+    float *px = (float *)malloc(sizeof(float) * n);
+    if (!px) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    uint64_t x = 777;
+    for (size_t i = 0; i < n; i++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        px[i] = (float)((x >> 40) & 0xffffff) / (float)0x800000 - 1.0f;
+    }
+    vlm_features f = {.n = 1, .names = {"pixel_values"}};
+    f.tensors[0] = vlm_tensor_make(VLM_F32, 4, (const int64_t[]){tiles, 3, tile, tile}, px);
+    vlm_compute c;
+    vlm_compute_init(&c, m->be);
+    vlm_vision_out vo;
+    double t0 = bench_now();
+    vlm_status st = m->arch->encode(m, &c, &f, &vo);
+    *ms = (bench_now() - t0) * 1e3;
+    if (st != VLM_OK) vlm_error_set(err, st, "%s", c.err.msg);
+    vlm_compute_free(&c);
+    free(px);
+    return st;
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *dir = NULL;
-    int threads = 0, n_prompt = 512, n_gen = 32, random_w = 0, img_w = 0, img_h = 0;
+    int threads = 0, n_prompt = 512, n_gen = 32, random_w = 0, img_w = 0, img_h = 0, img_tiles = 0;
     vlm_dtype dtype = VLM_BF16, kv = VLM_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -47,6 +94,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-t") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(a, "-p") && i + 1 < argc) n_prompt = atoi(argv[++i]);
         else if (!strcmp(a, "-n") && i + 1 < argc) n_gen = atoi(argv[++i]);
+        else if (!strcmp(a, "--tiles") && i + 1 < argc) img_tiles = atoi(argv[++i]);
         else if (!strcmp(a, "--image") && i + 1 < argc) {
             if (sscanf(argv[++i], "%dx%d", &img_w, &img_h) != 2 || img_w <= 0 || img_h <= 0) return bench_usage(2);
         } else if ((!strcmp(a, "--dtype") || !strcmp(a, "--kv")) && i + 1 < argc) {
@@ -82,8 +130,12 @@ int cmd_bench(int argc, char **argv) {
         if (ids[i] == m->image_token_id || ids[i] == m->video_token_id) ids[i] = 1;
     }
     double vision_ms = -1;
-    (void)img_w;
-    (void)img_h;
+    int vision_tiles = 0;
+    if ((img_w > 0 || img_tiles > 0) && !strcmp(m->arch->name, "idefics3") &&
+        bench_idefics3_vision(m, img_w, img_h, img_tiles, &vision_ms, &vision_tiles, &err) != VLM_OK) {
+        fprintf(stderr, "vlm bench: vision: %s\n", err.msg);
+        vlm_error_clear(&err);
+    }
 
     vlm_tensor *lg = NULL;
     vlm_compute_reset(&s.c);
@@ -107,9 +159,9 @@ int cmd_bench(int argc, char **argv) {
     else
         printf("{\"arch\":\"%s\",\"threads\":%d,\"weights\":\"%s\",\"load_s\":%.2f,\"vision_ms\":%.1f,"
                "\"prefill_tokens\":%d,\"prefill_tok_s\":%.2f,\"decode_tokens\":%d,\"decode_tok_s\":%.2f,"
-               "\"peak_rss_mib\":%.0f}\n",
+               "\"vision_tiles\":%d,\"peak_rss_mib\":%.0f}\n",
                m->arch->name, m->be->n_threads, random_w ? vlm_dtype_name(dtype) : "checkpoint", t_load, vision_ms,
-               n_prompt, n_prompt / t_prefill, n_gen, n_gen / t_decode, bench_peak_rss_mib());
+               n_prompt, n_prompt / t_prefill, n_gen, n_gen / t_decode, vision_tiles, bench_peak_rss_mib());
     free(row);
     free(ids);
     vlm_seq_free(&s);
