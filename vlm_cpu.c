@@ -1089,7 +1089,45 @@ typedef struct cpu_fa_arg {
     cpu_ctx *ctx;
     const vlm_op *op;
     int64_t T, Hq, Hkv, D, Dv, S, group, Tq, R, ntiles;
+    const struct cpu_span *kspan; /* per key block */
 } cpu_fa_arg;
+
+/* Summary of a run of queries or keys, to skip or fully accept blocks
+ * without testing every (query, key) pair. */
+typedef struct cpu_span {
+    int32_t pmin, pmax;   /* positions of live entries */
+    int32_t smin, smax;   /* segments */
+    int live, all_live;   /* any / all k_pos >= 0 */
+    int grouped;          /* any group id >= 0 */
+} cpu_span;
+
+static void cpu_span_make(cpu_span *sp, const int32_t *pos, const int32_t *seg, const int32_t *grp, int64_t j0, int64_t n) {
+    sp->pmin = INT32_MAX; sp->pmax = INT32_MIN; sp->smin = INT32_MAX; sp->smax = INT32_MIN;
+    sp->live = 0; sp->all_live = 1; sp->grouped = 0;
+    for (int64_t j = j0; j < j0 + n; j++) {
+        int32_t p = pos ? pos[j] : 0;
+        if (p < 0) { sp->all_live = 0; continue; }
+        sp->live = 1;
+        if (p < sp->pmin) sp->pmin = p;
+        if (p > sp->pmax) sp->pmax = p;
+        if (seg) { if (seg[j] < sp->smin) sp->smin = seg[j]; if (seg[j] > sp->smax) sp->smax = seg[j]; }
+        if (grp && grp[j] >= 0) sp->grouped = 1;
+    }
+}
+
+/* -1: no pair visible, 1: every pair visible, 0: test each pair. */
+static int cpu_span_class(const vlm_attn_params *p, const cpu_span *q, const cpu_span *k) {
+    if (!k->live) return -1;
+    if (p->q_seg && (q->smax < k->smin || k->smax < q->smin)) return -1;
+    int groups = q->grouped && k->grouped;
+    if (p->causal && !groups && k->pmin > q->pmax) return -1;
+    if (p->window > 0 && (int64_t)q->pmin - k->pmax >= p->window) return -1;
+    if (!k->all_live) return 0;
+    if (p->q_seg && !(q->smin == q->smax && k->smin == k->smax && q->smin == k->smin)) return 0;
+    if (p->causal && k->pmax > q->pmin) return 0;
+    if (p->window > 0 && (int64_t)q->pmax - k->pmin >= p->window) return 0;
+    return 1;
+}
 
 static size_t cpu_fa_scratch(int64_t R, int64_t Tq, int64_t D, int64_t Dv) {
     return (size_t)(R * D + R * Dv + R * CPU_FA_BK + CPU_FA_BK * D + CPU_FA_BK * Dv + 2 * R + Tq * CPU_FA_BK / 4 + 64);
@@ -1113,16 +1151,26 @@ static void cpu_fa_fn(void *p, int64_t i0, int64_t i1, int tid) {
                 cpu_load(Q + (ti * G + gi) * D, q->data, q->dtype, (t0 + ti) * q->stride[0] + (g * G + gi) * q->stride[1], 1, D);
         memset(O, 0, sizeof(float) * (size_t)(R * Dv));
         for (int64_t r = 0; r < R; r++) { mrow[r] = -INFINITY; lrow[r] = 0; }
+        cpu_span qspan;
+        cpu_span_make(&qspan, ap->q_pos, ap->q_seg, ap->q_group, t0, tq);
+        qspan.all_live = qspan.live = 1;
         for (int64_t j0 = 0; j0 < A->S; j0 += BK) {
             int64_t nb = A->S - j0 < BK ? A->S - j0 : BK;
             /* visibility of the block for each query of the tile; trim to visible columns */
+            int cls = A->kspan ? cpu_span_class(ap, &qspan, &A->kspan[j0 / BK]) : 1;
+            if (cls < 0) continue;
             int64_t jlo = nb, jhi = -1;
-            for (int64_t ti = 0; ti < tq; ti++)
-                for (int64_t jj = 0; jj < nb; jj++) {
-                    uint8_t vv = (uint8_t)cpu_visible(ap, t0 + ti, j0 + jj);
-                    vis[ti * BK + jj] = vv;
-                    if (vv) { if (jj < jlo) jlo = jj; if (jj > jhi) jhi = jj; }
-                }
+            if (cls > 0) {
+                memset(vis, 1, (size_t)(tq * BK));
+                jlo = 0;
+                jhi = nb - 1;
+            } else
+                for (int64_t ti = 0; ti < tq; ti++)
+                    for (int64_t jj = 0; jj < nb; jj++) {
+                        uint8_t vv = (uint8_t)cpu_visible(ap, t0 + ti, j0 + jj);
+                        vis[ti * BK + jj] = vv;
+                        if (vv) { if (jj < jlo) jlo = jj; if (jj > jhi) jhi = jj; }
+                    }
             if (jhi < 0) continue;
             int64_t nc = jhi - jlo + 1, jb = j0 + jlo;
             const float *Kb, *Vb;
@@ -1182,7 +1230,17 @@ static vlm_status cpu_op_attn(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
     A.group = A.Hq / A.Hkv;
     if (A.T * A.Hq == 0) return VLM_OK;
     if (A.T * A.group >= 4 && A.S >= 16) {
-        cpu_fa_arg F = {ctx, op, A.T, A.Hq, A.Hkv, A.D, A.Dv, A.S, A.group, 0, 0, 0};
+        cpu_fa_arg F = {ctx, op, A.T, A.Hq, A.Hkv, A.D, A.Dv, A.S, A.group, 0, 0, 0, NULL};
+        const vlm_attn_params *ap = &op->attn;
+        if (ap->k_pos || ap->k_seg) { /* block summaries of the keys */
+            int64_t nblk = (A.S + CPU_FA_BK - 1) / CPU_FA_BK;
+            cpu_span *ks = (cpu_span *)cpu_shared(ctx, (size_t)nblk * sizeof(cpu_span) / sizeof(float) + 1);
+            if (!ks) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
+            for (int64_t b = 0; b < nblk; b++)
+                cpu_span_make(&ks[b], ap->k_pos, ap->k_seg, ap->k_group, b * CPU_FA_BK,
+                              A.S - b * CPU_FA_BK < CPU_FA_BK ? A.S - b * CPU_FA_BK : CPU_FA_BK);
+            F.kspan = ks;
+        }
         int64_t tq = 128 / A.group;
         if (tq < 1) tq = 1;
         if (tq > A.T) tq = A.T;

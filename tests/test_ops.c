@@ -547,6 +547,8 @@ static void test_attention(vlm_compute *c) {
         {"attn decode mha", 1, 300, 3, 3, 40, 40, VLM_BF16, 1, 0, 0, 0, 0, 0, 1},
         {"attn packed segments tiled", 12, 40, 4, 2, 16, 16, VLM_F32, 0, 0, 1, 0, 0, 0, 1},
         {"attn groups tiled", 200, 300, 2, 2, 32, 32, VLM_F32, 1, 0, 0, 1, 0, 0, 0},
+        {"attn segments vision-like", 300, 300, 4, 4, 32, 32, VLM_F32, 0, 0, 1, 0, 0, 0, 0},
+        {"attn window tiled long", 300, 600, 4, 1, 32, 32, VLM_F16, 1, 150, 0, 0, 0, 0, 0},
         {"attn everything tiled", 37, 290, 6, 2, 80, 72, VLM_BF16, 1, 100, 1, 1, 1, 1, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) test_attn_case(c, &cases[i]);
