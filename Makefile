@@ -71,3 +71,14 @@ test: vlm.h $(TEST_BIN) $(BUILD)/vlm
 
 clean:
 	rm -rf build build-san vlm
+
+# libFuzzer targets for the JSON and safetensors header parsers (clang);
+# not part of `make test`. Run e.g.
+#   build-fuzz/fuzz_json fuzz/seeds/json -max_total_time=60
+FUZZ_CC  ?= clang
+FUZZ_SRC := src/core.c src/json.c src/safetensors.c
+.PHONY: fuzz
+fuzz: build-fuzz/fuzz_json build-fuzz/fuzz_safetensors
+build-fuzz/%: fuzz/%.c $(FUZZ_SRC) $(HEADERS)
+	@mkdir -p build-fuzz
+	$(FUZZ_CC) -std=c11 -g -O1 -D_GNU_SOURCE -Isrc -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< $(FUZZ_SRC) -lm
