@@ -1,4 +1,5 @@
 /* vlm bench: vision encode time, prefill and decode tokens/s, peak memory. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,8 @@ static int bench_usage(int rc) {
             "  --image WxH     also time the vision encoder on a WxH image (needs the\n"
             "                  model's preprocessor config next to its config)\n"
             "  --tiles N       idefics3: time the vision encoder on N synthesized tiles\n"
+            "                  (idefics3, qwen2_5_vl, qwen3_vl: pixels are synthesized until\n"
+            "                  the image API lands)\n"
             "  --kv T          KV cache dtype: f32 (default) or f16\n"
             "Prints one JSON line with the figures.\n");
     return rc;
@@ -75,6 +78,58 @@ static int bench_idefics3_vision(vlm_model *m, int w, int h, int tiles, double *
     vlm_vision_out vo;
     double t0 = bench_now();
     vlm_status st = m->arch->encode(m, &c, &f, &vo);
+    *ms = (bench_now() - t0) * 1e3;
+    if (st != VLM_OK) vlm_error_set(err, st, "%s", c.err.msg);
+    vlm_compute_free(&c);
+    free(px);
+    return st;
+}
+
+/* Qwen2.5-VL / Qwen3-VL until the image preprocessing API lands: the
+ * processor's grid for a WxH image (each side rounded to a multiple of
+ * patch*merge, the area brought within min/max pixels as smart_resize does,
+ * settings from preprocessor_config.json next to the config or the vision
+ * config), pixel_values of that many synthesized patches, encoded once. */
+static int bench_qwen_vision(vlm_model *m, int w, int h, double *ms, int *n_tokens, vlm_error *err) {
+    const vlm_json *vc = vlm_json_get(m->config, "vision_config");
+    int P = (int)vlm_json_int(vlm_json_get(vc, "patch_size"), 14), T = (int)vlm_json_int(vlm_json_get(vc, "temporal_patch_size"), 2);
+    int M = (int)vlm_json_int(vlm_json_get(vc, "spatial_merge_size"), 2), C = (int)vlm_json_int(vlm_json_get(vc, "in_channels"), 3);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/preprocessor_config.json", m->dir);
+    vlm_error ignore = {0};
+    vlm_json *pp = vlm_json_load(path, &ignore);
+    double min_px = vlm_json_num(vlm_json_path(pp, "size.shortest_edge"), vlm_json_num(vlm_json_get(pp, "min_pixels"), 56 * 56));
+    double max_px = vlm_json_num(vlm_json_path(pp, "size.longest_edge"), vlm_json_num(vlm_json_get(pp, "max_pixels"), 28 * 28 * 1280));
+    vlm_json_free(pp);
+    double f = (double)P * M;
+    double hb = fmax(f, round(h / f) * f), wb = fmax(f, round(w / f) * f);
+    if (hb * wb > max_px) {
+        double beta = sqrt((double)h * w / max_px);
+        hb = fmax(f, floor(h / beta / f) * f);
+        wb = fmax(f, floor(w / beta / f) * f);
+    } else if (hb * wb < min_px) {
+        double beta = sqrt(min_px / ((double)h * w));
+        hb = ceil(h * beta / f) * f;
+        wb = ceil(w * beta / f) * f;
+    }
+    int64_t gh = (int64_t)hb / P, gw = (int64_t)wb / P, n = gh * gw, D = (int64_t)C * T * P * P;
+    *n_tokens = (int)(n / (M * M));
+    float *px = (float *)malloc(sizeof(float) * (size_t)(n * D));
+    if (!px) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    uint64_t x = 777;
+    for (int64_t i = 0; i < n * D; i++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        px[i] = (float)((x >> 40) & 0xffffff) / (float)0x800000 - 1.0f;
+    }
+    int64_t grid[3] = {1, gh, gw};
+    vlm_features feats = {.n = 2, .names = {"pixel_values", "image_grid_thw"}};
+    feats.tensors[0] = vlm_tensor_make(VLM_F32, 2, (const int64_t[]){n, D}, px);
+    feats.tensors[1] = vlm_tensor_make(VLM_I64, 2, (const int64_t[]){1, 3}, grid);
+    vlm_compute c;
+    vlm_compute_init(&c, m->be);
+    vlm_vision_out vo;
+    double t0 = bench_now();
+    vlm_status st = m->arch->encode(m, &c, &feats, &vo);
     *ms = (bench_now() - t0) * 1e3;
     if (st != VLM_OK) vlm_error_set(err, st, "%s", c.err.msg);
     vlm_compute_free(&c);
@@ -130,9 +185,14 @@ int cmd_bench(int argc, char **argv) {
         if (ids[i] == m->image_token_id || ids[i] == m->video_token_id) ids[i] = 1;
     }
     double vision_ms = -1;
-    int vision_tiles = 0;
+    int vision_tiles = 0, vision_tokens = 0;
     if ((img_w > 0 || img_tiles > 0) && !strcmp(m->arch->name, "idefics3") &&
         bench_idefics3_vision(m, img_w, img_h, img_tiles, &vision_ms, &vision_tiles, &err) != VLM_OK) {
+        fprintf(stderr, "vlm bench: vision: %s\n", err.msg);
+        vlm_error_clear(&err);
+    }
+    if (img_w > 0 && (!strcmp(m->arch->name, "qwen3_vl") || !strcmp(m->arch->name, "qwen2_5_vl")) &&
+        bench_qwen_vision(m, img_w, img_h, &vision_ms, &vision_tokens, &err) != VLM_OK) {
         fprintf(stderr, "vlm bench: vision: %s\n", err.msg);
         vlm_error_clear(&err);
     }
@@ -159,9 +219,9 @@ int cmd_bench(int argc, char **argv) {
     else
         printf("{\"arch\":\"%s\",\"threads\":%d,\"weights\":\"%s\",\"load_s\":%.2f,\"vision_ms\":%.1f,"
                "\"prefill_tokens\":%d,\"prefill_tok_s\":%.2f,\"decode_tokens\":%d,\"decode_tok_s\":%.2f,"
-               "\"vision_tiles\":%d,\"peak_rss_mib\":%.0f}\n",
+               "\"vision_tiles\":%d,\"vision_tokens\":%d,\"peak_rss_mib\":%.0f}\n",
                m->arch->name, m->be->n_threads, random_w ? vlm_dtype_name(dtype) : "checkpoint", t_load, vision_ms,
-               n_prompt, n_prompt / t_prefill, n_gen, n_gen / t_decode, vision_tiles, bench_peak_rss_mib());
+               n_prompt, n_prompt / t_prefill, n_gen, n_gen / t_decode, vision_tiles, vision_tokens, bench_peak_rss_mib());
     free(row);
     free(ids);
     vlm_seq_free(&s);
