@@ -292,7 +292,99 @@ static void test_speed(vlm_tokenizer *t, const char *name) {
     free(buf);
 }
 
-int main(void) {
+/* Random valid UTF-8 round-trips: decode(encode(s)) == s (NFC(s) for Qwen). */
+static void test_roundtrip_fuzz(vlm_tokenizer *t, const char *name, int nfc) {
+    unsigned long long seed = 1234;
+    static const unsigned ranges[][2] = {{0x20, 0x7E}, {0x09, 0x0D}, {0xA0, 0x24F}, {0x300, 0x36F}, {0x370, 0x3FF}, {0x400, 0x4FF},
+                                         {0x590, 0x6FF}, {0x900, 0x97F}, {0xE00, 0xE7F}, {0x1100, 0x11FF}, {0x2000, 0x206F},
+                                         {0x3000, 0x30FF}, {0x4E00, 0x4FFF}, {0xAC00, 0xACFF}, {0x1F300, 0x1F64F}, {0x20000, 0x2001F}};
+    int bad = 0, n_cases = 300;
+    for (int c = 0; c < n_cases; c++) {
+        char s[512];
+        int n = 0, len = 1 + (int)((test_randf(&seed) + 1) * 40);
+        for (int k = 0; k < len; k++) {
+            int r = (int)((test_randf(&seed) + 1) * 8) % 16;
+            if (test_randf(&seed) < 0) r = 0; /* mostly ASCII */
+            unsigned lo = ranges[r][0], hi = ranges[r][1];
+            unsigned cp = lo + (unsigned)((test_randf(&seed) + 1) * 0.5 * (hi - lo + 1)) % (hi - lo + 1);
+            if (cp >= 0xD800 && cp < 0xE000) cp = 'x';
+            if (cp == 0x2581) cp = 'y'; /* Gemma's decoder turns U+2581 into a space */
+            if (cp < 0x80) s[n++] = (char)cp;
+            else if (cp < 0x800) { s[n++] = (char)(0xC0 | (cp >> 6)); s[n++] = (char)(0x80 | (cp & 63)); }
+            else if (cp < 0x10000) { s[n++] = (char)(0xE0 | (cp >> 12)); s[n++] = (char)(0x80 | ((cp >> 6) & 63)); s[n++] = (char)(0x80 | (cp & 63)); }
+            else { s[n++] = (char)(0xF0 | (cp >> 18)); s[n++] = (char)(0x80 | ((cp >> 12) & 63)); s[n++] = (char)(0x80 | ((cp >> 6) & 63)); s[n++] = (char)(0x80 | (cp & 63)); }
+        }
+        vlm_tokens ids = {0};
+        vlm_error err = {0};
+        char *dec = NULL, *want = NULL;
+        size_t dl = 0, wl = n;
+        vlm_tokenize(t, s, (size_t)n, VLM_TOK_NO_PARSE_SPECIAL, &ids, &err);
+        vlm_detokenize(t, ids.ids, ids.n, 0, &dec, &dl, &err);
+        if (nfc) vlm_nfc(s, (size_t)n, &want, &wl, &err);
+        const char *w = nfc ? want : s;
+        if (!dec || dl != wl || memcmp(dec, w, wl)) bad++;
+        free(dec);
+        free(want);
+        vlm_tokens_free(&ids);
+    }
+    CHECK(bad == 0, "%s: %d of %d random strings do not round-trip", name, bad, n_cases);
+}
+
+/* Loading from a directory (tokenizer.json + tokenizer_config.json) and the CLI. */
+static void test_dir_and_cli(const char *build) {
+    char dir[300], cmd[4096], path[400];
+    snprintf(dir, sizeof dir, "%s/tests/tok_smolvlm", build);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && gzip -dc " DATA "smolvlm/tokenizer.json.gz > %s/tokenizer.json && cp " DATA "smolvlm/tokenizer_config.json %s/",
+             dir, dir, dir);
+    CHECK(system(cmd) == 0, "unpacking smolvlm");
+    vlm_tokenizer *t = NULL;
+    vlm_error err = {0};
+    CHECK(vlm_tokenizer_load(&t, dir, &err) == VLM_OK, "load dir: %s", err.msg);
+    if (t) {
+        vlm_tokenizer_info info = vlm_tokenizer_get_info(t);
+        CHECK(!strcmp(info.bos_token, "<|im_start|>") && info.bos_id == vlm_token_id(t, "<|im_start|>"), "bos %s", info.bos_token);
+        CHECK(!strcmp(info.eos_token, "<end_of_utterance>") && info.eos_id == vlm_token_id(t, "<end_of_utterance>") && info.eos_id >= 0, "eos");
+        CHECK(info.chat_template && strstr(info.chat_template, "Assistant:"), "chat template from tokenizer_config.json");
+        CHECK(vlm_token_is_special(t, info.eos_id) && !vlm_token_is_special(t, vlm_token_id(t, "Hello")), "special flags");
+        vlm_chat_part parts[2] = {{VLM_PART_IMAGE, NULL}, {VLM_PART_TEXT, "Hi"}};
+        vlm_chat_msg m = {"user", NULL, parts, 2};
+        char *out = NULL;
+        CHECK(vlm_tokenizer_chat(t, &m, 1, 1, &out, &err) == VLM_OK && out && !strcmp(out, "<|im_start|>User:<image>Hi<end_of_utterance>\nAssistant:"),
+              "tokenizer chat: %s", out ? out : err.msg);
+        free(out);
+    }
+    /* CLI: encode, then decode the ids back. */
+    snprintf(path, sizeof path, "%s/tests/tok_cli.txt", build);
+    snprintf(cmd, sizeof cmd, "%s/vlm tokenize -t %s 'Hello world <|im_start|>' > %s", build, dir, path);
+    CHECK(system(cmd) == 0, "vlm tokenize failed");
+    size_t len;
+    char *ids = read_file(path, &len);
+    vlm_tokens want = {0};
+    if (t) vlm_tokenize(t, "Hello world <|im_start|>", 24, 0, &want, &err);
+    char expect[256] = {0};
+    for (int i = 0; i < want.n; i++) snprintf(expect + strlen(expect), sizeof expect - strlen(expect), i ? " %d" : "%d", want.ids[i]);
+    strcat(expect, "\n");
+    CHECK(ids && !strcmp(ids, expect), "CLI ids '%s' want '%s'", ids ? ids : "", expect);
+    snprintf(cmd, sizeof cmd, "%s/vlm tokenize -t %s --decode -f %s > %s.dec", build, dir, path, path);
+    CHECK(system(cmd) == 0, "vlm tokenize --decode failed");
+    snprintf(cmd, sizeof cmd, "%s.dec", path);
+    char *dec = read_file(cmd, &len);
+    CHECK(dec && !strcmp(dec, "Hello world <|im_start|>\n"), "CLI decode '%s'", dec ? dec : "");
+    snprintf(cmd, sizeof cmd, "%s/vlm tokenize --help > /dev/null && ! %s/vlm tokenize -t /nonexistent x 2>/dev/null", build, build);
+    CHECK(system(cmd) == 0, "CLI --help / error exit");
+    free(ids);
+    free(dec);
+    vlm_tokens_free(&want);
+    vlm_tokenizer_free(t);
+}
+
+int main(int argc, char **argv) {
+    char build[256] = "build";
+    if (argc > 0) { /* argv[0] = BUILD/tests/test_tokenizer */
+        snprintf(build, sizeof build, "%s", argv[0]);
+        for (int k = 0; k < 2; k++) { char *sl = strrchr(build, '/'); if (sl) *sl = 0; else strcpy(build, "."); }
+    }
+    test_dir_and_cli(build);
     test_malformed();
     test_golden("qwen3");
     test_golden("gemma3");
@@ -300,6 +392,8 @@ int main(void) {
     test_chat_templates();
     vlm_tokenizer *q = load_tok("qwen3"), *g = load_tok("gemma3");
     test_invalid_utf8(q, g);
+    if (q) test_roundtrip_fuzz(q, "qwen3", 1);
+    if (g) test_roundtrip_fuzz(g, "gemma3", 0);
     if (q) test_streaming(q);
     if (q) test_speed(q, "qwen3");
     if (g) test_speed(g, "gemma3");
