@@ -454,14 +454,18 @@ static vlm_status q3_encode(vlm_model *m, vlm_compute *c, const vlm_features *f,
 /* M-RoPE positions of ids[0..n): text advances the three streams together;
  * an image (or one video frame: Qwen3-VL's processor puts each frame in its
  * own span behind a timestamp) takes (t, h, w) = start + (frame, row, col)
- * over its merged grid, and the text after it starts at start + max(h, w). */
+ * over its merged grid, and the text after it starts at start + max(h, w).
+ * As transformers 5 does, the 3D layout needs the processor's
+ * mm_token_type_ids among the features; without it every token takes 1D
+ * positions (so the same inputs give the same outputs). */
 static vlm_status q3_positions(vlm_compute *c, const q3_model *q, vlm_model *m, vlm_seq *s, const int32_t *ids, int n,
                                const vlm_features *f, int64_t *pos3) {
     const vlm_tensor *img_grid = vlm_features_get(f, "image_grid_thw"), *vid_grid = vlm_features_get(f, "video_grid_thw");
     int64_t next = s->rope_pos;
     int64_t img_k = 0, vid_k = 0, vid_f = 0; /* image grid; video grid and frame within it */
+    int mm = vlm_features_get(f, "mm_token_type_ids") != NULL;
     for (int i = 0; i < n;) {
-        int is_img = ids[i] == m->image_token_id, is_vid = ids[i] == m->video_token_id;
+        int is_img = mm && ids[i] == m->image_token_id, is_vid = mm && ids[i] == m->video_token_id;
         if (!is_img && !is_vid) {
             pos3[i] = pos3[n + i] = pos3[2 * n + i] = next++;
             i++;

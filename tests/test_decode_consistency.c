@@ -91,7 +91,7 @@ static void check_case(const char *dir, int n_threads, int mrope3d) {
 
 int main(void) {
     const char *cases[] = {"tests/golden/qwen2_5_vl", "tests/golden/qwen2_5_vl_multi", "tests/golden/qwen2_5_vl_video",
-                           "tests/golden/idefics3"};
+                           "tests/golden/idefics3", "tests/golden/qwen3_vl", "tests/golden/qwen3_vl_moe"};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         check_case(cases[i], 1, 0);
         check_case(cases[i], 2, 0);
