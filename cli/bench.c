@@ -31,8 +31,8 @@ static int bench_usage(int rc) {
             "  -n N            tokens to decode (default 32)\n"
             "  --image WxH     also time the vision encoder on a WxH image (needs the\n"
             "                  model's preprocessor config next to its config)\n"
-            "  --tiles N       idefics3: time the vision encoder on N synthesized tiles\n"
-            "                  (idefics3, qwen2_5_vl, qwen3_vl: pixels are synthesized until\n"
+            "  --tiles N       idefics3, internvl: time the vision encoder on N synthesized tiles\n"
+            "                  (idefics3, internvl, qwen2_5_vl, qwen3_vl: pixels are synthesized until\n"
             "                  the image API lands)\n"
             "  --kv T          KV cache dtype: f32 (default) or f16\n"
             "Prints one JSON line with the figures.\n");
@@ -53,7 +53,8 @@ static int bench_idefics3_vision(vlm_model *m, int w, int h, int tiles, double *
     int tile = (int)vlm_json_int(vlm_json_path(pp, "max_image_size.longest_edge"), 364);
     int split = vlm_json_bool(vlm_json_get(pp, "do_image_splitting"), 1);
     vlm_json_free(pp);
-    tile = (int)vlm_json_int(vlm_json_path(m->config, "vision_config.image_size"), tile);
+    const vlm_json *isz = vlm_json_path(m->config, "vision_config.image_size"); /* an int or [h, w] */
+    tile = (int)vlm_json_int(isz && isz->type == VLM_JSON_ARRAY ? vlm_json_at(isz, 0) : isz, tile);
     if (tiles <= 0) {
         double aspect = (double)w / h;
         if (w >= h) { w = longest; h = (int)(w / aspect); h += h % 2; }
@@ -83,6 +84,34 @@ static int bench_idefics3_vision(vlm_model *m, int w, int h, int tiles, double *
     vlm_compute_free(&c);
     free(px);
     return st;
+}
+
+/* InternVL until the image preprocessing API lands: the tiles GotOcr2's
+ * crop_to_patches makes of a WxH image (the cols x rows grid, min..max
+ * patches, whose aspect ratio is closest to the image's; on a tie the larger
+ * grid while the image area exceeds half of it; plus a thumbnail when more
+ * than one), max_patches from preprocessor_config.json (default 12). */
+static int bench_internvl_tiles(vlm_model *m, int w, int h) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/preprocessor_config.json", m->dir);
+    vlm_error ignore = {0};
+    vlm_json *pp = vlm_json_load(path, &ignore);
+    int lo = (int)vlm_json_int(vlm_json_get(pp, "min_patches"), 1), hi = (int)vlm_json_int(vlm_json_get(pp, "max_patches"), 12);
+    int crop = vlm_json_bool(vlm_json_get(pp, "crop_to_patches"), 1);
+    vlm_json_free(pp);
+    const vlm_json *isz = vlm_json_path(m->config, "vision_config.image_size");
+    double tile = (double)vlm_json_int(isz && isz->type == VLM_JSON_ARRAY ? vlm_json_at(isz, 0) : isz, 448);
+    double aspect = (double)w / h, best_diff = INFINITY;
+    int bc = 1, br = 1;
+    for (int n = lo; crop && n <= hi; n++) /* grids in order of their tile count */
+        for (int c = 1; c <= n; c++)
+            for (int r = 1; r <= n; r++) {
+                if (c * r != n) continue;
+                double d = fabs(aspect - (double)c / r);
+                if (d < best_diff) { best_diff = d; bc = c; br = r; }
+                else if (d == best_diff && (double)w * h > 0.5 * tile * tile * c * r) { bc = c; br = r; }
+            }
+    return bc * br > 1 ? bc * br + 1 : 1;
 }
 
 /* Qwen2.5-VL / Qwen3-VL until the image preprocessing API lands: the
@@ -186,7 +215,9 @@ int cmd_bench(int argc, char **argv) {
     }
     double vision_ms = -1;
     int vision_tiles = 0, vision_tokens = 0;
-    if ((img_w > 0 || img_tiles > 0) && !strcmp(m->arch->name, "idefics3") &&
+    if ((img_w > 0 || img_tiles > 0) && !strcmp(m->arch->name, "internvl") && img_tiles <= 0)
+        img_tiles = bench_internvl_tiles(m, img_w, img_h);
+    if ((img_w > 0 || img_tiles > 0) && (!strcmp(m->arch->name, "idefics3") || !strcmp(m->arch->name, "internvl")) &&
         bench_idefics3_vision(m, img_w, img_h, img_tiles, &vision_ms, &vision_tiles, &err) != VLM_OK) {
         fprintf(stderr, "vlm bench: vision: %s\n", err.msg);
         vlm_error_clear(&err);
