@@ -251,7 +251,6 @@ static void test_streaming(vlm_tokenizer *t) {
     CHECK(ids.n >= 3, "emoji should need several tokens (%d)", ids.n);
     vlm_detok_stream_free(&ds);
     /* A dangling partial sequence is flushed as U+FFFD. */
-    vlm_detok_stream_free(&ds);
     vlm_detok_stream_init(&ds, t, 0);
     vlm_detok_stream_push(&ds, ids.ids[1], &pl); /* first bytes of the emoji (token after "a") */
     const char *f = vlm_detok_stream_flush(&ds, &pl);
