@@ -32,10 +32,11 @@ static int bench_usage(int rc) {
             "  --image WxH     also time the vision encoder on a WxH image (needs the\n"
             "                  model's preprocessor config next to its config)\n"
             "  --tiles N       idefics3, internvl: time the vision encoder on N synthesized tiles\n"
-            "                  (idefics3, internvl, qwen2_5_vl, qwen3_vl: pixels are synthesized until\n"
+            "                  (idefics3, internvl, qwen2_5_vl, qwen3_vl, gemma4: pixels are synthesized until\n"
             "                  the image API lands)\n"
             "  --kv T          KV cache dtype: f32 (default) or f16\n"
-            "Prints one JSON line with the figures.\n");
+            "Prints one JSON line with the figures (kv_cache_mib: the KV cache allocated for\n"
+            "prompt + generated tokens, shared layers counted once).\n");
     return rc;
 }
 
@@ -166,6 +167,54 @@ static int bench_qwen_vision(vlm_model *m, int w, int h, double *ms, int *n_toke
     return st;
 }
 
+/* Gemma 4 until the image preprocessing API lands: the processor's size for
+ * a WxH image (aspect kept, area within max_soft_tokens * k² patches, sides
+ * multiples of patch * k; max_soft_tokens from processor_config.json, else
+ * 280), padded to the full patch budget as the processor does; random pixels. */
+static int bench_gemma4_vision(vlm_model *m, int w, int h, double *ms, int *n_tokens, vlm_error *err) {
+    const vlm_json *vc = vlm_json_get(m->config, "vision_config");
+    int P = (int)vlm_json_int(vlm_json_get(vc, "patch_size"), 16), K = (int)vlm_json_int(vlm_json_get(vc, "pooling_kernel_size"), 3);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/processor_config.json", m->dir);
+    vlm_error ignore = {0};
+    vlm_json *pp = vlm_json_load(path, &ignore);
+    int soft = (int)vlm_json_int(vlm_json_path(pp, "image_processor.max_soft_tokens"), 280);
+    vlm_json_free(pp);
+    int64_t budget = (int64_t)soft * K * K, side = (int64_t)P * K, D = 3LL * P * P;
+    double f = sqrt((double)budget * P * P / ((double)w * h));
+    int64_t th = (int64_t)floor(f * h / side) * side, tw = (int64_t)floor(f * w / side) * side;
+    if (th <= 0 || tw <= 0) return vlm_error_set(err, VLM_ERR_ARG, "gemma4: %dx%d is too thin for the bench", w, h);
+    int64_t gh = th / P, gw = tw / P;
+    *n_tokens = (int)((gh / K) * (gw / K));
+    float *px = (float *)calloc((size_t)(budget * D), sizeof(float));
+    int64_t *pos = (int64_t *)malloc(sizeof(int64_t) * (size_t)(budget * 2));
+    if (!px || !pos) { free(px); free(pos); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
+    uint64_t x = 777;
+    for (int64_t i = 0; i < budget; i++) {
+        int valid = i < gh * gw;
+        pos[2 * i] = valid ? i % gw : -1;
+        pos[2 * i + 1] = valid ? i / gw : -1;
+        for (int64_t j = 0; valid && j < D; j++) {
+            x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+            px[i * D + j] = (float)((x >> 40) & 0xffffff) / (float)0x1000000;
+        }
+    }
+    vlm_features feats = {.n = 2, .names = {"pixel_values", "image_position_ids"}};
+    feats.tensors[0] = vlm_tensor_make(VLM_F32, 3, (const int64_t[]){1, budget, D}, px);
+    feats.tensors[1] = vlm_tensor_make(VLM_I64, 3, (const int64_t[]){1, budget, 2}, pos);
+    vlm_compute c;
+    vlm_compute_init(&c, m->be);
+    vlm_vision_out vo;
+    double t0 = bench_now();
+    vlm_status st = m->arch->encode(m, &c, &feats, &vo);
+    *ms = (bench_now() - t0) * 1e3;
+    if (st != VLM_OK) vlm_error_set(err, st, "%s", c.err.msg);
+    vlm_compute_free(&c);
+    free(px);
+    free(pos);
+    return st;
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *dir = NULL;
     int threads = 0, n_prompt = 512, n_gen = 32, random_w = 0, img_w = 0, img_h = 0, img_tiles = 0;
@@ -228,6 +277,15 @@ int cmd_bench(int argc, char **argv) {
         vlm_error_clear(&err);
     }
 
+    if (img_w > 0 && !strcmp(m->arch->name, "gemma4") &&
+        bench_gemma4_vision(m, img_w, img_h, &vision_ms, &vision_tokens, &err) != VLM_OK) {
+        fprintf(stderr, "vlm bench: vision: %s\n", err.msg);
+        vlm_error_clear(&err);
+    }
+    size_t kv_bytes = 0; /* cache layers of their own (shared layers add nothing) */
+    for (int l = 0; l < s.kv.n_layers; l++)
+        if (s.kv.layers[l].owner) kv_bytes += 2 * (size_t)vlm_nelem(s.kv.layers[l].k) * vlm_dtype_size(s.kv.layers[l].k->dtype);
+
     vlm_tensor *lg = NULL;
     vlm_compute_reset(&s.c);
     t0 = bench_now();
@@ -250,9 +308,10 @@ int cmd_bench(int argc, char **argv) {
     else
         printf("{\"arch\":\"%s\",\"threads\":%d,\"weights\":\"%s\",\"load_s\":%.2f,\"vision_ms\":%.1f,"
                "\"prefill_tokens\":%d,\"prefill_tok_s\":%.2f,\"decode_tokens\":%d,\"decode_tok_s\":%.2f,"
-               "\"vision_tiles\":%d,\"vision_tokens\":%d,\"peak_rss_mib\":%.0f}\n",
+               "\"vision_tiles\":%d,\"vision_tokens\":%d,\"kv_cache_mib\":%.2f,\"kv_ctx\":%d,\"peak_rss_mib\":%.0f}\n",
                m->arch->name, m->be->n_threads, random_w ? vlm_dtype_name(dtype) : "checkpoint", t_load, vision_ms,
-               n_prompt, n_prompt / t_prefill, n_gen, n_gen / t_decode, vision_tiles, vision_tokens, bench_peak_rss_mib());
+               n_prompt, n_prompt / t_prefill, n_gen, n_gen / t_decode, vision_tiles, vision_tokens,
+               kv_bytes / 1048576.0, s.n_ctx, bench_peak_rss_mib());
     free(row);
     free(ids);
     vlm_seq_free(&s);
