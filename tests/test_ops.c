@@ -258,6 +258,29 @@ static void test_matmul_id(vlm_compute *c) {
         free(hx); free(hw); free(ref); free(ab);
         vlm_compute_reset(c);
     }
+    /* only the chosen experts are read: the others hold NaN */
+    for (int big = 0; big < 2; big++) {
+        int64_t T2 = big ? 50 : 3, k2 = 2, E2 = 8, N2 = 20, K2 = 37;
+        vlm_tensor *x = rnd2(c, VLM_F32, T2, K2);
+        vlm_tensor *w = rnd3(c, VLM_BF16, E2, N2, K2);
+        int32_t ids[100];
+        const int32_t used[3] = {1, 4, 6};
+        for (int64_t i = 0; i < T2 * k2; i++) ids[i] = used[(i * 5 + i / 3) % 3];
+        ids[1] = ids[0]; /* the same expert twice for token 0 */
+        for (int64_t e = 0; e < E2; e++)
+            if (e != 1 && e != 4 && e != 6)
+                for (int64_t i = 0; i < N2 * K2; i++) ((uint16_t *)w->data)[e * N2 * K2 + i] = 0x7fc0;
+        int64_t is[2] = {T2, k2};
+        float *hx = host(x), *hw = host(w);
+        double *ref = dalloc(T2 * k2 * N2), *ab = dalloc(T2 * k2 * N2);
+        for (int64_t t = 0; t < T2; t++)
+            for (int64_t j = 0; j < k2; j++)
+                ref_matmul(hx + t * K2, hw + ids[t * k2 + j] * N2 * K2, NULL, 1, N2, K2, ref + (t * k2 + j) * N2, ab + (t * k2 + j) * N2);
+        check_mm(big ? "matmul_id untouched experts (T=50)" : "matmul_id untouched experts (T=3)", c,
+                 vlm_matmul_id(c, x, w, vlm_from_host(c, VLM_I32, 2, is, ids)), ref, ab, T2 * k2 * N2);
+        free(hx); free(hw); free(ref); free(ab);
+        vlm_compute_reset(c);
+    }
     /* out-of-range expert id -> error */
     vlm_tensor *x = rnd2(c, VLM_F32, 2, 8);
     vlm_tensor *w = rnd3(c, VLM_F32, 3, 4, 8);
