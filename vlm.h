@@ -4121,14 +4121,22 @@ static vlm_tensor *model_random_weight(vlm_model *m, int ndim, const int64_t *sh
     t->data = vlm_arena_alloc(&m->arena, vlm_nbytes(t));
     if (!t->data) return NULL;
     float scale = ndim == 1 ? 0.1f : 0.04f, offset = ndim == 1 ? 1.0f : 0.0f;
+    /* Draw a block of 4099 values (a prime, so rows don't repeat in step) and
+     * tile it: the values only need to be plausible, and a 7B model would
+     * otherwise take minutes to make up. */
+    enum { BLOCK = 4099 };
+    size_t es = vlm_dtype_size(t->dtype);
+    unsigned char *p = (unsigned char *)t->data;
     uint64_t x = m->rng;
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = 0; i < n && i < BLOCK; i++) {
         x ^= x << 13; x ^= x >> 7; x ^= x << 17;
         float v = offset + scale * ((float)(x >> 40) / (float)(1 << 24) - 0.5f);
         if (t->dtype == VLM_F32) ((float *)t->data)[i] = v;
         else if (t->dtype == VLM_F16) ((uint16_t *)t->data)[i] = vlm_f32_to_f16(v);
         else ((uint16_t *)t->data)[i] = vlm_f32_to_bf16(v);
     }
+    for (int64_t done = BLOCK; done < n; done *= 2) /* doubling copies */
+        memcpy(p + done * es, p, (size_t)((n - done < done ? n - done : done)) * es);
     m->rng = x;
     return t;
 }
