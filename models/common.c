@@ -226,15 +226,10 @@ int vlm_dec_stack_run(vlm_compute *c, const vlm_dec_stack *d, vlm_kv_cache *kv, 
 
 vlm_status vlm_dec_stack_forward(vlm_seq *s, const vlm_dec_stack *d, float theta, const int32_t *ids, int n,
                                  const vlm_vision_out *vision, int32_t image_token, int all_logits, vlm_tensor **logits) {
-    vlm_model *m = s->model;
     vlm_compute *c = &s->c;
     *logits = NULL;
-    if (n <= 0) return vlm_error_set(&c->err, VLM_ERR_ARG, "no tokens to run");
-    if (s->n_past + n > s->n_ctx)
-        return vlm_error_set(&c->err, VLM_ERR_CONTEXT, "%d tokens after %d exceed the context of %d", n, s->n_past, s->n_ctx);
-    for (int i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= m->vocab_size)
-            return vlm_error_set(&c->err, VLM_ERR_ARG, "token id %d outside the vocabulary of %d", ids[i], m->vocab_size);
+    vlm_status st = vlm_forward_check(s, ids, n);
+    if (st != VLM_OK) return st;
     int hd = d->hp.head_dim;
     if (hd <= 0 || hd > 1024) return vlm_error_set(&c->err, VLM_ERR_UNSUPPORTED, "head_dim %d", hd);
     int32_t *pos = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n);
@@ -263,4 +258,133 @@ vlm_status vlm_dec_stack_forward(vlm_seq *s, const vlm_dec_stack *d, float theta
 fail:
     vlm_kv_truncate(&s->kv, s->n_past);
     return c->err.code ? c->err.code : VLM_ERR_ARG;
+}
+
+/* ---- Qwen-VL family helpers ---- */
+
+const vlm_json *vlm_cfg_text(const vlm_json *cfg, const char *key) {
+    const vlm_json *tc = vlm_json_get(cfg, "text_config");
+    const vlm_json *v = tc ? vlm_json_get(tc, key) : NULL;
+    return v ? v : vlm_json_get(cfg, key);
+}
+
+const vlm_json *vlm_cfg_rope(const vlm_json *cfg, const char *key) {
+    const vlm_json *v = vlm_json_get(vlm_cfg_text(cfg, "rope_parameters"), key);
+    if (!v) v = vlm_json_get(vlm_cfg_text(cfg, "rope_scaling"), key);
+    return v ? v : vlm_cfg_text(cfg, key);
+}
+
+vlm_tensor *vlm_ld_patch_embed(vlm_loader *ld, int64_t out, int in_ch, int t_patch, int patch, const char *name) {
+    vlm_tensor *w = vlm_ld(ld, 5, (const int64_t[]){out, in_ch, t_patch, patch, patch}, "%s", name);
+    if (w) { /* the conv over one patch is a matmul with the flattened kernel */
+        int64_t k = (int64_t)in_ch * t_patch * patch * patch;
+        w->ndim = 2;
+        w->shape[1] = k;
+        w->stride[0] = k;
+        w->stride[1] = 1;
+    }
+    return w;
+}
+
+void vlm_vision_rope_2d(float *cos_row, float *sin_row, int64_t row, int64_t col, const float *inv, int head_dim) {
+    int nf = head_dim / 4;
+    for (int i = 0; i < 2 * nf; i++) {
+        float ang = (float)(i < nf ? row : col) * inv[i < nf ? i : i - nf];
+        float cv = (float)cos((double)ang), sv = (float)sin((double)ang);
+        cos_row[i] = cos_row[2 * nf + i] = cv;
+        sin_row[i] = sin_row[2 * nf + i] = sv;
+    }
+}
+
+vlm_tensor *vlm_vit_attention(vlm_compute *c, vlm_tensor *h, vlm_tensor *qkv, vlm_tensor *qkv_b, vlm_tensor *proj,
+                              vlm_tensor *proj_b, int n_heads, vlm_tensor *cos, vlm_tensor *sin, const int32_t *seg) {
+    if (!h) return NULL;
+    int64_t n = h->shape[0], V = qkv->shape[0] / 3, hd = V / n_heads;
+    vlm_tensor *t = vlm_linear(c, h, qkv, qkv_b);
+    vlm_tensor *q = vlm_rope(c, vlm_split_last(c, vlm_slice(c, t, 1, 0, V), n_heads, hd), cos, sin);
+    vlm_tensor *k = vlm_rope(c, vlm_split_last(c, vlm_slice(c, t, 1, V, V), n_heads, hd), cos, sin);
+    vlm_tensor *v = vlm_split_last(c, vlm_slice(c, t, 1, 2 * V, V), n_heads, hd);
+    vlm_attn_params p = {.scale = 1.0f / sqrtf((float)hd), .q_seg = seg, .k_seg = seg};
+    return vlm_linear(c, vlm_reshape_2d(c, vlm_attention(c, q, k, v, &p), n, V), proj, proj_b);
+}
+
+vlm_status vlm_mrope_positions(vlm_compute *c, const vlm_mrope_spec *sp, const int32_t *ids, int n, int64_t *next,
+                               int64_t *pos3) {
+    int64_t start = *next, img_k = 0, vid_k = 0, vid_f = 0; /* grids used; frame within the video grid */
+    for (int i = 0; i < n;) {
+        int is_img = sp->image_token >= 0 && ids[i] == sp->image_token;
+        int is_vid = !is_img && sp->video_token >= 0 && ids[i] == sp->video_token;
+        if (!is_img && !is_vid) {
+            pos3[i] = pos3[n + i] = pos3[2 * n + i] = start++;
+            i++;
+            continue;
+        }
+        const vlm_tensor *grid = is_img ? sp->image_grid : sp->video_grid;
+        int64_t k = is_img ? img_k : vid_k;
+        if (!grid || grid->ndim != 2 || grid->shape[1] != 3 || k >= grid->shape[0])
+            return vlm_error_set(&c->err, VLM_ERR_ARG, "more %s placeholder runs than %s grids", is_img ? "image" : "video",
+                                 is_img ? "image" : "video");
+        int64_t t = vlm_get_i64(grid, k * 3), h = vlm_get_i64(grid, k * 3 + 1) / sp->merge,
+                w = vlm_get_i64(grid, k * 3 + 2) / sp->merge;
+        float tscale = is_img ? sp->image_tscale : sp->video_tscale ? sp->video_tscale[k] : 1.0f;
+        if (is_img) img_k++;
+        else if (!sp->video_frame_spans) vid_k++;
+        else {
+            if (++vid_f >= t) { vid_k++; vid_f = 0; }
+            t = 1;
+        }
+        if (t <= 0 || h <= 0 || w <= 0 || i + t * h * w > n)
+            return vlm_error_set(&c->err, VLM_ERR_ARG, "%s run of %lld tokens is cut off by the end of the input",
+                                 is_img ? "image" : "video", (long long)(t * h * w));
+        int64_t maxp = h > w ? h - 1 : w - 1;
+        for (int64_t ft = 0; ft < t; ft++)
+            for (int64_t y = 0; y < h; y++)
+                for (int64_t x = 0; x < w; x++, i++) {
+                    if (ids[i] != (is_img ? sp->image_token : sp->video_token))
+                        return vlm_error_set(&c->err, VLM_ERR_ARG, "placeholder run shorter than its grid");
+                    int64_t tp = (int64_t)((float)ft * tscale);
+                    pos3[i] = start + tp;
+                    pos3[n + i] = start + y;
+                    pos3[2 * n + i] = start + x;
+                    if (tp > maxp) maxp = tp;
+                }
+        start += maxp + 1;
+    }
+    *next = start;
+    return VLM_OK;
+}
+
+vlm_status vlm_forward_check(vlm_seq *s, const int32_t *ids, int n) {
+    vlm_error *err = &s->c.err;
+    if (n <= 0) return vlm_error_set(err, VLM_ERR_ARG, "no tokens to run");
+    if (s->n_past + n > s->n_ctx)
+        return vlm_error_set(err, VLM_ERR_CONTEXT, "%d tokens after %d exceed the context of %d", n, s->n_past, s->n_ctx);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= s->model->vocab_size)
+            return vlm_error_set(err, VLM_ERR_ARG, "token id %d outside the vocabulary of %d", ids[i], s->model->vocab_size);
+    return VLM_OK;
+}
+
+vlm_status vlm_mrope_begin(vlm_seq *s, const vlm_mrope_spec *sp, const int32_t *ids, int n, int head_dim, float theta,
+                           const int *section, int interleaved, int32_t **pos, vlm_tensor **cos, vlm_tensor **sin) {
+    vlm_compute *c = &s->c;
+    vlm_status st = vlm_forward_check(s, ids, n);
+    if (st != VLM_OK) return st;
+    if (head_dim <= 0 || head_dim > 1024 || head_dim % 2) return vlm_error_set(&c->err, VLM_ERR_UNSUPPORTED, "head_dim %d", head_dim);
+    int64_t *pos3 = (int64_t *)vlm_arena_alloc(&c->arena, sizeof(int64_t) * 3 * (size_t)n);
+    *pos = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n);
+    float *cosv = (float *)vlm_arena_alloc(&c->arena, sizeof(float) * (size_t)n * head_dim);
+    float *sinv = (float *)vlm_arena_alloc(&c->arena, sizeof(float) * (size_t)n * head_dim);
+    if (!pos3 || !*pos || !cosv || !sinv) return vlm_error_set(&c->err, VLM_ERR_OOM, "out of memory");
+    int64_t next = s->rope_pos;
+    if ((st = vlm_mrope_positions(c, sp, ids, n, &next, pos3)) != VLM_OK) return st;
+    for (int i = 0; i < n; i++) (*pos)[i] = s->n_past + i;
+    float inv[512];
+    vlm_rope_inv_freq(inv, head_dim, theta);
+    vlm_mrope_table(cosv, sinv, pos3, n, inv, head_dim / 2, section, interleaved);
+    *cos = vlm_from_host(c, VLM_F32, 2, (const int64_t[]){n, head_dim}, cosv);
+    *sin = vlm_from_host(c, VLM_F32, 2, (const int64_t[]){n, head_dim}, sinv);
+    if (!*cos || !*sin) return c->err.code ? c->err.code : VLM_ERR_OOM;
+    s->rope_pos = next;
+    return VLM_OK;
 }

@@ -110,4 +110,57 @@ int vlm_dec_stack_run(vlm_compute *c, const vlm_dec_stack *d, vlm_kv_cache *kv, 
  * s->rope_pos; on failure the cache is rewound. */
 vlm_status vlm_dec_stack_forward(vlm_seq *s, const vlm_dec_stack *d, float theta, const int32_t *ids, int n,
                                  const vlm_vision_out *vision, int32_t image_token, int all_logits, vlm_tensor **logits);
+
+/* ---- Qwen-VL family helpers (Qwen2.5-VL, Qwen3-VL) ---- */
+
+/* A text-model config key: in text_config (transformers 5 multimodal configs)
+ * or at the top level; rope keys in rope_parameters, then rope_scaling, then
+ * as plain text keys. */
+const vlm_json *vlm_cfg_text(const vlm_json *cfg, const char *key);
+const vlm_json *vlm_cfg_rope(const vlm_json *cfg, const char *key);
+
+/* A Conv3d patch embedding "name" [out, C, T, P, P] (stride = kernel) as the
+ * equivalent matmul weight view [out, C*T*P*P] (no copy). */
+vlm_tensor *vlm_ld_patch_embed(vlm_loader *ld, int64_t out, int in_ch, int t_patch, int patch, const char *name);
+
+/* 2D vision RoPE of one patch at (row, col), rotate-half layout: of the
+ * head_dim/2 rotated pairs, the first half turn with the row, the second
+ * with the column, at frequencies inv[0 .. head_dim/4). */
+void vlm_vision_rope_2d(float *cos_row, float *sin_row, int64_t row, int64_t col, const float *inv, int head_dim);
+
+/* ViT self-attention on h = norm(x) [n, V]: fused qkv projection (q, k, v
+ * stacked on the output dim), 2D RoPE on q and k, attention within segments
+ * seg[n] (NULL: all), output projection. */
+vlm_tensor *vlm_vit_attention(vlm_compute *c, vlm_tensor *h, vlm_tensor *qkv, vlm_tensor *qkv_b, vlm_tensor *proj,
+                              vlm_tensor *proj_b, int n_heads, vlm_tensor *cos, vlm_tensor *sin, const int32_t *seg);
+
+/* Multimodal RoPE positions pos3[3][n] of ids[0..n), starting at *next
+ * (advanced past them): text tokens advance the three streams together; a
+ * run of image/video placeholders takes the next grid of its kind and gets
+ * (t, h, w) = start + (time(frame), row, col) over the merged grid, and the
+ * text after it resumes at start + max(last time, rows - 1, cols - 1) + 1. */
+typedef struct vlm_mrope_spec {
+    int32_t image_token, video_token; /* -1: none */
+    int merge;                        /* spatial merge of the grids */
+    const vlm_tensor *image_grid, *video_grid; /* [k, 3] (t, h, w) in patches, or NULL */
+    /* time(frame) = (int)(frame * scale): images image_tscale (Qwen2.5-VL 0,
+     * Qwen3-VL 1); videos video_tscale[k] (Qwen2.5-VL: second_per_grid_t *
+     * tokens_per_second), NULL = 1 */
+    float image_tscale;
+    const float *video_tscale;
+    int video_frame_spans;            /* each video frame is its own span of h*w tokens (Qwen3-VL) */
+} vlm_mrope_spec;
+vlm_status vlm_mrope_positions(vlm_compute *c, const vlm_mrope_spec *sp, const int32_t *ids, int n, int64_t *next,
+                               int64_t *pos3);
+
+/* Checks a decoder call: n > 0 tokens, all in the vocabulary, room left in
+ * the context. */
+vlm_status vlm_forward_check(vlm_seq *s, const int32_t *ids, int n);
+
+/* The start of an M-RoPE decoder pass over ids[0..n): vlm_forward_check, the
+ * positions (vlm_mrope_positions from s->rope_pos, which advances), cache
+ * positions pos[i] = n_past + i and the cos/sin tables [n, head_dim] at
+ * theta (sections contiguous or interleaved, see vlm_mrope_table). */
+vlm_status vlm_mrope_begin(vlm_seq *s, const vlm_mrope_spec *sp, const int32_t *ids, int n, int head_dim, float theta,
+                           const int *section, int interleaved, int32_t **pos, vlm_tensor **cos, vlm_tensor **sin);
 #endif

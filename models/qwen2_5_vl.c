@@ -30,22 +30,6 @@ typedef struct {
     vlm_dec_layer *layers;
 } q25_model;
 
-/* Text config keys live in text_config (transformers 5) or at the top level. */
-static const vlm_json *q25_text_key(const vlm_json *cfg, const char *key) {
-    const vlm_json *tc = vlm_json_get(cfg, "text_config");
-    const vlm_json *v = tc ? vlm_json_get(tc, key) : NULL;
-    return v ? v : vlm_json_get(cfg, key);
-}
-
-static const vlm_json *q25_rope_key(const vlm_json *cfg, const char *key) {
-    const char *holders[] = {"rope_parameters", "rope_scaling"};
-    for (int i = 0; i < 2; i++) {
-        const vlm_json *v = vlm_json_get(q25_text_key(cfg, holders[i]), key);
-        if (v) return v;
-    }
-    return q25_text_key(cfg, key);
-}
-
 static vlm_status q25_load_config(vlm_model *m, q25_model *q, vlm_error *err) {
     const vlm_json *cfg = m->config, *vc = vlm_json_get(cfg, "vision_config");
     if (!vc) return vlm_error_set(err, VLM_ERR_CONFIG, "config.json has no vision_config");
@@ -61,19 +45,19 @@ static vlm_status q25_load_config(vlm_model *m, q25_model *q, vlm_error *err) {
     q->in_channels = (int)vlm_json_int(vlm_json_get(vc, "in_channels"), 3);
     q->tokens_per_second = (float)vlm_json_num(vlm_json_get(vc, "tokens_per_second"), 2);
     q->v_theta = (float)vlm_json_num(vlm_json_path(vc, "rope_parameters.rope_theta"), 10000.0);
-    q->hidden = (int)vlm_json_int(q25_text_key(cfg, "hidden_size"), 0);
-    q->n_layers = (int)vlm_json_int(q25_text_key(cfg, "num_hidden_layers"), 0);
-    q->inter = (int)vlm_json_int(q25_text_key(cfg, "intermediate_size"), 0);
-    q->hp.n_heads = (int)vlm_json_int(q25_text_key(cfg, "num_attention_heads"), 0);
-    q->hp.n_kv_heads = (int)vlm_json_int(q25_text_key(cfg, "num_key_value_heads"), q->hp.n_heads);
-    q->hp.eps = (float)vlm_json_num(q25_text_key(cfg, "rms_norm_eps"), 1e-6);
+    q->hidden = (int)vlm_json_int(vlm_cfg_text(cfg, "hidden_size"), 0);
+    q->n_layers = (int)vlm_json_int(vlm_cfg_text(cfg, "num_hidden_layers"), 0);
+    q->inter = (int)vlm_json_int(vlm_cfg_text(cfg, "intermediate_size"), 0);
+    q->hp.n_heads = (int)vlm_json_int(vlm_cfg_text(cfg, "num_attention_heads"), 0);
+    q->hp.n_kv_heads = (int)vlm_json_int(vlm_cfg_text(cfg, "num_key_value_heads"), q->hp.n_heads);
+    q->hp.eps = (float)vlm_json_num(vlm_cfg_text(cfg, "rms_norm_eps"), 1e-6);
     q->hp.act = VLM_UNARY_SILU;
-    q->theta = (float)vlm_json_num(q25_rope_key(cfg, "rope_theta"), 1000000.0);
-    m->vocab_size = (int)vlm_json_int(q25_text_key(cfg, "vocab_size"), 0);
+    q->theta = (float)vlm_json_num(vlm_cfg_rope(cfg, "rope_theta"), 1000000.0);
+    m->vocab_size = (int)vlm_json_int(vlm_cfg_text(cfg, "vocab_size"), 0);
     m->hidden_size = q->hidden;
     m->image_token_id = (int32_t)vlm_json_int(vlm_json_get(cfg, "image_token_id"), 151655);
     m->video_token_id = (int32_t)vlm_json_int(vlm_json_get(cfg, "video_token_id"), 151656);
-    const vlm_json *sec = q25_rope_key(cfg, "mrope_section");
+    const vlm_json *sec = vlm_cfg_rope(cfg, "mrope_section");
     if (q->hidden <= 0 || q->n_layers <= 0 || q->inter <= 0 || q->hp.n_heads <= 0 || q->hp.n_kv_heads <= 0 ||
         q->hidden % q->hp.n_heads || q->hp.n_heads % q->hp.n_kv_heads || m->vocab_size <= 0)
         return vlm_error_set(err, VLM_ERR_CONFIG, "text config: hidden_size/num_hidden_layers/heads/vocab_size missing or inconsistent");
@@ -110,16 +94,8 @@ static vlm_status q25_load(vlm_model *m, vlm_error *err) {
     static const char *const vis_prefixes[] = {"model.visual.", "visual.", NULL};
     if (!vlm_loader_prefix(&ld, vis_prefixes, "patch_embed.proj.weight"))
         return vlm_error_set(err, VLM_ERR_FORMAT, "no vision tower weights (visual.patch_embed.proj.weight)");
-    int64_t V = q->v_hidden, I = q->v_inter, pdim = (int64_t)q->in_channels * q->t_patch * q->patch * q->patch;
-    vlm_tensor *pw = vlm_ld(&ld, 5, (const int64_t[]){V, q->in_channels, q->t_patch, q->patch, q->patch},
-                            "patch_embed.proj.weight");
-    if (pw) { /* the conv3d over one patch is a matmul with the flattened kernel */
-        pw->ndim = 2;
-        pw->shape[1] = pdim;
-        pw->stride[0] = pdim;
-        pw->stride[1] = 1;
-    }
-    q->patch_embed = pw;
+    int64_t V = q->v_hidden, I = q->v_inter;
+    q->patch_embed = vlm_ld_patch_embed(&ld, V, q->in_channels, q->t_patch, q->patch, "patch_embed.proj.weight");
     for (int b = 0; b < q->v_depth; b++) {
         q25_vit_block *B = &q->blocks[b];
         B->norm1 = vlm_ld(&ld, VLM_SHAPE1(V), "blocks.%d.norm1.weight", b);
@@ -153,7 +129,7 @@ static vlm_status q25_load(vlm_model *m, vlm_error *err) {
     for (int l = 0; l < q->n_layers; l++)
         if (vlm_dec_layer_load(&ld, l, q->hidden, q->inter, &q->hp, 1, 0, &q->layers[l]) != VLM_OK) return err->code;
     int tied = vlm_json_bool(vlm_json_get(m->config, "tie_word_embeddings"), 0) ||
-               vlm_json_bool(q25_text_key(m->config, "tie_word_embeddings"), 0);
+               vlm_json_bool(vlm_cfg_text(m->config, "tie_word_embeddings"), 0);
     q->lm_head = tied ? q->embed : vlm_weight(m, "lm_head.weight", VLM_SHAPE2(m->vocab_size, q->hidden), err);
     return err->code;
 }
@@ -178,7 +154,7 @@ typedef struct {
 
 static vlm_status q25_make_layout(vlm_compute *c, const q25_model *q, const vlm_tensor *grid, int64_t n_rows,
                                   q25_layout *L) {
-    int m = q->merge, unit = m * m, hd = q->v_hidden / q->v_heads, nf = hd / 4;
+    int m = q->merge, unit = m * m, hd = q->v_hidden / q->v_heads;
     int vws = q->window / m / q->patch; /* window side in merged units */
     int64_t n = 0;
     for (int64_t g = 0; g < grid->shape[0]; g++) {
@@ -220,12 +196,7 @@ static vlm_status q25_make_layout(vlm_compute *c, const q25_model *q, const vlm_
                                 L->order[k] = (int32_t)(merged * unit + u);
                                 L->win_seg[k] = win;
                                 L->frame_seg[k] = frame;
-                                for (int i = 0; i < 2 * nf; i++) {
-                                    float ang = (float)(i < nf ? py : px) * inv[i < nf ? i : i - nf];
-                                    float cv = (float)cos((double)ang), sv = (float)sin((double)ang);
-                                    L->cos[k * hd + i] = L->cos[k * hd + 2 * nf + i] = cv;
-                                    L->sin[k * hd + i] = L->sin[k * hd + 2 * nf + i] = sv;
-                                }
+                                vlm_vision_rope_2d(L->cos + k * hd, L->sin + k * hd, py, px, inv, hd);
                             }
                         }
         base += t * h * w;
@@ -235,15 +206,9 @@ static vlm_status q25_make_layout(vlm_compute *c, const q25_model *q, const vlm_
 
 static vlm_tensor *q25_vit_block_forward(vlm_compute *c, const q25_model *q, const q25_vit_block *B, vlm_tensor *x,
                                          vlm_tensor *cos, vlm_tensor *sin, const int32_t *seg) {
-    int64_t n = x->shape[0], V = q->v_hidden, H = q->v_heads, hd = V / H;
-    vlm_tensor *qkv = vlm_linear(c, vlm_rms_norm(c, x, B->norm1, 1e-6f), B->qkv, B->qkv_b);
-    vlm_tensor *qh = vlm_rope(c, vlm_split_last(c, vlm_slice(c, qkv, 1, 0, V), H, hd), cos, sin);
-    vlm_tensor *kh = vlm_rope(c, vlm_split_last(c, vlm_slice(c, qkv, 1, V, V), H, hd), cos, sin);
-    vlm_tensor *vh = vlm_split_last(c, vlm_slice(c, qkv, 1, 2 * V, V), H, hd);
-    vlm_attn_params p = {.scale = 1.0f / sqrtf((float)hd), .q_seg = seg, .k_seg = seg};
-    vlm_tensor *a = vlm_reshape_2d(c, vlm_attention(c, qh, kh, vh, &p), n, V);
-    x = vlm_add(c, x, vlm_linear(c, a, B->proj, B->proj_b));
-    vlm_tensor *h = vlm_rms_norm(c, x, B->norm2, 1e-6f);
+    vlm_tensor *h = vlm_rms_norm(c, x, B->norm1, 1e-6f);
+    x = vlm_add(c, x, vlm_vit_attention(c, h, B->qkv, B->qkv_b, B->proj, B->proj_b, q->v_heads, cos, sin, seg));
+    h = vlm_rms_norm(c, x, B->norm2, 1e-6f);
     vlm_tensor *mlp = vlm_glu(c, vlm_linear(c, h, B->gate, B->gate_b), vlm_linear(c, h, B->up, B->up_b), VLM_UNARY_SILU);
     return vlm_add(c, x, vlm_linear(c, mlp, B->down, B->down_b));
 }
@@ -314,79 +279,35 @@ typedef struct {
  * outputs include mm_token_type_ids (the HF processor returns it with
  * input_ids); without it transformers falls back to 1D positions for every
  * token, and so do we, so that the same inputs give the same outputs. */
-static vlm_status q25_positions(vlm_compute *c, const q25_model *q, vlm_model *m, vlm_seq *s, q25_seq *qs,
-                                const int32_t *ids, int n, const vlm_features *f, int64_t *pos3) {
-    const vlm_tensor *img_grid = vlm_features_get(f, "image_grid_thw"), *vid_grid = vlm_features_get(f, "video_grid_thw");
-    const vlm_tensor *spg = vlm_features_get(f, "second_per_grid_ts");
-    int64_t next = s->rope_pos;
-    int img_k = 0, vid_k = 0; /* grids used in this call */
+static vlm_status q25_mrope_spec(vlm_compute *c, const q25_model *q, const vlm_model *m, const vlm_features *f,
+                                 vlm_mrope_spec *sp) {
     int mm = vlm_features_get(f, "mm_token_type_ids") != NULL;
-    for (int i = 0; i < n;) {
-        int is_img = mm && ids[i] == m->image_token_id, is_vid = mm && ids[i] == m->video_token_id;
-        if (!is_img && !is_vid) {
-            pos3[i] = pos3[n + i] = pos3[2 * n + i] = next++;
-            i++;
-            continue;
-        }
-        const vlm_tensor *grid = is_img ? img_grid : vid_grid;
-        int k = is_img ? img_k++ : vid_k++;
-        if (!grid || k >= grid->shape[0])
-            return vlm_error_set(&c->err, VLM_ERR_ARG, "more %s placeholder runs than %s grids", is_img ? "image" : "video",
-                                 is_img ? "image" : "video");
-        int64_t t = vlm_get_i64(grid, k * 3), h = vlm_get_i64(grid, k * 3 + 1) / q->merge,
-                w = vlm_get_i64(grid, k * 3 + 2) / q->merge;
-        float tscale = is_vid ? (spg && k < vlm_nelem(spg) ? vlm_get_f32(spg, k) : 1.0f) * q->tokens_per_second : 0.0f;
-        if (i + t * h * w > n)
-            return vlm_error_set(&c->err, VLM_ERR_ARG, "%s run of %lld tokens is cut off by the end of the input",
-                                 is_img ? "image" : "video", (long long)(t * h * w));
-        int64_t maxp = 0;
-        for (int64_t ft = 0; ft < t; ft++)
-            for (int64_t y = 0; y < h; y++)
-                for (int64_t x = 0; x < w; x++, i++) {
-                    if (ids[i] != ids[i - (ft | y | x ? 1 : 0)])
-                        return vlm_error_set(&c->err, VLM_ERR_ARG, "placeholder run shorter than its grid");
-                    int64_t tp = (int64_t)((float)ft * tscale);
-                    pos3[i] = next + tp;
-                    pos3[n + i] = next + y;
-                    pos3[2 * n + i] = next + x;
-                    if (tp > maxp) maxp = tp;
-                    if (y > maxp) maxp = y;
-                    if (x > maxp) maxp = x;
-                }
-        next += maxp + 1;
-    }
-    (void)qs;
-    s->rope_pos = next;
+    *sp = (vlm_mrope_spec){.image_token = mm ? m->image_token_id : -1, .video_token = mm ? m->video_token_id : -1,
+                           .merge = q->merge, .image_grid = vlm_features_get(f, "image_grid_thw"),
+                           .video_grid = vlm_features_get(f, "video_grid_thw")};
+    const vlm_tensor *spg = vlm_features_get(f, "second_per_grid_ts");
+    int64_t n_vid = sp->video_grid && sp->video_grid->ndim == 2 ? sp->video_grid->shape[0] : 0;
+    float *tscale = (float *)vlm_arena_alloc(&c->arena, sizeof(float) * (size_t)(n_vid + 1));
+    if (!tscale) return vlm_error_set(&c->err, VLM_ERR_OOM, "out of memory");
+    for (int64_t k = 0; k < n_vid; k++)
+        tscale[k] = (spg && k < vlm_nelem(spg) ? vlm_get_f32(spg, k) : 1.0f) * q->tokens_per_second;
+    sp->video_tscale = tscale;
     return VLM_OK;
 }
 
 static vlm_status q25_forward(vlm_model *m, vlm_seq *s, const int32_t *ids, int n, const vlm_vision_out *vision,
                               const vlm_features *f, int all_logits, vlm_tensor **logits) {
     q25_model *q = (q25_model *)m->impl;
-    q25_seq *qs = (q25_seq *)s->impl;
     vlm_compute *c = &s->c;
     *logits = NULL;
-    if (n <= 0) return vlm_error_set(&c->err, VLM_ERR_ARG, "no tokens to run");
-    if (s->n_past + n > s->n_ctx)
-        return vlm_error_set(&c->err, VLM_ERR_CONTEXT, "%d tokens after %d exceed the context of %d", n, s->n_past, s->n_ctx);
-    for (int i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= m->vocab_size)
-            return vlm_error_set(&c->err, VLM_ERR_ARG, "token id %d outside the vocabulary of %d", ids[i], m->vocab_size);
-    int64_t *pos3 = (int64_t *)vlm_arena_alloc(&c->arena, sizeof(int64_t) * 3 * (size_t)n);
-    int32_t *pos = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n);
-    int hd = q->hp.head_dim;
-    float *cosv = (float *)vlm_arena_alloc(&c->arena, sizeof(float) * (size_t)n * hd);
-    float *sinv = (float *)vlm_arena_alloc(&c->arena, sizeof(float) * (size_t)n * hd);
-    if (!pos3 || !pos || !cosv || !sinv) return vlm_error_set(&c->err, VLM_ERR_OOM, "out of memory");
     int64_t saved_rope = s->rope_pos;
-    vlm_status st = q25_positions(c, q, m, s, qs, ids, n, f, pos3);
+    int32_t *pos = NULL;
+    vlm_tensor *cos = NULL, *sin = NULL;
+    vlm_mrope_spec sp;
+    vlm_status st = q25_mrope_spec(c, q, m, f, &sp);
+    if (st == VLM_OK)
+        st = vlm_mrope_begin(s, &sp, ids, n, q->hp.head_dim, q->theta, q->mrope_section, 0, &pos, &cos, &sin);
     if (st != VLM_OK) return st;
-    for (int i = 0; i < n; i++) pos[i] = s->n_past + i;
-    float inv[512];
-    vlm_rope_inv_freq(inv, hd, q->theta);
-    vlm_mrope_table(cosv, sinv, pos3, n, inv, hd / 2, q->mrope_section, 0);
-    vlm_tensor *cos = vlm_from_host(c, VLM_F32, 2, (const int64_t[]){n, hd}, cosv);
-    vlm_tensor *sin = vlm_from_host(c, VLM_F32, 2, (const int64_t[]){n, hd}, sinv);
 
     int64_t img_seen = 0, vid_seen = 0;
     vlm_tensor *x = vlm_embed_tokens(c, q->embed, ids, n, vision, m->image_token_id, m->video_token_id, &img_seen, &vid_seen);

@@ -54,20 +54,6 @@ typedef struct {
 
 /* ------------------------------------------------------------------ config */
 
-/* Text keys live in text_config (or at the top level in flattened configs);
- * rope keys in rope_parameters (transformers 5) or rope_scaling (4.x). */
-static const vlm_json *q3_text_key(const vlm_json *cfg, const char *key) {
-    const vlm_json *tc = vlm_json_get(cfg, "text_config");
-    const vlm_json *v = tc ? vlm_json_get(tc, key) : NULL;
-    return v ? v : vlm_json_get(cfg, key);
-}
-
-static const vlm_json *q3_rope_key(const vlm_json *cfg, const char *key) {
-    const vlm_json *v = vlm_json_get(q3_text_key(cfg, "rope_parameters"), key);
-    if (!v) v = vlm_json_get(q3_text_key(cfg, "rope_scaling"), key);
-    return v ? v : q3_text_key(cfg, key);
-}
-
 static int q3_act(const char *name, vlm_unary_op *out) {
     static const struct { const char *n; vlm_unary_op op; } acts[] = {
         {"gelu_pytorch_tanh", VLM_UNARY_GELU_TANH}, {"gelu_new", VLM_UNARY_GELU_TANH}, {"gelu", VLM_UNARY_GELU},
@@ -111,25 +97,25 @@ static vlm_status q3_load_config(vlm_model *m, q3_model *q, vlm_error *err) {
                                  q->deep_idx[i], q->v_depth);
     }
 
-    q->hidden = (int)vlm_json_int(q3_text_key(cfg, "hidden_size"), 0);
-    q->n_layers = (int)vlm_json_int(q3_text_key(cfg, "num_hidden_layers"), 0);
-    q->inter = (int)vlm_json_int(q3_text_key(cfg, "intermediate_size"), 0);
-    q->hp.n_heads = (int)vlm_json_int(q3_text_key(cfg, "num_attention_heads"), 0);
-    q->hp.n_kv_heads = (int)vlm_json_int(q3_text_key(cfg, "num_key_value_heads"), q->hp.n_heads);
-    q->hp.head_dim = (int)vlm_json_int(q3_text_key(cfg, "head_dim"), q->hp.n_heads > 0 ? q->hidden / q->hp.n_heads : 0);
-    q->hp.eps = (float)vlm_json_num(q3_text_key(cfg, "rms_norm_eps"), 1e-6);
-    act = vlm_json_str(q3_text_key(cfg, "hidden_act"), "silu");
+    q->hidden = (int)vlm_json_int(vlm_cfg_text(cfg, "hidden_size"), 0);
+    q->n_layers = (int)vlm_json_int(vlm_cfg_text(cfg, "num_hidden_layers"), 0);
+    q->inter = (int)vlm_json_int(vlm_cfg_text(cfg, "intermediate_size"), 0);
+    q->hp.n_heads = (int)vlm_json_int(vlm_cfg_text(cfg, "num_attention_heads"), 0);
+    q->hp.n_kv_heads = (int)vlm_json_int(vlm_cfg_text(cfg, "num_key_value_heads"), q->hp.n_heads);
+    q->hp.head_dim = (int)vlm_json_int(vlm_cfg_text(cfg, "head_dim"), q->hp.n_heads > 0 ? q->hidden / q->hp.n_heads : 0);
+    q->hp.eps = (float)vlm_json_num(vlm_cfg_text(cfg, "rms_norm_eps"), 1e-6);
+    act = vlm_json_str(vlm_cfg_text(cfg, "hidden_act"), "silu");
     if (!q3_act(act, &q->hp.act)) return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "text hidden_act \"%s\"", act);
-    q->theta = (float)vlm_json_num(q3_rope_key(cfg, "rope_theta"), 5000000.0);
-    m->vocab_size = (int)vlm_json_int(q3_text_key(cfg, "vocab_size"), 0);
+    q->theta = (float)vlm_json_num(vlm_cfg_rope(cfg, "rope_theta"), 5000000.0);
+    m->vocab_size = (int)vlm_json_int(vlm_cfg_text(cfg, "vocab_size"), 0);
     m->hidden_size = q->hidden;
     m->image_token_id = (int32_t)vlm_json_int(vlm_json_get(cfg, "image_token_id"), 151655);
     m->video_token_id = (int32_t)vlm_json_int(vlm_json_get(cfg, "video_token_id"), 151656);
     /* MoE (Qwen3-VL-MoE): experts on layers (l+1) % decoder_sparse_step == 0 not in mlp_only_layers */
-    const vlm_json *ne = q3_text_key(cfg, "num_experts");
-    q->n_experts = (int)vlm_json_int(ne ? ne : q3_text_key(cfg, "num_local_experts"), 0);
-    q->top_k = (int)vlm_json_int(q3_text_key(cfg, "num_experts_per_tok"), 0);
-    q->moe_inter = (int)vlm_json_int(q3_text_key(cfg, "moe_intermediate_size"), 0);
+    const vlm_json *ne = vlm_cfg_text(cfg, "num_experts");
+    q->n_experts = (int)vlm_json_int(ne ? ne : vlm_cfg_text(cfg, "num_local_experts"), 0);
+    q->top_k = (int)vlm_json_int(vlm_cfg_text(cfg, "num_experts_per_tok"), 0);
+    q->moe_inter = (int)vlm_json_int(vlm_cfg_text(cfg, "moe_intermediate_size"), 0);
     if (q->hidden <= 0 || q->n_layers <= 0 || q->hp.n_heads <= 0 || q->hp.n_kv_heads <= 0 || q->hp.head_dim <= 0 ||
         q->hp.head_dim % 2 || q->hp.head_dim > 1024 || q->hp.n_heads % q->hp.n_kv_heads || m->vocab_size <= 0)
         return vlm_error_set(err, VLM_ERR_CONFIG, "text config: hidden_size/num_hidden_layers/heads/head_dim/vocab_size missing or inconsistent");
@@ -140,7 +126,7 @@ static vlm_status q3_load_config(vlm_model *m, q3_model *q, vlm_error *err) {
         q->merge <= 0 || q->patch <= 0 || q->t_patch <= 0 || q->v_depth <= 0 || q->pos_side < 1 ||
         (int64_t)q->pos_side * q->pos_side != n_pos)
         return vlm_error_set(err, VLM_ERR_CONFIG, "vision config: inconsistent sizes (num_position_embeddings must be a square)");
-    const vlm_json *sec = q3_rope_key(cfg, "mrope_section");
+    const vlm_json *sec = vlm_cfg_rope(cfg, "mrope_section");
     if (!sec || sec->type != VLM_JSON_ARRAY || sec->n != 3)
         return vlm_error_set(err, VLM_ERR_CONFIG, "mrope_section missing (rope_parameters.mrope_section)");
     for (int i = 0; i < 3; i++) q->mrope_section[i] = (int)vlm_json_int(vlm_json_at(sec, i), 0);
@@ -170,16 +156,7 @@ static vlm_status q3_load_vision(vlm_model *m, q3_model *q, vlm_error *err) {
     if (!vlm_loader_prefix(&ld, prefixes, "patch_embed.proj.weight"))
         return vlm_error_set(err, VLM_ERR_FORMAT, "no vision tower weights (model.visual.patch_embed.proj.weight)");
     int64_t V = q->v_hidden, I = q->v_inter, unit = (int64_t)q->merge * q->merge;
-    int64_t pdim = (int64_t)q->in_channels * q->t_patch * q->patch * q->patch;
-    vlm_tensor *pw = vlm_ld(&ld, 5, (const int64_t[]){V, q->in_channels, q->t_patch, q->patch, q->patch},
-                            "patch_embed.proj.weight");
-    if (pw) { /* the conv3d over one patch is a matmul with the flattened kernel */
-        pw->ndim = 2;
-        pw->shape[1] = pdim;
-        pw->stride[0] = pdim;
-        pw->stride[1] = 1;
-    }
-    q->patch_embed = pw;
+    q->patch_embed = vlm_ld_patch_embed(&ld, V, q->in_channels, q->t_patch, q->patch, "patch_embed.proj.weight");
     q->patch_embed_b = vlm_ld(&ld, VLM_SHAPE1(V), "patch_embed.proj.bias");
     q->pos_embed = vlm_ld(&ld, VLM_SHAPE2((int64_t)q->pos_side * q->pos_side, V), "pos_embed.weight");
     for (int b = 0; b < q->v_depth; b++) {
@@ -211,10 +188,10 @@ static vlm_status q3_load_vision(vlm_model *m, q3_model *q, vlm_error *err) {
 
 static int q3_is_moe_layer(const vlm_json *cfg, const q3_model *q, int l) {
     if (q->n_experts <= 0) return 0;
-    const vlm_json *only = q3_text_key(cfg, "mlp_only_layers");
+    const vlm_json *only = vlm_cfg_text(cfg, "mlp_only_layers");
     for (int i = 0; only && i < only->n; i++)
         if (vlm_json_int(vlm_json_at(only, i), -1) == l) return 0;
-    int step = (int)vlm_json_int(q3_text_key(cfg, "decoder_sparse_step"), 1);
+    int step = (int)vlm_json_int(vlm_cfg_text(cfg, "decoder_sparse_step"), 1);
     return step > 0 && (l + 1) % step == 0;
 }
 
@@ -258,7 +235,7 @@ static vlm_status q3_load(vlm_model *m, vlm_error *err) {
         if (moe && q3_load_moe(&ld, q, l, &q->moe[l]) != VLM_OK) return err->code;
     }
     int tied = vlm_json_bool(vlm_json_get(m->config, "tie_word_embeddings"), 0) ||
-               vlm_json_bool(q3_text_key(m->config, "tie_word_embeddings"), 0);
+               vlm_json_bool(vlm_cfg_text(m->config, "tie_word_embeddings"), 0);
     vlm_tensor *head = m->random_weights && tied ? NULL : vlm_weight_opt(m, "lm_head.weight");
     /* a tied checkpoint may still store lm_head; an untied one must */
     q->lm_head = head ? head : tied ? q->embed : vlm_weight(m, "lm_head.weight", VLM_SHAPE2(m->vocab_size, q->hidden), err);
@@ -309,7 +286,7 @@ typedef struct {
 } q3_layout;
 
 static vlm_status q3_make_layout(vlm_compute *c, const q3_model *q, const vlm_tensor *grid, int64_t n_rows, q3_layout *L) {
-    int m = q->merge, hd = q->v_hidden / q->v_heads, nf = hd / 4, nt = q->bicubic ? 4 : 2;
+    int m = q->merge, hd = q->v_hidden / q->v_heads, nt = q->bicubic ? 4 : 2;
     int64_t n = 0;
     for (int64_t g = 0; g < grid->shape[0]; g++) {
         int64_t t = vlm_get_i64(grid, g * 3), h = vlm_get_i64(grid, g * 3 + 1), w = vlm_get_i64(grid, g * 3 + 2);
@@ -349,12 +326,7 @@ static vlm_status q3_make_layout(vlm_compute *c, const q3_model *q, const vlm_te
                                 L->tap[k * L->n_taps + a * nt + b] = ty[a] * q->pos_side + tx[b];
                                 L->tap_w[k * L->n_taps + a * nt + b] = wy[a] * wx[b];
                             }
-                        for (int i = 0; i < 2 * nf; i++) {
-                            float ang = (float)(i < nf ? py : px) * inv[i < nf ? i : i - nf];
-                            float cv = (float)cos((double)ang), sv = (float)sin((double)ang);
-                            L->cos[k * hd + i] = L->cos[k * hd + 2 * nf + i] = cv;
-                            L->sin[k * hd + i] = L->sin[k * hd + 2 * nf + i] = sv;
-                        }
+                        vlm_vision_rope_2d(L->cos + k * hd, L->sin + k * hd, py, px, inv, hd);
                     }
     }
     return VLM_OK;
@@ -374,15 +346,9 @@ static vlm_tensor *q3_pos_embed(vlm_compute *c, const q3_model *q, const q3_layo
 
 static vlm_tensor *q3_vit_block_forward(vlm_compute *c, const q3_model *q, const q3_vit_block *B, vlm_tensor *x,
                                         vlm_tensor *cos, vlm_tensor *sin, const int32_t *seg) {
-    int64_t n = x->shape[0], V = q->v_hidden, H = q->v_heads, hd = V / H;
-    vlm_tensor *qkv = vlm_linear(c, vlm_layer_norm(c, x, B->norm1, B->norm1_b, 1e-6f), B->qkv, B->qkv_b);
-    vlm_tensor *qh = vlm_rope(c, vlm_split_last(c, vlm_slice(c, qkv, 1, 0, V), H, hd), cos, sin);
-    vlm_tensor *kh = vlm_rope(c, vlm_split_last(c, vlm_slice(c, qkv, 1, V, V), H, hd), cos, sin);
-    vlm_tensor *vh = vlm_split_last(c, vlm_slice(c, qkv, 1, 2 * V, V), H, hd);
-    vlm_attn_params p = {.scale = 1.0f / sqrtf((float)hd), .q_seg = seg, .k_seg = seg};
-    vlm_tensor *a = vlm_reshape_2d(c, vlm_attention(c, qh, kh, vh, &p), n, V);
-    x = vlm_add(c, x, vlm_linear(c, a, B->proj, B->proj_b));
-    vlm_tensor *h = vlm_layer_norm(c, x, B->norm2, B->norm2_b, 1e-6f);
+    vlm_tensor *h = vlm_layer_norm(c, x, B->norm1, B->norm1_b, 1e-6f);
+    x = vlm_add(c, x, vlm_vit_attention(c, h, B->qkv, B->qkv_b, B->proj, B->proj_b, q->v_heads, cos, sin, seg));
+    h = vlm_layer_norm(c, x, B->norm2, B->norm2_b, 1e-6f);
     h = vlm_linear(c, vlm_unary(c, vlm_linear(c, h, B->fc1, B->fc1_b), q->v_act), B->fc2, B->fc2_b);
     return vlm_add(c, x, h);
 }
@@ -451,56 +417,6 @@ static vlm_status q3_encode(vlm_model *m, vlm_compute *c, const vlm_features *f,
 
 /* ------------------------------------------------------------------ decoder */
 
-/* M-RoPE positions of ids[0..n): text advances the three streams together;
- * an image (or one video frame: Qwen3-VL's processor puts each frame in its
- * own span behind a timestamp) takes (t, h, w) = start + (frame, row, col)
- * over its merged grid, and the text after it starts at start + max(h, w).
- * As transformers 5 does, the 3D layout needs the processor's
- * mm_token_type_ids among the features; without it every token takes 1D
- * positions (so the same inputs give the same outputs). */
-static vlm_status q3_positions(vlm_compute *c, const q3_model *q, vlm_model *m, vlm_seq *s, const int32_t *ids, int n,
-                               const vlm_features *f, int64_t *pos3) {
-    const vlm_tensor *img_grid = vlm_features_get(f, "image_grid_thw"), *vid_grid = vlm_features_get(f, "video_grid_thw");
-    int64_t next = s->rope_pos;
-    int64_t img_k = 0, vid_k = 0, vid_f = 0; /* image grid; video grid and frame within it */
-    int mm = vlm_features_get(f, "mm_token_type_ids") != NULL;
-    for (int i = 0; i < n;) {
-        int is_img = mm && ids[i] == m->image_token_id, is_vid = mm && ids[i] == m->video_token_id;
-        if (!is_img && !is_vid) {
-            pos3[i] = pos3[n + i] = pos3[2 * n + i] = next++;
-            i++;
-            continue;
-        }
-        const vlm_tensor *grid = is_img ? img_grid : vid_grid;
-        int64_t k = is_img ? img_k : vid_k;
-        if (!grid || grid->ndim != 2 || grid->shape[1] != 3 || k >= grid->shape[0])
-            return vlm_error_set(&c->err, VLM_ERR_ARG, "more %s placeholder runs than %s grids", is_img ? "image" : "video",
-                                 is_img ? "image" : "video");
-        int64_t t = vlm_get_i64(grid, k * 3), h = vlm_get_i64(grid, k * 3 + 1) / q->merge,
-                w = vlm_get_i64(grid, k * 3 + 2) / q->merge;
-        if (is_img) img_k++;
-        else {
-            if (++vid_f >= t) { vid_k++; vid_f = 0; }
-            t = 1;
-        }
-        if (t <= 0 || h <= 0 || w <= 0 || i + t * h * w > n)
-            return vlm_error_set(&c->err, VLM_ERR_ARG, "%s run of %lld tokens is cut off by the end of the input",
-                                 is_img ? "image" : "video", (long long)(t * h * w));
-        for (int64_t ft = 0; ft < t; ft++)
-            for (int64_t y = 0; y < h; y++)
-                for (int64_t x = 0; x < w; x++, i++) {
-                    if (ids[i] != (is_img ? m->image_token_id : m->video_token_id))
-                        return vlm_error_set(&c->err, VLM_ERR_ARG, "placeholder run shorter than its grid");
-                    pos3[i] = next + ft;
-                    pos3[n + i] = next + y;
-                    pos3[2 * n + i] = next + x;
-                }
-        next += h > w ? h : w;
-    }
-    s->rope_pos = next;
-    return VLM_OK;
-}
-
 /* Sparse MoE MLP on h [n, hidden]: softmax router, top-k, weights renormalized
  * to sum 1, weighted sum of the chosen experts' SwiGLU. Routing runs on the
  * host (n × E floats); the experts run grouped by expert in vlm_matmul_id. */
@@ -557,29 +473,25 @@ static vlm_status q3_forward(vlm_model *m, vlm_seq *s, const int32_t *ids, int n
     q3_model *q = (q3_model *)m->impl;
     vlm_compute *c = &s->c;
     *logits = NULL;
-    if (n <= 0) return vlm_error_set(&c->err, VLM_ERR_ARG, "no tokens to run");
-    if (s->n_past + n > s->n_ctx)
-        return vlm_error_set(&c->err, VLM_ERR_CONTEXT, "%d tokens after %d exceed the context of %d", n, s->n_past, s->n_ctx);
-    for (int i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= m->vocab_size)
-            return vlm_error_set(&c->err, VLM_ERR_ARG, "token id %d outside the vocabulary of %d", ids[i], m->vocab_size);
-    int hd = q->hp.head_dim;
-    int64_t *pos3 = (int64_t *)vlm_arena_alloc(&c->arena, sizeof(int64_t) * 3 * (size_t)n);
-    int32_t *pos = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n);
+    int64_t saved_rope = s->rope_pos;
+    int32_t *pos = NULL;
+    vlm_tensor *cos = NULL, *sin = NULL;
+    /* M-RoPE: text advances the three streams together; an image (or one
+     * video frame: Qwen3-VL's processor puts each frame in its own span behind
+     * a timestamp) takes (t, h, w) = start + (frame, row, col) over its merged
+     * grid, and the text after it starts at start + max(h, w). As transformers
+     * 5 does, the 3D layout needs the processor's mm_token_type_ids among the
+     * features; without it every token takes 1D positions. */
+    int mm = vlm_features_get(f, "mm_token_type_ids") != NULL;
+    vlm_mrope_spec sp = {.image_token = mm ? m->image_token_id : -1, .video_token = mm ? m->video_token_id : -1,
+                         .merge = q->merge, .image_grid = vlm_features_get(f, "image_grid_thw"),
+                         .video_grid = vlm_features_get(f, "video_grid_thw"), .image_tscale = 1.0f,
+                         .video_frame_spans = 1};
+    vlm_status st = vlm_mrope_begin(s, &sp, ids, n, q->hp.head_dim, q->theta, q->mrope_section, 1, &pos, &cos, &sin);
+    if (st != VLM_OK) return st;
     int32_t *vdst = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n);
     int32_t *vsrc = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n);
-    float *cosv = (float *)vlm_arena_alloc(&c->arena, sizeof(float) * (size_t)n * hd);
-    float *sinv = (float *)vlm_arena_alloc(&c->arena, sizeof(float) * (size_t)n * hd);
-    if (!pos3 || !pos || !vdst || !vsrc || !cosv || !sinv) return vlm_error_set(&c->err, VLM_ERR_OOM, "out of memory");
-    int64_t saved_rope = s->rope_pos;
-    vlm_status st = q3_positions(c, q, m, s, ids, n, f, pos3);
-    if (st != VLM_OK) return st;
-    for (int i = 0; i < n; i++) pos[i] = s->n_past + i;
-    float inv[512];
-    vlm_rope_inv_freq(inv, hd, q->theta);
-    vlm_mrope_table(cosv, sinv, pos3, n, inv, hd / 2, q->mrope_section, 1);
-    vlm_tensor *cos = vlm_from_host(c, VLM_F32, 2, (const int64_t[]){n, hd}, cosv);
-    vlm_tensor *sin = vlm_from_host(c, VLM_F32, 2, (const int64_t[]){n, hd}, sinv);
+    if (!vdst || !vsrc) { vlm_error_set(&c->err, VLM_ERR_OOM, "out of memory"); goto fail; }
 
     /* DeepStack: the visual positions and their rows, counted as vlm_embed_tokens counts them */
     int64_t n_vis = 0, n_img = vision ? vision->n_image_tokens : 0, img_r = 0, vid_r = 0;
