@@ -879,12 +879,12 @@ static vlm_status cpu_mm(cpu_ctx *ctx, int64_t M, int64_t N, int64_t K, const fl
         cpu_parallel(ctx, N, min_n, cpu_gemv_fn, &A);
         return VLM_OK;
     }
-    /* Tiles: nb rows of w (at most 2 MB of f32, at most 512) times mb rows of
+    /* Tiles: nb rows of w (128..512, about 8 MB of f32) times mb rows of
      * x. The tiling must not depend on the thread count so that results are
      * identical for any n_threads. */
-    int64_t nb = ((int64_t)1 << 19) / K;
+    int64_t nb = ((int64_t)1 << 21) / K;
     if (nb > 512) nb = 512;
-    if (nb < 64) nb = 64;
+    if (nb < 128) nb = 128;
     nb &= ~(int64_t)15;
     if (nb >= N) nb = N;
     A.nb = nb;
