@@ -388,3 +388,47 @@ vlm_status vlm_mrope_begin(vlm_seq *s, const vlm_mrope_spec *sp, const int32_t *
     s->rope_pos = next;
     return VLM_OK;
 }
+
+int64_t vlm_qwen_grid_patches(vlm_compute *c, const vlm_tensor *pixels, int64_t pdim, const vlm_tensor *grid, int merge) {
+    int64_t n = 0;
+    if (pixels->ndim != 2 || pixels->shape[1] != pdim || grid->ndim != 2 || grid->shape[1] != 3) {
+        vlm_error_set(&c->err, VLM_ERR_ARG, "pixel values must be [n, %lld] with grid_thw [k, 3]", (long long)pdim);
+        c->failed = 1;
+        return -1;
+    }
+    for (int64_t g = 0; g < grid->shape[0]; g++) {
+        int64_t t = vlm_get_i64(grid, g * 3), h = vlm_get_i64(grid, g * 3 + 1), w = vlm_get_i64(grid, g * 3 + 2);
+        if (t <= 0 || h <= 0 || w <= 0 || h % merge || w % merge || t * h * w > (1 << 24)) {
+            vlm_error_set(&c->err, VLM_ERR_ARG, "bad grid_thw (%lld, %lld, %lld)", (long long)t, (long long)h, (long long)w);
+            c->failed = 1;
+            return -1;
+        }
+        n += t * h * w;
+    }
+    if (n != pixels->shape[0]) {
+        vlm_error_set(&c->err, VLM_ERR_ARG, "grid_thw covers %lld patches, pixel_values has %lld rows", (long long)n,
+                      (long long)pixels->shape[0]);
+        c->failed = 1;
+        return -1;
+    }
+    return n;
+}
+
+vlm_status vlm_qwen_encode(vlm_compute *c, const void *model, vlm_qwen_tower_fn tower, int n_extra,
+                           const vlm_features *f, vlm_vision_out *out) {
+    memset(out, 0, sizeof *out);
+    if (n_extra < 0 || n_extra > 8) return vlm_error_set(&c->err, VLM_ERR_ARG, "%d side outputs", n_extra);
+    const vlm_tensor *img = vlm_features_get(f, "pixel_values"), *img_grid = vlm_features_get(f, "image_grid_thw");
+    const vlm_tensor *vid = vlm_features_get(f, "pixel_values_videos"), *vid_grid = vlm_features_get(f, "video_grid_thw");
+    if ((img && !img_grid) || (vid && !vid_grid))
+        return vlm_error_set(&c->err, VLM_ERR_ARG, "pixel values without their grid_thw");
+    vlm_tensor *ix[8] = {0}, *vx[8] = {0};
+    vlm_tensor *ie = img ? tower(c, model, img, img_grid, ix) : NULL;
+    vlm_tensor *ve = vid ? tower(c, model, vid, vid_grid, vx) : NULL;
+    if (c->failed || (!ie && !ve)) return c->err.code ? c->err.code : vlm_error_set(&c->err, VLM_ERR_ARG, "no images given");
+    out->n_image_tokens = ie ? ie->shape[0] : 0;
+    out->embeds = ie && ve ? vlm_concat(c, ie, ve, 0) : ie ? ie : ve;
+    out->n_extra = n_extra;
+    for (int i = 0; i < n_extra; i++) out->extra[i] = ie && ve ? vlm_concat(c, ix[i], vx[i], 0) : ie ? ix[i] : vx[i];
+    return out->embeds ? VLM_OK : c->err.code;
+}

@@ -163,4 +163,19 @@ vlm_status vlm_forward_check(vlm_seq *s, const int32_t *ids, int n);
  * theta (sections contiguous or interleaved, see vlm_mrope_table). */
 vlm_status vlm_mrope_begin(vlm_seq *s, const vlm_mrope_spec *sp, const int32_t *ids, int n, int head_dim, float theta,
                            const int *section, int interleaved, int32_t **pos, vlm_tensor **cos, vlm_tensor **sin);
+
+/* Qwen-style vision inputs: pixels [n, pdim] with grid [k, 3] of (t, h, w)
+ * patches, h and w multiples of merge, covering the n rows. Returns n, or
+ * -1 with the error recorded (c->failed set). */
+int64_t vlm_qwen_grid_patches(vlm_compute *c, const vlm_tensor *pixels, int64_t pdim, const vlm_tensor *grid, int merge);
+
+/* A Qwen-style vision tower on one pixels/grid pair: merged rows in prompt
+ * order, and its side outputs in extra[] (same rows). */
+typedef vlm_tensor *(*vlm_qwen_tower_fn)(vlm_compute *c, const void *model, const vlm_tensor *pixels,
+                                         const vlm_tensor *grid, vlm_tensor **extra);
+/* Runs the tower on the images (pixel_values, image_grid_thw), then the
+ * videos (pixel_values_videos, video_grid_thw): out->embeds holds the image
+ * rows then the video rows, each of the n_extra out->extra[i] likewise. */
+vlm_status vlm_qwen_encode(vlm_compute *c, const void *model, vlm_qwen_tower_fn tower, int n_extra,
+                           const vlm_features *f, vlm_vision_out *out);
 #endif

@@ -152,20 +152,9 @@ typedef struct {
     float *cos, *sin;      /* [n, head_dim] in windowed order */
 } q25_layout;
 
-static vlm_status q25_make_layout(vlm_compute *c, const q25_model *q, const vlm_tensor *grid, int64_t n_rows,
-                                  q25_layout *L) {
+static vlm_status q25_make_layout(vlm_compute *c, const q25_model *q, const vlm_tensor *grid, int64_t n, q25_layout *L) {
     int m = q->merge, unit = m * m, hd = q->v_hidden / q->v_heads;
     int vws = q->window / m / q->patch; /* window side in merged units */
-    int64_t n = 0;
-    for (int64_t g = 0; g < grid->shape[0]; g++) {
-        int64_t t = vlm_get_i64(grid, g * 3), h = vlm_get_i64(grid, g * 3 + 1), w = vlm_get_i64(grid, g * 3 + 2);
-        if (t <= 0 || h <= 0 || w <= 0 || h % m || w % m || t * h * w > (1 << 24))
-            return vlm_error_set(&c->err, VLM_ERR_ARG, "bad grid_thw (%lld, %lld, %lld)", (long long)t, (long long)h, (long long)w);
-        n += t * h * w;
-    }
-    if (n != n_rows)
-        return vlm_error_set(&c->err, VLM_ERR_ARG, "grid_thw covers %lld patches, pixel_values has %lld rows",
-                             (long long)n, (long long)n_rows);
     L->n = n;
     L->order = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n);
     L->unorder = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)(n / unit));
@@ -214,16 +203,15 @@ static vlm_tensor *q25_vit_block_forward(vlm_compute *c, const q25_model *q, con
 }
 
 /* pixels [n, C*T*P*P] host f32/f16/bf16, grid [k, 3] -> merged embeddings [n/unit, hidden]. */
-static vlm_tensor *q25_vision(vlm_compute *c, const q25_model *q, const vlm_tensor *pixels, const vlm_tensor *grid) {
+static vlm_tensor *q25_vision(vlm_compute *c, const void *model, const vlm_tensor *pixels, const vlm_tensor *grid,
+                              vlm_tensor **extra) {
+    const q25_model *q = (const q25_model *)model;
     int unit = q->merge * q->merge, hd = q->v_hidden / q->v_heads;
-    int64_t pdim = q->patch_embed->shape[1];
-    if (pixels->ndim != 2 || pixels->shape[1] != pdim || grid->ndim != 2 || grid->shape[1] != 3) {
-        vlm_error_set(&c->err, VLM_ERR_ARG, "pixel values must be [n, %lld] with grid_thw [k, 3]", (long long)pdim);
-        c->failed = 1;
-        return NULL;
-    }
+    (void)extra;
+    int64_t n_rows = vlm_qwen_grid_patches(c, pixels, q->patch_embed->shape[1], grid, q->merge);
     q25_layout L = {0};
-    if (q25_make_layout(c, q, grid, pixels->shape[0], &L) != VLM_OK) { c->failed = 1; return NULL; }
+    if (n_rows < 0) return NULL;
+    if (q25_make_layout(c, q, grid, n_rows, &L) != VLM_OK) { c->failed = 1; return NULL; }
     int64_t n = L.n;
     vlm_tensor *px = vlm_from_host(c, pixels->dtype, 2, pixels->shape, pixels->data);
     vlm_tensor *order = vlm_from_host(c, VLM_I32, 1, &n, L.order);
@@ -248,18 +236,7 @@ static vlm_tensor *q25_vision(vlm_compute *c, const q25_model *q, const vlm_tens
 }
 
 static vlm_status q25_encode(vlm_model *m, vlm_compute *c, const vlm_features *f, vlm_vision_out *out) {
-    const q25_model *q = (const q25_model *)m->impl;
-    memset(out, 0, sizeof *out);
-    const vlm_tensor *img = vlm_features_get(f, "pixel_values"), *img_grid = vlm_features_get(f, "image_grid_thw");
-    const vlm_tensor *vid = vlm_features_get(f, "pixel_values_videos"), *vid_grid = vlm_features_get(f, "video_grid_thw");
-    if ((img && !img_grid) || (vid && !vid_grid))
-        return vlm_error_set(&c->err, VLM_ERR_ARG, "pixel values without their grid_thw");
-    vlm_tensor *ie = img ? q25_vision(c, q, img, img_grid) : NULL;
-    vlm_tensor *ve = vid ? q25_vision(c, q, vid, vid_grid) : NULL;
-    if (c->failed || (!ie && !ve)) return c->err.code ? c->err.code : vlm_error_set(&c->err, VLM_ERR_ARG, "no images given");
-    out->n_image_tokens = ie ? ie->shape[0] : 0;
-    out->embeds = ie && ve ? vlm_concat(c, ie, ve, 0) : ie ? ie : ve;
-    return out->embeds ? VLM_OK : c->err.code;
+    return vlm_qwen_encode(c, m->impl, q25_vision, 0, f, out);
 }
 
 /* ------------------------------------------------------------------ decoder */

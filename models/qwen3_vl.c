@@ -285,18 +285,8 @@ typedef struct {
     float *cos, *sin;      /* [n, head_dim] 2D RoPE */
 } q3_layout;
 
-static vlm_status q3_make_layout(vlm_compute *c, const q3_model *q, const vlm_tensor *grid, int64_t n_rows, q3_layout *L) {
+static vlm_status q3_make_layout(vlm_compute *c, const q3_model *q, const vlm_tensor *grid, int64_t n, q3_layout *L) {
     int m = q->merge, hd = q->v_hidden / q->v_heads, nt = q->bicubic ? 4 : 2;
-    int64_t n = 0;
-    for (int64_t g = 0; g < grid->shape[0]; g++) {
-        int64_t t = vlm_get_i64(grid, g * 3), h = vlm_get_i64(grid, g * 3 + 1), w = vlm_get_i64(grid, g * 3 + 2);
-        if (t <= 0 || h <= 0 || w <= 0 || h % m || w % m || t * h * w > (1 << 24))
-            return vlm_error_set(&c->err, VLM_ERR_ARG, "bad grid_thw (%lld, %lld, %lld)", (long long)t, (long long)h, (long long)w);
-        n += t * h * w;
-    }
-    if (n != n_rows)
-        return vlm_error_set(&c->err, VLM_ERR_ARG, "grid_thw covers %lld patches, pixel_values has %lld rows",
-                             (long long)n, (long long)n_rows);
     L->n = n;
     L->n_taps = (int64_t)nt * nt;
     L->frame = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n);
@@ -365,17 +355,14 @@ static vlm_tensor *q3_merge(vlm_compute *c, const q3_model *q, const q3_merger *
 
 /* pixels [n, C*T*P*P], grid [k, 3] -> merged embeddings [n/unit, hidden] in
  * prompt order, and the DeepStack features deep[i] of the same shape. */
-static vlm_tensor *q3_vision(vlm_compute *c, const q3_model *q, const vlm_tensor *pixels, const vlm_tensor *grid,
+static vlm_tensor *q3_vision(vlm_compute *c, const void *model, const vlm_tensor *pixels, const vlm_tensor *grid,
                              vlm_tensor **deep) {
+    const q3_model *q = (const q3_model *)model;
     int unit = q->merge * q->merge, hd = q->v_hidden / q->v_heads;
-    int64_t pdim = q->patch_embed->shape[1];
-    if (pixels->ndim != 2 || pixels->shape[1] != pdim || grid->ndim != 2 || grid->shape[1] != 3) {
-        vlm_error_set(&c->err, VLM_ERR_ARG, "pixel values must be [n, %lld] with grid_thw [k, 3]", (long long)pdim);
-        c->failed = 1;
-        return NULL;
-    }
+    int64_t n_rows = vlm_qwen_grid_patches(c, pixels, q->patch_embed->shape[1], grid, q->merge);
     q3_layout L = {0};
-    if (q3_make_layout(c, q, grid, pixels->shape[0], &L) != VLM_OK) { c->failed = 1; return NULL; }
+    if (n_rows < 0) return NULL;
+    if (q3_make_layout(c, q, grid, n_rows, &L) != VLM_OK) { c->failed = 1; return NULL; }
     int64_t n = L.n;
     for (int i = 0; i < q->n_deep; i++) deep[i] = vlm_new_2d(c, VLM_F32, n / unit, q->v_out);
     vlm_tensor *px = vlm_from_host(c, pixels->dtype, 2, pixels->shape, pixels->data);
@@ -396,23 +383,8 @@ static vlm_tensor *q3_vision(vlm_compute *c, const q3_model *q, const vlm_tensor
 }
 
 static vlm_status q3_encode(vlm_model *m, vlm_compute *c, const vlm_features *f, vlm_vision_out *out) {
-    const q3_model *q = (const q3_model *)m->impl;
-    memset(out, 0, sizeof *out);
-    const vlm_tensor *img = vlm_features_get(f, "pixel_values"), *img_grid = vlm_features_get(f, "image_grid_thw");
-    const vlm_tensor *vid = vlm_features_get(f, "pixel_values_videos"), *vid_grid = vlm_features_get(f, "video_grid_thw");
-    if ((img && !img_grid) || (vid && !vid_grid))
-        return vlm_error_set(&c->err, VLM_ERR_ARG, "pixel values without their grid_thw");
-    vlm_tensor *img_deep[Q3_MAX_DEEP] = {0}, *vid_deep[Q3_MAX_DEEP] = {0};
-    vlm_tensor *ie = img ? q3_vision(c, q, img, img_grid, img_deep) : NULL;
-    vlm_tensor *ve = vid ? q3_vision(c, q, vid, vid_grid, vid_deep) : NULL;
-    if (c->failed || (!ie && !ve)) return c->err.code ? c->err.code : vlm_error_set(&c->err, VLM_ERR_ARG, "no images given");
-    out->n_image_tokens = ie ? ie->shape[0] : 0;
-    out->embeds = ie && ve ? vlm_concat(c, ie, ve, 0) : ie ? ie : ve;
-    /* DeepStack rows in the same order as embeds: images, then videos */
-    out->n_extra = q->n_deep;
-    for (int i = 0; i < q->n_deep; i++)
-        out->extra[i] = ie && ve ? vlm_concat(c, img_deep[i], vid_deep[i], 0) : ie ? img_deep[i] : vid_deep[i];
-    return out->embeds ? VLM_OK : c->err.code;
+    /* DeepStack features ride along in out->extra, in the rows' order */
+    return vlm_qwen_encode(c, m->impl, q3_vision, ((const q3_model *)m->impl)->n_deep, f, out);
 }
 
 /* ------------------------------------------------------------------ decoder */
