@@ -82,6 +82,20 @@ static void tc_free(tconv *o) {
     o->n = 0;
 }
 
+/* Rounds every f32 tensor to bf16 (as a bf16 checkpoint stores them). */
+static void tc_to_bf16(tconv *o) {
+    for (int i = 0; i < o->n; i++) {
+        vlm_tensor *t = &o->t[i];
+        if (t->dtype != VLM_F32) continue;
+        int64_t n = vlm_nelem(t);
+        uint16_t *b = (uint16_t *)malloc(sizeof(uint16_t) * (size_t)(n ? n : 1));
+        for (int64_t k = 0; k < n; k++) b[k] = vlm_f32_to_bf16(((const float *)t->data)[k]);
+        *t = vlm_tensor_make(VLM_BF16, t->ndim, t->shape, b);
+        free(o->own[i]);
+        o->own[i] = b;
+    }
+}
+
 static int tc_write(tconv *o, const char *path) {
     const vlm_tensor *ts[512];
     for (int i = 0; i < o->n; i++) ts[i] = &o->t[i];
@@ -137,7 +151,7 @@ static vlm_json *t_load_json(const char *dir, const char *file) {
 
 /* Writes the original-layout model of the HF model in src to dst (created).
  * drop_post_norm: leave out the final vision LayerNorm (as real checkpoints). */
-static int t_convert(const char *src, const char *dst, int drop_post_norm) {
+static int t_convert(const char *src, const char *dst, int drop_post_norm, int bf16) {
     vlm_safetensors st;
     vlm_error err = {0};
     if (vlm_st_open(&st, src, &err) != VLM_OK) { fprintf(stderr, "%s\n", err.msg); return 0; }
@@ -179,6 +193,7 @@ static int t_convert(const char *src, const char *dst, int drop_post_norm) {
     }
     char path[1024];
     snprintf(path, sizeof path, "%s/model.safetensors", dst);
+    if (bf16) tc_to_bf16(&o);
     ok = ok && tc_write(&o, path);
     tc_free(&o);
     vlm_st_close(&st);
@@ -385,15 +400,17 @@ static float t_diff(const t_run *a, const t_run *b) {
 }
 
 static void t_case(const char *name) {
-    char case_dir[512], hf[600], tmp[] = "/tmp/vlm_ivl_XXXXXX", orig[600], orig2[600], hf2[600];
+    char case_dir[512], hf[600], tmp[] = "/tmp/vlm_ivl_XXXXXX", orig[600], orig2[600], orig3[600], hf2[600];
     snprintf(case_dir, sizeof case_dir, "tests/golden/%s", name);
     snprintf(hf, sizeof hf, "%s/model", case_dir);
     CHECK(mkdtemp(tmp) != NULL, "mkdtemp: %s", strerror(errno));
     snprintf(orig, sizeof orig, "%s/orig", tmp);
     snprintf(orig2, sizeof orig2, "%s/orig_nonorm", tmp);
     snprintf(hf2, sizeof hf2, "%s/hf_nonorm", tmp);
-    CHECK(t_convert(hf, orig, 0), "%s: convert", name);
-    CHECK(t_convert(hf, orig2, 1), "%s: convert without final norm", name);
+    snprintf(orig3, sizeof orig3, "%s/orig_bf16", tmp);
+    CHECK(t_convert(hf, orig, 0, 0), "%s: convert", name);
+    CHECK(t_convert(hf, orig2, 1, 0), "%s: convert without final norm", name);
+    CHECK(t_convert(hf, orig3, 0, 1), "%s: convert to bf16", name);
     CHECK(t_hf_no_post_norm(hf, hf2), "%s: HF copy without final norm", name);
 
     t_run a = t_run_case(hf, case_dir, 0), b = t_run_case(orig, case_dir, 0);
@@ -411,6 +428,14 @@ static void t_case(const char *name) {
     CHECK(c.ok && d.ok && t_diff(&c, &d) <= 1e-5f, "%s: no-final-norm layouts differ", name);
     CHECK(c.logit_err > 1e-3f, "%s: dropping the final norm should change the output", name);
 
+    /* bf16 weights: no reference for them, but rounding the weights must
+     * move the logits only a little (reading bf16 wrongly would not). */
+    t_run h = t_run_case(orig3, case_dir, 0);
+    printf("%s with bf16 weights: vision %.3g logits %.3g from the f32 reference, tokens %d/%d\n", name, h.vis_err,
+           h.logit_err, h.gen_match, h.n_gen);
+    CHECK(h.ok && h.vis_err < 0.05f && h.logit_err < 0.1f, "%s: bf16 weights far from the f32 reference", name);
+    free(h.logits);
+
     /* Tiles of 28 px (2x2 patches) take bicubic-resized position embeddings. */
     t_run e = t_run_case(hf, case_dir, 28), g = t_run_case(orig, case_dir, 28);
     CHECK(e.ok && g.ok, "%s: 28-px tiles should run (got %d %d)", name, e.ok, g.ok);
@@ -422,7 +447,7 @@ static void t_case(const char *name) {
 }
 
 int main(int argc, char **argv) {
-    if (argc == 4 && !strcmp(argv[1], "--convert")) return t_convert(argv[2], argv[3], 0) ? 0 : 1;
+    if (argc == 4 && !strcmp(argv[1], "--convert")) return t_convert(argv[2], argv[3], 0, 0) ? 0 : 1;
     t_case("internvl");
     t_case("internvl_qwen3");
     TEST_MAIN_END();
