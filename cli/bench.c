@@ -60,6 +60,7 @@ static int bench_idefics3_vision(vlm_model *m, int w, int h, int tiles, double *
         double aspect = (double)w / h;
         if (w >= h) { w = longest; h = (int)(w / aspect); h += h % 2; }
         else { h = longest; w = (int)(h * aspect); w += w % 2; }
+        aspect = (double)w / h; /* of the resized image, as the processor recomputes it */
         if (w >= h) { w = (w + tile - 1) / tile * tile; h = (int)(w / aspect); h = (h + tile - 1) / tile * tile; }
         else { h = (h + tile - 1) / tile * tile; w = (int)(h * aspect); w = (w + tile - 1) / tile * tile; }
         tiles = split && (w > tile || h > tile) ? (w / tile) * (h / tile) + 1 : 1;
