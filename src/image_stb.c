@@ -1,0 +1,95 @@
+/* Image decoding through stb_image (Debian libstb-dev header). The stb
+ * implementation is compiled here with static linkage, so the library and the
+ * single-header amalgamation need no -lstb and never clash with a caller's
+ * own copy of stb_image. */
+#include "vlm.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STB_IMAGE_STATIC
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_NO_STDIO          /* files are read by vlm_image_load */
+#define STBI_ASSERT(x) ((void)0) /* never abort on malformed input */
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#pragma GCC diagnostic ignored "-Wtype-limits"
+#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
+#pragma GCC diagnostic ignored "-Wmisleading-indentation"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#endif
+#include <stb/stb_image.h>
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+/* stb_image 2.27 declares stbi_set_unpremultiply_on_load_thread static but
+ * defines it under another name; gcc reports that at the end of the
+ * translation unit, so the (harmless) warning stays off from here on. */
+#pragma GCC diagnostic ignored "-Wunused-function"
+#endif
+
+vlm_status vlm_image_decode(vlm_image *img, const void *data, size_t len, vlm_error *err) {
+    memset(img, 0, sizeof *img);
+    if (!data || len == 0) return vlm_error_set(err, VLM_ERR_FORMAT, "image: empty input");
+    if (len > INT_MAX) return vlm_error_set(err, VLM_ERR_FORMAT, "image: encoded data too large (%zu bytes)", len);
+    int w = 0, h = 0, comp = 0;
+    if (!stbi_info_from_memory((const stbi_uc *)data, (int)len, &w, &h, &comp))
+        return vlm_error_set(err, VLM_ERR_FORMAT, "image: unrecognized or corrupt image (%s)", stbi_failure_reason());
+    if (w <= 0 || h <= 0) return vlm_error_set(err, VLM_ERR_FORMAT, "image: zero-size image (%dx%d)", w, h);
+    if ((long long)w * h > VLM_IMAGE_MAX_PIXELS)
+        return vlm_error_set(err, VLM_ERR_FORMAT, "image: %dx%d exceeds the %lld-pixel limit", w, h,
+                             (long long)VLM_IMAGE_MAX_PIXELS);
+    stbi_uc *px = stbi_load_from_memory((const stbi_uc *)data, (int)len, &w, &h, &comp, 3);
+    if (!px) return vlm_error_set(err, VLM_ERR_FORMAT, "image: decode failed (%s)", stbi_failure_reason());
+    if (w <= 0 || h <= 0) {
+        stbi_image_free(px);
+        return vlm_error_set(err, VLM_ERR_FORMAT, "image: zero-size image (%dx%d)", w, h);
+    }
+    /* stb allocates with malloc; hand the buffer over as an owned image */
+    img->width = w;
+    img->height = h;
+    img->stride = w * 3;
+    img->rgb = px;
+    img->owned = 1;
+    return VLM_OK;
+}
+
+vlm_status vlm_image_load(vlm_image *img, const char *path, vlm_error *err) {
+    memset(img, 0, sizeof *img);
+    FILE *f = fopen(path, "rb");
+    if (!f) return vlm_error_set(err, VLM_ERR_IO, "image: cannot open %s: %s", path, strerror(errno));
+    unsigned char *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 1 << 16;
+            if (nc > (size_t)INT_MAX) { free(buf); fclose(f); return vlm_error_set(err, VLM_ERR_FORMAT, "image: %s is too large", path); }
+            unsigned char *nb = realloc(buf, nc);
+            if (!nb) { free(buf); fclose(f); return vlm_error_set(err, VLM_ERR_OOM, "image: out of memory reading %s", path); }
+            buf = nb;
+            cap = nc;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (r == 0) break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) { free(buf); return vlm_error_set(err, VLM_ERR_IO, "image: read error on %s", path); }
+    vlm_status s = vlm_image_decode(img, buf, n, err);
+    free(buf);
+    if (s != VLM_OK && err && err->code == s) {
+        /* prefix the file name to the decoder's message */
+        char tmp[sizeof err->msg];
+        memcpy(tmp, err->msg, sizeof tmp);
+        int k = snprintf(err->msg, sizeof err->msg, "%.200s: ", path);
+        if (k > 0 && (size_t)k < sizeof err->msg) memcpy(err->msg + k, tmp, sizeof err->msg - (size_t)k - 1);
+        err->msg[sizeof err->msg - 1] = 0;
+    }
+    return s;
+}
