@@ -1058,7 +1058,11 @@ static jj_node *jj_parse_body(jj_parser *p, const char *const *ends, int *which)
             jj_node_add(p, body, jj_parse_stmt(p, t));
         }
     }
-    if (ends && !p->c->failed) jj_fail(p->c, "missing {%% %s %%}", ends[0]);
+    if (ends && !p->c->failed) {
+        int last = 0;
+        while (ends[last + 1]) last++;
+        jj_fail(p->c, "missing {%% %s %%}", ends[last]);
+    }
     return body;
 }
 

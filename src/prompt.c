@@ -159,3 +159,15 @@ vlm_status vlm_expand_media(vlm_prompt_family fam, const char *prompt, const vlm
     *out = b.p ? b.p : calloc(1, 1);
     return *out ? VLM_OK : vlm_error_set(err, VLM_ERR_OOM, "out of memory");
 }
+
+vlm_status vlm_build_prompt(const vlm_tokenizer *tok, vlm_prompt_family fam, const vlm_chat_msg *msgs, int n_msgs,
+                            const vlm_media_info *media, int n_media, int add_generation_prompt,
+                            vlm_tokens *out, vlm_error *err) {
+    char *text = NULL, *expanded = NULL;
+    vlm_status st = vlm_tokenizer_chat(tok, msgs, n_msgs, add_generation_prompt, &text, err);
+    if (!st) st = vlm_expand_media(fam, text, media, n_media, &expanded, err);
+    if (!st) st = vlm_tokenize(tok, expanded, strlen(expanded), 0, out, err);
+    free(text);
+    free(expanded);
+    return st;
+}

@@ -121,6 +121,7 @@ struct vlm_tokenizer {
     tok_dec dec[TOK_MAX_STEPS]; int n_dec;
     int32_t post_prefix[8], post_suffix[8];
     int n_post_prefix, n_post_suffix;
+    int has_template_post; /* post_processor is a TemplateProcessing */
     /* tokenizer_config.json */
     vlm_tokenizer_info info;
     char *bos_str, *eos_str, *chat_template;
@@ -409,6 +410,7 @@ static vlm_status tok_load_post(vlm_tokenizer *t, const vlm_json *j, vlm_error *
     if (!single || single->type != VLM_JSON_ARRAY)
         return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: TemplateProcessing without single");
     int seen_seq = 0;
+    t->has_template_post = 1;
     t->n_post_prefix = t->n_post_suffix = 0;
     for (int i = 0; i < single->n; i++) {
         const vlm_json *it = &single->items[i];
@@ -468,6 +470,12 @@ static vlm_status tok_load_config(vlm_tokenizer *t, const vlm_json *cfg, vlm_err
                 ct = vlm_json_str(vlm_json_get(&a->items[i], "template"), NULL);
     }
     if (ct) { free(t->chat_template); t->chat_template = tok_strndup(ct, strlen(ct)); }
+    /* Without a TemplateProcessing post-processor, add_bos_token / add_eos_token decide. */
+    if (!t->has_template_post) {
+        t->n_post_prefix = t->n_post_suffix = 0;
+        if (t->info.add_bos && t->info.bos_id >= 0) t->post_prefix[t->n_post_prefix++] = t->info.bos_id;
+        if (t->info.add_eos && t->info.eos_id >= 0) t->post_suffix[t->n_post_suffix++] = t->info.eos_id;
+    }
     return VLM_OK;
 }
 
@@ -761,6 +769,14 @@ vlm_tokenizer_info vlm_tokenizer_get_info(const vlm_tokenizer *t) {
     i.eos_token = t->eos_str ? t->eos_str : "";
     i.chat_template = t->chat_template;
     return i;
+}
+
+vlm_status vlm_tokenizer_set_chat_template(vlm_tokenizer *t, const char *src, vlm_error *err) {
+    char *c = src ? tok_strndup(src, strlen(src)) : NULL;
+    if (src && !c) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    free(t->chat_template);
+    t->chat_template = c;
+    return VLM_OK;
 }
 
 /* ------------------------------------------------------------------ pre-tokenizer matchers */

@@ -69,6 +69,8 @@ typedef struct vlm_tokenizer_info {
     const char *chat_template;         /* NULL when none was found */
 } vlm_tokenizer_info;
 vlm_tokenizer_info vlm_tokenizer_get_info(const vlm_tokenizer *tok);
+/* Replaces the chat template (e.g. with a model directory's chat_template.json). */
+vlm_status vlm_tokenizer_set_chat_template(vlm_tokenizer *tok, const char *template_src, vlm_error *err);
 
 /* Decoding. VLM_DETOK_SKIP_SPECIAL drops special tokens. Output is UTF-8;
  * invalid byte sequences become U+FFFD. *out is malloc'd and NUL-terminated. */
@@ -171,6 +173,13 @@ typedef struct vlm_media_info {
  * The result is text whose special tokens vlm_tokenize then matches. *out is malloc'd. */
 vlm_status vlm_expand_media(vlm_prompt_family fam, const char *prompt, const vlm_media_info *media,
                             int n_media, char **out, vlm_error *err);
+/* The whole chain: renders the tokenizer's chat template for the messages
+ * (bos/eos from its config), expands the media placeholders (media in the
+ * order of the image/video parts) and tokenizes the result without adding
+ * special tokens (the template writes them), appending to out. */
+vlm_status vlm_build_prompt(const vlm_tokenizer *tok, vlm_prompt_family fam, const vlm_chat_msg *msgs, int n_msgs,
+                            const vlm_media_info *media, int n_media, int add_generation_prompt,
+                            vlm_tokens *out, vlm_error *err);
 /* The family of an HF config model_type ("qwen2_5_vl", "idefics3", ...), -1 if unknown. */
 int vlm_prompt_family_from_model_type(const char *model_type);
 

@@ -234,6 +234,18 @@ static void run_case(const char *name, vlm_tokenizer *qwen, vlm_tokenizer *smol)
             int32_t r11 = vlm_token_id(tok, "<row_1_col_1>");
             CHECK(r11 >= 0 && count_id(&ids, r11) == 1, "%s: <row_1_col_1> is not one token", name);
         }
+        /* The same ids through vlm_build_prompt (template -> expansion -> ids). */
+        if (tpl_name) {
+            snprintf(path, sizeof path, DATA "templates/%s.jinja", tpl_name);
+            char *tpl = read_file(path);
+            vlm_tokenizer_set_chat_template(tok, tpl, &err);
+            free(tpl);
+            vlm_chat_msg msg = {"user", NULL, parts, n_parts};
+            vlm_tokens ids2 = {0};
+            CHECK(vlm_build_prompt(tok, (vlm_prompt_family)fam, &msg, 1, media, n_media, 1, &ids2, &err) == VLM_OK, "%s: %s", name, err.msg);
+            CHECK(ids2.n == ids.n && !memcmp(ids2.ids, ids.ids, (size_t)ids.n * sizeof *ids.ids), "%s: vlm_build_prompt ids differ", name);
+            vlm_tokens_free(&ids2);
+        }
         vlm_tokens_free(&ids);
     }
     printf("%s: %d special-token runs %s\n", name, nw, same ? "identical" : "DIFFER");

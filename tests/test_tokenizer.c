@@ -282,7 +282,12 @@ static void test_speed(vlm_tokenizer *t, const char *name) {
     double s = (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
     CHECK(st == VLM_OK, "%s", err.msg);
     printf("speed %s: %.2f MB mixed text -> %d ids in %.3f s (%.1f MB/s)\n", name, (double)n / 1e6, ids.n, s, (double)n / 1e6 / s);
-    CHECK(s < 2.0, "%s: encoding 1 MB took %.2f s", name, s);
+#if defined(__SANITIZE_ADDRESS__)
+    double limit = 20.0; /* sanitizer builds are several times slower */
+#else
+    double limit = 2.0;
+#endif
+    CHECK(s < limit, "%s: encoding 1 MB took %.2f s", name, s);
     /* Round trip of the whole text. */
     char *dec = NULL;
     size_t dl = 0;

@@ -1,0 +1,89 @@
+/* The chat-template interpreter: Jinja2 semantics as transformers runs chat
+ * templates (trim_blocks and lstrip_blocks on, Python value formatting), and
+ * clear errors for malformed templates. The real templates are checked byte
+ * for byte in test_tokenizer. */
+#include "vlm.h"
+#include "test_util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void expect(const char *tpl, const char *want) {
+    char *out = NULL;
+    vlm_error err = {0};
+    vlm_chat_msg m = {"user", "hi", NULL, 0};
+    vlm_status st = vlm_chat_render(tpl, &m, 1, NULL, &out, &err);
+    CHECK(st == VLM_OK, "template <%s>: %s", tpl, err.msg);
+    CHECK(out && !strcmp(out, want), "template <%s>: got <%s> want <%s>", tpl, out ? out : "", want);
+    free(out);
+}
+
+static void expect_error(const char *tpl, const char *what) {
+    char *out = NULL;
+    vlm_error err = {0};
+    vlm_chat_msg m = {"user", "hi", NULL, 0};
+    vlm_status st = vlm_chat_render(tpl, &m, 1, NULL, &out, &err);
+    CHECK(st != VLM_OK && out == NULL, "template <%s> should fail", tpl);
+    CHECK(strstr(err.msg, what) != NULL, "template <%s>: error '%s' lacks '%s'", tpl, err.msg, what);
+    free(out);
+}
+
+int main(void) {
+    /* Whitespace: trim_blocks, lstrip_blocks, '-' markers, comments. */
+    expect("  {% if true %}\nA\n  {% endif %}\nB", "A\nB");
+    expect("a  {%- if true -%}  b  {%- endif %} c", "ab c");
+    expect("x {# note #}\ny", "x y");
+    expect("{{ 'a' }}\n{{ 'b' }}", "a\nb");
+    expect("{% raw %}{{ x }}{% endraw %}", "{{ x }}");
+    /* Values as Python prints them. */
+    expect("{{ none }}|{{ true }}|{{ 1.5 }}|{{ 2.0 }}|{{ 10 }}|{{ undefined_thing }}", "None|True|1.5|2.0|10|");
+    expect("{{ [1, 'a', none] }}|{{ {'k': [true]} }}", "[1, 'a', None]|{'k': [True]}");
+    expect("{{ [\"it's\", 'a\"b', 'x\\ny'] }}", "[\"it's\", 'a\"b', 'x\\ny']");
+    /* Operators. */
+    expect("{{ 'a' ~ 1 }}|{{ 7 // 2 }}|{{ -7 // 2 }}|{{ -7 % 3 }}|{{ 2 ** 10 }}|{{ 7 / 2 }}|{{ 'ab' * 2 }}", "a1|3|-4|2|1024|3.5|abab");
+    expect("{{ 1 + 2 * 3 }}|{{ (1 + 2) * 3 }}|{{ [1] + [2] }}|{{ 'x' in 'axb' }}|{{ 3 not in [1, 2] }}", "7|9|[1, 2]|True|True");
+    expect("{{ 'y' if 0 else 'n' }}|{{ 'y' if 1 }}|{{ not 1 or 2 }}|{{ 0 and 1 }}", "n|y|2|0");
+    expect("{{ messages | length - 1 }}|{{ messages[0].role }}|{{ messages[0]['content'] }}", "0|user|hi");
+    /* Indexing and slicing (by code point). */
+    expect("{{ [1, 2, 3][::-1] }}|{{ [1, 2, 3][1:] }}|{{ [1, 2, 3][-1] }}|{{ 'h\xc3\xa9llo'[1:3] }}", "[3, 2, 1]|[2, 3]|3|\xc3\xa9l");
+    /* Loops. */
+    expect("{% for x in [1, 2, 3] %}{{ loop.index }}{{ loop.first }}{% if loop.last %}!{% endif %}{% endfor %}", "1True2False3False!");
+    expect("{% for x in [] %}a{% else %}empty{% endfor %}", "empty");
+    expect("{% for i in range(10) %}{% if i == 3 %}{% break %}{% endif %}{% if i == 1 %}{% continue %}{% endif %}{{ i }}{% endfor %}", "02");
+    expect("{% for i in range(5) if i is odd %}{{ i }}{% endfor %}|{% for i in range(4, -1, -2) %}{{ i }}{% endfor %}", "13|420");
+    expect("{% for k, v in {'b': 1, 'A': 2} | dictsort %}{{ k }}={{ v }};{% endfor %}", "A=2;b=1;");
+    expect("{% for k, v in {'b': 1, 'a': 2}.items() %}{{ k }}{{ v }}{% endfor %}", "b1a2");
+    /* Scoping: loop bodies do not leak; namespaces do. */
+    expect("{% set x = 1 %}{% for i in [1] %}{% set x = 2 %}{% endfor %}{{ x }}", "1");
+    expect("{% set ns = namespace(x=1) %}{% for i in [1] %}{% set ns.x = ns.x + 1 %}{% endfor %}{{ ns.x }}", "2");
+    expect("{% if true %}{% set y = 5 %}{% endif %}{{ y }}", "5");
+    /* Macros. */
+    expect("{% macro f(a, b='B') %}[{{ a }}{{ b }}]{% endmacro %}{{ f(1) }}{{ f(1, b=2) }}{{ f(a=3) }}", "[1B][12][3B]");
+    expect("{% macro r(n) %}{% if n > 0 %}{{ n }}{{ r(n - 1) }}{% endif %}{% endmacro %}{{ r(3) }}", "321");
+    /* Filters, tests, methods. */
+    expect("{{ '  a b  ' | trim }}|{{ 'ab' | upper }}|{{ 'hello world' | capitalize }}|{{ [3, 1] | first }}|{{ x | default('d') }}",
+           "a b|AB|Hello world|3|d");
+    expect("{{ {'a': [1, 'x\\n', true, none]} | tojson }}", "{\"a\": [1, \"x\\n\", true, null]}");
+    expect("{{ ['a', 'b'] | join(', ') }}|{{ ['a', 'b'] | map('upper') | list }}|{{ [1, 2, 1] | unique | list }}", "a, b|['A', 'B']|[1, 2]");
+    expect("{{ '  a b  '.strip() }}|{{ 'a,b,,c'.split(',') }}|{{ 'abc'.startswith('ab') }}|{{ 'x\\n\\n'.rstrip('\\n') }}|{{ 'a b'.split() }}",
+           "a b|['a', 'b', '', 'c']|True|x|['a', 'b']");
+    expect("{{ {'a': 1}.get('a') }}{{ {'a': 1}.get('b', 7) }}{{ {'a': 1}.get('b') }}", "17None");
+    expect("{{ x is defined }}{{ [] is sequence }}{{ {} is mapping }}{{ 'a' is string }}{{ none is none }}{{ 1 is not string }}",
+           "FalseTrueTrueTrueTrueTrue");
+    expect("{{ [{'t': 'a'}, {'t': 'b'}] | selectattr('t', 'equalto', 'b') | list }}", "[{'t': 'b'}]");
+    /* Errors. */
+    expect_error("{{ x ", "unterminated");
+    expect_error("{% if true %}a", "missing {% endif %}");
+    expect_error("{% for x in %}{% endfor %}", "unexpected");
+    expect_error("{{ raise_exception('boom') }}", "boom");
+    expect_error("{{ 'a' | frobnicate }}", "frobnicate");
+    expect_error("{% endfor %}", "endfor");
+    expect_error("{{ 1 + 'a' }}", "operand");
+    expect_error("{% set x.y = 1 %}", "namespace");
+    expect_error("{% macro f( %}", "expected");
+    char *out = NULL;
+    vlm_error err = {0};
+    CHECK(vlm_chat_render(NULL, NULL, 0, NULL, &out, &err) == VLM_ERR_ARG, "NULL template");
+    TEST_MAIN_END();
+}
