@@ -601,6 +601,8 @@ typedef struct vlm_tokenizer_info {
     const char *chat_template;         /* NULL when none was found */
 } vlm_tokenizer_info;
 vlm_tokenizer_info vlm_tokenizer_get_info(const vlm_tokenizer *tok);
+/* Replaces the chat template (e.g. with a model directory's chat_template.json). */
+vlm_status vlm_tokenizer_set_chat_template(vlm_tokenizer *tok, const char *template_src, vlm_error *err);
 
 /* Decoding. VLM_DETOK_SKIP_SPECIAL drops special tokens. Output is UTF-8;
  * invalid byte sequences become U+FFFD. *out is malloc'd and NUL-terminated. */
@@ -703,6 +705,13 @@ typedef struct vlm_media_info {
  * The result is text whose special tokens vlm_tokenize then matches. *out is malloc'd. */
 vlm_status vlm_expand_media(vlm_prompt_family fam, const char *prompt, const vlm_media_info *media,
                             int n_media, char **out, vlm_error *err);
+/* The whole chain: renders the tokenizer's chat template for the messages
+ * (bos/eos from its config), expands the media placeholders (media in the
+ * order of the image/video parts) and tokenizes the result without adding
+ * special tokens (the template writes them), appending to out. */
+vlm_status vlm_build_prompt(const vlm_tokenizer *tok, vlm_prompt_family fam, const vlm_chat_msg *msgs, int n_msgs,
+                            const vlm_media_info *media, int n_media, int add_generation_prompt,
+                            vlm_tokens *out, vlm_error *err);
 /* The family of an HF config model_type ("qwen2_5_vl", "idefics3", ...), -1 if unknown. */
 int vlm_prompt_family_from_model_type(const char *model_type);
 
@@ -3920,7 +3929,11 @@ static jj_node *jj_parse_body(jj_parser *p, const char *const *ends, int *which)
             jj_node_add(p, body, jj_parse_stmt(p, t));
         }
     }
-    if (ends && !p->c->failed) jj_fail(p->c, "missing {%% %s %%}", ends[0]);
+    if (ends && !p->c->failed) {
+        int last = 0;
+        while (ends[last + 1]) last++;
+        jj_fail(p->c, "missing {%% %s %%}", ends[last]);
+    }
     return body;
 }
 
@@ -5680,6 +5693,18 @@ vlm_status vlm_expand_media(vlm_prompt_family fam, const char *prompt, const vlm
     *out = b.p ? b.p : calloc(1, 1);
     return *out ? VLM_OK : vlm_error_set(err, VLM_ERR_OOM, "out of memory");
 }
+
+vlm_status vlm_build_prompt(const vlm_tokenizer *tok, vlm_prompt_family fam, const vlm_chat_msg *msgs, int n_msgs,
+                            const vlm_media_info *media, int n_media, int add_generation_prompt,
+                            vlm_tokens *out, vlm_error *err) {
+    char *text = NULL, *expanded = NULL;
+    vlm_status st = vlm_tokenizer_chat(tok, msgs, n_msgs, add_generation_prompt, &text, err);
+    if (!st) st = vlm_expand_media(fam, text, media, n_media, &expanded, err);
+    if (!st) st = vlm_tokenize(tok, expanded, strlen(expanded), 0, out, err);
+    free(text);
+    free(expanded);
+    return st;
+}
 /* ---- src/safetensors.c ---- */
 /* safetensors: mmap'd reader with full header validation, sharded
  * checkpoints (model.safetensors.index.json), and a writer.
@@ -6616,6 +6641,7 @@ struct vlm_tokenizer {
     tok_dec dec[TOK_MAX_STEPS]; int n_dec;
     int32_t post_prefix[8], post_suffix[8];
     int n_post_prefix, n_post_suffix;
+    int has_template_post; /* post_processor is a TemplateProcessing */
     /* tokenizer_config.json */
     vlm_tokenizer_info info;
     char *bos_str, *eos_str, *chat_template;
@@ -6904,6 +6930,7 @@ static vlm_status tok_load_post(vlm_tokenizer *t, const vlm_json *j, vlm_error *
     if (!single || single->type != VLM_JSON_ARRAY)
         return vlm_error_set(err, VLM_ERR_FORMAT, "tokenizer.json: TemplateProcessing without single");
     int seen_seq = 0;
+    t->has_template_post = 1;
     t->n_post_prefix = t->n_post_suffix = 0;
     for (int i = 0; i < single->n; i++) {
         const vlm_json *it = &single->items[i];
@@ -6963,6 +6990,12 @@ static vlm_status tok_load_config(vlm_tokenizer *t, const vlm_json *cfg, vlm_err
                 ct = vlm_json_str(vlm_json_get(&a->items[i], "template"), NULL);
     }
     if (ct) { free(t->chat_template); t->chat_template = tok_strndup(ct, strlen(ct)); }
+    /* Without a TemplateProcessing post-processor, add_bos_token / add_eos_token decide. */
+    if (!t->has_template_post) {
+        t->n_post_prefix = t->n_post_suffix = 0;
+        if (t->info.add_bos && t->info.bos_id >= 0) t->post_prefix[t->n_post_prefix++] = t->info.bos_id;
+        if (t->info.add_eos && t->info.eos_id >= 0) t->post_suffix[t->n_post_suffix++] = t->info.eos_id;
+    }
     return VLM_OK;
 }
 
@@ -7256,6 +7289,14 @@ vlm_tokenizer_info vlm_tokenizer_get_info(const vlm_tokenizer *t) {
     i.eos_token = t->eos_str ? t->eos_str : "";
     i.chat_template = t->chat_template;
     return i;
+}
+
+vlm_status vlm_tokenizer_set_chat_template(vlm_tokenizer *t, const char *src, vlm_error *err) {
+    char *c = src ? tok_strndup(src, strlen(src)) : NULL;
+    if (src && !c) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    free(t->chat_template);
+    t->chat_template = c;
+    return VLM_OK;
 }
 
 /* ------------------------------------------------------------------ pre-tokenizer matchers */
