@@ -66,7 +66,7 @@ examples: $(EX_BIN)
 vlm.h: $(HEADERS) $(wildcard src/*.c) tools/amalgamate.sh
 	sh tools/amalgamate.sh > $@.tmp && mv $@.tmp $@
 
-test: vlm.h $(TEST_BIN) $(BUILD)/vlm
+test: vlm.h $(TEST_BIN) $(BUILD)/vlm $(EX_BIN)
 	sh tests/run.sh $(BUILD)
 
 clean:

@@ -1,8 +1,51 @@
+/* vlm info: what a model directory holds and the memory it will need. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "cli.h"
+#include "vlm.h"
 
 int cmd_info(int argc, char **argv) {
-    (void)argc; (void)argv;
-    fprintf(stderr, "vlm info: not implemented yet\n");
-    return 1;
+    const char *dir = NULL;
+    int ctx = 4096;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: vlm info -m MODEL_DIR [-c CTX]\n"
+                   "  Prints the architecture, weight sizes and dtypes, and the memory\n"
+                   "  a session of CTX tokens (default 4096) needs for its KV cache.\n");
+            return 0;
+        } else if (!strcmp(argv[i], "-m") && i + 1 < argc) dir = argv[++i];
+        else if (!strcmp(argv[i], "-c") && i + 1 < argc) ctx = atoi(argv[++i]);
+        else { fprintf(stderr, "usage: vlm info -m MODEL_DIR [-c CTX]\n"); return 2; }
+    }
+    if (!dir || ctx <= 0) { fprintf(stderr, "usage: vlm info -m MODEL_DIR [-c CTX]\n"); return 2; }
+    vlm_error err = {0};
+    vlm_model *m = NULL;
+    vlm_model_params mp = {.n_threads = 1};
+    if (vlm_model_load(&m, dir, &mp, &err) != VLM_OK) { fprintf(stderr, "vlm info: %s\n", err.msg); return 1; }
+    int64_t params[VLM_NTYPES] = {0}, bytes = 0;
+    for (int i = 0; i < m->weights.n_entries; i++) {
+        const vlm_st_entry *e = &m->weights.entries[i];
+        vlm_tensor t = vlm_st_tensor(e);
+        params[e->dtype] += vlm_nelem(&t);
+        bytes += (int64_t)e->nbytes;
+    }
+    printf("architecture   %s (%s)\n", m->arch->name,
+           vlm_json_str(vlm_json_at(vlm_json_get(m->config, "architectures"), 0), "?"));
+    printf("text           hidden %d, vocab %d\n", m->hidden_size, m->vocab_size);
+    printf("tensors        %d in %d file(s), %.1f MiB mmap'd\n", m->weights.n_entries, m->weights.n_files, bytes / 1048576.0);
+    for (int t = 0; t < VLM_NTYPES; t++)
+        if (params[t]) printf("  %-5s        %.3f M values\n", vlm_dtype_name((vlm_dtype)t), params[t] / 1e6);
+    vlm_seq s;
+    if (vlm_seq_init(&s, m, ctx, 0, VLM_F32, &err) == VLM_OK) {
+        int64_t kv = 0;
+        for (int l = 0; l < s.kv.n_layers; l++)
+            if (s.kv.layers[l].owner) kv += (int64_t)(vlm_nbytes(s.kv.layers[l].k) + vlm_nbytes(s.kv.layers[l].v));
+        printf("KV cache       %.1f MiB for %d tokens in f32 (%.1f KiB/token; half in f16)\n", kv / 1048576.0, ctx,
+               kv / 1024.0 / ctx);
+        vlm_seq_free(&s);
+    }
+    vlm_model_free(m);
+    return 0;
 }

@@ -531,5 +531,6 @@ double vlm_sampler_uniform(vlm_sampler *s);
 /* Subsystems with headers of their own (inlined by tools/amalgamate.sh). */
 #include "vlm_tokenizer.h"
 #include "vlm_image.h"
+#include "vlm_api.h"
 
 #endif /* VLM_H */

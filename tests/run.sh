@@ -1,6 +1,8 @@
 #!/bin/sh
 # Runs every unit test binary and every golden case; prints "N passed, N failed".
 BUILD=${1:-build}
+# Tests that drive the CLI and the examples find them here.
+export VLM_BIN="$BUILD/vlm" VLM_CAPTION="$BUILD/examples/caption"
 pass=0; fail=0; failed=""
 for t in "$BUILD"/tests/test_*; do
     [ -x "$t" ] || continue

@@ -1,0 +1,102 @@
+/* The high-level API: open a model directory, talk to it with images and
+ * text, get the answer streamed token by token.
+ *
+ *   vlm_engine *e;  vlm_session *s;  vlm_error err = {0};
+ *   vlm_engine_open(&e, "Qwen2.5-VL-3B-Instruct", NULL, &err);
+ *   vlm_session_new(e, NULL, &s, &err);
+ *   vlm_session_add_image_file(s, "cat.jpg", &err);
+ *   vlm_session_add_text(s, "What is in this picture?", &err);
+ *   vlm_session_generate(s, NULL, print_piece, NULL, NULL, &err);
+ *   vlm_session_free(s);  vlm_engine_close(e);
+ *
+ * An engine (weights, tokenizer, image processor) is read-only once open and
+ * may serve several sessions; each session owns its KV cache and history.
+ */
+#ifndef VLM_API_H
+#define VLM_API_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct vlm_engine vlm_engine;
+typedef struct vlm_session vlm_session;
+
+typedef struct vlm_engine_params {
+    int n_threads;           /* <= 0: one per core */
+    const char *device;      /* "cpu" (default) or "cuda" */
+} vlm_engine_params;
+
+/* dir holds config.json, *.safetensors (sharded or not), tokenizer.json,
+ * tokenizer_config.json / chat_template.*, preprocessor_config.json or
+ * processor_config.json and generation_config.json as HF publishes them. */
+vlm_status vlm_engine_open(vlm_engine **out, const char *dir, const vlm_engine_params *p, vlm_error *err);
+void vlm_engine_close(vlm_engine *e);
+vlm_model *vlm_engine_model(vlm_engine *e);
+const vlm_tokenizer *vlm_engine_tokenizer(const vlm_engine *e);
+
+typedef struct vlm_session_params {
+    int n_ctx;               /* context length in tokens (default 4096) */
+    vlm_dtype kv_dtype;      /* VLM_F32 (default) or VLM_F16 */
+    const char *system;      /* optional system prompt */
+} vlm_session_params;
+
+vlm_status vlm_session_new(vlm_engine *e, const vlm_session_params *p, vlm_session **out, vlm_error *err);
+void vlm_session_free(vlm_session *s);
+/* Forgets the conversation (the next generate starts from an empty cache). */
+void vlm_session_reset(vlm_session *s);
+
+/* Parts of the next user message, in order. */
+vlm_status vlm_session_add_image_file(vlm_session *s, const char *path, vlm_error *err);
+/* rgb: width*height pixels, 3 bytes each, rows `stride` bytes apart (0: width*3). Copied. */
+vlm_status vlm_session_add_image_rgb(vlm_session *s, const uint8_t *rgb, int width, int height, int stride,
+                                     vlm_error *err);
+vlm_status vlm_session_add_text(vlm_session *s, const char *text, vlm_error *err);
+
+/* Called with each piece of text as it becomes complete (whole UTF-8
+ * characters, never part of a stop string). Return non-zero to stop. */
+typedef int (*vlm_piece_fn)(void *user, const char *text, size_t len);
+
+typedef struct vlm_generate_params {
+    vlm_sampling sampling;   /* vlm_sampling_default() when the params pointer is NULL */
+    int max_tokens;          /* default 256 */
+    const char *const *stop; /* stop strings (not included in the output) */
+    int n_stop;
+    volatile int *cancel;    /* set to non-zero from another thread to stop */
+    int ignore_eos;          /* keep going past end-of-sequence tokens */
+} vlm_generate_params;
+
+vlm_generate_params vlm_generate_default(void);
+
+typedef enum vlm_stop_reason {
+    VLM_STOP_EOS = 0, VLM_STOP_MAX_TOKENS, VLM_STOP_STRING, VLM_STOP_CALLBACK, VLM_STOP_CANCEL
+} vlm_stop_reason;
+
+typedef struct vlm_generate_stats {
+    int n_prompt;            /* prompt tokens in the conversation */
+    int n_prompt_computed;   /* of which computed now (the rest came from the cache) */
+    int n_generated;
+    int n_images_encoded;
+    double vision_s, prefill_s, decode_s;
+    vlm_stop_reason stop;
+} vlm_generate_stats;
+
+/* Answers the pending user message (images and text added since the last
+ * call): the whole conversation is rendered with the model's chat template,
+ * the cached prefix of earlier turns is kept, and the answer is streamed to
+ * fn and appended to the history. stats may be NULL. */
+vlm_status vlm_session_generate(vlm_session *s, const vlm_generate_params *p, vlm_piece_fn fn, void *user,
+                                vlm_generate_stats *stats, vlm_error *err);
+
+/* The last logits the session computed ([vocab] floats), for tests. */
+const float *vlm_session_logits(const vlm_session *s);
+/* The tokens in the session's cache (prompt and answers so far). */
+const int32_t *vlm_session_tokens(const vlm_session *s, int *n);
+/* Keeps the conversation but drops the cache: the next generate recomputes
+ * the whole prompt. */
+void vlm_session_forget_cache(vlm_session *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
