@@ -26,10 +26,11 @@ EX_BIN   := $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
 HEADERS  := $(wildcard src/*.h)
 
 ifeq ($(CUDA),1)
-  NVCC    ?= nvcc
+  CUDA_HOME ?= /usr/local/cuda
+  NVCC    ?= $(CUDA_HOME)/bin/nvcc
   CFLAGS  += -DVLM_CUDA
   LIB_OBJ += $(BUILD)/vlm_cuda.o
-  LDLIBS  += -lcudart -lcublas
+  LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudart
 endif
 
 .PHONY: all test examples clean amalgamate check-amalgamation
