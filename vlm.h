@@ -885,10 +885,674 @@ vlm_status vlm_gemma4_target_size(int height, int width, int patch_size, int max
 }
 #endif
 #endif /* VLM_IMAGE_H */
+/* The high-level API: open a model directory, talk to it with images and
+ * text, get the answer streamed token by token.
+ *
+ *   vlm_engine *e;  vlm_session *s;  vlm_error err = {0};
+ *   vlm_engine_open(&e, "Qwen2.5-VL-3B-Instruct", NULL, &err);
+ *   vlm_session_new(e, NULL, &s, &err);
+ *   vlm_session_add_image_file(s, "cat.jpg", &err);
+ *   vlm_session_add_text(s, "What is in this picture?", &err);
+ *   vlm_session_generate(s, NULL, print_piece, NULL, NULL, &err);
+ *   vlm_session_free(s);  vlm_engine_close(e);
+ *
+ * An engine (weights, tokenizer, image processor) is read-only once open and
+ * may serve several sessions; each session owns its KV cache and history.
+ */
+#ifndef VLM_API_H
+#define VLM_API_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct vlm_engine vlm_engine;
+typedef struct vlm_session vlm_session;
+
+typedef struct vlm_engine_params {
+    int n_threads;           /* <= 0: one per core */
+    const char *device;      /* "cpu" (default) or "cuda" */
+} vlm_engine_params;
+
+/* dir holds config.json, *.safetensors (sharded or not), tokenizer.json,
+ * tokenizer_config.json / chat_template.*, preprocessor_config.json or
+ * processor_config.json and generation_config.json as HF publishes them. */
+vlm_status vlm_engine_open(vlm_engine **out, const char *dir, const vlm_engine_params *p, vlm_error *err);
+void vlm_engine_close(vlm_engine *e);
+vlm_model *vlm_engine_model(vlm_engine *e);
+const vlm_tokenizer *vlm_engine_tokenizer(const vlm_engine *e);
+
+typedef struct vlm_session_params {
+    int n_ctx;               /* context length in tokens (default 4096) */
+    vlm_dtype kv_dtype;      /* VLM_F32 (default) or VLM_F16 */
+    const char *system;      /* optional system prompt */
+} vlm_session_params;
+
+vlm_status vlm_session_new(vlm_engine *e, const vlm_session_params *p, vlm_session **out, vlm_error *err);
+void vlm_session_free(vlm_session *s);
+/* Forgets the conversation (the next generate starts from an empty cache). */
+void vlm_session_reset(vlm_session *s);
+
+/* Parts of the next user message, in order. */
+vlm_status vlm_session_add_image_file(vlm_session *s, const char *path, vlm_error *err);
+/* rgb: width*height pixels, 3 bytes each, rows `stride` bytes apart (0: width*3). Copied. */
+vlm_status vlm_session_add_image_rgb(vlm_session *s, const uint8_t *rgb, int width, int height, int stride,
+                                     vlm_error *err);
+vlm_status vlm_session_add_text(vlm_session *s, const char *text, vlm_error *err);
+
+/* Called with each piece of text as it becomes complete (whole UTF-8
+ * characters, never part of a stop string). Return non-zero to stop. */
+typedef int (*vlm_piece_fn)(void *user, const char *text, size_t len);
+
+typedef struct vlm_generate_params {
+    vlm_sampling sampling;   /* vlm_sampling_default() when the params pointer is NULL */
+    int max_tokens;          /* default 256 */
+    const char *const *stop; /* stop strings (not included in the output) */
+    int n_stop;
+    volatile int *cancel;    /* set to non-zero from another thread to stop */
+    int ignore_eos;          /* keep going past end-of-sequence tokens */
+} vlm_generate_params;
+
+vlm_generate_params vlm_generate_default(void);
+
+typedef enum vlm_stop_reason {
+    VLM_STOP_EOS = 0, VLM_STOP_MAX_TOKENS, VLM_STOP_STRING, VLM_STOP_CALLBACK, VLM_STOP_CANCEL
+} vlm_stop_reason;
+
+typedef struct vlm_generate_stats {
+    int n_prompt;            /* prompt tokens in the conversation */
+    int n_prompt_computed;   /* of which computed now (the rest came from the cache) */
+    int n_generated;
+    int n_images_encoded;
+    double vision_s, prefill_s, decode_s;
+    vlm_stop_reason stop;
+} vlm_generate_stats;
+
+/* Answers the pending user message (images and text added since the last
+ * call): the whole conversation is rendered with the model's chat template,
+ * the cached prefix of earlier turns is kept, and the answer is streamed to
+ * fn and appended to the history. stats may be NULL. */
+vlm_status vlm_session_generate(vlm_session *s, const vlm_generate_params *p, vlm_piece_fn fn, void *user,
+                                vlm_generate_stats *stats, vlm_error *err);
+
+/* The last logits the session computed ([vocab] floats), for tests. */
+const float *vlm_session_logits(const vlm_session *s);
+/* The tokens in the session's cache (prompt and answers so far). */
+const int32_t *vlm_session_tokens(const vlm_session *s, int *n);
+/* Keeps the conversation but drops the cache: the next generate recomputes
+ * the whole prompt. */
+void vlm_session_forget_cache(vlm_session *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
 
 #endif /* VLM_H */
 
 #ifdef VLM_IMPLEMENTATION
+/* ---- src/api.c ---- */
+/* The high-level API (vlm_api.h): chat template, image placeholders, cache
+ * reuse across turns, sampling and streaming. */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct vlm_engine {
+    vlm_model *model;
+    vlm_tokenizer *tok;
+    vlm_image_processor proc;
+    int family;                 /* vlm_prompt_family, -1 if unknown */
+    int tokens_per_tile;        /* InternVL / Idefics3: placeholder tokens per tile */
+    int32_t eos[16];
+    int n_eos;
+};
+
+/* One image of the conversation and what the prompt needs to know of it. */
+typedef struct {
+    vlm_image img;
+    int have_info;
+    vlm_media_info info;
+    int64_t n_tokens;           /* placeholder tokens it takes in the prompt */
+} api_image;
+
+typedef struct {
+    char *role;
+    int n_parts;
+    vlm_chat_part *parts;       /* text parts own their strings */
+} api_msg;
+
+struct vlm_session {
+    vlm_engine *e;
+    vlm_seq seq;
+    int n_ctx;
+    api_msg *msgs;
+    int n_msgs, cap_msgs;
+    api_image *images;
+    int n_images, cap_images;
+    int32_t *ids;               /* tokens in the KV cache, [seq.n_past] */
+    int cap_ids;
+    int *bound_n;               /* call boundaries: n_past and rope_pos after each forward call */
+    int64_t *bound_rope;
+    int n_bound, cap_bound;
+    float *logits;
+};
+
+static double api_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Grows *p (of *cap elements of size sz) to hold n. */
+static int api_grow(void **p, int *cap, int n, size_t sz) {
+    if (n <= *cap) return 1;
+    int nc = *cap ? *cap : 8;
+    while (nc < n) nc *= 2;
+    void *q = realloc(*p, (size_t)nc * sz);
+    if (!q) return 0;
+    *p = q;
+    *cap = nc;
+    return 1;
+}
+
+/* ------------------------------------------------------------------ engine */
+
+static int api_tokens_per_tile(const vlm_json *cfg, int family) {
+    const vlm_json *vc = vlm_json_get(cfg, "vision_config");
+    int64_t size = vlm_json_int(vlm_json_get(vc, "image_size"), 0);
+    const vlm_json *sz = vlm_json_get(vc, "image_size");
+    if (sz && sz->type == VLM_JSON_ARRAY) size = vlm_json_int(vlm_json_at(sz, 0), 0);
+    int64_t patch = vlm_json_int(vlm_json_get(vc, "patch_size"), 14);
+    const vlm_json *ps = vlm_json_get(vc, "patch_size");
+    if (ps && ps->type == VLM_JSON_ARRAY) patch = vlm_json_int(vlm_json_at(ps, 0), 14);
+    if (size <= 0 || patch <= 0) return 0;
+    int64_t side = size / patch;
+    if (family == VLM_FAMILY_INTERNVL) {
+        double r = vlm_json_num(vlm_json_get(cfg, "downsample_ratio"), 0.5);
+        int64_t s2 = (int64_t)(side * r + 0.5);
+        return (int)(s2 * s2);
+    }
+    int64_t sf = vlm_json_int(vlm_json_get(cfg, "scale_factor"), 2);
+    return sf > 0 ? (int)(side * side / (sf * sf)) : 0;
+}
+
+vlm_status vlm_engine_open(vlm_engine **out, const char *dir, const vlm_engine_params *p, vlm_error *err) {
+    *out = NULL;
+    if (p && p->device && strcmp(p->device, "cpu"))
+        return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "device '%s' is not available in this build (cpu only)", p->device);
+    vlm_engine *e = (vlm_engine *)calloc(1, sizeof *e);
+    if (!e) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    vlm_model_params mp = {.n_threads = p ? p->n_threads : 0};
+    vlm_status s = vlm_model_load(&e->model, dir, &mp, err);
+    if (s == VLM_OK) s = vlm_tokenizer_load(&e->tok, dir, err);
+    if (s == VLM_OK) s = vlm_image_processor_load(&e->proc, dir, err);
+    if (s != VLM_OK) { vlm_engine_close(e); return s; }
+    const char *mt = vlm_json_str(vlm_json_get(e->model->config, "model_type"), "");
+    e->family = vlm_prompt_family_from_model_type(mt);
+    if (e->family < 0) {
+        vlm_engine_close(e);
+        return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "no prompt format for model_type '%s'", mt);
+    }
+    e->tokens_per_tile = api_tokens_per_tile(e->model->config, e->family);
+    for (int i = 0; i < e->model->n_eos && e->n_eos < 16; i++) e->eos[e->n_eos++] = e->model->eos_ids[i];
+    vlm_tokenizer_info ti = vlm_tokenizer_get_info(e->tok);
+    if (ti.eos_id >= 0 && e->n_eos < 16) e->eos[e->n_eos++] = ti.eos_id;
+    *out = e;
+    return VLM_OK;
+}
+
+void vlm_engine_close(vlm_engine *e) {
+    if (!e) return;
+    vlm_tokenizer_free(e->tok);
+    vlm_model_free(e->model);
+    free(e);
+}
+
+vlm_model *vlm_engine_model(vlm_engine *e) { return e->model; }
+const vlm_tokenizer *vlm_engine_tokenizer(const vlm_engine *e) { return e->tok; }
+
+/* ------------------------------------------------------------------ session */
+
+vlm_status vlm_session_new(vlm_engine *e, const vlm_session_params *p, vlm_session **out, vlm_error *err) {
+    *out = NULL;
+    vlm_session *s = (vlm_session *)calloc(1, sizeof *s);
+    if (!s) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    s->e = e;
+    s->n_ctx = p && p->n_ctx > 0 ? p->n_ctx : 4096;
+    vlm_dtype kv = p && p->kv_dtype == VLM_F16 ? VLM_F16 : VLM_F32;
+    int max_batch = s->n_ctx < 512 ? s->n_ctx : 512;
+    s->logits = (float *)malloc(sizeof(float) * (size_t)e->model->vocab_size);
+    vlm_status st = s->logits ? vlm_seq_init(&s->seq, e->model, s->n_ctx, max_batch, kv, err)
+                              : vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    if (st != VLM_OK) { free(s->logits); free(s); return st; }
+    if (p && p->system && vlm_session_add_text(s, p->system, err) != VLM_OK) { vlm_session_free(s); return err->code; }
+    if (p && p->system) { free(s->msgs[0].role); s->msgs[0].role = strdup("system"); }
+    *out = s;
+    return VLM_OK;
+}
+
+static void api_free_msgs(vlm_session *s, int from) {
+    for (int i = from; i < s->n_msgs; i++) {
+        for (int k = 0; k < s->msgs[i].n_parts; k++) free((char *)s->msgs[i].parts[k].text);
+        free(s->msgs[i].parts);
+        free(s->msgs[i].role);
+    }
+    s->n_msgs = from;
+}
+
+void vlm_session_free(vlm_session *s) {
+    if (!s) return;
+    api_free_msgs(s, 0);
+    for (int i = 0; i < s->n_images; i++) vlm_image_free(&s->images[i].img);
+    free(s->msgs);
+    free(s->images);
+    free(s->ids);
+    free(s->bound_n);
+    free(s->bound_rope);
+    free(s->logits);
+    vlm_seq_free(&s->seq);
+    free(s);
+}
+
+void vlm_session_reset(vlm_session *s) {
+    int keep = s->n_msgs > 0 && !strcmp(s->msgs[0].role, "system") ? 1 : 0;
+    api_free_msgs(s, keep);
+    for (int i = 0; i < s->n_images; i++) vlm_image_free(&s->images[i].img);
+    s->n_images = 0;
+    vlm_session_forget_cache(s);
+}
+
+const float *vlm_session_logits(const vlm_session *s) { return s->logits; }
+
+const int32_t *vlm_session_tokens(const vlm_session *s, int *n) {
+    *n = s->seq.n_past;
+    return s->ids;
+}
+
+void vlm_session_forget_cache(vlm_session *s) {
+    s->n_bound = 0;
+    vlm_seq_reset(&s->seq);
+}
+
+/* The message the next parts go into: the last one if it is the user's. */
+static api_msg *api_user_msg(vlm_session *s, vlm_error *err) {
+    if (s->n_msgs > 0 && !strcmp(s->msgs[s->n_msgs - 1].role, "user")) return &s->msgs[s->n_msgs - 1];
+    if (!api_grow((void **)&s->msgs, &s->cap_msgs, s->n_msgs + 1, sizeof(api_msg))) {
+        vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+        return NULL;
+    }
+    api_msg *m = &s->msgs[s->n_msgs++];
+    memset(m, 0, sizeof *m);
+    m->role = strdup("user");
+    return m;
+}
+
+static vlm_status api_add_part(vlm_session *s, vlm_part_type type, const char *text, vlm_error *err) {
+    api_msg *m = api_user_msg(s, err);
+    if (!m) return err->code;
+    vlm_chat_part *np = (vlm_chat_part *)realloc(m->parts, sizeof(vlm_chat_part) * (size_t)(m->n_parts + 1));
+    char *copy = text ? strdup(text) : NULL;
+    if (!np || (text && !copy)) { free(copy); if (np) m->parts = np; return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
+    m->parts = np;
+    m->parts[m->n_parts].type = type;
+    m->parts[m->n_parts++].text = copy;
+    return VLM_OK;
+}
+
+static vlm_status api_add_image(vlm_session *s, vlm_image *img, vlm_error *err) {
+    if (!api_grow((void **)&s->images, &s->cap_images, s->n_images + 1, sizeof(api_image))) {
+        vlm_image_free(img);
+        return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    }
+    vlm_status st = api_add_part(s, VLM_PART_IMAGE, NULL, err);
+    if (st != VLM_OK) { vlm_image_free(img); return st; }
+    api_image *a = &s->images[s->n_images++];
+    memset(a, 0, sizeof *a);
+    a->img = *img;
+    return VLM_OK;
+}
+
+vlm_status vlm_session_add_image_file(vlm_session *s, const char *path, vlm_error *err) {
+    vlm_image img = {0};
+    vlm_status st = vlm_image_load(&img, path, err);
+    return st == VLM_OK ? api_add_image(s, &img, err) : st;
+}
+
+vlm_status vlm_session_add_image_rgb(vlm_session *s, const uint8_t *rgb, int width, int height, int stride,
+                                     vlm_error *err) {
+    vlm_image img = {0};
+    vlm_status st = vlm_image_from_pixels(&img, rgb, width, height, 3, stride, err);
+    return st == VLM_OK ? api_add_image(s, &img, err) : st;
+}
+
+vlm_status vlm_session_add_text(vlm_session *s, const char *text, vlm_error *err) {
+    return api_add_part(s, VLM_PART_TEXT, text, err);
+}
+
+vlm_generate_params vlm_generate_default(void) {
+    vlm_generate_params p = {.sampling = vlm_sampling_default(), .max_tokens = 256};
+    return p;
+}
+
+/* ------------------------------------------------------------------ prompt */
+
+/* What the prompt expansion needs of image k, read off its processor outputs. */
+static vlm_status api_media_info(vlm_session *s, api_image *a, const vlm_features *f, int k, vlm_error *err) {
+    vlm_engine *e = s->e;
+    memset(&a->info, 0, sizeof a->info);
+    const vlm_tensor *t;
+    switch (e->family) {
+    case VLM_FAMILY_QWEN:
+        t = vlm_features_get(f, "image_grid_thw");
+        if (!t || t->shape[0] <= k) break;
+        a->n_tokens = vlm_get_i64(t, k * 3) * vlm_get_i64(t, k * 3 + 1) * vlm_get_i64(t, k * 3 + 2) /
+                      ((int64_t)e->proc.merge_size * e->proc.merge_size);
+        a->info.n_tokens = (int)a->n_tokens;
+        break;
+    case VLM_FAMILY_INTERNVL:
+        t = vlm_features_get(f, "num_patches");
+        if (!t || t->shape[0] <= k) break;
+        a->info.n_tiles = (int)vlm_get_i64(t, k);
+        a->info.n_tokens = e->tokens_per_tile;
+        a->n_tokens = (int64_t)a->info.n_tiles * e->tokens_per_tile;
+        break;
+    case VLM_FAMILY_IDEFICS3: {
+        const vlm_tensor *r = vlm_features_get(f, "rows"), *c = vlm_features_get(f, "cols");
+        if (!r || !c || r->shape[0] <= k) break;
+        a->info.rows = (int)vlm_get_i64(r, k);
+        a->info.cols = (int)vlm_get_i64(c, k);
+        a->info.n_tokens = e->tokens_per_tile;
+        a->n_tokens = (int64_t)(a->info.rows * a->info.cols + 1) * e->tokens_per_tile;
+        break;
+    }
+    case VLM_FAMILY_GEMMA4:
+        t = vlm_features_get(f, "num_soft_tokens_per_image");
+        if (!t || t->shape[0] <= k) break;
+        a->n_tokens = a->info.n_tokens = (int)vlm_get_i64(t, k);
+        break;
+    }
+    if (a->n_tokens <= 0) return vlm_error_set(err, VLM_ERR_ARG, "the image processor gave no token count for image %d", k);
+    a->have_info = 1;
+    return VLM_OK;
+}
+
+/* Renders the conversation with the chat template and expands the image placeholders. */
+static vlm_status api_render(vlm_session *s, vlm_tokens *ids, vlm_error *err) {
+    vlm_chat_msg *msgs = (vlm_chat_msg *)calloc((size_t)s->n_msgs + 1, sizeof *msgs);
+    vlm_media_info *media = (vlm_media_info *)calloc((size_t)s->n_images + 1, sizeof *media);
+    char *text = NULL, *expanded = NULL;
+    vlm_status st = VLM_OK;
+    if (!msgs || !media) { st = vlm_error_set(err, VLM_ERR_OOM, "out of memory"); goto out; }
+    for (int i = 0; i < s->n_msgs; i++) {
+        msgs[i].role = s->msgs[i].role;
+        msgs[i].parts = s->msgs[i].parts;
+        msgs[i].n_parts = s->msgs[i].n_parts;
+    }
+    for (int i = 0; i < s->n_images; i++) media[i] = s->images[i].info;
+    if ((st = vlm_tokenizer_chat(s->e->tok, msgs, s->n_msgs, 1, &text, err)) != VLM_OK) goto out;
+    if ((st = vlm_expand_media((vlm_prompt_family)s->e->family, text, media, s->n_images, &expanded, err)) != VLM_OK)
+        goto out;
+    st = vlm_tokenize(s->e->tok, expanded, strlen(expanded), VLM_TOK_ADD_SPECIAL, ids, err);
+out:
+    free(text);
+    free(expanded);
+    free(msgs);
+    free(media);
+    return st;
+}
+
+static int api_is_media(const vlm_model *m, int32_t id) { return id == m->image_token_id || id == m->video_token_id; }
+
+/* Keeps the longest cached prefix of ids that can be resumed: not inside an
+ * image, and with a known RoPE position. Returns its length. */
+static int api_reuse_prefix(vlm_session *s, const int32_t *ids, int n) {
+    const vlm_model *m = s->e->model;
+    int p = 0, cached = s->seq.n_past;
+    while (p < cached && p < n - 1 && s->ids[p] == ids[p]) p++; /* at least one token left to compute */
+    while (p > 0 && api_is_media(m, ids[p - 1]) && api_is_media(m, ids[p])) p--; /* not inside an image */
+    while (p > 0 && p < n && api_is_media(m, ids[p])) p--;
+    /* RoPE position at p: from the last call boundary b <= p, plus one per text token. */
+    int b = -1;
+    for (int i = s->n_bound - 1; i >= 0; i--) if (s->bound_n[i] <= p) { b = i; break; }
+    int64_t rope = 0;
+    int from = 0;
+    if (b >= 0) { rope = s->bound_rope[b]; from = s->bound_n[b]; }
+    for (int i = from; i < p; i++) if (api_is_media(m, ids[i])) { p = from; break; }
+    rope += p - from;
+    vlm_kv_truncate(&s->seq.kv, p);
+    s->seq.n_past = p;
+    s->seq.rope_pos = rope;
+    while (s->n_bound > 0 && s->bound_n[s->n_bound - 1] > p) s->n_bound--;
+    return p;
+}
+
+/* ------------------------------------------------------------------ forward */
+
+static vlm_status api_record(vlm_session *s, const int32_t *ids, int n, vlm_error *err) {
+    if (!api_grow((void **)&s->ids, &s->cap_ids, s->seq.n_past, sizeof(int32_t)))
+        return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    memcpy(s->ids + s->seq.n_past - n, ids, sizeof(int32_t) * (size_t)n);
+    if (s->n_bound + 1 > s->cap_bound) { /* the two boundary arrays share one capacity */
+        int nc = s->cap_bound ? 2 * s->cap_bound : 64;
+        int *bn = (int *)realloc(s->bound_n, sizeof(int) * (size_t)nc);
+        if (bn) s->bound_n = bn;
+        int64_t *br = bn ? (int64_t *)realloc(s->bound_rope, sizeof(int64_t) * (size_t)nc) : NULL;
+        if (!br) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+        s->bound_rope = br;
+        s->cap_bound = nc;
+    }
+    s->bound_n[s->n_bound] = s->seq.n_past;
+    s->bound_rope[s->n_bound++] = s->seq.rope_pos;
+    return VLM_OK;
+}
+
+/* Runs ids[0..n) (images among them are images[first_img..]); keeps the last logits. */
+static vlm_status api_forward(vlm_session *s, const int32_t *ids, int n, int first_img, int n_img,
+                              vlm_generate_stats *st, vlm_error *err) {
+    vlm_model *m = s->e->model;
+    vlm_compute *c = &s->seq.c;
+    vlm_features f = {0};
+    vlm_vision_out vis = {0};
+    vlm_status rc = VLM_OK;
+    int32_t *types = NULL;
+    vlm_compute_reset(c);
+    if (n_img > 0) {
+        vlm_image *imgs = (vlm_image *)malloc(sizeof(vlm_image) * (size_t)n_img);
+        if (!imgs) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+        for (int i = 0; i < n_img; i++) imgs[i] = s->images[first_img + i].img;
+        double t0 = api_now();
+        rc = vlm_image_preprocess(&s->e->proc, imgs, n_img, &f, err);
+        free(imgs);
+        types = (int32_t *)malloc(sizeof(int32_t) * (size_t)n);
+        if (rc == VLM_OK && (!types || f.n >= VLM_MAX_FEATURES)) rc = vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+        if (rc != VLM_OK) goto out;
+        for (int i = 0; i < n; i++) types[i] = ids[i] == m->image_token_id ? 1 : ids[i] == m->video_token_id ? 2 : 0;
+        f.names[f.n] = "mm_token_type_ids";
+        f.tensors[f.n++] = vlm_tensor_make(VLM_I32, 2, (const int64_t[]){1, n}, types);
+        if (m->arch->encode(m, c, &f, &vis) != VLM_OK) { rc = vlm_error_set(err, c->err.code, "%s", c->err.msg); goto out; }
+        if (st) { st->vision_s += api_now() - t0; st->n_images_encoded += n_img; }
+    }
+    vlm_tensor *lg = NULL;
+    if (m->arch->forward(m, &s->seq, ids, n, n_img ? &vis : NULL, n_img ? &f : NULL, 0, &lg) != VLM_OK ||
+        vlm_to_host_f32(c, lg, s->logits) != VLM_OK) {
+        rc = vlm_error_set(err, c->err.code ? c->err.code : VLM_ERR_ARG, "%s", c->err.msg);
+        goto out;
+    }
+    rc = api_record(s, ids, n, err);
+out:
+    if (n_img > 0) {
+        f.n -= types && f.n && !strcmp(f.names[f.n - 1], "mm_token_type_ids");
+        vlm_image_features_free(&f);
+    }
+    free(types);
+    return rc;
+}
+
+/* Prefill ids[from..n) in chunks of at most max_batch tokens, cut between images. */
+static vlm_status api_prefill(vlm_session *s, const int32_t *ids, int from, int n, vlm_generate_stats *st,
+                              vlm_error *err) {
+    const vlm_model *m = s->e->model;
+    /* image index of the first image token at or after `from` */
+    int img = 0;
+    int64_t seen = 0;
+    for (int i = 0; i < from; i++)
+        if (api_is_media(m, ids[i]) && ++seen >= s->images[img].n_tokens) { img++; seen = 0; }
+    int pos = from;
+    while (pos < n) {
+        int end = pos, n_img = 0;
+        int64_t in_img = 0;
+        while (end < n && (end - pos < s->seq.max_batch || in_img > 0)) {
+            if (api_is_media(m, ids[end])) {
+                if (in_img == 0 && img + n_img++ >= s->n_images)
+                    return vlm_error_set(err, VLM_ERR_ARG, "more image tokens than images");
+                if (++in_img >= s->images[img + n_img - 1].n_tokens) in_img = 0;
+            }
+            end++;
+        }
+        vlm_status rc = api_forward(s, ids + pos, end - pos, img, n_img, st, err);
+        if (rc != VLM_OK) return rc;
+        img += n_img;
+        pos = end;
+    }
+    return VLM_OK;
+}
+
+/* ------------------------------------------------------------------ generate */
+
+/* Longest suffix of text[0..len) that is a proper prefix of a stop string. */
+static size_t api_stop_holdback(const char *text, size_t len, const char *const *stop, int n_stop) {
+    size_t hold = 0;
+    for (int k = 0; k < n_stop; k++) {
+        size_t sl = strlen(stop[k]);
+        for (size_t h = sl > 1 ? sl - 1 : 0; h > hold; h--)
+            if (h <= len && !memcmp(text + len - h, stop[k], h)) { hold = h; break; }
+    }
+    return hold;
+}
+
+static vlm_status api_append_answer(vlm_session *s, const char *text, size_t len, vlm_error *err) {
+    if (!api_grow((void **)&s->msgs, &s->cap_msgs, s->n_msgs + 1, sizeof(api_msg))) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    api_msg *m = &s->msgs[s->n_msgs];
+    memset(m, 0, sizeof *m);
+    m->role = strdup("assistant");
+    m->parts = (vlm_chat_part *)calloc(1, sizeof(vlm_chat_part));
+    char *t = (char *)malloc(len + 1);
+    if (!m->role || !m->parts || !t) { free(m->role); free(m->parts); free(t); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
+    memcpy(t, text, len);
+    t[len] = 0;
+    m->parts[0].type = VLM_PART_TEXT;
+    m->parts[0].text = t;
+    m->n_parts = 1;
+    s->n_msgs++;
+    return VLM_OK;
+}
+
+vlm_status vlm_session_generate(vlm_session *s, const vlm_generate_params *gp, vlm_piece_fn fn, void *user,
+                                vlm_generate_stats *stats, vlm_error *err) {
+    vlm_generate_params p = gp ? *gp : vlm_generate_default();
+    vlm_generate_stats st0, *st = stats ? stats : &st0;
+    memset(st, 0, sizeof *st);
+    if (s->n_msgs == 0 || strcmp(s->msgs[s->n_msgs - 1].role, "user"))
+        return vlm_error_set(err, VLM_ERR_ARG, "nothing to answer: add text or an image first");
+    vlm_tokens ids = {0};
+    vlm_sampler smp = {0};
+    vlm_detok_stream ds;
+    char *answer = NULL;
+    size_t alen = 0, acap = 0, emitted = 0;
+    vlm_status rc = VLM_OK;
+    vlm_detok_stream_init(&ds, s->e->tok, VLM_DETOK_SKIP_SPECIAL);
+
+    /* Images new in this turn: preprocess once to learn their token counts. */
+    int first_new = 0;
+    while (first_new < s->n_images && s->images[first_new].have_info) first_new++;
+    if (first_new < s->n_images) {
+        vlm_features f = {0};
+        vlm_image *imgs = (vlm_image *)malloc(sizeof(vlm_image) * (size_t)(s->n_images - first_new));
+        if (!imgs) { rc = vlm_error_set(err, VLM_ERR_OOM, "out of memory"); goto out; }
+        for (int i = first_new; i < s->n_images; i++) imgs[i - first_new] = s->images[i].img;
+        rc = vlm_image_preprocess(&s->e->proc, imgs, s->n_images - first_new, &f, err);
+        free(imgs);
+        for (int i = first_new; rc == VLM_OK && i < s->n_images; i++) rc = api_media_info(s, &s->images[i], &f, i - first_new, err);
+        vlm_image_features_free(&f);
+        if (rc != VLM_OK) goto out;
+    }
+    if ((rc = api_render(s, &ids, err)) != VLM_OK) goto out;
+    st->n_prompt = ids.n;
+    if (ids.n + 1 > s->n_ctx) {
+        rc = vlm_error_set(err, VLM_ERR_CONTEXT, "the prompt has %d tokens, the context holds %d", ids.n, s->n_ctx);
+        goto out;
+    }
+    int from = api_reuse_prefix(s, ids.ids, ids.n);
+    st->n_prompt_computed = ids.n - from;
+    double t0 = api_now();
+    if ((rc = api_prefill(s, ids.ids, from, ids.n, st, err)) != VLM_OK) goto out;
+    st->prefill_s = api_now() - t0 - st->vision_s;
+    if ((rc = vlm_sampler_init(&smp, &p.sampling, s->e->model->vocab_size, err)) != VLM_OK) goto out;
+
+    t0 = api_now();
+    st->stop = VLM_STOP_MAX_TOKENS;
+    for (int g = 0; g < p.max_tokens; g++) {
+        if (p.cancel && *p.cancel) { st->stop = VLM_STOP_CANCEL; break; }
+        int32_t tok = vlm_sample(&smp, s->logits, s->ids, s->seq.n_past);
+        int is_eos = 0;
+        for (int k = 0; k < s->e->n_eos; k++) is_eos |= tok == s->e->eos[k];
+        if (is_eos && !p.ignore_eos) { st->stop = VLM_STOP_EOS; break; }
+        st->n_generated++;
+        size_t plen = 0;
+        const char *piece = vlm_detok_stream_push(&ds, tok, &plen);
+        if (alen + plen + 1 > acap) {
+            acap = (alen + plen + 1) * 2;
+            char *na = (char *)realloc(answer, acap);
+            if (!na) { rc = vlm_error_set(err, VLM_ERR_OOM, "out of memory"); goto out; }
+            answer = na;
+        }
+        memcpy(answer + alen, piece, plen);
+        alen += plen;
+        answer[alen] = 0;
+        /* A stop string ends the answer before it; text that might begin one is held back. */
+        int stopped = 0;
+        for (int k = 0; k < p.n_stop; k++) {
+            char *hit = p.stop[k][0] ? strstr(answer + (emitted > 64 ? emitted - 64 : 0), p.stop[k]) : NULL;
+            if (hit && (size_t)(hit - answer) >= emitted) { alen = (size_t)(hit - answer); answer[alen] = 0; stopped = 1; }
+        }
+        size_t safe = stopped ? alen : alen - api_stop_holdback(answer, alen, p.stop, p.n_stop);
+        if (safe > emitted && fn && fn(user, answer + emitted, safe - emitted)) {
+            emitted = safe;
+            st->stop = VLM_STOP_CALLBACK;
+            break;
+        }
+        if (safe > emitted) emitted = safe;
+        if (stopped) { st->stop = VLM_STOP_STRING; break; }
+        if (g + 1 == p.max_tokens) break;
+        if (s->seq.n_past + 1 > s->n_ctx) {
+            rc = vlm_error_set(err, VLM_ERR_CONTEXT, "the answer filled the context of %d tokens", s->n_ctx);
+            goto out;
+        }
+        if ((rc = api_forward(s, &tok, 1, 0, 0, NULL, err)) != VLM_OK) goto out;
+    }
+    if (st->stop != VLM_STOP_STRING && st->stop != VLM_STOP_CALLBACK) {
+        size_t fl = 0;
+        const char *rest = vlm_detok_stream_flush(&ds, &fl);
+        if (fl && alen + fl + 1 > acap) {
+            char *na = (char *)realloc(answer, alen + fl + 1);
+            if (!na) { rc = vlm_error_set(err, VLM_ERR_OOM, "out of memory"); goto out; }
+            answer = na;
+        }
+        if (fl) { memcpy(answer + alen, rest, fl); alen += fl; answer[alen] = 0; }
+        if (alen > emitted && fn) fn(user, answer + emitted, alen - emitted);
+    }
+    st->decode_s = api_now() - t0;
+    rc = api_append_answer(s, answer ? answer : "", alen, err);
+out:
+    vlm_detok_stream_free(&ds);
+    vlm_sampler_free(&smp);
+    vlm_tokens_free(&ids);
+    free(answer);
+    return rc;
+}
 /* ---- src/core.c ---- */
 /* The tensor core: errors, dtypes, arena, views, op front-ends, KV cache. */
 
