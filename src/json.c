@@ -454,3 +454,9 @@ int vlm_json_bool(const vlm_json *j, int def) {
 const char *vlm_json_str(const vlm_json *j, const char *def) {
     return j && j->type == VLM_JSON_STRING ? j->str : def;
 }
+
+const vlm_json *vlm_json_cfg(const vlm_json *cfg, const char *section, const char *key) {
+    const vlm_json *sec = section ? vlm_json_get(cfg, section) : NULL;
+    const vlm_json *v = sec ? vlm_json_path(sec, key) : NULL;
+    return v ? v : vlm_json_path(cfg, key);
+}

@@ -67,6 +67,13 @@ static void test_valid(void) {
     CHECK(vlm_json_num(NULL, 1.5) == 1.5, "num default");
     CHECK(vlm_json_get(NULL, "x") == NULL && vlm_json_at(NULL, 0) == NULL && vlm_json_path(NULL, "a") == NULL, "NULL safe");
     CHECK(vlm_json_at(vlm_json_get(j, "architectures"), -1) == NULL, "negative index");
+    /* Composite-config lookup: section first, then top level. */
+    CHECK(vlm_json_int(vlm_json_cfg(j, "text_config", "hidden_size"), -1) == 64, "cfg section");
+    CHECK(vlm_json_int(vlm_json_cfg(j, "vision_config", "hidden_size"), -1) == 2048, "cfg absent section -> top");
+    CHECK(vlm_json_bool(vlm_json_cfg(j, "text_config", "use_cache"), 1) == 0, "cfg key absent in section -> top");
+    CHECK(vlm_json_int(vlm_json_cfg(j, "text_config", "rope_scaling.mrope_section.2"), -1) == 24, "cfg dotted key");
+    CHECK(vlm_json_int(vlm_json_cfg(j, NULL, "hidden_size"), -1) == 2048, "cfg no section");
+    CHECK(vlm_json_cfg(j, "text_config", "nope") == NULL && vlm_json_cfg(NULL, "a", "b") == NULL, "cfg absent");
     vlm_json_free(j);
 
     /* Scalars at top level, whitespace around. */
@@ -234,7 +241,72 @@ static void test_load(void) {
     remove(path);
 }
 
+/* Canonical form of tests/data/json/flatten.py. */
+typedef struct dumpbuf { char *p; size_t n, cap; } dumpbuf;
+static void dput(dumpbuf *b, const char *s) {
+    size_t k = strlen(s);
+    if (b->n + k + 1 > b->cap) { b->cap = (b->n + k + 1) * 2; b->p = realloc(b->p, b->cap); }
+    memcpy(b->p + b->n, s, k + 1);
+    b->n += k;
+}
+static void dhex(dumpbuf *b, const char *s, size_t n) {
+    char h[3];
+    for (size_t i = 0; i < n; i++) { snprintf(h, sizeof h, "%02x", (unsigned char)s[i]); dput(b, h); }
+}
+static void dump(const vlm_json *j, dumpbuf *b) {
+    char num[40];
+    switch (j->type) {
+    case VLM_JSON_NULL: dput(b, "N"); break;
+    case VLM_JSON_BOOL: dput(b, j->num ? "T" : "F"); break;
+    case VLM_JSON_NUMBER: snprintf(num, sizeof num, "%.17g", j->num); dput(b, num); break;
+    case VLM_JSON_STRING: dput(b, "\""); dhex(b, j->str, (size_t)j->n); dput(b, "\""); break;
+    case VLM_JSON_ARRAY:
+    case VLM_JSON_OBJECT:
+        dput(b, j->type == VLM_JSON_ARRAY ? "[" : "{");
+        for (int i = 0; i < j->n; i++) {
+            if (j->type == VLM_JSON_OBJECT) { dhex(b, j->items[i].key, strlen(j->items[i].key)); dput(b, ":"); }
+            dump(&j->items[i], b);
+            dput(b, ",");
+        }
+        dput(b, j->type == VLM_JSON_ARRAY ? "]" : "}");
+    }
+}
+
+static void test_reference(const char *name) {
+    char path[256], epath[256];
+    snprintf(path, sizeof path, "tests/data/json/%s.json", name);
+    snprintf(epath, sizeof epath, "tests/data/json/%s.expected", name);
+    vlm_error err = {0};
+    vlm_json *j = vlm_json_load(path, &err);
+    CHECK(j != NULL, "%s: %s", path, err.msg);
+    FILE *f = fopen(epath, "rb");
+    CHECK(f != NULL, "cannot open %s", epath);
+    if (!j || !f) { vlm_json_free(j); if (f) fclose(f); return; }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *want = calloc((size_t)n + 1, 1);
+    if (fread(want, 1, (size_t)n, f) != (size_t)n) n = 0;
+    fclose(f);
+    while (n > 0 && want[n - 1] == '\n') want[--n] = 0;
+    dumpbuf b = {0};
+    dump(j, &b);
+    size_t k = 0;
+    while (k < b.n && k < (size_t)n && b.p[k] == want[k]) k++;
+    CHECK(b.n == (size_t)n && k == b.n, "%s differs from Python's reading at byte %zu: '%.40s' vs '%.40s'",
+          name, k, b.p + k, want + k);
+    free(b.p);
+    free(want);
+    vlm_json_free(j);
+}
+
 int main(void) {
+    test_reference("gemma4_config");
+    test_reference("qwen2_5_vl_config");
+    test_reference("qwen3_tokenizer_config");
+    test_reference("smolvlm_chat_template");
+    test_reference("unicode_ascii");
+    test_reference("unicode_utf8");
     test_valid();
     test_numbers();
     test_strings();
