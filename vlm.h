@@ -318,6 +318,11 @@ double vlm_json_num(const vlm_json *j, double def);   /* def when NULL or not a 
 int64_t vlm_json_int(const vlm_json *j, int64_t def);
 int vlm_json_bool(const vlm_json *j, int def);
 const char *vlm_json_str(const vlm_json *j, const char *def);
+/* Config lookup for composite HF configs: cfg.<section>.<key> when present,
+ * else cfg.<key> (flat configs keep text settings at the top level). key may
+ * be dotted; section may be NULL. E.g.
+ *   vlm_json_int(vlm_json_cfg(cfg, "text_config", "hidden_size"), 0) */
+const vlm_json *vlm_json_cfg(const vlm_json *cfg, const char *section, const char *key);
 
 /* ------------------------------------------------------------------ safetensors */
 
@@ -6013,6 +6018,12 @@ int vlm_json_bool(const vlm_json *j, int def) {
 
 const char *vlm_json_str(const vlm_json *j, const char *def) {
     return j && j->type == VLM_JSON_STRING ? j->str : def;
+}
+
+const vlm_json *vlm_json_cfg(const vlm_json *cfg, const char *section, const char *key) {
+    const vlm_json *sec = section ? vlm_json_get(cfg, section) : NULL;
+    const vlm_json *v = sec ? vlm_json_path(sec, key) : NULL;
+    return v ? v : vlm_json_path(cfg, key);
 }
 /* ---- src/model.c ---- */
 /* Model loading: config.json + safetensors -> an architecture's weights. */
