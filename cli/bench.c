@@ -15,6 +15,14 @@ static double bench_now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* CPU seconds of the process (all threads): on a busy machine the wall
+ * clock counts time spent waiting for a core, this does not. */
+static double bench_cpu(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
+}
+
 static double bench_peak_rss_mib(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -290,8 +298,9 @@ int cmd_bench(int argc, char **argv) {
     vlm_tensor *lg = NULL;
     vlm_compute_reset(&s.c);
     t0 = bench_now();
+    double c0 = bench_cpu();
     int ok = m->arch->forward(m, &s, ids, n_prompt, NULL, NULL, 0, &lg) == VLM_OK;
-    double t_prefill = bench_now() - t0;
+    double t_prefill = bench_now() - t0, cpu_prefill = bench_cpu() - c0, cpu_decode = 0;
     float *row = (float *)malloc(sizeof(float) * (size_t)m->vocab_size);
     int32_t tok = 0;
     double t_decode = 0;
@@ -302,16 +311,19 @@ int cmd_bench(int argc, char **argv) {
         tok = best;
         vlm_compute_reset(&s.c);
         t0 = bench_now();
+        c0 = bench_cpu();
         ok = ok && m->arch->forward(m, &s, &tok, 1, NULL, NULL, 0, &lg) == VLM_OK;
         t_decode += bench_now() - t0;
+        cpu_decode += bench_cpu() - c0;
     }
     if (!ok) fprintf(stderr, "vlm bench: %s\n", s.c.err.msg);
     else
         printf("{\"arch\":\"%s\",\"threads\":%d,\"weights\":\"%s\",\"load_s\":%.2f,\"vision_ms\":%.1f,"
                "\"prefill_tokens\":%d,\"prefill_tok_s\":%.2f,\"decode_tokens\":%d,\"decode_tok_s\":%.2f,"
+               "\"prefill_cpu_s\":%.2f,\"decode_cpu_s\":%.2f,"
                "\"vision_tiles\":%d,\"vision_tokens\":%d,\"kv_cache_mib\":%.2f,\"kv_ctx\":%d,\"peak_rss_mib\":%.0f}\n",
                m->arch->name, m->be->n_threads, random_w ? vlm_dtype_name(dtype) : "checkpoint", t_load, vision_ms,
-               n_prompt, n_prompt / t_prefill, n_gen, n_gen / t_decode, vision_tiles, vision_tokens,
+               n_prompt, n_prompt / t_prefill, n_gen, n_gen / t_decode, cpu_prefill, cpu_decode, vision_tiles, vision_tokens,
                kv_bytes / 1048576.0, s.n_ctx, bench_peak_rss_mib());
     free(row);
     free(ids);
