@@ -171,3 +171,14 @@ vlm_status vlm_build_prompt(const vlm_tokenizer *tok, vlm_prompt_family fam, con
     free(expanded);
     return st;
 }
+
+int vlm_qwen3_video_timestamps(const int *idx, int n, double fps, int merge, double *out) {
+    if (n <= 0 || merge <= 0 || fps <= 0) return 0;
+    int groups = (n + merge - 1) / merge;
+    for (int g = 0; g < groups; g++) {
+        int a = g * merge, b = g * merge + merge - 1;
+        if (b >= n) b = n - 1; /* the last index is repeated to fill the group */
+        out[g] = ((double)idx[a] / fps + (double)idx[b] / fps) / 2;
+    }
+    return groups;
+}

@@ -173,6 +173,11 @@ typedef struct vlm_media_info {
  * The result is text whose special tokens vlm_tokenize then matches. *out is malloc'd. */
 vlm_status vlm_expand_media(vlm_prompt_family fam, const char *prompt, const vlm_media_info *media,
                             int n_media, char **out, vlm_error *err);
+/* Qwen3-VL video timestamps as its processor computes them: seconds of the
+ * sampled frame indices at fps, averaged over each group of `merge`
+ * (temporal_patch_size) frames; out gets ceil(n / merge) values. Returns that count. */
+int vlm_qwen3_video_timestamps(const int *frame_indices, int n, double fps, int merge, double *out);
+
 /* The whole chain: renders the tokenizer's chat template for the messages
  * (bos/eos from its config), expands the media placeholders (media in the
  * order of the image/video parts) and tokenizes the result without adding

@@ -282,6 +282,11 @@ static void test_errors(void) {
     CHECK(vlm_expand_media(VLM_FAMILY_INTERNVL, "<video>", &m, 1, &out, &err) == VLM_OK, "%s", err.msg);
     CHECK(out && !strcmp(out, "Frame1: <img><IMG_CONTEXT><IMG_CONTEXT></img>\nFrame2: <img><IMG_CONTEXT><IMG_CONTEXT></img>"), "internvl video: %s", out);
     free(out);
+    /* Qwen3-VL timestamps: mean of each temporal pair, the last index repeated for an odd count. */
+    int idx[5] = {0, 12, 24, 36, 48};
+    double tsq[3];
+    CHECK(vlm_qwen3_video_timestamps(idx, 5, 24.0, 2, tsq) == 3, "timestamp count");
+    CHECK(tsq[0] == 0.25 && tsq[1] == 1.25 && tsq[2] == 2.0, "timestamps %g %g %g", tsq[0], tsq[1], tsq[2]);
     m.is_video = 0;
     m.rows = m.cols = 0;
     CHECK(vlm_expand_media(VLM_FAMILY_IDEFICS3, "<image>", &m, 1, &out, &err) == VLM_OK, "%s", err.msg);

@@ -222,6 +222,23 @@ static void test_invalid_utf8(vlm_tokenizer *q, vlm_tokenizer *g) {
         CHECK(vlm_detokenize(toks[k], ids.ids, ids.n, 0, &s, &n, &err) == VLM_OK, "%s", err.msg);
         CHECK(s && strstr(s, "ok ") == s && strstr(s, "\xef\xbf\xbd") && strstr(s, " bad "), "decoded invalid: %s", s ? s : "");
         free(s);
+        /* Random bytes: always encodes, and the ids decode. */
+        unsigned long long seed = 99;
+        int bad_rand = 0;
+        for (int c = 0; c < 200; c++) {
+            unsigned char rb[96];
+            int rn = 1 + c % 95;
+            for (int q = 0; q < rn; q++) rb[q] = (unsigned char)((test_randf(&seed) + 1) * 128);
+            vlm_tokens r = {0};
+            char *rs = NULL;
+            size_t rl;
+            if (vlm_tokenize(toks[k], (const char *)rb, (size_t)rn, VLM_TOK_ADD_SPECIAL, &r, &err) != VLM_OK || r.n == 0 ||
+                vlm_detokenize(toks[k], r.ids, r.n, 0, &rs, &rl, &err) != VLM_OK)
+                bad_rand++;
+            free(rs);
+            vlm_tokens_free(&r);
+        }
+        CHECK(bad_rand == 0, "%d random byte strings failed", bad_rand);
         int32_t badid = vlm_tokenizer_n_vocab(toks[k]) + 5;
         CHECK(vlm_detokenize(toks[k], &badid, 1, 0, &s, &n, &err) == VLM_ERR_ARG, "out-of-range id accepted");
         vlm_tokens_free(&ids);
