@@ -710,6 +710,11 @@ typedef struct vlm_media_info {
  * The result is text whose special tokens vlm_tokenize then matches. *out is malloc'd. */
 vlm_status vlm_expand_media(vlm_prompt_family fam, const char *prompt, const vlm_media_info *media,
                             int n_media, char **out, vlm_error *err);
+/* Qwen3-VL video timestamps as its processor computes them: seconds of the
+ * sampled frame indices at fps, averaged over each group of `merge`
+ * (temporal_patch_size) frames; out gets ceil(n / merge) values. Returns that count. */
+int vlm_qwen3_video_timestamps(const int *frame_indices, int n, double fps, int merge, double *out);
+
 /* The whole chain: renders the tokenizer's chat template for the messages
  * (bos/eos from its config), expands the media placeholders (media in the
  * order of the image/video parts) and tokenizes the result without adding
@@ -6379,6 +6384,17 @@ vlm_status vlm_build_prompt(const vlm_tokenizer *tok, vlm_prompt_family fam, con
     free(text);
     free(expanded);
     return st;
+}
+
+int vlm_qwen3_video_timestamps(const int *idx, int n, double fps, int merge, double *out) {
+    if (n <= 0 || merge <= 0 || fps <= 0) return 0;
+    int groups = (n + merge - 1) / merge;
+    for (int g = 0; g < groups; g++) {
+        int a = g * merge, b = g * merge + merge - 1;
+        if (b >= n) b = n - 1; /* the last index is repeated to fill the group */
+        out[g] = ((double)idx[a] / fps + (double)idx[b] / fps) / 2;
+    }
+    return groups;
 }
 /* ---- src/safetensors.c ---- */
 /* safetensors: mmap'd reader with full header validation, sharded
