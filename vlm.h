@@ -3620,6 +3620,7 @@ typedef struct jj_ctx {
     int failed;
     int brk, cont; /* loop control */
     int depth;
+    jv scratch; /* returned by jj_new after an allocation failure */
 } jj_ctx;
 
 static void *jj_alloc(jj_ctx *c, size_t n) {
@@ -3640,10 +3641,15 @@ static void *jj_alloc(jj_ctx *c, size_t n) {
     return p;
 }
 
-static jv jj_undef_v = {JV_UNDEF, 0, 0, 0, NULL, 0, NULL, NULL, 0, 0, NULL, NULL};
-static jv jj_none_v = {JV_NONE, 0, 0, 0, NULL, 0, NULL, NULL, 0, 0, NULL, NULL};
-static jv jj_true_v = {JV_BOOL, 0, 1, 0, NULL, 0, NULL, NULL, 0, 0, NULL, NULL};
-static jv jj_false_v = {JV_BOOL, 0, 0, 0, NULL, 0, NULL, NULL, 0, 0, NULL, NULL};
+/* Shared immutable singletons (read-only: nothing writes through these pointers). */
+static const jv jj_undef_c = {JV_UNDEF, 0, 0, 0, NULL, 0, NULL, NULL, 0, 0, NULL, NULL};
+static const jv jj_none_c = {JV_NONE, 0, 0, 0, NULL, 0, NULL, NULL, 0, 0, NULL, NULL};
+static const jv jj_true_c = {JV_BOOL, 0, 1, 0, NULL, 0, NULL, NULL, 0, 0, NULL, NULL};
+static const jv jj_false_c = {JV_BOOL, 0, 0, 0, NULL, 0, NULL, NULL, 0, 0, NULL, NULL};
+#define jj_undef_v (*(jv *)&jj_undef_c)
+#define jj_none_v (*(jv *)&jj_none_c)
+#define jj_true_v (*(jv *)&jj_true_c)
+#define jj_false_v (*(jv *)&jj_false_c)
 
 static jv *jj_fail(jj_ctx *c, const char *fmt, ...) {
     if (!c->failed) {
@@ -3660,7 +3666,7 @@ static jv *jj_fail(jj_ctx *c, const char *fmt, ...) {
 
 static jv *jj_new(jj_ctx *c, jv_type t) {
     jv *v = jj_alloc(c, sizeof *v);
-    if (!v) return &jj_undef_v;
+    if (!v) { memset(&c->scratch, 0, sizeof c->scratch); return &c->scratch; } /* OOM: render fails */
     v->t = t;
     return v;
 }
