@@ -1156,6 +1156,7 @@ typedef struct cpu_fa_arg {
     cpu_ctx *ctx;
     const vlm_op *op;
     int64_t T, Hq, Hkv, D, Dv, S, group, Tq, R, ntiles;
+    int64_t bk;                   /* keys per block, at most CPU_FA_BK */
     const struct cpu_span *kspan; /* per key block */
 } cpu_fa_arg;
 
@@ -1205,7 +1206,7 @@ static void cpu_fa_fn(void *p, int64_t i0, int64_t i1, int tid) {
     const vlm_op *op = A->op;
     const vlm_attn_params *ap = &op->attn;
     const vlm_tensor *q = op->a, *k = op->b, *v = op->c;
-    const int64_t D = A->D, Dv = A->Dv, G = A->group, BK = CPU_FA_BK;
+    const int64_t D = A->D, Dv = A->Dv, G = A->group, BK = A->bk;
     size_t ek = vlm_dtype_size(k->dtype), ev = vlm_dtype_size(v->dtype);
     float *Q = A->ctx->tscratch[tid], *O = Q + A->R * D, *P = O + A->R * Dv, *Kf = P + A->R * BK, *Vf = Kf + BK * D;
     float *mrow = Vf + BK * Dv, *lrow = mrow + A->R;
@@ -1296,19 +1297,20 @@ static vlm_status cpu_op_attn(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
                       op->b->shape[0], 0};
     A.group = A.Hq / A.Hkv;
     if (A.T * A.Hq == 0) return VLM_OK;
-    if (A.T * A.group >= 4 && A.S >= 16) {
-        cpu_fa_arg F = {ctx, op, A.T, A.Hq, A.Hkv, A.D, A.Dv, A.S, A.group, 0, 0, 0, NULL};
+    if (A.S >= 16) { /* measured faster than the per-row path even for decode without GQA */
+        cpu_fa_arg F = {ctx, op, A.T, A.Hq, A.Hkv, A.D, A.Dv, A.S, A.group, 0, 0, 0, CPU_FA_BK, NULL};
         const vlm_attn_params *ap = &op->attn;
+        /* packed short sequences (windowed vision attention): smaller tiles waste less on masked pairs */
+        if (ap->q_seg && A.group == 1) F.bk = 64;
         if (ap->k_pos || ap->k_seg) { /* block summaries of the keys */
-            int64_t nblk = (A.S + CPU_FA_BK - 1) / CPU_FA_BK;
+            int64_t nblk = (A.S + F.bk - 1) / F.bk;
             cpu_span *ks = (cpu_span *)cpu_shared(ctx, (size_t)nblk * sizeof(cpu_span) / sizeof(float) + 1);
             if (!ks) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
             for (int64_t b = 0; b < nblk; b++)
-                cpu_span_make(&ks[b], ap->k_pos, ap->k_seg, ap->k_group, b * CPU_FA_BK,
-                              A.S - b * CPU_FA_BK < CPU_FA_BK ? A.S - b * CPU_FA_BK : CPU_FA_BK);
+                cpu_span_make(&ks[b], ap->k_pos, ap->k_seg, ap->k_group, b * F.bk, A.S - b * F.bk < F.bk ? A.S - b * F.bk : F.bk);
             F.kspan = ks;
         }
-        int64_t tq = 128 / A.group;
+        int64_t tq = F.bk / A.group;
         if (tq < 1) tq = 1;
         if (tq > A.T) tq = A.T;
         F.Tq = tq;
