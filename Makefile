@@ -77,9 +77,10 @@ clean:
 # not part of `make test`. Run e.g.
 #   build-fuzz/fuzz_json fuzz/seeds/json -max_total_time=60
 FUZZ_CC  ?= clang
-FUZZ_SRC := src/core.c src/json.c src/safetensors.c
+FUZZ_SRC := src/core.c src/json.c src/safetensors.c src/image.c src/image_stb.c src/image_config.c
 .PHONY: fuzz
-fuzz: build-fuzz/fuzz_json build-fuzz/fuzz_safetensors
+fuzz: build-fuzz/fuzz_json build-fuzz/fuzz_safetensors build-fuzz/fuzz_image
+build-fuzz/fuzz_image: FUZZ_DEFS = -DVLM_IMAGE_MAX_PIXELS='(1LL << 22)'
 build-fuzz/%: fuzz/%.c $(FUZZ_SRC) $(HEADERS)
 	@mkdir -p build-fuzz
-	$(FUZZ_CC) -std=c11 -g -O1 -D_GNU_SOURCE -Isrc -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< $(FUZZ_SRC) -lm
+	$(FUZZ_CC) -std=c11 -g -O1 -D_GNU_SOURCE -Isrc -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(FUZZ_DEFS) -o $@ $< $(FUZZ_SRC) -lm

@@ -111,6 +111,53 @@ static void test_decode(void) {
     free(png);
 }
 
+/* Small files written by stb_image_write (fuzz/seeds/image): 12x9, channel
+ * values v[i] = (i*37 + (i/4)*11) & 255 over the interleaved samples. */
+static void test_formats(void) {
+    vlm_error err = {0};
+    vlm_image im;
+    const struct { const char *file; int channels; int exact; } cases[] = {
+        {"fmt/s1.png", 1, 1}, {"fmt/s2.png", 2, 1}, {"fmt/s4.png", 4, 1}, {"fmt/s3.bmp", 3, 1},
+        {"fmt/s4.tga", 4, 1}, {"fmt/s3.jpg", 3, 0},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        vlm_error_clear(&err);
+        char path[256];
+        snprintf(path, sizeof path, DATA "%s", cases[c].file);
+        vlm_status st = vlm_image_load(&im, path, &err);
+        CHECK(st == VLM_OK, "%s: %s", path, err.msg);
+        if (st) continue;
+        CHECK(im.width == 12 && im.height == 9, "%s: %dx%d", path, im.width, im.height);
+        int n = cases[c].channels, maxd = 0;
+        for (int i = 0; i < 12 * 9; i++)
+            for (int k = 0; k < 3; k++) {
+                int src = n >= 3 ? k : 0; /* gray replicated, alpha dropped (PIL convert("RGB")) */
+                int want = ((i * n + src) * 37 + ((i * n + src) / 4) * 11) & 255;
+                int d = abs((int)im.rgb[i * 3 + k] - want);
+                if (d > maxd) maxd = d;
+            }
+        if (cases[c].exact) CHECK(maxd == 0, "%s: pixels differ by up to %d", path, maxd);
+        vlm_image_free(&im);
+    }
+    CHECK(vlm_image_load(&im, DATA "fmt/s.gif", &err) == VLM_OK && im.width == 2 && im.height == 2, "gif: %s", err.msg);
+    vlm_image_free(&im);
+    CHECK(vlm_image_load(&im, DATA "fmt/s.ppm", &err) == VLM_OK && im.width == 3 && im.height == 2 && im.rgb[0] == 'a',
+          "ppm: %s", err.msg);
+    vlm_image_free(&im);
+    /* a JPEG Huffman table claiming more than 256 symbols (overflows stb 2.27's tables) */
+    size_t len = 0;
+    unsigned char *jpg = read_file(DATA "fmt/s3.jpg", &len);
+    CHECK(jpg != NULL, "read jpg");
+    if (jpg) {
+        for (size_t i = 0; i + 5 < len; i++)
+            if (jpg[i] == 0xFF && jpg[i + 1] == 0xC4) { jpg[i + 5] = 0xFF; jpg[i + 6] = 0xFF; break; }
+        vlm_error_clear(&err);
+        CHECK(vlm_image_decode(&im, jpg, len, &err) == VLM_ERR_FORMAT, "bad DHT rejected");
+        CHECK(strstr(err.msg, "JPEG") != NULL, "%s", err.msg);
+        free(jpg);
+    }
+}
+
 static void test_pixels(void) {
     vlm_error err = {0};
     vlm_image im;
@@ -312,6 +359,7 @@ static void test_multi_and_video(void) {
 
 int main(void) {
     test_decode();
+    test_formats();
     test_pixels();
     test_resize();
     test_geometry();
