@@ -3483,10 +3483,39 @@ vlm_status vlm_image_processor_load(vlm_image_processor *p, const char *path, vl
 #pragma GCC diagnostic ignored "-Wunused-function"
 #endif
 
+/* stb_image 2.27 (Debian 12) trusts the symbol counts of a JPEG Huffman
+ * table (DHT): more than 256 symbols overflow its tables (fixed upstream in
+ * 2.28). Wherever stb could read a DHT (after any FF C4 in the file), count
+ * the symbols the same way it does and reject the file if it would overflow. */
+static int img_stb_jpeg_dht_ok(const unsigned char *d, size_t n) {
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (d[i] != 0xFF || d[i + 1] != 0xC4) continue;
+        size_t p = i + 2;
+#define IMG_STB_GET8() (p < n ? d[p++] : 0)
+        long L = (long)IMG_STB_GET8() << 8;
+        L |= IMG_STB_GET8();
+        L -= 2;
+        while (L > 0) {
+            int q = IMG_STB_GET8();
+            if ((q >> 4) > 1 || (q & 15) > 3) break; /* stb rejects the header */
+            long cnt = 0;
+            for (int k = 0; k < 16; k++) cnt += IMG_STB_GET8();
+            if (cnt > 256) return 0;
+            p += (size_t)cnt;
+            L -= 17 + cnt;
+        }
+#undef IMG_STB_GET8
+    }
+    return 1;
+}
+
 vlm_status vlm_image_decode(vlm_image *img, const void *data, size_t len, vlm_error *err) {
     memset(img, 0, sizeof *img);
     if (!data || len == 0) return vlm_error_set(err, VLM_ERR_FORMAT, "image: empty input");
     if (len > INT_MAX) return vlm_error_set(err, VLM_ERR_FORMAT, "image: encoded data too large (%zu bytes)", len);
+    const unsigned char *bytes = (const unsigned char *)data;
+    if (len >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8 && !img_stb_jpeg_dht_ok(bytes, len))
+        return vlm_error_set(err, VLM_ERR_FORMAT, "image: corrupt JPEG (Huffman table with more than 256 symbols)");
     int w = 0, h = 0, comp = 0;
     if (!stbi_info_from_memory((const stbi_uc *)data, (int)len, &w, &h, &comp))
         return vlm_error_set(err, VLM_ERR_FORMAT, "image: unrecognized or corrupt image (%s)", stbi_failure_reason());
