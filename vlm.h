@@ -710,6 +710,15 @@ typedef struct vlm_media_info {
  * The result is text whose special tokens vlm_tokenize then matches. *out is malloc'd. */
 vlm_status vlm_expand_media(vlm_prompt_family fam, const char *prompt, const vlm_media_info *media,
                             int n_media, char **out, vlm_error *err);
+/* The media of an image processor's outputs (vlm_image_preprocess /
+ * vlm_video_preprocess, HF names: image_grid_thw, video_grid_thw,
+ * num_patches, rows/cols, num_soft_tokens_per_image): images first, then
+ * videos. merge_size: Qwen spatial merge (2); tokens_per_tile: InternVL
+ * tokens per tile ((image_size / patch)^2 * downsample_ratio^2) or Idefics3
+ * image_seq_len. Video timestamps are left NULL (set them for Qwen3-VL). */
+vlm_status vlm_media_from_features(vlm_prompt_family fam, const vlm_features *f, int merge_size, int tokens_per_tile,
+                                   vlm_media_info *out, int max_media, int *n_media, vlm_error *err);
+
 /* Qwen3-VL video timestamps as its processor computes them: seconds of the
  * sampled frame indices at fps, averaged over each group of `merge`
  * (temporal_patch_size) frames; out gets ceil(n / merge) values. Returns that count. */
@@ -1256,6 +1265,7 @@ static vlm_status api_media_info(vlm_session *s, api_image *a, const vlm_feature
     const vlm_tensor *t;
     switch (e->family) {
     case VLM_FAMILY_QWEN:
+    case VLM_FAMILY_QWEN3:
         t = vlm_features_get(f, "image_grid_thw");
         if (!t || t->shape[0] <= k) break;
         a->n_tokens = vlm_get_i64(t, k * 3) * vlm_get_i64(t, k * 3 + 1) * vlm_get_i64(t, k * 3 + 2) /
@@ -1305,7 +1315,8 @@ static vlm_status api_render(vlm_session *s, vlm_tokens *ids, vlm_error *err) {
     if ((st = vlm_tokenizer_chat(s->e->tok, msgs, s->n_msgs, 1, &text, err)) != VLM_OK) goto out;
     if ((st = vlm_expand_media((vlm_prompt_family)s->e->family, text, media, s->n_images, &expanded, err)) != VLM_OK)
         goto out;
-    st = vlm_tokenize(s->e->tok, expanded, strlen(expanded), VLM_TOK_ADD_SPECIAL, ids, err);
+    /* The template writes bos itself: no post-processor tokens (as HF's apply_chat_template). */
+    st = vlm_tokenize(s->e->tok, expanded, strlen(expanded), 0, ids, err);
 out:
     free(text);
     free(expanded);
@@ -6430,6 +6441,72 @@ int vlm_qwen3_video_timestamps(const int *idx, int n, double fps, int merge, dou
         out[g] = ((double)idx[a] / fps + (double)idx[b] / fps) / 2;
     }
     return groups;
+}
+
+vlm_status vlm_media_from_features(vlm_prompt_family fam, const vlm_features *f, int merge_size, int tokens_per_tile,
+                                   vlm_media_info *out, int max_media, int *n_media, vlm_error *err) {
+    int n = 0;
+    *n_media = 0;
+    const vlm_tensor *t;
+    switch (fam) {
+    case VLM_FAMILY_QWEN:
+    case VLM_FAMILY_QWEN3: {
+        int m2 = merge_size > 0 ? merge_size * merge_size : 4;
+        for (int v = 0; v < 2; v++) {
+            t = vlm_features_get(f, v ? "video_grid_thw" : "image_grid_thw");
+            if (!t) continue;
+            if (t->ndim != 2 || t->shape[1] != 3) return vlm_error_set(err, VLM_ERR_ARG, "%s must be [n, 3]", v ? "video_grid_thw" : "image_grid_thw");
+            for (int64_t i = 0; i < t->shape[0]; i++) {
+                if (n >= max_media) return vlm_error_set(err, VLM_ERR_ARG, "more than %d media", max_media);
+                int64_t tt = vlm_get_i64(t, i * 3), h = vlm_get_i64(t, i * 3 + 1), w = vlm_get_i64(t, i * 3 + 2);
+                memset(&out[n], 0, sizeof out[n]);
+                out[n].is_video = v;
+                out[n].n_tokens = (int)(tt * h * w / m2);
+                out[n].n_frames = (int)tt;
+                n++;
+            }
+        }
+        break;
+    }
+    case VLM_FAMILY_INTERNVL:
+        if (!(t = vlm_features_get(f, "num_patches"))) return vlm_error_set(err, VLM_ERR_ARG, "InternVL features lack num_patches");
+        for (int64_t i = 0; i < vlm_nelem(t); i++) {
+            if (n >= max_media) return vlm_error_set(err, VLM_ERR_ARG, "more than %d media", max_media);
+            memset(&out[n], 0, sizeof out[n]);
+            out[n].n_tokens = tokens_per_tile;
+            out[n].n_tiles = (int)vlm_get_i64(t, i);
+            n++;
+        }
+        break;
+    case VLM_FAMILY_IDEFICS3: {
+        const vlm_tensor *r = vlm_features_get(f, "rows"), *c = vlm_features_get(f, "cols");
+        if (!r || !c || vlm_nelem(r) != vlm_nelem(c)) return vlm_error_set(err, VLM_ERR_ARG, "Idefics3 features lack rows/cols");
+        for (int64_t i = 0; i < vlm_nelem(r); i++) {
+            if (n >= max_media) return vlm_error_set(err, VLM_ERR_ARG, "more than %d media", max_media);
+            memset(&out[n], 0, sizeof out[n]);
+            out[n].n_tokens = tokens_per_tile;
+            out[n].rows = (int)vlm_get_i64(r, i);
+            out[n].cols = (int)vlm_get_i64(c, i);
+            n++;
+        }
+        break;
+    }
+    case VLM_FAMILY_GEMMA4:
+        if (!(t = vlm_features_get(f, "num_soft_tokens_per_image"))) return vlm_error_set(err, VLM_ERR_ARG, "Gemma 4 features lack num_soft_tokens_per_image");
+        for (int64_t i = 0; i < vlm_nelem(t); i++) {
+            if (n >= max_media) return vlm_error_set(err, VLM_ERR_ARG, "more than %d media", max_media);
+            memset(&out[n], 0, sizeof out[n]);
+            out[n].n_tokens = (int)vlm_get_i64(t, i);
+            n++;
+        }
+        break;
+    default:
+        return vlm_error_set(err, VLM_ERR_ARG, "unknown prompt family %d", (int)fam);
+    }
+    if (fam != VLM_FAMILY_QWEN && fam != VLM_FAMILY_QWEN3 && tokens_per_tile <= 0 && fam != VLM_FAMILY_GEMMA4)
+        return vlm_error_set(err, VLM_ERR_ARG, "tokens_per_tile must be positive");
+    *n_media = n;
+    return VLM_OK;
 }
 /* ---- src/safetensors.c ---- */
 /* safetensors: mmap'd reader with full header validation, sharded

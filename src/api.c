@@ -253,6 +253,7 @@ static vlm_status api_media_info(vlm_session *s, api_image *a, const vlm_feature
     const vlm_tensor *t;
     switch (e->family) {
     case VLM_FAMILY_QWEN:
+    case VLM_FAMILY_QWEN3:
         t = vlm_features_get(f, "image_grid_thw");
         if (!t || t->shape[0] <= k) break;
         a->n_tokens = vlm_get_i64(t, k * 3) * vlm_get_i64(t, k * 3 + 1) * vlm_get_i64(t, k * 3 + 2) /
@@ -302,7 +303,8 @@ static vlm_status api_render(vlm_session *s, vlm_tokens *ids, vlm_error *err) {
     if ((st = vlm_tokenizer_chat(s->e->tok, msgs, s->n_msgs, 1, &text, err)) != VLM_OK) goto out;
     if ((st = vlm_expand_media((vlm_prompt_family)s->e->family, text, media, s->n_images, &expanded, err)) != VLM_OK)
         goto out;
-    st = vlm_tokenize(s->e->tok, expanded, strlen(expanded), VLM_TOK_ADD_SPECIAL, ids, err);
+    /* The template writes bos itself: no post-processor tokens (as HF's apply_chat_template). */
+    st = vlm_tokenize(s->e->tok, expanded, strlen(expanded), 0, ids, err);
 out:
     free(text);
     free(expanded);

@@ -182,3 +182,69 @@ int vlm_qwen3_video_timestamps(const int *idx, int n, double fps, int merge, dou
     }
     return groups;
 }
+
+vlm_status vlm_media_from_features(vlm_prompt_family fam, const vlm_features *f, int merge_size, int tokens_per_tile,
+                                   vlm_media_info *out, int max_media, int *n_media, vlm_error *err) {
+    int n = 0;
+    *n_media = 0;
+    const vlm_tensor *t;
+    switch (fam) {
+    case VLM_FAMILY_QWEN:
+    case VLM_FAMILY_QWEN3: {
+        int m2 = merge_size > 0 ? merge_size * merge_size : 4;
+        for (int v = 0; v < 2; v++) {
+            t = vlm_features_get(f, v ? "video_grid_thw" : "image_grid_thw");
+            if (!t) continue;
+            if (t->ndim != 2 || t->shape[1] != 3) return vlm_error_set(err, VLM_ERR_ARG, "%s must be [n, 3]", v ? "video_grid_thw" : "image_grid_thw");
+            for (int64_t i = 0; i < t->shape[0]; i++) {
+                if (n >= max_media) return vlm_error_set(err, VLM_ERR_ARG, "more than %d media", max_media);
+                int64_t tt = vlm_get_i64(t, i * 3), h = vlm_get_i64(t, i * 3 + 1), w = vlm_get_i64(t, i * 3 + 2);
+                memset(&out[n], 0, sizeof out[n]);
+                out[n].is_video = v;
+                out[n].n_tokens = (int)(tt * h * w / m2);
+                out[n].n_frames = (int)tt;
+                n++;
+            }
+        }
+        break;
+    }
+    case VLM_FAMILY_INTERNVL:
+        if (!(t = vlm_features_get(f, "num_patches"))) return vlm_error_set(err, VLM_ERR_ARG, "InternVL features lack num_patches");
+        for (int64_t i = 0; i < vlm_nelem(t); i++) {
+            if (n >= max_media) return vlm_error_set(err, VLM_ERR_ARG, "more than %d media", max_media);
+            memset(&out[n], 0, sizeof out[n]);
+            out[n].n_tokens = tokens_per_tile;
+            out[n].n_tiles = (int)vlm_get_i64(t, i);
+            n++;
+        }
+        break;
+    case VLM_FAMILY_IDEFICS3: {
+        const vlm_tensor *r = vlm_features_get(f, "rows"), *c = vlm_features_get(f, "cols");
+        if (!r || !c || vlm_nelem(r) != vlm_nelem(c)) return vlm_error_set(err, VLM_ERR_ARG, "Idefics3 features lack rows/cols");
+        for (int64_t i = 0; i < vlm_nelem(r); i++) {
+            if (n >= max_media) return vlm_error_set(err, VLM_ERR_ARG, "more than %d media", max_media);
+            memset(&out[n], 0, sizeof out[n]);
+            out[n].n_tokens = tokens_per_tile;
+            out[n].rows = (int)vlm_get_i64(r, i);
+            out[n].cols = (int)vlm_get_i64(c, i);
+            n++;
+        }
+        break;
+    }
+    case VLM_FAMILY_GEMMA4:
+        if (!(t = vlm_features_get(f, "num_soft_tokens_per_image"))) return vlm_error_set(err, VLM_ERR_ARG, "Gemma 4 features lack num_soft_tokens_per_image");
+        for (int64_t i = 0; i < vlm_nelem(t); i++) {
+            if (n >= max_media) return vlm_error_set(err, VLM_ERR_ARG, "more than %d media", max_media);
+            memset(&out[n], 0, sizeof out[n]);
+            out[n].n_tokens = (int)vlm_get_i64(t, i);
+            n++;
+        }
+        break;
+    default:
+        return vlm_error_set(err, VLM_ERR_ARG, "unknown prompt family %d", (int)fam);
+    }
+    if (fam != VLM_FAMILY_QWEN && fam != VLM_FAMILY_QWEN3 && tokens_per_tile <= 0 && fam != VLM_FAMILY_GEMMA4)
+        return vlm_error_set(err, VLM_ERR_ARG, "tokens_per_tile must be positive");
+    *n_media = n;
+    return VLM_OK;
+}

@@ -173,6 +173,15 @@ typedef struct vlm_media_info {
  * The result is text whose special tokens vlm_tokenize then matches. *out is malloc'd. */
 vlm_status vlm_expand_media(vlm_prompt_family fam, const char *prompt, const vlm_media_info *media,
                             int n_media, char **out, vlm_error *err);
+/* The media of an image processor's outputs (vlm_image_preprocess /
+ * vlm_video_preprocess, HF names: image_grid_thw, video_grid_thw,
+ * num_patches, rows/cols, num_soft_tokens_per_image): images first, then
+ * videos. merge_size: Qwen spatial merge (2); tokens_per_tile: InternVL
+ * tokens per tile ((image_size / patch)^2 * downsample_ratio^2) or Idefics3
+ * image_seq_len. Video timestamps are left NULL (set them for Qwen3-VL). */
+vlm_status vlm_media_from_features(vlm_prompt_family fam, const vlm_features *f, int merge_size, int tokens_per_tile,
+                                   vlm_media_info *out, int max_media, int *n_media, vlm_error *err);
+
 /* Qwen3-VL video timestamps as its processor computes them: seconds of the
  * sampled frame indices at fps, averaged over each group of `merge`
  * (temporal_patch_size) frames; out gets ceil(n / merge) values. Returns that count. */

@@ -294,7 +294,29 @@ static void test_errors(void) {
     free(out);
 }
 
+static void test_from_features(void) {
+    int64_t grid[6] = {1, 10, 14, 1, 12, 6}, vgrid[3] = {2, 6, 8};
+    int64_t s2[2] = {2, 3}, s1[1] = {1};
+    vlm_features f = {0};
+    f.names[0] = "image_grid_thw"; f.tensors[0] = vlm_tensor_make(VLM_I64, 2, s2, grid);
+    f.names[1] = "video_grid_thw"; f.tensors[1] = vlm_tensor_make(VLM_I64, 2, (int64_t[]){1, 3}, vgrid);
+    f.n = 2;
+    vlm_media_info m[4];
+    int n = 0;
+    vlm_error err = {0};
+    CHECK(vlm_media_from_features(VLM_FAMILY_QWEN, &f, 2, 0, m, 4, &n, &err) == VLM_OK && n == 3, "qwen media: %s", err.msg);
+    CHECK(m[0].n_tokens == 35 && m[1].n_tokens == 18 && !m[1].is_video && m[2].is_video && m[2].n_tokens == 24 && m[2].n_frames == 2,
+          "qwen media counts %d %d %d", m[0].n_tokens, m[1].n_tokens, m[2].n_tokens);
+    int64_t tiles[1] = {7};
+    vlm_features g = {0};
+    g.names[0] = "num_patches"; g.tensors[0] = vlm_tensor_make(VLM_I64, 1, s1, tiles); g.n = 1;
+    CHECK(vlm_media_from_features(VLM_FAMILY_INTERNVL, &g, 0, 4, m, 4, &n, &err) == VLM_OK && n == 1 && m[0].n_tiles == 7 && m[0].n_tokens == 4,
+          "internvl media");
+    CHECK(vlm_media_from_features(VLM_FAMILY_GEMMA4, &g, 0, 0, m, 4, &n, &err) == VLM_ERR_ARG, "gemma4 without soft tokens");
+}
+
 int main(void) {
+    test_from_features();
     vlm_tokenizer *qwen = load_tok("qwen3"), *smol = load_tok("smolvlm");
     static const char *const cases[] = {"qwen2_5_vl", "qwen2_5_vl_multi", "qwen2_5_vl_video", "qwen2_5_vl_bf16", "qwen3_vl",
                                         "qwen3_vl_moe", "internvl", "internvl_qwen3", "idefics3", "gemma4", "gemma4_moe", NULL};
