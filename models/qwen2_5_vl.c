@@ -20,14 +20,11 @@ typedef struct {
     vlm_tensor *patch_embed;      /* [v_hidden, C*T*P*P] view of the conv3d weight */
     q25_vit_block *blocks;
     vlm_tensor *merger_norm, *merger_fc1, *merger_fc1_b, *merger_fc2, *merger_fc2_b;
-    /* decoder */
-    int n_layers, hidden, inter;
-    vlm_dec_hparams hp;
+    /* decoder: a Qwen2 stack (qkv bias) with M-RoPE */
+    vlm_dec_stack d;
     float theta;
     int mrope_section[3];
     float tokens_per_second;
-    vlm_tensor *embed, *norm, *lm_head;
-    vlm_dec_layer *layers;
 } q25_model;
 
 static vlm_status q25_load_config(vlm_model *m, q25_model *q, vlm_error *err) {
@@ -45,32 +42,32 @@ static vlm_status q25_load_config(vlm_model *m, q25_model *q, vlm_error *err) {
     q->in_channels = (int)vlm_json_int(vlm_json_get(vc, "in_channels"), 3);
     q->tokens_per_second = (float)vlm_json_num(vlm_json_get(vc, "tokens_per_second"), 2);
     q->v_theta = (float)vlm_json_num(vlm_json_path(vc, "rope_parameters.rope_theta"), 10000.0);
-    q->hidden = (int)vlm_json_int(vlm_cfg_text(cfg, "hidden_size"), 0);
-    q->n_layers = (int)vlm_json_int(vlm_cfg_text(cfg, "num_hidden_layers"), 0);
-    q->inter = (int)vlm_json_int(vlm_cfg_text(cfg, "intermediate_size"), 0);
-    q->hp.n_heads = (int)vlm_json_int(vlm_cfg_text(cfg, "num_attention_heads"), 0);
-    q->hp.n_kv_heads = (int)vlm_json_int(vlm_cfg_text(cfg, "num_key_value_heads"), q->hp.n_heads);
-    q->hp.eps = (float)vlm_json_num(vlm_cfg_text(cfg, "rms_norm_eps"), 1e-6);
-    q->hp.act = VLM_UNARY_SILU;
+    q->d.hidden = (int)vlm_json_int(vlm_cfg_text(cfg, "hidden_size"), 0);
+    q->d.n_layers = (int)vlm_json_int(vlm_cfg_text(cfg, "num_hidden_layers"), 0);
+    q->d.inter = (int)vlm_json_int(vlm_cfg_text(cfg, "intermediate_size"), 0);
+    q->d.hp.n_heads = (int)vlm_json_int(vlm_cfg_text(cfg, "num_attention_heads"), 0);
+    q->d.hp.n_kv_heads = (int)vlm_json_int(vlm_cfg_text(cfg, "num_key_value_heads"), q->d.hp.n_heads);
+    q->d.hp.eps = (float)vlm_json_num(vlm_cfg_text(cfg, "rms_norm_eps"), 1e-6);
+    q->d.hp.act = VLM_UNARY_SILU;
     q->theta = (float)vlm_json_num(vlm_cfg_rope(cfg, "rope_theta"), 1000000.0);
     m->vocab_size = (int)vlm_json_int(vlm_cfg_text(cfg, "vocab_size"), 0);
-    m->hidden_size = q->hidden;
+    m->hidden_size = q->d.hidden;
     m->image_token_id = (int32_t)vlm_json_int(vlm_json_get(cfg, "image_token_id"), 151655);
     m->video_token_id = (int32_t)vlm_json_int(vlm_json_get(cfg, "video_token_id"), 151656);
     const vlm_json *sec = vlm_cfg_rope(cfg, "mrope_section");
-    if (q->hidden <= 0 || q->n_layers <= 0 || q->inter <= 0 || q->hp.n_heads <= 0 || q->hp.n_kv_heads <= 0 ||
-        q->hidden % q->hp.n_heads || q->hp.n_heads % q->hp.n_kv_heads || m->vocab_size <= 0)
+    if (q->d.hidden <= 0 || q->d.n_layers <= 0 || q->d.inter <= 0 || q->d.hp.n_heads <= 0 || q->d.hp.n_kv_heads <= 0 ||
+        q->d.hidden % q->d.hp.n_heads || q->d.hp.n_heads % q->d.hp.n_kv_heads || m->vocab_size <= 0)
         return vlm_error_set(err, VLM_ERR_CONFIG, "text config: hidden_size/num_hidden_layers/heads/vocab_size missing or inconsistent");
     if (q->v_hidden % q->v_heads || (q->v_hidden / q->v_heads) % 4 || q->merge <= 0 || q->patch <= 0 ||
         q->window < q->merge * q->patch || q->v_depth <= 0)
         return vlm_error_set(err, VLM_ERR_CONFIG, "vision config: inconsistent sizes");
-    q->hp.head_dim = q->hidden / q->hp.n_heads;
+    q->d.hp.head_dim = q->d.hidden / q->d.hp.n_heads;
     if (!sec || sec->type != VLM_JSON_ARRAY || sec->n != 3)
         return vlm_error_set(err, VLM_ERR_CONFIG, "mrope_section missing (rope_parameters.mrope_section)");
     int sum = 0;
     for (int i = 0; i < 3; i++) sum += q->mrope_section[i] = (int)vlm_json_int(vlm_json_at(sec, i), 0);
-    if (sum != q->hp.head_dim / 2)
-        return vlm_error_set(err, VLM_ERR_CONFIG, "mrope_section sums to %d, head_dim/2 is %d", sum, q->hp.head_dim / 2);
+    if (sum != q->d.hp.head_dim / 2)
+        return vlm_error_set(err, VLM_ERR_CONFIG, "mrope_section sums to %d, head_dim/2 is %d", sum, q->d.hp.head_dim / 2);
     return VLM_OK;
 }
 
@@ -82,8 +79,7 @@ static vlm_status q25_load(vlm_model *m, vlm_error *err) {
     if (s != VLM_OK) return s;
     q->fullatt = (int *)calloc((size_t)q->v_depth, sizeof(int));
     q->blocks = (q25_vit_block *)calloc((size_t)q->v_depth, sizeof *q->blocks);
-    q->layers = (vlm_dec_layer *)calloc((size_t)q->n_layers, sizeof *q->layers);
-    if (!q->fullatt || !q->blocks || !q->layers) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    if (!q->fullatt || !q->blocks) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     const vlm_json *fa = vlm_json_path(m->config, "vision_config.fullatt_block_indexes");
     for (int i = 0; fa && i < fa->n; i++) {
         int64_t b = vlm_json_int(vlm_json_at(fa, i), -1);
@@ -118,25 +114,20 @@ static vlm_status q25_load(vlm_model *m, vlm_error *err) {
     q->merger_fc2 = vlm_ld(&ld, VLM_SHAPE2(q->v_out, M), "merger.mlp.2.weight");
     q->merger_fc2_b = vlm_ld(&ld, VLM_SHAPE1(q->v_out), "merger.mlp.2.bias");
     if (err->code) return err->code;
-    if (q->v_out != q->hidden)
-        return vlm_error_set(err, VLM_ERR_CONFIG, "vision out_hidden_size %d != text hidden_size %d", q->v_out, q->hidden);
+    if (q->v_out != q->d.hidden)
+        return vlm_error_set(err, VLM_ERR_CONFIG, "vision out_hidden_size %d != text hidden_size %d", q->v_out, q->d.hidden);
 
     static const char *const txt_prefixes[] = {"model.language_model.", "model.", NULL};
     if (!vlm_loader_prefix(&ld, txt_prefixes, "embed_tokens.weight"))
         return vlm_error_set(err, VLM_ERR_FORMAT, "no decoder weights (model.embed_tokens.weight)");
-    q->embed = vlm_ld(&ld, VLM_SHAPE2(m->vocab_size, q->hidden), "embed_tokens.weight");
-    q->norm = vlm_ld(&ld, VLM_SHAPE1(q->hidden), "norm.weight");
-    for (int l = 0; l < q->n_layers; l++)
-        if (vlm_dec_layer_load(&ld, l, q->hidden, q->inter, &q->hp, 1, 0, &q->layers[l]) != VLM_OK) return err->code;
     int tied = vlm_json_bool(vlm_json_get(m->config, "tie_word_embeddings"), 0) ||
                vlm_json_bool(vlm_cfg_text(m->config, "tie_word_embeddings"), 0);
-    q->lm_head = tied ? q->embed : vlm_weight(m, "lm_head.weight", VLM_SHAPE2(m->vocab_size, q->hidden), err);
-    return err->code;
+    return vlm_dec_stack_load(&ld, m->vocab_size, 1, 0, tied, &q->d);
 }
 
 static void q25_unload(vlm_model *m) {
     q25_model *q = (q25_model *)m->impl;
-    if (q) { free(q->fullatt); free(q->blocks); free(q->layers); free(q); }
+    if (q) { free(q->fullatt); free(q->blocks); free(q->d.layers); free(q); }
     m->impl = NULL;
 }
 
@@ -283,20 +274,15 @@ static vlm_status q25_forward(vlm_model *m, vlm_seq *s, const int32_t *ids, int 
     vlm_mrope_spec sp;
     vlm_status st = q25_mrope_spec(c, q, m, f, &sp);
     if (st == VLM_OK)
-        st = vlm_mrope_begin(s, &sp, ids, n, q->hp.head_dim, q->theta, q->mrope_section, 0, &pos, &cos, &sin);
+        st = vlm_mrope_begin(s, &sp, ids, n, q->d.hp.head_dim, q->theta, q->mrope_section, 0, &pos, &cos, &sin);
     if (st != VLM_OK) return st;
 
     int64_t img_seen = 0, vid_seen = 0;
-    vlm_tensor *x = vlm_embed_tokens(c, q->embed, ids, n, vision, m->image_token_id, m->video_token_id, &img_seen, &vid_seen);
-    vlm_tensor *resid = vlm_new_2d(c, VLM_F32, n, q->hidden);
+    vlm_tensor *x = vlm_embed_tokens(c, q->d.embed, ids, n, vision, m->image_token_id, m->video_token_id, &img_seen, &vid_seen);
+    vlm_tensor *resid = vlm_new_2d(c, VLM_F32, n, q->d.hidden);
     if (!x || !resid || vlm_copy(c, resid, x) != VLM_OK) goto fail;
-    for (int l = 0; l < q->n_layers; l++) {
-        vlm_arena_mark mark = vlm_arena_get_mark(&c->arena);
-        x = vlm_dec_layer_forward(c, &q->layers[l], &q->hp, &s->kv.layers[l], resid, cos, sin, pos, n);
-        if (!x || vlm_copy(c, resid, x) != VLM_OK) goto fail;
-        vlm_arena_release(&c->arena, mark);
-    }
-    *logits = vlm_lm_logits(c, resid, q->norm, q->hp.eps, q->lm_head, all_logits);
+    if (vlm_dec_stack_run(c, &q->d, &s->kv, resid, cos, sin, pos, n)) goto fail;
+    *logits = vlm_lm_logits(c, resid, q->d.norm, q->d.hp.eps, q->d.lm_head, all_logits);
     if (!*logits) goto fail;
     s->n_past += n;
     return VLM_OK;
@@ -310,7 +296,7 @@ static vlm_status q25_seq_init(vlm_model *m, vlm_seq *s, vlm_error *err) {
     q25_model *q = (q25_model *)m->impl;
     s->impl = calloc(1, sizeof(q25_seq));
     if (!s->impl) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
-    return vlm_seq_kv_uniform(s, q->n_layers, q->hp.n_kv_heads, q->hp.head_dim, err);
+    return vlm_seq_kv_uniform(s, q->d.n_layers, q->d.hp.n_kv_heads, q->d.hp.head_dim, err);
 }
 
 static void q25_seq_free(vlm_model *m, vlm_seq *s) {
