@@ -89,6 +89,8 @@ typedef struct vlm_detok_stream {
     char *buf;
     size_t len;
     int started;
+    unsigned char *run; /* pending ByteFallback bytes (<0xNN> tokens) */
+    size_t run_len, run_cap;
 } vlm_detok_stream;
 void vlm_detok_stream_init(vlm_detok_stream *s, const vlm_tokenizer *tok, int flags);
 const char *vlm_detok_stream_push(vlm_detok_stream *s, int32_t id, size_t *len);

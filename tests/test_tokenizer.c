@@ -245,6 +245,33 @@ static void test_invalid_utf8(vlm_tokenizer *q, vlm_tokenizer *g) {
     }
 }
 
+/* Gemma's ByteFallback decoder: a run of <0xNN> tokens is UTF-8 as a whole, or
+ * one U+FFFD per byte when it is not (HF tokenizers' ByteFallback). */
+static void test_byte_fallback(vlm_tokenizer *g) {
+    int32_t e2 = vlm_token_id(g, "<0xE2>"), x82 = vlm_token_id(g, "<0x82>"), xac = vlm_token_id(g, "<0xAC>"), a = vlm_token_id(g, "A");
+    CHECK(e2 >= 0 && x82 >= 0 && xac >= 0 && a >= 0, "byte tokens missing");
+    int32_t ok_ids[4] = {a, e2, x82, xac}, bad_ids[4] = {e2, x82, a, e2};
+    char *s = NULL;
+    size_t n;
+    vlm_error err = {0};
+    vlm_detokenize(g, ok_ids, 4, 0, &s, &n, &err);
+    CHECK(s && !strcmp(s, "A\xe2\x82\xac"), "valid run: %s", s);
+    free(s);
+    vlm_detokenize(g, bad_ids, 4, 0, &s, &n, &err);
+    CHECK(s && !strcmp(s, "\xef\xbf\xbd\xef\xbf\xbd" "A" "\xef\xbf\xbd"), "invalid runs: %s", s);
+    free(s);
+    /* Streaming gives the same text. */
+    vlm_detok_stream ds;
+    vlm_detok_stream_init(&ds, g, 0);
+    char acc[64] = {0};
+    size_t al = 0, pl;
+    for (int i = 0; i < 4; i++) { const char *p = vlm_detok_stream_push(&ds, bad_ids[i], &pl); memcpy(acc + al, p, pl); al += pl; }
+    const char *p = vlm_detok_stream_flush(&ds, &pl);
+    memcpy(acc + al, p, pl);
+    CHECK(!strcmp(acc, "\xef\xbf\xbd\xef\xbf\xbd" "A" "\xef\xbf\xbd"), "streamed invalid runs: %s", acc);
+    vlm_detok_stream_free(&ds);
+}
+
 static void test_streaming(vlm_tokenizer *t) {
     /* "😀" is split over several byte-level tokens: nothing is emitted until complete. */
     const char *text = "a\xf0\x93\x80\x80" "b"; /* U+13000 EGYPTIAN HIEROGLYPH A001 */
@@ -418,6 +445,7 @@ int main(int argc, char **argv) {
     if (q) test_roundtrip_fuzz(q, "qwen3", 1);
     if (g) test_roundtrip_fuzz(g, "gemma3", 0);
     if (q) test_streaming(q);
+    if (g) test_byte_fallback(g);
     if (q) test_speed(q, "qwen3");
     if (g) test_speed(g, "gemma3");
     vlm_tokenizer_free(q);
