@@ -626,6 +626,8 @@ typedef struct vlm_detok_stream {
     char *buf;
     size_t len;
     int started;
+    unsigned char *run; /* pending ByteFallback bytes (<0xNN> tokens) */
+    size_t run_len, run_cap;
 } vlm_detok_stream;
 void vlm_detok_stream_init(vlm_detok_stream *s, const vlm_tokenizer *tok, int flags);
 const char *vlm_detok_stream_push(vlm_detok_stream *s, int32_t id, size_t *len);
@@ -8583,11 +8585,14 @@ vlm_status vlm_tokenize(const vlm_tokenizer *t, const char *text, size_t len, in
 
 /* ------------------------------------------------------------------ decoding */
 
-/* Raw bytes of one token after the decoder chain (before UTF-8 validation). */
-static void tok_decode_piece(const vlm_tokenizer *t, int32_t id, int first, tok_buf *b) {
+/* Raw bytes of one token after the decoder chain (before UTF-8 validation),
+ * appended to b; returns -1, or the byte value (0..255, not appended) when
+ * ByteFallback turned the token into a raw byte: those are collected in runs
+ * and validated as a whole, as HF's ByteFallback decoder does. */
+static int tok_decode_piece(const vlm_tokenizer *t, int32_t id, int first, tok_buf *b) {
     const char *p = t->piece[id];
     size_t n = (size_t)t->piece_len[id];
-    if (!p) return;
+    if (!p) return -1;
     char *tmp = NULL;
     for (int k = 0; k < t->n_dec; k++) {
         const tok_dec *d = &t->dec[k];
@@ -8623,11 +8628,17 @@ static void tok_decode_piece(const vlm_tokenizer *t, int32_t id, int first, tok_
                     else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
                     else ok = 0;
                 }
+                if (ok && k == t->n_dec - 1) { free(tmp); return (int)v; }
                 if (ok) {
-                    char c = (char)v;
-                    free(tmp); tmp = malloc(2);
-                    if (!tmp) { b->oom = 1; return; }
-                    tmp[0] = c; p = tmp; n = 1;
+                    /* Decoders after ByteFallback (Fuse, Strip) leave a lone byte as it is. */
+                    free(tmp);
+                    for (int k2 = k + 1; k2 < t->n_dec; k2++)
+                        if (t->dec[k2].kind != TOK_DEC_FUSE && t->dec[k2].kind != TOK_DEC_STRIP) goto not_byte;
+                    return (int)v;
+                not_byte:
+                    tmp = malloc(2);
+                    if (!tmp) { b->oom = 1; return -1; }
+                    tmp[0] = (char)v; p = tmp; n = 1;
                 }
             }
         } else if (d->kind == TOK_DEC_STRIP) {
@@ -8640,6 +8651,19 @@ static void tok_decode_piece(const vlm_tokenizer *t, int32_t id, int first, tok_
     }
     tok_buf_add(b, p, n);
     free(tmp);
+    return -1;
+}
+
+/* A finished run of ByteFallback bytes: as is when valid UTF-8, else one U+FFFD per byte. */
+static void tok_flush_run(tok_buf *b, const unsigned char *run, size_t n) {
+    int valid = 1;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        i += (size_t)vlm_utf8_decode(run + i, n - i, &cp);
+        if (cp >= 0x110000) { valid = 0; break; }
+    }
+    if (valid) { tok_buf_add(b, run, n); return; }
+    for (size_t i = 0; i < n; i++) tok_buf_add(b, "\xEF\xBF\xBD", 3);
 }
 
 /* Appends s[0..n) to b replacing invalid UTF-8 (maximal invalid subparts) by U+FFFD.
@@ -8678,17 +8702,27 @@ static void tok_utf8_lossy(tok_buf *b, const unsigned char *s, size_t n, int *ho
 
 vlm_status vlm_detokenize(const vlm_tokenizer *t, const int32_t *ids, int n, int flags,
                           char **out, size_t *out_len, vlm_error *err) {
-    tok_buf raw = {0}, o = {0};
+    tok_buf raw = {0}, o = {0}, run = {0}, piece = {0};
     int first = 1;
     for (int i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= t->n_vocab || !t->piece[ids[i]]) {
             free(raw.p);
+            free(run.p);
+            free(piece.p);
             return vlm_error_set(err, VLM_ERR_ARG, "detokenize: id %d is not in the vocabulary", ids[i]);
         }
         if ((flags & VLM_DETOK_SKIP_SPECIAL) && (t->special[ids[i]] & 1)) continue;
-        tok_decode_piece(t, ids[i], first, &raw);
+        int by = tok_decode_piece(t, ids[i], first, &piece);
         first = 0;
+        if (by >= 0) { unsigned char c = (unsigned char)by; tok_buf_add(&run, &c, 1); continue; }
+        tok_flush_run(&raw, (const unsigned char *)run.p, run.n);
+        run.n = 0;
+        tok_buf_add(&raw, piece.p ? piece.p : "", piece.n);
+        piece.n = 0;
     }
+    tok_flush_run(&raw, (const unsigned char *)run.p, run.n);
+    free(run.p);
+    free(piece.p);
     tok_utf8_lossy(&o, (const unsigned char *)(raw.p ? raw.p : ""), raw.n, NULL);
     free(raw.p);
     if (raw.oom || o.oom) { free(o.p); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
@@ -8707,12 +8741,40 @@ void vlm_detok_stream_init(vlm_detok_stream *s, const vlm_tokenizer *tok, int fl
 
 const char *vlm_detok_stream_push(vlm_detok_stream *s, int32_t id, size_t *len) {
     const vlm_tokenizer *t = s->tok;
-    tok_buf raw = {0}, o = {0};
-    tok_buf_add(&raw, s->pending, (size_t)s->n_pending);
-    if (id >= 0 && id < t->n_vocab && t->piece[id] && !((s->flags & VLM_DETOK_SKIP_SPECIAL) && (t->special[id] & 1))) {
-        tok_decode_piece(t, id, !s->started, &raw);
-        s->started = 1;
+    tok_buf raw = {0}, o = {0}, piece = {0};
+    if (id < 0 || id >= t->n_vocab || !t->piece[id] || ((s->flags & VLM_DETOK_SKIP_SPECIAL) && (t->special[id] & 1))) {
+        /* Unknown or skipped: nothing to add (a ByteFallback run continues). */
+        free(s->buf);
+        s->buf = NULL;
+        s->len = 0;
+        if (len) *len = 0;
+        return "";
     }
+    {
+        int by = tok_decode_piece(t, id, !s->started, &piece);
+        s->started = 1;
+        if (by >= 0) { /* a ByteFallback run is held until it ends */
+            free(piece.p);
+            if (s->run_len == s->run_cap) {
+                size_t cap = s->run_cap ? s->run_cap * 2 : 16;
+                unsigned char *r = realloc(s->run, cap);
+                if (!r) { if (len) *len = 0; return ""; }
+                s->run = r;
+                s->run_cap = cap;
+            }
+            s->run[s->run_len++] = (unsigned char)by;
+            free(s->buf);
+            s->buf = NULL;
+            s->len = 0;
+            if (len) *len = 0;
+            return "";
+        }
+    }
+    tok_buf_add(&raw, s->pending, (size_t)s->n_pending);
+    tok_flush_run(&raw, s->run, s->run_len);
+    s->run_len = 0;
+    tok_buf_add(&raw, piece.p ? piece.p : "", piece.n);
+    free(piece.p);
     int hold = 0;
     tok_utf8_lossy(&o, (const unsigned char *)(raw.p ? raw.p : ""), raw.n, &hold);
     s->n_pending = hold;
@@ -8726,9 +8788,13 @@ const char *vlm_detok_stream_push(vlm_detok_stream *s, int32_t id, size_t *len) 
 }
 
 const char *vlm_detok_stream_flush(vlm_detok_stream *s, size_t *len) {
-    tok_buf o = {0};
-    tok_utf8_lossy(&o, s->pending, (size_t)s->n_pending, NULL);
+    tok_buf o = {0}, raw = {0};
+    tok_buf_add(&raw, s->pending, (size_t)s->n_pending);
+    tok_flush_run(&raw, s->run, s->run_len);
+    tok_utf8_lossy(&o, (const unsigned char *)(raw.p ? raw.p : ""), raw.n, NULL);
+    free(raw.p);
     s->n_pending = 0;
+    s->run_len = 0;
     free(s->buf);
     s->buf = o.p ? o.p : calloc(1, 1);
     s->len = o.p ? o.n : 0;
@@ -8738,6 +8804,9 @@ const char *vlm_detok_stream_flush(vlm_detok_stream *s, size_t *len) {
 
 void vlm_detok_stream_free(vlm_detok_stream *s) {
     free(s->buf);
+    free(s->run);
+    s->run = NULL;
+    s->run_len = s->run_cap = 0;
     s->buf = NULL;
     s->len = 0;
 }
