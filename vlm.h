@@ -860,6 +860,7 @@ typedef struct vlm_image_processor {
     /* Qwen2-VL family */
     int patch_size, temporal_patch_size, merge_size;
     int64_t min_pixels, max_pixels; /* size.shortest_edge / size.longest_edge */
+    int qwen3_video;                /* Qwen3VLVideoProcessor: the pixel budget covers all frames */
     /* InternVL (GotOcr2) */
     int tile_height, tile_width;    /* size.height / size.width */
     int crop_to_patches, min_patches, max_patches;
@@ -883,9 +884,12 @@ vlm_status vlm_image_processor_load(vlm_image_processor *p, const char *path, vl
  * first). Free with vlm_image_features_free. */
 vlm_status vlm_image_preprocess(const vlm_image_processor *p, const vlm_image *images, int n,
                                 vlm_features *out, vlm_error *err);
-/* Qwen family: the frames of one video (all the same size) into
- * pixel_values_videos / video_grid_thw; frames are grouped by
- * temporal_patch_size, the last one repeated to fill the last group. */
+/* Qwen family: the frames of one video (all the same size, already sampled)
+ * into pixel_values_videos / video_grid_thw; frames are grouped by
+ * temporal_patch_size, the last one repeated to fill the last group. Load
+ * the processor from video_preprocessor_config.json: Qwen2VLVideoProcessor
+ * sizes each frame like an image; Qwen3VLVideoProcessor spreads its budget
+ * over the frames (transformers' default, cap_pixels_per_frame unset). */
 vlm_status vlm_video_preprocess(const vlm_image_processor *p, const vlm_image *frames, int n,
                                 vlm_features *out, vlm_error *err);
 /* Frees tensors made by the preprocessors (and resets *f). */
@@ -2836,9 +2840,48 @@ static vlm_status qwen_check(const vlm_image_processor *p, vlm_error *err) {
     return VLM_OK;
 }
 
-/* Target size of one image/frame for the Qwen processors. */
-static vlm_status qwen_size(const vlm_image_processor *p, const vlm_image *im, int *h, int *w, vlm_error *err) {
+/* Qwen3VLVideoProcessor's smart_resize: the budget counts every frame. */
+static vlm_status qwen3_video_size(int n_frames, int height, int width, int tf, int factor, int64_t min_pixels,
+                                   int64_t max_pixels, int *out_h, int *out_w, vlm_error *err) {
+    if (n_frames < tf)
+        return vlm_error_set(err, VLM_ERR_ARG, "video: %d frames, fewer than temporal_patch_size %d", n_frames, tf);
+    if (height < factor || width < factor) {
+        double sh = (double)factor / height, sw = (double)factor / width, sc = sh > sw ? sh : sw;
+        height = (int)(height * sc);
+        width = (int)(width * sc);
+    }
+    double ratio = (double)(height > width ? height : width) / (double)(height > width ? width : height);
+    if (ratio > 200)
+        return vlm_error_set(err, VLM_ERR_ARG, "video: absolute aspect ratio must be smaller than 200, got %g", ratio);
+    int64_t hb = (int64_t)nearbyint((double)height / factor) * factor;
+    int64_t wb = (int64_t)nearbyint((double)width / factor) * factor;
+    int64_t tb = (int64_t)nearbyint((double)n_frames / tf) * tf;
+    double thw = (double)n_frames * (double)height * (double)width;
+    if ((double)tb * hb * wb > (double)max_pixels) {
+        double beta = sqrt(thw / (double)max_pixels);
+        hb = (int64_t)floor(height / beta / factor) * factor;
+        wb = (int64_t)floor(width / beta / factor) * factor;
+        if (hb < factor) hb = factor;
+        if (wb < factor) wb = factor;
+    } else if ((double)tb * hb * wb < (double)min_pixels) {
+        double beta = sqrt((double)min_pixels / thw);
+        hb = (int64_t)ceil(height * beta / factor) * factor;
+        wb = (int64_t)ceil(width * beta / factor) * factor;
+    }
+    if (hb <= 0 || wb <= 0 || hb * wb > VLM_IMAGE_MAX_PIXELS)
+        return vlm_error_set(err, VLM_ERR_ARG, "video: %dx%d maps to an unusable size", width, height);
+    *out_h = (int)hb;
+    *out_w = (int)wb;
+    return VLM_OK;
+}
+
+/* Target size of one image/frame for the Qwen processors (n_frames: of a video, else 0). */
+static vlm_status qwen_size(const vlm_image_processor *p, const vlm_image *im, int n_frames, int *h, int *w,
+                            vlm_error *err) {
     int factor = p->patch_size * p->merge_size;
+    if (p->do_resize && n_frames > 0 && p->qwen3_video)
+        return qwen3_video_size(n_frames, im->height, im->width, p->temporal_patch_size, factor, p->min_pixels,
+                                p->max_pixels, h, w, err);
     if (p->do_resize) return vlm_qwen_smart_resize(im->height, im->width, factor, p->min_pixels, p->max_pixels, h, w, err);
     if (im->height % factor || im->width % factor)
         return vlm_error_set(err, VLM_ERR_ARG, "qwen processor: without resizing, %dx%d must be multiples of %d",
@@ -2861,7 +2904,7 @@ static vlm_status qwen_run(const vlm_image_processor *p, const vlm_image *frames
     for (int g = 0; g < n_groups; g++) {
         for (int i = 0; i < (video ? n : 1); i++)
             if ((s = img_check(&frames[video ? i : g], "preprocess", err))) goto fail;
-        if ((s = qwen_size(p, &frames[g], &hw[g][0], &hw[g][1], err))) goto fail;
+        if ((s = qwen_size(p, &frames[g], video ? n : 0, &hw[g][0], &hw[g][1], err))) goto fail;
         int nf = video ? (n + TP - 1) / TP : 1;
         rows += (int64_t)nf * (hw[g][0] / P) * (hw[g][1] / P);
     }
@@ -3340,7 +3383,7 @@ static vlm_status imgcfg_family(const char *type, vlm_image_family *fam, vlm_err
     /* "Fast" / "Pil" suffixes name backends of the same processor */
     if (imgcfg_prefix(type, "Qwen2VLImageProcessor") || imgcfg_prefix(type, "Qwen2_5_VLImageProcessor") ||
         imgcfg_prefix(type, "Qwen3VLImageProcessor") || imgcfg_prefix(type, "Qwen2VLVideoProcessor") ||
-        imgcfg_prefix(type, "Qwen2_5_VLVideoProcessor"))
+        imgcfg_prefix(type, "Qwen2_5_VLVideoProcessor") || imgcfg_prefix(type, "Qwen3VLVideoProcessor"))
         *fam = VLM_IMAGE_QWEN2_VL;
     else if (imgcfg_prefix(type, "GotOcr2ImageProcessor") || imgcfg_prefix(type, "InternVLImageProcessor"))
         *fam = VLM_IMAGE_INTERNVL;
@@ -3390,11 +3433,22 @@ vlm_status vlm_image_processor_from_json(vlm_image_processor *p, const vlm_json 
     const vlm_json *nested = vlm_json_get(j, "image_processor");
     if (nested && nested->type == VLM_JSON_OBJECT) j = nested;
     const char *type = vlm_json_str(vlm_json_get(j, "image_processor_type"), NULL);
+    if (!type) type = vlm_json_str(vlm_json_get(j, "video_processor_type"), NULL); /* video_preprocessor_config.json */
     if (!type) return vlm_error_set(err, VLM_ERR_CONFIG, "image processor: no image_processor_type in the config");
     vlm_image_family fam = VLM_IMAGE_QWEN2_VL;
     vlm_status s = imgcfg_family(type, &fam, err);
     if (s) return s;
     vlm_image_processor_defaults(p, fam);
+    if (strstr(type, "VideoProcessor")) { /* the video processors' class defaults */
+        p->min_pixels = 128 * 28 * 28;
+        p->max_pixels = 28 * 28 * 768;
+        if (imgcfg_prefix(type, "Qwen3VLVideoProcessor")) {
+            p->patch_size = 16;
+            p->min_pixels = 128 * 32 * 32;
+            p->max_pixels = 32 * 32 * 768;
+            for (int c = 0; c < 3; c++) p->image_mean[c] = p->image_std[c] = 0.5f;
+        }
+    }
     snprintf(p->type, sizeof p->type, "%s", type);
     p->do_resize = imgcfg_bool(j, "do_resize", p->do_resize);
     p->do_rescale = imgcfg_bool(j, "do_rescale", p->do_rescale);
@@ -3423,6 +3477,7 @@ vlm_status vlm_image_processor_from_json(vlm_image_processor *p, const vlm_json 
         p->max_pixels = vlm_json_int(vlm_json_get(size, "max_pixels"), p->max_pixels);
         p->min_pixels = vlm_json_int(vlm_json_get(j, "min_pixels"), p->min_pixels);
         p->max_pixels = vlm_json_int(vlm_json_get(j, "max_pixels"), p->max_pixels);
+        p->qwen3_video = imgcfg_prefix(type, "Qwen3VLVideoProcessor");
         break;
     case VLM_IMAGE_INTERNVL:
         p->tile_height = imgcfg_int(size, "height", p->tile_height);

@@ -456,9 +456,48 @@ static vlm_status qwen_check(const vlm_image_processor *p, vlm_error *err) {
     return VLM_OK;
 }
 
-/* Target size of one image/frame for the Qwen processors. */
-static vlm_status qwen_size(const vlm_image_processor *p, const vlm_image *im, int *h, int *w, vlm_error *err) {
+/* Qwen3VLVideoProcessor's smart_resize: the budget counts every frame. */
+static vlm_status qwen3_video_size(int n_frames, int height, int width, int tf, int factor, int64_t min_pixels,
+                                   int64_t max_pixels, int *out_h, int *out_w, vlm_error *err) {
+    if (n_frames < tf)
+        return vlm_error_set(err, VLM_ERR_ARG, "video: %d frames, fewer than temporal_patch_size %d", n_frames, tf);
+    if (height < factor || width < factor) {
+        double sh = (double)factor / height, sw = (double)factor / width, sc = sh > sw ? sh : sw;
+        height = (int)(height * sc);
+        width = (int)(width * sc);
+    }
+    double ratio = (double)(height > width ? height : width) / (double)(height > width ? width : height);
+    if (ratio > 200)
+        return vlm_error_set(err, VLM_ERR_ARG, "video: absolute aspect ratio must be smaller than 200, got %g", ratio);
+    int64_t hb = (int64_t)nearbyint((double)height / factor) * factor;
+    int64_t wb = (int64_t)nearbyint((double)width / factor) * factor;
+    int64_t tb = (int64_t)nearbyint((double)n_frames / tf) * tf;
+    double thw = (double)n_frames * (double)height * (double)width;
+    if ((double)tb * hb * wb > (double)max_pixels) {
+        double beta = sqrt(thw / (double)max_pixels);
+        hb = (int64_t)floor(height / beta / factor) * factor;
+        wb = (int64_t)floor(width / beta / factor) * factor;
+        if (hb < factor) hb = factor;
+        if (wb < factor) wb = factor;
+    } else if ((double)tb * hb * wb < (double)min_pixels) {
+        double beta = sqrt((double)min_pixels / thw);
+        hb = (int64_t)ceil(height * beta / factor) * factor;
+        wb = (int64_t)ceil(width * beta / factor) * factor;
+    }
+    if (hb <= 0 || wb <= 0 || hb * wb > VLM_IMAGE_MAX_PIXELS)
+        return vlm_error_set(err, VLM_ERR_ARG, "video: %dx%d maps to an unusable size", width, height);
+    *out_h = (int)hb;
+    *out_w = (int)wb;
+    return VLM_OK;
+}
+
+/* Target size of one image/frame for the Qwen processors (n_frames: of a video, else 0). */
+static vlm_status qwen_size(const vlm_image_processor *p, const vlm_image *im, int n_frames, int *h, int *w,
+                            vlm_error *err) {
     int factor = p->patch_size * p->merge_size;
+    if (p->do_resize && n_frames > 0 && p->qwen3_video)
+        return qwen3_video_size(n_frames, im->height, im->width, p->temporal_patch_size, factor, p->min_pixels,
+                                p->max_pixels, h, w, err);
     if (p->do_resize) return vlm_qwen_smart_resize(im->height, im->width, factor, p->min_pixels, p->max_pixels, h, w, err);
     if (im->height % factor || im->width % factor)
         return vlm_error_set(err, VLM_ERR_ARG, "qwen processor: without resizing, %dx%d must be multiples of %d",
@@ -481,7 +520,7 @@ static vlm_status qwen_run(const vlm_image_processor *p, const vlm_image *frames
     for (int g = 0; g < n_groups; g++) {
         for (int i = 0; i < (video ? n : 1); i++)
             if ((s = img_check(&frames[video ? i : g], "preprocess", err))) goto fail;
-        if ((s = qwen_size(p, &frames[g], &hw[g][0], &hw[g][1], err))) goto fail;
+        if ((s = qwen_size(p, &frames[g], video ? n : 0, &hw[g][0], &hw[g][1], err))) goto fail;
         int nf = video ? (n + TP - 1) / TP : 1;
         rows += (int64_t)nf * (hw[g][0] / P) * (hw[g][1] / P);
     }

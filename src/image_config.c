@@ -11,7 +11,7 @@ static vlm_status imgcfg_family(const char *type, vlm_image_family *fam, vlm_err
     /* "Fast" / "Pil" suffixes name backends of the same processor */
     if (imgcfg_prefix(type, "Qwen2VLImageProcessor") || imgcfg_prefix(type, "Qwen2_5_VLImageProcessor") ||
         imgcfg_prefix(type, "Qwen3VLImageProcessor") || imgcfg_prefix(type, "Qwen2VLVideoProcessor") ||
-        imgcfg_prefix(type, "Qwen2_5_VLVideoProcessor"))
+        imgcfg_prefix(type, "Qwen2_5_VLVideoProcessor") || imgcfg_prefix(type, "Qwen3VLVideoProcessor"))
         *fam = VLM_IMAGE_QWEN2_VL;
     else if (imgcfg_prefix(type, "GotOcr2ImageProcessor") || imgcfg_prefix(type, "InternVLImageProcessor"))
         *fam = VLM_IMAGE_INTERNVL;
@@ -61,11 +61,22 @@ vlm_status vlm_image_processor_from_json(vlm_image_processor *p, const vlm_json 
     const vlm_json *nested = vlm_json_get(j, "image_processor");
     if (nested && nested->type == VLM_JSON_OBJECT) j = nested;
     const char *type = vlm_json_str(vlm_json_get(j, "image_processor_type"), NULL);
+    if (!type) type = vlm_json_str(vlm_json_get(j, "video_processor_type"), NULL); /* video_preprocessor_config.json */
     if (!type) return vlm_error_set(err, VLM_ERR_CONFIG, "image processor: no image_processor_type in the config");
     vlm_image_family fam = VLM_IMAGE_QWEN2_VL;
     vlm_status s = imgcfg_family(type, &fam, err);
     if (s) return s;
     vlm_image_processor_defaults(p, fam);
+    if (strstr(type, "VideoProcessor")) { /* the video processors' class defaults */
+        p->min_pixels = 128 * 28 * 28;
+        p->max_pixels = 28 * 28 * 768;
+        if (imgcfg_prefix(type, "Qwen3VLVideoProcessor")) {
+            p->patch_size = 16;
+            p->min_pixels = 128 * 32 * 32;
+            p->max_pixels = 32 * 32 * 768;
+            for (int c = 0; c < 3; c++) p->image_mean[c] = p->image_std[c] = 0.5f;
+        }
+    }
     snprintf(p->type, sizeof p->type, "%s", type);
     p->do_resize = imgcfg_bool(j, "do_resize", p->do_resize);
     p->do_rescale = imgcfg_bool(j, "do_rescale", p->do_rescale);
@@ -94,6 +105,7 @@ vlm_status vlm_image_processor_from_json(vlm_image_processor *p, const vlm_json 
         p->max_pixels = vlm_json_int(vlm_json_get(size, "max_pixels"), p->max_pixels);
         p->min_pixels = vlm_json_int(vlm_json_get(j, "min_pixels"), p->min_pixels);
         p->max_pixels = vlm_json_int(vlm_json_get(j, "max_pixels"), p->max_pixels);
+        p->qwen3_video = imgcfg_prefix(type, "Qwen3VLVideoProcessor");
         break;
     case VLM_IMAGE_INTERNVL:
         p->tile_height = imgcfg_int(size, "height", p->tile_height);

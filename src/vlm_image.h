@@ -101,6 +101,7 @@ typedef struct vlm_image_processor {
     /* Qwen2-VL family */
     int patch_size, temporal_patch_size, merge_size;
     int64_t min_pixels, max_pixels; /* size.shortest_edge / size.longest_edge */
+    int qwen3_video;                /* Qwen3VLVideoProcessor: the pixel budget covers all frames */
     /* InternVL (GotOcr2) */
     int tile_height, tile_width;    /* size.height / size.width */
     int crop_to_patches, min_patches, max_patches;
@@ -124,9 +125,12 @@ vlm_status vlm_image_processor_load(vlm_image_processor *p, const char *path, vl
  * first). Free with vlm_image_features_free. */
 vlm_status vlm_image_preprocess(const vlm_image_processor *p, const vlm_image *images, int n,
                                 vlm_features *out, vlm_error *err);
-/* Qwen family: the frames of one video (all the same size) into
- * pixel_values_videos / video_grid_thw; frames are grouped by
- * temporal_patch_size, the last one repeated to fill the last group. */
+/* Qwen family: the frames of one video (all the same size, already sampled)
+ * into pixel_values_videos / video_grid_thw; frames are grouped by
+ * temporal_patch_size, the last one repeated to fill the last group. Load
+ * the processor from video_preprocessor_config.json: Qwen2VLVideoProcessor
+ * sizes each frame like an image; Qwen3VLVideoProcessor spreads its budget
+ * over the frames (transformers' default, cap_pixels_per_frame unset). */
 vlm_status vlm_video_preprocess(const vlm_image_processor *p, const vlm_image *frames, int n,
                                 vlm_features *out, vlm_error *err);
 /* Frees tensors made by the preprocessors (and resets *f). */

@@ -321,6 +321,31 @@ static void test_multi_and_video(void) {
         CHECK(memcmp(pv->data, (const float *)pv->data + P * P, sizeof(float) * P * P) != 0, "frames 0 and 1 differ");
     }
     vlm_image_features_free(&v);
+    /* Qwen3-VL's video processor spreads its pixel budget over the frames */
+    vlm_image_processor q3;
+    vlm_image_processor_defaults(&q3, VLM_IMAGE_QWEN2_VL);
+    q3.patch_size = 16;
+    q3.min_pixels = 4096;
+    q3.max_pixels = 64 * 32 * 32;
+    q3.qwen3_video = 1;
+    vlm_image big[8];
+    for (int i = 0; i < 8; i++) big[i] = make_gradient(640, 480);
+    vlm_features v2, v8;
+    CHECK(vlm_video_preprocess(&q3, big, 2, &v2, &err) == VLM_OK, "%s", err.msg);
+    CHECK(vlm_video_preprocess(&q3, big, 8, &v8, &err) == VLM_OK, "%s", err.msg);
+    const vlm_tensor *g2 = vlm_features_get(&v2, "video_grid_thw"), *g8 = vlm_features_get(&v8, "video_grid_thw");
+    if (g2 && g8) {
+        int64_t *a2 = g2->data, *a8 = g8->data;
+        CHECK(a2[0] == 1 && a8[0] == 4, "grid_t %lld %lld", (long long)a2[0], (long long)a8[0]);
+        CHECK(a8[1] * a8[2] < a2[1] * a2[2], "more frames, smaller frames");
+        CHECK(a2[0] * a2[1] * a2[2] * 16 * 16 * 2 <= q3.max_pixels && a8[0] * a8[1] * a8[2] * 16 * 16 * 2 <= q3.max_pixels,
+              "budget kept");
+    } else CHECK(0, "qwen3 video outputs");
+    vlm_image_features_free(&v2);
+    vlm_image_features_free(&v8);
+    vlm_error_clear(&err);
+    CHECK(vlm_video_preprocess(&q3, big, 1, &v2, &err) == VLM_ERR_ARG, "one frame < temporal_patch_size rejected (as HF)");
+    for (int i = 0; i < 8; i++) vlm_image_free(&big[i]);
     vlm_image fr_bad = make_gradient(100, 84);
     vlm_image mixed[2] = {fr[0], fr_bad};
     vlm_error_clear(&err);
