@@ -381,9 +381,9 @@ vlm_json *vlm_json_load(const char *path, vlm_error *err) {
         len += got;
         if (got == 0) break;
     }
-    int bad = ferror(f);
+    int bad = ferror(f), bad_errno = errno;
     fclose(f);
-    if (bad) { free(buf); vlm_error_set(err, VLM_ERR_IO, "%s: read error", path); return NULL; }
+    if (bad) { free(buf); vlm_error_set(err, VLM_ERR_IO, "%s: read error: %s", path, strerror(bad_errno)); return NULL; }
     vlm_json *j = json_parse_named(buf, len, path, err);
     free(buf);
     return j;

@@ -9,6 +9,12 @@
  * in the data section, end - begin equals the tensor's byte size, the
  * tensors tile the data section without overlaps or gaps, and the data
  * section holds nothing after the last tensor.
+ *
+ * Alignment: vlm_st_write (like the reference writer) orders the data by
+ * element size so every tensor is aligned to its element size. Files from
+ * other writers may place e.g. an F32 tensor at an odd offset; the reader
+ * accepts them (as the reference does), so code that dereferences
+ * entry->data as float/int types on such files must copy first.
  */
 #include "vlm.h"
 

@@ -182,6 +182,9 @@ static void test_errors(void) {
     vlm_error err = {0};
     vlm_json *j = vlm_json_load("/nonexistent/dir/config.json", &err);
     CHECK(!j && err.code == VLM_ERR_IO && strstr(err.msg, "/nonexistent/dir/config.json"), "load missing: %s", err.msg);
+    vlm_error_clear(&err);
+    j = vlm_json_load("tests", &err);
+    CHECK(!j && err.code == VLM_ERR_IO && strstr(err.msg, "tests"), "load directory: %s", err.msg);
 }
 
 static void test_depth(void) {
