@@ -6064,9 +6064,9 @@ vlm_json *vlm_json_load(const char *path, vlm_error *err) {
         len += got;
         if (got == 0) break;
     }
-    int bad = ferror(f);
+    int bad = ferror(f), bad_errno = errno;
     fclose(f);
-    if (bad) { free(buf); vlm_error_set(err, VLM_ERR_IO, "%s: read error", path); return NULL; }
+    if (bad) { free(buf); vlm_error_set(err, VLM_ERR_IO, "%s: read error: %s", path, strerror(bad_errno)); return NULL; }
     vlm_json *j = json_parse_named(buf, len, path, err);
     free(buf);
     return j;
@@ -6587,6 +6587,12 @@ vlm_status vlm_media_from_features(vlm_prompt_family fam, const vlm_features *f,
  * in the data section, end - begin equals the tensor's byte size, the
  * tensors tile the data section without overlaps or gaps, and the data
  * section holds nothing after the last tensor.
+ *
+ * Alignment: vlm_st_write (like the reference writer) orders the data by
+ * element size so every tensor is aligned to its element size. Files from
+ * other writers may place e.g. an F32 tensor at an odd offset; the reader
+ * accepts them (as the reference does), so code that dereferences
+ * entry->data as float/int types on such files must copy first.
  */
 
 #include <errno.h>
