@@ -24,6 +24,7 @@ typedef struct jj_buf { char *p; size_t n, cap; int oom; } jj_buf;
 
 static int jj_buf_add(jj_buf *b, const char *s, size_t n) {
     if (b->oom) return -1;
+    if (n == 0) return 0;
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->n + n + 1) cap *= 2;

@@ -9,7 +9,7 @@
 typedef struct pr_buf { char *p; size_t n, cap; int oom; } pr_buf;
 
 static void pr_add(pr_buf *b, const char *s, size_t n) {
-    if (b->oom) return;
+    if (b->oom || n == 0) return;
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 1024;
         while (cap < b->n + n + 1) cap *= 2;

@@ -221,7 +221,7 @@ typedef struct tok_buf {
 } tok_buf;
 
 static void tok_buf_add(tok_buf *b, const void *s, size_t n) {
-    if (b->oom) return;
+    if (b->oom || n == 0) return;
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->n + n + 1) cap *= 2;
