@@ -3676,6 +3676,7 @@ typedef struct jj_buf { char *p; size_t n, cap; int oom; } jj_buf;
 
 static int jj_buf_add(jj_buf *b, const char *s, size_t n) {
     if (b->oom) return -1;
+    if (n == 0) return 0;
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->n + n + 1) cap *= 2;
@@ -6336,7 +6337,7 @@ void vlm_seq_reset(vlm_seq *s) {
 typedef struct pr_buf { char *p; size_t n, cap; int oom; } pr_buf;
 
 static void pr_add(pr_buf *b, const char *s, size_t n) {
-    if (b->oom) return;
+    if (b->oom || n == 0) return;
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 1024;
         while (cap < b->n + n + 1) cap *= 2;
@@ -7617,7 +7618,7 @@ typedef struct tok_buf {
 } tok_buf;
 
 static void tok_buf_add(tok_buf *b, const void *s, size_t n) {
-    if (b->oom) return;
+    if (b->oom || n == 0) return;
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->n + n + 1) cap *= 2;
