@@ -24,7 +24,9 @@ typedef struct {
     vlm_tensor *norm, *norm_b, *fc1, *fc1_b, *fc2, *fc2_b;
 } q3_merger;
 
-/* Sparse MoE block: experts stored fused as transformers 5 holds them. */
+/* Sparse MoE block: experts stored fused as transformers 5 holds them (a
+ * view of the checkpoint), or transposed at load from the transformers 4
+ * layout of the official checkpoints. */
 typedef struct {
     vlm_tensor *router;  /* [E, hidden] */
     vlm_tensor *gate_up; /* [E, 2*I, hidden]: rows [0, I) gate, [I, 2I) up */
@@ -195,16 +197,41 @@ static int q3_is_moe_layer(const vlm_json *cfg, const q3_model *q, int l) {
     return step > 0 && (l + 1) % step == 0;
 }
 
+/* Experts [E, R, C] stored the transformers 4 way ([E, in, out], as the
+ * official Qwen3-VL-MoE checkpoints are) turned into [E, C, R] = [E, out, in]
+ * for vlm_matmul_id: one copy at load, expert by expert. */
+static vlm_tensor *q3_transpose_experts(vlm_model *m, const vlm_tensor *w, vlm_error *err) {
+    int64_t E = w->shape[0], R = w->shape[1], C = w->shape[2];
+    size_t es = vlm_dtype_size(w->dtype);
+    vlm_tensor *t = (vlm_tensor *)vlm_arena_alloc(&m->arena, sizeof *t);
+    void *data = t ? vlm_arena_alloc(&m->arena, (size_t)(E * R * C) * es) : NULL;
+    if (!data || !vlm_is_contiguous(w)) {
+        vlm_error_set(err, data ? VLM_ERR_FORMAT : VLM_ERR_OOM, "cannot transpose the experts");
+        return NULL;
+    }
+    *t = vlm_tensor_make(w->dtype, 3, (const int64_t[]){E, C, R}, data);
+    const unsigned char *src = (const unsigned char *)w->data;
+    unsigned char *dst = (unsigned char *)data;
+    for (int64_t e = 0; e < E; e++)
+        for (int64_t r0 = 0; r0 < R; r0 += 64) /* in tiles, for the caches */
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t r = r0; r < R && r < r0 + 64; r++)
+                    memcpy(dst + ((e * C + c) * R + r) * es, src + ((e * R + r) * C + c) * es, es);
+    return t;
+}
+
 static vlm_status q3_load_moe(vlm_loader *ld, const q3_model *q, int l, q3_moe *E) {
     int64_t n = q->n_experts, I = q->moe_inter, H = q->hidden;
     E->router = vlm_ld(ld, VLM_SHAPE2(n, H), "layers.%d.mlp.gate.weight", l);
-    if (!ld->m->random_weights) { /* transformers 4.x checkpoints keep experts as [E, in, out] */
-        vlm_tensor *d = vlm_ld_opt(ld, "layers.%d.mlp.experts.down_proj", l);
-        if (d && d->ndim == 3 && I != H && d->shape[1] == I && d->shape[2] == H)
-            return vlm_error_set(ld->err, VLM_ERR_UNSUPPORTED,
-                                 "layer %d: experts stored as [E, in, out] (transformers 4 layout); re-save the checkpoint "
-                                 "with transformers >= 5 to get [E, out, in]", l);
+    vlm_tensor *d = vlm_ld_opt(ld, "layers.%d.mlp.experts.down_proj", l);
+    if (d && d->ndim == 3 && d->shape[0] == n && d->shape[1] == I && d->shape[2] == H && I != H) {
+        /* transformers 4 layout: gate_up [E, H, 2I] (columns: gate, then up), down [E, I, H] */
+        vlm_tensor *gu = vlm_ld(ld, VLM_SHAPE3(n, H, 2 * I), "layers.%d.mlp.experts.gate_up_proj", l);
+        E->gate_up = gu ? q3_transpose_experts(ld->m, gu, ld->err) : NULL;
+        E->down = E->gate_up ? q3_transpose_experts(ld->m, d, ld->err) : NULL;
+        return ld->err->code;
     }
+    /* transformers 5 layout, used in place: gate_up [E, 2I, H] (rows: gate, then up), down [E, H, I] */
     E->gate_up = vlm_ld(ld, VLM_SHAPE3(n, 2 * I, H), "layers.%d.mlp.experts.gate_up_proj", l);
     E->down = vlm_ld(ld, VLM_SHAPE3(n, H, I), "layers.%d.mlp.experts.down_proj", l);
     return ld->err->code;

@@ -7,11 +7,16 @@
  *    features) as two one-frame images of the same pixels;
  *  - a prompt with the two frames' video tokens gives the same logits as the
  *    prompt with image tokens in their place;
- *  - a prompt run in two calls gives the same logits as in one. */
+ *  - a prompt run in two calls gives the same logits as in one;
+ *  - the checkpoint with its fused experts in the transformers 4 layout
+ *    ([E, in, out], as the official Qwen3-VL-MoE checkpoints store them)
+ *    gives the same logits as the transformers 5 layout. */
 #include "vlm.h"
 #include "test_util.h"
 
 #include <stdint.h>
+#include <stdio.h>
+#include <unistd.h>
 
 #define T3_DIR "tests/golden/qwen3_vl_moe"
 
@@ -24,6 +29,95 @@ static float t3_max_diff(vlm_compute *c, vlm_tensor *a, vlm_tensor *b) {
     free(x);
     free(y);
     return d;
+}
+
+/* Writes dir/model.safetensors (experts transposed to [E, in, out]) and
+ * dir/config.json from the case's model. */
+static int t3_write_old_layout(const char *dir) {
+    vlm_safetensors st = {0};
+    vlm_error err = {0};
+    if (vlm_st_open(&st, T3_DIR "/model/model.safetensors", &err) != VLM_OK) return 0;
+    const char **names = (const char **)calloc((size_t)st.n_entries, sizeof *names);
+    vlm_tensor *ts = (vlm_tensor *)calloc((size_t)st.n_entries, sizeof *ts);
+    const vlm_tensor **tp = (const vlm_tensor **)calloc((size_t)st.n_entries, sizeof *tp);
+    float **bufs = (float **)calloc((size_t)st.n_entries, sizeof *bufs);
+    int n_moved = 0;
+    for (int i = 0; i < st.n_entries; i++) {
+        names[i] = st.entries[i].name;
+        ts[i] = vlm_st_tensor(&st.entries[i]);
+        tp[i] = &ts[i];
+        if (strstr(names[i], ".mlp.experts.") && ts[i].ndim == 3 && ts[i].dtype == VLM_F32) {
+            int64_t E = ts[i].shape[0], R = ts[i].shape[1], C = ts[i].shape[2];
+            bufs[i] = (float *)malloc(sizeof(float) * (size_t)(E * R * C));
+            for (int64_t e = 0; e < E; e++)
+                for (int64_t r = 0; r < R; r++)
+                    for (int64_t c = 0; c < C; c++)
+                        bufs[i][(e * C + c) * R + r] = ((const float *)ts[i].data)[(e * R + r) * C + c];
+            ts[i] = vlm_tensor_make(VLM_F32, 3, (const int64_t[]){E, C, R}, bufs[i]);
+            n_moved++;
+        }
+    }
+    char path[512];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    int ok = n_moved == 4 && vlm_st_write(path, st.n_entries, names, tp, &err) == VLM_OK;
+    for (int i = 0; i < st.n_entries; i++) free(bufs[i]);
+    free(bufs), free(tp), free(ts), free(names);
+    vlm_st_close(&st);
+    FILE *in = fopen(T3_DIR "/model/config.json", "rb");
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *out = fopen(path, "wb");
+    char buf[4096];
+    size_t k;
+    while (in && out && (k = fread(buf, 1, sizeof buf, in)) > 0) ok &= fwrite(buf, 1, k, out) == k;
+    ok &= in && out;
+    if (in) fclose(in);
+    if (out) fclose(out);
+    return ok;
+}
+
+/* The golden prompt's logits from a model directory. */
+static vlm_tensor *t3_case_logits(vlm_model *m, vlm_seq *s, vlm_safetensors *in) {
+    const vlm_st_entry *ie = vlm_st_find(in, "input_ids");
+    vlm_tensor it = vlm_st_tensor(ie);
+    int n = (int)vlm_nelem(&it);
+    int32_t ids[256];
+    for (int i = 0; i < n && i < 256; i++) ids[i] = (int32_t)vlm_get_i64(&it, i);
+    vlm_features f = {0};
+    for (int i = 0; i < in->n_entries; i++)
+        if (strcmp(in->entries[i].name, "input_ids")) {
+            f.names[f.n] = in->entries[i].name;
+            f.tensors[f.n++] = vlm_st_tensor(&in->entries[i]);
+        }
+    vlm_vision_out vo;
+    vlm_tensor *lg = NULL;
+    if (n > 256 || m->arch->encode(m, &s->c, &f, &vo) != VLM_OK || m->arch->forward(m, s, ids, n, &vo, &f, 1, &lg) != VLM_OK)
+        return NULL;
+    return lg;
+}
+
+static void t3_old_layout(vlm_model *m, vlm_safetensors *in) {
+    char dir[] = "/tmp/vlm_q3_XXXXXX", path[512];
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    CHECK(t3_write_old_layout(dir), "writing the transformers 4 layout checkpoint");
+    vlm_error err = {0};
+    vlm_model *old = NULL;
+    vlm_model_params mp = {.n_threads = 2};
+    CHECK(vlm_model_load(&old, dir, &mp, &err) == VLM_OK, "load old layout: %s", err.msg);
+    vlm_seq a, b;
+    if (old && vlm_seq_init(&a, m, 64, 0, VLM_F32, &err) == VLM_OK) {
+        if (vlm_seq_init(&b, old, 64, 0, VLM_F32, &err) == VLM_OK) {
+            float d = t3_max_diff(&a.c, t3_case_logits(m, &a, in), t3_case_logits(old, &b, in));
+            CHECK(d < 1e-5f, "transformers 4 expert layout: logits differ by %g", d);
+            vlm_seq_free(&b);
+        }
+        vlm_seq_free(&a);
+    }
+    vlm_model_free(old);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    unlink(path);
+    rmdir(dir);
 }
 
 int main(void) {
@@ -116,6 +210,7 @@ int main(void) {
     vlm_seq_free(&sv);
     vlm_seq_free(&sc);
     free(px);
+    t3_old_layout(m, &in);
 done:
     vlm_st_close(&in);
     vlm_model_free(m);
