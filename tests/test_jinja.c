@@ -82,6 +82,7 @@ int main(void) {
     expect_error("{{ 1 + 'a' }}", "operand");
     expect_error("{% set x.y = 1 %}", "namespace");
     expect_error("{% macro f( %}", "expected");
+    expect_error("line one\n{% if x %}\n{{ 1 +* }}\n{% endif %}", "template line 3");
     char *out = NULL;
     vlm_error err = {0};
     CHECK(vlm_chat_render(NULL, NULL, 0, NULL, &out, &err) == VLM_ERR_ARG, "NULL template");
