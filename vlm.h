@@ -5617,6 +5617,13 @@ static vlm_status jj_render(const char *src, jv *(*mk)(jj_ctx *, const void *, c
     p.n_toks = n_toks;
     int which;
     jj_node *root = jj_parse_body(&p, NULL, &which);
+    if (c.failed && err && p.pos > 0 && p.pos <= n_toks) {
+        /* Point at the line of the tag being parsed. */
+        int line = 1;
+        for (const char *q = src; q < toks[p.pos - 1].s; q++) line += *q == '\n';
+        size_t l = strlen(err->msg);
+        snprintf(err->msg + l, sizeof err->msg - l, " (template line %d)", line);
+    }
     free(toks);
     if (c.failed) goto fail;
     jj_push_frame(&c, 0);
