@@ -19,6 +19,9 @@ static void tokenize_usage(FILE *f) {
             "  --decode              ids (separated by spaces/commas) to text\n"
             "  --skip-special        with --decode: drop special tokens\n"
             "  --pieces              print the vocabulary pieces instead of ids\n"
+            "  --chat FILE           render the tokenizer's chat template for the messages in FILE\n"
+            "                        (a JSON array in HF format, with a generation prompt) and encode it\n"
+            "  --render              with --chat: print the rendered text instead of ids\n"
             "  --time                report the encoding time on stderr\n"
             "\n"
             "Encoding prints the ids separated by spaces on one line. Several TEXT\n"
@@ -47,7 +50,8 @@ static char *tokenize_read(const char *path, size_t *len) {
 
 int cmd_tokenize(int argc, char **argv) {
     const char *tok_path = NULL, *file = NULL;
-    int add_special = 0, no_parse = 0, decode = 0, skip_special = 0, pieces = 0, timing = 0;
+    int add_special = 0, no_parse = 0, decode = 0, skip_special = 0, pieces = 0, timing = 0, render = 0;
+    const char *chat = NULL;
     int first_arg = argc;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -60,6 +64,8 @@ int cmd_tokenize(int argc, char **argv) {
         else if (!strcmp(a, "--skip-special")) skip_special = 1;
         else if (!strcmp(a, "--pieces")) pieces = 1;
         else if (!strcmp(a, "--time")) timing = 1;
+        else if (!strcmp(a, "--chat") && i + 1 < argc) chat = argv[++i];
+        else if (!strcmp(a, "--render")) render = 1;
         else if (!strcmp(a, "--")) { first_arg = i + 1; break; }
         else if (a[0] == '-' && a[1] && !(decode && a[1] >= '0' && a[1] <= '9')) {
             fprintf(stderr, "vlm tokenize: unknown option %s\n", a);
@@ -95,6 +101,32 @@ int cmd_tokenize(int argc, char **argv) {
         fprintf(stderr, "vlm tokenize: %s\n", err.msg);
         free(text);
         return 1;
+    }
+    if (chat) {
+        vlm_json *msgs = vlm_json_load(chat, &err);
+        vlm_tokenizer_info info = vlm_tokenizer_get_info(tok);
+        vlm_chat_opts o = {0};
+        o.add_generation_prompt = 1;
+        o.bos_token = info.bos_token;
+        o.eos_token = info.eos_token;
+        char *rendered = NULL;
+        if (!msgs || vlm_chat_render_json(info.chat_template, msgs, NULL, &o, &rendered, &err)) {
+            fprintf(stderr, "vlm tokenize: %s\n", err.msg[0] ? err.msg : "cannot render the chat template");
+            vlm_json_free(msgs);
+            vlm_tokenizer_free(tok);
+            free(text);
+            return 1;
+        }
+        vlm_json_free(msgs);
+        free(text);
+        text = rendered;
+        len = strlen(text);
+        if (render) {
+            fputs(text, stdout);
+            vlm_tokenizer_free(tok);
+            free(text);
+            return 0;
+        }
     }
     int rc = 0;
     if (decode) {

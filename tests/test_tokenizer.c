@@ -420,6 +420,16 @@ static void test_dir_and_cli(const char *build) {
     snprintf(cmd, sizeof cmd, "%s.dec", path);
     char *dec = read_file(cmd, &len);
     CHECK(dec && !strcmp(dec, "Hello world <|im_start|>\n"), "CLI decode '%s'", dec ? dec : "");
+    /* --chat FILE --render: the tokenizer's chat template for a JSON conversation. */
+    snprintf(path, sizeof path, "%s/tests/tok_chat.json", build);
+    FILE *cf = fopen(path, "w");
+    if (cf) { fputs("[{\"role\": \"user\", \"content\": [{\"type\": \"image\"}, {\"type\": \"text\", \"text\": \"Hi\"}]}]", cf); fclose(cf); }
+    snprintf(cmd, sizeof cmd, "%s/vlm tokenize -t %s --chat %s --render > %s.out", build, dir, path, path);
+    CHECK(system(cmd) == 0, "vlm tokenize --chat failed");
+    snprintf(cmd, sizeof cmd, "%s.out", path);
+    char *rendered = read_file(cmd, &len);
+    CHECK(rendered && !strcmp(rendered, "<|im_start|>User:<image>Hi<end_of_utterance>\nAssistant:"), "CLI chat '%s'", rendered ? rendered : "");
+    free(rendered);
     snprintf(cmd, sizeof cmd, "%s/vlm tokenize --help > /dev/null && ! %s/vlm tokenize -t /nonexistent x 2>/dev/null", build, build);
     CHECK(system(cmd) == 0, "CLI --help / error exit");
     free(ids);
