@@ -840,6 +840,19 @@ typedef enum vlm_resample {
 vlm_status vlm_image_resize(const vlm_image *src, int width, int height, vlm_resample filter,
                             vlm_image *dst, vlm_error *err);
 
+/* The resize of transformers' torchvision backend (its default) on uint8
+ * images: torch's antialiased uint8 kernels, the same passes with weights of
+ * int16 range (precision chosen from the largest weight); LANCZOS falls back
+ * to BICUBIC as transformers does there. */
+vlm_status vlm_image_resize_tv(const vlm_image *src, int width, int height, vlm_resample filter,
+                               vlm_image *dst, vlm_error *err);
+
+/* Which of transformers' two backends to reproduce. */
+typedef enum vlm_image_backend {
+    VLM_BACKEND_PIL = 0,     /* PIL backend (default here): PIL's 8-bit resampling, true Lanczos */
+    VLM_BACKEND_TORCHVISION, /* torchvision backend (transformers 5's default) */
+} vlm_image_backend;
+
 typedef enum vlm_image_family {
     VLM_IMAGE_QWEN2_VL = 1, /* Qwen2-VL, Qwen2.5-VL, Qwen3-VL */
     VLM_IMAGE_INTERNVL,     /* GotOcr2 dynamic tiling (InternVL3 -hf) */
@@ -852,6 +865,7 @@ typedef enum vlm_image_family {
  * HF class defaults. */
 typedef struct vlm_image_processor {
     vlm_image_family family;
+    vlm_image_backend backend;  /* VLM_BACKEND_PIL unless set by the caller */
     char type[64];              /* image_processor_type as given */
     int do_resize, do_rescale, do_normalize, do_convert_rgb;
     vlm_resample resample;
@@ -2515,7 +2529,8 @@ static int img_get_filter(vlm_resample r, img_filter *f) {
 typedef struct img_coeffs {
     int ksize;
     int *bounds;   /* [out, 2]: xmin, count */
-    int32_t *kk;   /* [out, ksize] */
+    int32_t *kk;   /* [out, ksize] fixed point with `prec` fractional bits */
+    int prec;
 } img_coeffs;
 
 static void img_coeffs_free(img_coeffs *c) {
@@ -2524,23 +2539,28 @@ static void img_coeffs_free(img_coeffs *c) {
     memset(c, 0, sizeof *c);
 }
 
-static vlm_status img_precompute(int in_size, int out_size, const img_filter *f, img_coeffs *c, vlm_error *err) {
+/* prec 0: PIL's 22-bit weights; -1: torch's uint8 kernels, which pick the
+ * largest precision that keeps the largest weight within int16. */
+static vlm_status img_precompute(int in_size, int out_size, const img_filter *f, int prec, img_coeffs *c, vlm_error *err) {
     memset(c, 0, sizeof *c);
     double scale = (double)(float)in_size / out_size, filterscale = scale;
     if (filterscale < 1.0) filterscale = 1.0;
     double support = f->support * filterscale;
     int ksize = (int)ceil(support) * 2 + 1;
-    double *k = malloc((size_t)ksize * sizeof *k);
-    c->kk = malloc((size_t)out_size * ksize * sizeof *c->kk);
+    size_t nk = (size_t)out_size * ksize;
+    double *kd = malloc(nk * sizeof *kd);
+    c->kk = malloc(nk * sizeof *c->kk);
     c->bounds = malloc((size_t)out_size * 2 * sizeof *c->bounds);
-    if (!k || !c->kk || !c->bounds) {
-        free(k);
+    if (!kd || !c->kk || !c->bounds) {
+        free(kd);
         img_coeffs_free(c);
         return vlm_error_set(err, VLM_ERR_OOM, "resize: out of memory for filter weights");
     }
     c->ksize = ksize;
+    double maxw = 0;
     for (int xx = 0; xx < out_size; xx++) {
         double center = (xx + 0.5) * scale, ww = 0.0, ss = 1.0 / filterscale;
+        double *k = kd + (size_t)xx * ksize;
         int xmin = (int)(center - support + 0.5);
         if (xmin < 0) xmin = 0;
         int xmax = (int)(center + support + 0.5);
@@ -2554,25 +2574,33 @@ static vlm_status img_precompute(int in_size, int out_size, const img_filter *f,
             k[x] = w;
             ww += w;
         }
-        for (x = 0; x < xmax; x++)
+        for (x = 0; x < xmax; x++) {
             if (ww != 0.0) k[x] /= ww;
+            if (k[x] > maxw) maxw = k[x];
+        }
         for (; x < ksize; x++) k[x] = 0;
-        int32_t *kf = c->kk + (size_t)xx * ksize;
-        for (x = 0; x < ksize; x++)
-            kf[x] = k[x] < 0 ? (int32_t)(-0.5 + k[x] * (1 << IMG_PRECISION_BITS))
-                             : (int32_t)(0.5 + k[x] * (1 << IMG_PRECISION_BITS));
         c->bounds[xx * 2] = xmin;
         c->bounds[xx * 2 + 1] = xmax;
     }
-    free(k);
+    if (prec < 0) {
+        for (prec = 0; prec < 22; prec++)
+            if ((int)(0.5 + maxw * (1 << (prec + 1))) >= (1 << 15)) break;
+    } else
+        prec = IMG_PRECISION_BITS;
+    c->prec = prec;
+    for (size_t i = 0; i < nk; i++) {
+        c->kk[i] = kd[i] < 0 ? (int32_t)(-0.5 + kd[i] * (1 << prec)) : (int32_t)(0.5 + kd[i] * (1 << prec));
+    }
+    free(kd);
     return VLM_OK;
 }
 
-static inline uint8_t img_clip8(int32_t in) {
-    if (in >= (1 << IMG_PRECISION_BITS << 8)) return 255;
+static inline uint8_t img_clip8p(int32_t in, int prec) {
+    if (in >= (1 << prec << 8)) return 255;
     if (in <= 0) return 0;
-    return (uint8_t)(in >> IMG_PRECISION_BITS);
+    return (uint8_t)(in >> prec);
 }
+#define img_clip8(in) img_clip8p(in, c->prec)
 
 /* Horizontal pass over rows [y0, y0 + rows) of src into dst (out_w wide, `rows` rows). */
 static void img_pass_h(const vlm_image *src, int y0, int rows, vlm_image *dst, const img_coeffs *c) {
@@ -2584,7 +2612,7 @@ static void img_pass_h(const vlm_image *src, int y0, int rows, vlm_image *dst, c
             int xmin = c->bounds[xx * 2], xmax = c->bounds[xx * 2 + 1];
             const int32_t *k = c->kk + (size_t)xx * c->ksize;
             const uint8_t *p = in + (size_t)xmin * 3;
-            int32_t s0 = 1 << (IMG_PRECISION_BITS - 1), s1 = s0, s2 = s0;
+            int32_t s0 = 1 << (c->prec - 1), s1 = s0, s2 = s0;
             for (int x = 0; x < xmax; x++, p += 3) {
                 s0 += p[0] * k[x];
                 s1 += p[1] * k[x];
@@ -2607,7 +2635,7 @@ static void img_pass_v(const vlm_image *src, vlm_image *dst, const img_coeffs *c
         uint8_t *out = dst->rgb + (size_t)yy * dst_st;
         if (acc) {
             /* row-wise accumulation: same sums as PIL's per-pixel loop, cache friendly */
-            for (int i = 0; i < w3; i++) acc[i] = 1 << (IMG_PRECISION_BITS - 1);
+            for (int i = 0; i < w3; i++) acc[i] = 1 << (c->prec - 1);
             for (int y = 0; y < ymax; y++) {
                 const uint8_t *in = src->rgb + (size_t)(y + ymin) * sst;
                 int32_t kv = k[y];
@@ -2620,13 +2648,13 @@ static void img_pass_v(const vlm_image *src, vlm_image *dst, const img_coeffs *c
             int i = 0;
             for (; i + 32 <= w3; i += 32)
                 for (int j = 0; j < 32; j++) {
-                    int32_t v = acc[i + j] >> IMG_PRECISION_BITS;
+                    int32_t v = acc[i + j] >> c->prec;
                     out[i + j] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
                 }
             for (; i < w3; i++) out[i] = img_clip8(acc[i]);
         } else {
             for (int i = 0; i < w3; i++) {
-                int32_t s = 1 << (IMG_PRECISION_BITS - 1);
+                int32_t s = 1 << (c->prec - 1);
                 for (int y = 0; y < ymax; y++) s += src->rgb[(size_t)(y + ymin) * sst + i] * k[y];
                 out[i] = img_clip8(s);
             }
@@ -2654,8 +2682,8 @@ static vlm_status img_resize_nearest(const vlm_image *src, int w, int h, vlm_ima
     return VLM_OK;
 }
 
-vlm_status vlm_image_resize(const vlm_image *src, int width, int height, vlm_resample filter, vlm_image *dst,
-                            vlm_error *err) {
+static vlm_status img_resize_fixed(const vlm_image *src, int width, int height, vlm_resample filter, int prec,
+                                   vlm_image *dst, vlm_error *err) {
     memset(dst, 0, sizeof *dst);
     vlm_status s = img_check(src, "resize", err);
     if (s) return s;
@@ -2674,8 +2702,8 @@ vlm_status vlm_image_resize(const vlm_image *src, int width, int height, vlm_res
         return VLM_OK;
     }
     img_coeffs ch = {0}, cv = {0};
-    if ((s = img_precompute(src->width, width, &f, &ch, err))) return s;
-    if ((s = img_precompute(src->height, height, &f, &cv, err))) { img_coeffs_free(&ch); return s; }
+    if ((s = img_precompute(src->width, width, &f, prec, &ch, err))) return s;
+    if ((s = img_precompute(src->height, height, &f, prec, &cv, err))) { img_coeffs_free(&ch); return s; }
     /* rows of the source the vertical pass reads */
     int yfirst = cv.bounds[0], ylast = cv.bounds[height * 2 - 2] + cv.bounds[height * 2 - 1];
     vlm_image tmp = {0};
@@ -2701,6 +2729,19 @@ done:
     img_coeffs_free(&cv);
     if (s) vlm_image_free(dst);
     return s;
+}
+
+vlm_status vlm_image_resize(const vlm_image *src, int width, int height, vlm_resample filter, vlm_image *dst,
+                            vlm_error *err) {
+    return img_resize_fixed(src, width, height, filter, 0, dst, err);
+}
+
+/* torchvision on a uint8 image with antialias runs torch's uint8 kernels
+ * (ported from Pillow-SIMD): the same passes with int16-range weights. */
+vlm_status vlm_image_resize_tv(const vlm_image *src, int width, int height, vlm_resample filter, vlm_image *dst,
+                               vlm_error *err) {
+    if (filter == VLM_RESAMPLE_LANCZOS) filter = VLM_RESAMPLE_BICUBIC; /* torchvision has no Lanczos (HF falls back) */
+    return img_resize_fixed(src, width, height, filter, -1, dst, err);
 }
 
 /* ------------------------------------------------------------------ features */
@@ -2751,17 +2792,21 @@ static void img_to_chw(const vlm_image *im, float lut[3][256], float *out) {
 }
 
 /* Resize unless the size already matches (PIL copies then; so do we, by viewing). */
-static vlm_status img_resize_or_view(const vlm_image *src, int w, int h, vlm_resample r, vlm_image *dst, vlm_error *err) {
+/* The resample argument of the processors carries the backend in bit 8. */
+#define IMG_TV 0x100
+
+static vlm_status img_resize_or_view(const vlm_image *src, int w, int h, int r, vlm_image *dst, vlm_error *err) {
     if (src->width == w && src->height == h) {
         *dst = *src;
         dst->owned = 0;
         return VLM_OK;
     }
-    return vlm_image_resize(src, w, h, r, dst, err);
+    if (r & IMG_TV) return vlm_image_resize_tv(src, w, h, (vlm_resample)(r & 0xff), dst, err);
+    return vlm_image_resize(src, w, h, (vlm_resample)r, dst, err);
 }
 
 /* Replaces *cur (owned or a view) by its resized version (kept when the size matches). */
-static vlm_status img_replace(vlm_image *cur, int w, int h, vlm_resample r, vlm_error *err) {
+static vlm_status img_replace(vlm_image *cur, int w, int h, int r, vlm_error *err) {
     vlm_image nw;
     vlm_status s = img_resize_or_view(cur, w, h, r, &nw, err);
     if (s) {
@@ -2774,6 +2819,8 @@ static vlm_status img_replace(vlm_image *cur, int w, int h, vlm_resample r, vlm_
     }
     return VLM_OK;
 }
+
+#define IMG_RS(p) ((int)(p)->resample | ((p)->backend == VLM_BACKEND_TORCHVISION ? IMG_TV : 0))
 
 /* ------------------------------------------------------------------ Qwen2-VL family */
 
@@ -2933,7 +2980,7 @@ static vlm_status qwen_run(const vlm_image_processor *p, const vlm_image *frames
         int nin = video ? n : 1;
         for (int i = 0; i < nin && !s; i++) {
             const vlm_image *src = video ? &frames[i] : &frames[g];
-            s = img_resize_or_view(src, w, h, p->resample, &owned[i], err);
+            s = img_resize_or_view(src, w, h, IMG_RS(p), &owned[i], err);
         }
         if (s) { for (int i = 0; i < nin; i++) vlm_image_free(&owned[i]); break; }
         for (int k = 0; k < nslots; k++) slots[k] = owned[k < nin ? k : nin - 1]; /* repeat the last frame */
@@ -3018,7 +3065,7 @@ static vlm_status internvl_run(const vlm_image_processor *p, const vlm_image *im
         np_[i] = ntiles[i];
         vlm_image r = {0};
         if (tiled) {
-            s = img_resize_or_view(&images[i], TW * gc[i], TH * gr[i], p->resample, &r, err);
+            s = img_resize_or_view(&images[i], TW * gc[i], TH * gr[i], IMG_RS(p), &r, err);
             if (s) break;
             for (int t = 0; t < gc[i] * gr[i]; t++, o += tile_sz) {
                 vlm_image v = img_crop_view(&r, (t % gc[i]) * TW, (t / gc[i]) * TH, TW, TH);
@@ -3026,13 +3073,13 @@ static vlm_status internvl_run(const vlm_image_processor *p, const vlm_image *im
             }
             vlm_image_free(&r);
             if (gc[i] * gr[i] != 1) {
-                if ((s = img_resize_or_view(&images[i], TW, TH, p->resample, &r, err))) break;
+                if ((s = img_resize_or_view(&images[i], TW, TH, IMG_RS(p), &r, err))) break;
                 img_to_chw(&r, lut, o);
                 o += tile_sz;
                 vlm_image_free(&r);
             }
         } else {
-            if (p->do_resize) s = img_resize_or_view(&images[i], TW, TH, p->resample, &r, err);
+            if (p->do_resize) s = img_resize_or_view(&images[i], TW, TH, IMG_RS(p), &r, err);
             else if (images[i].width != TW || images[i].height != TH)
                 s = vlm_error_set(err, VLM_ERR_ARG, "internvl processor: without resizing the image must be %dx%d", TW, TH);
             else r = images[i], r.owned = 0;
@@ -3120,7 +3167,7 @@ static vlm_status idefics3_run(const vlm_image_processor *p, const vlm_image *im
         if (p->do_resize) {
             int h, w;
             idefics3_resize_size(cur.height, cur.width, p->longest_edge, &h, &w);
-            if ((s = img_replace(&cur, w, h, p->resample, err))) break;
+            if ((s = img_replace(&cur, w, h, IMG_RS(p), err))) break;
         }
         if (p->do_image_splitting) {
             int h, w;
@@ -3131,11 +3178,11 @@ static vlm_status idefics3_run(const vlm_image_processor *p, const vlm_image *im
                                   images[i].height);
                 break;
             }
-            if ((s = img_replace(&cur, w, h, p->resample, err))) break;
+            if ((s = img_replace(&cur, w, h, IMG_RS(p), err))) break;
             if (cur.height > M || cur.width > M) {
                 rows[i] = (cur.height - M) / M + 1;
                 cols[i] = (cur.width - M) / M + 1;
-                if ((s = img_resize_or_view(&cur, M, M, p->resample, &global[i], err))) { vlm_image_free(&cur); break; }
+                if ((s = img_resize_or_view(&cur, M, M, IMG_RS(p), &global[i], err))) { vlm_image_free(&cur); break; }
                 n_frames += (int64_t)rows[i] * cols[i] + 1;
                 if (M > maxh) maxh = M;
                 if (M > maxw) maxw = M;
@@ -3145,7 +3192,7 @@ static vlm_status idefics3_run(const vlm_image_processor *p, const vlm_image *im
                 if (cur.width > maxw) maxw = cur.width;
             }
         } else {
-            if ((s = img_replace(&cur, M, M, p->resample, err))) break;
+            if ((s = img_replace(&cur, M, M, IMG_RS(p), err))) break;
             n_frames += 1;
             if (M > maxh) maxh = M;
             if (M > maxw) maxw = M;
@@ -3271,7 +3318,7 @@ static vlm_status gemma4_run(const vlm_image_processor *p, const vlm_image *imag
             return vlm_error_set(err, VLM_ERR_ARG, "gemma4 processor: %d patches exceed the budget of %lld", nph * npw,
                                  (long long)max_patches);
         vlm_image r;
-        if ((s = img_resize_or_view(&images[i], w, h, p->resample, &r, err))) return s;
+        if ((s = img_resize_or_view(&images[i], w, h, IMG_RS(p), &r, err))) return s;
         float *o = pv + (size_t)i * max_patches * dim;
         int64_t *ps = pos + (size_t)i * max_patches * 2;
         int st = img_stride(&r);

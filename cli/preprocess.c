@@ -10,17 +10,18 @@
 static void preprocess_usage(FILE *f) {
     fprintf(f,
             "usage: vlm preprocess --config PREPROCESSOR_CONFIG.json|MODEL_DIR --image IMAGE [--image IMAGE ...]\n"
-            "                      [--video] [--out OUT.safetensors] [--f16] [--bench N]\n"
+            "                      [--video] [--torchvision] [--out OUT.safetensors] [--f16] [--bench N]\n"
             "  The family comes from image_processor_type (Qwen2-VL/2.5-VL/3-VL, InternVL (GotOcr2),\n"
             "  Idefics3/SmolVLM, Gemma 4). Several --image are one prompt's images; with --video\n"
             "  they are the frames of one video (Qwen family). Prints the output shapes.\n"
+            "  --torchvision: resize as transformers' torchvision backend (default: its PIL backend).\n"
             "  --f16: store floating outputs as F16. --bench N: time N runs.\n");
 }
 
 int cmd_preprocess(int argc, char **argv) {
     const char *config = NULL, *out = NULL;
     const char **paths = calloc((size_t)argc + 1, sizeof *paths);
-    int n = 0, video = 0, f16 = 0, bench = 0;
+    int n = 0, video = 0, f16 = 0, bench = 0, tv = 0;
     if (!paths) return 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -31,6 +32,7 @@ int cmd_preprocess(int argc, char **argv) {
         else if (!strcmp(a, "--out") && has) out = argv[++i];
         else if (!strcmp(a, "--video")) video = 1;
         else if (!strcmp(a, "--f16")) f16 = 1;
+        else if (!strcmp(a, "--torchvision")) tv = 1;
         else if (!strcmp(a, "--bench") && has) bench = atoi(argv[++i]);
         else {
             fprintf(stderr, "vlm preprocess: unknown or incomplete option '%s'\n", a);
@@ -51,6 +53,7 @@ int cmd_preprocess(int argc, char **argv) {
     vlm_image *ims = calloc((size_t)n, sizeof *ims);
     if (!ims) goto done;
     if (vlm_image_processor_load(&p, config, &err)) goto fail;
+    if (tv) p.backend = VLM_BACKEND_TORCHVISION;
     for (int i = 0; i < n; i++)
         if (vlm_image_load(&ims[i], paths[i], &err)) goto fail;
     struct timespec t0, t1;

@@ -81,6 +81,19 @@ typedef enum vlm_resample {
 vlm_status vlm_image_resize(const vlm_image *src, int width, int height, vlm_resample filter,
                             vlm_image *dst, vlm_error *err);
 
+/* The resize of transformers' torchvision backend (its default) on uint8
+ * images: torch's antialiased uint8 kernels, the same passes with weights of
+ * int16 range (precision chosen from the largest weight); LANCZOS falls back
+ * to BICUBIC as transformers does there. */
+vlm_status vlm_image_resize_tv(const vlm_image *src, int width, int height, vlm_resample filter,
+                               vlm_image *dst, vlm_error *err);
+
+/* Which of transformers' two backends to reproduce. */
+typedef enum vlm_image_backend {
+    VLM_BACKEND_PIL = 0,     /* PIL backend (default here): PIL's 8-bit resampling, true Lanczos */
+    VLM_BACKEND_TORCHVISION, /* torchvision backend (transformers 5's default) */
+} vlm_image_backend;
+
 typedef enum vlm_image_family {
     VLM_IMAGE_QWEN2_VL = 1, /* Qwen2-VL, Qwen2.5-VL, Qwen3-VL */
     VLM_IMAGE_INTERNVL,     /* GotOcr2 dynamic tiling (InternVL3 -hf) */
@@ -93,6 +106,7 @@ typedef enum vlm_image_family {
  * HF class defaults. */
 typedef struct vlm_image_processor {
     vlm_image_family family;
+    vlm_image_backend backend;  /* VLM_BACKEND_PIL unless set by the caller */
     char type[64];              /* image_processor_type as given */
     int do_resize, do_rescale, do_normalize, do_convert_rgb;
     vlm_resample resample;
