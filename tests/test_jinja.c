@@ -83,6 +83,25 @@ int main(void) {
     expect_error("{% set x.y = 1 %}", "namespace");
     expect_error("{% macro f( %}", "expected");
     expect_error("line one\n{% if x %}\n{{ 1 +* }}\n{% endif %}", "template line 3");
+    /* Deep nesting fails cleanly instead of exhausting the stack. */
+    {
+        static char deep[400000];
+        size_t k = 0;
+        k += (size_t)sprintf(deep + k, "{{ ");
+        for (int i = 0; i < 50000; i++) deep[k++] = '(';
+        deep[k++] = '1';
+        for (int i = 0; i < 50000; i++) deep[k++] = ')';
+        strcpy(deep + k, " }}");
+        expect_error(deep, "nested too deeply");
+        k = (size_t)sprintf(deep, "{{ ");
+        for (int i = 0; i < 20000; i++) { memcpy(deep + k, "not ", 4); k += 4; }
+        strcpy(deep + k, "1 }}");
+        expect_error(deep, "nested too deeply");
+        k = 0;
+        for (int i = 0; i < 20000; i++) { memcpy(deep + k, "{% if 1 %}", 10); k += 10; }
+        deep[k] = 0;
+        expect_error(deep, "nested too deeply");
+    }
     char *out = NULL;
     vlm_error err = {0};
     CHECK(vlm_chat_render(NULL, NULL, 0, NULL, &out, &err) == VLM_ERR_ARG, "NULL template");
