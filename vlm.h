@@ -4075,6 +4075,8 @@ typedef struct jj_parser {
     /* expression lexer state */
     const char *e, *e_end;
     jj_etok cur;
+    int depth;       /* expression nesting (bounded: the parser recurses) */
+    int block_depth; /* statement nesting */
 } jj_parser;
 
 static jj_node *jj_node_new(jj_parser *p, int kind) {
@@ -4459,13 +4461,16 @@ static jj_node *jj_filter_expr(jj_parser *p, jj_node *n) {
 
 static jj_node *jj_unary(jj_parser *p, int with_filter) {
     jj_node *n;
+    if (p->depth > 200) { jj_fail(p->c, "expression nested too deeply"); return NULL; }
     if (jj_is_op(p, "-") || jj_is_op(p, "+")) {
         char op = p->cur.op[0];
         jj_next(p);
         n = jj_node_new(p, JN_UNARY);
         if (!n) return NULL;
         n->op[0] = op;
+        p->depth++;
         n->a = jj_unary(p, 0);
+        p->depth--;
     } else {
         n = jj_postfix(p, jj_primary(p));
     }
@@ -4537,10 +4542,13 @@ static jj_node *jj_compare(jj_parser *p) {
     }
 }
 static jj_node *jj_not(jj_parser *p) {
+    if (p->depth > 200) { jj_fail(p->c, "expression nested too deeply"); return NULL; }
     if (jj_is_name(p, "not")) {
         jj_next(p);
         jj_node *n = jj_node_new(p, JN_NOT);
+        p->depth++;
         if (n) n->a = jj_not(p);
+        p->depth--;
         return n;
     }
     return jj_compare(p);
@@ -4568,6 +4576,7 @@ static jj_node *jj_or(jj_parser *p) {
     return n;
 }
 static jj_node *jj_expr(jj_parser *p) {
+    if (++p->depth > 200) { jj_fail(p->c, "expression nested too deeply"); p->depth--; return NULL; }
     jj_node *n = jj_or(p);
     while (!p->c->failed && jj_is_name(p, "if")) {
         jj_next(p);
@@ -4578,6 +4587,7 @@ static jj_node *jj_expr(jj_parser *p) {
         if (jj_is_name(p, "else")) { jj_next(p); x->c = jj_expr(p); }
         n = x;
     }
+    p->depth--;
     return n;
 }
 
@@ -4745,6 +4755,7 @@ static jj_node *jj_parse_stmt(jj_parser *p, const jj_tok *t) {
 static jj_node *jj_parse_body(jj_parser *p, const char *const *ends, int *which) {
     jj_node *body = jj_node_new(p, JN_BODY);
     *which = -1;
+    if (++p->block_depth > 100) { jj_fail(p->c, "blocks nested too deeply"); p->block_depth--; return body; }
     while (!p->c->failed && p->pos < p->n_toks) {
         const jj_tok *t = &p->toks[p->pos++];
         if (t->type == JT_TEXT) {
@@ -4760,7 +4771,7 @@ static jj_node *jj_parse_body(jj_parser *p, const char *const *ends, int *which)
             jj_node_add(p, body, n);
         } else if (t->type == JT_BLOCK) {
             for (int k = 0; ends && ends[k]; k++)
-                if (jj_block_is(t, ends[k])) { *which = k; return body; }
+                if (jj_block_is(t, ends[k])) { *which = k; p->block_depth--; return body; }
             jj_node_add(p, body, jj_parse_stmt(p, t));
         }
     }
@@ -4769,6 +4780,7 @@ static jj_node *jj_parse_body(jj_parser *p, const char *const *ends, int *which)
         while (ends[last + 1]) last++;
         jj_fail(p->c, "missing {%% %s %%}", ends[last]);
     }
+    p->block_depth--;
     return body;
 }
 
