@@ -582,7 +582,10 @@ vlm_status vlm_tokenizer_load_mem(vlm_tokenizer **out, const char *tokenizer_jso
 void vlm_tokenizer_free(vlm_tokenizer *tok);
 
 /* Encoding flags. */
-#define VLM_TOK_ADD_SPECIAL   1 /* apply the post-processor (e.g. Gemma's <bos>) */
+/* VLM_TOK_ADD_SPECIAL applies the post-processor (TemplateProcessing, e.g.
+ * Gemma's <bos>; without one, add_bos_token / add_eos_token of the config).
+ * Rendered chat prompts are encoded without it: the template writes bos. */
+#define VLM_TOK_ADD_SPECIAL   1
 #define VLM_TOK_NO_PARSE_SPECIAL 2 /* treat added/special token strings in the text as plain text */
 
 /* Appends the ids of text[0..len) to out. Invalid UTF-8 is accepted: stray
