@@ -59,6 +59,25 @@ static int img_stb_jpeg_dht_ok(const unsigned char *d, size_t n) {
     return 1;
 }
 
+/* stb_image 2.27 parses PNM header numbers into an int without a bound
+ * (signed overflow on 10+ digits; bounded upstream later). Walk the header
+ * as stb does (whitespace, # comments) and reject numbers that long. */
+static int img_stb_pnm_ok(const unsigned char *d, size_t n) {
+    size_t p = 2;
+    for (int field = 0; field < 3; field++) {
+        for (;;) {
+            while (p < n && (d[p] == ' ' || (d[p] >= '\t' && d[p] <= '\r'))) p++;
+            if (p >= n || d[p] != '#') break;
+            while (p < n && d[p] != '\n' && d[p] != '\r') p++;
+        }
+        size_t digits = 0;
+        while (p < n && d[p] >= '0' && d[p] <= '9') p++, digits++;
+        if (digits > 9) return 0;
+        if (digits == 0) return 1; /* stb rejects the header itself */
+    }
+    return 1;
+}
+
 vlm_status vlm_image_decode(vlm_image *img, const void *data, size_t len, vlm_error *err) {
     memset(img, 0, sizeof *img);
     if (!data || len == 0) return vlm_error_set(err, VLM_ERR_FORMAT, "image: empty input");
@@ -66,6 +85,8 @@ vlm_status vlm_image_decode(vlm_image *img, const void *data, size_t len, vlm_er
     const unsigned char *bytes = (const unsigned char *)data;
     if (len >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8 && !img_stb_jpeg_dht_ok(bytes, len))
         return vlm_error_set(err, VLM_ERR_FORMAT, "image: corrupt JPEG (Huffman table with more than 256 symbols)");
+    if (len >= 2 && bytes[0] == 'P' && (bytes[1] == '5' || bytes[1] == '6') && !img_stb_pnm_ok(bytes, len))
+        return vlm_error_set(err, VLM_ERR_FORMAT, "image: corrupt PNM header (number too long)");
     int w = 0, h = 0, comp = 0;
     if (!stbi_info_from_memory((const stbi_uc *)data, (int)len, &w, &h, &comp))
         return vlm_error_set(err, VLM_ERR_FORMAT, "image: unrecognized or corrupt image (%s)", stbi_failure_reason());
