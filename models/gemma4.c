@@ -455,26 +455,48 @@ static vlm_tensor *g4_vision_image(vlm_compute *c, const g4_model *g, const vlm_
     return vlm_linear(c, vlm_rms_norm(c, x, NULL, g->v_eps), g->mm_proj, NULL);
 }
 
+/* Images [n, patches, 3*P*P] with positions [n, patches, 2], or video frames
+ * [videos, frames, patches, ...] (each frame is an image): soft tokens of all,
+ * in order. */
+static vlm_tensor *g4_vision_all(vlm_compute *c, const g4_model *g, const vlm_tensor *pix, const vlm_tensor *pos,
+                                 const char *what) {
+    int64_t K = 3LL * g->patch * g->patch, kk = (int64_t)g->pool * g->pool;
+    int d = pix->ndim;
+    int ok = (d == 3 || d == 4) && pos->ndim == d && pix->shape[d - 1] == K && pos->shape[d - 1] == 2 &&
+             vlm_is_contiguous(pix) && vlm_is_contiguous(pos) && pix->shape[d - 2] % kk == 0;
+    for (int i = 0; ok && i < d - 1; i++) ok = pos->shape[i] == pix->shape[i];
+    if (!ok) {
+        vlm_error_set(&c->err, VLM_ERR_ARG, "%s must be [n, patches, %lld] (videos: [n, frames, patches, %lld]) with positions [..., patches, 2], patches a multiple of %lld",
+                      what, (long long)K, (long long)K, (long long)kk);
+        c->failed = 1;
+        return NULL;
+    }
+    int64_t B = d == 4 ? pix->shape[0] * pix->shape[1] : pix->shape[0], N = pix->shape[d - 2];
+    vlm_tensor p3 = vlm_tensor_make(pix->dtype, 3, (const int64_t[]){B, N, K}, pix->data);
+    vlm_tensor q3 = vlm_tensor_make(pos->dtype, 3, (const int64_t[]){B, N, 2}, pos->data);
+    vlm_tensor *all = NULL;
+    for (int64_t b = 0; b < B; b++) {
+        vlm_tensor *e = g4_vision_image(c, g, &p3, &q3, b);
+        all = all ? vlm_concat(c, all, e, 0) : e;
+        if (!all) return NULL;
+    }
+    return all;
+}
+
 static vlm_status g4_encode(vlm_model *m, vlm_compute *c, const vlm_features *f, vlm_vision_out *out) {
     const g4_model *g = (const g4_model *)m->impl;
     memset(out, 0, sizeof *out);
-    const vlm_tensor *pix = vlm_features_get(f, "pixel_values"), *pos = vlm_features_get(f, "image_position_ids");
-    if (!pix || !pos) return vlm_error_set(&c->err, VLM_ERR_ARG, "Gemma 4 wants pixel_values and image_position_ids");
-    int64_t K = 3LL * g->patch * g->patch;
-    if (pix->ndim != 3 || pix->shape[2] != K || pos->ndim != 3 || pos->shape[0] != pix->shape[0] ||
-        pos->shape[1] != pix->shape[1] || pos->shape[2] != 2 || pix->shape[1] % ((int64_t)g->pool * g->pool))
-        return vlm_error_set(&c->err, VLM_ERR_ARG, "pixel_values must be [n, patches, %lld] with image_position_ids [n, patches, 2], patches a multiple of %d",
-                             (long long)K, g->pool * g->pool);
-    vlm_tensor *all = NULL;
-    for (int64_t b = 0; b < pix->shape[0]; b++) {
-        vlm_tensor *e = g4_vision_image(c, g, pix, pos, b);
-        all = all ? vlm_concat(c, all, e, 0) : e;
-        if (!all) break;
-    }
-    if (!all) return c->err.code ? c->err.code : vlm_error_set(&c->err, VLM_ERR_ARG, "vision tower failed");
-    out->embeds = all;
-    out->n_image_tokens = all->shape[0];
-    return VLM_OK;
+    const vlm_tensor *img = vlm_features_get(f, "pixel_values"), *img_pos = vlm_features_get(f, "image_position_ids");
+    const vlm_tensor *vid = vlm_features_get(f, "pixel_values_videos"), *vid_pos = vlm_features_get(f, "video_position_ids");
+    if ((img && !img_pos) || (vid && !vid_pos) || (!img && !vid))
+        return vlm_error_set(&c->err, VLM_ERR_ARG, "Gemma 4 wants pixel_values + image_position_ids (or pixel_values_videos + video_position_ids)");
+    vlm_tensor *ie = img ? g4_vision_all(c, g, img, img_pos, "pixel_values") : NULL;
+    vlm_tensor *ve = vid && !c->failed ? g4_vision_all(c, g, vid, vid_pos, "pixel_values_videos") : NULL;
+    if (c->failed || (img && !ie) || (vid && !ve))
+        return c->err.code ? c->err.code : vlm_error_set(&c->err, VLM_ERR_ARG, "vision tower failed");
+    out->n_image_tokens = ie ? ie->shape[0] : 0;
+    out->embeds = ie && ve ? vlm_concat(c, ie, ve, 0) : ie ? ie : ve;
+    return out->embeds ? VLM_OK : c->err.code;
 }
 
 /* ------------------------------------------------------------------ decoder */

@@ -1,7 +1,8 @@
 /* Gemma 4 sliding-window layers on the ring-buffer KV cache: generating past
  * the window one token (or one chunk) at a time must give the logits of one
  * cache-free prefill over the whole sequence. Uses the tiny golden model
- * (window 8, sliding + full layers, the last two layers sharing KV). */
+ * (window 8, sliding + full layers, the last two layers sharing KV); also
+ * the bidirectional vision spans of the MoE model and video frames. */
 #include "vlm.h"
 #include "test_util.h"
 
@@ -60,15 +61,61 @@ static void g4w_spans(void) {
     first = test_max_abs_diff(out[0] + A * V, out[1] + A * V, V);
     for (int i = 0; i < B + 2; i++) later = fmaxf(later, test_max_abs_diff(out[1] + i * V, out[2] + i * V, V));
     printf("spans: before %.3g, first span token %.3g, causal past the span %.3g\n", before, first, later);
-    CHECK(before < 1e-5f, "tokens before the span changed by %g", before);
+    CHECK(before < 1e-4f, "tokens before the span changed by %g", before);
     CHECK(first > 1e-2f, "the first span token does not see the rest of its span (%g)", first);
-    CHECK(later < 1e-5f, "a token after the span changed earlier logits by %g", later);
+    CHECK(later < 1e-4f, "a token after the span changed earlier logits by %g", later);
     for (int r = 0; r < 3; r++) free(out[r]);
+    vlm_model_free(m);
+}
+
+/* Video frames go through the tower one by one, as images: a 2-frame video
+ * of the golden image gives its soft tokens twice, after the image's. */
+static void g4w_video(void) {
+    vlm_error err = {0};
+    vlm_model *m = NULL;
+    vlm_model_params mp = {.n_threads = 2};
+    vlm_safetensors in;
+    if (vlm_model_load(&m, G4W_MODEL, &mp, &err) != VLM_OK || vlm_st_open(&in, "tests/golden/gemma4/inputs.safetensors", &err) != VLM_OK) {
+        CHECK(0, "load: %s", err.msg);
+        vlm_model_free(m);
+        return;
+    }
+    vlm_tensor px = vlm_st_tensor(vlm_st_find(&in, "pixel_values")), pos = vlm_st_tensor(vlm_st_find(&in, "image_position_ids"));
+    int64_t N = px.shape[1], K = px.shape[2];
+    float *vpx = (float *)malloc(sizeof(float) * 2 * N * K);
+    int64_t *vpos = (int64_t *)malloc(sizeof(int64_t) * 2 * N * 2);
+    for (int fr = 0; fr < 2; fr++) {
+        memcpy(vpx + fr * N * K, px.data, sizeof(float) * N * K);
+        memcpy(vpos + fr * N * 2, pos.data, sizeof(int64_t) * N * 2);
+    }
+    vlm_features f = {.n = 4, .names = {"pixel_values", "image_position_ids", "pixel_values_videos", "video_position_ids"}};
+    f.tensors[0] = px;
+    f.tensors[1] = pos;
+    f.tensors[2] = vlm_tensor_make(VLM_F32, 4, (const int64_t[]){1, 2, N, K}, vpx);
+    f.tensors[3] = vlm_tensor_make(VLM_I64, 4, (const int64_t[]){1, 2, N, 2}, vpos);
+    vlm_compute c;
+    vlm_compute_init(&c, m->be);
+    vlm_vision_out vo;
+    CHECK(m->arch->encode(m, &c, &f, &vo) == VLM_OK, "encode: %s", c.err.msg);
+    if (vo.embeds) {
+        int64_t r = vo.n_image_tokens, H = vo.embeds->shape[1];
+        CHECK(r > 0 && vo.embeds->shape[0] == 3 * r, "%lld rows, %lld image rows", (long long)vo.embeds->shape[0], (long long)r);
+        float *e = (float *)malloc(sizeof(float) * vlm_nelem(vo.embeds));
+        vlm_to_host_f32(&c, vo.embeds, e);
+        CHECK(test_max_abs_diff(e, e + r * H, r * H) < 1e-5f && test_max_abs_diff(e, e + 2 * r * H, r * H) < 1e-5f,
+              "video frames differ from the image");
+        free(e);
+    }
+    vlm_compute_free(&c);
+    free(vpx);
+    free(vpos);
+    vlm_st_close(&in);
     vlm_model_free(m);
 }
 
 int main(void) {
     g4w_spans();
+    g4w_video();
     vlm_error err = {0};
     vlm_model *m = NULL;
     vlm_model_params mp = {.n_threads = 2};
