@@ -5,7 +5,22 @@
  * outputs (CPY may write into a strided destination). Work is split over
  * rows and handed to the pool; per-thread scratch buffers are grown before a
  * parallel region, never inside it. Nothing here is global: two backends in
- * one process each own their threads and buffers. */
+ * one process each own their threads and buffers.
+ *
+ * Notes
+ *  - One op at a time per backend: the scratch buffers belong to the
+ *    backend, so two threads must not run ops (or vlm_cpu_parallel_for) on
+ *    the same backend concurrently; use one backend per thread instead.
+ *    A parallel_for issued from inside a parallel region runs inline.
+ *  - vlm_backend_cpu() calls openblas_set_num_threads(1): OpenBLAS itself is
+ *    process-wide, and our own threads split every GEMM into tiles whose
+ *    layout does not depend on the thread count (same results for any n).
+ *  - MATMUL: M < CPU_GEMM_MIN_M rows use the SIMD GEMV (weights read once,
+ *    converted in registers); larger M use sgemm on tiles of w converted to
+ *    f32 in per-thread scratch (never the whole matrix).
+ *  - ATTN: flash-style tiles (queries x the GQA heads of one KV head) with
+ *    online softmax; K/V blocks are skipped or accepted whole from
+ *    position/segment summaries, so no T x S score matrix exists. */
 #include "vlm.h"
 
 #include <cblas.h>
