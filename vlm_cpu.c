@@ -772,6 +772,9 @@ typedef struct cpu_mm_arg {
 /* res[r] = x[r] . w for r < m (m <= 4 rows of x with row stride lda): each
  * weight vector is loaded and converted once for all rows. */
 #if CPU_AVX2
+#ifndef CPU_PF_DIST
+#define CPU_PF_DIST 1024 /* bytes ahead in the weight stream */
+#endif
 static inline __attribute__((always_inline)) __m256 cpu_load8w(const void *w, int64_t i, const vlm_dtype wt) {
     if (wt == VLM_BF16) return cpu_load8_bf16((const uint16_t *)w + i);
     if (wt == VLM_F16) return cpu_load8_f16((const uint16_t *)w + i);
@@ -788,7 +791,12 @@ static inline __attribute__((always_inline)) void cpu_dotm_impl(const float *x, 
 #pragma GCC unroll 8
         for (int u = 0; u < U; u++) acc[r][u] = _mm256_setzero_ps();
     int64_t i = 0;
+    const int64_t wes = wt == VLM_F32 ? 4 : 2;
     for (; i + 8 * U <= K; i += 8 * U) {
+        if (m > 1) { /* measured: helps from DRAM with several rows, not with one */
+            _mm_prefetch((const char *)w + i * wes + CPU_PF_DIST, _MM_HINT_T0);
+            if (8 * U * wes > 64) _mm_prefetch((const char *)w + i * wes + CPU_PF_DIST + 64, _MM_HINT_T0);
+        }
 #pragma GCC unroll 8
         for (int u = 0; u < U; u++) {
             __m256 wv = cpu_load8w(w, i + 8 * u, wt);
