@@ -867,7 +867,7 @@ static void cpu_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
         int64_t m0 = mt * A->mb, mb = A->M - m0 < A->mb ? A->M - m0 : A->mb;
         const float *wp;
         int64_t ldb;
-        if (A->wt == VLM_F32) {
+        if (A->wt == VLM_F32 && A->ldw >= A->K) { /* BLAS needs ldb >= K; other strides are copied */
             wp = (const float *)A->w + n0 * A->ldw;
             ldb = A->ldw;
         } else {
@@ -913,7 +913,7 @@ static vlm_status cpu_mm(cpu_ctx *ctx, int64_t M, int64_t N, int64_t K, const fl
     A.nb = nb;
     A.mb = M >= 512 ? 256 : M;
     A.mtiles = (M + A.mb - 1) / A.mb;
-    if (wt != VLM_F32 && cpu_reserve(ctx, (size_t)(nb * K)))
+    if ((wt != VLM_F32 || ldw < K) && cpu_reserve(ctx, (size_t)(nb * K)))
         return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
     cpu_parallel(ctx, (N + A.nb - 1) / A.nb * A.mtiles, 1, cpu_gemm_fn, &A);
     return VLM_OK;
@@ -1268,12 +1268,12 @@ static void cpu_fa_fn(void *p, int64_t i0, int64_t i1, int tid) {
             int64_t ldk, ldv;
             const char *kbase = (const char *)k->data + (jb * k->stride[0] + g * k->stride[1]) * (int64_t)ek;
             const char *vbase = (const char *)v->data + (jb * v->stride[0] + g * v->stride[1]) * (int64_t)ev;
-            if (k->dtype == VLM_F32) { Kb = (const float *)kbase; ldk = k->stride[0]; }
+            if (k->dtype == VLM_F32 && k->stride[0] >= D) { Kb = (const float *)kbase; ldk = k->stride[0]; }
             else {
                 for (int64_t jj = 0; jj < nc; jj++) cpu_to_f32(Kf + jj * D, kbase + jj * k->stride[0] * (int64_t)ek, k->dtype, D);
                 Kb = Kf; ldk = D;
             }
-            if (v->dtype == VLM_F32) { Vb = (const float *)vbase; ldv = v->stride[0]; }
+            if (v->dtype == VLM_F32 && v->stride[0] >= Dv) { Vb = (const float *)vbase; ldv = v->stride[0]; }
             else {
                 for (int64_t jj = 0; jj < nc; jj++) cpu_to_f32(Vf + jj * Dv, vbase + jj * v->stride[0] * (int64_t)ev, v->dtype, Dv);
                 Vb = Vf; ldv = Dv;

@@ -218,6 +218,19 @@ static void test_matmul(vlm_compute *c) {
     test_matmul_case(c, 600, 150, 67, VLM_BF16, 1, 1); /* row tiles of x */
     test_matmul_case(c, 530, 40, 33, VLM_F32, 2, 0);
     vlm_compute_reset(c);
+    /* a weight view whose rows overlap (row stride 0 < K): BLAS can't take it directly */
+    {
+        int64_t M = 40, N = 9, K = 21;
+        vlm_tensor *x = rnd2(c, VLM_F32, M, K), *row = rnd2(c, VLM_F32, 1, K);
+        vlm_tensor w = *row;
+        w.shape[0] = N;
+        w.stride[0] = 0;
+        float *hx = host(x), *hw = host(&w);
+        double *ref = dalloc(M * N), *ab = dalloc(M * N);
+        ref_matmul(hx, hw, NULL, M, N, K, ref, ab);
+        check_mm("matmul with row-stride-0 weights", c, vlm_matmul(c, x, &w), ref, ab, M * N);
+        free(hx); free(hw); free(ref); free(ab);
+    }
     /* batched: x[B, M, K] . w[B, N, K]^T, w a permuted view */
     for (int vi = 0; vi < 2; vi++) {
         int64_t B = 3, M = vi ? 9 : 2, N = 11, K = 19;
