@@ -42,7 +42,7 @@ typedef struct {
 
 typedef struct {
     /* vision */
-    int v_layers, v_hidden, v_heads, v_kv_heads, v_head_dim, v_inter, patch, pool, pos_size, standardize;
+    int has_vision, v_layers, v_hidden, v_heads, v_kv_heads, v_head_dim, v_inter, patch, pool, pos_size, standardize;
     float v_eps, v_theta;
     vlm_tensor *patch_proj, *pos_table, *std_bias, *std_scale, *mm_proj;
     g4_vit_layer *vl;
@@ -108,7 +108,6 @@ static vlm_status g4_rope_init(const vlm_json *cfg, const char *type, int dim, f
 
 static vlm_status g4_load_config(vlm_model *m, g4_model *g, vlm_error *err) {
     const vlm_json *cfg = m->config, *vc = vlm_json_get(cfg, "vision_config");
-    if (!vc) return vlm_error_set(err, VLM_ERR_CONFIG, "config.json has no vision_config");
     g->hidden = g4_int(g4_text_key(cfg, "hidden_size"), 0);
     g->n_layers = g4_int(g4_text_key(cfg, "num_hidden_layers"), 0);
     g->n_heads = g4_int(g4_text_key(cfg, "num_attention_heads"), 0);
@@ -187,6 +186,8 @@ static vlm_status g4_load_config(vlm_model *m, g4_model *g, vlm_error *err) {
         if (dims[t] && g4_rope_init(cfg, t ? "full_attention" : "sliding_attention", dims[t], t ? 1e6f : 1e4f,
                                     &g->rope[t], err) != VLM_OK)
             return err->code;
+    if (!vc || vc->type != VLM_JSON_OBJECT) return VLM_OK; /* text-only (Gemma4ForCausalLM) */
+    g->has_vision = 1;
     g->v_hidden = g4_int(vlm_json_get(vc, "hidden_size"), 768);
     g->v_layers = g4_int(vlm_json_get(vc, "num_hidden_layers"), 16);
     g->v_heads = g4_int(vlm_json_get(vc, "num_attention_heads"), 12);
@@ -222,13 +223,9 @@ static g4_clin g4_clin_load(vlm_loader *ld, int64_t out, int64_t in, int l, cons
     return c;
 }
 
-static vlm_status g4_load(vlm_model *m, vlm_error *err) {
-    g4_model *g = (g4_model *)calloc(1, sizeof *g);
-    if (!g) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
-    m->impl = g;
-    if (g4_load_config(m, g, err) != VLM_OK) return err->code;
-    vlm_loader ld = {.m = m, .err = err};
-
+static vlm_status g4_load_vision(vlm_model *m, g4_model *g, vlm_loader *lp) {
+    vlm_error *err = lp->err;
+    vlm_loader ld = *lp;
     static const char *const vis_prefixes[] = {"model.vision_tower.", "vision_tower.", NULL};
     if (!vlm_loader_prefix(&ld, vis_prefixes, "patch_embedder.input_proj.weight"))
         return vlm_error_set(err, VLM_ERR_FORMAT, "no vision tower weights (model.vision_tower.patch_embedder.input_proj.weight)");
@@ -263,6 +260,16 @@ static vlm_status g4_load(vlm_model *m, vlm_error *err) {
         return vlm_error_set(err, VLM_ERR_FORMAT, "no vision projection (model.embed_vision.embedding_projection.weight)");
     g->mm_proj = vlm_ld(&ld, VLM_SHAPE2(g->hidden, V), "embedding_projection.weight");
     if (err->code) return err->code;
+    return VLM_OK;
+}
+
+static vlm_status g4_load(vlm_model *m, vlm_error *err) {
+    g4_model *g = (g4_model *)calloc(1, sizeof *g);
+    if (!g) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    m->impl = g;
+    if (g4_load_config(m, g, err) != VLM_OK) return err->code;
+    vlm_loader ld = {.m = m, .err = err};
+    if (g->has_vision && g4_load_vision(m, g, &ld) != VLM_OK) return err->code;
 
     static const char *const txt_prefixes[] = {"model.language_model.", "model.", "language_model.model.", NULL};
     if (!vlm_loader_prefix(&ld, txt_prefixes, "embed_tokens.weight"))
@@ -486,6 +493,7 @@ static vlm_tensor *g4_vision_all(vlm_compute *c, const g4_model *g, const vlm_te
 static vlm_status g4_encode(vlm_model *m, vlm_compute *c, const vlm_features *f, vlm_vision_out *out) {
     const g4_model *g = (const g4_model *)m->impl;
     memset(out, 0, sizeof *out);
+    if (!g->has_vision) return vlm_error_set(&c->err, VLM_ERR_UNSUPPORTED, "this Gemma 4 checkpoint has no vision tower");
     const vlm_tensor *img = vlm_features_get(f, "pixel_values"), *img_pos = vlm_features_get(f, "image_position_ids");
     const vlm_tensor *vid = vlm_features_get(f, "pixel_values_videos"), *vid_pos = vlm_features_get(f, "video_position_ids");
     if ((img && !img_pos) || (vid && !vid_pos) || (!img && !vid))
@@ -590,7 +598,9 @@ static vlm_status g4_forward(vlm_model *m, vlm_seq *s, const int32_t *ids, int n
     }
     /* Bidirectional attention within each run of vision tokens, as transformers
      * does it: only when the processor's mm_token_type_ids (1 image, 2 video)
-     * come with the call; without them the mask is causal. */
+     * come with the call; without them the mask is causal. On sliding layers
+     * the window still applies to earlier keys of a span (transformers ORs the
+     * span over the window): the same unless a span is longer than the window. */
     const int32_t *span = NULL;
     const vlm_tensor *mmt = g->bidir_vision ? vlm_features_get(f, "mm_token_type_ids") : NULL;
     if (mmt) {
@@ -674,8 +684,8 @@ static void g4_seq_free(vlm_model *m, vlm_seq *s) {
     s->impl = NULL;
 }
 
-static const char *const g4_hf_names[] = {"Gemma4ForConditionalGeneration", "Gemma4Model", NULL};
-static const char *const g4_model_types[] = {"gemma4", NULL};
+static const char *const g4_hf_names[] = {"Gemma4ForConditionalGeneration", "Gemma4Model", "Gemma4ForCausalLM", NULL};
+static const char *const g4_model_types[] = {"gemma4", "gemma4_text", NULL};
 
 const vlm_arch vlm_arch_gemma4 = {
     .name = "gemma4",
