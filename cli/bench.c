@@ -40,7 +40,7 @@ static int bench_usage(int rc) {
             "  --image WxH     also time the vision encoder on a WxH image (needs the\n"
             "                  model's preprocessor config next to its config)\n"
             "  --tiles N       idefics3, internvl: time the vision encoder on N synthesized tiles\n"
-            "                  (idefics3, internvl, qwen2_5_vl, qwen3_vl, gemma4: pixels are synthesized until\n"
+            "                  (idefics3, internvl, qwen2_5_vl, qwen3_vl: pixels are synthesized until\n"
             "                  the image API lands)\n"
             "  --kv T          KV cache dtype: f32 (default) or f16\n"
             "Prints one JSON line with the figures (kv_cache_mib: the KV cache allocated for\n"
@@ -176,51 +176,38 @@ static int bench_qwen_vision(vlm_model *m, int w, int h, double *ms, int *n_toke
     return st;
 }
 
-/* Gemma 4 until the image preprocessing API lands: the processor's size for
- * a WxH image (aspect kept, area within max_soft_tokens * k² patches, sides
- * multiples of patch * k; max_soft_tokens from processor_config.json, else
- * 280), padded to the full patch budget as the processor does; random pixels. */
+/* Gemma 4: a WxH image of random pixels through the model's image processor
+ * (processor_config.json next to the config, else Gemma4ImageProcessor's
+ * defaults): the processor's size, patches and padding; only encode is timed. */
 static int bench_gemma4_vision(vlm_model *m, int w, int h, double *ms, int *n_tokens, vlm_error *err) {
-    const vlm_json *vc = vlm_json_get(m->config, "vision_config");
-    int P = (int)vlm_json_int(vlm_json_get(vc, "patch_size"), 16), K = (int)vlm_json_int(vlm_json_get(vc, "pooling_kernel_size"), 3);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/processor_config.json", m->dir);
+    vlm_image_processor ip;
     vlm_error ignore = {0};
-    vlm_json *pp = vlm_json_load(path, &ignore);
-    int soft = (int)vlm_json_int(vlm_json_path(pp, "image_processor.max_soft_tokens"), 280);
-    vlm_json_free(pp);
-    int64_t budget = (int64_t)soft * K * K, side = (int64_t)P * K, D = 3LL * P * P;
-    double f = sqrt((double)budget * P * P / ((double)w * h));
-    int64_t th = (int64_t)floor(f * h / side) * side, tw = (int64_t)floor(f * w / side) * side;
-    if (th <= 0 || tw <= 0) return vlm_error_set(err, VLM_ERR_ARG, "gemma4: %dx%d is too thin for the bench", w, h);
-    int64_t gh = th / P, gw = tw / P;
-    *n_tokens = (int)((gh / K) * (gw / K));
-    float *px = (float *)calloc((size_t)(budget * D), sizeof(float));
-    int64_t *pos = (int64_t *)malloc(sizeof(int64_t) * (size_t)(budget * 2));
-    if (!px || !pos) { free(px); free(pos); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
+    if (vlm_image_processor_load(&ip, m->dir, &ignore) != VLM_OK || ip.family != VLM_IMAGE_GEMMA4)
+        vlm_image_processor_defaults(&ip, VLM_IMAGE_GEMMA4);
+    uint8_t *rgb = (uint8_t *)malloc((size_t)w * h * 3);
+    if (!rgb) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     uint64_t x = 777;
-    for (int64_t i = 0; i < budget; i++) {
-        int valid = i < gh * gw;
-        pos[2 * i] = valid ? i % gw : -1;
-        pos[2 * i + 1] = valid ? i / gw : -1;
-        for (int64_t j = 0; valid && j < D; j++) {
-            x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-            px[i * D + j] = (float)((x >> 40) & 0xffffff) / (float)0x1000000;
-        }
+    for (size_t i = 0; i < (size_t)w * h * 3; i++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        rgb[i] = (uint8_t)(x >> 56);
     }
-    vlm_features feats = {.n = 2, .names = {"pixel_values", "image_position_ids"}};
-    feats.tensors[0] = vlm_tensor_make(VLM_F32, 3, (const int64_t[]){1, budget, D}, px);
-    feats.tensors[1] = vlm_tensor_make(VLM_I64, 3, (const int64_t[]){1, budget, 2}, pos);
+    vlm_image img = {0};
+    vlm_features feats = {0};
+    vlm_status st = vlm_image_from_pixels(&img, rgb, w, h, 3, 0, err);
+    free(rgb);
+    if (st == VLM_OK) st = vlm_image_preprocess(&ip, &img, 1, &feats, err);
+    vlm_image_free(&img);
+    if (st != VLM_OK) return st;
     vlm_compute c;
     vlm_compute_init(&c, m->be);
     vlm_vision_out vo;
     double t0 = bench_now();
-    vlm_status st = m->arch->encode(m, &c, &feats, &vo);
+    st = m->arch->encode(m, &c, &feats, &vo);
     *ms = (bench_now() - t0) * 1e3;
     if (st != VLM_OK) vlm_error_set(err, st, "%s", c.err.msg);
+    else *n_tokens = (int)vo.embeds->shape[0];
     vlm_compute_free(&c);
-    free(px);
-    free(pos);
+    vlm_image_features_free(&feats);
     return st;
 }
 
@@ -291,7 +278,7 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "vlm bench: vision: %s\n", err.msg);
         vlm_error_clear(&err);
     }
-    vision_cpu = bench_cpu() - vision_cpu; /* with the synthesized pixels, a small part */
+    vision_cpu = bench_cpu() - vision_cpu; /* with the synthesized pixels (gemma4: preprocessing), a small part */
     size_t kv_bytes = 0; /* cache layers of their own (shared layers add nothing) */
     for (int l = 0; l < s.kv.n_layers; l++)
         if (s.kv.layers[l].owner) kv_bytes += 2 * (size_t)vlm_nelem(s.kv.layers[l].k) * vlm_dtype_size(s.kv.layers[l].k->dtype);
