@@ -1174,6 +1174,7 @@ static void cpu_attn_fn(void *p, int64_t r0, int64_t r1, int tid) {
  * online softmax, O += P.V (sgemm). K/V blocks in f16/bf16 are converted
  * once per tile and reused by all R rows. */
 #define CPU_FA_BK 128
+#define CPU_FA_PART 512 /* keys per part when decode splits the keys (a multiple of the block sizes) */
 
 typedef struct cpu_fa_arg {
     cpu_ctx *ctx;
@@ -1181,6 +1182,8 @@ typedef struct cpu_fa_arg {
     int64_t T, Hq, Hkv, D, Dv, S, group, Tq, R, ntiles;
     int64_t bk;                   /* keys per block, at most CPU_FA_BK */
     const struct cpu_span *kspan; /* per key block */
+    int64_t nparts, part_len;     /* keys split into parts (decode with few KV heads) */
+    float *part;                  /* per (g, tile, part): R rows of [m, l, O[Dv]] */
 } cpu_fa_arg;
 
 /* Summary of a run of queries or keys, to skip or fully accept blocks
@@ -1235,7 +1238,9 @@ static void cpu_fa_fn(void *p, int64_t i0, int64_t i1, int tid) {
     float *mrow = Vf + BK * Dv, *lrow = mrow + A->R;
     uint8_t *vis = (uint8_t *)(lrow + A->R);
     for (int64_t item = i0; item < i1; item++) {
-        int64_t g = item / A->ntiles, t0 = (item % A->ntiles) * A->Tq;
+        int64_t part = item % A->nparts, gt = item / A->nparts;
+        int64_t g = gt / A->ntiles, t0 = (gt % A->ntiles) * A->Tq;
+        int64_t jbeg = part * A->part_len, jend = jbeg + A->part_len < A->S ? jbeg + A->part_len : A->S;
         int64_t tq = A->T - t0 < A->Tq ? A->T - t0 : A->Tq, R = tq * G;
         for (int64_t ti = 0; ti < tq; ti++)
             for (int64_t gi = 0; gi < G; gi++)
@@ -1245,8 +1250,8 @@ static void cpu_fa_fn(void *p, int64_t i0, int64_t i1, int tid) {
         cpu_span qspan;
         cpu_span_make(&qspan, ap->q_pos, ap->q_seg, ap->q_group, t0, tq);
         qspan.all_live = qspan.live = 1;
-        for (int64_t j0 = 0; j0 < A->S; j0 += BK) {
-            int64_t nb = A->S - j0 < BK ? A->S - j0 : BK;
+        for (int64_t j0 = jbeg; j0 < jend; j0 += BK) {
+            int64_t nb = jend - j0 < BK ? jend - j0 : BK;
             /* visibility of the block for each query of the tile; trim to visible columns */
             int cls = A->kspan ? cpu_span_class(ap, &qspan, &A->kspan[j0 / BK]) : 1;
             if (cls < 0) continue;
@@ -1303,6 +1308,15 @@ static void cpu_fa_fn(void *p, int64_t i0, int64_t i1, int tid) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)Dv, (int)nc, 1.0f, P, (int)BK, Vb, (int)ldv,
                         1.0f, O, (int)Dv);
         }
+        if (A->nparts > 1) { /* partial result, merged by cpu_fa_merge */
+            float *dst = A->part + item * A->R * (Dv + 2);
+            for (int64_t r = 0; r < R; r++) {
+                dst[r * (Dv + 2)] = mrow[r];
+                dst[r * (Dv + 2) + 1] = lrow[r];
+                memcpy(dst + r * (Dv + 2) + 2, O + r * Dv, sizeof(float) * (size_t)Dv);
+            }
+            continue;
+        }
         for (int64_t ti = 0; ti < tq; ti++)
             for (int64_t gi = 0; gi < G; gi++) {
                 int64_t r = ti * G + gi;
@@ -1315,33 +1329,73 @@ static void cpu_fa_fn(void *p, int64_t i0, int64_t i1, int tid) {
     }
 }
 
+/* Combines the key parts of each (g, tile) row: softmax over the union. */
+static void cpu_fa_merge(void *p, int64_t i0, int64_t i1, int tid) {
+    cpu_fa_arg *A = (cpu_fa_arg *)p;
+    const int64_t Dv = A->Dv, G = A->group, W = Dv + 2;
+    for (int64_t gt = i0; gt < i1; gt++) {
+        int64_t g = gt / A->ntiles, t0 = (gt % A->ntiles) * A->Tq;
+        int64_t tq = A->T - t0 < A->Tq ? A->T - t0 : A->Tq;
+        const float *base = A->part + gt * A->nparts * A->R * W;
+        for (int64_t r = 0; r < tq * G; r++) {
+            float m = -INFINITY, l = 0;
+            for (int64_t q = 0; q < A->nparts; q++) {
+                const float *e = base + (q * A->R + r) * W;
+                if (e[1] > 0 && e[0] > m) m = e[0];
+            }
+            float *o = (float *)A->op->out->data + ((t0 + r / G) * A->Hq + g * G + r % G) * Dv;
+            memset(o, 0, sizeof(float) * (size_t)Dv);
+            for (int64_t q = 0; q < A->nparts; q++) {
+                const float *e = base + (q * A->R + r) * W;
+                if (!(e[1] > 0)) continue;
+                float f = expf(e[0] - m);
+                l += e[1] * f;
+                for (int64_t i = 0; i < Dv; i++) o[i] += e[2 + i] * f;
+            }
+            if (l > 0) cpu_scale_inplace(o, 1.0f / l, Dv);
+        }
+    }
+}
+
 static vlm_status cpu_op_attn(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
     cpu_attn_arg A = {ctx, op, op->a->shape[0], op->a->shape[1], op->b->shape[1], op->a->shape[2], op->c->shape[2],
                       op->b->shape[0], 0};
     A.group = A.Hq / A.Hkv;
     if (A.T * A.Hq == 0) return VLM_OK;
     if (A.S >= 16) { /* measured faster than the per-row path even for decode without GQA */
-        cpu_fa_arg F = {ctx, op, A.T, A.Hq, A.Hkv, A.D, A.Dv, A.S, A.group, 0, 0, 0, CPU_FA_BK, NULL};
+        cpu_fa_arg F = {ctx, op, A.T, A.Hq, A.Hkv, A.D, A.Dv, A.S, A.group, 0, 0, 0, CPU_FA_BK, NULL, 1, A.S, NULL};
         const vlm_attn_params *ap = &op->attn;
         /* packed short sequences (windowed vision attention): smaller tiles waste less on masked pairs */
         if (ap->q_seg && A.group == 1) F.bk = 64;
-        if (ap->k_pos || ap->k_seg) { /* block summaries of the keys */
-            int64_t nblk = (A.S + F.bk - 1) / F.bk;
-            cpu_span *ks = (cpu_span *)cpu_shared(ctx, (size_t)nblk * sizeof(cpu_span) / sizeof(float) + 1);
-            if (!ks) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
-            for (int64_t b = 0; b < nblk; b++)
-                cpu_span_make(&ks[b], ap->k_pos, ap->k_seg, ap->k_group, b * F.bk, A.S - b * F.bk < F.bk ? A.S - b * F.bk : F.bk);
-            F.kspan = ks;
-        }
         int64_t tq = F.bk / A.group;
         if (tq < 1) tq = 1;
         if (tq > A.T) tq = A.T;
         F.Tq = tq;
         F.R = tq * A.group;
         F.ntiles = (A.T + tq - 1) / tq;
+        /* Too few (KV head, tile) items to keep threads busy (decode with one or
+         * two KV heads): split the keys into parts of CPU_FA_PART and merge.
+         * The split does not depend on the thread count. */
+        if (A.Hkv * F.ntiles < 4 && A.S >= 2 * CPU_FA_PART) {
+            F.part_len = CPU_FA_PART;
+            F.nparts = (A.S + CPU_FA_PART - 1) / CPU_FA_PART;
+        }
+        int64_t nblk = (A.S + F.bk - 1) / F.bk;
+        size_t span_f = (size_t)nblk * sizeof(cpu_span) / sizeof(float) + 16;
+        size_t part_f = F.nparts > 1 ? (size_t)(A.Hkv * F.ntiles * F.nparts * F.R * (A.Dv + 2)) : 0;
+        float *sh = cpu_shared(ctx, span_f + part_f + 1);
+        if (!sh) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
+        if (part_f) F.part = sh + span_f;
+        if (ap->k_pos || ap->k_seg) { /* block summaries of the keys */
+            cpu_span *ks = (cpu_span *)sh;
+            for (int64_t b = 0; b < nblk; b++)
+                cpu_span_make(&ks[b], ap->k_pos, ap->k_seg, ap->k_group, b * F.bk, A.S - b * F.bk < F.bk ? A.S - b * F.bk : F.bk);
+            F.kspan = ks;
+        }
         if (cpu_reserve(ctx, cpu_fa_scratch(F.R, F.Tq, A.D, A.Dv)))
             return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
-        cpu_parallel(ctx, A.Hkv * F.ntiles, 1, cpu_fa_fn, &F);
+        cpu_parallel(ctx, A.Hkv * F.ntiles * F.nparts, 1, cpu_fa_fn, &F);
+        if (F.nparts > 1) cpu_parallel(ctx, A.Hkv * F.ntiles, 1, cpu_fa_merge, &F);
         return VLM_OK;
     }
     if (cpu_reserve(ctx, (size_t)(A.D + A.Dv + 2 * CPU_ATTN_BLOCK)))

@@ -585,6 +585,8 @@ static void test_attention(vlm_compute *c) {
         {"attn groups tiled", 200, 300, 2, 2, 32, 32, VLM_F32, 1, 0, 0, 1, 0, 0, 0},
         {"attn segments vision-like", 300, 300, 4, 4, 32, 32, VLM_F32, 0, 0, 1, 0, 0, 0, 0},
         {"attn window tiled long", 300, 600, 4, 1, 32, 32, VLM_F16, 1, 150, 0, 0, 0, 0, 0},
+        {"attn decode split window", 1, 2000, 8, 1, 64, 64, VLM_F16, 1, 700, 0, 0, 1, 1, 0},
+        {"attn decode split segments", 2, 1500, 4, 1, 32, 40, VLM_BF16, 1, 0, 1, 0, 0, 0, 1},
         {"attn everything tiled", 37, 290, 6, 2, 80, 72, VLM_BF16, 1, 100, 1, 1, 1, 1, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) test_attn_case(c, &cases[i]);
