@@ -422,9 +422,6 @@ static inline int64_t cpu_row_off(const vlm_tensor *t, int64_t r) {
     }
     return off;
 }
-static inline void *cpu_ptr(const vlm_tensor *t, int64_t off) {
-    return (char *)t->data + off * (int64_t)vlm_dtype_size(t->dtype);
-}
 /* Row r of t as f32: a pointer into t when possible, else converted into buf. */
 static inline const float *cpu_row(const vlm_tensor *t, int64_t r, float *buf) {
     int64_t off = cpu_row_off(t, r), n = cpu_lastdim(t), s = cpu_laststride(t);
