@@ -42,6 +42,8 @@ typedef struct {
     /* decoder */
     vlm_dec_stack txt;
     float theta;
+    float ntk_factor; /* > 0: dynamic NTK RoPE past ntk_max_pos positions */
+    int ntk_max_pos;
 } ivl_model;
 
 /* ------------------------------------------------------------------ config */
@@ -149,8 +151,14 @@ static vlm_status ivl_load_config(vlm_model *m, ivl_model *q, vlm_error *err) {
     if (!rp || rp->type != VLM_JSON_OBJECT) rp = vlm_json_get(tc, "rope_scaling");
     q->theta = (float)vlm_json_num(vlm_json_get(rp, "rope_theta"), vlm_json_num(vlm_json_get(tc, "rope_theta"), 10000.0));
     const char *rt = vlm_json_str(vlm_json_get(rp, "rope_type"), vlm_json_str(vlm_json_get(rp, "type"), "default"));
-    if (strcmp(rt, "default"))
-        return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "text rope_type \"%s\" (only default RoPE)", rt);
+    if (!strcmp(rt, "dynamic")) { /* InternVL 2.5/3 llm_config: dynamic NTK, default RoPE within the trained length */
+        q->ntk_factor = (float)vlm_json_num(vlm_json_get(rp, "factor"), 1.0);
+        q->ntk_max_pos = (int)vlm_json_int(vlm_json_get(rp, "original_max_position_embeddings"),
+                                           vlm_json_int(vlm_json_get(tc, "max_position_embeddings"), 0));
+        if (q->ntk_factor < 1.0f || q->ntk_max_pos <= 0)
+            return vlm_error_set(err, VLM_ERR_CONFIG, "dynamic RoPE needs factor >= 1 and max_position_embeddings");
+    } else if (strcmp(rt, "default"))
+        return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "text rope_type \"%s\" (default and dynamic RoPE are)", rt);
     m->vocab_size = (int)vlm_json_int(vlm_json_get(tc, "vocab_size"), 0);
     if (t->hidden <= 0 || t->n_layers <= 0 || t->inter <= 0 || t->hp.n_heads <= 0 || t->hp.n_kv_heads <= 0 ||
         t->hp.n_heads % t->hp.n_kv_heads || m->vocab_size <= 0)
@@ -467,7 +475,13 @@ static vlm_status ivl_forward(vlm_model *m, vlm_seq *s, const int32_t *ids, int 
                               const vlm_features *f, int all_logits, vlm_tensor **logits) {
     const ivl_model *q = (const ivl_model *)m->impl;
     (void)f;
-    return vlm_dec_stack_forward(s, &q->txt, q->theta, ids, n, vision, m->image_token_id, all_logits, logits);
+    /* Dynamic NTK as transformers: past the trained length L, a call whose
+     * last position is p - 1 uses base theta * (factor * p / L - (factor - 1))^(d / (d - 2)). */
+    float theta = q->theta;
+    int64_t p = (int64_t)s->n_past + n, d = q->txt.hp.head_dim;
+    if (q->ntk_factor > 0 && p > q->ntk_max_pos)
+        theta = (float)(theta * pow(q->ntk_factor * (double)p / q->ntk_max_pos - (q->ntk_factor - 1.0), (double)d / (double)(d - 2)));
+    return vlm_dec_stack_forward(s, &q->txt, theta, ids, n, vision, m->image_token_id, all_logits, logits);
 }
 
 static vlm_status ivl_seq_init(vlm_model *m, vlm_seq *s, vlm_error *err) {

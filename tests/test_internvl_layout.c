@@ -198,7 +198,8 @@ static int t_convert(const char *src, const char *dst, int drop_post_norm, int b
     tc_free(&o);
     vlm_st_close(&st);
 
-    /* config.json as InternVLChatModel writes it */
+    /* config.json as InternVLChatModel writes it (InternVL 2.5/3 llm_configs carry
+     * dynamic NTK RoPE, factor 2: the default RoPE within max_position_embeddings) */
     const vlm_json *tc = vlm_json_get(cfg, "text_config"), *vc = vlm_json_get(cfg, "vision_config");
     snprintf(path, sizeof path, "%s/config.json", dst);
     FILE *f = ok && tc && vc ? fopen(path, "w") : NULL;
@@ -210,7 +211,8 @@ static int t_convert(const char *src, const char *dst, int drop_post_norm, int b
                "\"dynamic_image_size\":true,\"use_thumbnail\":true,\"min_dynamic_patch\":1,\"max_dynamic_patch\":6,",
             vlm_json_num(vlm_json_get(cfg, "downsample_ratio"), 0.5),
             (long long)vlm_json_int(vlm_json_get(cfg, "vision_feature_layer"), -1), (long long)side);
-    fprintf(f, "\"llm_config\":{\"architectures\":[\"%s\"],\"rope_theta\":%.17g,\"rope_scaling\":null",
+    fprintf(f, "\"llm_config\":{\"architectures\":[\"%s\"],\"rope_theta\":%.17g,"
+               "\"rope_scaling\":{\"factor\":2.0,\"rope_type\":\"dynamic\",\"type\":\"dynamic\"}",
             !strcmp(lm, "qwen3") ? "Qwen3ForCausalLM" : "Qwen2ForCausalLM",
             vlm_json_num(vlm_json_path(tc, "rope_parameters.rope_theta"), 10000.0));
     static const char *const skip_t[] = {"rope_parameters", "layer_types", "dtype", NULL};
