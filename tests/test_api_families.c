@@ -1,0 +1,206 @@
+/* The public API end to end on every golden architecture besides Qwen2.5-VL
+ * (test_api.c): tiny model directories made by tools/make_tiny_tokenizers.py
+ * (the golden checkpoint, the family's real chat template, a 1024-id
+ * tokenizer with the special tokens at the checkpoint's ids, the case's image
+ * processor settings). For each: the prompt is rendered and expanded, the
+ * image block in the prompt is the one of the golden case's input_ids (same
+ * image, same processor settings), its placeholder count is what the vision
+ * tower produces for the image, a few greedy tokens stream out, and a second
+ * turn that reuses the cache gives the logits of a recompute. */
+#include "test_util.h"
+#include "vlm.h"
+
+typedef struct {
+    const char *dir, *golden; /* tests/data/tiny_<x>, tests/golden/<x> */
+    int expect_bos;           /* the prompt starts with the tokenizer's bos token (SmolVLM: its
+                                 template writes <|im_start|>, the bos; Gemma: added as HF does) */
+} fam_case;
+
+static const fam_case cases[] = {
+    {"tests/data/tiny_idefics3", "tests/golden/idefics3", 1},
+    {"tests/data/tiny_internvl", "tests/golden/internvl", 0},
+    {"tests/data/tiny_internvl_qwen3", "tests/golden/internvl_qwen3", 0},
+    {"tests/data/tiny_qwen3_vl", "tests/golden/qwen3_vl", 0},
+    {"tests/data/tiny_gemma4", "tests/golden/gemma4", 1},
+};
+
+typedef struct {
+    char text[4096];
+    size_t len;
+    int calls;
+} sink;
+
+static int collect(void *user, const char *text, size_t len) {
+    sink *k = (sink *)user;
+    if (k->len + len < sizeof k->text) {
+        memcpy(k->text + k->len, text, len);
+        k->len += len;
+        k->text[k->len] = 0;
+    }
+    k->calls++;
+    return 0;
+}
+
+static int is_special(const vlm_tokenizer *tok, int32_t id) {
+    char *s = NULL;
+    size_t n = 0;
+    vlm_error err = {0};
+    if (vlm_detokenize(tok, &id, 1, VLM_DETOK_SKIP_SPECIAL, &s, &n, &err) != VLM_OK) return 0;
+    free(s);
+    return n == 0;
+}
+
+/* The image block of ids: the image tokens and the special tokens right
+ * around them (with whatever text lies between, e.g. Idefics3's newlines). */
+static int image_block(const vlm_tokenizer *tok, int32_t img, const int32_t *ids, int n, int *a, int *b) {
+    int first = -1, last = -1;
+    for (int i = 0; i < n; i++)
+        if (ids[i] == img) { if (first < 0) first = i; last = i; }
+    if (first < 0) return 0;
+    while (first > 0 && is_special(tok, ids[first - 1])) first--;
+    while (last + 1 < n && is_special(tok, ids[last + 1])) last++;
+    *a = first;
+    *b = last + 1;
+    return 1;
+}
+
+static char *decode(const vlm_tokenizer *tok, const int32_t *ids, int n) {
+    char *s = NULL;
+    size_t len = 0;
+    vlm_error err = {0};
+    if (vlm_detokenize(tok, ids, n, 0, &s, &len, &err) != VLM_OK) return NULL;
+    return s;
+}
+
+/* input_ids of the golden case, as int32. */
+static int32_t *golden_ids(const char *golden, int *n) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/inputs.safetensors", golden);
+    vlm_safetensors st;
+    vlm_error err = {0};
+    *n = 0;
+    if (vlm_st_open(&st, path, &err) != VLM_OK) return NULL;
+    const vlm_st_entry *e = vlm_st_find(&st, "input_ids");
+    int32_t *out = NULL;
+    if (e) {
+        vlm_tensor t = vlm_st_tensor(e);
+        *n = (int)vlm_nelem(&t);
+        out = (int32_t *)malloc(sizeof(int32_t) * (size_t)*n);
+        for (int i = 0; i < *n; i++) out[i] = (int32_t)vlm_get_i64(&t, i);
+    }
+    vlm_st_close(&st);
+    return out;
+}
+
+/* Placeholder rows the vision tower gives for the image. */
+static int64_t vision_rows(vlm_engine *e, const char *image) {
+    vlm_model *m = vlm_engine_model(e);
+    vlm_image_processor proc;
+    vlm_error err = {0};
+    vlm_image img = {0};
+    vlm_features f = {0};
+    int64_t rows = -1;
+    if (vlm_image_processor_load(&proc, m->dir, &err) != VLM_OK || vlm_image_load(&img, image, &err) != VLM_OK) {
+        CHECK(0, "%s", err.msg);
+        return -1;
+    }
+    CHECK(vlm_image_preprocess(&proc, &img, 1, &f, &err) == VLM_OK, "%s", err.msg);
+    vlm_compute c;
+    vlm_compute_init(&c, m->be);
+    vlm_vision_out vo = {0};
+    if (m->arch->encode(m, &c, &f, &vo) == VLM_OK && vo.embeds) rows = vo.n_image_tokens;
+    else CHECK(0, "encode: %s", c.err.msg);
+    vlm_compute_free(&c);
+    vlm_image_features_free(&f);
+    vlm_image_free(&img);
+    return rows;
+}
+
+static void run_case(const fam_case *fc) {
+    vlm_error err = {0};
+    vlm_engine *e = NULL;
+    vlm_engine_params ep = {.n_threads = 2};
+    CHECK(vlm_engine_open(&e, fc->dir, &ep, &err) == VLM_OK, "%s: %s", fc->dir, err.msg);
+    if (!e) return;
+    const vlm_tokenizer *tok = vlm_engine_tokenizer(e);
+    vlm_model *m = vlm_engine_model(e);
+    char image[512];
+    snprintf(image, sizeof image, "%s/image.png", fc->golden);
+
+    vlm_generate_params gp = vlm_generate_default();
+    gp.sampling.temperature = 0;
+    gp.max_tokens = 6;
+    gp.ignore_eos = 1;
+    vlm_session *s[2] = {0};
+    vlm_generate_stats st[2], st1;
+    sink k = {0};
+    for (int i = 0; i < 2; i++) {
+        CHECK(vlm_session_new(e, NULL, &s[i], &err) == VLM_OK, "%s", err.msg);
+        if (!s[i]) break;
+        vlm_session_add_image_file(s[i], image, &err);
+        vlm_session_add_text(s[i], "What is in the picture?", &err);
+        k.len = 0;
+        k.calls = 0;
+        CHECK(vlm_session_generate(s[i], &gp, collect, &k, &st1, &err) == VLM_OK, "%s: %s", fc->dir, err.msg);
+        if (i == 0) {
+            CHECK(st1.n_generated == 6 && st1.stop == VLM_STOP_MAX_TOKENS, "6 greedy tokens (%d)", st1.n_generated);
+            CHECK(st1.n_images_encoded == 1, "one image encoded");
+            CHECK(k.calls >= 1 && k.len > 0, "the answer streamed (%d pieces)", k.calls);
+            /* the prompt: image block, placeholder count, bos */
+            int n = 0, ng = 0, a = 0, b = 0, ga = 0, gb = 0;
+            const int32_t *ids = vlm_session_tokens(s[i], &n);
+            int32_t *gids = golden_ids(fc->golden, &ng);
+            int n_img = 0, ng_img = 0;
+            for (int j = 0; j < st1.n_prompt; j++) n_img += ids[j] == m->image_token_id;
+            for (int j = 0; j < ng; j++) ng_img += gids[j] == m->image_token_id;
+            int64_t rows = vision_rows(e, image);
+            CHECK(n_img == rows, "%s: %d image tokens in the prompt, the vision tower gives %lld", fc->dir, n_img,
+                  (long long)rows);
+            CHECK(n_img == ng_img, "%s: %d image tokens, the golden case has %d", fc->dir, n_img, ng_img);
+            int ok = image_block(tok, m->image_token_id, ids, st1.n_prompt, &a, &b) &&
+                     image_block(tok, m->image_token_id, gids, ng, &ga, &gb);
+            char *mine = ok ? decode(tok, ids + a, b - a) : NULL, *theirs = ok ? decode(tok, gids + ga, gb - ga) : NULL;
+            CHECK(mine && theirs && !strcmp(mine, theirs), "%s: image block\n  ours   %s\n  golden %s", fc->dir,
+                  mine ? mine : "-", theirs ? theirs : "-");
+            vlm_tokenizer_info ti = vlm_tokenizer_get_info(tok);
+            CHECK((ids[0] == ti.bos_id) == fc->expect_bos, "%s: bos at the start: %d (first token %d)", fc->dir,
+                  fc->expect_bos, ids[0]);
+            char *prompt = decode(tok, ids, st1.n_prompt);
+            printf("%s: prompt %d tokens (%d image tokens = vision rows %lld = golden %d), answer \"%s\"\n", fc->dir,
+                   st1.n_prompt, n_img, (long long)rows, ng_img, k.text);
+            if (prompt) {
+                size_t pl = strlen(prompt);
+                printf("  prompt: \"%.60s\" ... \"%s\"\n", prompt, prompt + (pl > 60 ? pl - 60 : 0));
+            }
+            free(prompt);
+            free(mine);
+            free(theirs);
+            free(gids);
+        }
+        vlm_session_add_text(s[i], "And what colour is it?", &err);
+        if (i == 1) vlm_session_forget_cache(s[i]);
+        gp.max_tokens = 1; /* the logits kept are those of the prefill */
+        CHECK(vlm_session_generate(s[i], &gp, collect, &k, &st[i], &err) == VLM_OK, "%s: %s", fc->dir, err.msg);
+        gp.max_tokens = 6;
+    }
+    if (s[0] && s[1]) {
+        CHECK(st[0].n_prompt == st[1].n_prompt, "same conversation");
+        CHECK(st[0].n_prompt_computed < st[0].n_prompt / 2, "%s: turn 2 reuses the cache (%d of %d computed)", fc->dir,
+              st[0].n_prompt_computed, st[0].n_prompt);
+        CHECK(st[1].n_prompt_computed == st[1].n_prompt, "forgotten cache: everything recomputed");
+        CHECK(st[1].n_images_encoded == 1 && st[0].n_images_encoded == 0, "the image is encoded again only without cache");
+        float d = test_max_abs_diff(vlm_session_logits(s[0]), vlm_session_logits(s[1]), m->vocab_size);
+        printf("  turn 2: %d of %d prompt tokens computed with the cache; max |logit diff| vs recompute %.3g\n",
+               st[0].n_prompt_computed, st[0].n_prompt, d);
+        CHECK(d < 1e-4f, "%s: cached and recomputed turn 2 agree (%g)", fc->dir, d);
+    }
+    vlm_session_free(s[0]);
+    vlm_session_free(s[1]);
+    vlm_engine_close(e);
+}
+
+int main(int argc, char **argv) {
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        if (argc < 2 || strstr(cases[i].dir, argv[1])) run_case(&cases[i]);
+    TEST_MAIN_END();
+}
