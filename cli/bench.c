@@ -96,11 +96,9 @@ static int bench_idefics3_vision(vlm_model *m, int w, int h, int tiles, double *
     return st;
 }
 
-/* InternVL until the image preprocessing API lands: the tiles GotOcr2's
- * crop_to_patches makes of a WxH image (the cols x rows grid, min..max
- * patches, whose aspect ratio is closest to the image's; on a tie the larger
- * grid while the image area exceeds half of it; plus a thumbnail when more
- * than one), max_patches from preprocessor_config.json (default 12). */
+/* InternVL: the tiles GotOcr2's crop_to_patches makes of a WxH image
+ * (vlm_internvl_grid, plus a thumbnail when more than one), min/max_patches
+ * and crop_to_patches from preprocessor_config.json (defaults 1, 12, on). */
 static int bench_internvl_tiles(vlm_model *m, int w, int h) {
     char path[4096];
     snprintf(path, sizeof path, "%s/preprocessor_config.json", m->dir);
@@ -111,16 +109,8 @@ static int bench_internvl_tiles(vlm_model *m, int w, int h) {
     vlm_json_free(pp);
     const vlm_json *isz = vlm_json_path(m->config, "vision_config.image_size");
     double tile = (double)vlm_json_int(isz && isz->type == VLM_JSON_ARRAY ? vlm_json_at(isz, 0) : isz, 448);
-    double aspect = (double)w / h, best_diff = INFINITY;
     int bc = 1, br = 1;
-    for (int n = lo; crop && n <= hi; n++) /* grids in order of their tile count */
-        for (int c = 1; c <= n; c++)
-            for (int r = 1; r <= n; r++) {
-                if (c * r != n) continue;
-                double d = fabs(aspect - (double)c / r);
-                if (d < best_diff) { best_diff = d; bc = c; br = r; }
-                else if (d == best_diff && (double)w * h > 0.5 * tile * tile * c * r) { bc = c; br = r; }
-            }
+    if (crop) vlm_internvl_grid(h, w, (int)tile, (int)tile, lo, hi, &bc, &br);
     return bc * br > 1 ? bc * br + 1 : 1;
 }
 

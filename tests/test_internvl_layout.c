@@ -396,6 +396,57 @@ done:
     return r;
 }
 
+/* End to end from the case's image.png: the project's GotOcr2 preprocessing
+ * (settings from case.json, transformers 5's default torchvision backend)
+ * then the vision tower, against the reference's pixel_values and
+ * vision_embeds. */
+static void t_from_image(const char *name, const char *case_dir) {
+    char path[700];
+    vlm_error err = {0};
+    snprintf(path, sizeof path, "%s/case.json", case_dir);
+    vlm_json *cj = vlm_json_load(path, &err);
+    vlm_image_processor ip;
+    vlm_image img = {0};
+    vlm_features f = {0};
+    vlm_model *m = NULL;
+    vlm_safetensors in = {0}, ex = {0};
+    vlm_model_params mp = {.n_threads = 2};
+    int ok = cj && vlm_image_processor_from_json(&ip, vlm_json_get(cj, "image_processor"), &err) == VLM_OK;
+    ip.backend = VLM_BACKEND_TORCHVISION;
+    snprintf(path, sizeof path, "%s/image.png", case_dir);
+    ok = ok && vlm_image_load(&img, path, &err) == VLM_OK && vlm_image_preprocess(&ip, &img, 1, &f, &err) == VLM_OK;
+    snprintf(path, sizeof path, "%s/model", case_dir);
+    ok = ok && vlm_model_load(&m, path, &mp, &err) == VLM_OK;
+    snprintf(path, sizeof path, "%s/inputs.safetensors", case_dir);
+    ok = ok && vlm_st_open(&in, path, &err) == VLM_OK;
+    snprintf(path, sizeof path, "%s/expected.safetensors", case_dir);
+    ok = ok && vlm_st_open(&ex, path, &err) == VLM_OK;
+    CHECK(ok, "%s: image preprocessing setup: %s", name, err.msg);
+    if (ok) {
+        const vlm_tensor *pv = vlm_features_get(&f, "pixel_values");
+        vlm_tensor want = vlm_st_tensor(vlm_st_find(&in, "pixel_values"));
+        float px_err = INFINITY;
+        if (pv && vlm_nelem(pv) == vlm_nelem(&want)) {
+            px_err = 0;
+            for (int64_t i = 0; i < vlm_nelem(pv); i++) px_err = fmaxf(px_err, fabsf(vlm_get_f32(pv, i) - vlm_get_f32(&want, i)));
+        }
+        vlm_compute c;
+        vlm_compute_init(&c, m->be);
+        vlm_vision_out vo;
+        float v_err = m->arch->encode(m, &c, &f, &vo) == VLM_OK
+                          ? t_max_diff_tensor(&c, vo.embeds, vlm_st_find(&ex, "vision_embeds")) : INFINITY;
+        printf("%s from image.png: pixel_values %.3g, vision_embeds %.3g from the reference\n", name, px_err, v_err);
+        CHECK(px_err <= 1e-5f && v_err <= 1e-3f, "%s: end to end from image.png", name);
+        vlm_compute_free(&c);
+    }
+    vlm_st_close(&in);
+    vlm_st_close(&ex);
+    vlm_model_free(m);
+    vlm_image_features_free(&f);
+    vlm_image_free(&img);
+    vlm_json_free(cj);
+}
+
 static float t_diff(const t_run *a, const t_run *b) {
     if (!a->logits || !b->logits || a->n_logits != b->n_logits) return INFINITY;
     return test_max_abs_diff(a->logits, b->logits, (long)a->n_logits);
@@ -442,6 +493,8 @@ static void t_case(const char *name) {
     t_run e = t_run_case(hf, case_dir, 28), g = t_run_case(orig, case_dir, 28);
     CHECK(e.ok && g.ok, "%s: 28-px tiles should run (got %d %d)", name, e.ok, g.ok);
     free(a.logits); free(b.logits); free(c.logits); free(d.logits); free(e.logits); free(g.logits);
+
+    t_from_image(name, case_dir);
 
     char cmd[700];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
