@@ -26,7 +26,7 @@ typedef struct {
     vlm_tensor *proj;              /* [hidden, v_hidden*scale²] */
     /* decoder */
     vlm_dec_stack d;
-    float theta;
+    float inv_freq[512]; /* RoPE inverse frequencies (scaled as the config says) */
 } idf_model;
 
 /* Text keys live in text_config; very old configs put them at the top level. */
@@ -71,11 +71,10 @@ static vlm_status idf_load_config(vlm_model *m, idf_model *q, vlm_error *err) {
     const vlm_json *rp = idf_text_key(cfg, "rope_parameters");
     if (!rp || rp->type != VLM_JSON_OBJECT) rp = idf_text_key(cfg, "rope_scaling");
     const char *rtype = vlm_json_str(vlm_json_get(rp, "rope_type"), vlm_json_str(vlm_json_get(rp, "type"), "default"));
-    if (strcmp(rtype, "default"))
+    if (strcmp(rtype, "default") && strcmp(rtype, "linear") && strcmp(rtype, "llama3"))
         return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "rope type \"%s\" not supported", rtype);
     const vlm_json *th = vlm_json_get(rp, "rope_theta");
-    q->theta = (float)vlm_json_num(th ? th : idf_text_key(cfg, "rope_theta"), 10000.0);
-
+    float theta = (float)vlm_json_num(th ? th : idf_text_key(cfg, "rope_theta"), 10000.0);
     m->vocab_size = (int)vlm_json_int(idf_text_key(cfg, "vocab_size"), 0);
     m->hidden_size = q->d.hidden;
     m->image_token_id = (int32_t)vlm_json_int(vlm_json_get(cfg, "image_token_id"), 128257);
@@ -86,6 +85,26 @@ static vlm_status idf_load_config(vlm_model *m, idf_model *q, vlm_error *err) {
     q->d.hp.head_dim = (int)vlm_json_int(idf_text_key(cfg, "head_dim"), q->d.hidden / q->d.hp.n_heads);
     if (q->d.hp.head_dim <= 0 || q->d.hp.head_dim % 2 || q->d.hp.head_dim > 1024)
         return vlm_error_set(err, VLM_ERR_CONFIG, "text head_dim %d", q->d.hp.head_dim);
+    int hd = q->d.hp.head_dim;
+    vlm_rope_inv_freq(q->inv_freq, hd, theta);
+    if (strcmp(rtype, "default")) {
+        /* linear: every frequency / factor; llama3: long wavelengths / factor,
+         * short ones kept, a smooth blend in between (transformers' rules) */
+        double factor = vlm_json_num(vlm_json_get(rp, "factor"), 1.0);
+        double lo = vlm_json_num(vlm_json_get(rp, "low_freq_factor"), 1.0);
+        double hi = vlm_json_num(vlm_json_get(rp, "high_freq_factor"), 4.0);
+        double old_ctx = vlm_json_num(vlm_json_get(rp, "original_max_position_embeddings"), 8192.0);
+        if (factor <= 0 || hi <= lo) return vlm_error_set(err, VLM_ERR_CONFIG, "rope scaling parameters");
+        for (int i = 0; i < hd / 2; i++) {
+            double f = q->inv_freq[i], wl = 2 * 3.14159265358979323846 / f;
+            if (!strcmp(rtype, "linear") || wl > old_ctx / lo) f /= factor;
+            else if (wl >= old_ctx / hi) {
+                double sm = (old_ctx / wl - lo) / (hi - lo);
+                f = (1 - sm) * f / factor + sm * f;
+            }
+            q->inv_freq[i] = (float)f;
+        }
+    }
     int side = q->patch > 0 ? q->image_size / q->patch : 0;
     if (q->v_hidden <= 0 || q->v_heads <= 0 || q->v_hidden % q->v_heads || q->v_layers <= 0 || q->v_inter <= 0 ||
         q->channels <= 0 || side <= 0 || q->scale <= 0 || side % q->scale)
@@ -334,9 +353,7 @@ static vlm_status idf_forward(vlm_model *m, vlm_seq *s, const int32_t *ids, int 
     float *sinv = (float *)vlm_arena_alloc(&c->arena, sizeof(float) * (size_t)n * hd);
     if (!pos || !posf || !cosv || !sinv) return vlm_error_set(&c->err, VLM_ERR_OOM, "out of memory");
     for (int i = 0; i < n; i++) posf[i] = (float)(pos[i] = s->n_past + i);
-    float inv[512];
-    vlm_rope_inv_freq(inv, hd, q->theta);
-    vlm_rope_table(cosv, sinv, posf, n, inv, hd / 2);
+    vlm_rope_table(cosv, sinv, posf, n, q->inv_freq, hd / 2);
     vlm_tensor *cos = vlm_from_host(c, VLM_F32, 2, (const int64_t[]){n, hd}, cosv);
     vlm_tensor *sin = vlm_from_host(c, VLM_F32, 2, (const int64_t[]){n, hd}, sinv);
 
