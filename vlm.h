@@ -3583,6 +3583,7 @@ vlm_status vlm_image_processor_load(vlm_image_processor *p, const char *path, vl
  * own copy of stb_image. */
 
 #include <errno.h>
+#include <stdint.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -3656,6 +3657,20 @@ static int img_stb_pnm_ok(const unsigned char *d, size_t n) {
     return 1;
 }
 
+/* stb_image 2.27 does pointer arithmetic on a NULL buffer when the first
+ * IDAT chunk of a PNG is empty (undefined behaviour, caught by UBSan). Such
+ * files are legal but never written by real encoders: reject them. */
+static int img_stb_png_ok(const unsigned char *d, size_t n) {
+    size_t p = 8;
+    while (p + 8 <= n) {
+        uint32_t len = (uint32_t)d[p] << 24 | (uint32_t)d[p + 1] << 16 | (uint32_t)d[p + 2] << 8 | d[p + 3];
+        if (!memcmp(d + p + 4, "IDAT", 4)) return len != 0; /* only the first IDAT matters */
+        if (!memcmp(d + p + 4, "IEND", 4) || len > n) return 1;
+        p += 12 + (size_t)len;
+    }
+    return 1;
+}
+
 vlm_status vlm_image_decode(vlm_image *img, const void *data, size_t len, vlm_error *err) {
     memset(img, 0, sizeof *img);
     if (!data || len == 0) return vlm_error_set(err, VLM_ERR_FORMAT, "image: empty input");
@@ -3663,6 +3678,8 @@ vlm_status vlm_image_decode(vlm_image *img, const void *data, size_t len, vlm_er
     const unsigned char *bytes = (const unsigned char *)data;
     if (len >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8 && !img_stb_jpeg_dht_ok(bytes, len))
         return vlm_error_set(err, VLM_ERR_FORMAT, "image: corrupt JPEG (Huffman table with more than 256 symbols)");
+    if (len >= 8 && !memcmp(bytes, "\x89PNG\r\n\x1a\n", 8) && !img_stb_png_ok(bytes, len))
+        return vlm_error_set(err, VLM_ERR_FORMAT, "image: unsupported PNG (empty first IDAT chunk)");
     if (len >= 2 && bytes[0] == 'P' && (bytes[1] == '5' || bytes[1] == '6') && !img_stb_pnm_ok(bytes, len))
         return vlm_error_set(err, VLM_ERR_FORMAT, "image: corrupt PNM header (number too long)");
     int w = 0, h = 0, comp = 0;
