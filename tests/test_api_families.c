@@ -12,16 +12,17 @@
 
 typedef struct {
     const char *dir, *golden; /* tests/data/tiny_<x>, tests/golden/<x> */
+    const char *image2;       /* a golden case whose image.png is the second image */
     int expect_bos;           /* the prompt starts with the tokenizer's bos token (SmolVLM: its
                                  template writes <|im_start|>, the bos; Gemma: added as HF does) */
 } fam_case;
 
 static const fam_case cases[] = {
-    {"tests/data/tiny_idefics3", "tests/golden/idefics3", 1},
-    {"tests/data/tiny_internvl", "tests/golden/internvl", 0},
-    {"tests/data/tiny_internvl_qwen3", "tests/golden/internvl_qwen3", 0},
-    {"tests/data/tiny_qwen3_vl", "tests/golden/qwen3_vl", 0},
-    {"tests/data/tiny_gemma4", "tests/golden/gemma4", 1},
+    {"tests/data/tiny_idefics3", "tests/golden/idefics3", "tests/golden/qwen3_vl", 1},
+    {"tests/data/tiny_internvl", "tests/golden/internvl", "tests/golden/gemma4", 0},
+    {"tests/data/tiny_internvl_qwen3", "tests/golden/internvl_qwen3", "tests/golden/idefics3", 0},
+    {"tests/data/tiny_qwen3_vl", "tests/golden/qwen3_vl", "tests/golden/gemma4", 0},
+    {"tests/data/tiny_gemma4", "tests/golden/gemma4", "tests/golden/qwen3_vl", 1},
 };
 
 typedef struct {
@@ -116,6 +117,79 @@ static int64_t vision_rows(vlm_engine *e, const char *image) {
     return rows;
 }
 
+/* A prompt longer than a prefill batch (512 tokens): text, then the image
+ * across the batch boundary, then text. The API prefills it in chunks cut
+ * around the image; the reference runs the same tokens in one forward call. */
+static void test_chunked(vlm_engine *e, const fam_case *fc) {
+    vlm_error err = {0};
+    vlm_model *m = vlm_engine_model(e);
+    char image[512], *text = (char *)malloc(8192);
+    snprintf(image, sizeof image, "%s/image.png", fc->golden);
+    /* about 500 tokens of text, so that the image crosses token 512 */
+    for (int reps = 90; reps > 0; reps--) {
+        text[0] = 0;
+        for (int i = 0; i < reps; i++) strcat(text, i % 2 ? "What is in the picture? " : "Tell me about it. ");
+        vlm_tokens t = {0};
+        vlm_tokenize(vlm_engine_tokenizer(e), text, strlen(text), 0, &t, &err);
+        int nt = t.n;
+        vlm_tokens_free(&t);
+        if (nt < 495) break;
+    }
+    vlm_session_params sp = {.n_ctx = 2048};
+    vlm_session *s = NULL;
+    CHECK(vlm_session_new(e, &sp, &s, &err) == VLM_OK, "%s", err.msg);
+    vlm_session_add_text(s, text, &err);
+    vlm_session_add_image_file(s, image, &err);
+    vlm_session_add_text(s, "Describe the image.", &err);
+    vlm_generate_params gp = vlm_generate_default();
+    gp.sampling.temperature = 0;
+    gp.max_tokens = 1;
+    vlm_generate_stats st;
+    sink k = {0};
+    CHECK(vlm_session_generate(s, &gp, collect, &k, &st, &err) == VLM_OK, "%s chunked: %s", fc->dir, err.msg);
+    int n = 0, first = -1, last = -1;
+    const int32_t *ids = vlm_session_tokens(s, &n);
+    for (int i = 0; i < n; i++)
+        if (ids[i] == m->image_token_id) { if (first < 0) first = i; last = i; }
+    CHECK(first >= 0 && first < 512 && last >= 512, "%s: %d tokens, the image at %d..%d crosses token 512", fc->dir, n,
+          first, last);
+    /* reference: one forward call */
+    vlm_image_processor proc;
+    vlm_image img = {0};
+    vlm_features f = {0};
+    vlm_seq seq;
+    vlm_vision_out vo = {0};
+    vlm_tensor *lg = NULL;
+    float *ref = (float *)malloc(sizeof(float) * (size_t)m->vocab_size);
+    int32_t *types = (int32_t *)calloc((size_t)n, sizeof(int32_t));
+    for (int i = 0; i < n; i++) types[i] = ids[i] == m->image_token_id;
+    int ok = vlm_image_processor_load(&proc, m->dir, &err) == VLM_OK && vlm_image_load(&img, image, &err) == VLM_OK &&
+             vlm_image_preprocess(&proc, &img, 1, &f, &err) == VLM_OK &&
+             vlm_seq_init(&seq, m, n + 8, n, VLM_F32, &err) == VLM_OK;
+    CHECK(ok, "%s", err.msg);
+    if (ok) {
+        f.names[f.n] = "mm_token_type_ids";
+        f.tensors[f.n++] = vlm_tensor_make(VLM_I32, 2, (const int64_t[]){1, n}, types);
+        ok = m->arch->encode(m, &seq.c, &f, &vo) == VLM_OK &&
+             m->arch->forward(m, &seq, ids, n, &vo, &f, 0, &lg) == VLM_OK && vlm_to_host_f32(&seq.c, lg, ref) == VLM_OK;
+        CHECK(ok, "reference forward: %s", seq.c.err.msg);
+        f.n--;
+        if (ok) {
+            float d = test_max_abs_diff(vlm_session_logits(s), ref, m->vocab_size);
+            printf("  chunked prefill of %d tokens (image at %d..%d): max |logit diff| vs one call %.3g\n", n, first,
+                   last, d);
+            CHECK(d < 1e-4f, "%s: chunked prefill agrees with one call (%g)", fc->dir, d);
+        }
+        vlm_seq_free(&seq);
+    }
+    vlm_image_features_free(&f);
+    vlm_image_free(&img);
+    free(types);
+    free(ref);
+    free(text);
+    vlm_session_free(s);
+}
+
 static void run_case(const fam_case *fc) {
     vlm_error err = {0};
     vlm_engine *e = NULL;
@@ -194,8 +268,39 @@ static void run_case(const fam_case *fc) {
                st[0].n_prompt_computed, st[0].n_prompt, d);
         CHECK(d < 1e-4f, "%s: cached and recomputed turn 2 agree (%g)", fc->dir, d);
     }
+    /* Turn 3 brings a second image (another size): both sessions go on from
+     * their caches, the first with the image appended after its cached turns. */
+    if (s[0] && s[1]) {
+        char image2[512];
+        snprintf(image2, sizeof image2, "%s/image.png", fc->image2);
+        for (int i = 0; i < 2; i++) {
+            vlm_session_add_text(s[i], "Now compare with this one:", &err);
+            CHECK(vlm_session_add_image_file(s[i], image2, &err) == VLM_OK, "%s", err.msg);
+            gp.max_tokens = 1;
+            CHECK(vlm_session_generate(s[i], &gp, collect, &k, &st[i], &err) == VLM_OK, "%s turn 3: %s", fc->dir, err.msg);
+        }
+        CHECK(st[0].n_prompt == st[1].n_prompt, "same conversation");
+        CHECK(st[0].n_images_encoded == 1 && st[1].n_images_encoded == 1, "only the new image is encoded (%d, %d)",
+              st[0].n_images_encoded, st[1].n_images_encoded);
+        CHECK(st[0].n_prompt_computed < st[0].n_prompt, "turn 3 reuses the cache");
+        /* the reference: the whole 3-turn conversation recomputed */
+        vlm_session_forget_cache(s[1]);
+        vlm_session_add_text(s[1], "Again?", &err);
+        vlm_session_add_text(s[0], "Again?", &err);
+        for (int i = 0; i < 2; i++)
+            CHECK(vlm_session_generate(s[i], &gp, collect, &k, &st[i], &err) == VLM_OK, "%s turn 4: %s", fc->dir, err.msg);
+        CHECK(st[1].n_images_encoded == 2 && st[1].n_prompt_computed == st[1].n_prompt, "recomputed with both images");
+        float d = test_max_abs_diff(vlm_session_logits(s[0]), vlm_session_logits(s[1]), m->vocab_size);
+        int n0 = 0, n1 = 0;
+        const int32_t *t0 = vlm_session_tokens(s[0], &n0), *t1 = vlm_session_tokens(s[1], &n1);
+        CHECK(n0 == n1 && !memcmp(t0, t1, sizeof(int32_t) * (size_t)n0), "same tokens in both caches");
+        printf("  turn 4 (second image in turn 3): %d of %d prompt tokens computed; max |logit diff| vs recompute %.3g\n",
+               st[0].n_prompt_computed, st[0].n_prompt, d);
+        CHECK(d < 1e-4f, "%s: cached and recomputed turn 4 agree (%g)", fc->dir, d);
+    }
     vlm_session_free(s[0]);
     vlm_session_free(s[1]);
+    test_chunked(e, fc);
     vlm_engine_close(e);
 }
 
