@@ -1165,7 +1165,12 @@ vlm_status vlm_session_new(vlm_engine *e, const vlm_session_params *p, vlm_sessi
     s->e = e;
     s->n_ctx = p && p->n_ctx > 0 ? p->n_ctx : 4096;
     vlm_dtype kv = p && p->kv_dtype == VLM_F16 ? VLM_F16 : VLM_F32;
-    int max_batch = s->n_ctx < 512 ? s->n_ctx : 512;
+    /* Prefill calls hold at most max_batch tokens, but an image always goes
+     * whole into one call: Gemma 4 (whose sliding-window cache is sized by
+     * max_batch) gets room for its largest image. */
+    int max_batch = 512;
+    if (e->family == VLM_FAMILY_GEMMA4 && e->proc.max_soft_tokens > max_batch) max_batch = e->proc.max_soft_tokens;
+    if (max_batch > s->n_ctx) max_batch = s->n_ctx;
     s->logits = (float *)malloc(sizeof(float) * (size_t)e->model->vocab_size);
     vlm_status st = s->logits ? vlm_seq_init(&s->seq, e->model, s->n_ctx, max_batch, kv, err)
                               : vlm_error_set(err, VLM_ERR_OOM, "out of memory");
@@ -1447,13 +1452,20 @@ static vlm_status api_prefill(vlm_session *s, const int32_t *ids, int from, int 
     int pos = from;
     while (pos < n) {
         int end = pos, n_img = 0;
-        int64_t in_img = 0;
-        while (end < n && (end - pos < s->seq.max_batch || in_img > 0)) {
+        while (end < n) {
             if (api_is_media(m, ids[end])) {
-                if (in_img == 0 && img + n_img++ >= s->n_images)
-                    return vlm_error_set(err, VLM_ERR_ARG, "more image tokens than images");
-                if (++in_img >= s->images[img + n_img - 1].n_tokens) in_img = 0;
+                /* An image goes whole into one call: the chunk ends before it
+                 * unless it fits (or the chunk would be empty). */
+                if (img + n_img >= s->n_images) return vlm_error_set(err, VLM_ERR_ARG, "more image tokens than images");
+                int64_t need = s->images[img + n_img].n_tokens, seen = 0;
+                int e2 = end;
+                while (e2 < n && seen < need) seen += api_is_media(m, ids[e2++]);
+                if (end > pos && e2 - pos > s->seq.max_batch) break;
+                n_img++;
+                end = e2;
+                continue;
             }
+            if (end - pos >= s->seq.max_batch) break;
             end++;
         }
         vlm_status rc = api_forward(s, ids + pos, end - pos, img, n_img, st, err);
