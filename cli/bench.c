@@ -53,7 +53,8 @@ static int bench_usage(int rc) {
  * both sides up to multiples of max_image_size, rows x cols crops + the global
  * image), from preprocessor_config.json next to the config; tiles > 0 forces a
  * count. The tiles are synthesized (random pixels) and encoded once. */
-static int bench_idefics3_vision(vlm_model *m, int w, int h, int tiles, double *ms, int *n_tiles, vlm_error *err) {
+static int bench_idefics3_vision(vlm_model *m, int w, int h, int tiles, double *ms, int *n_tiles, int *n_tokens,
+                                 vlm_error *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/preprocessor_config.json", m->dir);
     vlm_error ignore = {0};
@@ -91,6 +92,7 @@ static int bench_idefics3_vision(vlm_model *m, int w, int h, int tiles, double *
     vlm_status st = m->arch->encode(m, &c, &f, &vo);
     *ms = (bench_now() - t0) * 1e3;
     if (st != VLM_OK) vlm_error_set(err, st, "%s", c.err.msg);
+    else *n_tokens = (int)vo.embeds->shape[0];
     vlm_compute_free(&c);
     free(px);
     return st;
@@ -161,6 +163,7 @@ static int bench_qwen_vision(vlm_model *m, int w, int h, double *ms, int *n_toke
     vlm_status st = m->arch->encode(m, &c, &feats, &vo);
     *ms = (bench_now() - t0) * 1e3;
     if (st != VLM_OK) vlm_error_set(err, st, "%s", c.err.msg);
+    else *n_tokens = (int)vo.embeds->shape[0];
     vlm_compute_free(&c);
     free(px);
     return st;
@@ -253,7 +256,7 @@ int cmd_bench(int argc, char **argv) {
     if ((img_w > 0 || img_tiles > 0) && !strcmp(m->arch->name, "internvl") && img_tiles <= 0)
         img_tiles = bench_internvl_tiles(m, img_w, img_h);
     if ((img_w > 0 || img_tiles > 0) && (!strcmp(m->arch->name, "idefics3") || !strcmp(m->arch->name, "internvl")) &&
-        bench_idefics3_vision(m, img_w, img_h, img_tiles, &vision_ms, &vision_tiles, &err) != VLM_OK) {
+        bench_idefics3_vision(m, img_w, img_h, img_tiles, &vision_ms, &vision_tiles, &vision_tokens, &err) != VLM_OK) {
         fprintf(stderr, "vlm bench: vision: %s\n", err.msg);
         vlm_error_clear(&err);
     }
