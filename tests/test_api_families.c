@@ -117,15 +117,17 @@ static int64_t vision_rows(vlm_engine *e, const char *image) {
     return rows;
 }
 
-/* A prompt longer than a prefill batch (512 tokens): text, then the image
- * across the batch boundary, then text. The API prefills it in chunks cut
- * around the image; the reference runs the same tokens in one forward call. */
-static void test_chunked(vlm_engine *e, const fam_case *fc) {
+/* A prompt longer than a prefill batch (512 tokens): text, then the images
+ * (the first across the batch boundary, all in one message), then text. The
+ * API prefills it in chunks cut around the images; the reference runs the
+ * same tokens in one forward call with all images preprocessed together. */
+static void test_chunked(vlm_engine *e, const fam_case *fc, int n_images) {
     vlm_error err = {0};
     vlm_model *m = vlm_engine_model(e);
-    char image[512], *text = (char *)malloc(8192);
-    snprintf(image, sizeof image, "%s/image.png", fc->golden);
-    /* about 500 tokens of text, so that the image crosses token 512 */
+    char image[2][512], *text = (char *)malloc(8192);
+    snprintf(image[0], sizeof image[0], "%s/image.png", fc->golden);
+    snprintf(image[1], sizeof image[1], "%s/image.png", fc->image2);
+    /* about 500 tokens of text, so that the first image crosses token 512 */
     for (int reps = 90; reps > 0; reps--) {
         text[0] = 0;
         for (int i = 0; i < reps; i++) strcat(text, i % 2 ? "What is in the picture? " : "Tell me about it. ");
@@ -139,7 +141,7 @@ static void test_chunked(vlm_engine *e, const fam_case *fc) {
     vlm_session *s = NULL;
     CHECK(vlm_session_new(e, &sp, &s, &err) == VLM_OK, "%s", err.msg);
     vlm_session_add_text(s, text, &err);
-    vlm_session_add_image_file(s, image, &err);
+    for (int i = 0; i < n_images; i++) vlm_session_add_image_file(s, image[i], &err);
     vlm_session_add_text(s, "Describe the image.", &err);
     vlm_generate_params gp = vlm_generate_default();
     gp.sampling.temperature = 0;
@@ -147,15 +149,16 @@ static void test_chunked(vlm_engine *e, const fam_case *fc) {
     vlm_generate_stats st;
     sink k = {0};
     CHECK(vlm_session_generate(s, &gp, collect, &k, &st, &err) == VLM_OK, "%s chunked: %s", fc->dir, err.msg);
-    int n = 0, first = -1, last = -1;
+    CHECK(st.n_images_encoded == n_images, "%d images encoded (%d)", n_images, st.n_images_encoded);
+    int n = 0, first = -1, last = -1, n_img = 0;
     const int32_t *ids = vlm_session_tokens(s, &n);
     for (int i = 0; i < n; i++)
-        if (ids[i] == m->image_token_id) { if (first < 0) first = i; last = i; }
-    CHECK(first >= 0 && first < 512 && last >= 512, "%s: %d tokens, the image at %d..%d crosses token 512", fc->dir, n,
+        if (ids[i] == m->image_token_id) { if (first < 0) first = i; last = i; n_img++; }
+    CHECK(first >= 0 && first < 512 && last >= 512, "%s: %d tokens, the images at %d..%d cross token 512", fc->dir, n,
           first, last);
     /* reference: one forward call */
     vlm_image_processor proc;
-    vlm_image img = {0};
+    vlm_image img[2] = {{0}};
     vlm_features f = {0};
     vlm_seq seq;
     vlm_vision_out vo = {0};
@@ -163,27 +166,31 @@ static void test_chunked(vlm_engine *e, const fam_case *fc) {
     float *ref = (float *)malloc(sizeof(float) * (size_t)m->vocab_size);
     int32_t *types = (int32_t *)calloc((size_t)n, sizeof(int32_t));
     for (int i = 0; i < n; i++) types[i] = ids[i] == m->image_token_id;
-    int ok = vlm_image_processor_load(&proc, m->dir, &err) == VLM_OK && vlm_image_load(&img, image, &err) == VLM_OK &&
-             vlm_image_preprocess(&proc, &img, 1, &f, &err) == VLM_OK &&
-             vlm_seq_init(&seq, m, n + 8, n, VLM_F32, &err) == VLM_OK;
+    int ok = vlm_image_processor_load(&proc, m->dir, &err) == VLM_OK;
+    for (int i = 0; ok && i < n_images; i++) ok = vlm_image_load(&img[i], image[i], &err) == VLM_OK;
+    ok = ok && vlm_image_preprocess(&proc, img, n_images, &f, &err) == VLM_OK &&
+         vlm_seq_init(&seq, m, n + 8, n, VLM_F32, &err) == VLM_OK;
     CHECK(ok, "%s", err.msg);
     if (ok) {
         f.names[f.n] = "mm_token_type_ids";
         f.tensors[f.n++] = vlm_tensor_make(VLM_I32, 2, (const int64_t[]){1, n}, types);
-        ok = m->arch->encode(m, &seq.c, &f, &vo) == VLM_OK &&
-             m->arch->forward(m, &seq, ids, n, &vo, &f, 0, &lg) == VLM_OK && vlm_to_host_f32(&seq.c, lg, ref) == VLM_OK;
+        ok = m->arch->encode(m, &seq.c, &f, &vo) == VLM_OK;
+        CHECK(ok && vo.n_image_tokens == n_img, "%s: %d image tokens in the prompt, the vision tower gives %lld (%s)",
+              fc->dir, n_img, (long long)vo.n_image_tokens, seq.c.err.msg);
+        ok = ok && m->arch->forward(m, &seq, ids, n, &vo, &f, 0, &lg) == VLM_OK &&
+             vlm_to_host_f32(&seq.c, lg, ref) == VLM_OK;
         CHECK(ok, "reference forward: %s", seq.c.err.msg);
         f.n--;
         if (ok) {
             float d = test_max_abs_diff(vlm_session_logits(s), ref, m->vocab_size);
-            printf("  chunked prefill of %d tokens (image at %d..%d): max |logit diff| vs one call %.3g\n", n, first,
-                   last, d);
+            printf("  chunked prefill of %d tokens (%d image(s), %d image tokens at %d..%d): max |logit diff| vs one "
+                   "call %.3g\n", n, n_images, n_img, first, last, d);
             CHECK(d < 1e-4f, "%s: chunked prefill agrees with one call (%g)", fc->dir, d);
         }
         vlm_seq_free(&seq);
     }
     vlm_image_features_free(&f);
-    vlm_image_free(&img);
+    for (int i = 0; i < 2; i++) vlm_image_free(&img[i]);
     free(types);
     free(ref);
     free(text);
@@ -300,7 +307,8 @@ static void run_case(const fam_case *fc) {
     }
     vlm_session_free(s[0]);
     vlm_session_free(s[1]);
-    test_chunked(e, fc);
+    test_chunked(e, fc, 1);
+    test_chunked(e, fc, 2);
     vlm_engine_close(e);
 }
 
