@@ -197,6 +197,42 @@ static void test_chunked(vlm_engine *e, const fam_case *fc, int n_images) {
     vlm_session_free(s);
 }
 
+/* A system prompt goes through the family's template once, before the image;
+ * vlm_session_reset keeps it and forgets the rest. */
+static void test_system(vlm_engine *e, const fam_case *fc) {
+    vlm_error err = {0};
+    vlm_model *m = vlm_engine_model(e);
+    char image[512];
+    snprintf(image, sizeof image, "%s/image.png", fc->golden);
+    vlm_session_params sp = {.system = "You answer in one word."};
+    vlm_session *s = NULL;
+    CHECK(vlm_session_new(e, &sp, &s, &err) == VLM_OK, "%s", err.msg);
+    if (!s) return;
+    vlm_generate_params gp = vlm_generate_default();
+    gp.sampling.temperature = 0;
+    gp.max_tokens = 2;
+    gp.ignore_eos = 1;
+    for (int round = 0; round < 2; round++) {
+        sink k = {0};
+        vlm_session_add_image_file(s, image, &err);
+        vlm_session_add_text(s, "What is it?", &err);
+        vlm_generate_stats st;
+        CHECK(vlm_session_generate(s, &gp, collect, &k, &st, &err) == VLM_OK, "%s system: %s", fc->dir, err.msg);
+        int n = 0, n_img = 0;
+        const int32_t *ids = vlm_session_tokens(s, &n);
+        for (int i = 0; i < n; i++) n_img += ids[i] == m->image_token_id;
+        char *text = decode(vlm_engine_tokenizer(e), ids, n);
+        const char *sys = text ? strstr(text, "You answer in one word.") : NULL;
+        const char *q = text ? strstr(text, "What is it?") : NULL;
+        CHECK(sys && !strstr(sys + 1, "You answer in one word.") && q && sys < q && !strstr(q + 1, "What is it?"),
+              "%s: the system prompt once, before the question (round %d): %s", fc->dir, round, text ? text : "-");
+        CHECK(n_img > 0 && st.n_images_encoded == 1, "one image");
+        free(text);
+        vlm_session_reset(s);
+    }
+    vlm_session_free(s);
+}
+
 static void run_case(const fam_case *fc) {
     vlm_error err = {0};
     vlm_engine *e = NULL;
@@ -307,6 +343,7 @@ static void run_case(const fam_case *fc) {
     }
     vlm_session_free(s[0]);
     vlm_session_free(s[1]);
+    test_system(e, fc);
     test_chunked(e, fc, 1);
     test_chunked(e, fc, 2);
     vlm_engine_close(e);
