@@ -48,8 +48,8 @@ static int bench_usage(int rc) {
     return rc;
 }
 
-/* Idefics3/SmolVLM until the image preprocessing API lands: the number of
- * tiles its processor makes of a WxH image (longest edge to size.longest_edge,
+/* Idefics3/SmolVLM with --tiles (and InternVL): synthesized tiles. The number
+ * of tiles Idefics3's processor makes of a WxH image (longest edge to size.longest_edge,
  * both sides up to multiples of max_image_size, rows x cols crops + the global
  * image), from preprocessor_config.json next to the config; tiles > 0 forces a
  * count. The tiles are synthesized (random pixels) and encoded once. */
@@ -172,11 +172,14 @@ static int bench_qwen_vision(vlm_model *m, int w, int h, double *ms, int *n_toke
 /* Gemma 4: a WxH image of random pixels through the model's image processor
  * (processor_config.json next to the config, else Gemma4ImageProcessor's
  * defaults): the processor's size, patches and padding; only encode is timed. */
-static int bench_gemma4_vision(vlm_model *m, int w, int h, double *ms, int *n_tokens, vlm_error *err) {
+/* A random WxH image through the family's image processor (the model's
+ * preprocessor config, else the class defaults), then the vision encoder. */
+static int bench_image_vision(vlm_model *m, vlm_image_family family, int w, int h, double *ms, int *n_tokens,
+                              vlm_error *err) {
     vlm_image_processor ip;
     vlm_error ignore = {0};
-    if (vlm_image_processor_load(&ip, m->dir, &ignore) != VLM_OK || ip.family != VLM_IMAGE_GEMMA4)
-        vlm_image_processor_defaults(&ip, VLM_IMAGE_GEMMA4);
+    if (vlm_image_processor_load(&ip, m->dir, &ignore) != VLM_OK || ip.family != family)
+        vlm_image_processor_defaults(&ip, family);
     uint8_t *rgb = (uint8_t *)malloc((size_t)w * h * 3);
     if (!rgb) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     uint64_t x = 777;
@@ -255,7 +258,16 @@ int cmd_bench(int argc, char **argv) {
     int vision_tiles = 0, vision_tokens = 0;
     if ((img_w > 0 || img_tiles > 0) && !strcmp(m->arch->name, "internvl") && img_tiles <= 0)
         img_tiles = bench_internvl_tiles(m, img_w, img_h);
-    if ((img_w > 0 || img_tiles > 0) && (!strcmp(m->arch->name, "idefics3") || !strcmp(m->arch->name, "internvl")) &&
+    if (img_w > 0 && img_tiles <= 0 && !strcmp(m->arch->name, "idefics3")) { /* the real processor */
+        if (bench_image_vision(m, VLM_IMAGE_IDEFICS3, img_w, img_h, &vision_ms, &vision_tokens, &err) != VLM_OK) {
+            fprintf(stderr, "vlm bench: vision: %s\n", err.msg);
+            vlm_error_clear(&err);
+        }
+        const vlm_json *vc = vlm_json_get(m->config, "vision_config");
+        int64_t side = vlm_json_int(vlm_json_get(vc, "image_size"), 224) / vlm_json_int(vlm_json_get(vc, "patch_size"), 32);
+        int64_t r = vlm_json_int(vlm_json_get(m->config, "scale_factor"), 2), tpt = side * side / (r * r);
+        vision_tiles = tpt > 0 ? (int)(vision_tokens / tpt) : 0;
+    } else if ((img_w > 0 || img_tiles > 0) && (!strcmp(m->arch->name, "idefics3") || !strcmp(m->arch->name, "internvl")) &&
         bench_idefics3_vision(m, img_w, img_h, img_tiles, &vision_ms, &vision_tiles, &vision_tokens, &err) != VLM_OK) {
         fprintf(stderr, "vlm bench: vision: %s\n", err.msg);
         vlm_error_clear(&err);
@@ -267,7 +279,7 @@ int cmd_bench(int argc, char **argv) {
     }
 
     if (img_w > 0 && !strcmp(m->arch->name, "gemma4") &&
-        bench_gemma4_vision(m, img_w, img_h, &vision_ms, &vision_tokens, &err) != VLM_OK) {
+        bench_image_vision(m, VLM_IMAGE_GEMMA4, img_w, img_h, &vision_ms, &vision_tokens, &err) != VLM_OK) {
         fprintf(stderr, "vlm bench: vision: %s\n", err.msg);
         vlm_error_clear(&err);
     }
