@@ -140,7 +140,7 @@ INTERNVL_TEMPLATE = (
     "{% endif %}")
 
 
-def internvl(case):
+def internvl(case, template=INTERNVL_TEMPLATE):
     real = load_tok("qwen3")
     meta = json.load(open("tests/golden/%s/case.json" % case))
     st = meta["special_tokens"]
@@ -150,8 +150,10 @@ def internvl(case):
     base = [t for t, i in sorted(real["model"]["vocab"].items(), key=lambda kv: kv[1])[:256]]
     cfg = {"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "add_bos_token": False,
            "add_eos_token": False, "clean_up_tokenization_spaces": False}
-    write_dir(case, "tests/data/tiny_" + case, real, specials, base, cfg, template=INTERNVL_TEMPLATE,
-              gen_eos=[998, 996])
+    write_dir(case, "tests/data/tiny_" + case, real, specials, base, cfg, template=template, gen_eos=[998, 996])
+    if os.path.exists("tests/golden/%s/model/added_tokens.json" % case):  # original format: the model reads it
+        json.dump({v: k for k, v in sorted(specials.items())},
+                  open("tests/data/tiny_%s/added_tokens.json" % case, "w"), indent=1)
 
 
 # ---------------------------------------------------------------- Qwen3-VL
@@ -198,5 +200,8 @@ if __name__ == "__main__":
     idefics3()
     internvl("internvl")
     internvl("internvl_qwen3")
+    # original-format InternVL (InternVLChatModel): the text-only ChatML template of its tokenizer_config.json
+    awq = json.load(open(os.path.join(shared, "configs/InternVL3-2B-AWQ/tokenizer_config.json")))
+    internvl("internvl_orig", awq["chat_template"])
     qwen3_vl()
     gemma4()
