@@ -1334,10 +1334,30 @@ static vlm_status api_render(vlm_session *s, vlm_tokens *ids, vlm_error *err) {
     char *text = NULL, *expanded = NULL;
     vlm_status st = VLM_OK;
     if (!msgs || !media) { st = vlm_error_set(err, VLM_ERR_OOM, "out of memory"); goto out; }
+    /* A template that knows no images (the text-only ChatML template of the
+     * original-format InternVL checkpoints) gets string contents with the
+     * family's placeholder where each image goes, as the model's own chat()
+     * writes them ("<image>\n" before the question, expanded to <img>...</img>). */
+    const char *tmpl = vlm_tokenizer_get_info(s->e->tok).chat_template;
+    int flatten = tmpl && !strstr(tmpl, "image");
+    static const char *const ph[] = {"<|vision_start|><|image_pad|><|vision_end|>",
+                                     "<|vision_start|><|image_pad|><|vision_end|>", "<IMG_CONTEXT>\n", "<image>",
+                                     "<|image|>"};
     for (int i = 0; i < s->n_msgs; i++) {
         msgs[i].role = s->msgs[i].role;
         msgs[i].parts = s->msgs[i].parts;
         msgs[i].n_parts = s->msgs[i].n_parts;
+        if (!flatten) continue;
+        size_t len = 1;
+        for (int k = 0; k < s->msgs[i].n_parts; k++)
+            len += s->msgs[i].parts[k].type == VLM_PART_TEXT ? strlen(s->msgs[i].parts[k].text) : strlen(ph[s->e->family]);
+        char *c = (char *)malloc(len);
+        if (!c) { st = vlm_error_set(err, VLM_ERR_OOM, "out of memory"); goto out; }
+        c[0] = 0;
+        for (int k = 0; k < s->msgs[i].n_parts; k++)
+            strcat(c, s->msgs[i].parts[k].type == VLM_PART_TEXT ? s->msgs[i].parts[k].text : ph[s->e->family]);
+        msgs[i].content = c;
+        msgs[i].n_parts = 0;
     }
     for (int i = 0; i < s->n_images; i++) media[i] = s->images[i].info;
     if ((st = vlm_tokenizer_chat(s->e->tok, msgs, s->n_msgs, 1, &text, err)) != VLM_OK) goto out;
@@ -1348,6 +1368,7 @@ static vlm_status api_render(vlm_session *s, vlm_tokens *ids, vlm_error *err) {
 out:
     free(text);
     free(expanded);
+    for (int i = 0; msgs && i < s->n_msgs; i++) if (msgs[i].n_parts == 0) free((char *)msgs[i].content);
     free(msgs);
     free(media);
     return st;
@@ -1537,6 +1558,18 @@ vlm_status vlm_session_generate(vlm_session *s, const vlm_generate_params *gp, v
     }
     if ((rc = api_render(s, &ids, err)) != VLM_OK) goto out;
     st->n_prompt = ids.n;
+    { /* the placeholders the prompt got must be the model's image tokens, as many as the images take */
+        int64_t want = 0, have = 0;
+        for (int i = 0; i < s->n_images; i++) want += s->images[i].n_tokens;
+        for (int i = 0; i < ids.n; i++) have += api_is_media(s->e->model, ids.ids[i]);
+        if (have != want) {
+            rc = vlm_error_set(err, VLM_ERR_FORMAT,
+                               "the prompt has %lld image tokens (id %d) but its %d images take %lld: the tokenizer's "
+                               "image placeholder is not the model's image_token_id",
+                               (long long)have, (int)s->e->model->image_token_id, s->n_images, (long long)want);
+            goto out;
+        }
+    }
     if (ids.n + 1 > s->n_ctx) {
         rc = vlm_error_set(err, VLM_ERR_CONTEXT, "the prompt has %d tokens, the context holds %d", ids.n, s->n_ctx);
         goto out;
