@@ -993,6 +993,11 @@ typedef struct vlm_generate_params {
     int n_stop;
     volatile int *cancel;    /* set to non-zero from another thread to stop */
     int ignore_eos;          /* keep going past end-of-sequence tokens */
+    /* Optional: told how the prompt is going before the first token (slow
+     * for large images or long prompts): done of total prompt tokens
+     * computed, and images encoded so far. */
+    void (*progress)(void *user, int done, int total, int images_done, int images_total);
+    void *progress_user;
 } vlm_generate_params;
 
 vlm_generate_params vlm_generate_default(void);
@@ -1462,8 +1467,8 @@ out:
 }
 
 /* Prefill ids[from..n) in chunks of at most max_batch tokens, cut between images. */
-static vlm_status api_prefill(vlm_session *s, const int32_t *ids, int from, int n, vlm_generate_stats *st,
-                              vlm_error *err) {
+static vlm_status api_prefill(vlm_session *s, const int32_t *ids, int from, int n, const vlm_generate_params *p,
+                              vlm_generate_stats *st, vlm_error *err) {
     const vlm_model *m = s->e->model;
     /* image index of the first image token at or after `from` */
     int img = 0;
@@ -1489,11 +1494,13 @@ static vlm_status api_prefill(vlm_session *s, const int32_t *ids, int from, int 
             if (end - pos >= s->seq.max_batch) break;
             end++;
         }
+        if (p->progress) p->progress(p->progress_user, pos - from, n - from, img, s->n_images);
         vlm_status rc = api_forward(s, ids + pos, end - pos, img, n_img, st, err);
         if (rc != VLM_OK) return rc;
         img += n_img;
         pos = end;
     }
+    if (p->progress) p->progress(p->progress_user, n - from, n - from, img, s->n_images);
     return VLM_OK;
 }
 
@@ -1577,7 +1584,7 @@ vlm_status vlm_session_generate(vlm_session *s, const vlm_generate_params *gp, v
     int from = api_reuse_prefix(s, ids.ids, ids.n);
     st->n_prompt_computed = ids.n - from;
     double t0 = api_now();
-    if ((rc = api_prefill(s, ids.ids, from, ids.n, st, err)) != VLM_OK) goto out;
+    if ((rc = api_prefill(s, ids.ids, from, ids.n, &p, st, err)) != VLM_OK) goto out;
     st->prefill_s = api_now() - t0 - st->vision_s;
     if ((rc = vlm_sampler_init(&smp, &p.sampling, s->e->model->vocab_size, err)) != VLM_OK) goto out;
 

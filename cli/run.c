@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "vlm.h"
@@ -52,11 +53,21 @@ int cli_parse_common(int argc, char **argv, int *i, cli_opts *o) {
     return 1;
 }
 
+/* Progress of the prompt on a terminal (stderr), erased once done. */
+static void cli_progress(void *user, int done, int total, int images_done, int images_total) {
+    (void)user;
+    if (done < total)
+        fprintf(stderr, "\r[prompt %d/%d tokens, images %d/%d]", done, total, images_done, images_total);
+    else
+        fprintf(stderr, "\r%60s\r", "");
+}
+
 void cli_opts_init(cli_opts *o) {
     memset(o, 0, sizeof *o);
     o->gen = vlm_generate_default();
     o->gen.sampling.temperature = 0;
     o->ctx = 4096;
+    if (isatty(2)) o->gen.progress = cli_progress;
 }
 
 int cli_open(const cli_opts *o, vlm_engine **e, vlm_session **s, vlm_error *err) {

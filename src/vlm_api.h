@@ -64,6 +64,11 @@ typedef struct vlm_generate_params {
     int n_stop;
     volatile int *cancel;    /* set to non-zero from another thread to stop */
     int ignore_eos;          /* keep going past end-of-sequence tokens */
+    /* Optional: told how the prompt is going before the first token (slow
+     * for large images or long prompts): done of total prompt tokens
+     * computed, and images encoded so far. */
+    void (*progress)(void *user, int done, int total, int images_done, int images_total);
+    void *progress_user;
 } vlm_generate_params;
 
 vlm_generate_params vlm_generate_default(void);
