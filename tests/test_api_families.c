@@ -243,6 +243,68 @@ static void test_system(vlm_engine *e, const fam_case *fc) {
     vlm_session_free(s);
 }
 
+/* End of sequence: a copy of the model directory whose generation_config.json
+ * names the greedy first token as eos stops at once (nothing streamed); the
+ * next turn goes on from the cache (the eos token was never run) and agrees
+ * with a recompute. */
+static void test_eos(vlm_engine *e0, const fam_case *fc) {
+    vlm_error err = {0};
+    char image[512], dir[512], cmd[8192];
+    snprintf(image, sizeof image, "%s/image.png", fc->golden);
+    vlm_generate_params gp = vlm_generate_default();
+    gp.sampling.temperature = 0;
+    gp.max_tokens = 2;
+    gp.ignore_eos = 1;
+    vlm_session *s = NULL;
+    sink k = {0};
+    vlm_generate_stats st[2];
+    int n = 0;
+    CHECK(vlm_session_new(e0, NULL, &s, &err) == VLM_OK, "%s", err.msg);
+    vlm_session_add_image_file(s, image, &err);
+    vlm_session_add_text(s, "What is in the picture?", &err);
+    CHECK(vlm_session_generate(s, &gp, collect, &k, NULL, &err) == VLM_OK, "%s", err.msg);
+    const int32_t *ids = vlm_session_tokens(s, &n);
+    int32_t first = n > 0 ? ids[n - 1] : -1; /* the first answer token is in the cache, the second is not */
+    vlm_session_free(s);
+    const char *name = strrchr(fc->dir, '/') + 1;
+    snprintf(dir, sizeof dir, "build/test_api_families_eos/%s", name);
+    snprintf(cmd, sizeof cmd,
+             "rm -rf %s && mkdir -p %s && for f in %s/*; do if [ -L $f ]; then ln -s \"$(realpath $f)\" %s/; "
+             "else cp $f %s/; fi; done && echo '{\"eos_token_id\": [%d]}' > %s/generation_config.json",
+             dir, dir, fc->dir, dir, dir, (int)first, dir);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    vlm_engine *e = NULL;
+    vlm_engine_params ep = {.n_threads = 2};
+    CHECK(vlm_engine_open(&e, dir, &ep, &err) == VLM_OK, "%s: %s", dir, err.msg);
+    if (!e) return;
+    vlm_session *ss[2] = {0};
+    gp.ignore_eos = 0;
+    gp.max_tokens = 8;
+    for (int i = 0; i < 2; i++) {
+        k.len = 0;
+        k.calls = 0;
+        CHECK(vlm_session_new(e, NULL, &ss[i], &err) == VLM_OK, "%s", err.msg);
+        vlm_session_add_image_file(ss[i], image, &err);
+        vlm_session_add_text(ss[i], "What is in the picture?", &err);
+        CHECK(vlm_session_generate(ss[i], &gp, collect, &k, &st[i], &err) == VLM_OK, "%s", err.msg);
+        CHECK(st[i].stop == VLM_STOP_EOS && st[i].n_generated == 0 && k.calls == 0,
+              "%s: stopped by eos %d at once (reason %d, %d tokens, %d pieces)", fc->dir, (int)first, st[i].stop,
+              st[i].n_generated, k.calls);
+        vlm_session_add_text(ss[i], "And now?", &err);
+        if (i == 1) vlm_session_forget_cache(ss[i]);
+        CHECK(vlm_session_generate(ss[i], &gp, collect, &k, &st[i], &err) == VLM_OK, "%s", err.msg);
+    }
+    CHECK(st[0].n_prompt == st[1].n_prompt && st[0].n_prompt_computed < st[0].n_prompt / 2,
+          "%s: the turn after eos reuses the cache (%d of %d)", fc->dir, st[0].n_prompt_computed, st[0].n_prompt);
+    float d = test_max_abs_diff(vlm_session_logits(ss[0]), vlm_session_logits(ss[1]), vlm_engine_model(e)->vocab_size);
+    CHECK(d < 1e-4f, "%s: turn after eos, cached vs recomputed (%g)", fc->dir, d);
+    printf("  eos %d stops at once; the next turn: %d of %d computed, max |logit diff| vs recompute %.3g\n", (int)first,
+           st[0].n_prompt_computed, st[0].n_prompt, d);
+    vlm_session_free(ss[0]);
+    vlm_session_free(ss[1]);
+    vlm_engine_close(e);
+}
+
 static void run_case(const fam_case *fc) {
     vlm_error err = {0};
     vlm_engine *e = NULL;
@@ -354,6 +416,7 @@ static void run_case(const fam_case *fc) {
     vlm_session_free(s[0]);
     vlm_session_free(s[1]);
     test_system(e, fc);
+    test_eos(e, fc);
     test_chunked(e, fc, 1);
     test_chunked(e, fc, 2);
     vlm_engine_close(e);
