@@ -26,6 +26,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -75,6 +76,14 @@ static inline void cpu_pause(void) {
 #endif
 }
 
+/* One step of a spin-wait. Every few steps the core is offered to another
+ * runnable thread: when the machine has more runnable threads than cores,
+ * the thread being waited for may be the one that needs it. */
+static inline void cpu_spin_step(int i) {
+    if ((i & 15) == 15) sched_yield();
+    else cpu_pause();
+}
+
 static void cpu_run_chunks(cpu_ctx *ctx, int tid) {
     for (;;) {
         int64_t b = atomic_fetch_add(&ctx->next, ctx->chunk);
@@ -93,7 +102,7 @@ static void *cpu_worker(void *p) {
     for (;;) {
         uint64_t g = atomic_load(&ctx->gen);
         for (int i = 0; i < CPU_SPIN && g == seen; i++) {
-            cpu_pause();
+            cpu_spin_step(i);
             g = atomic_load(&ctx->gen);
         }
         if (g == seen) {
@@ -134,7 +143,7 @@ static void cpu_parallel(cpu_ctx *ctx, int64_t n, int64_t min_chunk, vlm_paralle
     pthread_cond_broadcast(&ctx->cv_work);
     pthread_mutex_unlock(&ctx->mu);
     cpu_run_chunks(ctx, 0);
-    for (int i = 0; i < CPU_SPIN && atomic_load(&ctx->remaining) > 0; i++) cpu_pause();
+    for (int i = 0; i < CPU_SPIN && atomic_load(&ctx->remaining) > 0; i++) cpu_spin_step(i);
     if (atomic_load(&ctx->remaining) > 0) {
         pthread_mutex_lock(&ctx->mu);
         while (atomic_load(&ctx->remaining) > 0) pthread_cond_wait(&ctx->cv_done, &ctx->mu);
