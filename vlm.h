@@ -764,8 +764,8 @@ vlm_status vlm_nfc(const char *s, size_t n, char **out, size_t *out_len, vlm_err
 /* Image decoding and per-family preprocessing. Owned by issue 5.
  *
  * Images are 8-bit RGB, row-major, channels interleaved. Decoding goes
- * through stb_image (PNG, JPEG, BMP, GIF first frame, TGA, PSD, PNM, HDR
- * clipped to 8 bits); gray, gray+alpha, palette and RGBA inputs become RGB
+ * through stb_image (PNG, JPEG, BMP, GIF first frame, TGA, PSD, PNM; 16-bit
+ * PNG/PSD reduced to their high byte); gray, gray+alpha, palette and RGBA inputs become RGB
  * as PIL's convert("RGB") does (alpha dropped, gray replicated).
  *
  * Preprocessing reproduces the Hugging Face image processors (transformers'
@@ -3644,6 +3644,8 @@ vlm_status vlm_image_processor_load(vlm_image_processor *p, const char *path, vl
 #define STB_IMAGE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_NO_STDIO          /* files are read by vlm_image_load */
+#define STBI_NO_HDR            /* Radiance HDR: can loop for minutes on corrupt data (stb 2.27, found by fuzzing) */
+#define STBI_NO_PIC            /* Softimage PIC: not an image format PIL reads */
 #define STBI_ASSERT(x) ((void)0) /* never abort on malformed input */
 #if defined(__GNUC__)
 #pragma GCC diagnostic push

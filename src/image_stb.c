@@ -14,6 +14,8 @@
 #define STB_IMAGE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_NO_STDIO          /* files are read by vlm_image_load */
+#define STBI_NO_HDR            /* Radiance HDR: can loop for minutes on corrupt data (stb 2.27, found by fuzzing) */
+#define STBI_NO_PIC            /* Softimage PIC: not an image format PIL reads */
 #define STBI_ASSERT(x) ((void)0) /* never abort on malformed input */
 #if defined(__GNUC__)
 #pragma GCC diagnostic push

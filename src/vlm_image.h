@@ -1,8 +1,8 @@
 /* Image decoding and per-family preprocessing. Owned by issue 5.
  *
  * Images are 8-bit RGB, row-major, channels interleaved. Decoding goes
- * through stb_image (PNG, JPEG, BMP, GIF first frame, TGA, PSD, PNM, HDR
- * clipped to 8 bits); gray, gray+alpha, palette and RGBA inputs become RGB
+ * through stb_image (PNG, JPEG, BMP, GIF first frame, TGA, PSD, PNM; 16-bit
+ * PNG/PSD reduced to their high byte); gray, gray+alpha, palette and RGBA inputs become RGB
  * as PIL's convert("RGB") does (alpha dropped, gray replicated).
  *
  * Preprocessing reproduces the Hugging Face image processors (transformers'
