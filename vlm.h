@@ -1126,6 +1126,29 @@ static int api_tokens_per_tile(const vlm_json *cfg, int family) {
     return sf > 0 ? (int)(side * side / (sf * sf)) : 0;
 }
 
+/* Original-format InternVL checkpoints (InternVLChatModel) preprocess in
+ * their own code, not with their preprocessor_config.json (a 448 center crop
+ * of CLIPFeatureExtractor): dynamic tiles of force_image_size (or the vision
+ * image_size) between min_dynamic_patch and max_dynamic_patch with a
+ * thumbnail, bicubic, ImageNet mean/std -- the GotOcr2 processor with those
+ * settings, as transformers' InternVL conversion writes it. */
+static void api_internvl_chat_proc(vlm_image_processor *p, const vlm_json *cfg) {
+    vlm_image_processor_defaults(p, VLM_IMAGE_INTERNVL);
+    const vlm_json *vc = vlm_json_get(cfg, "vision_config");
+    const vlm_json *is = vlm_json_get(vc, "image_size");
+    int64_t size = is && is->type == VLM_JSON_ARRAY ? vlm_json_int(vlm_json_at(is, 0), 448) : vlm_json_int(is, 448);
+    size = vlm_json_int(vlm_json_get(cfg, "force_image_size"), size);
+    p->tile_height = p->tile_width = (int)size;
+    const vlm_json *dyn = vlm_json_get(cfg, "dynamic_image_size");
+    p->crop_to_patches = dyn && dyn->type == VLM_JSON_BOOL ? (int)dyn->num : 1;
+    p->min_patches = (int)vlm_json_int(vlm_json_get(cfg, "min_dynamic_patch"), 1);
+    p->max_patches = (int)vlm_json_int(vlm_json_get(cfg, "max_dynamic_patch"), 12);
+    static const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+    memcpy(p->image_mean, mean, sizeof mean);
+    memcpy(p->image_std, std, sizeof std);
+    p->resample = VLM_RESAMPLE_BICUBIC;
+}
+
 vlm_status vlm_engine_open(vlm_engine **out, const char *dir, const vlm_engine_params *p, vlm_error *err) {
     *out = NULL;
     if (p && p->device && strcmp(p->device, "cpu"))
@@ -1135,7 +1158,10 @@ vlm_status vlm_engine_open(vlm_engine **out, const char *dir, const vlm_engine_p
     vlm_model_params mp = {.n_threads = p ? p->n_threads : 0};
     vlm_status s = vlm_model_load(&e->model, dir, &mp, err);
     if (s == VLM_OK) s = vlm_tokenizer_load(&e->tok, dir, err);
-    if (s == VLM_OK) s = vlm_image_processor_load(&e->proc, dir, err);
+    if (s == VLM_OK && !strcmp(vlm_json_str(vlm_json_get(e->model->config, "model_type"), ""), "internvl_chat"))
+        api_internvl_chat_proc(&e->proc, e->model->config);
+    else if (s == VLM_OK)
+        s = vlm_image_processor_load(&e->proc, dir, err);
     if (s != VLM_OK) { vlm_engine_close(e); return s; }
     const char *mt = vlm_json_str(vlm_json_get(e->model->config, "model_type"), "");
     e->family = vlm_prompt_family_from_model_type(mt);

@@ -94,15 +94,26 @@ static int32_t *golden_ids(const char *golden, int *n) {
     return out;
 }
 
+/* The golden case's image processor settings (case.json), independent of the
+ * model directory the engine reads. */
+static int case_proc(const fam_case *fc, vlm_image_processor *p, vlm_error *err) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/case.json", fc->golden);
+    vlm_json *j = vlm_json_load(path, err);
+    int ok = j && vlm_image_processor_from_json(p, vlm_json_get(j, "image_processor"), err) == VLM_OK;
+    vlm_json_free(j);
+    return ok;
+}
+
 /* Placeholder rows the vision tower gives for the image. */
-static int64_t vision_rows(vlm_engine *e, const char *image) {
+static int64_t vision_rows(vlm_engine *e, const fam_case *fc, const char *image) {
     vlm_model *m = vlm_engine_model(e);
     vlm_image_processor proc;
     vlm_error err = {0};
     vlm_image img = {0};
     vlm_features f = {0};
     int64_t rows = -1;
-    if (vlm_image_processor_load(&proc, m->dir, &err) != VLM_OK || vlm_image_load(&img, image, &err) != VLM_OK) {
+    if (!case_proc(fc, &proc, &err) || vlm_image_load(&img, image, &err) != VLM_OK) {
         CHECK(0, "%s", err.msg);
         return -1;
     }
@@ -176,7 +187,7 @@ static void test_chunked(vlm_engine *e, const fam_case *fc, int n_images) {
     float *ref = (float *)malloc(sizeof(float) * (size_t)m->vocab_size);
     int32_t *types = (int32_t *)calloc((size_t)n, sizeof(int32_t));
     for (int i = 0; i < n; i++) types[i] = ids[i] == m->image_token_id;
-    int ok = vlm_image_processor_load(&proc, m->dir, &err) == VLM_OK;
+    int ok = case_proc(fc, &proc, &err);
     for (int i = 0; ok && i < n_images; i++) ok = vlm_image_load(&img[i], image[i], &err) == VLM_OK;
     ok = ok && vlm_image_preprocess(&proc, img, n_images, &f, &err) == VLM_OK &&
          vlm_seq_init(&seq, m, n + 8, n, VLM_F32, &err) == VLM_OK;
@@ -342,7 +353,7 @@ static void run_case(const fam_case *fc) {
             int n_img = 0, ng_img = 0;
             for (int j = 0; j < st1.n_prompt; j++) n_img += ids[j] == m->image_token_id;
             for (int j = 0; j < ng; j++) ng_img += gids[j] == m->image_token_id;
-            int64_t rows = vision_rows(e, image);
+            int64_t rows = vision_rows(e, fc, image);
             CHECK(n_img == rows, "%s: %d image tokens in the prompt, the vision tower gives %lld", fc->dir, n_img,
                   (long long)rows);
             CHECK(n_img == ng_img, "%s: %d image tokens, the golden case has %d", fc->dir, n_img, ng_img);

@@ -152,6 +152,9 @@ def internvl(case, template=INTERNVL_TEMPLATE):
            "add_eos_token": False, "clean_up_tokenization_spaces": False}
     write_dir(case, "tests/data/tiny_" + case, real, specials, base, cfg, template=template, gen_eos=[998, 996])
     if os.path.exists("tests/golden/%s/model/added_tokens.json" % case):  # original format: the model reads it
+        # and its preprocessor_config.json is InternVL3's CLIP one, which its own code (and vlm) ignores
+        awq = json.load(open(os.path.join(shared, "configs/InternVL3-2B-AWQ/preprocessor_config.json")))
+        json.dump(awq, open("tests/data/tiny_%s/preprocessor_config.json" % case, "w"), indent=1)
         json.dump({v: k for k, v in sorted(specials.items())},
                   open("tests/data/tiny_%s/added_tokens.json" % case, "w"), indent=1)
 
