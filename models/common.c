@@ -130,6 +130,9 @@ vlm_tensor *vlm_embed_tokens_scaled(vlm_compute *c, vlm_tensor *table, float sca
     vlm_tensor *tok = vlm_from_host(c, VLM_I32, 1, (const int64_t[]){n}, ids);
     vlm_tensor *x = vlm_get_rows(c, table, tok);
     if (scale != 1.0f) x = vlm_scale(c, x, scale);
+    /* No images in this call: placeholder ids embed as text, as transformers does
+     * without pixel values (a generated <|image_pad|> while decoding). */
+    if (!vision) return x;
     int32_t *dst = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n + 4);
     int32_t *src = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n + 4);
     if (!x || !dst || !src) return NULL;

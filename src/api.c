@@ -367,6 +367,20 @@ out:
 
 static int api_is_media(const vlm_model *m, int32_t id) { return id == m->image_token_id || id == m->video_token_id; }
 
+/* Sliding-window layers keep their keys in a ring (Gemma 4: window +
+ * max_batch slots): resuming at p needs the window before p still there,
+ * not overwritten by the later tokens being dropped now. */
+static int api_ring_intact(const vlm_seq *q, int p) {
+    for (int l = 0; l < q->kv.n_layers; l++) {
+        const vlm_kv_layer *L = &q->kv.layers[l];
+        if (!L->owner || L->cap >= q->n_ctx) continue;
+        int w = L->cap - q->max_batch;
+        for (int pos = p - w > 0 ? p - w : 0; pos < p; pos++)
+            if (L->slot_pos[pos % L->cap] != pos) return 0;
+    }
+    return 1;
+}
+
 /* Keeps the longest cached prefix of ids that can be resumed: not inside an
  * image, and with a known RoPE position. Returns its length. */
 static int api_reuse_prefix(vlm_session *s, const int32_t *ids, int n) {
@@ -375,6 +389,7 @@ static int api_reuse_prefix(vlm_session *s, const int32_t *ids, int n) {
     while (p < cached && p < n - 1 && s->ids[p] == ids[p]) p++; /* at least one token left to compute */
     while (p > 0 && api_is_media(m, ids[p - 1]) && api_is_media(m, ids[p])) p--; /* not inside an image */
     while (p > 0 && p < n && api_is_media(m, ids[p])) p--;
+    if (!api_ring_intact(&s->seq, p)) p = 0;
     /* RoPE position at p: from the last call boundary b <= p, plus one per text token. */
     int b = -1;
     for (int i = s->n_bound - 1; i >= 0; i--) if (s->bound_n[i] <= p) { b = i; break; }

@@ -316,6 +316,44 @@ static void test_eos(vlm_engine *e0, const fam_case *fc) {
     vlm_engine_close(e);
 }
 
+/* A long answer (560 tokens, longer than Gemma 4's sliding-window ring of
+ * window + 512 slots), then a second turn: where the re-rendered answer
+ * differs from the sampled tokens early on, the cache cannot be resumed there
+ * (the ring lost that window) and the turn must still agree with a recompute.
+ * Random weights also sample placeholder ids, which embed as text. */
+static void test_long_answer(vlm_engine *e, const fam_case *fc) {
+    vlm_error err = {0};
+    char image[512];
+    snprintf(image, sizeof image, "%s/image.png", fc->golden);
+    vlm_session_params sp = {.n_ctx = 2048};
+    vlm_session *s[2] = {0};
+    vlm_generate_stats st[2];
+    vlm_generate_params gp = vlm_generate_default();
+    gp.sampling.temperature = 0;
+    gp.ignore_eos = 1;
+    for (int i = 0; i < 2; i++) {
+        CHECK(vlm_session_new(e, &sp, &s[i], &err) == VLM_OK, "%s", err.msg);
+        if (!s[i]) return;
+        vlm_session_add_image_file(s[i], image, &err);
+        vlm_session_add_text(s[i], "What is in the picture?", &err);
+        gp.max_tokens = 560;
+        CHECK(vlm_session_generate(s[i], &gp, NULL, NULL, &st[i], &err) == VLM_OK, "%s long answer: %s", fc->dir,
+              err.msg);
+        CHECK(st[i].n_generated == 560, "560 tokens (%d)", st[i].n_generated);
+        vlm_session_add_text(s[i], "And now?", &err);
+        if (i) vlm_session_forget_cache(s[i]);
+        gp.max_tokens = 1;
+        CHECK(vlm_session_generate(s[i], &gp, NULL, NULL, &st[i], &err) == VLM_OK, "%s: %s", fc->dir, err.msg);
+    }
+    float d = test_max_abs_diff(vlm_session_logits(s[0]), vlm_session_logits(s[1]), vlm_engine_model(e)->vocab_size);
+    CHECK(st[0].n_prompt == st[1].n_prompt, "same conversation");
+    CHECK(d < 1e-4f, "%s: turn after a long answer, cached vs recomputed (%g)", fc->dir, d);
+    printf("  after a 560-token answer: %d of %d computed, max |logit diff| vs recompute %.3g\n",
+           st[0].n_prompt_computed, st[0].n_prompt, d);
+    vlm_session_free(s[0]);
+    vlm_session_free(s[1]);
+}
+
 static void run_case(const fam_case *fc) {
     vlm_error err = {0};
     vlm_engine *e = NULL;
@@ -428,6 +466,7 @@ static void run_case(const fam_case *fc) {
     vlm_session_free(s[1]);
     test_system(e, fc);
     test_eos(e, fc);
+    test_long_answer(e, fc);
     test_chunked(e, fc, 1);
     test_chunked(e, fc, 2);
     vlm_engine_close(e);
