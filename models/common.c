@@ -227,7 +227,7 @@ int vlm_dec_stack_run(vlm_compute *c, const vlm_dec_stack *d, vlm_kv_cache *kv, 
     return 0;
 }
 
-vlm_status vlm_dec_stack_forward(vlm_seq *s, const vlm_dec_stack *d, float theta, const int32_t *ids, int n,
+vlm_status vlm_dec_stack_forward(vlm_seq *s, const vlm_dec_stack *d, const float *inv_freq, const int32_t *ids, int n,
                                  const vlm_vision_out *vision, int32_t image_token, int all_logits, vlm_tensor **logits) {
     vlm_compute *c = &s->c;
     *logits = NULL;
@@ -241,9 +241,7 @@ vlm_status vlm_dec_stack_forward(vlm_seq *s, const vlm_dec_stack *d, float theta
     float *sinv = (float *)vlm_arena_alloc(&c->arena, sizeof(float) * (size_t)n * hd);
     if (!pos || !posf || !cosv || !sinv) return vlm_error_set(&c->err, VLM_ERR_OOM, "out of memory");
     for (int i = 0; i < n; i++) posf[i] = (float)(pos[i] = s->n_past + i);
-    float inv[512];
-    vlm_rope_inv_freq(inv, hd, theta);
-    vlm_rope_table(cosv, sinv, posf, n, inv, hd / 2);
+    vlm_rope_table(cosv, sinv, posf, n, inv_freq, hd / 2);
     vlm_tensor *cos = vlm_from_host(c, VLM_F32, 2, (const int64_t[]){n, hd}, cosv);
     vlm_tensor *sin = vlm_from_host(c, VLM_F32, 2, (const int64_t[]){n, hd}, sinv);
     int has_vis = vision && vision->embeds;

@@ -103,12 +103,13 @@ vlm_status vlm_dec_stack_load(vlm_loader *ld, int vocab, int qkv_bias, int qk_no
  * released); 0 on success. */
 int vlm_dec_stack_run(vlm_compute *c, const vlm_dec_stack *d, vlm_kv_cache *kv, vlm_tensor *resid, vlm_tensor *cos,
                       vlm_tensor *sin, const int32_t *pos, int n);
-/* A whole decoder pass with plain 1D RoPE at positions n_past, n_past+1, ...:
+/* A whole decoder pass with plain 1D RoPE (inv_freq: head_dim/2 inverse
+ * frequencies, scaled as the model's rope type asks) at positions n_past, n_past+1, ...:
  * token embeddings with vision rows written over image_token (only when
  * vision carries embeddings: transformers merges them on the first pass
  * only), the stack, final norm and lm_head. Advances s->n_past and
  * s->rope_pos; on failure the cache is rewound. */
-vlm_status vlm_dec_stack_forward(vlm_seq *s, const vlm_dec_stack *d, float theta, const int32_t *ids, int n,
+vlm_status vlm_dec_stack_forward(vlm_seq *s, const vlm_dec_stack *d, const float *inv_freq, const int32_t *ids, int n,
                                  const vlm_vision_out *vision, int32_t image_token, int all_logits, vlm_tensor **logits);
 
 /* ---- Qwen-VL family helpers (Qwen2.5-VL, Qwen3-VL) ---- */

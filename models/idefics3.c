@@ -336,45 +336,12 @@ static vlm_status idf_encode(vlm_model *m, vlm_compute *c, const vlm_features *f
 
 static vlm_status idf_forward(vlm_model *m, vlm_seq *s, const int32_t *ids, int n, const vlm_vision_out *vision,
                               const vlm_features *f, int all_logits, vlm_tensor **logits) {
-    idf_model *q = (idf_model *)m->impl;
-    vlm_compute *c = &s->c;
+    const idf_model *q = (const idf_model *)m->impl;
     (void)f;
-    *logits = NULL;
-    if (n <= 0) return vlm_error_set(&c->err, VLM_ERR_ARG, "no tokens to run");
-    if (s->n_past + n > s->n_ctx)
-        return vlm_error_set(&c->err, VLM_ERR_CONTEXT, "%d tokens after %d exceed the context of %d", n, s->n_past, s->n_ctx);
-    for (int i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= m->vocab_size)
-            return vlm_error_set(&c->err, VLM_ERR_ARG, "token id %d outside the vocabulary of %d", ids[i], m->vocab_size);
-    int hd = q->d.hp.head_dim;
-    int32_t *pos = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n);
-    float *posf = (float *)vlm_arena_alloc(&c->arena, sizeof(float) * (size_t)n);
-    float *cosv = (float *)vlm_arena_alloc(&c->arena, sizeof(float) * (size_t)n * hd);
-    float *sinv = (float *)vlm_arena_alloc(&c->arena, sizeof(float) * (size_t)n * hd);
-    if (!pos || !posf || !cosv || !sinv) return vlm_error_set(&c->err, VLM_ERR_OOM, "out of memory");
-    for (int i = 0; i < n; i++) posf[i] = (float)(pos[i] = s->n_past + i);
-    vlm_rope_table(cosv, sinv, posf, n, q->inv_freq, hd / 2);
-    vlm_tensor *cos = vlm_from_host(c, VLM_F32, 2, (const int64_t[]){n, hd}, cosv);
-    vlm_tensor *sin = vlm_from_host(c, VLM_F32, 2, (const int64_t[]){n, hd}, sinv);
-
-    /* Image tokens take vision rows only when images come with this call
-     * (as transformers merges only on the first pass); otherwise an image
-     * token id is embedded like any other token. */
-    int has_vis = vision && vision->embeds;
-    int64_t img_seen = 0, vid_seen = 0;
-    vlm_tensor *x = vlm_embed_tokens(c, q->d.embed, ids, n, has_vis ? vision : NULL, has_vis ? m->image_token_id : -1, -1,
-                                     &img_seen, &vid_seen);
-    vlm_tensor *resid = vlm_new_2d(c, VLM_F32, n, q->d.hidden);
-    if (!x || !resid || vlm_copy(c, resid, x) != VLM_OK) goto fail;
-    if (vlm_dec_stack_run(c, &q->d, &s->kv, resid, cos, sin, pos, n)) goto fail;
-    *logits = vlm_lm_logits(c, resid, q->d.norm, q->d.hp.eps, q->d.lm_head, all_logits);
-    if (!*logits) goto fail;
-    s->n_past += n;
-    s->rope_pos = s->n_past;
-    return VLM_OK;
-fail:
-    vlm_kv_truncate(&s->kv, s->n_past);
-    return c->err.code ? c->err.code : VLM_ERR_ARG;
+    /* Image tokens take vision rows only when images come with this call (as
+     * transformers merges only on the first pass); otherwise an image token
+     * id is embedded like any other token. */
+    return vlm_dec_stack_forward(s, &q->d, q->inv_freq, ids, n, vision, m->image_token_id, all_logits, logits);
 }
 
 static vlm_status idf_seq_init(vlm_model *m, vlm_seq *s, vlm_error *err) {

@@ -481,7 +481,10 @@ static vlm_status ivl_forward(vlm_model *m, vlm_seq *s, const int32_t *ids, int 
     int64_t p = (int64_t)s->n_past + n, d = q->txt.hp.head_dim;
     if (q->ntk_factor > 0 && p > q->ntk_max_pos)
         theta = (float)(theta * pow(q->ntk_factor * (double)p / q->ntk_max_pos - (q->ntk_factor - 1.0), (double)d / (double)(d - 2)));
-    return vlm_dec_stack_forward(s, &q->txt, theta, ids, n, vision, m->image_token_id, all_logits, logits);
+    float inv[512];
+    if (d <= 0 || d > 1024) return vlm_error_set(&s->c.err, VLM_ERR_UNSUPPORTED, "head_dim %lld", (long long)d);
+    vlm_rope_inv_freq(inv, (int)d, theta);
+    return vlm_dec_stack_forward(s, &q->txt, inv, ids, n, vision, m->image_token_id, all_logits, logits);
 }
 
 static vlm_status ivl_seq_init(vlm_model *m, vlm_seq *s, vlm_error *err) {
