@@ -78,6 +78,21 @@ uint16_t vlm_f32_to_f16(float f);    /* round to nearest even */
 float vlm_bf16_to_f32(uint16_t h);
 uint16_t vlm_f32_to_bf16(float f);   /* round to nearest even */
 
+/* ------------------------------------------------------------------ text helpers */
+
+/* A growable byte string, always NUL-terminated after its n bytes. Zero it
+ * to start; free(p) when done. A failed allocation sets oom and makes every
+ * later append a no-op, so a caller checks once at the end. */
+typedef struct vlm_buf {
+    char *p;
+    size_t n, cap;
+    int oom;
+} vlm_buf;
+int vlm_buf_add(vlm_buf *b, const void *s, size_t n); /* 0, or -1 once oom */
+int vlm_buf_str(vlm_buf *b, const char *s);
+/* UTF-8 encoding of code point cp (< 0x110000) into out[0..4); returns its length. */
+int vlm_utf8_encode(uint32_t cp, char *out);
+
 /* ------------------------------------------------------------------ tensors */
 
 #define VLM_MAX_DIMS 6
@@ -1730,6 +1745,39 @@ const char *vlm_status_name(vlm_status s) {
     case VLM_ERR_CANCELLED: return "cancelled";
     }
     return "unknown error";
+}
+
+/* ------------------------------------------------------------------ text helpers */
+
+int vlm_buf_add(vlm_buf *b, const void *s, size_t n) {
+    if (b->oom) return -1;
+    if (n == 0) return 0;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *p = (char *)realloc(b->p, cap);
+        if (!p) { b->oom = 1; return -1; }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+    return 0;
+}
+
+int vlm_buf_str(vlm_buf *b, const char *s) { return vlm_buf_add(b, s, strlen(s)); }
+
+int vlm_utf8_encode(uint32_t cp, char *s) {
+    if (cp < 0x80) { s[0] = (char)cp; return 1; }
+    if (cp < 0x800) { s[0] = (char)(0xC0 | (cp >> 6)); s[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) {
+        s[0] = (char)(0xE0 | (cp >> 12)); s[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        s[2] = (char)(0x80 | (cp & 0x3F)); return 3;
+    }
+    s[0] = (char)(0xF0 | (cp >> 18)); s[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    s[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); s[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
 }
 
 /* ------------------------------------------------------------------ dtypes */
@@ -3855,25 +3903,6 @@ vlm_status vlm_image_load(vlm_image *img, const char *path, vlm_error *err) {
 
 typedef struct jj_block { struct jj_block *next; size_t used, cap; char data[]; } jj_block;
 
-typedef struct jj_buf { char *p; size_t n, cap; int oom; } jj_buf;
-
-static int jj_buf_add(jj_buf *b, const char *s, size_t n) {
-    if (b->oom) return -1;
-    if (n == 0) return 0;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) { b->oom = 1; return -1; }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return 0;
-}
-static void jj_buf_str(jj_buf *b, const char *s) { jj_buf_add(b, s, strlen(s)); }
 
 /* ------------------------------------------------------------------ values */
 
@@ -4023,113 +4052,113 @@ static int jj_truthy(const jv *v) {
 }
 
 /* Python repr of a string. */
-static void jj_repr_str(jj_buf *b, const char *s, size_t n) {
+static void jj_repr_str(vlm_buf *b, const char *s, size_t n) {
     int has_sq = memchr(s, '\'', n) != NULL, has_dq = memchr(s, '"', n) != NULL;
     char q = has_sq && !has_dq ? '"' : '\'';
-    jj_buf_add(b, &q, 1);
+    vlm_buf_add(b, &q, 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
         char tmp[8];
-        if (ch == (unsigned char)q || ch == '\\') { tmp[0] = '\\'; tmp[1] = (char)ch; jj_buf_add(b, tmp, 2); }
-        else if (ch == '\n') jj_buf_str(b, "\\n");
-        else if (ch == '\r') jj_buf_str(b, "\\r");
-        else if (ch == '\t') jj_buf_str(b, "\\t");
-        else if (ch < 0x20 || ch == 0x7F) { snprintf(tmp, sizeof tmp, "\\x%02x", ch); jj_buf_str(b, tmp); }
-        else jj_buf_add(b, (const char *)&ch, 1);
+        if (ch == (unsigned char)q || ch == '\\') { tmp[0] = '\\'; tmp[1] = (char)ch; vlm_buf_add(b, tmp, 2); }
+        else if (ch == '\n') vlm_buf_str(b, "\\n");
+        else if (ch == '\r') vlm_buf_str(b, "\\r");
+        else if (ch == '\t') vlm_buf_str(b, "\\t");
+        else if (ch < 0x20 || ch == 0x7F) { snprintf(tmp, sizeof tmp, "\\x%02x", ch); vlm_buf_str(b, tmp); }
+        else vlm_buf_add(b, (const char *)&ch, 1);
     }
-    jj_buf_add(b, &q, 1);
+    vlm_buf_add(b, &q, 1);
 }
 
-static void jj_fmt_float(jj_buf *b, double f) {
+static void jj_fmt_float(vlm_buf *b, double f) {
     char tmp[40];
-    if (isnan(f)) { jj_buf_str(b, "nan"); return; }
-    if (isinf(f)) { jj_buf_str(b, f > 0 ? "inf" : "-inf"); return; }
+    if (isnan(f)) { vlm_buf_str(b, "nan"); return; }
+    if (isinf(f)) { vlm_buf_str(b, f > 0 ? "inf" : "-inf"); return; }
     for (int p = 1; p <= 17; p++) {
         snprintf(tmp, sizeof tmp, "%.*g", p, f);
         if (strtod(tmp, NULL) == f) break;
     }
-    jj_buf_str(b, tmp);
-    if (!strpbrk(tmp, ".en")) jj_buf_str(b, ".0");
+    vlm_buf_str(b, tmp);
+    if (!strpbrk(tmp, ".en")) vlm_buf_str(b, ".0");
 }
 
-static void jj_to_str(jj_buf *b, const jv *v, int repr);
+static void jj_to_str(vlm_buf *b, const jv *v, int repr);
 
-static void jj_to_str(jj_buf *b, const jv *v, int repr) {
+static void jj_to_str(vlm_buf *b, const jv *v, int repr) {
     char tmp[32];
     switch (v->t) {
     case JV_UNDEF: break;
-    case JV_NONE: jj_buf_str(b, "None"); break;
-    case JV_BOOL: jj_buf_str(b, v->i ? "True" : "False"); break;
-    case JV_INT: snprintf(tmp, sizeof tmp, "%lld", (long long)v->i); jj_buf_str(b, tmp); break;
+    case JV_NONE: vlm_buf_str(b, "None"); break;
+    case JV_BOOL: vlm_buf_str(b, v->i ? "True" : "False"); break;
+    case JV_INT: snprintf(tmp, sizeof tmp, "%lld", (long long)v->i); vlm_buf_str(b, tmp); break;
     case JV_FLOAT: jj_fmt_float(b, v->f); break;
-    case JV_STR: if (repr) jj_repr_str(b, v->s, v->n); else jj_buf_add(b, v->s, v->n); break;
+    case JV_STR: if (repr) jj_repr_str(b, v->s, v->n); else vlm_buf_add(b, v->s, v->n); break;
     case JV_LIST:
-        jj_buf_str(b, "[");
-        for (int i = 0; i < v->len; i++) { if (i) jj_buf_str(b, ", "); jj_to_str(b, v->items[i], 1); }
-        jj_buf_str(b, "]");
+        vlm_buf_str(b, "[");
+        for (int i = 0; i < v->len; i++) { if (i) vlm_buf_str(b, ", "); jj_to_str(b, v->items[i], 1); }
+        vlm_buf_str(b, "]");
         break;
     case JV_DICT:
-        if (v->is_ns) { jj_buf_str(b, "<Namespace>"); break; }
-        jj_buf_str(b, "{");
+        if (v->is_ns) { vlm_buf_str(b, "<Namespace>"); break; }
+        vlm_buf_str(b, "{");
         for (int i = 0; i < v->len; i++) {
-            if (i) jj_buf_str(b, ", ");
+            if (i) vlm_buf_str(b, ", ");
             jj_repr_str(b, v->keys[i], strlen(v->keys[i]));
-            jj_buf_str(b, ": ");
+            vlm_buf_str(b, ": ");
             jj_to_str(b, v->items[i], 1);
         }
-        jj_buf_str(b, "}");
+        vlm_buf_str(b, "}");
         break;
-    default: jj_buf_str(b, "<function>"); break;
+    default: vlm_buf_str(b, "<function>"); break;
     }
 }
 
-static void jj_json_str(jj_buf *b, const char *s, size_t n) {
-    jj_buf_str(b, "\"");
+static void jj_json_str(vlm_buf *b, const char *s, size_t n) {
+    vlm_buf_str(b, "\"");
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
         char tmp[8];
-        if (ch == '"' || ch == '\\') { tmp[0] = '\\'; tmp[1] = (char)ch; jj_buf_add(b, tmp, 2); }
-        else if (ch == '\n') jj_buf_str(b, "\\n");
-        else if (ch == '\r') jj_buf_str(b, "\\r");
-        else if (ch == '\t') jj_buf_str(b, "\\t");
-        else if (ch == '\b') jj_buf_str(b, "\\b");
-        else if (ch == '\f') jj_buf_str(b, "\\f");
-        else if (ch < 0x20) { snprintf(tmp, sizeof tmp, "\\u%04x", ch); jj_buf_str(b, tmp); }
-        else jj_buf_add(b, (const char *)&ch, 1);
+        if (ch == '"' || ch == '\\') { tmp[0] = '\\'; tmp[1] = (char)ch; vlm_buf_add(b, tmp, 2); }
+        else if (ch == '\n') vlm_buf_str(b, "\\n");
+        else if (ch == '\r') vlm_buf_str(b, "\\r");
+        else if (ch == '\t') vlm_buf_str(b, "\\t");
+        else if (ch == '\b') vlm_buf_str(b, "\\b");
+        else if (ch == '\f') vlm_buf_str(b, "\\f");
+        else if (ch < 0x20) { snprintf(tmp, sizeof tmp, "\\u%04x", ch); vlm_buf_str(b, tmp); }
+        else vlm_buf_add(b, (const char *)&ch, 1);
     }
-    jj_buf_str(b, "\"");
+    vlm_buf_str(b, "\"");
 }
 
 /* json.dumps(v, ensure_ascii=False) with optional indent. */
-static void jj_to_json(jj_buf *b, const jv *v, int indent, int level) {
+static void jj_to_json(vlm_buf *b, const jv *v, int indent, int level) {
     char tmp[32];
     switch (v->t) {
-    case JV_UNDEF: case JV_NONE: jj_buf_str(b, "null"); break;
-    case JV_BOOL: jj_buf_str(b, v->i ? "true" : "false"); break;
-    case JV_INT: snprintf(tmp, sizeof tmp, "%lld", (long long)v->i); jj_buf_str(b, tmp); break;
+    case JV_UNDEF: case JV_NONE: vlm_buf_str(b, "null"); break;
+    case JV_BOOL: vlm_buf_str(b, v->i ? "true" : "false"); break;
+    case JV_INT: snprintf(tmp, sizeof tmp, "%lld", (long long)v->i); vlm_buf_str(b, tmp); break;
     case JV_FLOAT: jj_fmt_float(b, v->f); break;
     case JV_STR: jj_json_str(b, v->s, v->n); break;
     case JV_LIST: case JV_DICT: {
         int dict = v->t == JV_DICT;
-        jj_buf_str(b, dict ? "{" : "[");
-        if (!v->len) { jj_buf_str(b, dict ? "}" : "]"); break; }
+        vlm_buf_str(b, dict ? "{" : "[");
+        if (!v->len) { vlm_buf_str(b, dict ? "}" : "]"); break; }
         for (int i = 0; i < v->len; i++) {
-            if (i) jj_buf_str(b, indent > 0 ? "," : ", ");
-            if (indent > 0) { jj_buf_str(b, "\n"); for (int k = 0; k < indent * (level + 1); k++) jj_buf_str(b, " "); }
-            if (dict) { jj_json_str(b, v->keys[i], strlen(v->keys[i])); jj_buf_str(b, ": "); }
+            if (i) vlm_buf_str(b, indent > 0 ? "," : ", ");
+            if (indent > 0) { vlm_buf_str(b, "\n"); for (int k = 0; k < indent * (level + 1); k++) vlm_buf_str(b, " "); }
+            if (dict) { jj_json_str(b, v->keys[i], strlen(v->keys[i])); vlm_buf_str(b, ": "); }
             jj_to_json(b, v->items[i], indent, level + 1);
         }
-        if (indent > 0) { jj_buf_str(b, "\n"); for (int k = 0; k < indent * level; k++) jj_buf_str(b, " "); }
-        jj_buf_str(b, dict ? "}" : "]");
+        if (indent > 0) { vlm_buf_str(b, "\n"); for (int k = 0; k < indent * level; k++) vlm_buf_str(b, " "); }
+        vlm_buf_str(b, dict ? "}" : "]");
         break;
     }
-    default: jj_buf_str(b, "null"); break;
+    default: vlm_buf_str(b, "null"); break;
     }
 }
 
 static jv *jj_stringify(jj_ctx *c, const jv *v) {
     if (v->t == JV_STR) return (jv *)v;
-    jj_buf b = {0};
+    vlm_buf b = {0};
     jj_to_str(&b, v, 0);
     jv *r = b.oom ? jj_fail(c, "out of memory") : jj_strn(c, b.p ? b.p : "", b.n);
     free(b.p);
@@ -4371,10 +4400,10 @@ static void jj_next(jj_parser *p) {
     } else if (ch == '\'' || ch == '"') {
         /* Decode escapes into an arena string. */
         const char *b = ++s;
-        jj_buf out = {0};
+        vlm_buf out = {0};
         while (s < p->e_end && *s != ch) {
             if (*s == '\\' && s + 1 < p->e_end) {
-                jj_buf_add(&out, b, (size_t)(s - b));
+                vlm_buf_add(&out, b, (size_t)(s - b));
                 s++;
                 char e = *s, r[4] = {0};
                 switch (e) {
@@ -4387,14 +4416,14 @@ static void jj_next(jj_parser *p) {
                 case '"': r[0] = '"'; break;
                 default: r[0] = '\\'; r[1] = e; break;
                 }
-                jj_buf_add(&out, r, e == '0' ? 1 : strlen(r) ? strlen(r) : 1);
+                vlm_buf_add(&out, r, e == '0' ? 1 : strlen(r) ? strlen(r) : 1);
                 s++;
                 b = s;
                 continue;
             }
             s++;
         }
-        jj_buf_add(&out, b, (size_t)(s - b));
+        vlm_buf_add(&out, b, (size_t)(s - b));
         if (s < p->e_end) s++;
         else jj_fail(p->c, "unterminated string literal");
         jv *v = jj_strn(p->c, out.p ? out.p : "", out.n);
@@ -4470,9 +4499,9 @@ static jj_node *jj_primary(jj_parser *p) {
         if (n) n->lit = jj_strn(p->c, t.s, t.n);
         jj_next(p);
         while (p->cur.type == JE_STR && n) { /* implicit concatenation */
-            jj_buf b = {0};
-            jj_buf_add(&b, n->lit->s, n->lit->n);
-            jj_buf_add(&b, p->cur.s, p->cur.n);
+            vlm_buf b = {0};
+            vlm_buf_add(&b, n->lit->s, n->lit->n);
+            vlm_buf_add(&b, p->cur.s, p->cur.n);
             n->lit = jj_strn(p->c, b.p, b.n);
             free(b.p);
             jj_next(p);
@@ -4960,7 +4989,7 @@ static int jj_push_frame(jj_ctx *c, int barrier) {
 }
 
 static jv *jj_eval(jj_ctx *c, jj_node *n);
-static void jj_exec(jj_ctx *c, jj_node *n, jj_buf *out);
+static void jj_exec(jj_ctx *c, jj_node *n, vlm_buf *out);
 
 /* Code-point offsets of a string (for Python indexing). */
 static int jj_cp_count(const jv *s) {
@@ -5047,10 +5076,10 @@ static jv *jj_slice(jj_ctx *c, jv *o, jv *lo, jv *hi, jv *st) {
         for (int64_t i = a; step > 0 ? i < b : i > b; i += step) jj_list_push(c, r, o->items[i]);
         return r;
     }
-    jj_buf buf = {0};
+    vlm_buf buf = {0};
     for (int64_t i = a; step > 0 ? i < b : i > b; i += step) {
         size_t x = jj_cp_offset(o, (int)i), y = jj_cp_offset(o, (int)i + 1);
-        jj_buf_add(&buf, o->s + x, y - x);
+        vlm_buf_add(&buf, o->s + x, y - x);
     }
     jv *r = jj_strn(c, buf.p ? buf.p : "", buf.n);
     free(buf.p);
@@ -5100,18 +5129,18 @@ static jv *jj_binary(jj_ctx *c, jj_node *n) {
     if (!strcmp(op, ">=")) return jj_bool(!jj_compare_lt(c, a, b));
     if (!strcmp(op, "~")) {
         jv *x = jj_stringify(c, a), *y = jj_stringify(c, b);
-        jj_buf buf = {0};
-        jj_buf_add(&buf, x->s ? x->s : "", x->n);
-        jj_buf_add(&buf, y->s ? y->s : "", y->n);
+        vlm_buf buf = {0};
+        vlm_buf_add(&buf, x->s ? x->s : "", x->n);
+        vlm_buf_add(&buf, y->s ? y->s : "", y->n);
         jv *r = jj_strn(c, buf.p ? buf.p : "", buf.n);
         free(buf.p);
         return r;
     }
     if (!strcmp(op, "+")) {
         if (a->t == JV_STR && b->t == JV_STR) {
-            jj_buf buf = {0};
-            jj_buf_add(&buf, a->s, a->n);
-            jj_buf_add(&buf, b->s, b->n);
+            vlm_buf buf = {0};
+            vlm_buf_add(&buf, a->s, a->n);
+            vlm_buf_add(&buf, b->s, b->n);
             jv *r = jj_strn(c, buf.p ? buf.p : "", buf.n);
             free(buf.p);
             return r;
@@ -5124,8 +5153,8 @@ static jv *jj_binary(jj_ctx *c, jj_node *n) {
         }
     }
     if (!strcmp(op, "*") && a->t == JV_STR && b->t == JV_INT) {
-        jj_buf buf = {0};
-        for (int64_t i = 0; i < b->i; i++) jj_buf_add(&buf, a->s, a->n);
+        vlm_buf buf = {0};
+        for (int64_t i = 0; i < b->i; i++) vlm_buf_add(&buf, a->s, a->n);
         jv *r = jj_strn(c, buf.p ? buf.p : "", buf.n);
         free(buf.p);
         return r;
@@ -5188,7 +5217,7 @@ static jv *jj_call_macro(jj_ctx *c, jv *m, const jj_args *a) {
     }
     if (jj_push_frame(c, 1)) return &jj_undef_v;
     for (int i = 0; i < mn->n_params; i++) jj_assign(c, mn->params[i], vals[i]);
-    jj_buf out = {0};
+    vlm_buf out = {0};
     jj_exec(c, mn->b, &out);
     c->n_frames--;
     c->depth--;
@@ -5320,13 +5349,13 @@ static jv *jj_call_method(jj_ctx *c, jv *m, const jj_args *a) {
     if (!strcmp(name, "title")) return jj_case(c, o, 3);
     if (!strcmp(name, "replace")) {
         if (!a0 || !a1 || a0->t != JV_STR || a1->t != JV_STR || !a0->n) return jj_fail(c, "bad replace() arguments");
-        jj_buf b = {0};
+        vlm_buf b = {0};
         size_t start = 0;
         for (size_t i = 0; i + a0->n <= o->n;) {
-            if (!memcmp(o->s + i, a0->s, a0->n)) { jj_buf_add(&b, o->s + start, i - start); jj_buf_add(&b, a1->s, a1->n); i += a0->n; start = i; }
+            if (!memcmp(o->s + i, a0->s, a0->n)) { vlm_buf_add(&b, o->s + start, i - start); vlm_buf_add(&b, a1->s, a1->n); i += a0->n; start = i; }
             else i++;
         }
-        jj_buf_add(&b, o->s + start, o->n - start);
+        vlm_buf_add(&b, o->s + start, o->n - start);
         jv *r = jj_strn(c, b.p ? b.p : "", b.n);
         free(b.p);
         return r;
@@ -5345,11 +5374,11 @@ static jv *jj_call_method(jj_ctx *c, jv *m, const jj_args *a) {
     }
     if (!strcmp(name, "join")) {
         if (!a0 || a0->t != JV_LIST) return jj_fail(c, "join() needs a list");
-        jj_buf b = {0};
+        vlm_buf b = {0};
         for (int i = 0; i < a0->len; i++) {
-            if (i) jj_buf_add(&b, o->s, o->n);
+            if (i) vlm_buf_add(&b, o->s, o->n);
             jv *x = jj_stringify(c, a0->items[i]);
-            jj_buf_add(&b, x->s ? x->s : "", x->n);
+            vlm_buf_add(&b, x->s ? x->s : "", x->n);
         }
         jv *r = jj_strn(c, b.p ? b.p : "", b.n);
         free(b.p);
@@ -5436,7 +5465,7 @@ static jv *jj_apply_filter(jj_ctx *c, const char *name, jv *v, const jj_args *a)
     }
     if (!strcmp(name, "tojson")) {
         jv *ind = jj_arg(a, 0, "indent");
-        jj_buf b = {0};
+        vlm_buf b = {0};
         jj_to_json(&b, v, ind && ind->t == JV_INT ? (int)ind->i : 0, 0);
         jv *r = jj_strn(c, b.p ? b.p : "", b.n);
         free(b.p);
@@ -5486,11 +5515,11 @@ static jv *jj_apply_filter(jj_ctx *c, const char *name, jv *v, const jj_args *a)
     if (!strcmp(name, "join")) {
         if (v->t != JV_LIST) return jj_fail(c, "join of a non-list");
         jv *sep = a0 && a0->t == JV_STR ? a0 : jj_str(c, "");
-        jj_buf b = {0};
+        vlm_buf b = {0};
         for (int i = 0; i < v->len; i++) {
-            if (i) jj_buf_add(&b, sep->s, sep->n);
+            if (i) vlm_buf_add(&b, sep->s, sep->n);
             jv *x = jj_stringify(c, v->items[i]);
-            jj_buf_add(&b, x->s ? x->s : "", x->n);
+            vlm_buf_add(&b, x->s ? x->s : "", x->n);
         }
         jv *r = jj_strn(c, b.p ? b.p : "", b.n);
         free(b.p);
@@ -5654,13 +5683,13 @@ static jv *jj_eval(jj_ctx *c, jj_node *n) {
     return jj_fail(c, "bad expression node");
 }
 
-static void jj_exec(jj_ctx *c, jj_node *n, jj_buf *out) {
+static void jj_exec(jj_ctx *c, jj_node *n, vlm_buf *out) {
     if (c->failed || !n) return;
     switch (n->kind) {
     case JN_BODY:
         for (int i = 0; i < n->n_list && !c->failed && !c->brk && !c->cont; i++) jj_exec(c, n->list[i], out);
         break;
-    case JN_TEXT: jj_buf_add(out, n->s, n->n); break;
+    case JN_TEXT: vlm_buf_add(out, n->s, n->n); break;
     case JN_OUT: {
         jv *v = jj_eval(c, n->a);
         if (!c->failed) jj_to_str(out, v, 0);
@@ -5731,7 +5760,7 @@ static void jj_exec(jj_ctx *c, jj_node *n, jj_buf *out) {
         break;
     }
     case JN_SETBLOCK: {
-        jj_buf b = {0};
+        vlm_buf b = {0};
         jj_exec(c, n->b, &b);
         jj_assign(c, n->names[0], jj_strn(c, b.p ? b.p : "", b.n));
         free(b.p);
@@ -5832,7 +5861,7 @@ static vlm_status jj_render(const char *src, jv *(*mk)(jj_ctx *, const void *, c
     jj_assign(&c, "bos_token", jj_str(&c, o.bos_token ? o.bos_token : ""));
     jj_assign(&c, "eos_token", jj_str(&c, o.eos_token ? o.eos_token : ""));
     for (int i = 0; o.bool_names && o.bool_names[i]; i++) jj_assign(&c, o.bool_names[i], jj_bool(o.bool_values ? o.bool_values[i] : 1));
-    jj_buf b = {0};
+    vlm_buf b = {0};
     jj_exec(&c, root, &b);
     if (b.oom && !c.failed) { vlm_error_set(err, VLM_ERR_OOM, "out of memory rendering the chat template"); c.failed = 1; }
     if (c.failed) { free(b.p); goto fail; }
@@ -6008,17 +6037,6 @@ static int json_hex4(const char *s, unsigned *out) {
     return 0;
 }
 
-static size_t json_put_utf8(char *o, unsigned cp) {
-    if (cp < 0x80) { o[0] = (char)cp; return 1; }
-    if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F)); return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
 
 /* Parses a string at p->pos (which is '"'); returns a malloc'd buffer and its length. */
 static char *json_parse_string(json_parser *p, int *out_len) {
@@ -6074,7 +6092,7 @@ static char *json_parse_string(json_parser *p, int *out_len) {
                     i += 6;
                     cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                 }
-                o += json_put_utf8(out + o, cp); /* 6 or 12 raw bytes -> at most 3 or 4 */
+                o += (size_t)vlm_utf8_encode(cp, out + o); /* 6 or 12 raw bytes -> at most 3 or 4 */
                 continue;
             }
             default:
@@ -6536,24 +6554,7 @@ void vlm_seq_reset(vlm_seq *s) {
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct pr_buf { char *p; size_t n, cap; int oom; } pr_buf;
-
-static void pr_add(pr_buf *b, const char *s, size_t n) {
-    if (b->oom || n == 0) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) { b->oom = 1; return; }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void pr_str(pr_buf *b, const char *s) { pr_add(b, s, strlen(s)); }
-static void pr_rep(pr_buf *b, const char *s, int n) { for (int i = 0; i < n; i++) pr_str(b, s); }
+static void pr_rep(vlm_buf *b, const char *s, int n) { for (int i = 0; i < n; i++) vlm_buf_str(b, s); }
 
 int vlm_prompt_family_from_model_type(const char *mt) {
     if (!mt) return -1;
@@ -6566,7 +6567,7 @@ int vlm_prompt_family_from_model_type(const char *mt) {
 }
 
 static vlm_status pr_expand_one(vlm_prompt_family fam, const vlm_media_info *m, int is_video,
-                                int with_vision_markers, pr_buf *b, vlm_error *err) {
+                                int with_vision_markers, vlm_buf *b, vlm_error *err) {
     if (m->n_tokens <= 0) return vlm_error_set(err, VLM_ERR_ARG, "media with %d tokens", m->n_tokens);
     if (m->is_video != is_video)
         return vlm_error_set(err, VLM_ERR_ARG, "the prompt's %s placeholder is given %s", is_video ? "video" : "image",
@@ -6582,27 +6583,27 @@ static vlm_status pr_expand_one(vlm_prompt_family fam, const vlm_media_info *m, 
             return vlm_error_set(err, VLM_ERR_ARG, "Qwen3-VL video: %d tokens are not a multiple of %d frames", m->n_tokens, m->n_frames);
         for (int f = 0; f < m->n_frames; f++) {
             snprintf(tmp, sizeof tmp, "<%.1f seconds>", m->timestamps ? m->timestamps[f] : 0.0);
-            pr_str(b, tmp);
-            pr_str(b, "<|vision_start|>");
+            vlm_buf_str(b, tmp);
+            vlm_buf_str(b, "<|vision_start|>");
             pr_rep(b, "<|video_pad|>", m->n_tokens / m->n_frames);
-            pr_str(b, "<|vision_end|>");
+            vlm_buf_str(b, "<|vision_end|>");
         }
         (void)with_vision_markers;
         return VLM_OK;
     case VLM_FAMILY_INTERNVL:
         if (!is_video) {
             int tiles = m->n_tiles > 0 ? m->n_tiles : 1;
-            pr_str(b, "<img>");
+            vlm_buf_str(b, "<img>");
             pr_rep(b, "<IMG_CONTEXT>", m->n_tokens * tiles);
-            pr_str(b, "</img>");
+            vlm_buf_str(b, "</img>");
             return VLM_OK;
         }
         if (m->n_frames <= 0) return vlm_error_set(err, VLM_ERR_ARG, "InternVL video without frames");
         for (int f = 0; f < m->n_frames; f++) {
             snprintf(tmp, sizeof tmp, "%sFrame%d: <img>", f ? "\n" : "", f + 1);
-            pr_str(b, tmp);
+            vlm_buf_str(b, tmp);
             pr_rep(b, "<IMG_CONTEXT>", m->n_tokens);
-            pr_str(b, "</img>");
+            vlm_buf_str(b, "</img>");
         }
         return VLM_OK;
     case VLM_FAMILY_IDEFICS3:
@@ -6611,22 +6612,22 @@ static vlm_status pr_expand_one(vlm_prompt_family fam, const vlm_media_info *m, 
             for (int r = 0; r < m->rows; r++) {
                 for (int c = 0; c < m->cols; c++) {
                     snprintf(tmp, sizeof tmp, "<fake_token_around_image><row_%d_col_%d>", r + 1, c + 1);
-                    pr_str(b, tmp);
+                    vlm_buf_str(b, tmp);
                     pr_rep(b, "<image>", m->n_tokens);
                 }
-                pr_str(b, "\n");
+                vlm_buf_str(b, "\n");
             }
-            pr_str(b, "\n");
+            vlm_buf_str(b, "\n");
         }
-        pr_str(b, "<fake_token_around_image><global-img>");
+        vlm_buf_str(b, "<fake_token_around_image><global-img>");
         pr_rep(b, "<image>", m->n_tokens);
-        pr_str(b, "<fake_token_around_image>");
+        vlm_buf_str(b, "<fake_token_around_image>");
         return VLM_OK;
     case VLM_FAMILY_GEMMA4:
         if (!is_video) {
-            pr_str(b, "<|image>");
+            vlm_buf_str(b, "<|image>");
             pr_rep(b, "<|image|>", m->n_tokens);
-            pr_str(b, "<image|>");
+            vlm_buf_str(b, "<image|>");
             return VLM_OK;
         }
         if (m->n_frames <= 0) return vlm_error_set(err, VLM_ERR_ARG, "Gemma 4 video without frames");
@@ -6634,9 +6635,9 @@ static vlm_status pr_expand_one(vlm_prompt_family fam, const vlm_media_info *m, 
             double t = m->timestamps ? m->timestamps[f] : 0.0;
             int s = (int)t;
             snprintf(tmp, sizeof tmp, "%s%02d:%02d <|image>", f ? " " : "", s / 60, s % 60);
-            pr_str(b, tmp);
+            vlm_buf_str(b, tmp);
             pr_rep(b, "<|video|>", m->n_tokens);
-            pr_str(b, "<image|>");
+            vlm_buf_str(b, "<image|>");
         }
         return VLM_OK;
     }
@@ -6657,7 +6658,7 @@ vlm_status vlm_expand_media(vlm_prompt_family fam, const char *prompt, const vlm
     size_t li = strlen(img), lv = strlen(vid);
     /* Qwen3-VL videos replace "<|vision_start|><|video_pad|><|vision_end|>" as a whole. */
     static const char q3_vs[] = "<|vision_start|>", q3_ve[] = "<|vision_end|>";
-    pr_buf b = {0};
+    vlm_buf b = {0};
     int k = 0;
     size_t start = 0, n = strlen(prompt);
     for (size_t i = 0; i < n;) {
@@ -6674,13 +6675,13 @@ vlm_status vlm_expand_media(vlm_prompt_family fam, const char *prompt, const vlm
             seg_end = i - (sizeof q3_vs - 1);
             after += sizeof q3_ve - 1;
         }
-        pr_add(&b, prompt + start, seg_end - start);
+        vlm_buf_add(&b, prompt + start, seg_end - start);
         vlm_status st = pr_expand_one(fam, &media[k], is_vid, 0, &b, err);
         if (st) { free(b.p); return st; }
         k++;
         i = start = after;
     }
-    pr_add(&b, prompt + start, n - start);
+    vlm_buf_add(&b, prompt + start, n - start);
     if (k != n_media) {
         free(b.p);
         return vlm_error_set(err, VLM_ERR_ARG, "the prompt has %d image/video placeholders but %d media were given", k, n_media);
@@ -7218,35 +7219,16 @@ vlm_tensor vlm_st_tensor(const vlm_st_entry *e) {
 
 /* ------------------------------------------------------------------ writer */
 
-typedef struct st_buf { char *p; size_t n, cap; int oom; } st_buf;
-
-static void st_buf_put(st_buf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap : 256;
-        while (nc < b->n + n + 1) nc *= 2;
-        char *np = realloc(b->p, nc);
-        if (!np) { b->oom = 1; return; }
-        b->p = np;
-        b->cap = nc;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void st_buf_str(st_buf *b, const char *s) { st_buf_put(b, s, strlen(s)); }
-
-static void st_buf_json_string(st_buf *b, const char *s) {
-    st_buf_put(b, "\"", 1);
+static void st_buf_json_string(vlm_buf *b, const char *s) {
+    vlm_buf_add(b, "\"", 1);
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         char esc[8];
-        if (c == '"' || c == '\\') { esc[0] = '\\'; esc[1] = (char)c; st_buf_put(b, esc, 2); }
-        else if (c < 0x20) { snprintf(esc, sizeof esc, "\\u%04x", c); st_buf_put(b, esc, 6); }
-        else st_buf_put(b, (const char *)&c, 1);
+        if (c == '"' || c == '\\') { esc[0] = '\\'; esc[1] = (char)c; vlm_buf_add(b, esc, 2); }
+        else if (c < 0x20) { snprintf(esc, sizeof esc, "\\u%04x", c); vlm_buf_add(b, esc, 6); }
+        else vlm_buf_add(b, (const char *)&c, 1);
     }
-    st_buf_put(b, "\"", 1);
+    vlm_buf_add(b, "\"", 1);
 }
 
 typedef struct st_witem { const char *name; const vlm_tensor *t; } st_witem;
@@ -7297,28 +7279,28 @@ vlm_status vlm_st_write(const char *path, int n, const char *const *names,
             return s;
         }
     qsort(items, (size_t)n, sizeof *items, st_cmp_witem_layout);
-    st_buf h = {0};
-    st_buf_str(&h, "{");
+    vlm_buf h = {0};
+    vlm_buf_str(&h, "{");
     uint64_t off = 0;
     char num[64];
     for (int i = 0; i < n; i++) {
         const vlm_tensor *t = items[i].t;
-        if (i) st_buf_str(&h, ",");
+        if (i) vlm_buf_str(&h, ",");
         st_buf_json_string(&h, items[i].name);
-        st_buf_str(&h, ":{\"dtype\":\"");
-        st_buf_str(&h, vlm_dtype_name(t->dtype));
-        st_buf_str(&h, "\",\"shape\":[");
+        vlm_buf_str(&h, ":{\"dtype\":\"");
+        vlm_buf_str(&h, vlm_dtype_name(t->dtype));
+        vlm_buf_str(&h, "\",\"shape\":[");
         for (int d = 0; d < t->ndim; d++) {
             snprintf(num, sizeof num, "%s%lld", d ? "," : "", (long long)t->shape[d]);
-            st_buf_str(&h, num);
+            vlm_buf_str(&h, num);
         }
         uint64_t nb = vlm_nbytes(t);
         snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off, (unsigned long long)(off + nb));
-        st_buf_str(&h, num);
+        vlm_buf_str(&h, num);
         off += nb;
     }
-    st_buf_str(&h, "}");
-    while (h.n % 8) st_buf_str(&h, " "); /* data section 8-byte aligned */
+    vlm_buf_str(&h, "}");
+    while (h.n % 8) vlm_buf_str(&h, " "); /* data section 8-byte aligned */
     if (h.oom) { free(h.p); free(items); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
     FILE *f = fopen(path, "wb");
     if (!f) {
@@ -7494,15 +7476,7 @@ int vlm_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
 /* Encodes cp (or a raw byte 0x110000 + b) to s; returns the length. */
 static int uni_utf8_encode(uint32_t cp, char *s) {
     if (cp >= 0x110000) { s[0] = (char)(cp - 0x110000); return 1; }
-    if (cp < 0x80) { s[0] = (char)cp; return 1; }
-    if (cp < 0x800) { s[0] = (char)(0xC0 | (cp >> 6)); s[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        s[0] = (char)(0xE0 | (cp >> 12)); s[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        s[2] = (char)(0x80 | (cp & 0x3F)); return 3;
-    }
-    s[0] = (char)(0xF0 | (cp >> 18)); s[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    s[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); s[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
+    return vlm_utf8_encode(cp, s);
 }
 
 enum { UNI_SBASE = 0xAC00, UNI_LBASE = 0x1100, UNI_VBASE = 0x1161, UNI_TBASE = 0x11A7,
@@ -7799,40 +7773,9 @@ static int tok_cp_to_byte(uint32_t cp) {
     return -1;
 }
 
-static int tok_utf8_put(uint32_t cp, char *s) {
-    if (cp < 0x80) { s[0] = (char)cp; return 1; }
-    if (cp < 0x800) { s[0] = (char)(0xC0 | (cp >> 6)); s[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        s[0] = (char)(0xE0 | (cp >> 12)); s[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        s[2] = (char)(0x80 | (cp & 0x3F)); return 3;
-    }
-    s[0] = (char)(0xF0 | (cp >> 18)); s[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    s[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); s[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
 
 /* ------------------------------------------------------------------ byte buffer */
 
-typedef struct tok_buf {
-    char *p;
-    size_t n, cap;
-    int oom;
-} tok_buf;
-
-static void tok_buf_add(tok_buf *b, const void *s, size_t n) {
-    if (b->oom || n == 0) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) { b->oom = 1; return; }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
 
 /* ------------------------------------------------------------------ loading */
 
@@ -8208,7 +8151,7 @@ static vlm_status tok_load_tree(vlm_tokenizer *t, const vlm_json *root, vlm_erro
     for (int b = 0; b < 256; b++) {
         char s[8];
         int n;
-        if (t->byte_level) n = tok_utf8_put(tok_byte_to_cp(b), s);
+        if (t->byte_level) n = vlm_utf8_encode(tok_byte_to_cp(b), s);
         else n = snprintf(s, sizeof s, "<0x%02X>", b);
         t->byte_id[b] = tok_map_get(t, s, (size_t)n);
         /* A byte-level vocab may lack some bytes' symbols: they become unk (or nothing). */
@@ -8276,10 +8219,10 @@ static int tok_file_exists(const char *path) {
 static char *tok_read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
-    tok_buf b = {0};
+    vlm_buf b = {0};
     char chunk[65536];
     size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) tok_buf_add(&b, chunk, n);
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) vlm_buf_add(&b, chunk, n);
     fclose(f);
     if (b.oom) { free(b.p); return NULL; }
     if (!b.p) { b.p = calloc(1, 1); }
@@ -8726,19 +8669,19 @@ static vlm_status tok_encode_segment(const vlm_tokenizer *t, tok_work *w, const 
         if (nm->kind == TOK_NORM_NFC) {
             if (vlm_nfc(s, nlen, &o, &ol, err)) { free(norm); return err->code; }
         } else {
-            tok_buf b = {0};
-            if (nm->kind == TOK_NORM_PREPEND) { tok_buf_add(&b, nm->a, (size_t)nm->a_len); tok_buf_add(&b, s, nlen); }
+            vlm_buf b = {0};
+            if (nm->kind == TOK_NORM_PREPEND) { vlm_buf_add(&b, nm->a, (size_t)nm->a_len); vlm_buf_add(&b, s, nlen); }
             else {
                 size_t i = 0, start = 0, pl = (size_t)nm->a_len;
                 while (i + pl <= nlen) {
                     if (!memcmp(s + i, nm->a, pl)) {
-                        tok_buf_add(&b, s + start, i - start);
-                        tok_buf_add(&b, nm->b, (size_t)nm->b_len);
+                        vlm_buf_add(&b, s + start, i - start);
+                        vlm_buf_add(&b, nm->b, (size_t)nm->b_len);
                         i += pl;
                         start = i;
                     } else i++;
                 }
-                tok_buf_add(&b, s + start, nlen - start);
+                vlm_buf_add(&b, s + start, nlen - start);
             }
             if (b.oom) { free(b.p); free(norm); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
             o = b.p ? b.p : calloc(1, 1);
@@ -8853,7 +8796,7 @@ vlm_status vlm_tokenize(const vlm_tokenizer *t, const char *text, size_t len, in
  * appended to b; returns -1, or the byte value (0..255, not appended) when
  * ByteFallback turned the token into a raw byte: those are collected in runs
  * and validated as a whole, as HF's ByteFallback decoder does. */
-static int tok_decode_piece(const vlm_tokenizer *t, int32_t id, int first, tok_buf *b) {
+static int tok_decode_piece(const vlm_tokenizer *t, int32_t id, int first, vlm_buf *b) {
     const char *p = t->piece[id];
     size_t n = (size_t)t->piece_len[id];
     if (!p) return -1;
@@ -8861,24 +8804,24 @@ static int tok_decode_piece(const vlm_tokenizer *t, int32_t id, int first, tok_b
     for (int k = 0; k < t->n_dec; k++) {
         const tok_dec *d = &t->dec[k];
         if (d->kind == TOK_DEC_BYTELEVEL) {
-            tok_buf o = {0};
+            vlm_buf o = {0};
             for (size_t i = 0; i < n;) {
                 uint32_t cp;
                 int l = vlm_utf8_decode((const unsigned char *)p + i, n - i, &cp);
                 int by = tok_cp_to_byte(cp);
-                if (by >= 0) { char c = (char)by; tok_buf_add(&o, &c, 1); }
-                else tok_buf_add(&o, p + i, (size_t)l);
+                if (by >= 0) { char c = (char)by; vlm_buf_add(&o, &c, 1); }
+                else vlm_buf_add(&o, p + i, (size_t)l);
                 i += (size_t)l;
             }
             free(tmp); tmp = o.p; p = tmp ? tmp : ""; n = o.n;
         } else if (d->kind == TOK_DEC_REPLACE) {
-            tok_buf o = {0};
+            vlm_buf o = {0};
             size_t i = 0, start = 0, pl = (size_t)d->a_len;
             while (i + pl <= n) {
-                if (!memcmp(p + i, d->a, pl)) { tok_buf_add(&o, p + start, i - start); tok_buf_add(&o, d->b, (size_t)d->b_len); i += pl; start = i; }
+                if (!memcmp(p + i, d->a, pl)) { vlm_buf_add(&o, p + start, i - start); vlm_buf_add(&o, d->b, (size_t)d->b_len); i += pl; start = i; }
                 else i++;
             }
-            tok_buf_add(&o, p + start, n - start);
+            vlm_buf_add(&o, p + start, n - start);
             free(tmp); tmp = o.p; p = tmp ? tmp : ""; n = o.n;
         } else if (d->kind == TOK_DEC_BYTEFALLBACK) {
             if (n == 6 && p[0] == '<' && p[1] == '0' && p[2] == 'x' && p[5] == '>') {
@@ -8913,27 +8856,27 @@ static int tok_decode_piece(const vlm_tokenizer *t, int32_t id, int first, tok_b
         }
         /* FUSE: concatenation is what we do anyway. */
     }
-    tok_buf_add(b, p, n);
+    vlm_buf_add(b, p, n);
     free(tmp);
     return -1;
 }
 
 /* A finished run of ByteFallback bytes: as is when valid UTF-8, else one U+FFFD per byte. */
-static void tok_flush_run(tok_buf *b, const unsigned char *run, size_t n) {
+static void tok_flush_run(vlm_buf *b, const unsigned char *run, size_t n) {
     int valid = 1;
     for (size_t i = 0; i < n;) {
         uint32_t cp;
         i += (size_t)vlm_utf8_decode(run + i, n - i, &cp);
         if (cp >= 0x110000) { valid = 0; break; }
     }
-    if (valid) { tok_buf_add(b, run, n); return; }
-    for (size_t i = 0; i < n; i++) tok_buf_add(b, "\xEF\xBF\xBD", 3);
+    if (valid) { vlm_buf_add(b, run, n); return; }
+    for (size_t i = 0; i < n; i++) vlm_buf_add(b, "\xEF\xBF\xBD", 3);
 }
 
 /* Appends s[0..n) to b replacing invalid UTF-8 (maximal invalid subparts) by U+FFFD.
  * With hold != NULL, an incomplete sequence at the very end is not emitted:
  * its length is returned in *hold. */
-static void tok_utf8_lossy(tok_buf *b, const unsigned char *s, size_t n, int *hold) {
+static void tok_utf8_lossy(vlm_buf *b, const unsigned char *s, size_t n, int *hold) {
     size_t i = 0, start = 0;
     if (hold) *hold = 0;
     while (i < n) {
@@ -8952,21 +8895,21 @@ static void tok_utf8_lossy(tok_buf *b, const unsigned char *s, size_t n, int *ho
             k++;
         }
         if (need && i + k == n && k < (size_t)need && hold) {
-            tok_buf_add(b, s + start, i - start);
+            vlm_buf_add(b, s + start, i - start);
             *hold = (int)k;
             return;
         }
-        tok_buf_add(b, s + start, i - start);
-        tok_buf_add(b, "\xEF\xBF\xBD", 3);
+        vlm_buf_add(b, s + start, i - start);
+        vlm_buf_add(b, "\xEF\xBF\xBD", 3);
         i += need && k < (size_t)need ? k : 1;
         start = i;
     }
-    tok_buf_add(b, s + start, n - start);
+    vlm_buf_add(b, s + start, n - start);
 }
 
 vlm_status vlm_detokenize(const vlm_tokenizer *t, const int32_t *ids, int n, int flags,
                           char **out, size_t *out_len, vlm_error *err) {
-    tok_buf raw = {0}, o = {0}, run = {0}, piece = {0};
+    vlm_buf raw = {0}, o = {0}, run = {0}, piece = {0};
     int first = 1;
     for (int i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= t->n_vocab || !t->piece[ids[i]]) {
@@ -8978,10 +8921,10 @@ vlm_status vlm_detokenize(const vlm_tokenizer *t, const int32_t *ids, int n, int
         if ((flags & VLM_DETOK_SKIP_SPECIAL) && (t->special[ids[i]] & 1)) continue;
         int by = tok_decode_piece(t, ids[i], first, &piece);
         first = 0;
-        if (by >= 0) { unsigned char c = (unsigned char)by; tok_buf_add(&run, &c, 1); continue; }
+        if (by >= 0) { unsigned char c = (unsigned char)by; vlm_buf_add(&run, &c, 1); continue; }
         tok_flush_run(&raw, (const unsigned char *)run.p, run.n);
         run.n = 0;
-        tok_buf_add(&raw, piece.p ? piece.p : "", piece.n);
+        vlm_buf_add(&raw, piece.p ? piece.p : "", piece.n);
         piece.n = 0;
     }
     tok_flush_run(&raw, (const unsigned char *)run.p, run.n);
@@ -9005,7 +8948,7 @@ void vlm_detok_stream_init(vlm_detok_stream *s, const vlm_tokenizer *tok, int fl
 
 const char *vlm_detok_stream_push(vlm_detok_stream *s, int32_t id, size_t *len) {
     const vlm_tokenizer *t = s->tok;
-    tok_buf raw = {0}, o = {0}, piece = {0};
+    vlm_buf raw = {0}, o = {0}, piece = {0};
     if (id < 0 || id >= t->n_vocab || !t->piece[id] || ((s->flags & VLM_DETOK_SKIP_SPECIAL) && (t->special[id] & 1))) {
         /* Unknown or skipped: nothing to add (a ByteFallback run continues). */
         free(s->buf);
@@ -9034,10 +8977,10 @@ const char *vlm_detok_stream_push(vlm_detok_stream *s, int32_t id, size_t *len) 
             return "";
         }
     }
-    tok_buf_add(&raw, s->pending, (size_t)s->n_pending);
+    vlm_buf_add(&raw, s->pending, (size_t)s->n_pending);
     tok_flush_run(&raw, s->run, s->run_len);
     s->run_len = 0;
-    tok_buf_add(&raw, piece.p ? piece.p : "", piece.n);
+    vlm_buf_add(&raw, piece.p ? piece.p : "", piece.n);
     free(piece.p);
     int hold = 0;
     tok_utf8_lossy(&o, (const unsigned char *)(raw.p ? raw.p : ""), raw.n, &hold);
@@ -9052,8 +8995,8 @@ const char *vlm_detok_stream_push(vlm_detok_stream *s, int32_t id, size_t *len) 
 }
 
 const char *vlm_detok_stream_flush(vlm_detok_stream *s, size_t *len) {
-    tok_buf o = {0}, raw = {0};
-    tok_buf_add(&raw, s->pending, (size_t)s->n_pending);
+    vlm_buf o = {0}, raw = {0};
+    vlm_buf_add(&raw, s->pending, (size_t)s->n_pending);
     tok_flush_run(&raw, s->run, s->run_len);
     tok_utf8_lossy(&o, (const unsigned char *)(raw.p ? raw.p : ""), raw.n, NULL);
     free(raw.p);

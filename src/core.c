@@ -40,6 +40,39 @@ const char *vlm_status_name(vlm_status s) {
     return "unknown error";
 }
 
+/* ------------------------------------------------------------------ text helpers */
+
+int vlm_buf_add(vlm_buf *b, const void *s, size_t n) {
+    if (b->oom) return -1;
+    if (n == 0) return 0;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *p = (char *)realloc(b->p, cap);
+        if (!p) { b->oom = 1; return -1; }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+    return 0;
+}
+
+int vlm_buf_str(vlm_buf *b, const char *s) { return vlm_buf_add(b, s, strlen(s)); }
+
+int vlm_utf8_encode(uint32_t cp, char *s) {
+    if (cp < 0x80) { s[0] = (char)cp; return 1; }
+    if (cp < 0x800) { s[0] = (char)(0xC0 | (cp >> 6)); s[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) {
+        s[0] = (char)(0xE0 | (cp >> 12)); s[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        s[2] = (char)(0x80 | (cp & 0x3F)); return 3;
+    }
+    s[0] = (char)(0xF0 | (cp >> 18)); s[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    s[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); s[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
 /* ------------------------------------------------------------------ dtypes */
 
 static const struct { const char *name; size_t size; } core_dtypes[VLM_NTYPES] = {

@@ -20,25 +20,6 @@
 
 typedef struct jj_block { struct jj_block *next; size_t used, cap; char data[]; } jj_block;
 
-typedef struct jj_buf { char *p; size_t n, cap; int oom; } jj_buf;
-
-static int jj_buf_add(jj_buf *b, const char *s, size_t n) {
-    if (b->oom) return -1;
-    if (n == 0) return 0;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) { b->oom = 1; return -1; }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return 0;
-}
-static void jj_buf_str(jj_buf *b, const char *s) { jj_buf_add(b, s, strlen(s)); }
 
 /* ------------------------------------------------------------------ values */
 
@@ -188,113 +169,113 @@ static int jj_truthy(const jv *v) {
 }
 
 /* Python repr of a string. */
-static void jj_repr_str(jj_buf *b, const char *s, size_t n) {
+static void jj_repr_str(vlm_buf *b, const char *s, size_t n) {
     int has_sq = memchr(s, '\'', n) != NULL, has_dq = memchr(s, '"', n) != NULL;
     char q = has_sq && !has_dq ? '"' : '\'';
-    jj_buf_add(b, &q, 1);
+    vlm_buf_add(b, &q, 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
         char tmp[8];
-        if (ch == (unsigned char)q || ch == '\\') { tmp[0] = '\\'; tmp[1] = (char)ch; jj_buf_add(b, tmp, 2); }
-        else if (ch == '\n') jj_buf_str(b, "\\n");
-        else if (ch == '\r') jj_buf_str(b, "\\r");
-        else if (ch == '\t') jj_buf_str(b, "\\t");
-        else if (ch < 0x20 || ch == 0x7F) { snprintf(tmp, sizeof tmp, "\\x%02x", ch); jj_buf_str(b, tmp); }
-        else jj_buf_add(b, (const char *)&ch, 1);
+        if (ch == (unsigned char)q || ch == '\\') { tmp[0] = '\\'; tmp[1] = (char)ch; vlm_buf_add(b, tmp, 2); }
+        else if (ch == '\n') vlm_buf_str(b, "\\n");
+        else if (ch == '\r') vlm_buf_str(b, "\\r");
+        else if (ch == '\t') vlm_buf_str(b, "\\t");
+        else if (ch < 0x20 || ch == 0x7F) { snprintf(tmp, sizeof tmp, "\\x%02x", ch); vlm_buf_str(b, tmp); }
+        else vlm_buf_add(b, (const char *)&ch, 1);
     }
-    jj_buf_add(b, &q, 1);
+    vlm_buf_add(b, &q, 1);
 }
 
-static void jj_fmt_float(jj_buf *b, double f) {
+static void jj_fmt_float(vlm_buf *b, double f) {
     char tmp[40];
-    if (isnan(f)) { jj_buf_str(b, "nan"); return; }
-    if (isinf(f)) { jj_buf_str(b, f > 0 ? "inf" : "-inf"); return; }
+    if (isnan(f)) { vlm_buf_str(b, "nan"); return; }
+    if (isinf(f)) { vlm_buf_str(b, f > 0 ? "inf" : "-inf"); return; }
     for (int p = 1; p <= 17; p++) {
         snprintf(tmp, sizeof tmp, "%.*g", p, f);
         if (strtod(tmp, NULL) == f) break;
     }
-    jj_buf_str(b, tmp);
-    if (!strpbrk(tmp, ".en")) jj_buf_str(b, ".0");
+    vlm_buf_str(b, tmp);
+    if (!strpbrk(tmp, ".en")) vlm_buf_str(b, ".0");
 }
 
-static void jj_to_str(jj_buf *b, const jv *v, int repr);
+static void jj_to_str(vlm_buf *b, const jv *v, int repr);
 
-static void jj_to_str(jj_buf *b, const jv *v, int repr) {
+static void jj_to_str(vlm_buf *b, const jv *v, int repr) {
     char tmp[32];
     switch (v->t) {
     case JV_UNDEF: break;
-    case JV_NONE: jj_buf_str(b, "None"); break;
-    case JV_BOOL: jj_buf_str(b, v->i ? "True" : "False"); break;
-    case JV_INT: snprintf(tmp, sizeof tmp, "%lld", (long long)v->i); jj_buf_str(b, tmp); break;
+    case JV_NONE: vlm_buf_str(b, "None"); break;
+    case JV_BOOL: vlm_buf_str(b, v->i ? "True" : "False"); break;
+    case JV_INT: snprintf(tmp, sizeof tmp, "%lld", (long long)v->i); vlm_buf_str(b, tmp); break;
     case JV_FLOAT: jj_fmt_float(b, v->f); break;
-    case JV_STR: if (repr) jj_repr_str(b, v->s, v->n); else jj_buf_add(b, v->s, v->n); break;
+    case JV_STR: if (repr) jj_repr_str(b, v->s, v->n); else vlm_buf_add(b, v->s, v->n); break;
     case JV_LIST:
-        jj_buf_str(b, "[");
-        for (int i = 0; i < v->len; i++) { if (i) jj_buf_str(b, ", "); jj_to_str(b, v->items[i], 1); }
-        jj_buf_str(b, "]");
+        vlm_buf_str(b, "[");
+        for (int i = 0; i < v->len; i++) { if (i) vlm_buf_str(b, ", "); jj_to_str(b, v->items[i], 1); }
+        vlm_buf_str(b, "]");
         break;
     case JV_DICT:
-        if (v->is_ns) { jj_buf_str(b, "<Namespace>"); break; }
-        jj_buf_str(b, "{");
+        if (v->is_ns) { vlm_buf_str(b, "<Namespace>"); break; }
+        vlm_buf_str(b, "{");
         for (int i = 0; i < v->len; i++) {
-            if (i) jj_buf_str(b, ", ");
+            if (i) vlm_buf_str(b, ", ");
             jj_repr_str(b, v->keys[i], strlen(v->keys[i]));
-            jj_buf_str(b, ": ");
+            vlm_buf_str(b, ": ");
             jj_to_str(b, v->items[i], 1);
         }
-        jj_buf_str(b, "}");
+        vlm_buf_str(b, "}");
         break;
-    default: jj_buf_str(b, "<function>"); break;
+    default: vlm_buf_str(b, "<function>"); break;
     }
 }
 
-static void jj_json_str(jj_buf *b, const char *s, size_t n) {
-    jj_buf_str(b, "\"");
+static void jj_json_str(vlm_buf *b, const char *s, size_t n) {
+    vlm_buf_str(b, "\"");
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
         char tmp[8];
-        if (ch == '"' || ch == '\\') { tmp[0] = '\\'; tmp[1] = (char)ch; jj_buf_add(b, tmp, 2); }
-        else if (ch == '\n') jj_buf_str(b, "\\n");
-        else if (ch == '\r') jj_buf_str(b, "\\r");
-        else if (ch == '\t') jj_buf_str(b, "\\t");
-        else if (ch == '\b') jj_buf_str(b, "\\b");
-        else if (ch == '\f') jj_buf_str(b, "\\f");
-        else if (ch < 0x20) { snprintf(tmp, sizeof tmp, "\\u%04x", ch); jj_buf_str(b, tmp); }
-        else jj_buf_add(b, (const char *)&ch, 1);
+        if (ch == '"' || ch == '\\') { tmp[0] = '\\'; tmp[1] = (char)ch; vlm_buf_add(b, tmp, 2); }
+        else if (ch == '\n') vlm_buf_str(b, "\\n");
+        else if (ch == '\r') vlm_buf_str(b, "\\r");
+        else if (ch == '\t') vlm_buf_str(b, "\\t");
+        else if (ch == '\b') vlm_buf_str(b, "\\b");
+        else if (ch == '\f') vlm_buf_str(b, "\\f");
+        else if (ch < 0x20) { snprintf(tmp, sizeof tmp, "\\u%04x", ch); vlm_buf_str(b, tmp); }
+        else vlm_buf_add(b, (const char *)&ch, 1);
     }
-    jj_buf_str(b, "\"");
+    vlm_buf_str(b, "\"");
 }
 
 /* json.dumps(v, ensure_ascii=False) with optional indent. */
-static void jj_to_json(jj_buf *b, const jv *v, int indent, int level) {
+static void jj_to_json(vlm_buf *b, const jv *v, int indent, int level) {
     char tmp[32];
     switch (v->t) {
-    case JV_UNDEF: case JV_NONE: jj_buf_str(b, "null"); break;
-    case JV_BOOL: jj_buf_str(b, v->i ? "true" : "false"); break;
-    case JV_INT: snprintf(tmp, sizeof tmp, "%lld", (long long)v->i); jj_buf_str(b, tmp); break;
+    case JV_UNDEF: case JV_NONE: vlm_buf_str(b, "null"); break;
+    case JV_BOOL: vlm_buf_str(b, v->i ? "true" : "false"); break;
+    case JV_INT: snprintf(tmp, sizeof tmp, "%lld", (long long)v->i); vlm_buf_str(b, tmp); break;
     case JV_FLOAT: jj_fmt_float(b, v->f); break;
     case JV_STR: jj_json_str(b, v->s, v->n); break;
     case JV_LIST: case JV_DICT: {
         int dict = v->t == JV_DICT;
-        jj_buf_str(b, dict ? "{" : "[");
-        if (!v->len) { jj_buf_str(b, dict ? "}" : "]"); break; }
+        vlm_buf_str(b, dict ? "{" : "[");
+        if (!v->len) { vlm_buf_str(b, dict ? "}" : "]"); break; }
         for (int i = 0; i < v->len; i++) {
-            if (i) jj_buf_str(b, indent > 0 ? "," : ", ");
-            if (indent > 0) { jj_buf_str(b, "\n"); for (int k = 0; k < indent * (level + 1); k++) jj_buf_str(b, " "); }
-            if (dict) { jj_json_str(b, v->keys[i], strlen(v->keys[i])); jj_buf_str(b, ": "); }
+            if (i) vlm_buf_str(b, indent > 0 ? "," : ", ");
+            if (indent > 0) { vlm_buf_str(b, "\n"); for (int k = 0; k < indent * (level + 1); k++) vlm_buf_str(b, " "); }
+            if (dict) { jj_json_str(b, v->keys[i], strlen(v->keys[i])); vlm_buf_str(b, ": "); }
             jj_to_json(b, v->items[i], indent, level + 1);
         }
-        if (indent > 0) { jj_buf_str(b, "\n"); for (int k = 0; k < indent * level; k++) jj_buf_str(b, " "); }
-        jj_buf_str(b, dict ? "}" : "]");
+        if (indent > 0) { vlm_buf_str(b, "\n"); for (int k = 0; k < indent * level; k++) vlm_buf_str(b, " "); }
+        vlm_buf_str(b, dict ? "}" : "]");
         break;
     }
-    default: jj_buf_str(b, "null"); break;
+    default: vlm_buf_str(b, "null"); break;
     }
 }
 
 static jv *jj_stringify(jj_ctx *c, const jv *v) {
     if (v->t == JV_STR) return (jv *)v;
-    jj_buf b = {0};
+    vlm_buf b = {0};
     jj_to_str(&b, v, 0);
     jv *r = b.oom ? jj_fail(c, "out of memory") : jj_strn(c, b.p ? b.p : "", b.n);
     free(b.p);
@@ -536,10 +517,10 @@ static void jj_next(jj_parser *p) {
     } else if (ch == '\'' || ch == '"') {
         /* Decode escapes into an arena string. */
         const char *b = ++s;
-        jj_buf out = {0};
+        vlm_buf out = {0};
         while (s < p->e_end && *s != ch) {
             if (*s == '\\' && s + 1 < p->e_end) {
-                jj_buf_add(&out, b, (size_t)(s - b));
+                vlm_buf_add(&out, b, (size_t)(s - b));
                 s++;
                 char e = *s, r[4] = {0};
                 switch (e) {
@@ -552,14 +533,14 @@ static void jj_next(jj_parser *p) {
                 case '"': r[0] = '"'; break;
                 default: r[0] = '\\'; r[1] = e; break;
                 }
-                jj_buf_add(&out, r, e == '0' ? 1 : strlen(r) ? strlen(r) : 1);
+                vlm_buf_add(&out, r, e == '0' ? 1 : strlen(r) ? strlen(r) : 1);
                 s++;
                 b = s;
                 continue;
             }
             s++;
         }
-        jj_buf_add(&out, b, (size_t)(s - b));
+        vlm_buf_add(&out, b, (size_t)(s - b));
         if (s < p->e_end) s++;
         else jj_fail(p->c, "unterminated string literal");
         jv *v = jj_strn(p->c, out.p ? out.p : "", out.n);
@@ -635,9 +616,9 @@ static jj_node *jj_primary(jj_parser *p) {
         if (n) n->lit = jj_strn(p->c, t.s, t.n);
         jj_next(p);
         while (p->cur.type == JE_STR && n) { /* implicit concatenation */
-            jj_buf b = {0};
-            jj_buf_add(&b, n->lit->s, n->lit->n);
-            jj_buf_add(&b, p->cur.s, p->cur.n);
+            vlm_buf b = {0};
+            vlm_buf_add(&b, n->lit->s, n->lit->n);
+            vlm_buf_add(&b, p->cur.s, p->cur.n);
             n->lit = jj_strn(p->c, b.p, b.n);
             free(b.p);
             jj_next(p);
@@ -1125,7 +1106,7 @@ static int jj_push_frame(jj_ctx *c, int barrier) {
 }
 
 static jv *jj_eval(jj_ctx *c, jj_node *n);
-static void jj_exec(jj_ctx *c, jj_node *n, jj_buf *out);
+static void jj_exec(jj_ctx *c, jj_node *n, vlm_buf *out);
 
 /* Code-point offsets of a string (for Python indexing). */
 static int jj_cp_count(const jv *s) {
@@ -1212,10 +1193,10 @@ static jv *jj_slice(jj_ctx *c, jv *o, jv *lo, jv *hi, jv *st) {
         for (int64_t i = a; step > 0 ? i < b : i > b; i += step) jj_list_push(c, r, o->items[i]);
         return r;
     }
-    jj_buf buf = {0};
+    vlm_buf buf = {0};
     for (int64_t i = a; step > 0 ? i < b : i > b; i += step) {
         size_t x = jj_cp_offset(o, (int)i), y = jj_cp_offset(o, (int)i + 1);
-        jj_buf_add(&buf, o->s + x, y - x);
+        vlm_buf_add(&buf, o->s + x, y - x);
     }
     jv *r = jj_strn(c, buf.p ? buf.p : "", buf.n);
     free(buf.p);
@@ -1265,18 +1246,18 @@ static jv *jj_binary(jj_ctx *c, jj_node *n) {
     if (!strcmp(op, ">=")) return jj_bool(!jj_compare_lt(c, a, b));
     if (!strcmp(op, "~")) {
         jv *x = jj_stringify(c, a), *y = jj_stringify(c, b);
-        jj_buf buf = {0};
-        jj_buf_add(&buf, x->s ? x->s : "", x->n);
-        jj_buf_add(&buf, y->s ? y->s : "", y->n);
+        vlm_buf buf = {0};
+        vlm_buf_add(&buf, x->s ? x->s : "", x->n);
+        vlm_buf_add(&buf, y->s ? y->s : "", y->n);
         jv *r = jj_strn(c, buf.p ? buf.p : "", buf.n);
         free(buf.p);
         return r;
     }
     if (!strcmp(op, "+")) {
         if (a->t == JV_STR && b->t == JV_STR) {
-            jj_buf buf = {0};
-            jj_buf_add(&buf, a->s, a->n);
-            jj_buf_add(&buf, b->s, b->n);
+            vlm_buf buf = {0};
+            vlm_buf_add(&buf, a->s, a->n);
+            vlm_buf_add(&buf, b->s, b->n);
             jv *r = jj_strn(c, buf.p ? buf.p : "", buf.n);
             free(buf.p);
             return r;
@@ -1289,8 +1270,8 @@ static jv *jj_binary(jj_ctx *c, jj_node *n) {
         }
     }
     if (!strcmp(op, "*") && a->t == JV_STR && b->t == JV_INT) {
-        jj_buf buf = {0};
-        for (int64_t i = 0; i < b->i; i++) jj_buf_add(&buf, a->s, a->n);
+        vlm_buf buf = {0};
+        for (int64_t i = 0; i < b->i; i++) vlm_buf_add(&buf, a->s, a->n);
         jv *r = jj_strn(c, buf.p ? buf.p : "", buf.n);
         free(buf.p);
         return r;
@@ -1353,7 +1334,7 @@ static jv *jj_call_macro(jj_ctx *c, jv *m, const jj_args *a) {
     }
     if (jj_push_frame(c, 1)) return &jj_undef_v;
     for (int i = 0; i < mn->n_params; i++) jj_assign(c, mn->params[i], vals[i]);
-    jj_buf out = {0};
+    vlm_buf out = {0};
     jj_exec(c, mn->b, &out);
     c->n_frames--;
     c->depth--;
@@ -1485,13 +1466,13 @@ static jv *jj_call_method(jj_ctx *c, jv *m, const jj_args *a) {
     if (!strcmp(name, "title")) return jj_case(c, o, 3);
     if (!strcmp(name, "replace")) {
         if (!a0 || !a1 || a0->t != JV_STR || a1->t != JV_STR || !a0->n) return jj_fail(c, "bad replace() arguments");
-        jj_buf b = {0};
+        vlm_buf b = {0};
         size_t start = 0;
         for (size_t i = 0; i + a0->n <= o->n;) {
-            if (!memcmp(o->s + i, a0->s, a0->n)) { jj_buf_add(&b, o->s + start, i - start); jj_buf_add(&b, a1->s, a1->n); i += a0->n; start = i; }
+            if (!memcmp(o->s + i, a0->s, a0->n)) { vlm_buf_add(&b, o->s + start, i - start); vlm_buf_add(&b, a1->s, a1->n); i += a0->n; start = i; }
             else i++;
         }
-        jj_buf_add(&b, o->s + start, o->n - start);
+        vlm_buf_add(&b, o->s + start, o->n - start);
         jv *r = jj_strn(c, b.p ? b.p : "", b.n);
         free(b.p);
         return r;
@@ -1510,11 +1491,11 @@ static jv *jj_call_method(jj_ctx *c, jv *m, const jj_args *a) {
     }
     if (!strcmp(name, "join")) {
         if (!a0 || a0->t != JV_LIST) return jj_fail(c, "join() needs a list");
-        jj_buf b = {0};
+        vlm_buf b = {0};
         for (int i = 0; i < a0->len; i++) {
-            if (i) jj_buf_add(&b, o->s, o->n);
+            if (i) vlm_buf_add(&b, o->s, o->n);
             jv *x = jj_stringify(c, a0->items[i]);
-            jj_buf_add(&b, x->s ? x->s : "", x->n);
+            vlm_buf_add(&b, x->s ? x->s : "", x->n);
         }
         jv *r = jj_strn(c, b.p ? b.p : "", b.n);
         free(b.p);
@@ -1601,7 +1582,7 @@ static jv *jj_apply_filter(jj_ctx *c, const char *name, jv *v, const jj_args *a)
     }
     if (!strcmp(name, "tojson")) {
         jv *ind = jj_arg(a, 0, "indent");
-        jj_buf b = {0};
+        vlm_buf b = {0};
         jj_to_json(&b, v, ind && ind->t == JV_INT ? (int)ind->i : 0, 0);
         jv *r = jj_strn(c, b.p ? b.p : "", b.n);
         free(b.p);
@@ -1651,11 +1632,11 @@ static jv *jj_apply_filter(jj_ctx *c, const char *name, jv *v, const jj_args *a)
     if (!strcmp(name, "join")) {
         if (v->t != JV_LIST) return jj_fail(c, "join of a non-list");
         jv *sep = a0 && a0->t == JV_STR ? a0 : jj_str(c, "");
-        jj_buf b = {0};
+        vlm_buf b = {0};
         for (int i = 0; i < v->len; i++) {
-            if (i) jj_buf_add(&b, sep->s, sep->n);
+            if (i) vlm_buf_add(&b, sep->s, sep->n);
             jv *x = jj_stringify(c, v->items[i]);
-            jj_buf_add(&b, x->s ? x->s : "", x->n);
+            vlm_buf_add(&b, x->s ? x->s : "", x->n);
         }
         jv *r = jj_strn(c, b.p ? b.p : "", b.n);
         free(b.p);
@@ -1819,13 +1800,13 @@ static jv *jj_eval(jj_ctx *c, jj_node *n) {
     return jj_fail(c, "bad expression node");
 }
 
-static void jj_exec(jj_ctx *c, jj_node *n, jj_buf *out) {
+static void jj_exec(jj_ctx *c, jj_node *n, vlm_buf *out) {
     if (c->failed || !n) return;
     switch (n->kind) {
     case JN_BODY:
         for (int i = 0; i < n->n_list && !c->failed && !c->brk && !c->cont; i++) jj_exec(c, n->list[i], out);
         break;
-    case JN_TEXT: jj_buf_add(out, n->s, n->n); break;
+    case JN_TEXT: vlm_buf_add(out, n->s, n->n); break;
     case JN_OUT: {
         jv *v = jj_eval(c, n->a);
         if (!c->failed) jj_to_str(out, v, 0);
@@ -1896,7 +1877,7 @@ static void jj_exec(jj_ctx *c, jj_node *n, jj_buf *out) {
         break;
     }
     case JN_SETBLOCK: {
-        jj_buf b = {0};
+        vlm_buf b = {0};
         jj_exec(c, n->b, &b);
         jj_assign(c, n->names[0], jj_strn(c, b.p ? b.p : "", b.n));
         free(b.p);
@@ -1997,7 +1978,7 @@ static vlm_status jj_render(const char *src, jv *(*mk)(jj_ctx *, const void *, c
     jj_assign(&c, "bos_token", jj_str(&c, o.bos_token ? o.bos_token : ""));
     jj_assign(&c, "eos_token", jj_str(&c, o.eos_token ? o.eos_token : ""));
     for (int i = 0; o.bool_names && o.bool_names[i]; i++) jj_assign(&c, o.bool_names[i], jj_bool(o.bool_values ? o.bool_values[i] : 1));
-    jj_buf b = {0};
+    vlm_buf b = {0};
     jj_exec(&c, root, &b);
     if (b.oom && !c.failed) { vlm_error_set(err, VLM_ERR_OOM, "out of memory rendering the chat template"); c.failed = 1; }
     if (c.failed) { free(b.p); goto fail; }

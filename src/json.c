@@ -122,17 +122,6 @@ static int json_hex4(const char *s, unsigned *out) {
     return 0;
 }
 
-static size_t json_put_utf8(char *o, unsigned cp) {
-    if (cp < 0x80) { o[0] = (char)cp; return 1; }
-    if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F)); return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
 
 /* Parses a string at p->pos (which is '"'); returns a malloc'd buffer and its length. */
 static char *json_parse_string(json_parser *p, int *out_len) {
@@ -188,7 +177,7 @@ static char *json_parse_string(json_parser *p, int *out_len) {
                     i += 6;
                     cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                 }
-                o += json_put_utf8(out + o, cp); /* 6 or 12 raw bytes -> at most 3 or 4 */
+                o += (size_t)vlm_utf8_encode(cp, out + o); /* 6 or 12 raw bytes -> at most 3 or 4 */
                 continue;
             }
             default:

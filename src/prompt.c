@@ -6,24 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct pr_buf { char *p; size_t n, cap; int oom; } pr_buf;
-
-static void pr_add(pr_buf *b, const char *s, size_t n) {
-    if (b->oom || n == 0) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) { b->oom = 1; return; }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void pr_str(pr_buf *b, const char *s) { pr_add(b, s, strlen(s)); }
-static void pr_rep(pr_buf *b, const char *s, int n) { for (int i = 0; i < n; i++) pr_str(b, s); }
+static void pr_rep(vlm_buf *b, const char *s, int n) { for (int i = 0; i < n; i++) vlm_buf_str(b, s); }
 
 int vlm_prompt_family_from_model_type(const char *mt) {
     if (!mt) return -1;
@@ -36,7 +19,7 @@ int vlm_prompt_family_from_model_type(const char *mt) {
 }
 
 static vlm_status pr_expand_one(vlm_prompt_family fam, const vlm_media_info *m, int is_video,
-                                int with_vision_markers, pr_buf *b, vlm_error *err) {
+                                int with_vision_markers, vlm_buf *b, vlm_error *err) {
     if (m->n_tokens <= 0) return vlm_error_set(err, VLM_ERR_ARG, "media with %d tokens", m->n_tokens);
     if (m->is_video != is_video)
         return vlm_error_set(err, VLM_ERR_ARG, "the prompt's %s placeholder is given %s", is_video ? "video" : "image",
@@ -52,27 +35,27 @@ static vlm_status pr_expand_one(vlm_prompt_family fam, const vlm_media_info *m, 
             return vlm_error_set(err, VLM_ERR_ARG, "Qwen3-VL video: %d tokens are not a multiple of %d frames", m->n_tokens, m->n_frames);
         for (int f = 0; f < m->n_frames; f++) {
             snprintf(tmp, sizeof tmp, "<%.1f seconds>", m->timestamps ? m->timestamps[f] : 0.0);
-            pr_str(b, tmp);
-            pr_str(b, "<|vision_start|>");
+            vlm_buf_str(b, tmp);
+            vlm_buf_str(b, "<|vision_start|>");
             pr_rep(b, "<|video_pad|>", m->n_tokens / m->n_frames);
-            pr_str(b, "<|vision_end|>");
+            vlm_buf_str(b, "<|vision_end|>");
         }
         (void)with_vision_markers;
         return VLM_OK;
     case VLM_FAMILY_INTERNVL:
         if (!is_video) {
             int tiles = m->n_tiles > 0 ? m->n_tiles : 1;
-            pr_str(b, "<img>");
+            vlm_buf_str(b, "<img>");
             pr_rep(b, "<IMG_CONTEXT>", m->n_tokens * tiles);
-            pr_str(b, "</img>");
+            vlm_buf_str(b, "</img>");
             return VLM_OK;
         }
         if (m->n_frames <= 0) return vlm_error_set(err, VLM_ERR_ARG, "InternVL video without frames");
         for (int f = 0; f < m->n_frames; f++) {
             snprintf(tmp, sizeof tmp, "%sFrame%d: <img>", f ? "\n" : "", f + 1);
-            pr_str(b, tmp);
+            vlm_buf_str(b, tmp);
             pr_rep(b, "<IMG_CONTEXT>", m->n_tokens);
-            pr_str(b, "</img>");
+            vlm_buf_str(b, "</img>");
         }
         return VLM_OK;
     case VLM_FAMILY_IDEFICS3:
@@ -81,22 +64,22 @@ static vlm_status pr_expand_one(vlm_prompt_family fam, const vlm_media_info *m, 
             for (int r = 0; r < m->rows; r++) {
                 for (int c = 0; c < m->cols; c++) {
                     snprintf(tmp, sizeof tmp, "<fake_token_around_image><row_%d_col_%d>", r + 1, c + 1);
-                    pr_str(b, tmp);
+                    vlm_buf_str(b, tmp);
                     pr_rep(b, "<image>", m->n_tokens);
                 }
-                pr_str(b, "\n");
+                vlm_buf_str(b, "\n");
             }
-            pr_str(b, "\n");
+            vlm_buf_str(b, "\n");
         }
-        pr_str(b, "<fake_token_around_image><global-img>");
+        vlm_buf_str(b, "<fake_token_around_image><global-img>");
         pr_rep(b, "<image>", m->n_tokens);
-        pr_str(b, "<fake_token_around_image>");
+        vlm_buf_str(b, "<fake_token_around_image>");
         return VLM_OK;
     case VLM_FAMILY_GEMMA4:
         if (!is_video) {
-            pr_str(b, "<|image>");
+            vlm_buf_str(b, "<|image>");
             pr_rep(b, "<|image|>", m->n_tokens);
-            pr_str(b, "<image|>");
+            vlm_buf_str(b, "<image|>");
             return VLM_OK;
         }
         if (m->n_frames <= 0) return vlm_error_set(err, VLM_ERR_ARG, "Gemma 4 video without frames");
@@ -104,9 +87,9 @@ static vlm_status pr_expand_one(vlm_prompt_family fam, const vlm_media_info *m, 
             double t = m->timestamps ? m->timestamps[f] : 0.0;
             int s = (int)t;
             snprintf(tmp, sizeof tmp, "%s%02d:%02d <|image>", f ? " " : "", s / 60, s % 60);
-            pr_str(b, tmp);
+            vlm_buf_str(b, tmp);
             pr_rep(b, "<|video|>", m->n_tokens);
-            pr_str(b, "<image|>");
+            vlm_buf_str(b, "<image|>");
         }
         return VLM_OK;
     }
@@ -127,7 +110,7 @@ vlm_status vlm_expand_media(vlm_prompt_family fam, const char *prompt, const vlm
     size_t li = strlen(img), lv = strlen(vid);
     /* Qwen3-VL videos replace "<|vision_start|><|video_pad|><|vision_end|>" as a whole. */
     static const char q3_vs[] = "<|vision_start|>", q3_ve[] = "<|vision_end|>";
-    pr_buf b = {0};
+    vlm_buf b = {0};
     int k = 0;
     size_t start = 0, n = strlen(prompt);
     for (size_t i = 0; i < n;) {
@@ -144,13 +127,13 @@ vlm_status vlm_expand_media(vlm_prompt_family fam, const char *prompt, const vlm
             seg_end = i - (sizeof q3_vs - 1);
             after += sizeof q3_ve - 1;
         }
-        pr_add(&b, prompt + start, seg_end - start);
+        vlm_buf_add(&b, prompt + start, seg_end - start);
         vlm_status st = pr_expand_one(fam, &media[k], is_vid, 0, &b, err);
         if (st) { free(b.p); return st; }
         k++;
         i = start = after;
     }
-    pr_add(&b, prompt + start, n - start);
+    vlm_buf_add(&b, prompt + start, n - start);
     if (k != n_media) {
         free(b.p);
         return vlm_error_set(err, VLM_ERR_ARG, "the prompt has %d image/video placeholders but %d media were given", k, n_media);

@@ -438,35 +438,16 @@ vlm_tensor vlm_st_tensor(const vlm_st_entry *e) {
 
 /* ------------------------------------------------------------------ writer */
 
-typedef struct st_buf { char *p; size_t n, cap; int oom; } st_buf;
-
-static void st_buf_put(st_buf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap : 256;
-        while (nc < b->n + n + 1) nc *= 2;
-        char *np = realloc(b->p, nc);
-        if (!np) { b->oom = 1; return; }
-        b->p = np;
-        b->cap = nc;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void st_buf_str(st_buf *b, const char *s) { st_buf_put(b, s, strlen(s)); }
-
-static void st_buf_json_string(st_buf *b, const char *s) {
-    st_buf_put(b, "\"", 1);
+static void st_buf_json_string(vlm_buf *b, const char *s) {
+    vlm_buf_add(b, "\"", 1);
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         char esc[8];
-        if (c == '"' || c == '\\') { esc[0] = '\\'; esc[1] = (char)c; st_buf_put(b, esc, 2); }
-        else if (c < 0x20) { snprintf(esc, sizeof esc, "\\u%04x", c); st_buf_put(b, esc, 6); }
-        else st_buf_put(b, (const char *)&c, 1);
+        if (c == '"' || c == '\\') { esc[0] = '\\'; esc[1] = (char)c; vlm_buf_add(b, esc, 2); }
+        else if (c < 0x20) { snprintf(esc, sizeof esc, "\\u%04x", c); vlm_buf_add(b, esc, 6); }
+        else vlm_buf_add(b, (const char *)&c, 1);
     }
-    st_buf_put(b, "\"", 1);
+    vlm_buf_add(b, "\"", 1);
 }
 
 typedef struct st_witem { const char *name; const vlm_tensor *t; } st_witem;
@@ -517,28 +498,28 @@ vlm_status vlm_st_write(const char *path, int n, const char *const *names,
             return s;
         }
     qsort(items, (size_t)n, sizeof *items, st_cmp_witem_layout);
-    st_buf h = {0};
-    st_buf_str(&h, "{");
+    vlm_buf h = {0};
+    vlm_buf_str(&h, "{");
     uint64_t off = 0;
     char num[64];
     for (int i = 0; i < n; i++) {
         const vlm_tensor *t = items[i].t;
-        if (i) st_buf_str(&h, ",");
+        if (i) vlm_buf_str(&h, ",");
         st_buf_json_string(&h, items[i].name);
-        st_buf_str(&h, ":{\"dtype\":\"");
-        st_buf_str(&h, vlm_dtype_name(t->dtype));
-        st_buf_str(&h, "\",\"shape\":[");
+        vlm_buf_str(&h, ":{\"dtype\":\"");
+        vlm_buf_str(&h, vlm_dtype_name(t->dtype));
+        vlm_buf_str(&h, "\",\"shape\":[");
         for (int d = 0; d < t->ndim; d++) {
             snprintf(num, sizeof num, "%s%lld", d ? "," : "", (long long)t->shape[d]);
-            st_buf_str(&h, num);
+            vlm_buf_str(&h, num);
         }
         uint64_t nb = vlm_nbytes(t);
         snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off, (unsigned long long)(off + nb));
-        st_buf_str(&h, num);
+        vlm_buf_str(&h, num);
         off += nb;
     }
-    st_buf_str(&h, "}");
-    while (h.n % 8) st_buf_str(&h, " "); /* data section 8-byte aligned */
+    vlm_buf_str(&h, "}");
+    while (h.n % 8) vlm_buf_str(&h, " "); /* data section 8-byte aligned */
     if (h.oom) { free(h.p); free(items); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
     FILE *f = fopen(path, "wb");
     if (!f) {

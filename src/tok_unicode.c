@@ -27,15 +27,7 @@ int vlm_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
 /* Encodes cp (or a raw byte 0x110000 + b) to s; returns the length. */
 static int uni_utf8_encode(uint32_t cp, char *s) {
     if (cp >= 0x110000) { s[0] = (char)(cp - 0x110000); return 1; }
-    if (cp < 0x80) { s[0] = (char)cp; return 1; }
-    if (cp < 0x800) { s[0] = (char)(0xC0 | (cp >> 6)); s[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        s[0] = (char)(0xE0 | (cp >> 12)); s[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        s[2] = (char)(0x80 | (cp & 0x3F)); return 3;
-    }
-    s[0] = (char)(0xF0 | (cp >> 18)); s[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    s[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); s[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
+    return vlm_utf8_encode(cp, s);
 }
 
 enum { UNI_SBASE = 0xAC00, UNI_LBASE = 0x1100, UNI_VBASE = 0x1161, UNI_TBASE = 0x11A7,

@@ -200,40 +200,9 @@ static int tok_cp_to_byte(uint32_t cp) {
     return -1;
 }
 
-static int tok_utf8_put(uint32_t cp, char *s) {
-    if (cp < 0x80) { s[0] = (char)cp; return 1; }
-    if (cp < 0x800) { s[0] = (char)(0xC0 | (cp >> 6)); s[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        s[0] = (char)(0xE0 | (cp >> 12)); s[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        s[2] = (char)(0x80 | (cp & 0x3F)); return 3;
-    }
-    s[0] = (char)(0xF0 | (cp >> 18)); s[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    s[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); s[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
 
 /* ------------------------------------------------------------------ byte buffer */
 
-typedef struct tok_buf {
-    char *p;
-    size_t n, cap;
-    int oom;
-} tok_buf;
-
-static void tok_buf_add(tok_buf *b, const void *s, size_t n) {
-    if (b->oom || n == 0) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) { b->oom = 1; return; }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
 
 /* ------------------------------------------------------------------ loading */
 
@@ -609,7 +578,7 @@ static vlm_status tok_load_tree(vlm_tokenizer *t, const vlm_json *root, vlm_erro
     for (int b = 0; b < 256; b++) {
         char s[8];
         int n;
-        if (t->byte_level) n = tok_utf8_put(tok_byte_to_cp(b), s);
+        if (t->byte_level) n = vlm_utf8_encode(tok_byte_to_cp(b), s);
         else n = snprintf(s, sizeof s, "<0x%02X>", b);
         t->byte_id[b] = tok_map_get(t, s, (size_t)n);
         /* A byte-level vocab may lack some bytes' symbols: they become unk (or nothing). */
@@ -677,10 +646,10 @@ static int tok_file_exists(const char *path) {
 static char *tok_read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
-    tok_buf b = {0};
+    vlm_buf b = {0};
     char chunk[65536];
     size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) tok_buf_add(&b, chunk, n);
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) vlm_buf_add(&b, chunk, n);
     fclose(f);
     if (b.oom) { free(b.p); return NULL; }
     if (!b.p) { b.p = calloc(1, 1); }
@@ -1127,19 +1096,19 @@ static vlm_status tok_encode_segment(const vlm_tokenizer *t, tok_work *w, const 
         if (nm->kind == TOK_NORM_NFC) {
             if (vlm_nfc(s, nlen, &o, &ol, err)) { free(norm); return err->code; }
         } else {
-            tok_buf b = {0};
-            if (nm->kind == TOK_NORM_PREPEND) { tok_buf_add(&b, nm->a, (size_t)nm->a_len); tok_buf_add(&b, s, nlen); }
+            vlm_buf b = {0};
+            if (nm->kind == TOK_NORM_PREPEND) { vlm_buf_add(&b, nm->a, (size_t)nm->a_len); vlm_buf_add(&b, s, nlen); }
             else {
                 size_t i = 0, start = 0, pl = (size_t)nm->a_len;
                 while (i + pl <= nlen) {
                     if (!memcmp(s + i, nm->a, pl)) {
-                        tok_buf_add(&b, s + start, i - start);
-                        tok_buf_add(&b, nm->b, (size_t)nm->b_len);
+                        vlm_buf_add(&b, s + start, i - start);
+                        vlm_buf_add(&b, nm->b, (size_t)nm->b_len);
                         i += pl;
                         start = i;
                     } else i++;
                 }
-                tok_buf_add(&b, s + start, nlen - start);
+                vlm_buf_add(&b, s + start, nlen - start);
             }
             if (b.oom) { free(b.p); free(norm); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
             o = b.p ? b.p : calloc(1, 1);
@@ -1254,7 +1223,7 @@ vlm_status vlm_tokenize(const vlm_tokenizer *t, const char *text, size_t len, in
  * appended to b; returns -1, or the byte value (0..255, not appended) when
  * ByteFallback turned the token into a raw byte: those are collected in runs
  * and validated as a whole, as HF's ByteFallback decoder does. */
-static int tok_decode_piece(const vlm_tokenizer *t, int32_t id, int first, tok_buf *b) {
+static int tok_decode_piece(const vlm_tokenizer *t, int32_t id, int first, vlm_buf *b) {
     const char *p = t->piece[id];
     size_t n = (size_t)t->piece_len[id];
     if (!p) return -1;
@@ -1262,24 +1231,24 @@ static int tok_decode_piece(const vlm_tokenizer *t, int32_t id, int first, tok_b
     for (int k = 0; k < t->n_dec; k++) {
         const tok_dec *d = &t->dec[k];
         if (d->kind == TOK_DEC_BYTELEVEL) {
-            tok_buf o = {0};
+            vlm_buf o = {0};
             for (size_t i = 0; i < n;) {
                 uint32_t cp;
                 int l = vlm_utf8_decode((const unsigned char *)p + i, n - i, &cp);
                 int by = tok_cp_to_byte(cp);
-                if (by >= 0) { char c = (char)by; tok_buf_add(&o, &c, 1); }
-                else tok_buf_add(&o, p + i, (size_t)l);
+                if (by >= 0) { char c = (char)by; vlm_buf_add(&o, &c, 1); }
+                else vlm_buf_add(&o, p + i, (size_t)l);
                 i += (size_t)l;
             }
             free(tmp); tmp = o.p; p = tmp ? tmp : ""; n = o.n;
         } else if (d->kind == TOK_DEC_REPLACE) {
-            tok_buf o = {0};
+            vlm_buf o = {0};
             size_t i = 0, start = 0, pl = (size_t)d->a_len;
             while (i + pl <= n) {
-                if (!memcmp(p + i, d->a, pl)) { tok_buf_add(&o, p + start, i - start); tok_buf_add(&o, d->b, (size_t)d->b_len); i += pl; start = i; }
+                if (!memcmp(p + i, d->a, pl)) { vlm_buf_add(&o, p + start, i - start); vlm_buf_add(&o, d->b, (size_t)d->b_len); i += pl; start = i; }
                 else i++;
             }
-            tok_buf_add(&o, p + start, n - start);
+            vlm_buf_add(&o, p + start, n - start);
             free(tmp); tmp = o.p; p = tmp ? tmp : ""; n = o.n;
         } else if (d->kind == TOK_DEC_BYTEFALLBACK) {
             if (n == 6 && p[0] == '<' && p[1] == '0' && p[2] == 'x' && p[5] == '>') {
@@ -1314,27 +1283,27 @@ static int tok_decode_piece(const vlm_tokenizer *t, int32_t id, int first, tok_b
         }
         /* FUSE: concatenation is what we do anyway. */
     }
-    tok_buf_add(b, p, n);
+    vlm_buf_add(b, p, n);
     free(tmp);
     return -1;
 }
 
 /* A finished run of ByteFallback bytes: as is when valid UTF-8, else one U+FFFD per byte. */
-static void tok_flush_run(tok_buf *b, const unsigned char *run, size_t n) {
+static void tok_flush_run(vlm_buf *b, const unsigned char *run, size_t n) {
     int valid = 1;
     for (size_t i = 0; i < n;) {
         uint32_t cp;
         i += (size_t)vlm_utf8_decode(run + i, n - i, &cp);
         if (cp >= 0x110000) { valid = 0; break; }
     }
-    if (valid) { tok_buf_add(b, run, n); return; }
-    for (size_t i = 0; i < n; i++) tok_buf_add(b, "\xEF\xBF\xBD", 3);
+    if (valid) { vlm_buf_add(b, run, n); return; }
+    for (size_t i = 0; i < n; i++) vlm_buf_add(b, "\xEF\xBF\xBD", 3);
 }
 
 /* Appends s[0..n) to b replacing invalid UTF-8 (maximal invalid subparts) by U+FFFD.
  * With hold != NULL, an incomplete sequence at the very end is not emitted:
  * its length is returned in *hold. */
-static void tok_utf8_lossy(tok_buf *b, const unsigned char *s, size_t n, int *hold) {
+static void tok_utf8_lossy(vlm_buf *b, const unsigned char *s, size_t n, int *hold) {
     size_t i = 0, start = 0;
     if (hold) *hold = 0;
     while (i < n) {
@@ -1353,21 +1322,21 @@ static void tok_utf8_lossy(tok_buf *b, const unsigned char *s, size_t n, int *ho
             k++;
         }
         if (need && i + k == n && k < (size_t)need && hold) {
-            tok_buf_add(b, s + start, i - start);
+            vlm_buf_add(b, s + start, i - start);
             *hold = (int)k;
             return;
         }
-        tok_buf_add(b, s + start, i - start);
-        tok_buf_add(b, "\xEF\xBF\xBD", 3);
+        vlm_buf_add(b, s + start, i - start);
+        vlm_buf_add(b, "\xEF\xBF\xBD", 3);
         i += need && k < (size_t)need ? k : 1;
         start = i;
     }
-    tok_buf_add(b, s + start, n - start);
+    vlm_buf_add(b, s + start, n - start);
 }
 
 vlm_status vlm_detokenize(const vlm_tokenizer *t, const int32_t *ids, int n, int flags,
                           char **out, size_t *out_len, vlm_error *err) {
-    tok_buf raw = {0}, o = {0}, run = {0}, piece = {0};
+    vlm_buf raw = {0}, o = {0}, run = {0}, piece = {0};
     int first = 1;
     for (int i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= t->n_vocab || !t->piece[ids[i]]) {
@@ -1379,10 +1348,10 @@ vlm_status vlm_detokenize(const vlm_tokenizer *t, const int32_t *ids, int n, int
         if ((flags & VLM_DETOK_SKIP_SPECIAL) && (t->special[ids[i]] & 1)) continue;
         int by = tok_decode_piece(t, ids[i], first, &piece);
         first = 0;
-        if (by >= 0) { unsigned char c = (unsigned char)by; tok_buf_add(&run, &c, 1); continue; }
+        if (by >= 0) { unsigned char c = (unsigned char)by; vlm_buf_add(&run, &c, 1); continue; }
         tok_flush_run(&raw, (const unsigned char *)run.p, run.n);
         run.n = 0;
-        tok_buf_add(&raw, piece.p ? piece.p : "", piece.n);
+        vlm_buf_add(&raw, piece.p ? piece.p : "", piece.n);
         piece.n = 0;
     }
     tok_flush_run(&raw, (const unsigned char *)run.p, run.n);
@@ -1406,7 +1375,7 @@ void vlm_detok_stream_init(vlm_detok_stream *s, const vlm_tokenizer *tok, int fl
 
 const char *vlm_detok_stream_push(vlm_detok_stream *s, int32_t id, size_t *len) {
     const vlm_tokenizer *t = s->tok;
-    tok_buf raw = {0}, o = {0}, piece = {0};
+    vlm_buf raw = {0}, o = {0}, piece = {0};
     if (id < 0 || id >= t->n_vocab || !t->piece[id] || ((s->flags & VLM_DETOK_SKIP_SPECIAL) && (t->special[id] & 1))) {
         /* Unknown or skipped: nothing to add (a ByteFallback run continues). */
         free(s->buf);
@@ -1435,10 +1404,10 @@ const char *vlm_detok_stream_push(vlm_detok_stream *s, int32_t id, size_t *len) 
             return "";
         }
     }
-    tok_buf_add(&raw, s->pending, (size_t)s->n_pending);
+    vlm_buf_add(&raw, s->pending, (size_t)s->n_pending);
     tok_flush_run(&raw, s->run, s->run_len);
     s->run_len = 0;
-    tok_buf_add(&raw, piece.p ? piece.p : "", piece.n);
+    vlm_buf_add(&raw, piece.p ? piece.p : "", piece.n);
     free(piece.p);
     int hold = 0;
     tok_utf8_lossy(&o, (const unsigned char *)(raw.p ? raw.p : ""), raw.n, &hold);
@@ -1453,8 +1422,8 @@ const char *vlm_detok_stream_push(vlm_detok_stream *s, int32_t id, size_t *len) 
 }
 
 const char *vlm_detok_stream_flush(vlm_detok_stream *s, size_t *len) {
-    tok_buf o = {0}, raw = {0};
-    tok_buf_add(&raw, s->pending, (size_t)s->n_pending);
+    vlm_buf o = {0}, raw = {0};
+    vlm_buf_add(&raw, s->pending, (size_t)s->n_pending);
     tok_flush_run(&raw, s->run, s->run_len);
     tok_utf8_lossy(&o, (const unsigned char *)(raw.p ? raw.p : ""), raw.n, NULL);
     free(raw.p);

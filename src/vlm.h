@@ -77,6 +77,21 @@ uint16_t vlm_f32_to_f16(float f);    /* round to nearest even */
 float vlm_bf16_to_f32(uint16_t h);
 uint16_t vlm_f32_to_bf16(float f);   /* round to nearest even */
 
+/* ------------------------------------------------------------------ text helpers */
+
+/* A growable byte string, always NUL-terminated after its n bytes. Zero it
+ * to start; free(p) when done. A failed allocation sets oom and makes every
+ * later append a no-op, so a caller checks once at the end. */
+typedef struct vlm_buf {
+    char *p;
+    size_t n, cap;
+    int oom;
+} vlm_buf;
+int vlm_buf_add(vlm_buf *b, const void *s, size_t n); /* 0, or -1 once oom */
+int vlm_buf_str(vlm_buf *b, const char *s);
+/* UTF-8 encoding of code point cp (< 0x110000) into out[0..4); returns its length. */
+int vlm_utf8_encode(uint32_t cp, char *out);
+
 /* ------------------------------------------------------------------ tensors */
 
 #define VLM_MAX_DIMS 6
