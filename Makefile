@@ -14,7 +14,8 @@ ifeq ($(SAN),1)
   LDFLAGS += -fsanitize=address,undefined
 endif
 
-LIB_SRC  := $(wildcard src/*.c) vlm_cpu.c $(wildcard models/*.c)
+SUBSYSTEMS := core io text vision api
+LIB_SRC  := $(foreach d,$(SUBSYSTEMS),$(wildcard src/$(d)/*.c)) vlm_cpu.c $(wildcard models/*.c)
 CLI_SRC  := $(wildcard cli/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
 EX_SRC   := $(wildcard examples/*.c)
@@ -23,7 +24,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 EX_BIN   := $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
-HEADERS  := $(wildcard src/*.h)
+HEADERS  := $(wildcard src/*.h src/*/*.h)
 
 ifeq ($(CUDA),1)
   CUDA_HOME ?= /usr/local/cuda
@@ -64,7 +65,7 @@ $(BUILD)/examples/%: examples/%.c $(BUILD)/libvlm.a $(HEADERS)
 examples: $(EX_BIN)
 
 # The single-header amalgamation is generated; CI checks it is up to date.
-vlm.h: $(HEADERS) $(wildcard src/*.c) tools/amalgamate.sh
+vlm.h: $(HEADERS) $(wildcard src/*/*.c) tools/amalgamate.sh
 	sh tools/amalgamate.sh > $@.tmp && mv $@.tmp $@
 
 test: vlm.h $(TEST_BIN) $(BUILD)/vlm $(EX_BIN)
@@ -77,7 +78,7 @@ clean:
 # not part of `make test`. Run e.g.
 #   build-fuzz/fuzz_json fuzz/seeds/json -max_total_time=60
 FUZZ_CC  ?= clang
-FUZZ_SRC := src/core.c src/json.c src/safetensors.c src/image.c src/image_stb.c src/image_config.c
+FUZZ_SRC := $(wildcard src/core/*.c) src/io/json.c src/io/safetensors.c $(wildcard src/vision/*.c)
 .PHONY: fuzz
 fuzz: build-fuzz/fuzz_json build-fuzz/fuzz_safetensors build-fuzz/fuzz_image
 build-fuzz/fuzz_image: FUZZ_DEFS = -DVLM_IMAGE_MAX_PIXELS='(1LL << 22)'

@@ -10,6 +10,11 @@ for t in "$BUILD"/tests/test_*; do
     if "$t" > "$BUILD/$name.log" 2>&1; then pass=$((pass+1)); echo "PASS $name"
     else fail=$((fail+1)); failed="$failed $name"; echo "FAIL $name"; tail -n 20 "$BUILD/$name.log"; fi
 done
+for t in tests/check_*.sh; do
+    name=$(basename "$t" .sh)
+    if sh "$t" > "$BUILD/$name.log" 2>&1; then pass=$((pass+1)); echo "PASS $name"
+    else fail=$((fail+1)); failed="$failed $name"; echo "FAIL $name"; tail -n 20 "$BUILD/$name.log"; fi
+done
 for d in tests/golden/*/; do
     [ -f "$d/case.json" ] || continue
     name=golden:$(basename "$d")

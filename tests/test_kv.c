@@ -1,4 +1,4 @@
-/* The ring-buffer KV cache (src/core.c): slot bookkeeping, wrap-around,
+/* The ring-buffer KV cache (src/core/kv.c): slot bookkeeping, wrap-around,
  * shared layers, errors; and sliding-window generation past the ring's
  * capacity (token by token and in chunks) against a recompute-from-scratch
  * reference over the whole sequence with the window mask. */

@@ -1,6 +1,6 @@
 /* Prompt assembly: expands the image/video placeholders of a rendered chat
- * prompt into the token strings the HF processors build (see vlm_tokenizer.h). */
-#include "vlm.h"
+ * prompt into the token strings the HF processors build (see text/vlm_text.h). */
+#include "text/vlm_text.h"
 
 #include <stdio.h>
 #include <stdlib.h>

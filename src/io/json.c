@@ -16,7 +16,7 @@
  *  - Every error is VLM_ERR_FORMAT with "line L, column C" (1-based; the
  *    column counts bytes) of the offending character.
  */
-#include "vlm.h"
+#include "io/vlm_io.h"
 
 #include <errno.h>
 #include <locale.h>

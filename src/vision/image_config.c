@@ -1,5 +1,5 @@
 /* Image processor settings from preprocessor_config.json / processor_config.json. */
-#include "vlm.h"
+#include "vision/vlm_vision.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* The high-level API: open a model directory, talk to it with images and
+/* src/api — the high-level API: open a model directory, talk to it with images and
  * text, get the answer streamed token by token.
  *
  *   vlm_engine *e;  vlm_session *s;  vlm_error err = {0};
@@ -11,13 +11,57 @@
  *
  * An engine (weights, tokenizer, image processor) is read-only once open and
  * may serve several sessions; each session owns its KV cache and history.
+ *
+ * Owns: engines, sessions (history, cache reuse across turns, chunked
+ * prefill, generation, streaming) and token sampling. May call: core, io,
+ * text, vision. Nothing below it calls it.
  */
 #ifndef VLM_API_H
 #define VLM_API_H
 
+#include "core/vlm_core.h"
+#include "io/vlm_io.h"
+#include "text/vlm_text.h"
+#include "vision/vlm_vision.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* ------------------------------------------------------------------ sampling */
+
+/* Token sampling, applied in the order transformers' generate applies them:
+ * repetition/presence/frequency penalties, temperature, top-k, top-p,
+ * min-p, then a draw. temperature 0 = greedy (argmax). */
+typedef struct vlm_sampling {
+    float temperature;        /* default 0.7; 0 = greedy */
+    int top_k;                /* default 0 = off */
+    float top_p;              /* default 1 = off */
+    float min_p;              /* default 0 = off */
+    float repetition_penalty; /* default 1 = off; >1 discourages tokens already seen (HF: logit/p if >0 else logit*p) */
+    float presence_penalty;   /* default 0; subtracted once from each seen token's logit */
+    float frequency_penalty;  /* default 0; subtracted per occurrence */
+    int penalty_last_n;       /* default 64; tokens of history the penalties look at; -1 = all */
+    uint64_t seed;            /* same seed, same tokens */
+} vlm_sampling;
+
+vlm_sampling vlm_sampling_default(void);
+
+typedef struct vlm_sampler {
+    vlm_sampling p;
+    int n_vocab;
+    uint64_t rng[4];
+    float *work;       /* [n_vocab] */
+    int32_t *order;    /* [n_vocab] */
+} vlm_sampler;
+
+vlm_status vlm_sampler_init(vlm_sampler *s, const vlm_sampling *p, int n_vocab, vlm_error *err);
+void vlm_sampler_free(vlm_sampler *s);
+/* Picks the next token from logits[n_vocab] (left unchanged); history: the
+ * tokens so far (prompt and generated) for the penalties. */
+int32_t vlm_sample(vlm_sampler *s, const float *logits, const int32_t *history, int n_history);
+/* A uniform draw in [0, 1) from the sampler's generator (exposed for tests). */
+double vlm_sampler_uniform(vlm_sampler *s);
 
 typedef struct vlm_engine vlm_engine;
 typedef struct vlm_session vlm_session;

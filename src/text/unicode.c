@@ -1,6 +1,6 @@
 /* UTF-8 decoding and NFC normalization over the generated tables in
  * unicode_tables.c (tools/gen_unicode.py). */
-#include "vlm.h"
+#include "text/vlm_text.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,6 @@
-/* The high-level API (vlm_api.h): chat template, image placeholders, cache
+/* The high-level API (api/vlm_api.h): chat template, image placeholders, cache
  * reuse across turns, sampling and streaming. */
-#include "vlm.h"
+#include "api/vlm_api.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -16,7 +16,7 @@
  * accepts them (as the reference does), so code that dereferences
  * entry->data as float/int types on such files must copy first.
  */
-#include "vlm.h"
+#include "io/vlm_io.h"
 
 #include <errno.h>
 #include <fcntl.h>

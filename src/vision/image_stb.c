@@ -2,7 +2,7 @@
  * implementation is compiled here with static linkage, so the library and the
  * single-header amalgamation need no -lstb and never clash with a caller's
  * own copy of stb_image. */
-#include "vlm.h"
+#include "vision/vlm_vision.h"
 
 #include <errno.h>
 #include <stdint.h>

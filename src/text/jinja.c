@@ -8,7 +8,7 @@
  * Python semantics for strings, numbers, lists and dicts, slicing, tests,
  * the common filters and string/dict methods. Values live in an arena freed
  * when the render ends. */
-#include "vlm.h"
+#include "text/vlm_text.h"
 
 #include <math.h>
 #include <stdarg.h>

@@ -1,5 +1,5 @@
 /* Model loading: config.json + safetensors -> an architecture's weights. */
-#include "vlm.h"
+#include "io/vlm_io.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /* Image resampling (PIL-exact) and the per-family image processors. */
-#include "vlm.h"
+#include "vision/vlm_vision.h"
 
 #include <math.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
 /* Token sampling: penalties, temperature, top-k, top-p, min-p, a draw. */
-#include "vlm.h"
+#include "api/vlm_api.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -4,7 +4,7 @@
  * Pre-tokenizer regexes are not interpreted: the Split patterns the supported
  * tokenizers use (GPT-2, Qwen2, Llama 3) are recognized and run by hand-written
  * matchers with the regex's leftmost-first backtracking semantics. */
-#include "vlm.h"
+#include "text/vlm_text.h"
 
 #include <stdio.h>
 #include <stdlib.h>

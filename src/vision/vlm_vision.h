@@ -1,4 +1,4 @@
-/* Image decoding and per-family preprocessing. Owned by issue 5.
+/* src/vision — image decoding and per-family preprocessing.
  *
  * Images are 8-bit RGB, row-major, channels interleaved. Decoding goes
  * through stb_image (PNG, JPEG, BMP, GIF first frame, TGA, PSD, PNM; 16-bit
@@ -29,11 +29,17 @@
  *   image_position_ids            gemma4     I64    [n_images, max_patches, 2] (x, y; -1 = pad)
  *   num_soft_tokens_per_image     gemma4     I64    [n_images]
  * (Idefics3: all images of a call are one prompt's images, as HF nests them.)
+ *
+ * Owns: decoding (stb_image behind a wrapper that rejects what stb gets
+ * wrong), PIL- and torchvision-exact resampling, and each family's image
+ * processor driven by its preprocessor_config.json; video frames next.
+ * May call: core, io (JSON files). Produces vlm_features; never runs a model.
  */
-#ifndef VLM_IMAGE_H
-#define VLM_IMAGE_H
+#ifndef VLM_VISION_H
+#define VLM_VISION_H
 
-#include "vlm.h"
+#include "core/vlm_core.h"
+#include "io/vlm_io.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -164,4 +170,4 @@ vlm_status vlm_gemma4_target_size(int height, int width, int patch_size, int max
 #ifdef __cplusplus
 }
 #endif
-#endif /* VLM_IMAGE_H */
+#endif /* VLM_VISION_H */

@@ -1,4 +1,4 @@
-/* Tokenizers (tokenizer.json), chat templates, prompt assembly. Owned by issue 4.
+/* src/text — tokenizers (tokenizer.json), chat templates, prompt assembly.
  *
  * A tokenizer is loaded from a Hugging Face tokenizer.json (BPE models:
  * byte-level BPE of GPT-2 / Qwen / SmolVLM, SentencePiece-style BPE with byte
@@ -8,9 +8,18 @@
  * Memory: functions that return text or ids allocate with malloc; the caller
  * frees with free() (or vlm_tokens_free). A loaded tokenizer is read-only and
  * may be shared by threads.
+ *
+ * Owns: tokenizers, Unicode (UTF-8, NFC, the generated tables), the Jinja
+ * interpreter for chat templates, and the placeholder expansion that turns a
+ * rendered prompt with images into the tokens each family's processor
+ * builds. May call: core, io (JSON files). Knows model families only as
+ * prompt layouts (vlm_prompt_family), never a model's weights.
  */
-#ifndef VLM_TOKENIZER_H
-#define VLM_TOKENIZER_H
+#ifndef VLM_TEXT_H
+#define VLM_TEXT_H
+
+#include "core/vlm_core.h"
+#include "io/vlm_io.h"
 
 #include <stddef.h>
 #include <stdint.h>
