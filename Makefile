@@ -15,7 +15,7 @@ ifeq ($(SAN),1)
 endif
 
 SUBSYSTEMS := core io text vision api
-LIB_SRC  := $(foreach d,$(SUBSYSTEMS),$(wildcard src/$(d)/*.c)) vlm_cpu.c $(wildcard models/*.c)
+LIB_SRC  := $(foreach d,$(SUBSYSTEMS) cpu,$(wildcard src/$(d)/*.c)) $(wildcard models/*.c)
 CLI_SRC  := $(wildcard cli/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
 EX_SRC   := $(wildcard examples/*.c)
@@ -35,7 +35,7 @@ ifeq ($(CUDA),1)
 endif
 
 .PHONY: all test examples clean amalgamate check-amalgamation
-all: vlm.h $(BUILD)/libvlm.a vlm
+all: vlm.h vlm_cpu.c $(BUILD)/libvlm.a vlm
 
 $(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -67,8 +67,10 @@ examples: $(EX_BIN)
 # The single-header amalgamation is generated; CI checks it is up to date.
 vlm.h: $(HEADERS) $(wildcard src/*/*.c) tools/amalgamate.sh
 	sh tools/amalgamate.sh > $@.tmp && mv $@.tmp $@
+vlm_cpu.c: $(wildcard src/cpu/*) tools/amalgamate.sh
+	sh tools/amalgamate.sh cpu > $@.tmp && mv $@.tmp $@
 
-test: vlm.h $(TEST_BIN) $(BUILD)/vlm $(EX_BIN)
+test: vlm.h vlm_cpu.c $(TEST_BIN) $(BUILD)/vlm $(EX_BIN)
 	sh tests/run.sh $(BUILD)
 
 clean:

@@ -1,6 +1,7 @@
 #!/bin/sh
 # The layering of src/ (docs/ARCHITECTURE.md): each subsystem includes only
-# the headers of the subsystems below it (api -> text, vision, io -> core),
+# the headers of the subsystems below it (api -> text, vision, io -> core;
+# the CPU backend in src/cpu -> core),
 # and the core names no model, file format or family.
 cd "$(dirname "$0")/.."
 bad=0
@@ -11,9 +12,10 @@ allowed() {
         text) echo "core io text" ;;
         vision) echo "core io vision" ;;
         api) echo "core io text vision api" ;;
+        cpu) echo "core cpu" ;;   # a backend sees the core only
     esac
 }
-for d in core io text vision api; do
+for d in core io text vision api cpu; do
     [ -d "src/$d" ] || { echo "missing folder src/$d"; bad=1; continue; }
     ok=$(allowed $d)
     for f in src/$d/*.c src/$d/*.h; do

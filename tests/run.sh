@@ -12,7 +12,7 @@ for t in "$BUILD"/tests/test_*; do
 done
 for t in tests/check_*.sh; do
     name=$(basename "$t" .sh)
-    if sh "$t" > "$BUILD/$name.log" 2>&1; then pass=$((pass+1)); echo "PASS $name"
+    if sh "$t" "$BUILD" > "$BUILD/$name.log" 2>&1; then pass=$((pass+1)); echo "PASS $name"
     else fail=$((fail+1)); failed="$failed $name"; echo "FAIL $name"; tail -n 20 "$BUILD/$name.log"; fi
 done
 for d in tests/golden/*/; do

@@ -1,0 +1,112 @@
+/* The backend object: op dispatch, memory, creation and teardown. */
+#include "cpu/cpu.h"
+
+/* ------------------------------------------------------------------ dispatch */
+
+static vlm_status cpu_exec(vlm_backend *be, const vlm_op *op, vlm_error *err) {
+    cpu_ctx *ctx = (cpu_ctx *)be->impl;
+    switch (op->kind) {
+    case VLM_OP_NONE: return VLM_OK;
+    case VLM_OP_CPY: return cpu_op_cpy(ctx, op, err);
+    case VLM_OP_MATMUL: return cpu_op_matmul(ctx, op, err);
+    case VLM_OP_MATMUL_ID: return cpu_op_matmul_id(ctx, op, err);
+    case VLM_OP_ADD: case VLM_OP_MUL: case VLM_OP_SCALE: case VLM_OP_UNARY: case VLM_OP_GLU:
+        return cpu_op_ew(ctx, op, err);
+    case VLM_OP_RMS_NORM: case VLM_OP_LAYER_NORM: return cpu_op_rows(ctx, op, err, cpu_norm_rows, 4);
+    case VLM_OP_SOFTMAX: return cpu_op_rows(ctx, op, err, cpu_softmax_rows, 8);
+    case VLM_OP_ROPE: return cpu_op_rope(ctx, op, err);
+    case VLM_OP_ATTN: return cpu_op_attn(ctx, op, err);
+    case VLM_OP_CONCAT: return cpu_op_concat(ctx, op, err);
+    case VLM_OP_GET_ROWS: return cpu_op_get_rows(ctx, op, err);
+    case VLM_OP_SET_ROWS: return cpu_op_set_rows(ctx, op, err);
+    case VLM_OP_TOPK: return cpu_op_rows(ctx, op, err, cpu_topk_rows, 2);
+    case VLM_OP_ARGMAX: return cpu_op_rows(ctx, op, err, cpu_argmax_rows, 1);
+    case VLM_OP_IM2COL: {
+        cpu_rows_arg A = {.ctx = ctx, .op = op, .a = *op->a, .out = *op->out};
+        int64_t rows = op->out->shape[0];
+        if (rows) cpu_parallel(ctx, rows, 4, cpu_im2col_rows, &A);
+        return VLM_OK;
+    }
+    default: return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "cpu backend: op %d not implemented", (int)op->kind);
+    }
+}
+
+/* ------------------------------------------------------------------ backend object */
+
+static void *cpu_alloc(vlm_backend *be, size_t n) {
+    return aligned_alloc(64, ((n ? n : 1) + 63) & ~(size_t)63);
+}
+static void cpu_free(vlm_backend *be, void *p) { free(p); }
+static void cpu_copy(vlm_backend *be, void *dst, const void *src, size_t n) {
+    if (n) memmove(dst, src, n);
+}
+
+static void cpu_destroy(vlm_backend *be) {
+    if (!be) return;
+    cpu_ctx *ctx = (cpu_ctx *)be->impl;
+    if (ctx->th) {
+        pthread_mutex_lock(&ctx->mu);
+        ctx->stop = 1;
+        atomic_fetch_add(&ctx->gen, 1);
+        pthread_cond_broadcast(&ctx->cv_work);
+        pthread_mutex_unlock(&ctx->mu);
+        for (int i = 1; i < ctx->n; i++)
+            if (ctx->th[i]) pthread_join(ctx->th[i], NULL);
+        free(ctx->th);
+    }
+    if (ctx->tscratch)
+        for (int t = 0; t < ctx->n; t++) free(ctx->tscratch[t]);
+    free(ctx->tscratch);
+    free(ctx->tscratch_n);
+    free(ctx->shared);
+    pthread_mutex_destroy(&ctx->mu);
+    pthread_cond_destroy(&ctx->cv_work);
+    pthread_cond_destroy(&ctx->cv_done);
+    free(ctx);
+}
+
+vlm_backend *vlm_backend_cpu(int n_threads, vlm_error *err) {
+    if (n_threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = n > 0 ? (int)n : 1;
+    }
+    if (n_threads > 256) n_threads = 256;
+    cpu_ctx *ctx = (cpu_ctx *)calloc(1, sizeof *ctx);
+    if (!ctx) { vlm_error_set(err, VLM_ERR_OOM, "out of memory for the CPU backend"); return NULL; }
+    ctx->n = n_threads;
+    pthread_mutex_init(&ctx->mu, NULL);
+    pthread_cond_init(&ctx->cv_work, NULL);
+    pthread_cond_init(&ctx->cv_done, NULL);
+    ctx->be.name = "cpu";
+    ctx->be.impl = ctx;
+    ctx->be.exec = cpu_exec;
+    ctx->be.alloc = cpu_alloc;
+    ctx->be.free = cpu_free;
+    ctx->be.upload = cpu_copy;
+    ctx->be.download = cpu_copy;
+    ctx->be.destroy = cpu_destroy;
+    ctx->be.n_threads = n_threads;
+    ctx->tscratch = (float **)calloc((size_t)n_threads, sizeof(float *));
+    ctx->tscratch_n = (size_t *)calloc((size_t)n_threads, sizeof(size_t));
+    ctx->th = (pthread_t *)calloc((size_t)n_threads, sizeof(pthread_t));
+    if (!ctx->tscratch || !ctx->tscratch_n || !ctx->th) {
+        ctx->n = 1;
+        cpu_destroy(&ctx->be);
+        vlm_error_set(err, VLM_ERR_OOM, "out of memory for the CPU backend");
+        return NULL;
+    }
+    /* Our threads split the work; each BLAS call runs single-threaded. */
+    openblas_set_num_threads(1);
+    for (int i = 1; i < n_threads; i++) {
+        cpu_worker_arg *wa = (cpu_worker_arg *)malloc(sizeof *wa);
+        if (wa) { wa->ctx = ctx; wa->id = i; }
+        if (!wa || pthread_create(&ctx->th[i], NULL, cpu_worker, wa) != 0) {
+            free(wa);
+            ctx->n = i; /* join the ones started */
+            cpu_destroy(&ctx->be);
+            vlm_error_set(err, VLM_ERR_OOM, "cannot start CPU worker thread %d", i);
+            return NULL;
+        }
+    }
+    return &ctx->be;
+}

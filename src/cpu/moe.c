@@ -1,0 +1,108 @@
+/* MATMUL_ID: mixture-of-experts products that read only the chosen experts,
+ * grouped per expert. */
+#include "cpu/cpu.h"
+
+/* MoE: out[T, k, N] = x[t or t*k] . w[ids[t, j]]^T, grouped by expert. */
+/* Decode-sized MoE: one parallel region over (active expert, row of w). */
+typedef struct cpu_moe_arg {
+    const int64_t *order, *estart;
+    const int32_t *elist;
+    int64_t N, K;
+    const float *xg;
+    const char *w;
+    vlm_dtype wt;
+    float *out;
+} cpu_moe_arg;
+
+static void cpu_moe_fn(void *p, int64_t i0, int64_t i1, int tid) {
+    cpu_moe_arg *A = (cpu_moe_arg *)p;
+    size_t es = vlm_dtype_size(A->wt);
+    for (int64_t it = i0; it < i1; it++) {
+        int64_t ei = it / A->N, n = it % A->N, e = A->elist[ei];
+        const char *wr = A->w + (e * A->N + n) * A->K * (int64_t)es;
+        for (int64_t s0 = A->estart[ei]; s0 < A->estart[ei + 1]; s0 += 4) {
+            int mm = A->estart[ei + 1] - s0 < 4 ? (int)(A->estart[ei + 1] - s0) : 4;
+            float res[4];
+            cpu_dotm(A->xg + s0 * A->K, A->K, mm, wr, A->wt, A->K, res);
+            for (int r = 0; r < mm; r++) A->out[A->order[s0 + r] * A->N + n] = res[r];
+        }
+    }
+}
+
+/* MoE: out[T, k, N] = x[t or t*k] . w[ids[t, j]]^T, grouped by expert so each
+ * chosen expert's weights are read once per call; other experts are not touched. */
+CPU_FN vlm_status cpu_op_matmul_id(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
+    const vlm_tensor *x = op->a, *w = op->b, *ids = op->aux;
+    int64_t T = ids->shape[0], k = ids->shape[1], E = w->shape[0], N = w->shape[1], K = w->shape[2];
+    int per_slot = x->shape[0] == T * k && k > 1;
+    const int32_t *id = (const int32_t *)ids->data;
+    int64_t TK = T * k;
+    for (int64_t i = 0; i < TK; i++)
+        if (id[i] < 0 || id[i] >= E)
+            return vlm_error_set(err, VLM_ERR_ARG, "matmul_id: expert id %d out of range [0, %lld)", id[i], (long long)E);
+    if (TK == 0 || N == 0) return VLM_OK;
+    int small = TK <= 64;
+    /* shared scratch: order[TK], estart[TK+1] (int64), elist[TK] (int32), counts[E] (int64), then x rows */
+    size_t idx_floats = (size_t)(TK * 2 + (TK + 1) * 2 + TK + E * 2 + 32);
+    int64_t *counts = NULL;
+    float *sh = cpu_shared(ctx, idx_floats);
+    if (!sh) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of memory in matmul_id");
+    counts = (int64_t *)sh;
+    memset(counts, 0, sizeof(int64_t) * (size_t)E);
+    for (int64_t i = 0; i < TK; i++) counts[id[i]]++;
+    int64_t max_cnt = 0, ne = 0;
+    for (int64_t e = 0; e < E; e++) {
+        if (counts[e] > max_cnt) max_cnt = counts[e];
+        ne += counts[e] > 0;
+    }
+    size_t xrows = small ? (size_t)TK : (size_t)max_cnt;
+    size_t need = idx_floats + xrows * (size_t)(K + (small ? 0 : N));
+    sh = cpu_shared(ctx, need); /* may move: recount below */
+    if (!sh) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of memory in matmul_id");
+    counts = (int64_t *)sh;
+    int64_t *order = counts + E, *estart = order + TK;
+    int32_t *elist = (int32_t *)(estart + TK + 1);
+    float *xg = (float *)(elist + TK + 1);
+    xg = (float *)(((uintptr_t)xg + 63) & ~(uintptr_t)63);
+    if ((size_t)(xg - sh) + xrows * (size_t)(K + (small ? 0 : N)) > ctx->shared_n)
+        return vlm_error_set(err, VLM_ERR_OOM, "cpu: matmul_id scratch layout");
+    memset(counts, 0, sizeof(int64_t) * (size_t)E);
+    for (int64_t i = 0; i < TK; i++) counts[id[i]]++;
+    /* counting sort of the (t, j) slots by expert */
+    int64_t pos = 0, ei = 0;
+    for (int64_t e = 0; e < E; e++) {
+        if (!counts[e]) continue;
+        elist[ei] = (int32_t)e;
+        estart[ei++] = pos;
+        int64_t c = pos;
+        for (int64_t i = 0; i < TK; i++)
+            if (id[i] == e) order[c++] = i;
+        pos = c;
+    }
+    estart[ei] = pos;
+    float *out = (float *)op->out->data;
+    size_t es = vlm_dtype_size(w->dtype);
+    if (small) {
+        for (int64_t s = 0; s < TK; s++) {
+            int64_t row = per_slot ? order[s] : order[s] / k;
+            cpu_load(xg + s * K, x->data, x->dtype, row * K, 1, K);
+        }
+        cpu_moe_arg A = {order, estart, elist, N, K, xg, (const char *)w->data, w->dtype, out};
+        int64_t min_items = 16384 / (K * (TK / (ne ? ne : 1))) + 1;
+        cpu_parallel(ctx, ne * N, min_items, cpu_moe_fn, &A);
+        return VLM_OK;
+    }
+    float *og = xg + max_cnt * K;
+    for (int64_t q = 0; q < ne; q++) {
+        int64_t e = elist[q], cnt = estart[q + 1] - estart[q];
+        for (int64_t c = 0; c < cnt; c++) {
+            int64_t i = order[estart[q] + c], row = per_slot ? i : i / k;
+            cpu_load(xg + c * K, x->data, x->dtype, row * K, 1, K);
+        }
+        vlm_status st = cpu_mm(ctx, cnt, N, K, xg, K, (const char *)w->data + e * N * K * (int64_t)es, w->dtype, K, NULL,
+                               og, N, err);
+        if (st) return st;
+        for (int64_t c = 0; c < cnt; c++) memcpy(out + order[estart[q] + c] * N, og + c * N, (size_t)N * 4);
+    }
+    return VLM_OK;
+}
