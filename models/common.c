@@ -216,15 +216,34 @@ vlm_status vlm_dec_stack_load(vlm_loader *ld, int vocab, int qkv_bias, int qk_no
     return ld->err->code;
 }
 
-int vlm_dec_stack_run(vlm_compute *c, const vlm_dec_stack *d, vlm_kv_cache *kv, vlm_tensor *resid, vlm_tensor *cos,
-                      vlm_tensor *sin, const int32_t *pos, int n) {
+vlm_status vlm_dec_run(vlm_seq *s, const vlm_dec_stack *d, const vlm_dec_call *a, vlm_tensor **logits) {
+    vlm_compute *c = &s->c;
+    const vlm_dec_hooks *h = a->hooks;
+    int n = a->n;
+    *logits = NULL;
+    int64_t img_seen = 0, vid_seen = 0;
+    vlm_tensor *x = vlm_embed_tokens_scaled(c, d->embed, a->embed_scale > 0 ? a->embed_scale : 1.0f, a->ids, n, a->vision,
+                                            a->image_token, a->video_token, &img_seen, &vid_seen);
+    if (x && h && h->begin && h->begin(c, h->state, x) != VLM_OK) goto fail;
+    vlm_tensor *resid = vlm_new_2d(c, VLM_F32, n, d->hidden);
+    if (!x || !resid || vlm_copy(c, resid, x) != VLM_OK) goto fail;
     for (int l = 0; l < d->n_layers; l++) {
-        vlm_arena_mark mark = vlm_arena_get_mark(&c->arena);
-        vlm_tensor *x = vlm_dec_layer_forward(c, &d->layers[l], &d->hp, &kv->layers[l], resid, cos, sin, pos, n);
-        if (!x || vlm_copy(c, resid, x) != VLM_OK) return -1;
+        vlm_arena_mark mark = vlm_arena_get_mark(&c->arena); /* layer scratch */
+        vlm_kv_layer *kv = &s->kv.layers[l];
+        x = h && h->layer ? h->layer(c, h->state, l, kv, resid, a)
+                          : vlm_dec_layer_forward(c, &d->layers[l], &d->hp, kv, resid, a->cos, a->sin, a->pos, n);
+        if (!x || vlm_copy(c, resid, x) != VLM_OK) goto fail;
+        if (h && h->after_layer && h->after_layer(c, h->state, l, resid) != VLM_OK) goto fail;
         vlm_arena_release(&c->arena, mark);
     }
-    return 0;
+    *logits = vlm_lm_logits(c, resid, d->norm, d->hp.eps, d->lm_head, a->all_logits);
+    if (a->softcap > 0) *logits = vlm_softcap(c, *logits, a->softcap);
+    if (!*logits) goto fail;
+    s->n_past += n;
+    return VLM_OK;
+fail:
+    vlm_kv_truncate(&s->kv, s->n_past);
+    return c->err.code ? c->err.code : VLM_ERR_ARG;
 }
 
 vlm_status vlm_dec_stack_forward(vlm_seq *s, const vlm_dec_stack *d, const float *inv_freq, const int32_t *ids, int n,
@@ -245,20 +264,11 @@ vlm_status vlm_dec_stack_forward(vlm_seq *s, const vlm_dec_stack *d, const float
     vlm_tensor *cos = vlm_from_host(c, VLM_F32, 2, (const int64_t[]){n, hd}, cosv);
     vlm_tensor *sin = vlm_from_host(c, VLM_F32, 2, (const int64_t[]){n, hd}, sinv);
     int has_vis = vision && vision->embeds;
-    int64_t img_seen = 0, vid_seen = 0;
-    vlm_tensor *x = vlm_embed_tokens(c, d->embed, ids, n, has_vis ? vision : NULL, has_vis ? image_token : -1, -1,
-                                     &img_seen, &vid_seen);
-    vlm_tensor *resid = vlm_new_2d(c, VLM_F32, n, d->hidden);
-    if (!x || !resid || vlm_copy(c, resid, x) != VLM_OK) goto fail;
-    if (vlm_dec_stack_run(c, d, &s->kv, resid, cos, sin, pos, n)) goto fail;
-    *logits = vlm_lm_logits(c, resid, d->norm, d->hp.eps, d->lm_head, all_logits);
-    if (!*logits) goto fail;
-    s->n_past += n;
-    s->rope_pos = s->n_past;
-    return VLM_OK;
-fail:
-    vlm_kv_truncate(&s->kv, s->n_past);
-    return c->err.code ? c->err.code : VLM_ERR_ARG;
+    vlm_dec_call a = {.ids = ids, .n = n, .pos = pos, .cos = cos, .sin = sin, .vision = has_vis ? vision : NULL,
+                      .image_token = has_vis ? image_token : -1, .video_token = -1, .all_logits = all_logits};
+    st = vlm_dec_run(s, d, &a, logits);
+    if (st == VLM_OK) s->rope_pos = s->n_past;
+    return st;
 }
 
 /* ---- Qwen-VL family helpers ---- */
@@ -285,6 +295,39 @@ vlm_tensor *vlm_ld_patch_embed(vlm_loader *ld, int64_t out, int in_ch, int t_pat
         w->stride[1] = 1;
     }
     return w;
+}
+
+vlm_status vlm_qwen_vit_load(vlm_loader *ld, int depth, int64_t V, int64_t I, int in_ch, int t_patch, int patch,
+                             int layer_norm, vlm_tensor **patch_embed, vlm_qwen_vit_block *blocks) {
+    static const char *const prefixes[] = {"model.visual.", "visual.", NULL};
+    if (!vlm_loader_prefix(ld, prefixes, "patch_embed.proj.weight"))
+        return vlm_error_set(ld->err, VLM_ERR_FORMAT, "no vision tower weights (model.visual.patch_embed.proj.weight)");
+    *patch_embed = vlm_ld_patch_embed(ld, V, in_ch, t_patch, patch, "patch_embed.proj.weight");
+    for (int b = 0; b < depth; b++) {
+        vlm_qwen_vit_block *B = &blocks[b];
+        B->norm1 = vlm_ld(ld, VLM_SHAPE1(V), "blocks.%d.norm1.weight", b);
+        if (layer_norm) B->norm1_b = vlm_ld(ld, VLM_SHAPE1(V), "blocks.%d.norm1.bias", b);
+        B->norm2 = vlm_ld(ld, VLM_SHAPE1(V), "blocks.%d.norm2.weight", b);
+        if (layer_norm) B->norm2_b = vlm_ld(ld, VLM_SHAPE1(V), "blocks.%d.norm2.bias", b);
+        B->qkv = vlm_ld(ld, VLM_SHAPE2(3 * V, V), "blocks.%d.attn.qkv.weight", b);
+        B->qkv_b = vlm_ld(ld, VLM_SHAPE1(3 * V), "blocks.%d.attn.qkv.bias", b);
+        B->proj = vlm_ld(ld, VLM_SHAPE2(V, V), "blocks.%d.attn.proj.weight", b);
+        B->proj_b = vlm_ld(ld, VLM_SHAPE1(V), "blocks.%d.attn.proj.bias", b);
+        if (layer_norm) { /* Qwen3-VL */
+            B->fc1 = vlm_ld(ld, VLM_SHAPE2(I, V), "blocks.%d.mlp.linear_fc1.weight", b);
+            B->fc1_b = vlm_ld(ld, VLM_SHAPE1(I), "blocks.%d.mlp.linear_fc1.bias", b);
+            B->fc2 = vlm_ld(ld, VLM_SHAPE2(V, I), "blocks.%d.mlp.linear_fc2.weight", b);
+            B->fc2_b = vlm_ld(ld, VLM_SHAPE1(V), "blocks.%d.mlp.linear_fc2.bias", b);
+        } else { /* Qwen2.5-VL */
+            B->gate = vlm_ld(ld, VLM_SHAPE2(I, V), "blocks.%d.mlp.gate_proj.weight", b);
+            B->gate_b = vlm_ld(ld, VLM_SHAPE1(I), "blocks.%d.mlp.gate_proj.bias", b);
+            B->up = vlm_ld(ld, VLM_SHAPE2(I, V), "blocks.%d.mlp.up_proj.weight", b);
+            B->up_b = vlm_ld(ld, VLM_SHAPE1(I), "blocks.%d.mlp.up_proj.bias", b);
+            B->down = vlm_ld(ld, VLM_SHAPE2(V, I), "blocks.%d.mlp.down_proj.weight", b);
+            B->down_b = vlm_ld(ld, VLM_SHAPE1(V), "blocks.%d.mlp.down_proj.bias", b);
+        }
+    }
+    return ld->err->code;
 }
 
 void vlm_vision_rope_2d(float *cos_row, float *sin_row, int64_t row, int64_t col, const float *inv, int head_dim) {

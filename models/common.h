@@ -99,10 +99,37 @@ typedef struct vlm_dec_stack {
     vlm_dec_layer *layers; /* [n_layers], malloc'd: free() it */
 } vlm_dec_stack;
 vlm_status vlm_dec_stack_load(vlm_loader *ld, int vocab, int qkv_bias, int qk_norm, int tied, vlm_dec_stack *d);
-/* Runs the layers over resid [n, hidden] in place (per-layer arena scratch
- * released); 0 on success. */
-int vlm_dec_stack_run(vlm_compute *c, const vlm_dec_stack *d, vlm_kv_cache *kv, vlm_tensor *resid, vlm_tensor *cos,
-                      vlm_tensor *sin, const int32_t *pos, int n);
+/* One decoder call, the same five-step pass for every family:
+ *   x      = embed(ids) * embed_scale, vision rows written over placeholders
+ *   begin  (per-call inputs from x: Gemma 4's per-layer embeddings)
+ *   for l: x = layer_l(x)                 (default: the standard pre-norm layer)
+ *          after_layer(l, x)              (Qwen3-VL's DeepStack injection)
+ *   logits = lm_head(norm(x)), soft-capped when softcap > 0
+ * Layer l reads and writes the cache layer s->kv.layers[l]; a layer that
+ * shares another's cache (Gemma 4) got that layer's ring from vlm_kv_init's
+ * share[], so the driver needs no say in it. */
+typedef struct vlm_dec_call vlm_dec_call;
+typedef struct vlm_dec_hooks {
+    void *state; /* the family's per-call state, first argument of every hook */
+    vlm_status (*begin)(vlm_compute *c, void *state, vlm_tensor *x);
+    vlm_tensor *(*layer)(vlm_compute *c, void *state, int l, vlm_kv_layer *kv, vlm_tensor *x, const vlm_dec_call *a);
+    vlm_status (*after_layer)(vlm_compute *c, void *state, int l, vlm_tensor *resid);
+} vlm_dec_hooks;
+struct vlm_dec_call {
+    const int32_t *ids;
+    int n;
+    const int32_t *pos;             /* cache positions [n] */
+    vlm_tensor *cos, *sin;          /* RoPE tables [n, head_dim] of the default layer */
+    const vlm_vision_out *vision;   /* NULL: placeholders embed as text */
+    int32_t image_token, video_token;
+    float embed_scale;              /* 0 = 1 */
+    float softcap;                  /* > 0: tanh soft-capping of the logits */
+    int all_logits;
+    const vlm_dec_hooks *hooks;     /* NULL: none */
+};
+/* Runs the call, advances s->n_past; on failure rewinds the cache (the caller
+ * restores its own RoPE bookkeeping). */
+vlm_status vlm_dec_run(vlm_seq *s, const vlm_dec_stack *d, const vlm_dec_call *a, vlm_tensor **logits);
 /* A whole decoder pass with plain 1D RoPE (inv_freq: head_dim/2 inverse
  * frequencies, scaled as the model's rope type asks) at positions n_past, n_past+1, ...:
  * token embeddings with vision rows written over image_token (only when
@@ -123,6 +150,21 @@ const vlm_json *vlm_cfg_rope(const vlm_json *cfg, const char *key);
 /* A Conv3d patch embedding "name" [out, C, T, P, P] (stride = kernel) as the
  * equivalent matmul weight view [out, C*T*P*P] (no copy). */
 vlm_tensor *vlm_ld_patch_embed(vlm_loader *ld, int64_t out, int in_ch, int t_patch, int patch, const char *name);
+
+/* A Qwen-VL ViT block "blocks.<b>.": norm1, fused qkv and proj (with
+ * biases), norm2 and the MLP. Qwen2.5-VL: RMSNorms, gated MLP
+ * (gate/up/down_proj); Qwen3-VL: LayerNorms with biases, plain MLP
+ * (linear_fc1/fc2). Fields a block type lacks stay NULL. */
+typedef struct vlm_qwen_vit_block {
+    vlm_tensor *norm1, *norm1_b, *norm2, *norm2_b, *qkv, *qkv_b, *proj, *proj_b;
+    vlm_tensor *gate, *gate_b, *up, *up_b, *down, *down_b; /* gated MLP */
+    vlm_tensor *fc1, *fc1_b, *fc2, *fc2_b;                 /* plain MLP */
+} vlm_qwen_vit_block;
+/* Finds the tower ("model.visual." or "visual.", the loader keeps the
+ * prefix) and loads its patch embedding (Conv3d as a matmul view) and
+ * `depth` blocks of width V and MLP width I. */
+vlm_status vlm_qwen_vit_load(vlm_loader *ld, int depth, int64_t V, int64_t I, int in_ch, int t_patch, int patch,
+                             int layer_norm, vlm_tensor **patch_embed, vlm_qwen_vit_block *blocks);
 
 /* 2D vision RoPE of one patch at (row, col), rotate-half layout: of the
  * head_dim/2 rotated pairs, the first half turn with the row, the second

@@ -54,6 +54,7 @@ typedef struct {
     g4_rope rope[2];                 /* [0] sliding, [1] full */
     vlm_tensor *embed, *norm, *ple_embed, *ple_model_proj, *ple_proj_norm;
     g4_layer *layers;
+    vlm_dec_stack stack;             /* embed, norm, tied head for the shared driver (its layers are g4_layer) */
 } g4_model;
 
 typedef struct {
@@ -329,7 +330,10 @@ static vlm_status g4_load(vlm_model *m, vlm_error *err) {
         }
         if (err->code) return err->code;
     }
-    return err->code; /* the LM head is the embedding table (tied) */
+    /* the LM head is the embedding table (tied) */
+    g->stack = (vlm_dec_stack){.n_layers = g->n_layers, .hidden = g->hidden, .hp.eps = g->eps,
+                               .embed = g->embed, .norm = g->norm, .lm_head = g->embed};
+    return err->code;
 }
 
 static void g4_unload(vlm_model *m) {
@@ -573,20 +577,47 @@ static int g4_is_mm(const vlm_model *m, const g4_model *g, int32_t id) {
     return id == m->image_token_id || id == m->video_token_id || (g->audio_token >= 0 && id == g->audio_token);
 }
 
+/* One decoder call's state for the driver's hooks. */
+typedef struct {
+    const g4_model *g;
+    const int32_t *ple_ids;          /* [n] token ids into the per-layer table (placeholders: pad) */
+    const int32_t *span;             /* bidirectional spans, or NULL */
+    vlm_tensor *cs[2][2];            /* cos, sin of [0] sliding and [1] full layers */
+    vlm_tensor *ple;                 /* [n, layers, P] per-layer inputs, or NULL */
+} g4_call;
+
+/* Per-layer inputs [n, layers, P]: (norm(proj(x)) + table[id]) / sqrt(2). */
+static vlm_status g4_per_layer_inputs(vlm_compute *c, void *state, vlm_tensor *x) {
+    g4_call *k = (g4_call *)state;
+    const g4_model *g = k->g;
+    int64_t n = x->shape[0], NL = g->n_layers, P = g->ple_dim;
+    if (P <= 0) return VLM_OK;
+    vlm_tensor *tok = vlm_from_host(c, VLM_I32, 1, (const int64_t[]){n}, k->ple_ids);
+    vlm_tensor *te = vlm_scale(c, vlm_get_rows(c, g->ple_embed, tok), g4_embed_scale(g->ple_embed, sqrtf((float)P)));
+    vlm_tensor *pr = vlm_scale(c, vlm_linear(c, x, g->ple_model_proj, NULL), 1.0f / sqrtf((float)g->hidden));
+    pr = vlm_rms_norm(c, vlm_reshape_3d(c, pr, n, NL, P), g->ple_proj_norm, g->eps);
+    k->ple = vlm_scale(c, vlm_add(c, pr, vlm_reshape_3d(c, te, n, NL, P)), 1.0f / sqrtf(2.0f));
+    return k->ple ? VLM_OK : VLM_ERR_ARG;
+}
+
+static vlm_tensor *g4_layer_hook(vlm_compute *c, void *state, int l, vlm_kv_layer *kv, vlm_tensor *x, const vlm_dec_call *a) {
+    const g4_call *k = (const g4_call *)state;
+    const g4_layer *L = &k->g->layers[l];
+    int64_t n = a->n, P = k->g->ple_dim;
+    vlm_tensor *pl = k->ple ? vlm_reshape_2d(c, vlm_cont(c, vlm_slice(c, k->ple, 1, l, 1)), n, P) : NULL;
+    return g4_layer_forward(c, k->g, L, kv, x, k->cs[L->full][0], k->cs[L->full][1], a->pos, a->n, pl, k->span);
+}
+
 static vlm_status g4_forward(vlm_model *m, vlm_seq *s, const int32_t *ids, int n, const vlm_vision_out *vision,
                              const vlm_features *f, int all_logits, vlm_tensor **logits) {
     g4_model *g = (g4_model *)m->impl;
     g4_seq *gs = (g4_seq *)s->impl;
     vlm_compute *c = &s->c;
     *logits = NULL;
-    if (n <= 0) return vlm_error_set(&c->err, VLM_ERR_ARG, "no tokens to run");
-    if (s->n_past + n > s->n_ctx)
-        return vlm_error_set(&c->err, VLM_ERR_CONTEXT, "%d tokens after %d exceed the context of %d", n, s->n_past, s->n_ctx);
-    if (n > s->max_batch)
+    vlm_status st = vlm_forward_check(s, ids, n);
+    if (st != VLM_OK) return st;
+    if (n > s->max_batch) /* the sliding rings hold the window plus one call */
         return vlm_error_set(&c->err, VLM_ERR_ARG, "%d tokens in one call exceed max_batch %d", n, s->max_batch);
-    for (int i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= m->vocab_size)
-            return vlm_error_set(&c->err, VLM_ERR_ARG, "token id %d outside the vocabulary of %d", ids[i], m->vocab_size);
     int32_t *pos = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * 2 * (size_t)n);
     float *fpos = (float *)vlm_arena_alloc(&c->arena, sizeof(float) * (size_t)n);
     if (!pos || !fpos) return vlm_error_set(&c->err, VLM_ERR_OOM, "out of memory");
@@ -621,37 +652,12 @@ static vlm_status g4_forward(vlm_model *m, vlm_seq *s, const int32_t *ids, int n
             cs[t][0] = vlm_slice(c, tabs[t], 0, 0, n);
             cs[t][1] = vlm_slice(c, tabs[t], 0, n, n);
         }
-    int64_t img_seen = 0, vid_seen = 0;
-    vlm_tensor *x = vlm_embed_tokens_scaled(c, g->embed, g4_embed_scale(g->embed, sqrtf((float)g->hidden)), ids, n, vision,
-                                            m->image_token_id, m->video_token_id, &img_seen, &vid_seen);
-    vlm_tensor *ple = NULL;
-    int64_t NL = g->n_layers, P = g->ple_dim;
-    if (P > 0 && x) { /* per-layer inputs [n, layers, P]: (norm(proj(x)) + table[id]) / sqrt(2) */
-        vlm_tensor *tok = vlm_from_host(c, VLM_I32, 1, (const int64_t[]){n}, ple_ids);
-        vlm_tensor *te = vlm_scale(c, vlm_get_rows(c, g->ple_embed, tok), g4_embed_scale(g->ple_embed, sqrtf((float)P)));
-        vlm_tensor *pr = vlm_scale(c, vlm_linear(c, x, g->ple_model_proj, NULL), 1.0f / sqrtf((float)g->hidden));
-        pr = vlm_rms_norm(c, vlm_reshape_3d(c, pr, n, NL, P), g->ple_proj_norm, g->eps);
-        ple = vlm_scale(c, vlm_add(c, pr, vlm_reshape_3d(c, te, n, NL, P)), 1.0f / sqrtf(2.0f));
-        if (!ple) goto fail;
-    }
-    vlm_tensor *resid = vlm_new_2d(c, VLM_F32, n, g->hidden);
-    if (!x || !resid || vlm_copy(c, resid, x) != VLM_OK) goto fail;
-    for (int l = 0; l < g->n_layers; l++) {
-        const g4_layer *L = &g->layers[l];
-        vlm_arena_mark mark = vlm_arena_get_mark(&c->arena);
-        vlm_tensor *pl = ple ? vlm_reshape_2d(c, vlm_cont(c, vlm_slice(c, ple, 1, l, 1)), n, P) : NULL;
-        x = g4_layer_forward(c, g, L, &s->kv.layers[l], resid, cs[L->full][0], cs[L->full][1], pos, n, pl, span);
-        if (!x || vlm_copy(c, resid, x) != VLM_OK) goto fail;
-        vlm_arena_release(&c->arena, mark);
-    }
-    *logits = vlm_lm_logits(c, resid, g->norm, g->eps, g->embed, all_logits);
-    if (g->softcap > 0) *logits = vlm_softcap(c, *logits, g->softcap);
-    if (!*logits) goto fail;
-    s->n_past += n;
-    return VLM_OK;
-fail:
-    vlm_kv_truncate(&s->kv, s->n_past);
-    return c->err.code ? c->err.code : VLM_ERR_ARG;
+    g4_call k = {.g = g, .ple_ids = ple_ids, .span = span, .cs = {{cs[0][0], cs[0][1]}, {cs[1][0], cs[1][1]}}};
+    vlm_dec_hooks hooks = {.state = &k, .begin = g4_per_layer_inputs, .layer = g4_layer_hook};
+    vlm_dec_call a = {.ids = ids, .n = n, .pos = pos, .vision = vision, .image_token = m->image_token_id,
+                      .video_token = m->video_token_id, .embed_scale = g4_embed_scale(g->embed, sqrtf((float)g->hidden)),
+                      .softcap = g->softcap, .all_logits = all_logits, .hooks = &hooks};
+    return vlm_dec_run(s, &g->stack, &a, logits);
 }
 
 static vlm_status g4_seq_init(vlm_model *m, vlm_seq *s, vlm_error *err) {

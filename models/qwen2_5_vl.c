@@ -7,18 +7,13 @@
 #include <string.h>
 
 typedef struct {
-    vlm_tensor *norm1, *norm2, *qkv, *qkv_b, *proj, *proj_b;
-    vlm_tensor *gate, *gate_b, *up, *up_b, *down, *down_b;
-} q25_vit_block;
-
-typedef struct {
     /* vision tower */
     int v_depth, v_hidden, v_heads, v_inter, v_out, patch, t_patch, merge, window;
     int in_channels;
     float v_theta;
     int *fullatt;                 /* [v_depth] 1 = full attention block */
     vlm_tensor *patch_embed;      /* [v_hidden, C*T*P*P] view of the conv3d weight */
-    q25_vit_block *blocks;
+    vlm_qwen_vit_block *blocks;
     vlm_tensor *merger_norm, *merger_fc1, *merger_fc1_b, *merger_fc2, *merger_fc2_b;
     /* decoder: a Qwen2 stack (qkv bias) with M-RoPE */
     vlm_dec_stack d;
@@ -78,7 +73,7 @@ static vlm_status q25_load(vlm_model *m, vlm_error *err) {
     vlm_status s = q25_load_config(m, q, err);
     if (s != VLM_OK) return s;
     q->fullatt = (int *)calloc((size_t)q->v_depth, sizeof(int));
-    q->blocks = (q25_vit_block *)calloc((size_t)q->v_depth, sizeof *q->blocks);
+    q->blocks = (vlm_qwen_vit_block *)calloc((size_t)q->v_depth, sizeof *q->blocks);
     if (!q->fullatt || !q->blocks) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     const vlm_json *fa = vlm_json_path(m->config, "vision_config.fullatt_block_indexes");
     for (int i = 0; fa && i < fa->n; i++) {
@@ -87,26 +82,10 @@ static vlm_status q25_load(vlm_model *m, vlm_error *err) {
     }
 
     vlm_loader ld = {.m = m, .err = err};
-    static const char *const vis_prefixes[] = {"model.visual.", "visual.", NULL};
-    if (!vlm_loader_prefix(&ld, vis_prefixes, "patch_embed.proj.weight"))
-        return vlm_error_set(err, VLM_ERR_FORMAT, "no vision tower weights (visual.patch_embed.proj.weight)");
-    int64_t V = q->v_hidden, I = q->v_inter;
-    q->patch_embed = vlm_ld_patch_embed(&ld, V, q->in_channels, q->t_patch, q->patch, "patch_embed.proj.weight");
-    for (int b = 0; b < q->v_depth; b++) {
-        q25_vit_block *B = &q->blocks[b];
-        B->norm1 = vlm_ld(&ld, VLM_SHAPE1(V), "blocks.%d.norm1.weight", b);
-        B->norm2 = vlm_ld(&ld, VLM_SHAPE1(V), "blocks.%d.norm2.weight", b);
-        B->qkv = vlm_ld(&ld, VLM_SHAPE2(3 * V, V), "blocks.%d.attn.qkv.weight", b);
-        B->qkv_b = vlm_ld(&ld, VLM_SHAPE1(3 * V), "blocks.%d.attn.qkv.bias", b);
-        B->proj = vlm_ld(&ld, VLM_SHAPE2(V, V), "blocks.%d.attn.proj.weight", b);
-        B->proj_b = vlm_ld(&ld, VLM_SHAPE1(V), "blocks.%d.attn.proj.bias", b);
-        B->gate = vlm_ld(&ld, VLM_SHAPE2(I, V), "blocks.%d.mlp.gate_proj.weight", b);
-        B->gate_b = vlm_ld(&ld, VLM_SHAPE1(I), "blocks.%d.mlp.gate_proj.bias", b);
-        B->up = vlm_ld(&ld, VLM_SHAPE2(I, V), "blocks.%d.mlp.up_proj.weight", b);
-        B->up_b = vlm_ld(&ld, VLM_SHAPE1(I), "blocks.%d.mlp.up_proj.bias", b);
-        B->down = vlm_ld(&ld, VLM_SHAPE2(V, I), "blocks.%d.mlp.down_proj.weight", b);
-        B->down_b = vlm_ld(&ld, VLM_SHAPE1(V), "blocks.%d.mlp.down_proj.bias", b);
-    }
+    int64_t V = q->v_hidden;
+    if (vlm_qwen_vit_load(&ld, q->v_depth, V, q->v_inter, q->in_channels, q->t_patch, q->patch, 0, &q->patch_embed,
+                          q->blocks) != VLM_OK)
+        return err->code;
     int64_t M = V * q->merge * q->merge;
     q->merger_norm = vlm_ld(&ld, VLM_SHAPE1(V), "merger.ln_q.weight");
     q->merger_fc1 = vlm_ld(&ld, VLM_SHAPE2(M, M), "merger.mlp.0.weight");
@@ -184,7 +163,7 @@ static vlm_status q25_make_layout(vlm_compute *c, const q25_model *q, const vlm_
     return VLM_OK;
 }
 
-static vlm_tensor *q25_vit_block_forward(vlm_compute *c, const q25_model *q, const q25_vit_block *B, vlm_tensor *x,
+static vlm_tensor *vlm_qwen_vit_block_forward(vlm_compute *c, const q25_model *q, const vlm_qwen_vit_block *B, vlm_tensor *x,
                                          vlm_tensor *cos, vlm_tensor *sin, const int32_t *seg) {
     vlm_tensor *h = vlm_rms_norm(c, x, B->norm1, 1e-6f);
     x = vlm_add(c, x, vlm_vit_attention(c, h, B->qkv, B->qkv_b, B->proj, B->proj_b, q->v_heads, cos, sin, seg));
@@ -214,7 +193,7 @@ static vlm_tensor *q25_vision(vlm_compute *c, const void *model, const vlm_tenso
     if (!x || !resid || vlm_copy(c, resid, x) != VLM_OK) return NULL;
     for (int b = 0; b < q->v_depth; b++) {
         vlm_arena_mark mark = vlm_arena_get_mark(&c->arena);
-        x = q25_vit_block_forward(c, q, &q->blocks[b], resid, cos, sin, q->fullatt[b] ? L.frame_seg : L.win_seg);
+        x = vlm_qwen_vit_block_forward(c, q, &q->blocks[b], resid, cos, sin, q->fullatt[b] ? L.frame_seg : L.win_seg);
         if (!x || vlm_copy(c, resid, x) != VLM_OK) return NULL;
         vlm_arena_release(&c->arena, mark);
     }
@@ -277,19 +256,11 @@ static vlm_status q25_forward(vlm_model *m, vlm_seq *s, const int32_t *ids, int 
         st = vlm_mrope_begin(s, &sp, ids, n, q->d.hp.head_dim, q->theta, q->mrope_section, 0, &pos, &cos, &sin);
     if (st != VLM_OK) return st;
 
-    int64_t img_seen = 0, vid_seen = 0;
-    vlm_tensor *x = vlm_embed_tokens(c, q->d.embed, ids, n, vision, m->image_token_id, m->video_token_id, &img_seen, &vid_seen);
-    vlm_tensor *resid = vlm_new_2d(c, VLM_F32, n, q->d.hidden);
-    if (!x || !resid || vlm_copy(c, resid, x) != VLM_OK) goto fail;
-    if (vlm_dec_stack_run(c, &q->d, &s->kv, resid, cos, sin, pos, n)) goto fail;
-    *logits = vlm_lm_logits(c, resid, q->d.norm, q->d.hp.eps, q->d.lm_head, all_logits);
-    if (!*logits) goto fail;
-    s->n_past += n;
-    return VLM_OK;
-fail:
-    s->rope_pos = saved_rope;
-    vlm_kv_truncate(&s->kv, s->n_past);
-    return c->err.code ? c->err.code : VLM_ERR_ARG;
+    vlm_dec_call a = {.ids = ids, .n = n, .pos = pos, .cos = cos, .sin = sin, .vision = vision,
+                      .image_token = m->image_token_id, .video_token = m->video_token_id, .all_logits = all_logits};
+    st = vlm_dec_run(s, &q->d, &a, logits);
+    if (st != VLM_OK) s->rope_pos = saved_rope;
+    return st;
 }
 
 static vlm_status q25_seq_init(vlm_model *m, vlm_seq *s, vlm_error *err) {

@@ -13,11 +13,6 @@
 
 #define Q3_MAX_DEEP 8
 
-typedef struct {
-    vlm_tensor *norm1, *norm1_b, *norm2, *norm2_b, *qkv, *qkv_b, *proj, *proj_b;
-    vlm_tensor *fc1, *fc1_b, *fc2, *fc2_b;
-} q3_vit_block;
-
 /* LayerNorm (per patch, or over the 2×2 merged row for DeepStack), fc1, GELU, fc2. */
 typedef struct {
     int post_norm;
@@ -42,15 +37,13 @@ typedef struct {
     float v_theta;
     int n_deep, deep_idx[Q3_MAX_DEEP];
     vlm_tensor *patch_embed, *patch_embed_b, *pos_embed;
-    q3_vit_block *blocks;
+    vlm_qwen_vit_block *blocks;
     q3_merger merger, deep[Q3_MAX_DEEP];
     /* decoder */
-    int n_layers, hidden, inter, moe_inter, n_experts, top_k;
-    vlm_dec_hparams hp;
+    vlm_dec_stack d;
+    int moe_inter, n_experts, top_k;
     float theta;
     int mrope_section[3];
-    vlm_tensor *embed, *norm, *lm_head;
-    vlm_dec_layer *layers;
     q3_moe *moe; /* [n_layers]; router NULL on dense layers */
 } q3_model;
 
@@ -99,18 +92,18 @@ static vlm_status q3_load_config(vlm_model *m, q3_model *q, vlm_error *err) {
                                  q->deep_idx[i], q->v_depth);
     }
 
-    q->hidden = (int)vlm_json_int(vlm_cfg_text(cfg, "hidden_size"), 0);
-    q->n_layers = (int)vlm_json_int(vlm_cfg_text(cfg, "num_hidden_layers"), 0);
-    q->inter = (int)vlm_json_int(vlm_cfg_text(cfg, "intermediate_size"), 0);
-    q->hp.n_heads = (int)vlm_json_int(vlm_cfg_text(cfg, "num_attention_heads"), 0);
-    q->hp.n_kv_heads = (int)vlm_json_int(vlm_cfg_text(cfg, "num_key_value_heads"), q->hp.n_heads);
-    q->hp.head_dim = (int)vlm_json_int(vlm_cfg_text(cfg, "head_dim"), q->hp.n_heads > 0 ? q->hidden / q->hp.n_heads : 0);
-    q->hp.eps = (float)vlm_json_num(vlm_cfg_text(cfg, "rms_norm_eps"), 1e-6);
+    q->d.hidden = (int)vlm_json_int(vlm_cfg_text(cfg, "hidden_size"), 0);
+    q->d.n_layers = (int)vlm_json_int(vlm_cfg_text(cfg, "num_hidden_layers"), 0);
+    q->d.inter = (int)vlm_json_int(vlm_cfg_text(cfg, "intermediate_size"), 0);
+    q->d.hp.n_heads = (int)vlm_json_int(vlm_cfg_text(cfg, "num_attention_heads"), 0);
+    q->d.hp.n_kv_heads = (int)vlm_json_int(vlm_cfg_text(cfg, "num_key_value_heads"), q->d.hp.n_heads);
+    q->d.hp.head_dim = (int)vlm_json_int(vlm_cfg_text(cfg, "head_dim"), q->d.hp.n_heads > 0 ? q->d.hidden / q->d.hp.n_heads : 0);
+    q->d.hp.eps = (float)vlm_json_num(vlm_cfg_text(cfg, "rms_norm_eps"), 1e-6);
     act = vlm_json_str(vlm_cfg_text(cfg, "hidden_act"), "silu");
-    if (!q3_act(act, &q->hp.act)) return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "text hidden_act \"%s\"", act);
+    if (!q3_act(act, &q->d.hp.act)) return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "text hidden_act \"%s\"", act);
     q->theta = (float)vlm_json_num(vlm_cfg_rope(cfg, "rope_theta"), 5000000.0);
     m->vocab_size = (int)vlm_json_int(vlm_cfg_text(cfg, "vocab_size"), 0);
-    m->hidden_size = q->hidden;
+    m->hidden_size = q->d.hidden;
     m->image_token_id = (int32_t)vlm_json_int(vlm_json_get(cfg, "image_token_id"), 151655);
     m->video_token_id = (int32_t)vlm_json_int(vlm_json_get(cfg, "video_token_id"), 151656);
     /* MoE (Qwen3-VL-MoE): experts on layers (l+1) % decoder_sparse_step == 0 not in mlp_only_layers */
@@ -118,8 +111,8 @@ static vlm_status q3_load_config(vlm_model *m, q3_model *q, vlm_error *err) {
     q->n_experts = (int)vlm_json_int(ne ? ne : vlm_cfg_text(cfg, "num_local_experts"), 0);
     q->top_k = (int)vlm_json_int(vlm_cfg_text(cfg, "num_experts_per_tok"), 0);
     q->moe_inter = (int)vlm_json_int(vlm_cfg_text(cfg, "moe_intermediate_size"), 0);
-    if (q->hidden <= 0 || q->n_layers <= 0 || q->hp.n_heads <= 0 || q->hp.n_kv_heads <= 0 || q->hp.head_dim <= 0 ||
-        q->hp.head_dim % 2 || q->hp.head_dim > 1024 || q->hp.n_heads % q->hp.n_kv_heads || m->vocab_size <= 0)
+    if (q->d.hidden <= 0 || q->d.n_layers <= 0 || q->d.hp.n_heads <= 0 || q->d.hp.n_kv_heads <= 0 || q->d.hp.head_dim <= 0 ||
+        q->d.hp.head_dim % 2 || q->d.hp.head_dim > 1024 || q->d.hp.n_heads % q->d.hp.n_kv_heads || m->vocab_size <= 0)
         return vlm_error_set(err, VLM_ERR_CONFIG, "text config: hidden_size/num_hidden_layers/heads/head_dim/vocab_size missing or inconsistent");
     if (q->n_experts > 0 && (q->top_k <= 0 || q->top_k > q->n_experts || q->moe_inter <= 0))
         return vlm_error_set(err, VLM_ERR_CONFIG, "MoE config: num_experts_per_tok %d of %d experts, moe_intermediate_size %d",
@@ -154,28 +147,12 @@ static void q3_merger_load(vlm_loader *ld, q3_merger *M, const char *name, int64
 
 static vlm_status q3_load_vision(vlm_model *m, q3_model *q, vlm_error *err) {
     vlm_loader ld = {.m = m, .err = err};
-    static const char *const prefixes[] = {"model.visual.", "visual.", NULL};
-    if (!vlm_loader_prefix(&ld, prefixes, "patch_embed.proj.weight"))
-        return vlm_error_set(err, VLM_ERR_FORMAT, "no vision tower weights (model.visual.patch_embed.proj.weight)");
-    int64_t V = q->v_hidden, I = q->v_inter, unit = (int64_t)q->merge * q->merge;
-    q->patch_embed = vlm_ld_patch_embed(&ld, V, q->in_channels, q->t_patch, q->patch, "patch_embed.proj.weight");
+    int64_t V = q->v_hidden, unit = (int64_t)q->merge * q->merge;
+    if (vlm_qwen_vit_load(&ld, q->v_depth, V, q->v_inter, q->in_channels, q->t_patch, q->patch, 1, &q->patch_embed,
+                          q->blocks) != VLM_OK)
+        return err->code;
     q->patch_embed_b = vlm_ld(&ld, VLM_SHAPE1(V), "patch_embed.proj.bias");
     q->pos_embed = vlm_ld(&ld, VLM_SHAPE2((int64_t)q->pos_side * q->pos_side, V), "pos_embed.weight");
-    for (int b = 0; b < q->v_depth; b++) {
-        q3_vit_block *B = &q->blocks[b];
-        B->norm1 = vlm_ld(&ld, VLM_SHAPE1(V), "blocks.%d.norm1.weight", b);
-        B->norm1_b = vlm_ld(&ld, VLM_SHAPE1(V), "blocks.%d.norm1.bias", b);
-        B->norm2 = vlm_ld(&ld, VLM_SHAPE1(V), "blocks.%d.norm2.weight", b);
-        B->norm2_b = vlm_ld(&ld, VLM_SHAPE1(V), "blocks.%d.norm2.bias", b);
-        B->qkv = vlm_ld(&ld, VLM_SHAPE2(3 * V, V), "blocks.%d.attn.qkv.weight", b);
-        B->qkv_b = vlm_ld(&ld, VLM_SHAPE1(3 * V), "blocks.%d.attn.qkv.bias", b);
-        B->proj = vlm_ld(&ld, VLM_SHAPE2(V, V), "blocks.%d.attn.proj.weight", b);
-        B->proj_b = vlm_ld(&ld, VLM_SHAPE1(V), "blocks.%d.attn.proj.bias", b);
-        B->fc1 = vlm_ld(&ld, VLM_SHAPE2(I, V), "blocks.%d.mlp.linear_fc1.weight", b);
-        B->fc1_b = vlm_ld(&ld, VLM_SHAPE1(I), "blocks.%d.mlp.linear_fc1.bias", b);
-        B->fc2 = vlm_ld(&ld, VLM_SHAPE2(V, I), "blocks.%d.mlp.linear_fc2.weight", b);
-        B->fc2_b = vlm_ld(&ld, VLM_SHAPE1(V), "blocks.%d.mlp.linear_fc2.bias", b);
-    }
     q3_merger_load(&ld, &q->merger, "merger", V, unit, q->v_out, 0);
     for (int i = 0; i < q->n_deep; i++) {
         char name[64];
@@ -183,8 +160,8 @@ static vlm_status q3_load_vision(vlm_model *m, q3_model *q, vlm_error *err) {
         q3_merger_load(&ld, &q->deep[i], name, V, unit, q->v_out, 1);
     }
     if (err->code) return err->code;
-    if (q->v_out != q->hidden)
-        return vlm_error_set(err, VLM_ERR_CONFIG, "vision out_hidden_size %d != text hidden_size %d", q->v_out, q->hidden);
+    if (q->v_out != q->d.hidden)
+        return vlm_error_set(err, VLM_ERR_CONFIG, "vision out_hidden_size %d != text hidden_size %d", q->v_out, q->d.hidden);
     return VLM_OK;
 }
 
@@ -221,7 +198,7 @@ static vlm_tensor *q3_transpose_experts(vlm_model *m, const vlm_tensor *w, vlm_e
 }
 
 static vlm_status q3_load_moe(vlm_loader *ld, const q3_model *q, int l, q3_moe *E) {
-    int64_t n = q->n_experts, I = q->moe_inter, H = q->hidden;
+    int64_t n = q->n_experts, I = q->moe_inter, H = q->d.hidden;
     E->router = vlm_ld(ld, VLM_SHAPE2(n, H), "layers.%d.mlp.gate.weight", l);
     vlm_tensor *d = vlm_ld_opt(ld, "layers.%d.mlp.experts.down_proj", l);
     if (d && d->ndim == 3 && d->shape[0] == n && d->shape[1] == I && d->shape[2] == H && I != H) {
@@ -243,37 +220,37 @@ static vlm_status q3_load(vlm_model *m, vlm_error *err) {
     m->impl = q;
     vlm_status s = q3_load_config(m, q, err);
     if (s != VLM_OK) return s;
-    q->blocks = (q3_vit_block *)calloc((size_t)q->v_depth, sizeof *q->blocks);
-    q->layers = (vlm_dec_layer *)calloc((size_t)q->n_layers, sizeof *q->layers);
-    q->moe = (q3_moe *)calloc((size_t)q->n_layers, sizeof *q->moe);
-    if (!q->blocks || !q->layers || !q->moe) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    q->blocks = (vlm_qwen_vit_block *)calloc((size_t)q->v_depth, sizeof *q->blocks);
+    q->d.layers = (vlm_dec_layer *)calloc((size_t)q->d.n_layers, sizeof *q->d.layers);
+    q->moe = (q3_moe *)calloc((size_t)q->d.n_layers, sizeof *q->moe);
+    if (!q->blocks || !q->d.layers || !q->moe) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     if ((s = q3_load_vision(m, q, err)) != VLM_OK) return s;
 
     vlm_loader ld = {.m = m, .err = err};
     static const char *const txt_prefixes[] = {"model.language_model.", "model.", NULL};
     if (!vlm_loader_prefix(&ld, txt_prefixes, "embed_tokens.weight"))
         return vlm_error_set(err, VLM_ERR_FORMAT, "no decoder weights (model.language_model.embed_tokens.weight)");
-    q->embed = vlm_ld(&ld, VLM_SHAPE2(m->vocab_size, q->hidden), "embed_tokens.weight");
-    q->norm = vlm_ld(&ld, VLM_SHAPE1(q->hidden), "norm.weight");
-    for (int l = 0; l < q->n_layers; l++) {
+    q->d.embed = vlm_ld(&ld, VLM_SHAPE2(m->vocab_size, q->d.hidden), "embed_tokens.weight");
+    q->d.norm = vlm_ld(&ld, VLM_SHAPE1(q->d.hidden), "norm.weight");
+    for (int l = 0; l < q->d.n_layers; l++) {
         int moe = q3_is_moe_layer(m->config, q, l);
-        if (!moe && q->inter <= 0) return vlm_error_set(err, VLM_ERR_CONFIG, "intermediate_size missing for dense layer %d", l);
-        if (vlm_dec_layer_load(&ld, l, q->hidden, moe ? 0 : q->inter, &q->hp, 0, 1, &q->layers[l]) != VLM_OK) return err->code;
+        if (!moe && q->d.inter <= 0) return vlm_error_set(err, VLM_ERR_CONFIG, "intermediate_size missing for dense layer %d", l);
+        if (vlm_dec_layer_load(&ld, l, q->d.hidden, moe ? 0 : q->d.inter, &q->d.hp, 0, 1, &q->d.layers[l]) != VLM_OK) return err->code;
         if (moe && q3_load_moe(&ld, q, l, &q->moe[l]) != VLM_OK) return err->code;
     }
     int tied = vlm_json_bool(vlm_json_get(m->config, "tie_word_embeddings"), 0) ||
                vlm_json_bool(vlm_cfg_text(m->config, "tie_word_embeddings"), 0);
     vlm_tensor *head = m->random_weights && tied ? NULL : vlm_weight_opt(m, "lm_head.weight");
     /* a tied checkpoint may still store lm_head; an untied one must */
-    q->lm_head = head ? head : tied ? q->embed : vlm_weight(m, "lm_head.weight", VLM_SHAPE2(m->vocab_size, q->hidden), err);
-    if (head && (head->ndim != 2 || head->shape[0] != m->vocab_size || head->shape[1] != q->hidden))
+    q->d.lm_head = head ? head : tied ? q->d.embed : vlm_weight(m, "lm_head.weight", VLM_SHAPE2(m->vocab_size, q->d.hidden), err);
+    if (head && (head->ndim != 2 || head->shape[0] != m->vocab_size || head->shape[1] != q->d.hidden))
         return vlm_error_set(err, VLM_ERR_FORMAT, "lm_head.weight shape differs from [vocab_size, hidden_size]");
     return err->code;
 }
 
 static void q3_unload(vlm_model *m) {
     q3_model *q = (q3_model *)m->impl;
-    if (q) { free(q->blocks); free(q->layers); free(q->moe); free(q); }
+    if (q) { free(q->blocks); free(q->d.layers); free(q->moe); free(q); }
     m->impl = NULL;
 }
 
@@ -361,7 +338,7 @@ static vlm_tensor *q3_pos_embed(vlm_compute *c, const q3_model *q, const q3_layo
     return vlm_reshape_2d(c, vlm_cont(c, acc), L->n, q->v_hidden);
 }
 
-static vlm_tensor *q3_vit_block_forward(vlm_compute *c, const q3_model *q, const q3_vit_block *B, vlm_tensor *x,
+static vlm_tensor *vlm_qwen_vit_block_forward(vlm_compute *c, const q3_model *q, const vlm_qwen_vit_block *B, vlm_tensor *x,
                                         vlm_tensor *cos, vlm_tensor *sin, const int32_t *seg) {
     vlm_tensor *h = vlm_layer_norm(c, x, B->norm1, B->norm1_b, 1e-6f);
     x = vlm_add(c, x, vlm_vit_attention(c, h, B->qkv, B->qkv_b, B->proj, B->proj_b, q->v_heads, cos, sin, seg));
@@ -400,7 +377,7 @@ static vlm_tensor *q3_vision(vlm_compute *c, const void *model, const vlm_tensor
     if (!x || !resid || vlm_copy(c, resid, x) != VLM_OK) return NULL;
     for (int b = 0; b < q->v_depth; b++) {
         vlm_arena_mark mark = vlm_arena_get_mark(&c->arena);
-        x = q3_vit_block_forward(c, q, &q->blocks[b], resid, cos, sin, L.frame);
+        x = vlm_qwen_vit_block_forward(c, q, &q->blocks[b], resid, cos, sin, L.frame);
         if (!x || vlm_copy(c, resid, x) != VLM_OK) return NULL;
         for (int i = 0; i < q->n_deep; i++)
             if (q->deep_idx[i] == b && vlm_copy(c, deep[i], q3_merge(c, q, &q->deep[i], resid)) != VLM_OK) return NULL;
@@ -450,21 +427,43 @@ static vlm_tensor *q3_moe_forward(vlm_compute *c, const q3_model *q, const q3_mo
     vlm_tensor *id_t = vlm_from_host(c, VLM_I32, 2, (const int64_t[]){n, k}, ids);
     vlm_tensor *w_t = vlm_from_host(c, VLM_F32, 3, (const int64_t[]){n, k, 1}, wts);
     vlm_tensor *gu = vlm_matmul_id(c, h, E->gate_up, id_t); /* [n, k, 2I] */
-    vlm_tensor *a = vlm_glu(c, vlm_slice(c, gu, 2, 0, I), vlm_slice(c, gu, 2, I, I), q->hp.act);
+    vlm_tensor *a = vlm_glu(c, vlm_slice(c, gu, 2, 0, I), vlm_slice(c, gu, 2, I, I), q->d.hp.act);
     vlm_tensor *y = vlm_mul(c, vlm_matmul_id(c, vlm_reshape_2d(c, a, n * k, I), E->down, id_t), w_t); /* [n, k, H] */
     vlm_tensor *acc = vlm_slice(c, y, 1, 0, 1);
     for (int64_t j = 1; j < k; j++) acc = vlm_add(c, acc, vlm_slice(c, y, 1, j, 1));
-    return vlm_reshape_2d(c, vlm_cont(c, acc), n, q->hidden);
+    return vlm_reshape_2d(c, vlm_cont(c, acc), n, q->d.hidden);
 }
 
 static vlm_tensor *q3_layer_forward(vlm_compute *c, const q3_model *q, int l, vlm_kv_layer *kv, vlm_tensor *x,
                                     vlm_tensor *cos, vlm_tensor *sin, const int32_t *pos, int n) {
-    const vlm_dec_layer *L = &q->layers[l];
-    if (!q->moe[l].router) return vlm_dec_layer_forward(c, L, &q->hp, kv, x, cos, sin, pos, n);
-    vlm_tensor *h = vlm_rms_norm(c, x, L->attn_norm, q->hp.eps);
-    x = vlm_add(c, x, vlm_dec_attention(c, L, &q->hp, kv, h, cos, sin, pos, n, 0));
-    h = vlm_rms_norm(c, x, L->mlp_norm, q->hp.eps);
+    const vlm_dec_layer *L = &q->d.layers[l];
+    if (!q->moe[l].router) return vlm_dec_layer_forward(c, L, &q->d.hp, kv, x, cos, sin, pos, n);
+    vlm_tensor *h = vlm_rms_norm(c, x, L->attn_norm, q->d.hp.eps);
+    x = vlm_add(c, x, vlm_dec_attention(c, L, &q->d.hp, kv, h, cos, sin, pos, n, 0));
+    h = vlm_rms_norm(c, x, L->mlp_norm, q->d.hp.eps);
     return vlm_add(c, x, q3_moe_forward(c, q, &q->moe[l], h));
+}
+
+/* One decoder call's DeepStack bookkeeping: the visual rows of this call
+ * (dst_ids) and the rows of the vision features they take (src_ids). */
+typedef struct {
+    const q3_model *q;
+    const vlm_vision_out *vision;
+    int n_deep;
+    int64_t n_vis;
+    vlm_tensor *src_ids, *dst_ids;
+} q3_call;
+
+static vlm_tensor *q3_layer(vlm_compute *c, void *state, int l, vlm_kv_layer *kv, vlm_tensor *x, const vlm_dec_call *a) {
+    return q3_layer_forward(c, ((const q3_call *)state)->q, l, kv, x, a->cos, a->sin, a->pos, a->n);
+}
+
+/* DeepStack: after decoder layer l < n_deep, the visual rows take + deep[l]. */
+static vlm_status q3_deepstack(vlm_compute *c, void *state, int l, vlm_tensor *resid) {
+    const q3_call *k = (const q3_call *)state;
+    if (l >= k->n_deep || !k->n_vis) return VLM_OK;
+    vlm_tensor *sum = vlm_add(c, vlm_get_rows(c, resid, k->dst_ids), vlm_get_rows(c, k->vision->extra[l], k->src_ids));
+    return vlm_set_rows(c, resid, sum, k->dst_ids);
 }
 
 static vlm_status q3_forward(vlm_model *m, vlm_seq *s, const int32_t *ids, int n, const vlm_vision_out *vision,
@@ -486,11 +485,14 @@ static vlm_status q3_forward(vlm_model *m, vlm_seq *s, const int32_t *ids, int n
                          .merge = q->merge, .image_grid = vlm_features_get(f, "image_grid_thw"),
                          .video_grid = vlm_features_get(f, "video_grid_thw"), .image_tscale = 1.0f,
                          .video_frame_spans = 1};
-    vlm_status st = vlm_mrope_begin(s, &sp, ids, n, q->hp.head_dim, q->theta, q->mrope_section, 1, &pos, &cos, &sin);
+    vlm_status st = vlm_mrope_begin(s, &sp, ids, n, q->d.hp.head_dim, q->theta, q->mrope_section, 1, &pos, &cos, &sin);
     if (st != VLM_OK) return st;
     int32_t *vdst = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n);
     int32_t *vsrc = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n);
-    if (!vdst || !vsrc) { vlm_error_set(&c->err, VLM_ERR_OOM, "out of memory"); goto fail; }
+    if (!vdst || !vsrc) {
+        s->rope_pos = saved_rope;
+        return vlm_error_set(&c->err, VLM_ERR_OOM, "out of memory");
+    }
 
     /* DeepStack: the visual positions and their rows, counted as vlm_embed_tokens counts them */
     int64_t n_vis = 0, n_img = vision ? vision->n_image_tokens : 0, img_r = 0, vid_r = 0;
@@ -501,36 +503,21 @@ static vlm_status q3_forward(vlm_model *m, vlm_seq *s, const int32_t *ids, int n
         else continue;
         vdst[n_vis++] = i;
     }
-    vlm_tensor *src_ids = n_vis ? vlm_from_host(c, VLM_I32, 1, &n_vis, vsrc) : NULL;
-    vlm_tensor *dst_ids = n_vis ? vlm_from_host(c, VLM_I32, 1, &n_vis, vdst) : NULL;
-
-    int64_t img_seen = 0, vid_seen = 0;
-    vlm_tensor *x = vlm_embed_tokens(c, q->embed, ids, n, vision, m->image_token_id, m->video_token_id, &img_seen, &vid_seen);
-    vlm_tensor *resid = vlm_new_2d(c, VLM_F32, n, q->hidden);
-    if (!x || !resid || vlm_copy(c, resid, x) != VLM_OK) goto fail;
-    for (int l = 0; l < q->n_layers; l++) {
-        vlm_arena_mark mark = vlm_arena_get_mark(&c->arena);
-        x = q3_layer_forward(c, q, l, &s->kv.layers[l], resid, cos, sin, pos, n);
-        if (!x || vlm_copy(c, resid, x) != VLM_OK) goto fail;
-        if (l < n_deep && n_vis) {
-            vlm_tensor *sum = vlm_add(c, vlm_get_rows(c, resid, dst_ids), vlm_get_rows(c, vision->extra[l], src_ids));
-            if (vlm_set_rows(c, resid, sum, dst_ids) != VLM_OK) goto fail;
-        }
-        vlm_arena_release(&c->arena, mark);
-    }
-    *logits = vlm_lm_logits(c, resid, q->norm, q->hp.eps, q->lm_head, all_logits);
-    if (!*logits) goto fail;
-    s->n_past += n;
-    return VLM_OK;
-fail:
-    s->rope_pos = saved_rope;
-    vlm_kv_truncate(&s->kv, s->n_past);
-    return c->err.code ? c->err.code : VLM_ERR_ARG;
+    q3_call k = {.q = q, .vision = vision, .n_deep = n_deep, .n_vis = n_vis,
+                 .src_ids = n_vis ? vlm_from_host(c, VLM_I32, 1, &n_vis, vsrc) : NULL,
+                 .dst_ids = n_vis ? vlm_from_host(c, VLM_I32, 1, &n_vis, vdst) : NULL};
+    vlm_dec_hooks hooks = {.state = &k, .layer = q3_layer, .after_layer = q3_deepstack};
+    vlm_dec_call a = {.ids = ids, .n = n, .pos = pos, .cos = cos, .sin = sin, .vision = vision,
+                      .image_token = m->image_token_id, .video_token = m->video_token_id, .all_logits = all_logits,
+                      .hooks = &hooks};
+    st = vlm_dec_run(s, &q->d, &a, logits);
+    if (st != VLM_OK) s->rope_pos = saved_rope;
+    return st;
 }
 
 static vlm_status q3_seq_init(vlm_model *m, vlm_seq *s, vlm_error *err) {
     q3_model *q = (q3_model *)m->impl;
-    return vlm_seq_kv_uniform(s, q->n_layers, q->hp.n_kv_heads, q->hp.head_dim, err);
+    return vlm_seq_kv_uniform(s, q->d.n_layers, q->d.hp.n_kv_heads, q->d.hp.head_dim, err);
 }
 
 static const char *const q3_hf_names[] = {"Qwen3VLForConditionalGeneration", "Qwen3VLModel",
