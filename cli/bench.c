@@ -37,173 +37,35 @@ static int bench_usage(int rc) {
             "  -t N            threads (default: all cores)\n"
             "  -p N            prompt tokens for the prefill measurement (default 512)\n"
             "  -n N            tokens to decode (default 32)\n"
-            "  --image WxH     also time the vision encoder on a WxH image (needs the\n"
-            "                  model's preprocessor config next to its config)\n"
-            "  --tiles N       idefics3, internvl: time the vision encoder on N synthesized tiles\n"
-            "                  (idefics3, internvl, qwen2_5_vl, qwen3_vl: pixels are synthesized until\n"
-            "                  the image API lands)\n"
+            "  --image WxH     also time the vision encoder on a WxH image of random pixels,\n"
+            "                  laid out as the family's processor does (its config next to the\n"
+            "                  model's config, else the processor's defaults)\n"
+            "  --tiles N       families that tile images: time it on N made-up tiles\n"
             "  --kv T          KV cache dtype: f32 (default) or f16\n"
             "Prints one JSON line with the figures (kv_cache_mib: the KV cache allocated for\n"
             "prompt + generated tokens, shared layers counted once).\n");
     return rc;
 }
 
-/* Idefics3/SmolVLM with --tiles (and InternVL): synthesized tiles. The number
- * of tiles Idefics3's processor makes of a WxH image (longest edge to size.longest_edge,
- * both sides up to multiples of max_image_size, rows x cols crops + the global
- * image), from preprocessor_config.json next to the config; tiles > 0 forces a
- * count. The tiles are synthesized (random pixels) and encoded once. */
-static int bench_idefics3_vision(vlm_model *m, int w, int h, int tiles, double *ms, int *n_tiles, int *n_tokens,
-                                 vlm_error *err) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/preprocessor_config.json", m->dir);
-    vlm_error ignore = {0};
-    vlm_json *pp = vlm_json_load(path, &ignore);
-    int longest = (int)vlm_json_int(vlm_json_path(pp, "size.longest_edge"), 4 * 364);
-    int tile = (int)vlm_json_int(vlm_json_path(pp, "max_image_size.longest_edge"), 364);
-    int split = vlm_json_bool(vlm_json_get(pp, "do_image_splitting"), 1);
-    vlm_json_free(pp);
-    const vlm_json *isz = vlm_json_path(m->config, "vision_config.image_size"); /* an int or [h, w] */
-    tile = (int)vlm_json_int(isz && isz->type == VLM_JSON_ARRAY ? vlm_json_at(isz, 0) : isz, tile);
-    if (tiles <= 0) {
-        double aspect = (double)w / h;
-        if (w >= h) { w = longest; h = (int)(w / aspect); h += h % 2; }
-        else { h = longest; w = (int)(h * aspect); w += w % 2; }
-        aspect = (double)w / h; /* of the resized image, as the processor recomputes it */
-        if (w >= h) { w = (w + tile - 1) / tile * tile; h = (int)(w / aspect); h = (h + tile - 1) / tile * tile; }
-        else { h = (h + tile - 1) / tile * tile; w = (int)(h * aspect); w = (w + tile - 1) / tile * tile; }
-        tiles = split && (w > tile || h > tile) ? (w / tile) * (h / tile) + 1 : 1;
-    }
-    *n_tiles = tiles;
-    size_t n = (size_t)tiles * 3 * tile * tile;
-    float *px = (float *)malloc(sizeof(float) * n);
-    if (!px) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
-    uint64_t x = 777;
-    for (size_t i = 0; i < n; i++) {
-        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-        px[i] = (float)((x >> 40) & 0xffffff) / (float)0x800000 - 1.0f;
-    }
-    vlm_features f = {.n = 1, .names = {"pixel_values"}};
-    f.tensors[0] = vlm_tensor_make(VLM_F32, 4, (const int64_t[]){tiles, 3, tile, tile}, px);
-    vlm_compute c;
-    vlm_compute_init(&c, m->be);
-    vlm_vision_out vo;
-    double t0 = bench_now();
-    vlm_status st = m->arch->encode(m, &c, &f, &vo);
-    *ms = (bench_now() - t0) * 1e3;
-    if (st != VLM_OK) vlm_error_set(err, st, "%s", c.err.msg);
-    else *n_tokens = (int)vo.embeds->shape[0];
-    vlm_compute_free(&c);
-    free(px);
-    return st;
-}
-
-/* InternVL: the tiles GotOcr2's crop_to_patches makes of a WxH image
- * (vlm_internvl_grid, plus a thumbnail when more than one), min/max_patches
- * and crop_to_patches from preprocessor_config.json (defaults 1, 12, on). */
-static int bench_internvl_tiles(vlm_model *m, int w, int h) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/preprocessor_config.json", m->dir);
-    vlm_error ignore = {0};
-    vlm_json *pp = vlm_json_load(path, &ignore);
-    int lo = (int)vlm_json_int(vlm_json_get(pp, "min_patches"), 1), hi = (int)vlm_json_int(vlm_json_get(pp, "max_patches"), 12);
-    int crop = vlm_json_bool(vlm_json_get(pp, "crop_to_patches"), 1);
-    vlm_json_free(pp);
-    const vlm_json *isz = vlm_json_path(m->config, "vision_config.image_size");
-    double tile = (double)vlm_json_int(isz && isz->type == VLM_JSON_ARRAY ? vlm_json_at(isz, 0) : isz, 448);
-    int bc = 1, br = 1;
-    if (crop) vlm_internvl_grid(h, w, (int)tile, (int)tile, lo, hi, &bc, &br);
-    return bc * br > 1 ? bc * br + 1 : 1;
-}
-
-/* Qwen2.5-VL / Qwen3-VL until the image preprocessing API lands: the
- * processor's grid for a WxH image (each side rounded to a multiple of
- * patch*merge, the area brought within min/max pixels as smart_resize does,
- * settings from preprocessor_config.json next to the config or the vision
- * config), pixel_values of that many synthesized patches, encoded once. */
-static int bench_qwen_vision(vlm_model *m, int w, int h, double *ms, int *n_tokens, vlm_error *err) {
-    const vlm_json *vc = vlm_json_get(m->config, "vision_config");
-    int P = (int)vlm_json_int(vlm_json_get(vc, "patch_size"), 14), T = (int)vlm_json_int(vlm_json_get(vc, "temporal_patch_size"), 2);
-    int M = (int)vlm_json_int(vlm_json_get(vc, "spatial_merge_size"), 2), C = (int)vlm_json_int(vlm_json_get(vc, "in_channels"), 3);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/preprocessor_config.json", m->dir);
-    vlm_error ignore = {0};
-    vlm_json *pp = vlm_json_load(path, &ignore);
-    double min_px = vlm_json_num(vlm_json_path(pp, "size.shortest_edge"), vlm_json_num(vlm_json_get(pp, "min_pixels"), 56 * 56));
-    double max_px = vlm_json_num(vlm_json_path(pp, "size.longest_edge"), vlm_json_num(vlm_json_get(pp, "max_pixels"), 28 * 28 * 1280));
-    vlm_json_free(pp);
-    double f = (double)P * M;
-    double hb = fmax(f, round(h / f) * f), wb = fmax(f, round(w / f) * f);
-    if (hb * wb > max_px) {
-        double beta = sqrt((double)h * w / max_px);
-        hb = fmax(f, floor(h / beta / f) * f);
-        wb = fmax(f, floor(w / beta / f) * f);
-    } else if (hb * wb < min_px) {
-        double beta = sqrt(min_px / ((double)h * w));
-        hb = ceil(h * beta / f) * f;
-        wb = ceil(w * beta / f) * f;
-    }
-    int64_t gh = (int64_t)hb / P, gw = (int64_t)wb / P, n = gh * gw, D = (int64_t)C * T * P * P;
-    *n_tokens = (int)(n / (M * M));
-    float *px = (float *)malloc(sizeof(float) * (size_t)(n * D));
-    if (!px) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
-    uint64_t x = 777;
-    for (int64_t i = 0; i < n * D; i++) {
-        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-        px[i] = (float)((x >> 40) & 0xffffff) / (float)0x800000 - 1.0f;
-    }
-    int64_t grid[3] = {1, gh, gw};
-    vlm_features feats = {.n = 2, .names = {"pixel_values", "image_grid_thw"}};
-    feats.tensors[0] = vlm_tensor_make(VLM_F32, 2, (const int64_t[]){n, D}, px);
-    feats.tensors[1] = vlm_tensor_make(VLM_I64, 2, (const int64_t[]){1, 3}, grid);
-    vlm_compute c;
-    vlm_compute_init(&c, m->be);
-    vlm_vision_out vo;
-    double t0 = bench_now();
-    vlm_status st = m->arch->encode(m, &c, &feats, &vo);
-    *ms = (bench_now() - t0) * 1e3;
-    if (st != VLM_OK) vlm_error_set(err, st, "%s", c.err.msg);
-    else *n_tokens = (int)vo.embeds->shape[0];
-    vlm_compute_free(&c);
-    free(px);
-    return st;
-}
-
-/* Gemma 4: a WxH image of random pixels through the model's image processor
- * (processor_config.json next to the config, else Gemma4ImageProcessor's
- * defaults): the processor's size, patches and padding; only encode is timed. */
-/* A random WxH image through the family's image processor (the model's
- * preprocessor config, else the class defaults), then the vision encoder. */
-static int bench_image_vision(vlm_model *m, vlm_image_family family, int w, int h, double *ms, int *n_tokens,
-                              vlm_error *err) {
-    vlm_image_processor ip;
-    vlm_error ignore = {0};
-    if (vlm_image_processor_load(&ip, m->dir, &ignore) != VLM_OK || ip.family != family)
-        vlm_image_processor_defaults(&ip, family);
-    uint8_t *rgb = (uint8_t *)malloc((size_t)w * h * 3);
-    if (!rgb) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
-    uint64_t x = 777;
-    for (size_t i = 0; i < (size_t)w * h * 3; i++) {
-        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-        rgb[i] = (uint8_t)(x >> 56);
-    }
-    vlm_image img = {0};
+/* The architecture's made-up vision inputs (vlm_arch.bench_vision), then
+ * the vision encoder, timed alone. */
+static int bench_vision(vlm_model *m, int w, int h, int n_tiles, double *ms, int *tiles, int *n_tokens, vlm_error *err) {
+    if (!m->arch->bench_vision)
+        return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "%s has no vision tower to time", m->arch->name);
     vlm_features feats = {0};
-    vlm_status st = vlm_image_from_pixels(&img, rgb, w, h, 3, 0, err);
-    free(rgb);
-    if (st == VLM_OK) st = vlm_image_preprocess(&ip, &img, 1, &feats, err);
-    vlm_image_free(&img);
-    if (st != VLM_OK) return st;
-    vlm_compute c;
-    vlm_compute_init(&c, m->be);
-    vlm_vision_out vo;
-    double t0 = bench_now();
-    st = m->arch->encode(m, &c, &feats, &vo);
-    *ms = (bench_now() - t0) * 1e3;
-    if (st != VLM_OK) vlm_error_set(err, st, "%s", c.err.msg);
-    else *n_tokens = (int)vo.embeds->shape[0];
-    vlm_compute_free(&c);
-    vlm_image_features_free(&feats);
+    vlm_status st = m->arch->bench_vision(m, w, h, n_tiles, &feats, tiles, err);
+    if (st == VLM_OK) {
+        vlm_compute c;
+        vlm_compute_init(&c, m->be);
+        vlm_vision_out vo;
+        double t0 = bench_now();
+        st = m->arch->encode(m, &c, &feats, &vo);
+        *ms = (bench_now() - t0) * 1e3;
+        if (st != VLM_OK) vlm_error_set(err, st, "%s", c.err.msg);
+        else *n_tokens = (int)vo.embeds->shape[0];
+        vlm_compute_free(&c);
+    }
+    for (int i = 0; i < feats.n; i++) free(feats.tensors[i].data);
     return st;
 }
 
@@ -256,34 +118,12 @@ int cmd_bench(int argc, char **argv) {
     }
     double vision_ms = -1, vision_cpu = bench_cpu();
     int vision_tiles = 0, vision_tokens = 0;
-    if ((img_w > 0 || img_tiles > 0) && !strcmp(m->arch->name, "internvl") && img_tiles <= 0)
-        img_tiles = bench_internvl_tiles(m, img_w, img_h);
-    if (img_w > 0 && img_tiles <= 0 && !strcmp(m->arch->name, "idefics3")) { /* the real processor */
-        if (bench_image_vision(m, VLM_IMAGE_IDEFICS3, img_w, img_h, &vision_ms, &vision_tokens, &err) != VLM_OK) {
-            fprintf(stderr, "vlm bench: vision: %s\n", err.msg);
-            vlm_error_clear(&err);
-        }
-        const vlm_json *vc = vlm_json_get(m->config, "vision_config");
-        int64_t side = vlm_json_int(vlm_json_get(vc, "image_size"), 224) / vlm_json_int(vlm_json_get(vc, "patch_size"), 32);
-        int64_t r = vlm_json_int(vlm_json_get(m->config, "scale_factor"), 2), tpt = side * side / (r * r);
-        vision_tiles = tpt > 0 ? (int)(vision_tokens / tpt) : 0;
-    } else if ((img_w > 0 || img_tiles > 0) && (!strcmp(m->arch->name, "idefics3") || !strcmp(m->arch->name, "internvl")) &&
-        bench_idefics3_vision(m, img_w, img_h, img_tiles, &vision_ms, &vision_tiles, &vision_tokens, &err) != VLM_OK) {
+    if ((img_w > 0 || img_tiles > 0) &&
+        bench_vision(m, img_w, img_h, img_tiles, &vision_ms, &vision_tiles, &vision_tokens, &err) != VLM_OK) {
         fprintf(stderr, "vlm bench: vision: %s\n", err.msg);
         vlm_error_clear(&err);
     }
-    if (img_w > 0 && (!strcmp(m->arch->name, "qwen3_vl") || !strcmp(m->arch->name, "qwen2_5_vl")) &&
-        bench_qwen_vision(m, img_w, img_h, &vision_ms, &vision_tokens, &err) != VLM_OK) {
-        fprintf(stderr, "vlm bench: vision: %s\n", err.msg);
-        vlm_error_clear(&err);
-    }
-
-    if (img_w > 0 && !strcmp(m->arch->name, "gemma4") &&
-        bench_image_vision(m, VLM_IMAGE_GEMMA4, img_w, img_h, &vision_ms, &vision_tokens, &err) != VLM_OK) {
-        fprintf(stderr, "vlm bench: vision: %s\n", err.msg);
-        vlm_error_clear(&err);
-    }
-    vision_cpu = bench_cpu() - vision_cpu; /* with the synthesized pixels (gemma4: preprocessing), a small part */
+    vision_cpu = bench_cpu() - vision_cpu; /* with making up the inputs (and preprocessing them), a small part */
     size_t kv_bytes = 0; /* cache layers of their own (shared layers add nothing) */
     for (int l = 0; l < s.kv.n_layers; l++)
         if (s.kv.layers[l].owner) kv_bytes += 2 * (size_t)vlm_nelem(s.kv.layers[l].k) * vlm_dtype_size(s.kv.layers[l].k->dtype);

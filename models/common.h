@@ -221,4 +221,12 @@ typedef vlm_tensor *(*vlm_qwen_tower_fn)(vlm_compute *c, const void *model, cons
  * rows then the video rows, each of the n_extra out->extra[i] likewise. */
 vlm_status vlm_qwen_encode(vlm_compute *c, const void *model, vlm_qwen_tower_fn tower, int n_extra,
                            const vlm_features *f, vlm_vision_out *out);
+
+/* ---- made-up vision inputs for vlm bench (models/bench_inputs.c) ---- */
+
+/* A WxH image of random pixels through the family's image processor (the
+ * model folder's processor config, else the processor's defaults). */
+vlm_status vlm_bench_image(const vlm_model *m, vlm_image_family family, int w, int h, vlm_features *f, vlm_error *err);
+/* pixel_values [n, 3, side, side] of random values in [-1, 1). */
+vlm_status vlm_bench_tiles(int n, int side, vlm_features *f, vlm_error *err);
 #endif

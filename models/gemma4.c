@@ -690,6 +690,13 @@ static void g4_seq_free(vlm_model *m, vlm_seq *s) {
     s->impl = NULL;
 }
 
+static vlm_status g4_bench_vision(vlm_model *m, int w, int h, int n_tiles, vlm_features *f, int *tiles, vlm_error *err) {
+    *tiles = 0;
+    if (!((g4_model *)m->impl)->has_vision) return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "this Gemma 4 checkpoint has no vision tower");
+    if (n_tiles > 0) return vlm_error_set(err, VLM_ERR_ARG, "gemma4 takes images whole, not tiles (use --image WxH)");
+    return vlm_bench_image(m, VLM_IMAGE_GEMMA4, w, h, f, err);
+}
+
 static const char *const g4_hf_names[] = {"Gemma4ForConditionalGeneration", "Gemma4Model", "Gemma4ForCausalLM", NULL};
 static const char *const g4_model_types[] = {"gemma4", "gemma4_text", NULL};
 
@@ -703,4 +710,5 @@ const vlm_arch vlm_arch_gemma4 = {
     .forward = g4_forward,
     .seq_init = g4_seq_init,
     .seq_free = g4_seq_free,
+    .bench_vision = g4_bench_vision,
 };

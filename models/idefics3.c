@@ -349,6 +349,17 @@ static vlm_status idf_seq_init(vlm_model *m, vlm_seq *s, vlm_error *err) {
     return vlm_seq_kv_uniform(s, q->d.n_layers, q->d.hp.n_kv_heads, q->d.hp.head_dim, err);
 }
 
+/* The real processor for a WxH image (its tiles: the frames of
+ * pixel_values [1, frames, 3, H, W]); n_tiles > 0: that many made-up tiles. */
+static vlm_status idf_bench_vision(vlm_model *m, int w, int h, int n_tiles, vlm_features *f, int *tiles, vlm_error *err) {
+    *tiles = n_tiles;
+    if (n_tiles > 0) return vlm_bench_tiles(n_tiles, ((idf_model *)m->impl)->image_size, f, err);
+    vlm_status st = vlm_bench_image(m, VLM_IMAGE_IDEFICS3, w, h, f, err);
+    const vlm_tensor *pv = st == VLM_OK ? vlm_features_get(f, "pixel_values") : NULL;
+    *tiles = pv && pv->ndim == 5 ? (int)pv->shape[1] : 0;
+    return st;
+}
+
 static const char *const idf_hf_names[] = {"Idefics3ForConditionalGeneration", "Idefics3Model",
                                            "SmolVLMForConditionalGeneration", "SmolVLMModel", NULL};
 static const char *const idf_model_types[] = {"idefics3", "smolvlm", NULL};
@@ -363,4 +374,5 @@ const vlm_arch vlm_arch_idefics3 = {
     .forward = idf_forward,
     .seq_init = idf_seq_init,
     .seq_free = NULL,
+    .bench_vision = idf_bench_vision,
 };

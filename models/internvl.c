@@ -494,6 +494,28 @@ static vlm_status ivl_seq_init(vlm_model *m, vlm_seq *s, vlm_error *err) {
 
 static void ivl_seq_free(vlm_model *m, vlm_seq *s) { (void)m; (void)s; }
 
+/* Made-up tiles: n_tiles, or as many as GotOcr2's crop_to_patches makes of a
+ * WxH image (vlm_internvl_grid, plus a thumbnail when more than one) with
+ * min/max_patches and crop_to_patches from preprocessor_config.json
+ * (defaults 1, 12, on). */
+static vlm_status ivl_bench_vision(vlm_model *m, int w, int h, int n_tiles, vlm_features *f, int *tiles, vlm_error *err) {
+    int side = ((ivl_model *)m->impl)->image_size;
+    if (n_tiles <= 0) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/preprocessor_config.json", m->dir);
+        vlm_error ignore = {0};
+        vlm_json *pp = vlm_json_load(path, &ignore);
+        int lo = (int)vlm_json_int(vlm_json_get(pp, "min_patches"), 1), hi = (int)vlm_json_int(vlm_json_get(pp, "max_patches"), 12);
+        int crop = vlm_json_bool(vlm_json_get(pp, "crop_to_patches"), 1);
+        vlm_json_free(pp);
+        int bc = 1, br = 1;
+        if (crop) vlm_internvl_grid(h, w, side, side, lo, hi, &bc, &br);
+        n_tiles = bc * br > 1 ? bc * br + 1 : 1;
+    }
+    *tiles = n_tiles;
+    return vlm_bench_tiles(n_tiles, side, f, err);
+}
+
 static const char *const ivl_hf_names[] = {"InternVLForConditionalGeneration", "InternVLModel", "InternVLChatModel", NULL};
 static const char *const ivl_model_types[] = {"internvl", "internvl_chat", NULL};
 
@@ -507,4 +529,5 @@ const vlm_arch vlm_arch_internvl = {
     .forward = ivl_forward,
     .seq_init = ivl_seq_init,
     .seq_free = ivl_seq_free,
+    .bench_vision = ivl_bench_vision,
 };

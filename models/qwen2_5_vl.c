@@ -276,6 +276,12 @@ static void q25_seq_free(vlm_model *m, vlm_seq *s) {
     s->impl = NULL;
 }
 
+static vlm_status q25_bench_vision(vlm_model *m, int w, int h, int n_tiles, vlm_features *f, int *tiles, vlm_error *err) {
+    *tiles = 0;
+    if (n_tiles > 0) return vlm_error_set(err, VLM_ERR_ARG, "qwen2_5_vl takes images whole, not tiles (use --image WxH)");
+    return vlm_bench_image(m, VLM_IMAGE_QWEN2_VL, w, h, f, err);
+}
+
 static const char *const q25_hf_names[] = {"Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLModel", NULL};
 static const char *const q25_model_types[] = {"qwen2_5_vl", NULL};
 
@@ -289,4 +295,5 @@ const vlm_arch vlm_arch_qwen2_5_vl = {
     .forward = q25_forward,
     .seq_init = q25_seq_init,
     .seq_free = q25_seq_free,
+    .bench_vision = q25_bench_vision,
 };

@@ -520,6 +520,12 @@ static vlm_status q3_seq_init(vlm_model *m, vlm_seq *s, vlm_error *err) {
     return vlm_seq_kv_uniform(s, q->d.n_layers, q->d.hp.n_kv_heads, q->d.hp.head_dim, err);
 }
 
+static vlm_status q3_bench_vision(vlm_model *m, int w, int h, int n_tiles, vlm_features *f, int *tiles, vlm_error *err) {
+    *tiles = 0;
+    if (n_tiles > 0) return vlm_error_set(err, VLM_ERR_ARG, "qwen3_vl takes images whole, not tiles (use --image WxH)");
+    return vlm_bench_image(m, VLM_IMAGE_QWEN2_VL, w, h, f, err);
+}
+
 static const char *const q3_hf_names[] = {"Qwen3VLForConditionalGeneration", "Qwen3VLModel",
                                           "Qwen3VLMoeForConditionalGeneration", "Qwen3VLMoeModel", NULL};
 static const char *const q3_model_types[] = {"qwen3_vl", "qwen3_vl_moe", NULL};
@@ -534,4 +540,5 @@ const vlm_arch vlm_arch_qwen3_vl = {
     .forward = q3_forward,
     .seq_init = q3_seq_init,
     .seq_free = NULL,
+    .bench_vision = q3_bench_vision,
 };
