@@ -204,6 +204,16 @@ vlm_tensor *vlm_dec_attention_ex(vlm_compute *c, const vlm_dec_layer *L, const v
     return vlm_linear(c, vlm_reshape_2d(c, a, n, (int64_t)H * D), L->o, L->o_b);
 }
 
+void vlm_dec_stack_config(const vlm_json *cfg, const char *section, vlm_dec_stack *d) {
+    d->hidden = (int)vlm_json_int(vlm_json_cfg(cfg, section, "hidden_size"), 0);
+    d->n_layers = (int)vlm_json_int(vlm_json_cfg(cfg, section, "num_hidden_layers"), 0);
+    d->inter = (int)vlm_json_int(vlm_json_cfg(cfg, section, "intermediate_size"), 0);
+    d->hp.n_heads = (int)vlm_json_int(vlm_json_cfg(cfg, section, "num_attention_heads"), 0);
+    d->hp.n_kv_heads = (int)vlm_json_int(vlm_json_cfg(cfg, section, "num_key_value_heads"), d->hp.n_heads);
+    d->hp.head_dim = (int)vlm_json_int(vlm_json_cfg(cfg, section, "head_dim"), d->hp.n_heads > 0 ? d->hidden / d->hp.n_heads : 0);
+    d->hp.eps = (float)vlm_json_num(vlm_json_cfg(cfg, section, "rms_norm_eps"), 1e-6);
+}
+
 vlm_status vlm_dec_stack_load(vlm_loader *ld, int vocab, int qkv_bias, int qk_norm, int tied, vlm_dec_stack *d) {
     d->layers = (vlm_dec_layer *)calloc((size_t)d->n_layers, sizeof *d->layers);
     if (!d->layers) return vlm_error_set(ld->err, VLM_ERR_OOM, "out of memory");
@@ -273,11 +283,7 @@ vlm_status vlm_dec_stack_forward(vlm_seq *s, const vlm_dec_stack *d, const float
 
 /* ---- Qwen-VL family helpers ---- */
 
-const vlm_json *vlm_cfg_text(const vlm_json *cfg, const char *key) {
-    const vlm_json *tc = vlm_json_get(cfg, "text_config");
-    const vlm_json *v = tc ? vlm_json_get(tc, key) : NULL;
-    return v ? v : vlm_json_get(cfg, key);
-}
+const vlm_json *vlm_cfg_text(const vlm_json *cfg, const char *key) { return vlm_json_cfg(cfg, "text_config", key); }
 
 const vlm_json *vlm_cfg_rope(const vlm_json *cfg, const char *key) {
     const vlm_json *v = vlm_json_get(vlm_cfg_text(cfg, "rope_parameters"), key);

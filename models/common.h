@@ -98,6 +98,12 @@ typedef struct vlm_dec_stack {
     vlm_tensor *embed, *norm, *lm_head;
     vlm_dec_layer *layers; /* [n_layers], malloc'd: free() it */
 } vlm_dec_stack;
+/* The stack's sizes from a text config: hidden_size, num_hidden_layers,
+ * intermediate_size, num_attention_heads, num_key_value_heads (default: the
+ * heads), head_dim (default hidden/heads), rms_norm_eps (1e-6); looked up in
+ * cfg.<section> first when section is given (vlm_json_cfg). Unset keys read 0:
+ * the caller validates. */
+void vlm_dec_stack_config(const vlm_json *cfg, const char *section, vlm_dec_stack *d);
 vlm_status vlm_dec_stack_load(vlm_loader *ld, int vocab, int qkv_bias, int qk_norm, int tied, vlm_dec_stack *d);
 /* One decoder call, the same five-step pass for every family:
  *   x      = embed(ids) * embed_scale, vision rows written over placeholders

@@ -62,12 +62,6 @@ typedef struct {
     int32_t n_spans;                 /* span ids handed out so far */
 } g4_seq;
 
-static const vlm_json *g4_text_key(const vlm_json *cfg, const char *key) {
-    const vlm_json *tc = vlm_json_get(cfg, "text_config");
-    const vlm_json *v = tc ? vlm_json_get(tc, key) : NULL;
-    return v ? v : vlm_json_get(cfg, key);
-}
-
 /* Positive int or def; JSON null counts as absent. */
 static int g4_int(const vlm_json *j, int def) {
     return j && j->type == VLM_JSON_NUMBER ? (int)j->num : def;
@@ -77,7 +71,7 @@ static int g4_int(const vlm_json *j, int def) {
 static int g4_layer_int(const vlm_json *cfg, int l, const char *key, int def) {
     char idx[16];
     snprintf(idx, sizeof idx, "%d", l);
-    return g4_int(vlm_json_get(vlm_json_get(g4_text_key(cfg, "per_layer_config"), idx), key), def);
+    return g4_int(vlm_json_get(vlm_json_get(vlm_cfg_text(cfg, "per_layer_config"), idx), key), def);
 }
 
 static int g4_act(const char *name, vlm_unary_op *out) {
@@ -90,7 +84,7 @@ static int g4_act(const char *name, vlm_unary_op *out) {
 
 static vlm_status g4_rope_init(const vlm_json *cfg, const char *type, int dim, float def_theta, g4_rope *r,
                                vlm_error *err) {
-    const vlm_json *rp = vlm_json_get(g4_text_key(cfg, "rope_parameters"), type);
+    const vlm_json *rp = vlm_json_get(vlm_cfg_text(cfg, "rope_parameters"), type);
     const char *kind = vlm_json_str(vlm_json_get(rp, "rope_type"), "default");
     float theta = (float)vlm_json_num(vlm_json_get(rp, "rope_theta"), def_theta);
     double factor = vlm_json_num(vlm_json_get(rp, "factor"), 1.0);
@@ -109,44 +103,44 @@ static vlm_status g4_rope_init(const vlm_json *cfg, const char *type, int dim, f
 
 static vlm_status g4_load_config(vlm_model *m, g4_model *g, vlm_error *err) {
     const vlm_json *cfg = m->config, *vc = vlm_json_get(cfg, "vision_config");
-    g->hidden = g4_int(g4_text_key(cfg, "hidden_size"), 0);
-    g->n_layers = g4_int(g4_text_key(cfg, "num_hidden_layers"), 0);
-    g->n_heads = g4_int(g4_text_key(cfg, "num_attention_heads"), 0);
-    g->window = g4_int(g4_text_key(cfg, "sliding_window"), 512);
-    g->ple_dim = g4_int(g4_text_key(cfg, "hidden_size_per_layer_input"), 0);
-    g->ple_vocab = g4_int(g4_text_key(cfg, "vocab_size_per_layer_input"), 0);
-    g->eps = (float)vlm_json_num(g4_text_key(cfg, "rms_norm_eps"), 1e-6);
-    const vlm_json *sc = g4_text_key(cfg, "final_logit_softcapping");
+    g->hidden = g4_int(vlm_cfg_text(cfg, "hidden_size"), 0);
+    g->n_layers = g4_int(vlm_cfg_text(cfg, "num_hidden_layers"), 0);
+    g->n_heads = g4_int(vlm_cfg_text(cfg, "num_attention_heads"), 0);
+    g->window = g4_int(vlm_cfg_text(cfg, "sliding_window"), 512);
+    g->ple_dim = g4_int(vlm_cfg_text(cfg, "hidden_size_per_layer_input"), 0);
+    g->ple_vocab = g4_int(vlm_cfg_text(cfg, "vocab_size_per_layer_input"), 0);
+    g->eps = (float)vlm_json_num(vlm_cfg_text(cfg, "rms_norm_eps"), 1e-6);
+    const vlm_json *sc = vlm_cfg_text(cfg, "final_logit_softcapping");
     g->softcap = sc && sc->type == VLM_JSON_NUMBER ? (float)sc->num : 0.0f;
-    g->pad_id = g4_int(g4_text_key(cfg, "pad_token_id"), 0);
-    g->bidir_vision = !strcmp(vlm_json_str(g4_text_key(cfg, "use_bidirectional_attention"), ""), "vision");
-    if (vlm_json_bool(g4_text_key(cfg, "enable_moe_block"), 0)) {
-        g->n_experts = g4_int(g4_text_key(cfg, "num_experts"), 0);
-        g->top_k = g4_int(g4_text_key(cfg, "top_k_experts"), 0);
-        g->moe_inter = g4_int(g4_text_key(cfg, "moe_intermediate_size"), g4_int(g4_text_key(cfg, "expert_intermediate_size"), 0));
+    g->pad_id = g4_int(vlm_cfg_text(cfg, "pad_token_id"), 0);
+    g->bidir_vision = !strcmp(vlm_json_str(vlm_cfg_text(cfg, "use_bidirectional_attention"), ""), "vision");
+    if (vlm_json_bool(vlm_cfg_text(cfg, "enable_moe_block"), 0)) {
+        g->n_experts = g4_int(vlm_cfg_text(cfg, "num_experts"), 0);
+        g->top_k = g4_int(vlm_cfg_text(cfg, "top_k_experts"), 0);
+        g->moe_inter = g4_int(vlm_cfg_text(cfg, "moe_intermediate_size"), g4_int(vlm_cfg_text(cfg, "expert_intermediate_size"), 0));
         if (g->n_experts <= 0 || g->top_k <= 0 || g->top_k > g->n_experts || g->moe_inter <= 0)
             return vlm_error_set(err, VLM_ERR_CONFIG, "MoE block: num_experts/top_k_experts/moe_intermediate_size inconsistent");
     }
-    m->vocab_size = g4_int(g4_text_key(cfg, "vocab_size"), 0);
+    m->vocab_size = g4_int(vlm_cfg_text(cfg, "vocab_size"), 0);
     m->hidden_size = g->hidden;
     m->image_token_id = g4_int(vlm_json_get(cfg, "image_token_id"), 258880);
     m->video_token_id = g4_int(vlm_json_get(cfg, "video_token_id"), 258884);
     g->audio_token = g4_int(vlm_json_get(cfg, "audio_token_id"), -1);
-    if (g4_act(vlm_json_str(g4_text_key(cfg, "hidden_activation"), "gelu_pytorch_tanh"), &g->act) ||
+    if (g4_act(vlm_json_str(vlm_cfg_text(cfg, "hidden_activation"), "gelu_pytorch_tanh"), &g->act) ||
         g4_act(vlm_json_str(vlm_json_get(vc, "hidden_activation"), "gelu_pytorch_tanh"), &g->v_act))
         return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "hidden_activation not supported");
-    g->attn_bias = vlm_json_bool(g4_text_key(cfg, "attention_bias"), 0);
+    g->attn_bias = vlm_json_bool(vlm_cfg_text(cfg, "attention_bias"), 0);
     if (vlm_json_bool(vlm_json_get(vc, "attention_bias"), 0))
         return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "vision attention_bias not supported");
-    int inter = g4_int(g4_text_key(cfg, "intermediate_size"), 0);
-    int head_dim = g4_int(g4_text_key(cfg, "head_dim"), g->n_heads > 0 ? g->hidden / g->n_heads : 0);
-    int global_dim = g4_int(g4_text_key(cfg, "global_head_dim"), head_dim);
-    int kv_heads = g4_int(g4_text_key(cfg, "num_key_value_heads"), g->n_heads);
-    int k_eq_v = vlm_json_bool(g4_text_key(cfg, "attention_k_eq_v"), 0);
-    int global_kv = g4_int(g4_text_key(cfg, "num_global_key_value_heads"), kv_heads);
-    int n_shared = g4_int(g4_text_key(cfg, "num_kv_shared_layers"), 0);
-    int double_wide = vlm_json_bool(g4_text_key(cfg, "use_double_wide_mlp"), 0);
-    const vlm_json *types = g4_text_key(cfg, "layer_types");
+    int inter = g4_int(vlm_cfg_text(cfg, "intermediate_size"), 0);
+    int head_dim = g4_int(vlm_cfg_text(cfg, "head_dim"), g->n_heads > 0 ? g->hidden / g->n_heads : 0);
+    int global_dim = g4_int(vlm_cfg_text(cfg, "global_head_dim"), head_dim);
+    int kv_heads = g4_int(vlm_cfg_text(cfg, "num_key_value_heads"), g->n_heads);
+    int k_eq_v = vlm_json_bool(vlm_cfg_text(cfg, "attention_k_eq_v"), 0);
+    int global_kv = g4_int(vlm_cfg_text(cfg, "num_global_key_value_heads"), kv_heads);
+    int n_shared = g4_int(vlm_cfg_text(cfg, "num_kv_shared_layers"), 0);
+    int double_wide = vlm_json_bool(vlm_cfg_text(cfg, "use_double_wide_mlp"), 0);
+    const vlm_json *types = vlm_cfg_text(cfg, "layer_types");
     if (g->hidden <= 0 || g->n_layers <= 0 || g->n_heads <= 0 || inter <= 0 || head_dim <= 0 || kv_heads <= 0 ||
         m->vocab_size <= 0 || g->window <= 0 || n_shared < 0 || n_shared >= g->n_layers)
         return vlm_error_set(err, VLM_ERR_CONFIG, "text config: hidden_size/num_hidden_layers/heads/vocab_size/sliding_window missing or inconsistent");
@@ -300,7 +294,7 @@ static vlm_status g4_load(vlm_model *m, vlm_error *err) {
         if (L->share < 0) {
             L->d.k = vlm_ld(&ld, VLM_SHAPE2(kdim, Hd), "layers.%d.self_attn.k_proj.weight", l);
             L->d.k_norm = vlm_ld(&ld, VLM_SHAPE1(D), "layers.%d.self_attn.k_norm.weight", l);
-            int k_eq_v = L->full && vlm_json_bool(g4_text_key(m->config, "attention_k_eq_v"), 0);
+            int k_eq_v = L->full && vlm_json_bool(vlm_cfg_text(m->config, "attention_k_eq_v"), 0);
             if (!k_eq_v) L->d.v = vlm_ld(&ld, VLM_SHAPE2(kdim, Hd), "layers.%d.self_attn.v_proj.weight", l);
             if (g->attn_bias) {
                 L->d.k_b = vlm_ld(&ld, VLM_SHAPE1(kdim), "layers.%d.self_attn.k_proj.bias", l);

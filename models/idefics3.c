@@ -30,12 +30,6 @@ typedef struct {
 } idf_model;
 
 /* Text keys live in text_config; very old configs put them at the top level. */
-static const vlm_json *idf_text_key(const vlm_json *cfg, const char *key) {
-    const vlm_json *tc = vlm_json_get(cfg, "text_config");
-    const vlm_json *v = tc ? vlm_json_get(tc, key) : NULL;
-    return v ? v : vlm_json_get(cfg, key);
-}
-
 static vlm_status idf_load_config(vlm_model *m, idf_model *q, vlm_error *err) {
     const vlm_json *cfg = m->config, *vc = vlm_json_get(cfg, "vision_config");
     if (!vc) return vlm_error_set(err, VLM_ERR_CONFIG, "config.json has no vision_config");
@@ -55,34 +49,28 @@ static vlm_status idf_load_config(vlm_model *m, idf_model *q, vlm_error *err) {
     else return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "vision hidden_act \"%s\" not supported", act);
     q->scale = (int)vlm_json_int(vlm_json_get(cfg, "scale_factor"), 2);
 
-    q->d.hidden = (int)vlm_json_int(idf_text_key(cfg, "hidden_size"), 0);
-    q->d.n_layers = (int)vlm_json_int(idf_text_key(cfg, "num_hidden_layers"), 0);
-    q->d.inter = (int)vlm_json_int(idf_text_key(cfg, "intermediate_size"), 0);
-    q->d.hp.n_heads = (int)vlm_json_int(idf_text_key(cfg, "num_attention_heads"), 0);
-    q->d.hp.n_kv_heads = (int)vlm_json_int(idf_text_key(cfg, "num_key_value_heads"), q->d.hp.n_heads);
-    q->d.hp.eps = (float)vlm_json_num(idf_text_key(cfg, "rms_norm_eps"), 1e-6);
+    vlm_dec_stack_config(cfg, "text_config", &q->d);
     q->d.hp.act = VLM_UNARY_SILU;
-    const char *tact = vlm_json_str(idf_text_key(cfg, "hidden_act"), "silu");
+    const char *tact = vlm_json_str(vlm_cfg_text(cfg, "hidden_act"), "silu");
     if (strcmp(tact, "silu") && strcmp(tact, "swish"))
         return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "text hidden_act \"%s\" not supported", tact);
-    if (vlm_json_bool(idf_text_key(cfg, "attention_bias"), 0) || vlm_json_bool(idf_text_key(cfg, "mlp_bias"), 0))
+    if (vlm_json_bool(vlm_cfg_text(cfg, "attention_bias"), 0) || vlm_json_bool(vlm_cfg_text(cfg, "mlp_bias"), 0))
         return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "Llama attention_bias/mlp_bias not supported");
     /* RoPE: rope_parameters (transformers 5), else rope_theta next to it (older). */
-    const vlm_json *rp = idf_text_key(cfg, "rope_parameters");
-    if (!rp || rp->type != VLM_JSON_OBJECT) rp = idf_text_key(cfg, "rope_scaling");
+    const vlm_json *rp = vlm_cfg_text(cfg, "rope_parameters");
+    if (!rp || rp->type != VLM_JSON_OBJECT) rp = vlm_cfg_text(cfg, "rope_scaling");
     const char *rtype = vlm_json_str(vlm_json_get(rp, "rope_type"), vlm_json_str(vlm_json_get(rp, "type"), "default"));
     if (strcmp(rtype, "default") && strcmp(rtype, "linear") && strcmp(rtype, "llama3"))
         return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "rope type \"%s\" not supported", rtype);
     const vlm_json *th = vlm_json_get(rp, "rope_theta");
-    float theta = (float)vlm_json_num(th ? th : idf_text_key(cfg, "rope_theta"), 10000.0);
-    m->vocab_size = (int)vlm_json_int(idf_text_key(cfg, "vocab_size"), 0);
+    float theta = (float)vlm_json_num(th ? th : vlm_cfg_text(cfg, "rope_theta"), 10000.0);
+    m->vocab_size = (int)vlm_json_int(vlm_cfg_text(cfg, "vocab_size"), 0);
     m->hidden_size = q->d.hidden;
     m->image_token_id = (int32_t)vlm_json_int(vlm_json_get(cfg, "image_token_id"), 128257);
     m->video_token_id = -1;
     if (q->d.hidden <= 0 || q->d.n_layers <= 0 || q->d.inter <= 0 || q->d.hp.n_heads <= 0 || q->d.hp.n_kv_heads <= 0 ||
         q->d.hp.n_heads % q->d.hp.n_kv_heads || m->vocab_size <= 0)
         return vlm_error_set(err, VLM_ERR_CONFIG, "text config: hidden_size/num_hidden_layers/heads/vocab_size missing or inconsistent");
-    q->d.hp.head_dim = (int)vlm_json_int(idf_text_key(cfg, "head_dim"), q->d.hidden / q->d.hp.n_heads);
     if (q->d.hp.head_dim <= 0 || q->d.hp.head_dim % 2 || q->d.hp.head_dim > 1024)
         return vlm_error_set(err, VLM_ERR_CONFIG, "text head_dim %d", q->d.hp.head_dim);
     int hd = q->d.hp.head_dim;

@@ -139,12 +139,7 @@ static vlm_status ivl_load_config(vlm_model *m, ivl_model *q, vlm_error *err) {
     if (!qwen2 && !qwen3 && !llama)
         return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "InternVL language model \"%s\" (Qwen2, Qwen3 and Llama are)", lm);
     vlm_dec_stack *t = &q->txt;
-    t->hidden = (int)vlm_json_int(vlm_json_get(tc, "hidden_size"), 0);
-    t->n_layers = (int)vlm_json_int(vlm_json_get(tc, "num_hidden_layers"), 0);
-    t->inter = (int)vlm_json_int(vlm_json_get(tc, "intermediate_size"), 0);
-    t->hp.n_heads = (int)vlm_json_int(vlm_json_get(tc, "num_attention_heads"), 0);
-    t->hp.n_kv_heads = (int)vlm_json_int(vlm_json_get(tc, "num_key_value_heads"), t->hp.n_heads);
-    t->hp.eps = (float)vlm_json_num(vlm_json_get(tc, "rms_norm_eps"), 1e-6);
+    vlm_dec_stack_config(tc, NULL, t);
     act = vlm_json_str(vlm_json_get(tc, "hidden_act"), "silu");
     if (!ivl_act(act, &t->hp.act)) return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "text hidden_act \"%s\"", act);
     const vlm_json *rp = vlm_json_get(tc, "rope_parameters");

@@ -37,12 +37,7 @@ static vlm_status q25_load_config(vlm_model *m, q25_model *q, vlm_error *err) {
     q->in_channels = (int)vlm_json_int(vlm_json_get(vc, "in_channels"), 3);
     q->tokens_per_second = (float)vlm_json_num(vlm_json_get(vc, "tokens_per_second"), 2);
     q->v_theta = (float)vlm_json_num(vlm_json_path(vc, "rope_parameters.rope_theta"), 10000.0);
-    q->d.hidden = (int)vlm_json_int(vlm_cfg_text(cfg, "hidden_size"), 0);
-    q->d.n_layers = (int)vlm_json_int(vlm_cfg_text(cfg, "num_hidden_layers"), 0);
-    q->d.inter = (int)vlm_json_int(vlm_cfg_text(cfg, "intermediate_size"), 0);
-    q->d.hp.n_heads = (int)vlm_json_int(vlm_cfg_text(cfg, "num_attention_heads"), 0);
-    q->d.hp.n_kv_heads = (int)vlm_json_int(vlm_cfg_text(cfg, "num_key_value_heads"), q->d.hp.n_heads);
-    q->d.hp.eps = (float)vlm_json_num(vlm_cfg_text(cfg, "rms_norm_eps"), 1e-6);
+    vlm_dec_stack_config(cfg, "text_config", &q->d);
     q->d.hp.act = VLM_UNARY_SILU;
     q->theta = (float)vlm_json_num(vlm_cfg_rope(cfg, "rope_theta"), 1000000.0);
     m->vocab_size = (int)vlm_json_int(vlm_cfg_text(cfg, "vocab_size"), 0);

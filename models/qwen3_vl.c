@@ -92,13 +92,7 @@ static vlm_status q3_load_config(vlm_model *m, q3_model *q, vlm_error *err) {
                                  q->deep_idx[i], q->v_depth);
     }
 
-    q->d.hidden = (int)vlm_json_int(vlm_cfg_text(cfg, "hidden_size"), 0);
-    q->d.n_layers = (int)vlm_json_int(vlm_cfg_text(cfg, "num_hidden_layers"), 0);
-    q->d.inter = (int)vlm_json_int(vlm_cfg_text(cfg, "intermediate_size"), 0);
-    q->d.hp.n_heads = (int)vlm_json_int(vlm_cfg_text(cfg, "num_attention_heads"), 0);
-    q->d.hp.n_kv_heads = (int)vlm_json_int(vlm_cfg_text(cfg, "num_key_value_heads"), q->d.hp.n_heads);
-    q->d.hp.head_dim = (int)vlm_json_int(vlm_cfg_text(cfg, "head_dim"), q->d.hp.n_heads > 0 ? q->d.hidden / q->d.hp.n_heads : 0);
-    q->d.hp.eps = (float)vlm_json_num(vlm_cfg_text(cfg, "rms_norm_eps"), 1e-6);
+    vlm_dec_stack_config(cfg, "text_config", &q->d);
     act = vlm_json_str(vlm_cfg_text(cfg, "hidden_act"), "silu");
     if (!q3_act(act, &q->d.hp.act)) return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "text hidden_act \"%s\"", act);
     q->theta = (float)vlm_json_num(vlm_cfg_rope(cfg, "rope_theta"), 5000000.0);
