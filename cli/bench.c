@@ -65,7 +65,7 @@ static int bench_vision(vlm_model *m, int w, int h, int n_tiles, double *ms, int
         else *n_tokens = (int)vo.embeds->shape[0];
         vlm_compute_free(&c);
     }
-    for (int i = 0; i < feats.n; i++) free(feats.tensors[i].data);
+    vlm_image_features_free(&feats);
     return st;
 }
 

@@ -124,9 +124,24 @@ void vlm_mrope_table(float *cos_out, float *sin_out, const int64_t *pos3, int n,
         }
 }
 
-vlm_tensor *vlm_embed_tokens_scaled(vlm_compute *c, vlm_tensor *table, float scale, const int32_t *ids, int n,
-                                    const vlm_vision_out *vision, int32_t image_token, int32_t video_token,
-                                    int64_t *img_seen, int64_t *vid_seen) {
+int vlm_vision_rows(const int32_t *ids, int n, const vlm_vision_out *vision, int32_t image_token, int32_t video_token,
+                    int32_t *dst, int32_t *src) {
+    int64_t rows = vision->embeds ? vision->embeds->shape[0] : 0, n_img = vision->n_image_tokens, img = 0, vid = 0;
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t r;
+        if (ids[i] == image_token && image_token >= 0) r = img++;
+        else if (ids[i] == video_token && video_token >= 0) r = n_img + vid++;
+        else continue;
+        if ((ids[i] == image_token && r >= n_img) || r >= rows) return -1;
+        dst[k] = i;
+        src[k++] = (int32_t)r;
+    }
+    return k;
+}
+
+vlm_tensor *vlm_embed_tokens(vlm_compute *c, vlm_tensor *table, float scale, const int32_t *ids, int n,
+                             const vlm_vision_out *vision, int32_t image_token, int32_t video_token) {
     vlm_tensor *tok = vlm_from_host(c, VLM_I32, 1, (const int64_t[]){n}, ids);
     vlm_tensor *x = vlm_get_rows(c, table, tok);
     if (scale != 1.0f) x = vlm_scale(c, x, scale);
@@ -136,22 +151,12 @@ vlm_tensor *vlm_embed_tokens_scaled(vlm_compute *c, vlm_tensor *table, float sca
     int32_t *dst = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n + 4);
     int32_t *src = (int32_t *)vlm_arena_alloc(&c->arena, sizeof(int32_t) * (size_t)n + 4);
     if (!x || !dst || !src) return NULL;
-    int64_t rows = vision && vision->embeds ? vision->embeds->shape[0] : 0;
-    int64_t n_img = vision ? vision->n_image_tokens : 0;
-    int k = 0;
-    for (int i = 0; i < n; i++) {
-        int64_t r;
-        if (ids[i] == image_token && image_token >= 0) r = (*img_seen)++;
-        else if (ids[i] == video_token && video_token >= 0) r = n_img + (*vid_seen)++;
-        else continue;
-        if ((ids[i] == image_token && r >= n_img) || r >= rows) {
-            vlm_error_set(&c->err, VLM_ERR_ARG, "the prompt has more image/video placeholder tokens than the images give (%lld rows)",
-                          (long long)rows);
-            c->failed = 1;
-            return NULL;
-        }
-        dst[k] = i;
-        src[k++] = (int32_t)r;
+    int k = vlm_vision_rows(ids, n, vision, image_token, video_token, dst, src);
+    if (k < 0) {
+        vlm_error_set(&c->err, VLM_ERR_ARG, "the prompt has more image/video placeholder tokens than the images give (%lld rows)",
+                      (long long)(vision->embeds ? vision->embeds->shape[0] : 0));
+        c->failed = 1;
+        return NULL;
     }
     if (k == 0) return x;
     vlm_tensor *src_ids = vlm_from_host(c, VLM_I32, 1, (const int64_t[]){k}, src);
@@ -178,11 +183,6 @@ vlm_tensor *vlm_lm_logits(vlm_compute *c, vlm_tensor *x, vlm_tensor *norm, float
     return vlm_linear(c, vlm_rms_norm(c, x, norm, eps), lm_head, NULL);
 }
 
-vlm_tensor *vlm_embed_tokens(vlm_compute *c, vlm_tensor *table, const int32_t *ids, int n,
-                             const vlm_vision_out *vision, int32_t image_token, int32_t video_token,
-                             int64_t *img_seen, int64_t *vid_seen) {
-    return vlm_embed_tokens_scaled(c, table, 1.0f, ids, n, vision, image_token, video_token, img_seen, vid_seen);
-}
 
 vlm_tensor *vlm_dec_attention_ex(vlm_compute *c, const vlm_dec_layer *L, const vlm_dec_hparams *hp,
                                  vlm_kv_layer *kv, vlm_tensor *h, vlm_tensor *cos, vlm_tensor *sin,
@@ -231,9 +231,8 @@ vlm_status vlm_dec_run(vlm_seq *s, const vlm_dec_stack *d, const vlm_dec_call *a
     const vlm_dec_hooks *h = a->hooks;
     int n = a->n;
     *logits = NULL;
-    int64_t img_seen = 0, vid_seen = 0;
-    vlm_tensor *x = vlm_embed_tokens_scaled(c, d->embed, a->embed_scale > 0 ? a->embed_scale : 1.0f, a->ids, n, a->vision,
-                                            a->image_token, a->video_token, &img_seen, &vid_seen);
+    vlm_tensor *x = vlm_embed_tokens(c, d->embed, a->embed_scale > 0 ? a->embed_scale : 1.0f, a->ids, n, a->vision,
+                                     a->image_token, a->video_token);
     if (x && h && h->begin && h->begin(c, h->state, x) != VLM_OK) goto fail;
     vlm_tensor *resid = vlm_new_2d(c, VLM_F32, n, d->hidden);
     if (!x || !resid || vlm_copy(c, resid, x) != VLM_OK) goto fail;

@@ -58,12 +58,18 @@ vlm_tensor *vlm_dec_layer_forward(vlm_compute *c, const vlm_dec_layer *L, const 
 void vlm_mrope_table(float *cos_out, float *sin_out, const int64_t *pos3, int n, const float *inv_freq, int half,
                      const int *section, int interleaved);
 
-/* Token embeddings with vision rows written over the placeholder tokens:
- * the k-th image token takes row k of vision->embeds, the k-th video token
- * row n_image_tokens + k. img_seen/vid_seen: rows consumed by earlier calls. */
-vlm_tensor *vlm_embed_tokens(vlm_compute *c, vlm_tensor *table, const int32_t *ids, int n,
-                             const vlm_vision_out *vision, int32_t image_token, int32_t video_token,
-                             int64_t *img_seen, int64_t *vid_seen);
+/* The placeholders among ids[0..n) and the rows of vision->embeds they
+ * take: the k-th image token row k, the k-th video token row
+ * n_image_tokens + k (a token id < 0 matches nothing). Writes positions to
+ * dst and rows to src; returns their count, or -1 when the placeholders want
+ * more rows than vision has. */
+int vlm_vision_rows(const int32_t *ids, int n, const vlm_vision_out *vision, int32_t image_token, int32_t video_token,
+                    int32_t *dst, int32_t *src);
+/* Token embeddings times scale (1 for most; Gemma's sqrt(hidden)), then the
+ * vision rows written over the placeholders (vlm_vision_rows; vision NULL:
+ * placeholders embed as text). */
+vlm_tensor *vlm_embed_tokens(vlm_compute *c, vlm_tensor *table, float scale, const int32_t *ids, int n,
+                             const vlm_vision_out *vision, int32_t image_token, int32_t video_token);
 
 /* Allocates seq->kv with one full-context ring per layer. */
 vlm_status vlm_seq_kv_uniform(vlm_seq *s, int n_layers, int n_kv_heads, int head_dim, vlm_error *err);
@@ -71,11 +77,6 @@ vlm_status vlm_seq_kv_uniform(vlm_seq *s, int n_layers, int n_kv_heads, int head
 /* Final norm + lm_head on the last row (or all rows) of x. */
 vlm_tensor *vlm_lm_logits(vlm_compute *c, vlm_tensor *x, vlm_tensor *norm, float eps, vlm_tensor *lm_head,
                           int all_logits);
-/* vlm_embed_tokens with the token rows multiplied by scale (Gemma's sqrt(hidden))
- * before the vision rows are written over the placeholders. */
-vlm_tensor *vlm_embed_tokens_scaled(vlm_compute *c, vlm_tensor *table, float scale, const int32_t *ids, int n,
-                                    const vlm_vision_out *vision, int32_t image_token, int32_t video_token,
-                                    int64_t *img_seen, int64_t *vid_seen);
 
 /* Variants of the decoder self-attention (vlm_dec_attention is the default). */
 typedef struct vlm_attn_opts {

@@ -54,7 +54,6 @@ typedef struct {
     g4_rope rope[2];                 /* [0] sliding, [1] full */
     vlm_tensor *embed, *norm, *ple_embed, *ple_model_proj, *ple_proj_norm;
     g4_layer *layers;
-    vlm_dec_stack stack;             /* embed, norm, tied head for the shared driver (its layers are g4_layer) */
 } g4_model;
 
 typedef struct {
@@ -324,10 +323,7 @@ static vlm_status g4_load(vlm_model *m, vlm_error *err) {
         }
         if (err->code) return err->code;
     }
-    /* the LM head is the embedding table (tied) */
-    g->stack = (vlm_dec_stack){.n_layers = g->n_layers, .hidden = g->hidden, .hp.eps = g->eps,
-                               .embed = g->embed, .norm = g->norm, .lm_head = g->embed};
-    return err->code;
+    return err->code; /* the LM head is the embedding table (tied) */
 }
 
 static void g4_unload(vlm_model *m) {
@@ -597,8 +593,7 @@ static vlm_status g4_per_layer_inputs(vlm_compute *c, void *state, vlm_tensor *x
 static vlm_tensor *g4_layer_hook(vlm_compute *c, void *state, int l, vlm_kv_layer *kv, vlm_tensor *x, const vlm_dec_call *a) {
     const g4_call *k = (const g4_call *)state;
     const g4_layer *L = &k->g->layers[l];
-    int64_t n = a->n, P = k->g->ple_dim;
-    vlm_tensor *pl = k->ple ? vlm_reshape_2d(c, vlm_cont(c, vlm_slice(c, k->ple, 1, l, 1)), n, P) : NULL;
+    vlm_tensor *pl = k->ple ? vlm_reshape_2d(c, vlm_cont(c, vlm_slice(c, k->ple, 1, l, 1)), a->n, k->g->ple_dim) : NULL;
     return g4_layer_forward(c, k->g, L, kv, x, k->cs[L->full][0], k->cs[L->full][1], a->pos, a->n, pl, k->span);
 }
 
@@ -651,7 +646,10 @@ static vlm_status g4_forward(vlm_model *m, vlm_seq *s, const int32_t *ids, int n
     vlm_dec_call a = {.ids = ids, .n = n, .pos = pos, .vision = vision, .image_token = m->image_token_id,
                       .video_token = m->video_token_id, .embed_scale = g4_embed_scale(g->embed, sqrtf((float)g->hidden)),
                       .softcap = g->softcap, .all_logits = all_logits, .hooks = &hooks};
-    return vlm_dec_run(s, &g->stack, &a, logits);
+    /* the driver's view of the stack: its layers are g4_layer, run by the hook; the head is tied */
+    vlm_dec_stack stack = {.n_layers = g->n_layers, .hidden = g->hidden, .hp.eps = g->eps,
+                           .embed = g->embed, .norm = g->norm, .lm_head = g->embed};
+    return vlm_dec_run(s, &stack, &a, logits);
 }
 
 static vlm_status g4_seq_init(vlm_model *m, vlm_seq *s, vlm_error *err) {

@@ -488,15 +488,11 @@ static vlm_status q3_forward(vlm_model *m, vlm_seq *s, const int32_t *ids, int n
         return vlm_error_set(&c->err, VLM_ERR_OOM, "out of memory");
     }
 
-    /* DeepStack: the visual positions and their rows, counted as vlm_embed_tokens counts them */
-    int64_t n_vis = 0, n_img = vision ? vision->n_image_tokens : 0, img_r = 0, vid_r = 0;
+    /* DeepStack: the visual positions and their rows, as the embedding finds them
+     * (too many placeholders: none here, the embedding reports the error) */
     int n_deep = vision && vision->embeds ? vision->n_extra : 0;
-    for (int i = 0; i < n && n_deep; i++) {
-        if (ids[i] == m->image_token_id) vsrc[n_vis] = (int32_t)img_r++;
-        else if (ids[i] == m->video_token_id) vsrc[n_vis] = (int32_t)(n_img + vid_r++);
-        else continue;
-        vdst[n_vis++] = i;
-    }
+    int64_t n_vis = n_deep ? vlm_vision_rows(ids, n, vision, m->image_token_id, m->video_token_id, vdst, vsrc) : 0;
+    if (n_vis < 0) n_vis = 0;
     q3_call k = {.q = q, .vision = vision, .n_deep = n_deep, .n_vis = n_vis,
                  .src_ids = n_vis ? vlm_from_host(c, VLM_I32, 1, &n_vis, vsrc) : NULL,
                  .dst_ids = n_vis ? vlm_from_host(c, VLM_I32, 1, &n_vis, vdst) : NULL};

@@ -122,7 +122,8 @@ typedef struct vlm_arch {
     /* Benchmarks (vlm bench): encode's inputs for a WxH image of made-up
      * pixels, laid out as this family's processor does (n_tiles 0), or for
      * n_tiles made-up tiles (tiled families; others fail). *tiles: the tiles
-     * in them, 0 for untiled families. Tensor data is malloc'd: free each.
+     * in them, 0 for untiled families. Tensor data is malloc'd (free with
+ * vlm_image_features_free).
      * NULL: no vision tower. */
     vlm_status (*bench_vision)(vlm_model *m, int w, int h, int n_tiles, vlm_features *f, int *tiles, vlm_error *err);
 } vlm_arch;
