@@ -13,6 +13,13 @@ ifeq ($(SAN),1)
   CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
   LDFLAGS += -fsanitize=address,undefined
 endif
+# ThreadSanitizer: `make tsan` runs the tests that share an engine or a
+# backend between threads.
+ifeq ($(SAN),thread)
+  BUILD  := build-tsan
+  CFLAGS += -fsanitize=thread -fno-omit-frame-pointer
+  LDFLAGS += -fsanitize=thread
+endif
 
 SUBSYSTEMS := core io text vision api
 LIB_SRC  := $(foreach d,$(SUBSYSTEMS) cpu,$(wildcard src/$(d)/*.c)) $(wildcard models/*.c)
@@ -34,7 +41,7 @@ ifeq ($(CUDA),1)
   LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudart
 endif
 
-.PHONY: all test examples clean amalgamate check-amalgamation
+.PHONY: all test tsan examples clean amalgamate check-amalgamation
 all: vlm.h vlm_cpu.c $(BUILD)/libvlm.a vlm
 
 $(BUILD)/%.o: %.c $(HEADERS)
@@ -73,8 +80,14 @@ vlm_cpu.c: $(wildcard src/cpu/*) tools/amalgamate.sh
 test: vlm.h vlm_cpu.c $(TEST_BIN) $(BUILD)/vlm $(EX_BIN)
 	sh tests/run.sh $(BUILD)
 
+TSAN_TESTS := test_threads test_api test_ops
+tsan:
+	$(MAKE) SAN=thread $(TSAN_TESTS:%=build-tsan/tests/%)
+	for t in $(TSAN_TESTS); do TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/$$t > build-tsan/$$t.log 2>&1 \
+	  && echo "PASS tsan $$t" || { echo "FAIL tsan $$t"; tail -n 40 build-tsan/$$t.log; exit 1; }; done
+
 clean:
-	rm -rf build build-san vlm
+	rm -rf build build-san build-tsan vlm
 
 # libFuzzer targets for the JSON and safetensors header parsers (clang);
 # not part of `make test`. Run e.g.

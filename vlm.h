@@ -238,7 +238,10 @@ vlm_backend *vlm_backend_cpu(int n_threads, vlm_error *err);
 /* vlm_cuda.cu, built with `make CUDA=1`. */
 vlm_backend *vlm_backend_cuda(int device, vlm_error *err);
 
-/* The CPU backend's thread pool, usable by host-side code (preprocessing). */
+/* The CPU backend's thread pool, usable by host-side code (preprocessing):
+ * fn(arg, begin, end, thread) over chunks of [0, n). Safe from any thread;
+ * waits while an op runs on the backend; a call nested in one of its own
+ * regions runs inline. */
 typedef void (*vlm_parallel_fn)(void *arg, int64_t begin, int64_t end, int thread);
 void vlm_cpu_parallel_for(vlm_backend *cpu, int64_t n, int64_t min_chunk, vlm_parallel_fn fn, void *arg);
 
@@ -976,8 +979,12 @@ vlm_status vlm_gemma4_target_size(int height, int width, int patch_size, int max
  *   vlm_session_generate(s, NULL, print_piece, NULL, NULL, &err);
  *   vlm_session_free(s);  vlm_engine_close(e);
  *
- * An engine (weights, tokenizer, image processor) is read-only once open and
- * may serve several sessions; each session owns its KV cache and history.
+ * Threads: an engine (weights, tokenizer, image processor, backend) is
+ * shared by any number of sessions, each used from any thread, all at once;
+ * every answer is the one the session gets alone (the backend runs one op
+ * at a time with all its threads; tests/test_threads.c checks this under
+ * TSan). A session (its KV cache and history) belongs to one thread at a
+ * time; vlm_engine_close waits for no one: free the sessions first.
  *
  * Owns: engines, sessions (history, cache reuse across turns, chunked
  * prefill, generation, streaming) and token sampling. May call: core, io,

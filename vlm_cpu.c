@@ -15,10 +15,12 @@
  * one process each own their threads and buffers.
  *
  * Notes
- *  - One op at a time per backend: the scratch buffers belong to the
- *    backend, so two threads must not run ops (or vlm_cpu_parallel_for) on
- *    the same backend concurrently; use one backend per thread instead.
- *    A parallel_for issued from inside a parallel region runs inline.
+ *  - One op at a time per backend: the pool and the scratch buffers belong
+ *    to the backend, so each op (and each vlm_cpu_parallel_for) holds
+ *    exec_mu while it runs. Any number of threads may share one backend
+ *    (sessions of one engine do); their ops interleave, each with all the
+ *    pool's threads, so every result is the one it gets alone. A
+ *    parallel_for issued from inside a parallel region runs inline.
  *  - vlm_backend_cpu() calls openblas_set_num_threads(1): OpenBLAS itself is
  *    process-wide, and our own threads split every GEMM into tiles whose
  *    layout does not depend on the thread count (same results for any n).
@@ -56,6 +58,7 @@
 typedef struct cpu_ctx {
     int n;                        /* threads including the caller */
     pthread_t *th;
+    pthread_mutex_t exec_mu;      /* held by the op running on this backend */
     pthread_mutex_t mu;
     pthread_cond_t cv_work, cv_done;
     atomic_uint_fast64_t gen;     /* bumped for each parallel region */
@@ -451,10 +454,12 @@ CPU_FN void cpu_im2col_rows(void *p, int64_t r0, int64_t r1, int tid);
  * one process each own their threads and buffers.
  *
  * Notes
- *  - One op at a time per backend: the scratch buffers belong to the
- *    backend, so two threads must not run ops (or vlm_cpu_parallel_for) on
- *    the same backend concurrently; use one backend per thread instead.
- *    A parallel_for issued from inside a parallel region runs inline.
+ *  - One op at a time per backend: the pool and the scratch buffers belong
+ *    to the backend, so each op (and each vlm_cpu_parallel_for) holds
+ *    exec_mu while it runs. Any number of threads may share one backend
+ *    (sessions of one engine do); their ops interleave, each with all the
+ *    pool's threads, so every result is the one it gets alone. A
+ *    parallel_for issued from inside a parallel region runs inline.
  *  - vlm_backend_cpu() calls openblas_set_num_threads(1): OpenBLAS itself is
  *    process-wide, and our own threads split every GEMM into tiles whose
  *    layout does not depend on the thread count (same results for any n).
@@ -492,6 +497,7 @@ CPU_FN void cpu_im2col_rows(void *p, int64_t r0, int64_t r1, int tid);
 typedef struct cpu_ctx {
     int n;                        /* threads including the caller */
     pthread_t *th;
+    pthread_mutex_t exec_mu;      /* held by the op running on this backend */
     pthread_mutex_t mu;
     pthread_cond_t cv_work, cv_done;
     atomic_uint_fast64_t gen;     /* bumped for each parallel region */
@@ -1801,6 +1807,11 @@ CPU_FN vlm_status cpu_op_matmul_id(cpu_ctx *ctx, const vlm_op *op, vlm_error *er
  * is handed out in chunks of rows. Per-thread scratch is grown here, never
  * inside a parallel region. */
 
+/* The pool whose parallel region this thread is running a chunk of (NULL:
+ * none). Only vlm_cpu_parallel_for reads it, to run a nested call inline
+ * instead of waiting for the lock its own region holds. */
+static _Thread_local const cpu_ctx *cpu_in_region;
+
 static inline void cpu_pause(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -1816,12 +1827,15 @@ static inline void cpu_spin_step(int i) {
 }
 
 static void cpu_run_chunks(cpu_ctx *ctx, int tid) {
+    const cpu_ctx *outer = cpu_in_region;
+    cpu_in_region = ctx;
     for (;;) {
         int64_t b = atomic_fetch_add(&ctx->next, ctx->chunk);
         if (b >= ctx->total) break;
         int64_t e = b + ctx->chunk < ctx->total ? b + ctx->chunk : ctx->total;
         ctx->fn(ctx->arg, b, e, tid);
     }
+    cpu_in_region = outer;
 }
 
 CPU_FN void *cpu_worker(void *p) {
@@ -1888,7 +1902,14 @@ void vlm_cpu_parallel_for(vlm_backend *cpu, int64_t n, int64_t min_chunk, vlm_pa
         if (n > 0) fn(arg, 0, n, 0);
         return;
     }
-    cpu_parallel((cpu_ctx *)cpu->impl, n, min_chunk, fn, arg);
+    cpu_ctx *ctx = (cpu_ctx *)cpu->impl;
+    if (cpu_in_region == ctx) { /* nested in one of this pool's regions */
+        if (n > 0) fn(arg, 0, n, 0);
+        return;
+    }
+    pthread_mutex_lock(&ctx->exec_mu);
+    cpu_parallel(ctx, n, min_chunk, fn, arg);
+    pthread_mutex_unlock(&ctx->exec_mu);
 }
 
 /* Makes every thread's scratch at least n floats (call outside parallel regions). */
@@ -2063,8 +2084,7 @@ CPU_FN void cpu_im2col_rows(void *p, int64_t r0, int64_t r1, int tid) {
 
 /* ------------------------------------------------------------------ dispatch */
 
-static vlm_status cpu_exec(vlm_backend *be, const vlm_op *op, vlm_error *err) {
-    cpu_ctx *ctx = (cpu_ctx *)be->impl;
+static vlm_status cpu_exec_locked(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
     switch (op->kind) {
     case VLM_OP_NONE: return VLM_OK;
     case VLM_OP_CPY: return cpu_op_cpy(ctx, op, err);
@@ -2089,6 +2109,15 @@ static vlm_status cpu_exec(vlm_backend *be, const vlm_op *op, vlm_error *err) {
     }
     default: return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "cpu backend: op %d not implemented", (int)op->kind);
     }
+}
+
+/* Sessions on other threads may share this backend: one op at a time. */
+static vlm_status cpu_exec(vlm_backend *be, const vlm_op *op, vlm_error *err) {
+    cpu_ctx *ctx = (cpu_ctx *)be->impl;
+    pthread_mutex_lock(&ctx->exec_mu);
+    vlm_status s = cpu_exec_locked(ctx, op, err);
+    pthread_mutex_unlock(&ctx->exec_mu);
+    return s;
 }
 
 /* ------------------------------------------------------------------ backend object */
@@ -2120,6 +2149,7 @@ static void cpu_destroy(vlm_backend *be) {
     free(ctx->tscratch_n);
     free(ctx->shared);
     pthread_mutex_destroy(&ctx->mu);
+    pthread_mutex_destroy(&ctx->exec_mu);
     pthread_cond_destroy(&ctx->cv_work);
     pthread_cond_destroy(&ctx->cv_done);
     free(ctx);
@@ -2135,6 +2165,7 @@ vlm_backend *vlm_backend_cpu(int n_threads, vlm_error *err) {
     if (!ctx) { vlm_error_set(err, VLM_ERR_OOM, "out of memory for the CPU backend"); return NULL; }
     ctx->n = n_threads;
     pthread_mutex_init(&ctx->mu, NULL);
+    pthread_mutex_init(&ctx->exec_mu, NULL);
     pthread_cond_init(&ctx->cv_work, NULL);
     pthread_cond_init(&ctx->cv_done, NULL);
     ctx->be.name = "cpu";

@@ -3,6 +3,8 @@
  * variants, and 1 vs 2 threads (each test runs on both; outputs must agree
  * to 1e-6). `test_ops --bench` runs the GEMV/GEMM benchmark instead. */
 #include "vlm.h"
+
+#include <stdatomic.h>
 #include "test_util.h"
 
 #include <stdint.h>
@@ -793,13 +795,14 @@ static void test_im2col(vlm_compute *c) {
 
 typedef struct pf_arg {
     int64_t *hits;
-    int max_thread;
+    atomic_int max_thread;
 } pf_arg;
 
 static void pf_fn(void *p, int64_t b, int64_t e, int thread) {
     pf_arg *a = (pf_arg *)p;
     for (int64_t i = b; i < e; i++) a->hits[i]++;
-    if (thread > a->max_thread) a->max_thread = thread; /* benign race for the test */
+    int m = atomic_load(&a->max_thread);
+    while (thread > m && !atomic_compare_exchange_weak(&a->max_thread, &m, thread)) {}
 }
 
 static void test_pool(void) {
@@ -813,7 +816,8 @@ static void test_pool(void) {
     for (int rep = 0; rep < 200; rep++) {
         pf_arg a = {hits, 0};
         vlm_cpu_parallel_for(rep % 2 ? b1 : b2, n, 1 + rep, pf_fn, &a);
-        CHECK(a.max_thread < (rep % 2 ? 3 : 2), "thread index %d", a.max_thread);
+        int mt = atomic_load(&a.max_thread);
+        CHECK(mt < (rep % 2 ? 3 : 2), "thread index %d", mt);
     }
     int bad = 0;
     for (int64_t i = 0; i < n; i++) bad += hits[i] != 200;

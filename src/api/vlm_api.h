@@ -9,8 +9,12 @@
  *   vlm_session_generate(s, NULL, print_piece, NULL, NULL, &err);
  *   vlm_session_free(s);  vlm_engine_close(e);
  *
- * An engine (weights, tokenizer, image processor) is read-only once open and
- * may serve several sessions; each session owns its KV cache and history.
+ * Threads: an engine (weights, tokenizer, image processor, backend) is
+ * shared by any number of sessions, each used from any thread, all at once;
+ * every answer is the one the session gets alone (the backend runs one op
+ * at a time with all its threads; tests/test_threads.c checks this under
+ * TSan). A session (its KV cache and history) belongs to one thread at a
+ * time; vlm_engine_close waits for no one: free the sessions first.
  *
  * Owns: engines, sessions (history, cache reuse across turns, chunked
  * prefill, generation, streaming) and token sampling. May call: core, io,

@@ -216,7 +216,10 @@ vlm_backend *vlm_backend_cpu(int n_threads, vlm_error *err);
 /* vlm_cuda.cu, built with `make CUDA=1`. */
 vlm_backend *vlm_backend_cuda(int device, vlm_error *err);
 
-/* The CPU backend's thread pool, usable by host-side code (preprocessing). */
+/* The CPU backend's thread pool, usable by host-side code (preprocessing):
+ * fn(arg, begin, end, thread) over chunks of [0, n). Safe from any thread;
+ * waits while an op runs on the backend; a call nested in one of its own
+ * regions runs inline. */
 typedef void (*vlm_parallel_fn)(void *arg, int64_t begin, int64_t end, int thread);
 void vlm_cpu_parallel_for(vlm_backend *cpu, int64_t n, int64_t min_chunk, vlm_parallel_fn fn, void *arg);
 

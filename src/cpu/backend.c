@@ -3,8 +3,7 @@
 
 /* ------------------------------------------------------------------ dispatch */
 
-static vlm_status cpu_exec(vlm_backend *be, const vlm_op *op, vlm_error *err) {
-    cpu_ctx *ctx = (cpu_ctx *)be->impl;
+static vlm_status cpu_exec_locked(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
     switch (op->kind) {
     case VLM_OP_NONE: return VLM_OK;
     case VLM_OP_CPY: return cpu_op_cpy(ctx, op, err);
@@ -29,6 +28,15 @@ static vlm_status cpu_exec(vlm_backend *be, const vlm_op *op, vlm_error *err) {
     }
     default: return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "cpu backend: op %d not implemented", (int)op->kind);
     }
+}
+
+/* Sessions on other threads may share this backend: one op at a time. */
+static vlm_status cpu_exec(vlm_backend *be, const vlm_op *op, vlm_error *err) {
+    cpu_ctx *ctx = (cpu_ctx *)be->impl;
+    pthread_mutex_lock(&ctx->exec_mu);
+    vlm_status s = cpu_exec_locked(ctx, op, err);
+    pthread_mutex_unlock(&ctx->exec_mu);
+    return s;
 }
 
 /* ------------------------------------------------------------------ backend object */
@@ -60,6 +68,7 @@ static void cpu_destroy(vlm_backend *be) {
     free(ctx->tscratch_n);
     free(ctx->shared);
     pthread_mutex_destroy(&ctx->mu);
+    pthread_mutex_destroy(&ctx->exec_mu);
     pthread_cond_destroy(&ctx->cv_work);
     pthread_cond_destroy(&ctx->cv_done);
     free(ctx);
@@ -75,6 +84,7 @@ vlm_backend *vlm_backend_cpu(int n_threads, vlm_error *err) {
     if (!ctx) { vlm_error_set(err, VLM_ERR_OOM, "out of memory for the CPU backend"); return NULL; }
     ctx->n = n_threads;
     pthread_mutex_init(&ctx->mu, NULL);
+    pthread_mutex_init(&ctx->exec_mu, NULL);
     pthread_cond_init(&ctx->cv_work, NULL);
     pthread_cond_init(&ctx->cv_done, NULL);
     ctx->be.name = "cpu";

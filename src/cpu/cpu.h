@@ -11,10 +11,12 @@
  * one process each own their threads and buffers.
  *
  * Notes
- *  - One op at a time per backend: the scratch buffers belong to the
- *    backend, so two threads must not run ops (or vlm_cpu_parallel_for) on
- *    the same backend concurrently; use one backend per thread instead.
- *    A parallel_for issued from inside a parallel region runs inline.
+ *  - One op at a time per backend: the pool and the scratch buffers belong
+ *    to the backend, so each op (and each vlm_cpu_parallel_for) holds
+ *    exec_mu while it runs. Any number of threads may share one backend
+ *    (sessions of one engine do); their ops interleave, each with all the
+ *    pool's threads, so every result is the one it gets alone. A
+ *    parallel_for issued from inside a parallel region runs inline.
  *  - vlm_backend_cpu() calls openblas_set_num_threads(1): OpenBLAS itself is
  *    process-wide, and our own threads split every GEMM into tiles whose
  *    layout does not depend on the thread count (same results for any n).
@@ -53,6 +55,7 @@
 typedef struct cpu_ctx {
     int n;                        /* threads including the caller */
     pthread_t *th;
+    pthread_mutex_t exec_mu;      /* held by the op running on this backend */
     pthread_mutex_t mu;
     pthread_cond_t cv_work, cv_done;
     atomic_uint_fast64_t gen;     /* bumped for each parallel region */

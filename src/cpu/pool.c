@@ -3,6 +3,11 @@
  * inside a parallel region. */
 #include "cpu/cpu.h"
 
+/* The pool whose parallel region this thread is running a chunk of (NULL:
+ * none). Only vlm_cpu_parallel_for reads it, to run a nested call inline
+ * instead of waiting for the lock its own region holds. */
+static _Thread_local const cpu_ctx *cpu_in_region;
+
 static inline void cpu_pause(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -18,12 +23,15 @@ static inline void cpu_spin_step(int i) {
 }
 
 static void cpu_run_chunks(cpu_ctx *ctx, int tid) {
+    const cpu_ctx *outer = cpu_in_region;
+    cpu_in_region = ctx;
     for (;;) {
         int64_t b = atomic_fetch_add(&ctx->next, ctx->chunk);
         if (b >= ctx->total) break;
         int64_t e = b + ctx->chunk < ctx->total ? b + ctx->chunk : ctx->total;
         ctx->fn(ctx->arg, b, e, tid);
     }
+    cpu_in_region = outer;
 }
 
 CPU_FN void *cpu_worker(void *p) {
@@ -90,7 +98,14 @@ void vlm_cpu_parallel_for(vlm_backend *cpu, int64_t n, int64_t min_chunk, vlm_pa
         if (n > 0) fn(arg, 0, n, 0);
         return;
     }
-    cpu_parallel((cpu_ctx *)cpu->impl, n, min_chunk, fn, arg);
+    cpu_ctx *ctx = (cpu_ctx *)cpu->impl;
+    if (cpu_in_region == ctx) { /* nested in one of this pool's regions */
+        if (n > 0) fn(arg, 0, n, 0);
+        return;
+    }
+    pthread_mutex_lock(&ctx->exec_mu);
+    cpu_parallel(ctx, n, min_chunk, fn, arg);
+    pthread_mutex_unlock(&ctx->exec_mu);
 }
 
 /* Makes every thread's scratch at least n floats (call outside parallel regions). */
