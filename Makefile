@@ -3,7 +3,7 @@
 CC      ?= cc
 ARCH    ?= -march=native
 OPT     ?= -O2
-CFLAGS  += -std=c11 -g $(OPT) $(ARCH) -Wall -Wextra -Wno-unused-parameter \
+CFLAGS  += -std=c11 -g $(OPT) $(ARCH) -Wall -Wextra -Wpedantic \
            -D_GNU_SOURCE -Isrc -I. -Icli -pthread
 LDLIBS  += -lopenblas -lm -lpthread
 BUILD   ?= build
@@ -21,7 +21,7 @@ ifeq ($(SAN),thread)
   LDFLAGS += -fsanitize=thread
 endif
 
-SUBSYSTEMS := core io text vision api
+SUBSYSTEMS := platform core io text vision api
 LIB_SRC  := $(foreach d,$(SUBSYSTEMS) cpu,$(wildcard src/$(d)/*.c)) $(wildcard models/*.c)
 CLI_SRC  := $(wildcard cli/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)

@@ -20,6 +20,91 @@
 #ifndef VLM_H
 #define VLM_H
 
+/* src/platform — everything the library asks of the operating system, in
+ * one place: files and their mapping, threads, clocks, CPU facts, aligned
+ * memory. The rest of the library is plain C11 over these functions, so a
+ * port (Windows, ARM64) adds one implementation file next to posix.c and
+ * touches nothing else.
+ *
+ * The public vlm.h declares these with no system header beyond <stddef.h>:
+ * an embedder's file that defines VLM_IMPLEMENTATION compiles with its own
+ * flags (-std=c11 -Wpedantic, no _GNU_SOURCE) and its own includes first.
+ *
+ * Owns: the OS. May call: nothing in the library. Everything may call it.
+ */
+#ifndef VLM_PLATFORM_H
+#define VLM_PLATFORM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ memory and strings */
+
+/* Memory aligned to `align` (a power of two), freed with vlm_aligned_free. */
+void *vlm_aligned_alloc(size_t align, size_t n);
+void vlm_aligned_free(void *p);
+char *vlm_strdup(const char *s); /* malloc'd copy, NULL if out of memory */
+
+/* ------------------------------------------------------------------ files */
+
+/* 1 for a regular file, 2 for a directory, 0 for anything else or nothing. */
+int vlm_path_kind(const char *path);
+
+/* A whole file mapped read-only (private, never written back). */
+typedef struct vlm_mapped_file {
+    void *data;
+    size_t size;
+} vlm_mapped_file;
+/* Maps path; on failure returns non-zero with a message (errno's words) in
+ * why[why_n]. A file of 0 bytes maps to data == NULL, size 0. */
+int vlm_map_file(const char *path, vlm_mapped_file *out, char *why, size_t why_n);
+void vlm_unmap_file(vlm_mapped_file *f);
+
+/* ------------------------------------------------------------------ time and CPU */
+
+double vlm_time_s(void);  /* monotonic seconds from an arbitrary origin */
+int vlm_cpu_count(void);  /* online logical CPUs, at least 1 */
+
+/* CPU features the kernels may use, found at run time (bits of vlm_cpu_features). */
+#define VLM_CPU_AVX2       (1u << 0) /* with FMA and F16C */
+#define VLM_CPU_AVX512F    (1u << 1)
+#define VLM_CPU_AVX512BF16 (1u << 2)
+#define VLM_CPU_AVX512VNNI (1u << 3)
+#define VLM_CPU_AMX_BF16   (1u << 4) /* and the OS lets this process use the tiles */
+#define VLM_CPU_AMX_INT8   (1u << 5)
+#define VLM_CPU_NEON       (1u << 8)
+unsigned vlm_cpu_features(void);
+
+/* ------------------------------------------------------------------ threads */
+
+typedef struct vlm_thread vlm_thread;
+typedef struct vlm_mutex vlm_mutex;
+typedef struct vlm_cond vlm_cond;
+
+/* Starts fn(arg) on a new thread; NULL if the OS refuses. */
+vlm_thread *vlm_thread_start(void *(*fn)(void *), void *arg);
+void vlm_thread_join(vlm_thread *t); /* waits for it and frees it */
+void vlm_thread_yield(void);
+
+vlm_mutex *vlm_mutex_new(void);      /* NULL if out of memory */
+void vlm_mutex_free(vlm_mutex *m);
+void vlm_mutex_lock(vlm_mutex *m);
+void vlm_mutex_unlock(vlm_mutex *m);
+
+vlm_cond *vlm_cond_new(void);
+void vlm_cond_free(vlm_cond *c);
+void vlm_cond_wait(vlm_cond *c, vlm_mutex *m);
+void vlm_cond_signal(vlm_cond *c);
+void vlm_cond_broadcast(vlm_cond *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VLM_PLATFORM_H */
 /* src/core — the tensor core.
  *
  * Owns: errors (vlm_error, vlm_status), dtypes and their conversions, the
@@ -32,6 +117,7 @@
  */
 #ifndef VLM_CORE_H
 #define VLM_CORE_H
+
 
 #include <stddef.h>
 #include <stdint.h>
@@ -67,6 +153,16 @@ vlm_status vlm_error_set(vlm_error *err, vlm_status code, const char *fmt, ...)
     ;
 void vlm_error_clear(vlm_error *err);
 const char *vlm_status_name(vlm_status s);
+
+/* Opens every public call that takes an error (the API, the loaders, the
+ * processors): err may be NULL (a local one stands in) and starts clear, so
+ * a failure's message is always this call's own and a success leaves
+ * err->code == VLM_OK. The loader helpers a model calls many times before
+ * checking once (vlm_weight, vlm_tokens_push) keep the first error instead. */
+#define VLM_ERROR_BEGIN(err)                \
+    vlm_error vlm_local_err_;               \
+    if (!(err)) (err) = &vlm_local_err_;    \
+    vlm_error_clear(err)
 
 /* ------------------------------------------------------------------ dtypes */
 
@@ -245,12 +341,17 @@ vlm_backend *vlm_backend_cuda(int device, vlm_error *err);
 typedef void (*vlm_parallel_fn)(void *arg, int64_t begin, int64_t end, int thread);
 void vlm_cpu_parallel_for(vlm_backend *cpu, int64_t n, int64_t min_chunk, vlm_parallel_fn fn, void *arg);
 
-/* Per-context compute state: arena for activations, the backend, the first error. */
+/* Per-context compute state: arena for activations, the backend, the first
+ * error. abort (optional) is asked before every op: non-zero stops the
+ * computation with VLM_ERR_CANCELLED (a vision tower or a long prefill stops
+ * within one op, not at the end). */
 typedef struct vlm_compute {
     vlm_backend *be;
     vlm_arena arena;
     vlm_error err;
     int failed;
+    int (*abort)(void *user);
+    void *abort_user;
 } vlm_compute;
 
 void vlm_compute_init(vlm_compute *c, vlm_backend *be);
@@ -628,6 +729,13 @@ void vlm_tokenizer_free(vlm_tokenizer *tok);
  * bytes are encoded as the bytes they are (byte-level / byte-fallback). */
 vlm_status vlm_tokenize(const vlm_tokenizer *tok, const char *text, size_t len, int flags,
                         vlm_tokens *out, vlm_error *err);
+/* As vlm_tokenize, but an added/special token string that overlaps one of
+ * the byte ranges [plain[2k], plain[2k+1]) (sorted, disjoint) is plain text
+ * there: the user's text inside a rendered prompt. */
+vlm_status vlm_tokenize_ranges(const vlm_tokenizer *tok, const char *text, size_t len, int flags,
+                               const size_t *plain, int n_plain, vlm_tokens *out, vlm_error *err);
+/* Length of the longest added/special token string at s[0..len), 0 if none. */
+size_t vlm_tokenizer_added_at(const vlm_tokenizer *tok, const char *s, size_t len);
 
 /* Number of ids (max id + 1), including added tokens. */
 int vlm_tokenizer_n_vocab(const vlm_tokenizer *tok);
@@ -772,6 +880,17 @@ int vlm_qwen3_video_timestamps(const int *frame_indices, int n, double fps, int 
 vlm_status vlm_build_prompt(const vlm_tokenizer *tok, vlm_prompt_family fam, const vlm_chat_msg *msgs, int n_msgs,
                             const vlm_media_info *media, int n_media, int add_generation_prompt,
                             vlm_tokens *out, vlm_error *err);
+/* The user's text stays text (as OpenAI's servers treat it): a special
+ * token string such as "<|im_end|>" or "<|image_pad|>" typed by a user must
+ * not end a turn or claim an image. vlm_protect_specials returns a malloc'd
+ * copy of text in which every added/special token string is marked, so the
+ * chat template and vlm_expand_media pass it along without seeing it;
+ * vlm_tokenize_protected tokenizes a rendered prompt holding such text,
+ * each marked string as plain text, everything else as vlm_tokenize does. */
+char *vlm_protect_specials(const vlm_tokenizer *tok, const char *text);
+vlm_status vlm_tokenize_protected(const vlm_tokenizer *tok, const char *prompt, size_t len, int flags,
+                                  vlm_tokens *out, vlm_error *err);
+
 /* The family of an HF config model_type ("qwen2_5_vl", "idefics3", ...), -1 if unknown. */
 int vlm_prompt_family_from_model_type(const char *model_type);
 
@@ -998,6 +1117,15 @@ vlm_status vlm_gemma4_target_size(int height, int width, int patch_size, int max
 extern "C" {
 #endif
 
+/* The library's version: the header's here, the compiled library's from
+ * vlm_version() ("MAJOR.MINOR.PATCH"); they differ when an old library is
+ * linked with a new header. */
+#define VLM_VERSION_MAJOR 0
+#define VLM_VERSION_MINOR 2
+#define VLM_VERSION_PATCH 0
+#define VLM_VERSION_STRING "0.2.0"
+const char *vlm_version(void);
+
 /* ------------------------------------------------------------------ sampling */
 
 /* Token sampling, applied in the order transformers' generate applies them:
@@ -1023,6 +1151,7 @@ typedef struct vlm_sampler {
     uint64_t rng[4];
     float *work;       /* [n_vocab] */
     int32_t *order;    /* [n_vocab] */
+    int32_t *tmp;      /* [n_vocab], for sorting */
 } vlm_sampler;
 
 vlm_status vlm_sampler_init(vlm_sampler *s, const vlm_sampling *p, int n_vocab, vlm_error *err);
@@ -1053,6 +1182,11 @@ typedef struct vlm_session_params {
     int n_ctx;               /* context length in tokens (default 4096) */
     vlm_dtype kv_dtype;      /* VLM_F32 (default) or VLM_F16 */
     const char *system;      /* optional system prompt */
+    /* 0 (default): the session's text (system prompt, user text, earlier
+     * answers) is plain text: "<|im_end|>" typed by a user is those
+     * characters, not the token. 1: special token strings in it are parsed
+     * as the tokens (as transformers' apply_chat_template + tokenizer do). */
+    int parse_special;
 } vlm_session_params;
 
 vlm_status vlm_session_new(vlm_engine *e, const vlm_session_params *p, vlm_session **out, vlm_error *err);
@@ -1068,7 +1202,9 @@ vlm_status vlm_session_add_image_rgb(vlm_session *s, const uint8_t *rgb, int wid
 vlm_status vlm_session_add_text(vlm_session *s, const char *text, vlm_error *err);
 
 /* Called with each piece of text as it becomes complete (whole UTF-8
- * characters, never part of a stop string). Return non-zero to stop. */
+ * characters, never part of a stop string), on the generating thread.
+ * `text` is valid only during the call (copy what you keep); it is not
+ * NUL-terminated. Return non-zero to stop (VLM_STOP_CALLBACK, VLM_OK). */
 typedef int (*vlm_piece_fn)(void *user, const char *text, size_t len);
 
 typedef struct vlm_generate_params {
@@ -1076,11 +1212,21 @@ typedef struct vlm_generate_params {
     int max_tokens;          /* default 256 */
     const char *const *stop; /* stop strings (not included in the output) */
     int n_stop;
-    volatile int *cancel;    /* set to non-zero from another thread to stop */
+    /* Stopping early: *cancel set non-zero (from another thread, a signal
+     * handler or a callback) or abort(abort_user) returning non-zero. Both
+     * are looked at before every op of the vision tower, the prefill and
+     * each decode step, so a call stops within one op. A stopped call
+     * returns VLM_ERR_CANCELLED with stats->stop = VLM_STOP_CANCEL; what was
+     * streamed by then is kept as the answer in the history, and a call
+     * stopped before its first token leaves the user's message pending
+     * (the next generate answers it, reusing what the prefill cached). */
+    volatile int *cancel;
+    int (*abort)(void *user); /* called on the generating thread */
+    void *abort_user;
     int ignore_eos;          /* keep going past end-of-sequence tokens */
     /* Optional: told how the prompt is going before the first token (slow
      * for large images or long prompts): done of total prompt tokens
-     * computed, and images encoded so far. */
+     * computed, and images encoded so far. Called on the generating thread. */
     void (*progress)(void *user, int done, int total, int images_done, int images_total);
     void *progress_user;
 } vlm_generate_params;
@@ -1123,6 +1269,185 @@ void vlm_session_forget_cache(vlm_session *s);
 #endif /* VLM_H */
 
 #ifdef VLM_IMPLEMENTATION
+/* ---- src/platform/posix.c ---- */
+/* The platform layer on POSIX systems (Linux, macOS, the BSDs).
+ *
+ * This file may be compiled inside an embedder's translation unit whose
+ * earlier includes fixed the feature macros (say -std=c11, no
+ * _POSIX_C_SOURCE): it uses only what <unistd.h>, <fcntl.h>, <sys/mman.h>,
+ * <sys/stat.h> and <pthread.h> declare in that mode, and falls back where a
+ * newer name may be hidden (O_CLOEXEC, CLOCK_MONOTONIC). */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ memory and strings */
+
+void *vlm_aligned_alloc(size_t align, size_t n) {
+    if (n == 0) n = 1;
+    n = (n + align - 1) & ~(align - 1); /* C11 wants a multiple of the alignment */
+    return aligned_alloc(align, n);
+}
+
+void vlm_aligned_free(void *p) { free(p); }
+
+char *vlm_strdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *p = (char *)malloc(n);
+    if (p) memcpy(p, s, n);
+    return p;
+}
+
+/* ------------------------------------------------------------------ files */
+
+int vlm_path_kind(const char *path) {
+    struct stat sb;
+    if (!path || stat(path, &sb) != 0) return 0;
+    return S_ISREG(sb.st_mode) ? 1 : S_ISDIR(sb.st_mode) ? 2 : 0;
+}
+
+int vlm_map_file(const char *path, vlm_mapped_file *out, char *why, size_t why_n) {
+    out->data = NULL;
+    out->size = 0;
+#ifdef O_CLOEXEC
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+#else
+    int fd = open(path, O_RDONLY);
+    if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);
+#endif
+    if (fd < 0) { snprintf(why, why_n, "cannot open: %s", strerror(errno)); return -1; }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        snprintf(why, why_n, "cannot stat: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(sb.st_mode)) { snprintf(why, why_n, "not a regular file"); close(fd); return -1; }
+    if ((uint64_t)sb.st_size > (uint64_t)SIZE_MAX) { snprintf(why, why_n, "file too large to map"); close(fd); return -1; }
+    if (sb.st_size == 0) { close(fd); return 0; }
+    void *map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int e = errno;
+    close(fd);
+    if (map == MAP_FAILED) { snprintf(why, why_n, "mmap failed: %s", strerror(e)); return -1; }
+    out->data = map;
+    out->size = (size_t)sb.st_size;
+    return 0;
+}
+
+void vlm_unmap_file(vlm_mapped_file *f) {
+    if (f->data) munmap(f->data, f->size);
+    f->data = NULL;
+    f->size = 0;
+}
+
+/* ------------------------------------------------------------------ time and CPU */
+
+double vlm_time_s(void) {
+    struct timespec ts;
+#ifdef CLOCK_MONOTONIC
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+#else /* strict C11 hides clock_gettime: the wall clock, for durations only */
+    timespec_get(&ts, TIME_UTC);
+#endif
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int vlm_cpu_count(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)(n > 4096 ? 4096 : n) : 1;
+}
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+static uint64_t plat_xgetbv(unsigned idx) {
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(idx));
+    return ((uint64_t)hi << 32) | lo;
+}
+unsigned vlm_cpu_features(void) {
+    unsigned a, b, c, d, f = 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    int osxsave = (c >> 27) & 1, fma = (c >> 12) & 1, f16c = (c >> 29) & 1;
+    if (!osxsave) return 0;
+    uint64_t xcr0 = plat_xgetbv(0);
+    int ymm = (xcr0 & 6) == 6, zmm = (xcr0 & 0xe6) == 0xe6, tiles = (xcr0 & 0x60000) == 0x60000;
+    if (__get_cpuid_max(0, NULL) < 7) return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    unsigned b7 = b, c7 = c, d7 = d;
+    if (ymm && fma && f16c && ((b7 >> 5) & 1)) f |= VLM_CPU_AVX2;
+    if (zmm && ((b7 >> 16) & 1)) {
+        f |= VLM_CPU_AVX512F;
+        if ((c7 >> 11) & 1) f |= VLM_CPU_AVX512VNNI;
+        __cpuid_count(7, 1, a, b, c, d);
+        if ((a >> 5) & 1) f |= VLM_CPU_AVX512BF16;
+    }
+    /* AMX also needs the kernel's permission (arch_prctl), asked for by the
+     * kernels that use it; here: the CPU has it and XCR0 enables the tiles. */
+    if (tiles && ((d7 >> 22) & 1)) f |= VLM_CPU_AMX_BF16;
+    if (tiles && ((d7 >> 25) & 1)) f |= VLM_CPU_AMX_INT8;
+    return f;
+}
+#elif defined(__aarch64__)
+unsigned vlm_cpu_features(void) { return VLM_CPU_NEON; }
+#else
+unsigned vlm_cpu_features(void) { return 0; }
+#endif
+
+/* ------------------------------------------------------------------ threads */
+
+struct vlm_thread { pthread_t t; };
+struct vlm_mutex { pthread_mutex_t m; };
+struct vlm_cond { pthread_cond_t c; };
+
+vlm_thread *vlm_thread_start(void *(*fn)(void *), void *arg) {
+    vlm_thread *t = (vlm_thread *)malloc(sizeof *t);
+    if (t && pthread_create(&t->t, NULL, fn, arg) != 0) { free(t); t = NULL; }
+    return t;
+}
+
+void vlm_thread_join(vlm_thread *t) {
+    if (!t) return;
+    pthread_join(t->t, NULL);
+    free(t);
+}
+
+void vlm_thread_yield(void) { sched_yield(); }
+
+vlm_mutex *vlm_mutex_new(void) {
+    vlm_mutex *m = (vlm_mutex *)malloc(sizeof *m);
+    if (m && pthread_mutex_init(&m->m, NULL) != 0) { free(m); m = NULL; }
+    return m;
+}
+void vlm_mutex_free(vlm_mutex *m) {
+    if (!m) return;
+    pthread_mutex_destroy(&m->m);
+    free(m);
+}
+void vlm_mutex_lock(vlm_mutex *m) { pthread_mutex_lock(&m->m); }
+void vlm_mutex_unlock(vlm_mutex *m) { pthread_mutex_unlock(&m->m); }
+
+vlm_cond *vlm_cond_new(void) {
+    vlm_cond *c = (vlm_cond *)malloc(sizeof *c);
+    if (c && pthread_cond_init(&c->c, NULL) != 0) { free(c); c = NULL; }
+    return c;
+}
+void vlm_cond_free(vlm_cond *c) {
+    if (!c) return;
+    pthread_cond_destroy(&c->c);
+    free(c);
+}
+void vlm_cond_wait(vlm_cond *c, vlm_mutex *m) { pthread_cond_wait(&c->c, &m->m); }
+void vlm_cond_signal(vlm_cond *c) { pthread_cond_signal(&c->c); }
+void vlm_cond_broadcast(vlm_cond *c) { pthread_cond_broadcast(&c->c); }
 /* ---- src/core/base.c ---- */
 /* Errors, the byte buffer and UTF-8 encoder, dtypes and their conversions. */
 
@@ -1276,6 +1601,7 @@ uint16_t vlm_f32_to_bf16(float f) {
 
 vlm_status vlm_kv_init(vlm_kv_cache *kv, vlm_backend *be, vlm_dtype dtype, int n_layers, const int *cap,
                        const int *n_kv_heads, const int *head_dim, const int *share, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     memset(kv, 0, sizeof *kv);
     if (dtype != VLM_F32 && dtype != VLM_F16 && dtype != VLM_BF16)
         return vlm_error_set(err, VLM_ERR_ARG, "KV cache dtype must be f32, f16 or bf16");
@@ -1387,6 +1713,11 @@ vlm_status vlm_kv_write(vlm_compute *c, vlm_kv_layer *l, vlm_tensor *k_new, vlm_
 
 static vlm_tensor *core_run(vlm_compute *c, vlm_op *op) {
     if (c->failed) return NULL;
+    if (c->abort && c->abort(c->abort_user)) {
+        c->failed = 1;
+        vlm_error_set(&c->err, VLM_ERR_CANCELLED, "cancelled");
+        return NULL;
+    }
     vlm_status s = c->be->exec(c->be, op, &c->err);
     if (s != VLM_OK) { c->failed = 1; return NULL; }
     return op->out ? op->out : op->a;
@@ -1772,7 +2103,7 @@ void *vlm_arena_alloc(vlm_arena *a, size_t nbytes) {
     if (!h || h->size - h->used < nbytes) {
         size_t size = nbytes > (16u << 20) ? nbytes : (16u << 20);
         if (!h && a->high_water > size) size = a->high_water;
-        h = (vlm_arena_chunk *)aligned_alloc(64, (sizeof *h + size + 63) & ~(size_t)63);
+        h = (vlm_arena_chunk *)vlm_aligned_alloc(64, sizeof *h + size);
         if (!h) return NULL;
         h->size = size;
         h->used = 0;
@@ -1797,7 +2128,7 @@ void vlm_arena_release(vlm_arena *a, vlm_arena_mark m) {
         vlm_arena_chunk *h = a->head;
         a->head = h->next;
         a->total_reserved -= h->size;
-        free(h);
+        vlm_aligned_free(h);
     }
     if (a->head) a->head->used = m.chunk_used;
     a->used = m.used;
@@ -1810,7 +2141,7 @@ void vlm_arena_reset(vlm_arena *a) {
         vlm_arena_free(a);
         size_t hw = a->high_water;
         a->high_water = hw;
-        h = (vlm_arena_chunk *)aligned_alloc(64, (sizeof *h + hw + 63) & ~(size_t)63);
+        h = (vlm_arena_chunk *)vlm_aligned_alloc(64, sizeof *h + hw);
         if (h) { h->size = hw; h->used = 0; h->next = NULL; a->head = h; a->total_reserved = hw; }
     } else if (h) h->used = 0;
     a->used = 0;
@@ -1818,7 +2149,7 @@ void vlm_arena_reset(vlm_arena *a) {
 
 void vlm_arena_free(vlm_arena *a) {
     size_t hw = a->high_water;
-    for (vlm_arena_chunk *h = a->head, *n; h; h = n) { n = h->next; free(h); }
+    for (vlm_arena_chunk *h = a->head, *n; h; h = n) { n = h->next; vlm_aligned_free(h); }
     memset(a, 0, sizeof *a);
     a->high_water = hw;
 }
@@ -2333,10 +2664,12 @@ static vlm_json *json_parse_named(const char *text, size_t len, const char *what
 }
 
 vlm_json *vlm_json_parse(const char *text, size_t len, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     return json_parse_named(text, len, NULL, err);
 }
 
 vlm_json *vlm_json_load(const char *path, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     FILE *f = fopen(path, "rb");
     if (!f) { vlm_error_set(err, VLM_ERR_IO, "%s: cannot open: %s", path, strerror(errno)); return NULL; }
     size_t cap = 1 << 16, len = 0;
@@ -2474,10 +2807,11 @@ static void model_read_eos(vlm_model *m) {
 }
 
 vlm_status vlm_model_load(vlm_model **out, const char *dir, const vlm_model_params *p, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     *out = NULL;
     vlm_model *m = (vlm_model *)calloc(1, sizeof *m);
     if (!m) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
-    m->dir = strdup(dir);
+    m->dir = vlm_strdup(dir);
     char path[4096];
     size_t dl = strlen(dir);
     if (p && p->random_weights && dl > 5 && !strcmp(dir + dl - 5, ".json")) {
@@ -2592,6 +2926,7 @@ vlm_tensor *vlm_weight(vlm_model *m, const char *name, int ndim, const int64_t *
 }
 
 vlm_status vlm_seq_init(vlm_seq *s, vlm_model *m, int n_ctx, int max_batch, vlm_dtype kv_dtype, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     memset(s, 0, sizeof *s);
     if (n_ctx <= 0) return vlm_error_set(err, VLM_ERR_ARG, "context length %d", n_ctx);
     s->model = m;
@@ -2635,30 +2970,18 @@ void vlm_seq_reset(vlm_seq *s) {
  */
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define ST_MAX_HEADER ((uint64_t)100 * 1000 * 1000)
 
 struct vlm_st_file {
     char *path;
-    void *map;
-    size_t size;
+    vlm_mapped_file map;
 };
 
 /* ------------------------------------------------------------------ helpers */
-
-static char *st_strdup(const char *s) {
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d) memcpy(d, s, n);
-    return d;
-}
 
 static char *st_join(const char *dir, const char *name) {
     size_t a = strlen(dir), b = strlen(name);
@@ -2672,8 +2995,7 @@ static char *st_join(const char *dir, const char *name) {
 }
 
 static int st_is_file(const char *path) {
-    struct stat s;
-    return stat(path, &s) == 0 && S_ISREG(s.st_mode);
+    return vlm_path_kind(path) == 1;
 }
 
 static int st_ends_with(const char *s, const char *suffix) {
@@ -2726,31 +3048,15 @@ static vlm_st_entry *st_list_push(st_list *l) {
  * `metadata`: where to store "__metadata__" (NULL to drop it). */
 static vlm_status st_open_file(vlm_st_file *f, const char *path, st_list *list, vlm_json **metadata, vlm_error *err) {
     memset(f, 0, sizeof *f);
-    f->path = st_strdup(path);
+    f->path = vlm_strdup(path);
     if (!f->path) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return vlm_error_set(err, VLM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        close(fd);
-        return vlm_error_set(err, VLM_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) { close(fd); return vlm_error_set(err, VLM_ERR_IO, "%s: not a regular file", path); }
-    uint64_t size = (uint64_t)sb.st_size;
-    if (size < 8) {
-        close(fd);
+    char why[256];
+    if (vlm_map_file(path, &f->map, why, sizeof why) != 0) return vlm_error_set(err, VLM_ERR_IO, "%s: %s", path, why);
+    uint64_t size = f->map.size;
+    if (size < 8)
         return vlm_error_set(err, VLM_ERR_FORMAT, "%s: file of %llu bytes is too small for a safetensors header",
                              path, (unsigned long long)size);
-    }
-    if (size > (uint64_t)SIZE_MAX) { close(fd); return vlm_error_set(err, VLM_ERR_IO, "%s: file too large to map", path); }
-    void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int map_errno = errno;
-    close(fd);
-    if (map == MAP_FAILED) return vlm_error_set(err, VLM_ERR_IO, "%s: mmap failed: %s", path, strerror(map_errno));
-    f->map = map;
-    f->size = (size_t)size;
-    const unsigned char *b = map;
+    const unsigned char *b = (const unsigned char *)f->map.data;
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = hlen << 8 | b[i];
     if (hlen < 2)
@@ -2867,7 +3173,7 @@ static vlm_status st_open_file(vlm_st_file *f, const char *path, st_list *list, 
         }
         e->data = data + ob;
         e->nbytes = (size_t)nbytes;
-        e->name = st_strdup(name);
+        e->name = vlm_strdup(name);
         if (!e->name) { st = vlm_error_set(err, VLM_ERR_OOM, "out of memory"); break; }
         n_tensors++;
     }
@@ -2906,7 +3212,7 @@ static vlm_status st_open_file(vlm_st_file *f, const char *path, st_list *list, 
 }
 
 static void st_close_file(vlm_st_file *f) {
-    if (f->map) munmap(f->map, f->size);
+    vlm_unmap_file(&f->map);
     free(f->path);
     memset(f, 0, sizeof *f);
 }
@@ -2943,7 +3249,7 @@ static vlm_status st_open_index(vlm_safetensors *st, const char *index_path, st_
         s = vlm_error_set(err, VLM_ERR_FORMAT, "%s: missing \"weight_map\" object", index_path);
         goto done;
     }
-    dir = st_strdup(index_path);
+    dir = vlm_strdup(index_path);
     names = calloc((size_t)wm->n + 1, sizeof *names);
     if (!dir || !names) { s = vlm_error_set(err, VLM_ERR_OOM, "out of memory"); goto done; }
     char *slash = strrchr(dir, '/');
@@ -2996,12 +3302,13 @@ done:
 }
 
 vlm_status vlm_st_open(vlm_safetensors *st, const char *path, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     memset(st, 0, sizeof *st);
     if (!path) return vlm_error_set(err, VLM_ERR_ARG, "vlm_st_open: NULL path");
-    struct stat sb;
-    if (stat(path, &sb) != 0) return vlm_error_set(err, VLM_ERR_IO, "%s: %s", path, strerror(errno));
+    int kind = vlm_path_kind(path);
+    if (!kind) return vlm_error_set(err, VLM_ERR_IO, "%s: no such file or directory", path);
     char *file = NULL;
-    if (S_ISDIR(sb.st_mode)) {
+    if (kind == 2) {
         file = st_join(path, "model.safetensors");
         if (file && !st_is_file(file)) {
             free(file);
@@ -3012,7 +3319,7 @@ vlm_status vlm_st_open(vlm_safetensors *st, const char *path, vlm_error *err) {
             }
         }
     } else {
-        file = st_strdup(path);
+        file = vlm_strdup(path);
     }
     if (!file) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     st_list list = {0};
@@ -3083,6 +3390,7 @@ static int st_cmp_witem_layout(const void *a, const void *b) {
 
 vlm_status vlm_st_write(const char *path, int n, const char *const *names,
                         const vlm_tensor *const *tensors, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     if (!path || n < 0 || (n > 0 && (!names || !tensors)))
         return vlm_error_set(err, VLM_ERR_ARG, "vlm_st_write: bad arguments");
     st_witem *items = calloc((size_t)n + 1, sizeof *items);
@@ -4704,6 +5012,17 @@ static jv *jj_call_func(jj_ctx *c, jv *f, const jj_args *a) {
     return jj_fail(c, "unknown function %s", name);
 }
 
+
+/* ASCII case-insensitive order (the sort filter's default; strcasecmp is POSIX, not C11). */
+static int jj_casecmp(const char *a, const char *b) {
+    for (;; a++, b++) {
+        int x = (unsigned char)*a, y = (unsigned char)*b;
+        if (x >= 'A' && x <= 'Z') x += 32;
+        if (y >= 'A' && y <= 'Z') y += 32;
+        if (x != y || !x) return x - y;
+    }
+}
+
 static jv *jj_sort_items(jj_ctx *c, jv *d) {
     jv *r = jj_items(c, d);
     /* insertion sort by lower-cased key (dictsort is case-insensitive) */
@@ -4712,7 +5031,7 @@ static jv *jj_sort_items(jj_ctx *c, jv *d) {
         int j = i;
         while (j > 0) {
             const char *p = r->items[j - 1]->items[0]->s, *q = x->items[0]->s;
-            int cmp = strcasecmp(p, q);
+            int cmp = jj_casecmp(p, q);
             if (cmp <= 0) break;
             r->items[j] = r->items[j - 1];
             j--;
@@ -5169,6 +5488,7 @@ static jv *jj_mk_json(jj_ctx *c, const void *a1, const void *a2) {
 
 vlm_status vlm_chat_render(const char *template_src, const vlm_chat_msg *msgs, int n_msgs,
                            const vlm_chat_opts *opts, char **out, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     jj_msgs_arg a = {msgs, n_msgs};
     return jj_render(template_src, jj_mk_structs, &a, NULL, opts, out, err);
 }
@@ -5176,12 +5496,14 @@ vlm_status vlm_chat_render(const char *template_src, const vlm_chat_msg *msgs, i
 vlm_status vlm_chat_render_json(const char *template_src, const vlm_json *messages,
                                 const vlm_json *tools, const vlm_chat_opts *opts, char **out,
                                 vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     if (!messages || messages->type != VLM_JSON_ARRAY) return vlm_error_set(err, VLM_ERR_ARG, "chat messages must be a JSON array");
     return jj_render(template_src, jj_mk_json, messages, tools, opts, out, err);
 }
 
 vlm_status vlm_tokenizer_chat(const vlm_tokenizer *tok, const vlm_chat_msg *msgs, int n_msgs,
                               int add_generation_prompt, char **out, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     vlm_tokenizer_info info = vlm_tokenizer_get_info(tok);
     if (!info.chat_template) return vlm_error_set(err, VLM_ERR_CONFIG, "the tokenizer has no chat template");
     vlm_chat_opts o;
@@ -5291,6 +5613,7 @@ static vlm_status pr_expand_one(vlm_prompt_family fam, const vlm_media_info *m, 
 
 vlm_status vlm_expand_media(vlm_prompt_family fam, const char *prompt, const vlm_media_info *media,
                             int n_media, char **out, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     *out = NULL;
     const char *img = NULL, *vid = NULL;
     switch (fam) {
@@ -5339,6 +5662,7 @@ vlm_status vlm_expand_media(vlm_prompt_family fam, const char *prompt, const vlm
 vlm_status vlm_build_prompt(const vlm_tokenizer *tok, vlm_prompt_family fam, const vlm_chat_msg *msgs, int n_msgs,
                             const vlm_media_info *media, int n_media, int add_generation_prompt,
                             vlm_tokens *out, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     char *text = NULL, *expanded = NULL;
     vlm_status st = vlm_tokenizer_chat(tok, msgs, n_msgs, add_generation_prompt, &text, err);
     if (!st) st = vlm_expand_media(fam, text, media, n_media, &expanded, err);
@@ -5361,6 +5685,7 @@ int vlm_qwen3_video_timestamps(const int *idx, int n, double fps, int merge, dou
 
 vlm_status vlm_media_from_features(vlm_prompt_family fam, const vlm_features *f, int merge_size, int tokens_per_tile,
                                    vlm_media_info *out, int max_media, int *n_media, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     int n = 0;
     *n_media = 0;
     const vlm_tensor *t;
@@ -5423,6 +5748,83 @@ vlm_status vlm_media_from_features(vlm_prompt_family fam, const vlm_features *f,
         return vlm_error_set(err, VLM_ERR_ARG, "tokens_per_tile must be positive");
     *n_media = n;
     return VLM_OK;
+}
+
+/* ------------------------------------------------------------------ the user's text stays text */
+
+/* A special token string in the user's text is marked by this byte after
+ * its first byte, so neither the chat template nor the media expansion can
+ * see it whole; a literal marker byte in the text is doubled. */
+#define PR_MARK '\x1a'
+
+char *vlm_protect_specials(const vlm_tokenizer *tok, const char *text) {
+    size_t len = strlen(text);
+    vlm_buf b = {0};
+    for (size_t i = 0; i < len;) {
+        size_t n = vlm_tokenizer_added_at(tok, text + i, len - i);
+        if (n > 0) {
+            vlm_buf_add(&b, text + i, 1);
+            vlm_buf_add(&b, "\x1a", 1);
+            vlm_buf_add(&b, text + i + 1, n - 1);
+            i += n;
+            continue;
+        }
+        if (text[i] == PR_MARK) vlm_buf_add(&b, "\x1a", 1);
+        vlm_buf_add(&b, text + i, 1);
+        i++;
+    }
+    vlm_buf_add(&b, "", 1);
+    if (b.oom) { free(b.p); return NULL; }
+    return b.p;
+}
+
+vlm_status vlm_tokenize_protected(const vlm_tokenizer *tok, const char *prompt, size_t len, int flags,
+                                  vlm_tokens *out, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
+    if (!memchr(prompt, PR_MARK, len)) return vlm_tokenize(tok, prompt, len, flags, out, err);
+    char *text = (char *)malloc(len + 1);
+    size_t *plain = NULL, n = 0;
+    int n_plain = 0, cap = 0;
+    vlm_status st = VLM_OK;
+    if (!text) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    for (size_t i = 0; i < len; i++) {
+        if (prompt[i] == PR_MARK && i + 1 < len && prompt[i + 1] == PR_MARK) { text[n++] = PR_MARK; i++; continue; }
+        if (prompt[i] == PR_MARK) continue; /* a mark with nothing before it: dropped */
+        if (i + 1 < len && prompt[i + 1] == PR_MARK && (i + 2 >= len || prompt[i + 2] != PR_MARK)) {
+            if (n_plain == cap) {
+                cap = cap ? cap * 2 : 16;
+                size_t *np = (size_t *)realloc(plain, sizeof(size_t) * 2 * (size_t)cap);
+                if (!np) { st = vlm_error_set(err, VLM_ERR_OOM, "out of memory"); goto out; }
+                plain = np;
+            }
+            /* the protected string: this byte and what follows the mark */
+            size_t start = n;
+            text[n++] = prompt[i++];
+            size_t tail = 0;
+            while (i + 1 + tail < len && prompt[i + 1 + tail] != PR_MARK) tail++;
+            char first = text[start];
+            size_t m = 0;
+            { /* the longest added token at first + the bytes after the mark */
+                char *probe = (char *)malloc(tail + 1);
+                if (!probe) { st = vlm_error_set(err, VLM_ERR_OOM, "out of memory"); goto out; }
+                probe[0] = first;
+                memcpy(probe + 1, prompt + i + 1, tail);
+                m = vlm_tokenizer_added_at(tok, probe, tail + 1);
+                free(probe);
+            }
+            if (m < 1) m = 1;
+            plain[2 * n_plain] = start;
+            plain[2 * n_plain + 1] = start + m;
+            n_plain++;
+            continue; /* i is on the mark; the loop steps past it */
+        }
+        text[n++] = prompt[i];
+    }
+    st = vlm_tokenize_ranges(tok, text, n, flags, plain, n_plain, out, err);
+out:
+    free(text);
+    free(plain);
+    return st;
 }
 /* ---- src/text/tokenizer.c ---- */
 /* Tokenizers: HF tokenizer.json BPE models (byte-level and byte-fallback),
@@ -6044,6 +6446,7 @@ static vlm_status tok_finish_load(vlm_tokenizer *t, const vlm_json *root, const 
 
 vlm_status vlm_tokenizer_load_mem(vlm_tokenizer **out, const char *json, size_t len,
                                   const char *config_json, size_t config_len, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     *out = NULL;
     vlm_json *root = vlm_json_parse(json, len, err);
     if (!root) return err ? err->code : VLM_ERR_FORMAT;
@@ -6084,6 +6487,7 @@ static char *tok_read_file(const char *path, size_t *len) {
 }
 
 vlm_status vlm_tokenizer_load(vlm_tokenizer **out, const char *path, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     *out = NULL;
     size_t pl = strlen(path);
     char *dir = malloc(pl + 64), *file = malloc(pl + 64);
@@ -6167,6 +6571,7 @@ vlm_tokenizer_info vlm_tokenizer_get_info(const vlm_tokenizer *t) {
 }
 
 vlm_status vlm_tokenizer_set_chat_template(vlm_tokenizer *t, const char *src, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     char *c = src ? tok_strndup(src, strlen(src)) : NULL;
     if (src && !c) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     free(t->chat_template);
@@ -6616,9 +7021,22 @@ static const tok_added *tok_added_at(const vlm_tokenizer *t, const char *s, size
 
 static int tok_is_ws_byte(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
 
+size_t vlm_tokenizer_added_at(const vlm_tokenizer *t, const char *s, size_t len) {
+    if (!t->n_added || !len || !t->added_first[(unsigned char)s[0]]) return 0;
+    const tok_added *a = tok_added_at(t, s, 0, len);
+    return a ? (size_t)a->len : 0;
+}
+
 vlm_status vlm_tokenize(const vlm_tokenizer *t, const char *text, size_t len, int flags,
                         vlm_tokens *out, vlm_error *err) {
+    return vlm_tokenize_ranges(t, text, len, flags, NULL, 0, out, err);
+}
+
+vlm_status vlm_tokenize_ranges(const vlm_tokenizer *t, const char *text, size_t len, int flags,
+                               const size_t *plain, int n_plain, vlm_tokens *out, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     tok_work w = {0};
+    int r = 0; /* first plain range not wholly before i */
     vlm_status st = VLM_OK;
     if (flags & VLM_TOK_ADD_SPECIAL)
         for (int i = 0; i < t->n_post_prefix && !st; i++) st = vlm_tokens_push(out, t->post_prefix[i], err);
@@ -6627,6 +7045,8 @@ vlm_status vlm_tokenize(const vlm_tokenizer *t, const char *text, size_t len, in
     while (!st && i < len) {
         const tok_added *a = NULL;
         if (parse && t->added_first[(unsigned char)text[i]]) a = tok_added_at(t, text, i, len);
+        while (a && r < n_plain && plain[2 * r + 1] <= i) r++;
+        if (a && r < n_plain && plain[2 * r] < i + (size_t)a->len) a = NULL; /* overlaps the user's text */
         if (!a) { i++; continue; }
         size_t s0 = i, e = i + (size_t)a->len;
         if (a->lstrip) while (s0 > seg && tok_is_ws_byte(text[s0 - 1])) s0--;
@@ -6762,6 +7182,7 @@ static void tok_utf8_lossy(vlm_buf *b, const unsigned char *s, size_t n, int *ho
 
 vlm_status vlm_detokenize(const vlm_tokenizer *t, const int32_t *ids, int n, int flags,
                           char **out, size_t *out_len, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     vlm_buf raw = {0}, o = {0}, run = {0}, piece = {0};
     int first = 1;
     for (int i = 0; i < n; i++) {
@@ -6908,6 +7329,7 @@ enum { UNI_SBASE = 0xAC00, UNI_LBASE = 0x1100, UNI_VBASE = 0x1161, UNI_TBASE = 0
 static int uni_ccc_of(uint32_t cp) { return cp >= 0x110000 ? 0 : vlm_uni_ccc(cp); }
 
 vlm_status vlm_nfc(const char *s, size_t n, char **out, size_t *out_len, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     const unsigned char *u = (const unsigned char *)s;
     /* Quick check: every code point NFC_QC=Yes and combining classes in order. */
     int quick = 1, last_ccc = 0;
@@ -12186,6 +12608,7 @@ void vlm_image_free(vlm_image *img) {
 
 vlm_status vlm_image_from_pixels(vlm_image *img, const uint8_t *pixels, int width, int height, int channels,
                                  int stride, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     memset(img, 0, sizeof *img);
     if (!pixels) return vlm_error_set(err, VLM_ERR_ARG, "image: no pixels");
     if (channels < 1 || channels > 4) return vlm_error_set(err, VLM_ERR_ARG, "image: %d channels (1-4 supported)", channels);
@@ -12473,6 +12896,7 @@ done:
 
 vlm_status vlm_image_resize(const vlm_image *src, int width, int height, vlm_resample filter, vlm_image *dst,
                             vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     return img_resize_fixed(src, width, height, filter, 0, dst, err);
 }
 
@@ -12480,6 +12904,7 @@ vlm_status vlm_image_resize(const vlm_image *src, int width, int height, vlm_res
  * (ported from Pillow-SIMD): the same passes with int16-range weights. */
 vlm_status vlm_image_resize_tv(const vlm_image *src, int width, int height, vlm_resample filter, vlm_image *dst,
                                vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     if (filter == VLM_RESAMPLE_LANCZOS) filter = VLM_RESAMPLE_BICUBIC; /* torchvision has no Lanczos (HF falls back) */
     return img_resize_fixed(src, width, height, filter, -1, dst, err);
 }
@@ -12566,6 +12991,7 @@ static vlm_status img_replace(vlm_image *cur, int w, int h, int r, vlm_error *er
 
 vlm_status vlm_qwen_smart_resize(int height, int width, int factor, int64_t min_pixels, int64_t max_pixels,
                                  int *out_h, int *out_w, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     if (height <= 0 || width <= 0) return vlm_error_set(err, VLM_ERR_ARG, "smart_resize: zero-size image (%dx%d)", width, height);
     if (factor <= 0) return vlm_error_set(err, VLM_ERR_CONFIG, "smart_resize: invalid factor %d", factor);
     double ratio = (double)(height > width ? height : width) / (double)(height > width ? width : height);
@@ -13000,6 +13426,7 @@ done:
 
 vlm_status vlm_gemma4_target_size(int height, int width, int patch_size, int max_patches, int pooling, int *out_h,
                                   int *out_w, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     if (height <= 0 || width <= 0) return vlm_error_set(err, VLM_ERR_ARG, "gemma4: zero-size image (%dx%d)", width, height);
     double total = (double)height * width, target = (double)max_patches * patch_size * patch_size;
     double factor = sqrt(target / total);
@@ -13084,6 +13511,7 @@ static vlm_status gemma4_run(const vlm_image_processor *p, const vlm_image *imag
 
 vlm_status vlm_image_preprocess(const vlm_image_processor *p, const vlm_image *images, int n, vlm_features *out,
                                 vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     memset(out, 0, sizeof *out);
     if (!p) return vlm_error_set(err, VLM_ERR_ARG, "preprocess: no processor");
     if (n <= 0 || !images) return vlm_error_set(err, VLM_ERR_ARG, "preprocess: no images");
@@ -13101,6 +13529,7 @@ vlm_status vlm_image_preprocess(const vlm_image_processor *p, const vlm_image *i
 
 vlm_status vlm_video_preprocess(const vlm_image_processor *p, const vlm_image *frames, int n, vlm_features *out,
                                 vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     memset(out, 0, sizeof *out);
     if (!p) return vlm_error_set(err, VLM_ERR_ARG, "preprocess: no processor");
     if (n <= 0 || !frames) return vlm_error_set(err, VLM_ERR_ARG, "video: no frames");
@@ -13162,7 +13591,6 @@ void vlm_image_processor_defaults(vlm_image_processor *p, vlm_image_family famil
 
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 static int imgcfg_prefix(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
 
@@ -13215,6 +13643,7 @@ static vlm_status imgcfg_triple(const vlm_json *j, const char *key, float out[3]
 }
 
 vlm_status vlm_image_processor_from_json(vlm_image_processor *p, const vlm_json *j, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     if (!j || j->type != VLM_JSON_OBJECT) return vlm_error_set(err, VLM_ERR_CONFIG, "image processor: config is not an object");
     /* processor_config.json nests the image processor (Gemma 4 checkpoints) */
     const vlm_json *nested = vlm_json_get(j, "image_processor");
@@ -13293,16 +13722,17 @@ vlm_status vlm_image_processor_from_json(vlm_image_processor *p, const vlm_json 
 }
 
 vlm_status vlm_image_processor_load(vlm_image_processor *p, const char *path, vlm_error *err) {
-    struct stat st;
-    if (stat(path, &st) != 0) return vlm_error_set(err, VLM_ERR_IO, "image processor: %s not found", path);
+    VLM_ERROR_BEGIN(err);
+    int kind = vlm_path_kind(path);
+    if (!kind) return vlm_error_set(err, VLM_ERR_IO, "image processor: %s not found", path);
     char buf[4096];
     const char *file = path;
-    if (S_ISDIR(st.st_mode)) {
+    if (kind == 2) {
         static const char *const names[] = {"preprocessor_config.json", "processor_config.json"};
         file = NULL;
         for (int i = 0; i < 2 && !file; i++) {
             snprintf(buf, sizeof buf, "%s/%s", path, names[i]);
-            if (stat(buf, &st) == 0) file = buf;
+            if (vlm_path_kind(buf) == 1) file = buf;
         }
         if (!file)
             return vlm_error_set(err, VLM_ERR_IO, "image processor: no preprocessor_config.json or processor_config.json in %s", path);
@@ -13411,6 +13841,7 @@ static int img_stb_png_ok(const unsigned char *d, size_t n) {
 }
 
 vlm_status vlm_image_decode(vlm_image *img, const void *data, size_t len, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     memset(img, 0, sizeof *img);
     if (!data || len == 0) return vlm_error_set(err, VLM_ERR_FORMAT, "image: empty input");
     if (len > INT_MAX) return vlm_error_set(err, VLM_ERR_FORMAT, "image: encoded data too large (%zu bytes)", len);
@@ -13444,6 +13875,7 @@ vlm_status vlm_image_decode(vlm_image *img, const void *data, size_t len, vlm_er
 }
 
 vlm_status vlm_image_load(vlm_image *img, const char *path, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     memset(img, 0, sizeof *img);
     FILE *f = fopen(path, "rb");
     if (!f) return vlm_error_set(err, VLM_ERR_IO, "image: cannot open %s: %s", path, strerror(errno));
@@ -13484,7 +13916,6 @@ vlm_status vlm_image_load(vlm_image *img, const char *path, vlm_error *err) {
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 struct vlm_engine {
     vlm_model *model;
@@ -13524,13 +13955,12 @@ struct vlm_session {
     int64_t *bound_rope;
     int n_bound, cap_bound;
     float *logits;
+    int parse_special;          /* vlm_session_params.parse_special */
 };
 
-static double api_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+static double api_now(void) { return vlm_time_s(); }
+
+const char *vlm_version(void) { return VLM_VERSION_STRING; }
 
 /* Grows *p (of *cap elements of size sz) to hold n. */
 static int api_grow(void **p, int *cap, int n, size_t sz) {
@@ -13589,6 +14019,7 @@ static void api_internvl_chat_proc(vlm_image_processor *p, const vlm_json *cfg) 
 }
 
 vlm_status vlm_engine_open(vlm_engine **out, const char *dir, const vlm_engine_params *p, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     *out = NULL;
     if (p && p->device && strcmp(p->device, "cpu"))
         return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "device '%s' is not available in this build (cpu only)", p->device);
@@ -13629,11 +14060,13 @@ const vlm_tokenizer *vlm_engine_tokenizer(const vlm_engine *e) { return e->tok; 
 /* ------------------------------------------------------------------ session */
 
 vlm_status vlm_session_new(vlm_engine *e, const vlm_session_params *p, vlm_session **out, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     *out = NULL;
     vlm_session *s = (vlm_session *)calloc(1, sizeof *s);
     if (!s) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     s->e = e;
     s->n_ctx = p && p->n_ctx > 0 ? p->n_ctx : 4096;
+    s->parse_special = p && p->parse_special;
     vlm_dtype kv = p && p->kv_dtype == VLM_F16 ? VLM_F16 : VLM_F32;
     /* Prefill calls hold at most max_batch tokens, but an image always goes
      * whole into one call: Gemma 4 (whose sliding-window cache is sized by
@@ -13646,7 +14079,7 @@ vlm_status vlm_session_new(vlm_engine *e, const vlm_session_params *p, vlm_sessi
                               : vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     if (st != VLM_OK) { free(s->logits); free(s); return st; }
     if (p && p->system && vlm_session_add_text(s, p->system, err) != VLM_OK) { vlm_session_free(s); return err->code; }
-    if (p && p->system) { free(s->msgs[0].role); s->msgs[0].role = strdup("system"); }
+    if (p && p->system) { free(s->msgs[0].role); s->msgs[0].role = vlm_strdup("system"); }
     *out = s;
     return VLM_OK;
 }
@@ -13703,15 +14136,28 @@ static api_msg *api_user_msg(vlm_session *s, vlm_error *err) {
     }
     api_msg *m = &s->msgs[s->n_msgs++];
     memset(m, 0, sizeof *m);
-    m->role = strdup("user");
+    m->role = vlm_strdup("user");
     return m;
+}
+
+/* The session's copy of a text: special token strings in it marked as text
+ * unless the session parses them (vlm_protect_specials). */
+static char *api_text_copy(const vlm_session *s, const char *text, size_t len) {
+    char *t = (char *)malloc(len + 1);
+    if (!t) return NULL;
+    memcpy(t, text, len);
+    t[len] = 0;
+    if (s->parse_special) return t;
+    char *p = vlm_protect_specials(s->e->tok, t);
+    free(t);
+    return p;
 }
 
 static vlm_status api_add_part(vlm_session *s, vlm_part_type type, const char *text, vlm_error *err) {
     api_msg *m = api_user_msg(s, err);
     if (!m) return err->code;
     vlm_chat_part *np = (vlm_chat_part *)realloc(m->parts, sizeof(vlm_chat_part) * (size_t)(m->n_parts + 1));
-    char *copy = text ? strdup(text) : NULL;
+    char *copy = text ? api_text_copy(s, text, strlen(text)) : NULL;
     if (!np || (text && !copy)) { free(copy); if (np) m->parts = np; return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
     m->parts = np;
     m->parts[m->n_parts].type = type;
@@ -13733,6 +14179,7 @@ static vlm_status api_add_image(vlm_session *s, vlm_image *img, vlm_error *err) 
 }
 
 vlm_status vlm_session_add_image_file(vlm_session *s, const char *path, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     vlm_image img = {0};
     vlm_status st = vlm_image_load(&img, path, err);
     return st == VLM_OK ? api_add_image(s, &img, err) : st;
@@ -13740,12 +14187,14 @@ vlm_status vlm_session_add_image_file(vlm_session *s, const char *path, vlm_erro
 
 vlm_status vlm_session_add_image_rgb(vlm_session *s, const uint8_t *rgb, int width, int height, int stride,
                                      vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     vlm_image img = {0};
     vlm_status st = vlm_image_from_pixels(&img, rgb, width, height, 3, stride, err);
     return st == VLM_OK ? api_add_image(s, &img, err) : st;
 }
 
 vlm_status vlm_session_add_text(vlm_session *s, const char *text, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     return api_add_part(s, VLM_PART_TEXT, text, err);
 }
 
@@ -13834,7 +14283,7 @@ static vlm_status api_render(vlm_session *s, vlm_tokens *ids, vlm_error *err) {
     if ((st = vlm_expand_media((vlm_prompt_family)s->e->family, text, media, s->n_images, &expanded, err)) != VLM_OK)
         goto out;
     /* The template writes bos itself: no post-processor tokens (as HF's apply_chat_template). */
-    st = vlm_tokenize(s->e->tok, expanded, strlen(expanded), 0, ids, err);
+    st = vlm_tokenize_protected(s->e->tok, expanded, strlen(expanded), 0, ids, err);
 out:
     free(text);
     free(expanded);
@@ -14001,12 +14450,10 @@ static vlm_status api_append_answer(vlm_session *s, const char *text, size_t len
     if (!api_grow((void **)&s->msgs, &s->cap_msgs, s->n_msgs + 1, sizeof(api_msg))) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     api_msg *m = &s->msgs[s->n_msgs];
     memset(m, 0, sizeof *m);
-    m->role = strdup("assistant");
+    m->role = vlm_strdup("assistant");
     m->parts = (vlm_chat_part *)calloc(1, sizeof(vlm_chat_part));
-    char *t = (char *)malloc(len + 1);
+    char *t = api_text_copy(s, text, len);
     if (!m->role || !m->parts || !t) { free(m->role); free(m->parts); free(t); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
-    memcpy(t, text, len);
-    t[len] = 0;
     m->parts[0].type = VLM_PART_TEXT;
     m->parts[0].text = t;
     m->n_parts = 1;
@@ -14014,11 +14461,39 @@ static vlm_status api_append_answer(vlm_session *s, const char *text, size_t len
     return VLM_OK;
 }
 
+/* The compute context's abort hook while a generate runs. */
+static int api_should_stop(const void *user) {
+    const vlm_generate_params *p = (const vlm_generate_params *)user;
+    return (p->cancel && *p->cancel) || (p->abort && p->abort(p->abort_user));
+}
+
+static int api_stop_hook(void *user) { return api_should_stop(user); }
+
+static vlm_status api_generate(vlm_session *s, const vlm_generate_params *gp, vlm_piece_fn fn, void *user,
+                               vlm_generate_stats *stats, vlm_error *err);
+
 vlm_status vlm_session_generate(vlm_session *s, const vlm_generate_params *gp, vlm_piece_fn fn, void *user,
                                 vlm_generate_stats *stats, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     vlm_generate_params p = gp ? *gp : vlm_generate_default();
     vlm_generate_stats st0, *st = stats ? stats : &st0;
     memset(st, 0, sizeof *st);
+    s->seq.c.abort = api_stop_hook;
+    s->seq.c.abort_user = &p;
+    vlm_status rc = api_should_stop(&p) ? VLM_ERR_CANCELLED : api_generate(s, &p, fn, user, st, err);
+    s->seq.c.abort = NULL;
+    s->seq.c.abort_user = NULL;
+    if (rc == VLM_ERR_CANCELLED || (rc == VLM_OK && st->stop == VLM_STOP_CANCEL)) {
+        st->stop = VLM_STOP_CANCEL;
+        vlm_error_clear(err);
+        rc = vlm_error_set(err, VLM_ERR_CANCELLED, "cancelled");
+    }
+    return rc;
+}
+
+static vlm_status api_generate(vlm_session *s, const vlm_generate_params *gp, vlm_piece_fn fn, void *user,
+                               vlm_generate_stats *st, vlm_error *err) {
+    const vlm_generate_params p = *gp;
     if (s->n_msgs == 0 || strcmp(s->msgs[s->n_msgs - 1].role, "user"))
         return vlm_error_set(err, VLM_ERR_ARG, "nothing to answer: add text or an image first");
     vlm_tokens ids = {0};
@@ -14071,7 +14546,7 @@ vlm_status vlm_session_generate(vlm_session *s, const vlm_generate_params *gp, v
     t0 = api_now();
     st->stop = VLM_STOP_MAX_TOKENS;
     for (int g = 0; g < p.max_tokens; g++) {
-        if (p.cancel && *p.cancel) { st->stop = VLM_STOP_CANCEL; break; }
+        if (api_should_stop(gp)) { st->stop = VLM_STOP_CANCEL; break; }
         int32_t tok = vlm_sample(&smp, s->logits, s->ids, s->seq.n_past);
         int is_eos = 0;
         for (int k = 0; k < s->e->n_eos; k++) is_eos |= tok == s->e->eos[k];
@@ -14107,7 +14582,11 @@ vlm_status vlm_session_generate(vlm_session *s, const vlm_generate_params *gp, v
             rc = vlm_error_set(err, VLM_ERR_CONTEXT, "the answer filled the context of %d tokens", s->n_ctx);
             goto out;
         }
-        if ((rc = api_forward(s, &tok, 1, 0, 0, NULL, err)) != VLM_OK) goto out;
+        if ((rc = api_forward(s, &tok, 1, 0, 0, NULL, err)) != VLM_OK) {
+            if (rc != VLM_ERR_CANCELLED) goto out;
+            st->stop = VLM_STOP_CANCEL; /* stopped inside the step: keep the answer so far */
+            break;
+        }
     }
     if (st->stop != VLM_STOP_STRING && st->stop != VLM_STOP_CALLBACK) {
         size_t fl = 0;
@@ -14158,6 +14637,7 @@ double vlm_sampler_uniform(vlm_sampler *s) { /* xoshiro256** */
 }
 
 vlm_status vlm_sampler_init(vlm_sampler *s, const vlm_sampling *p, int n_vocab, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     memset(s, 0, sizeof *s);
     if (n_vocab <= 0) return vlm_error_set(err, VLM_ERR_ARG, "sampler for an empty vocabulary");
     s->p = p ? *p : vlm_sampling_default();
@@ -14170,15 +14650,18 @@ vlm_status vlm_sampler_init(vlm_sampler *s, const vlm_sampling *p, int n_vocab, 
     for (int i = 0; i < 4; i++) s->rng[i] = smp_splitmix(&seed);
     s->work = (float *)malloc(sizeof(float) * (size_t)n_vocab);
     s->order = (int32_t *)malloc(sizeof(int32_t) * (size_t)n_vocab);
-    if (!s->work || !s->order) { vlm_sampler_free(s); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
+    s->tmp = (int32_t *)malloc(sizeof(int32_t) * (size_t)n_vocab);
+    if (!s->work || !s->order || !s->tmp) { vlm_sampler_free(s); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
     return VLM_OK;
 }
 
 void vlm_sampler_free(vlm_sampler *s) {
     free(s->work);
     free(s->order);
+    free(s->tmp);
     s->work = NULL;
     s->order = NULL;
+    s->tmp = NULL;
 }
 
 static void smp_penalties(vlm_sampler *s, float *x, const int32_t *hist, int n) {
@@ -14201,11 +14684,24 @@ static void smp_penalties(vlm_sampler *s, float *x, const int32_t *hist, int n) 
     }
 }
 
-static int smp_desc(const void *a, const void *b, void *ctx) {
-    const float *x = (const float *)ctx;
-    float va = x[*(const int32_t *)a], vb = x[*(const int32_t *)b];
-    if (va != vb) return va > vb ? -1 : 1;
-    return *(const int32_t *)a - *(const int32_t *)b;
+/* i before j: higher logit first, then lower id (a total order, so any
+ * correct sort gives the same candidates). */
+static int smp_before(const float *x, int32_t i, int32_t j) { return x[i] > x[j] || (x[i] == x[j] && i < j); }
+
+/* Sorts idx[0..n) by smp_before: bottom-up merge sort through tmp[n]
+ * (qsort_r, the one with a context, is not in C11). */
+static void smp_sort(int32_t *idx, int32_t *tmp, int n, const float *x) {
+    int32_t *a = idx, *b = tmp;
+    for (int w = 1; w < n; w *= 2) {
+        for (int lo = 0; lo < n; lo += 2 * w) {
+            int mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n, i = lo, j = mid, k = lo;
+            while (i < mid && j < hi) b[k++] = smp_before(x, a[j], a[i]) ? a[j++] : a[i++];
+            while (i < mid) b[k++] = a[i++];
+            while (j < hi) b[k++] = a[j++];
+        }
+        int32_t *t = a; a = b; b = t;
+    }
+    if (a != idx) memcpy(idx, a, sizeof(int32_t) * (size_t)n);
 }
 
 int32_t vlm_sample(vlm_sampler *s, const float *logits, const int32_t *history, int n_history) {
@@ -14223,7 +14719,7 @@ int32_t vlm_sample(vlm_sampler *s, const float *logits, const int32_t *history, 
     int n = 0;
     float floor_v = x[best] - 40.0f;
     for (int i = 0; i < V; i++) if (x[i] >= floor_v) s->order[n++] = i;
-    qsort_r(s->order, (size_t)n, sizeof(int32_t), smp_desc, x);
+    smp_sort(s->order, s->tmp, n, x);
     if (s->p.top_k > 0 && s->p.top_k < n) n = s->p.top_k;
     double max = x[s->order[0]], sum = 0;
     for (int i = 0; i < n; i++) sum += exp((double)x[s->order[i]] - max);

@@ -36,13 +36,10 @@
 
 #include <cblas.h>
 #include <math.h>
-#include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define CPU_AVX2 1
@@ -57,10 +54,10 @@
 
 typedef struct cpu_ctx {
     int n;                        /* threads including the caller */
-    pthread_t *th;
-    pthread_mutex_t exec_mu;      /* held by the op running on this backend */
-    pthread_mutex_t mu;
-    pthread_cond_t cv_work, cv_done;
+    vlm_thread **th;              /* [n]; th[0] is the caller's slot, unused */
+    vlm_mutex *exec_mu;           /* held by the op running on this backend */
+    vlm_mutex *mu;
+    vlm_cond *cv_work, *cv_done;
     atomic_uint_fast64_t gen;     /* bumped for each parallel region */
     atomic_int remaining;         /* workers still inside the current region */
     atomic_int_fast64_t next;     /* next item to hand out */
@@ -475,13 +472,10 @@ CPU_FN void cpu_im2col_rows(void *p, int64_t r0, int64_t r1, int tid);
 
 #include <cblas.h>
 #include <math.h>
-#include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define CPU_AVX2 1
@@ -496,10 +490,10 @@ CPU_FN void cpu_im2col_rows(void *p, int64_t r0, int64_t r1, int tid);
 
 typedef struct cpu_ctx {
     int n;                        /* threads including the caller */
-    pthread_t *th;
-    pthread_mutex_t exec_mu;      /* held by the op running on this backend */
-    pthread_mutex_t mu;
-    pthread_cond_t cv_work, cv_done;
+    vlm_thread **th;              /* [n]; th[0] is the caller's slot, unused */
+    vlm_mutex *exec_mu;           /* held by the op running on this backend */
+    vlm_mutex *mu;
+    vlm_cond *cv_work, *cv_done;
     atomic_uint_fast64_t gen;     /* bumped for each parallel region */
     atomic_int remaining;         /* workers still inside the current region */
     atomic_int_fast64_t next;     /* next item to hand out */
@@ -1112,6 +1106,7 @@ static void cpu_fa_fn(void *p, int64_t i0, int64_t i1, int tid) {
 
 /* Combines the key parts of each (g, tile) row: softmax over the union. */
 static void cpu_fa_merge(void *p, int64_t i0, int64_t i1, int tid) {
+    (void)tid;
     cpu_fa_arg *A = (cpu_fa_arg *)p;
     const int64_t Dv = A->Dv, G = A->group, W = Dv + 2;
     for (int64_t gt = i0; gt < i1; gt++) {
@@ -1543,6 +1538,7 @@ CPU_FN void cpu_dotm(const float *x, int64_t lda, int m, const void *w, vlm_dtyp
 #endif
 
 static void cpu_gemv_fn(void *p, int64_t n0, int64_t n1, int tid) {
+    (void)tid;
     cpu_mm_arg *A = (cpu_mm_arg *)p;
     size_t es = vlm_dtype_size(A->wt);
     for (int64_t n = n0; n < n1; n++) {
@@ -1711,6 +1707,7 @@ typedef struct cpu_moe_arg {
 } cpu_moe_arg;
 
 static void cpu_moe_fn(void *p, int64_t i0, int64_t i1, int tid) {
+    (void)tid;
     cpu_moe_arg *A = (cpu_moe_arg *)p;
     size_t es = vlm_dtype_size(A->wt);
     for (int64_t it = i0; it < i1; it++) {
@@ -1822,7 +1819,7 @@ static inline void cpu_pause(void) {
  * runnable thread: when the machine has more runnable threads than cores,
  * the thread being waited for may be the one that needs it. */
 static inline void cpu_spin_step(int i) {
-    if ((i & 15) == 15) sched_yield();
+    if ((i & 15) == 15) vlm_thread_yield();
     else cpu_pause();
 }
 
@@ -1851,17 +1848,17 @@ CPU_FN void *cpu_worker(void *p) {
             g = atomic_load(&ctx->gen);
         }
         if (g == seen) {
-            pthread_mutex_lock(&ctx->mu);
-            while ((g = atomic_load(&ctx->gen)) == seen && !ctx->stop) pthread_cond_wait(&ctx->cv_work, &ctx->mu);
-            pthread_mutex_unlock(&ctx->mu);
+            vlm_mutex_lock(ctx->mu);
+            while ((g = atomic_load(&ctx->gen)) == seen && !ctx->stop) vlm_cond_wait(ctx->cv_work, ctx->mu);
+            vlm_mutex_unlock(ctx->mu);
         }
         if (ctx->stop) break;
         seen = g;
         cpu_run_chunks(ctx, id);
         if (atomic_fetch_sub(&ctx->remaining, 1) == 1) {
-            pthread_mutex_lock(&ctx->mu);
-            pthread_cond_signal(&ctx->cv_done);
-            pthread_mutex_unlock(&ctx->mu);
+            vlm_mutex_lock(ctx->mu);
+            vlm_cond_signal(ctx->cv_done);
+            vlm_mutex_unlock(ctx->mu);
         }
     }
     return NULL;
@@ -1883,16 +1880,16 @@ CPU_FN void cpu_parallel(cpu_ctx *ctx, int64_t n, int64_t min_chunk, vlm_paralle
     ctx->chunk = chunk;
     atomic_store(&ctx->next, 0);
     atomic_store(&ctx->remaining, ctx->n - 1);
-    pthread_mutex_lock(&ctx->mu);
+    vlm_mutex_lock(ctx->mu);
     atomic_fetch_add(&ctx->gen, 1);
-    pthread_cond_broadcast(&ctx->cv_work);
-    pthread_mutex_unlock(&ctx->mu);
+    vlm_cond_broadcast(ctx->cv_work);
+    vlm_mutex_unlock(ctx->mu);
     cpu_run_chunks(ctx, 0);
     for (int i = 0; i < CPU_SPIN && atomic_load(&ctx->remaining) > 0; i++) cpu_spin_step(i);
     if (atomic_load(&ctx->remaining) > 0) {
-        pthread_mutex_lock(&ctx->mu);
-        while (atomic_load(&ctx->remaining) > 0) pthread_cond_wait(&ctx->cv_done, &ctx->mu);
-        pthread_mutex_unlock(&ctx->mu);
+        vlm_mutex_lock(ctx->mu);
+        while (atomic_load(&ctx->remaining) > 0) vlm_cond_wait(ctx->cv_done, ctx->mu);
+        vlm_mutex_unlock(ctx->mu);
     }
     atomic_store(&ctx->busy, 0);
 }
@@ -1907,9 +1904,9 @@ void vlm_cpu_parallel_for(vlm_backend *cpu, int64_t n, int64_t min_chunk, vlm_pa
         if (n > 0) fn(arg, 0, n, 0);
         return;
     }
-    pthread_mutex_lock(&ctx->exec_mu);
+    vlm_mutex_lock(ctx->exec_mu);
     cpu_parallel(ctx, n, min_chunk, fn, arg);
-    pthread_mutex_unlock(&ctx->exec_mu);
+    vlm_mutex_unlock(ctx->exec_mu);
 }
 
 /* Makes every thread's scratch at least n floats (call outside parallel regions). */
@@ -1917,9 +1914,9 @@ CPU_FN int cpu_reserve(cpu_ctx *ctx, size_t n) {
     for (int t = 0; t < ctx->n; t++) {
         if (ctx->tscratch_n[t] >= n) continue;
         size_t sz = n + 64;
-        float *p = (float *)aligned_alloc(64, ((sz * sizeof(float)) + 63) & ~(size_t)63);
+        float *p = (float *)vlm_aligned_alloc(64, sz * sizeof(float));
         if (!p) return -1;
-        free(ctx->tscratch[t]);
+        vlm_aligned_free(ctx->tscratch[t]);
         ctx->tscratch[t] = p;
         ctx->tscratch_n[t] = sz;
     }
@@ -1928,9 +1925,9 @@ CPU_FN int cpu_reserve(cpu_ctx *ctx, size_t n) {
 
 CPU_FN float *cpu_shared(cpu_ctx *ctx, size_t n) {
     if (ctx->shared_n < n) {
-        float *p = (float *)aligned_alloc(64, ((n * sizeof(float)) + 63) & ~(size_t)63);
+        float *p = (float *)vlm_aligned_alloc(64, n * sizeof(float));
         if (!p) return NULL;
-        free(ctx->shared);
+        vlm_aligned_free(ctx->shared);
         ctx->shared = p;
         ctx->shared_n = n;
     }
@@ -1942,6 +1939,7 @@ CPU_FN float *cpu_shared(cpu_ctx *ctx, size_t n) {
 /* ------------------------------------------------------------------ concat, rows, topk, argmax, im2col */
 
 static void cpu_concat_rows(void *p, int64_t r0, int64_t r1, int tid) {
+    (void)tid;
     cpu_rows_arg *A = (cpu_rows_arg *)p;
     int dim = A->op->i[0], nd = A->out.ndim;
     const vlm_tensor *a = &A->a, *b = &A->b;
@@ -1969,6 +1967,7 @@ static void cpu_concat_rows(void *p, int64_t r0, int64_t r1, int tid) {
 }
 
 CPU_FN vlm_status cpu_op_concat(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
+    (void)err;
     cpu_rows_arg A = {.ctx = ctx, .op = op, .a = *op->a, .b = *op->b, .out = *op->out};
     if (vlm_nelem(&A.out) == 0) return VLM_OK;
     cpu_parallel(ctx, cpu_nrows(&A.out), cpu_min_rows(cpu_lastdim(&A.out), 1), cpu_concat_rows, &A);
@@ -1976,6 +1975,7 @@ CPU_FN vlm_status cpu_op_concat(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) 
 }
 
 CPU_FN vlm_status cpu_op_get_rows(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
+    (void)ctx;
     const vlm_tensor *tab = op->a, *ids = op->b;
     int64_t V = tab->shape[0], D = tab->shape[1], n = ids->shape[0];
     float *out = (float *)op->out->data;
@@ -2063,6 +2063,7 @@ CPU_FN void cpu_argmax_rows(void *p, int64_t r0, int64_t r1, int tid) {
 }
 
 CPU_FN void cpu_im2col_rows(void *p, int64_t r0, int64_t r1, int tid) {
+    (void)tid;
     cpu_rows_arg *A = (cpu_rows_arg *)p;
     const vlm_tensor *x = &A->a;
     int P = A->op->i[0], nd = x->ndim;
@@ -2114,60 +2115,65 @@ static vlm_status cpu_exec_locked(cpu_ctx *ctx, const vlm_op *op, vlm_error *err
 /* Sessions on other threads may share this backend: one op at a time. */
 static vlm_status cpu_exec(vlm_backend *be, const vlm_op *op, vlm_error *err) {
     cpu_ctx *ctx = (cpu_ctx *)be->impl;
-    pthread_mutex_lock(&ctx->exec_mu);
+    vlm_mutex_lock(ctx->exec_mu);
     vlm_status s = cpu_exec_locked(ctx, op, err);
-    pthread_mutex_unlock(&ctx->exec_mu);
+    vlm_mutex_unlock(ctx->exec_mu);
     return s;
 }
 
 /* ------------------------------------------------------------------ backend object */
 
 static void *cpu_alloc(vlm_backend *be, size_t n) {
-    return aligned_alloc(64, ((n ? n : 1) + 63) & ~(size_t)63);
+    (void)be;
+    return vlm_aligned_alloc(64, n);
 }
-static void cpu_free(vlm_backend *be, void *p) { free(p); }
+static void cpu_free(vlm_backend *be, void *p) {
+    (void)be;
+    vlm_aligned_free(p);
+}
 static void cpu_copy(vlm_backend *be, void *dst, const void *src, size_t n) {
+    (void)be;
     if (n) memmove(dst, src, n);
 }
 
 static void cpu_destroy(vlm_backend *be) {
     if (!be) return;
     cpu_ctx *ctx = (cpu_ctx *)be->impl;
-    if (ctx->th) {
-        pthread_mutex_lock(&ctx->mu);
+    if (ctx->th && ctx->mu && ctx->cv_work) {
+        vlm_mutex_lock(ctx->mu);
         ctx->stop = 1;
         atomic_fetch_add(&ctx->gen, 1);
-        pthread_cond_broadcast(&ctx->cv_work);
-        pthread_mutex_unlock(&ctx->mu);
+        vlm_cond_broadcast(ctx->cv_work);
+        vlm_mutex_unlock(ctx->mu);
         for (int i = 1; i < ctx->n; i++)
-            if (ctx->th[i]) pthread_join(ctx->th[i], NULL);
-        free(ctx->th);
+            vlm_thread_join(ctx->th[i]);
     }
+    free(ctx->th);
     if (ctx->tscratch)
-        for (int t = 0; t < ctx->n; t++) free(ctx->tscratch[t]);
+        for (int t = 0; t < ctx->n; t++) vlm_aligned_free(ctx->tscratch[t]);
     free(ctx->tscratch);
     free(ctx->tscratch_n);
-    free(ctx->shared);
-    pthread_mutex_destroy(&ctx->mu);
-    pthread_mutex_destroy(&ctx->exec_mu);
-    pthread_cond_destroy(&ctx->cv_work);
-    pthread_cond_destroy(&ctx->cv_done);
+    vlm_aligned_free(ctx->shared);
+    vlm_mutex_free(ctx->mu);
+    vlm_mutex_free(ctx->exec_mu);
+    vlm_cond_free(ctx->cv_work);
+    vlm_cond_free(ctx->cv_done);
     free(ctx);
 }
 
 vlm_backend *vlm_backend_cpu(int n_threads, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     if (n_threads <= 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        n_threads = n > 0 ? (int)n : 1;
+        n_threads = vlm_cpu_count();
     }
     if (n_threads > 256) n_threads = 256;
     cpu_ctx *ctx = (cpu_ctx *)calloc(1, sizeof *ctx);
     if (!ctx) { vlm_error_set(err, VLM_ERR_OOM, "out of memory for the CPU backend"); return NULL; }
     ctx->n = n_threads;
-    pthread_mutex_init(&ctx->mu, NULL);
-    pthread_mutex_init(&ctx->exec_mu, NULL);
-    pthread_cond_init(&ctx->cv_work, NULL);
-    pthread_cond_init(&ctx->cv_done, NULL);
+    ctx->mu = vlm_mutex_new();
+    ctx->exec_mu = vlm_mutex_new();
+    ctx->cv_work = vlm_cond_new();
+    ctx->cv_done = vlm_cond_new();
     ctx->be.name = "cpu";
     ctx->be.impl = ctx;
     ctx->be.exec = cpu_exec;
@@ -2179,8 +2185,8 @@ vlm_backend *vlm_backend_cpu(int n_threads, vlm_error *err) {
     ctx->be.n_threads = n_threads;
     ctx->tscratch = (float **)calloc((size_t)n_threads, sizeof(float *));
     ctx->tscratch_n = (size_t *)calloc((size_t)n_threads, sizeof(size_t));
-    ctx->th = (pthread_t *)calloc((size_t)n_threads, sizeof(pthread_t));
-    if (!ctx->tscratch || !ctx->tscratch_n || !ctx->th) {
+    ctx->th = (vlm_thread **)calloc((size_t)n_threads, sizeof(vlm_thread *));
+    if (!ctx->tscratch || !ctx->tscratch_n || !ctx->th || !ctx->mu || !ctx->exec_mu || !ctx->cv_work || !ctx->cv_done) {
         ctx->n = 1;
         cpu_destroy(&ctx->be);
         vlm_error_set(err, VLM_ERR_OOM, "out of memory for the CPU backend");
@@ -2191,7 +2197,7 @@ vlm_backend *vlm_backend_cpu(int n_threads, vlm_error *err) {
     for (int i = 1; i < n_threads; i++) {
         cpu_worker_arg *wa = (cpu_worker_arg *)malloc(sizeof *wa);
         if (wa) { wa->ctx = ctx; wa->id = i; }
-        if (!wa || pthread_create(&ctx->th[i], NULL, cpu_worker, wa) != 0) {
+        if (!wa || !(ctx->th[i] = vlm_thread_start(cpu_worker, wa))) {
             free(wa);
             ctx->n = i; /* join the ones started */
             cpu_destroy(&ctx->be);

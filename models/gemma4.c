@@ -218,6 +218,7 @@ static g4_clin g4_clin_load(vlm_loader *ld, int64_t out, int64_t in, int l, cons
 }
 
 static vlm_status g4_load_vision(vlm_model *m, g4_model *g, vlm_loader *lp) {
+    (void)m;
     vlm_error *err = lp->err;
     vlm_loader ld = *lp;
     static const char *const vis_prefixes[] = {"model.vision_tower.", "vision_tower.", NULL};

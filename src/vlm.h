@@ -19,6 +19,7 @@
 #ifndef VLM_H
 #define VLM_H
 
+#include "platform/vlm_platform.h" /* files, mmap, threads, clocks, CPU features */
 #include "core/vlm_core.h"     /* errors, tensors, arena, ops, backends, KV cache */
 #include "io/vlm_io.h"         /* JSON, safetensors, the model contract and loader */
 #include "text/vlm_text.h"     /* tokenizers, Unicode, chat templates, prompts */

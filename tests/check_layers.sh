@@ -7,15 +7,16 @@ cd "$(dirname "$0")/.."
 bad=0
 allowed() {
     case $1 in
-        core) echo "core" ;;
-        io) echo "core io" ;;
-        text) echo "core io text" ;;
-        vision) echo "core io vision" ;;
-        api) echo "core io text vision api" ;;
-        cpu) echo "core cpu" ;;   # a backend sees the core only
+        platform) echo "platform" ;;  # the OS only
+        core) echo "platform core" ;;
+        io) echo "platform core io" ;;
+        text) echo "platform core io text" ;;
+        vision) echo "platform core io vision" ;;
+        api) echo "platform core io text vision api" ;;
+        cpu) echo "platform core cpu" ;;   # a backend sees the core only
     esac
 }
-for d in core io text vision api cpu; do
+for d in platform core io text vision api cpu; do
     [ -d "src/$d" ] || { echo "missing folder src/$d"; bad=1; continue; }
     ok=$(allowed $d)
     for f in src/$d/*.c src/$d/*.h; do
@@ -25,6 +26,11 @@ for d in core io text vision api cpu; do
         if grep -q '^#include "vlm\.h"' "$f"; then echo "$f includes the umbrella vlm.h"; bad=1; fi
     done
 done
+# The OS is reached through src/platform only: elsewhere, C11 headers.
+if grep -nE '^#include <(unistd|fcntl|pthread|sched|dirent|windows)\.h>|^#include <sys/' \
+    $(ls src/*/*.c src/*/*.h models/*.c | grep -v '^src/platform/'); then
+    echo "an OS header outside src/platform (above)"; bad=1
+fi
 # Code only: comments may say whom a helper serves.
 if sed -e 's|/\*.*\*/||g' -e '/^ *\*/d' -e '/^ *\/\*/d' src/core/*.c src/core/*.h |
    grep -nEi 'qwen|gemma|internvl|idefics|smolvlm|vlm_model|vlm_arch|vlm_json|vlm_st_'; then

@@ -29,16 +29,21 @@ static int collect(void *user, const char *text, size_t len) {
 }
 
 /* One question about the image; returns the answer in k. */
-static vlm_status ask(vlm_engine *e, const vlm_generate_params *gp, sink *k, vlm_generate_stats *st) {
+static vlm_status ask_want(vlm_engine *e, const vlm_generate_params *gp, sink *k, vlm_generate_stats *st,
+                           vlm_status want) {
     vlm_error err = {0};
     vlm_session *s = NULL;
     vlm_status rc = vlm_session_new(e, NULL, &s, &err);
     if (rc == VLM_OK) rc = vlm_session_add_image_file(s, IMAGE, &err);
     if (rc == VLM_OK) rc = vlm_session_add_text(s, "What is in the picture?", &err);
     if (rc == VLM_OK) rc = vlm_session_generate(s, gp, collect, k, st, &err);
-    CHECK(rc == VLM_OK, "ask: %s", err.msg);
+    CHECK(rc == want, "ask: %s (want %s)", err.msg, vlm_status_name(want));
     vlm_session_free(s);
     return rc;
+}
+
+static vlm_status ask(vlm_engine *e, const vlm_generate_params *gp, sink *k, vlm_generate_stats *st) {
+    return ask_want(e, gp, k, st, VLM_OK);
 }
 
 static void test_stream_and_history(vlm_engine *e) {
@@ -80,7 +85,7 @@ static void test_cancel_and_callback_stop(vlm_engine *e) {
     gp.cancel = &cancel;
     sink k = {.cancel = &cancel};
     vlm_generate_stats st;
-    ask(e, &gp, &k, &st);
+    ask_want(e, &gp, &k, &st, VLM_ERR_CANCELLED); /* a cancel is reported as such */
     CHECK(st.stop == VLM_STOP_CANCEL && st.n_generated < 20, "cancel stops early (%d tokens, reason %d)", st.n_generated,
           st.stop);
     sink k2 = {.stop_after = 3};

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 struct vlm_engine {
     vlm_model *model;
@@ -45,13 +44,12 @@ struct vlm_session {
     int64_t *bound_rope;
     int n_bound, cap_bound;
     float *logits;
+    int parse_special;          /* vlm_session_params.parse_special */
 };
 
-static double api_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+static double api_now(void) { return vlm_time_s(); }
+
+const char *vlm_version(void) { return VLM_VERSION_STRING; }
 
 /* Grows *p (of *cap elements of size sz) to hold n. */
 static int api_grow(void **p, int *cap, int n, size_t sz) {
@@ -110,6 +108,7 @@ static void api_internvl_chat_proc(vlm_image_processor *p, const vlm_json *cfg) 
 }
 
 vlm_status vlm_engine_open(vlm_engine **out, const char *dir, const vlm_engine_params *p, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     *out = NULL;
     if (p && p->device && strcmp(p->device, "cpu"))
         return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "device '%s' is not available in this build (cpu only)", p->device);
@@ -150,11 +149,13 @@ const vlm_tokenizer *vlm_engine_tokenizer(const vlm_engine *e) { return e->tok; 
 /* ------------------------------------------------------------------ session */
 
 vlm_status vlm_session_new(vlm_engine *e, const vlm_session_params *p, vlm_session **out, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     *out = NULL;
     vlm_session *s = (vlm_session *)calloc(1, sizeof *s);
     if (!s) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     s->e = e;
     s->n_ctx = p && p->n_ctx > 0 ? p->n_ctx : 4096;
+    s->parse_special = p && p->parse_special;
     vlm_dtype kv = p && p->kv_dtype == VLM_F16 ? VLM_F16 : VLM_F32;
     /* Prefill calls hold at most max_batch tokens, but an image always goes
      * whole into one call: Gemma 4 (whose sliding-window cache is sized by
@@ -167,7 +168,7 @@ vlm_status vlm_session_new(vlm_engine *e, const vlm_session_params *p, vlm_sessi
                               : vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     if (st != VLM_OK) { free(s->logits); free(s); return st; }
     if (p && p->system && vlm_session_add_text(s, p->system, err) != VLM_OK) { vlm_session_free(s); return err->code; }
-    if (p && p->system) { free(s->msgs[0].role); s->msgs[0].role = strdup("system"); }
+    if (p && p->system) { free(s->msgs[0].role); s->msgs[0].role = vlm_strdup("system"); }
     *out = s;
     return VLM_OK;
 }
@@ -224,15 +225,28 @@ static api_msg *api_user_msg(vlm_session *s, vlm_error *err) {
     }
     api_msg *m = &s->msgs[s->n_msgs++];
     memset(m, 0, sizeof *m);
-    m->role = strdup("user");
+    m->role = vlm_strdup("user");
     return m;
+}
+
+/* The session's copy of a text: special token strings in it marked as text
+ * unless the session parses them (vlm_protect_specials). */
+static char *api_text_copy(const vlm_session *s, const char *text, size_t len) {
+    char *t = (char *)malloc(len + 1);
+    if (!t) return NULL;
+    memcpy(t, text, len);
+    t[len] = 0;
+    if (s->parse_special) return t;
+    char *p = vlm_protect_specials(s->e->tok, t);
+    free(t);
+    return p;
 }
 
 static vlm_status api_add_part(vlm_session *s, vlm_part_type type, const char *text, vlm_error *err) {
     api_msg *m = api_user_msg(s, err);
     if (!m) return err->code;
     vlm_chat_part *np = (vlm_chat_part *)realloc(m->parts, sizeof(vlm_chat_part) * (size_t)(m->n_parts + 1));
-    char *copy = text ? strdup(text) : NULL;
+    char *copy = text ? api_text_copy(s, text, strlen(text)) : NULL;
     if (!np || (text && !copy)) { free(copy); if (np) m->parts = np; return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
     m->parts = np;
     m->parts[m->n_parts].type = type;
@@ -254,6 +268,7 @@ static vlm_status api_add_image(vlm_session *s, vlm_image *img, vlm_error *err) 
 }
 
 vlm_status vlm_session_add_image_file(vlm_session *s, const char *path, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     vlm_image img = {0};
     vlm_status st = vlm_image_load(&img, path, err);
     return st == VLM_OK ? api_add_image(s, &img, err) : st;
@@ -261,12 +276,14 @@ vlm_status vlm_session_add_image_file(vlm_session *s, const char *path, vlm_erro
 
 vlm_status vlm_session_add_image_rgb(vlm_session *s, const uint8_t *rgb, int width, int height, int stride,
                                      vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     vlm_image img = {0};
     vlm_status st = vlm_image_from_pixels(&img, rgb, width, height, 3, stride, err);
     return st == VLM_OK ? api_add_image(s, &img, err) : st;
 }
 
 vlm_status vlm_session_add_text(vlm_session *s, const char *text, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     return api_add_part(s, VLM_PART_TEXT, text, err);
 }
 
@@ -355,7 +372,7 @@ static vlm_status api_render(vlm_session *s, vlm_tokens *ids, vlm_error *err) {
     if ((st = vlm_expand_media((vlm_prompt_family)s->e->family, text, media, s->n_images, &expanded, err)) != VLM_OK)
         goto out;
     /* The template writes bos itself: no post-processor tokens (as HF's apply_chat_template). */
-    st = vlm_tokenize(s->e->tok, expanded, strlen(expanded), 0, ids, err);
+    st = vlm_tokenize_protected(s->e->tok, expanded, strlen(expanded), 0, ids, err);
 out:
     free(text);
     free(expanded);
@@ -522,12 +539,10 @@ static vlm_status api_append_answer(vlm_session *s, const char *text, size_t len
     if (!api_grow((void **)&s->msgs, &s->cap_msgs, s->n_msgs + 1, sizeof(api_msg))) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     api_msg *m = &s->msgs[s->n_msgs];
     memset(m, 0, sizeof *m);
-    m->role = strdup("assistant");
+    m->role = vlm_strdup("assistant");
     m->parts = (vlm_chat_part *)calloc(1, sizeof(vlm_chat_part));
-    char *t = (char *)malloc(len + 1);
+    char *t = api_text_copy(s, text, len);
     if (!m->role || !m->parts || !t) { free(m->role); free(m->parts); free(t); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
-    memcpy(t, text, len);
-    t[len] = 0;
     m->parts[0].type = VLM_PART_TEXT;
     m->parts[0].text = t;
     m->n_parts = 1;
@@ -535,11 +550,39 @@ static vlm_status api_append_answer(vlm_session *s, const char *text, size_t len
     return VLM_OK;
 }
 
+/* The compute context's abort hook while a generate runs. */
+static int api_should_stop(const void *user) {
+    const vlm_generate_params *p = (const vlm_generate_params *)user;
+    return (p->cancel && *p->cancel) || (p->abort && p->abort(p->abort_user));
+}
+
+static int api_stop_hook(void *user) { return api_should_stop(user); }
+
+static vlm_status api_generate(vlm_session *s, const vlm_generate_params *gp, vlm_piece_fn fn, void *user,
+                               vlm_generate_stats *stats, vlm_error *err);
+
 vlm_status vlm_session_generate(vlm_session *s, const vlm_generate_params *gp, vlm_piece_fn fn, void *user,
                                 vlm_generate_stats *stats, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     vlm_generate_params p = gp ? *gp : vlm_generate_default();
     vlm_generate_stats st0, *st = stats ? stats : &st0;
     memset(st, 0, sizeof *st);
+    s->seq.c.abort = api_stop_hook;
+    s->seq.c.abort_user = &p;
+    vlm_status rc = api_should_stop(&p) ? VLM_ERR_CANCELLED : api_generate(s, &p, fn, user, st, err);
+    s->seq.c.abort = NULL;
+    s->seq.c.abort_user = NULL;
+    if (rc == VLM_ERR_CANCELLED || (rc == VLM_OK && st->stop == VLM_STOP_CANCEL)) {
+        st->stop = VLM_STOP_CANCEL;
+        vlm_error_clear(err);
+        rc = vlm_error_set(err, VLM_ERR_CANCELLED, "cancelled");
+    }
+    return rc;
+}
+
+static vlm_status api_generate(vlm_session *s, const vlm_generate_params *gp, vlm_piece_fn fn, void *user,
+                               vlm_generate_stats *st, vlm_error *err) {
+    const vlm_generate_params p = *gp;
     if (s->n_msgs == 0 || strcmp(s->msgs[s->n_msgs - 1].role, "user"))
         return vlm_error_set(err, VLM_ERR_ARG, "nothing to answer: add text or an image first");
     vlm_tokens ids = {0};
@@ -592,7 +635,7 @@ vlm_status vlm_session_generate(vlm_session *s, const vlm_generate_params *gp, v
     t0 = api_now();
     st->stop = VLM_STOP_MAX_TOKENS;
     for (int g = 0; g < p.max_tokens; g++) {
-        if (p.cancel && *p.cancel) { st->stop = VLM_STOP_CANCEL; break; }
+        if (api_should_stop(gp)) { st->stop = VLM_STOP_CANCEL; break; }
         int32_t tok = vlm_sample(&smp, s->logits, s->ids, s->seq.n_past);
         int is_eos = 0;
         for (int k = 0; k < s->e->n_eos; k++) is_eos |= tok == s->e->eos[k];
@@ -628,7 +671,11 @@ vlm_status vlm_session_generate(vlm_session *s, const vlm_generate_params *gp, v
             rc = vlm_error_set(err, VLM_ERR_CONTEXT, "the answer filled the context of %d tokens", s->n_ctx);
             goto out;
         }
-        if ((rc = api_forward(s, &tok, 1, 0, 0, NULL, err)) != VLM_OK) goto out;
+        if ((rc = api_forward(s, &tok, 1, 0, 0, NULL, err)) != VLM_OK) {
+            if (rc != VLM_ERR_CANCELLED) goto out;
+            st->stop = VLM_STOP_CANCEL; /* stopped inside the step: keep the answer so far */
+            break;
+        }
     }
     if (st->stop != VLM_STOP_STRING && st->stop != VLM_STOP_CALLBACK) {
         size_t fl = 0;

@@ -27,6 +27,7 @@ double vlm_sampler_uniform(vlm_sampler *s) { /* xoshiro256** */
 }
 
 vlm_status vlm_sampler_init(vlm_sampler *s, const vlm_sampling *p, int n_vocab, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     memset(s, 0, sizeof *s);
     if (n_vocab <= 0) return vlm_error_set(err, VLM_ERR_ARG, "sampler for an empty vocabulary");
     s->p = p ? *p : vlm_sampling_default();
@@ -39,15 +40,18 @@ vlm_status vlm_sampler_init(vlm_sampler *s, const vlm_sampling *p, int n_vocab, 
     for (int i = 0; i < 4; i++) s->rng[i] = smp_splitmix(&seed);
     s->work = (float *)malloc(sizeof(float) * (size_t)n_vocab);
     s->order = (int32_t *)malloc(sizeof(int32_t) * (size_t)n_vocab);
-    if (!s->work || !s->order) { vlm_sampler_free(s); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
+    s->tmp = (int32_t *)malloc(sizeof(int32_t) * (size_t)n_vocab);
+    if (!s->work || !s->order || !s->tmp) { vlm_sampler_free(s); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
     return VLM_OK;
 }
 
 void vlm_sampler_free(vlm_sampler *s) {
     free(s->work);
     free(s->order);
+    free(s->tmp);
     s->work = NULL;
     s->order = NULL;
+    s->tmp = NULL;
 }
 
 static void smp_penalties(vlm_sampler *s, float *x, const int32_t *hist, int n) {
@@ -70,11 +74,24 @@ static void smp_penalties(vlm_sampler *s, float *x, const int32_t *hist, int n) 
     }
 }
 
-static int smp_desc(const void *a, const void *b, void *ctx) {
-    const float *x = (const float *)ctx;
-    float va = x[*(const int32_t *)a], vb = x[*(const int32_t *)b];
-    if (va != vb) return va > vb ? -1 : 1;
-    return *(const int32_t *)a - *(const int32_t *)b;
+/* i before j: higher logit first, then lower id (a total order, so any
+ * correct sort gives the same candidates). */
+static int smp_before(const float *x, int32_t i, int32_t j) { return x[i] > x[j] || (x[i] == x[j] && i < j); }
+
+/* Sorts idx[0..n) by smp_before: bottom-up merge sort through tmp[n]
+ * (qsort_r, the one with a context, is not in C11). */
+static void smp_sort(int32_t *idx, int32_t *tmp, int n, const float *x) {
+    int32_t *a = idx, *b = tmp;
+    for (int w = 1; w < n; w *= 2) {
+        for (int lo = 0; lo < n; lo += 2 * w) {
+            int mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n, i = lo, j = mid, k = lo;
+            while (i < mid && j < hi) b[k++] = smp_before(x, a[j], a[i]) ? a[j++] : a[i++];
+            while (i < mid) b[k++] = a[i++];
+            while (j < hi) b[k++] = a[j++];
+        }
+        int32_t *t = a; a = b; b = t;
+    }
+    if (a != idx) memcpy(idx, a, sizeof(int32_t) * (size_t)n);
 }
 
 int32_t vlm_sample(vlm_sampler *s, const float *logits, const int32_t *history, int n_history) {
@@ -92,7 +109,7 @@ int32_t vlm_sample(vlm_sampler *s, const float *logits, const int32_t *history, 
     int n = 0;
     float floor_v = x[best] - 40.0f;
     for (int i = 0; i < V; i++) if (x[i] >= floor_v) s->order[n++] = i;
-    qsort_r(s->order, (size_t)n, sizeof(int32_t), smp_desc, x);
+    smp_sort(s->order, s->tmp, n, x);
     if (s->p.top_k > 0 && s->p.top_k < n) n = s->p.top_k;
     double max = x[s->order[0]], sum = 0;
     for (int i = 0; i < n; i++) sum += exp((double)x[s->order[i]] - max);

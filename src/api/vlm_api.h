@@ -32,6 +32,15 @@
 extern "C" {
 #endif
 
+/* The library's version: the header's here, the compiled library's from
+ * vlm_version() ("MAJOR.MINOR.PATCH"); they differ when an old library is
+ * linked with a new header. */
+#define VLM_VERSION_MAJOR 0
+#define VLM_VERSION_MINOR 2
+#define VLM_VERSION_PATCH 0
+#define VLM_VERSION_STRING "0.2.0"
+const char *vlm_version(void);
+
 /* ------------------------------------------------------------------ sampling */
 
 /* Token sampling, applied in the order transformers' generate applies them:
@@ -57,6 +66,7 @@ typedef struct vlm_sampler {
     uint64_t rng[4];
     float *work;       /* [n_vocab] */
     int32_t *order;    /* [n_vocab] */
+    int32_t *tmp;      /* [n_vocab], for sorting */
 } vlm_sampler;
 
 vlm_status vlm_sampler_init(vlm_sampler *s, const vlm_sampling *p, int n_vocab, vlm_error *err);
@@ -87,6 +97,11 @@ typedef struct vlm_session_params {
     int n_ctx;               /* context length in tokens (default 4096) */
     vlm_dtype kv_dtype;      /* VLM_F32 (default) or VLM_F16 */
     const char *system;      /* optional system prompt */
+    /* 0 (default): the session's text (system prompt, user text, earlier
+     * answers) is plain text: "<|im_end|>" typed by a user is those
+     * characters, not the token. 1: special token strings in it are parsed
+     * as the tokens (as transformers' apply_chat_template + tokenizer do). */
+    int parse_special;
 } vlm_session_params;
 
 vlm_status vlm_session_new(vlm_engine *e, const vlm_session_params *p, vlm_session **out, vlm_error *err);
@@ -102,7 +117,9 @@ vlm_status vlm_session_add_image_rgb(vlm_session *s, const uint8_t *rgb, int wid
 vlm_status vlm_session_add_text(vlm_session *s, const char *text, vlm_error *err);
 
 /* Called with each piece of text as it becomes complete (whole UTF-8
- * characters, never part of a stop string). Return non-zero to stop. */
+ * characters, never part of a stop string), on the generating thread.
+ * `text` is valid only during the call (copy what you keep); it is not
+ * NUL-terminated. Return non-zero to stop (VLM_STOP_CALLBACK, VLM_OK). */
 typedef int (*vlm_piece_fn)(void *user, const char *text, size_t len);
 
 typedef struct vlm_generate_params {
@@ -110,11 +127,21 @@ typedef struct vlm_generate_params {
     int max_tokens;          /* default 256 */
     const char *const *stop; /* stop strings (not included in the output) */
     int n_stop;
-    volatile int *cancel;    /* set to non-zero from another thread to stop */
+    /* Stopping early: *cancel set non-zero (from another thread, a signal
+     * handler or a callback) or abort(abort_user) returning non-zero. Both
+     * are looked at before every op of the vision tower, the prefill and
+     * each decode step, so a call stops within one op. A stopped call
+     * returns VLM_ERR_CANCELLED with stats->stop = VLM_STOP_CANCEL; what was
+     * streamed by then is kept as the answer in the history, and a call
+     * stopped before its first token leaves the user's message pending
+     * (the next generate answers it, reusing what the prefill cached). */
+    volatile int *cancel;
+    int (*abort)(void *user); /* called on the generating thread */
+    void *abort_user;
     int ignore_eos;          /* keep going past end-of-sequence tokens */
     /* Optional: told how the prompt is going before the first token (slow
      * for large images or long prompts): done of total prompt tokens
-     * computed, and images encoded so far. */
+     * computed, and images encoded so far. Called on the generating thread. */
     void (*progress)(void *user, int done, int total, int images_done, int images_total);
     void *progress_user;
 } vlm_generate_params;

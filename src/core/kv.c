@@ -8,6 +8,7 @@
 
 vlm_status vlm_kv_init(vlm_kv_cache *kv, vlm_backend *be, vlm_dtype dtype, int n_layers, const int *cap,
                        const int *n_kv_heads, const int *head_dim, const int *share, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     memset(kv, 0, sizeof *kv);
     if (dtype != VLM_F32 && dtype != VLM_F16 && dtype != VLM_BF16)
         return vlm_error_set(err, VLM_ERR_ARG, "KV cache dtype must be f32, f16 or bf16");

@@ -11,6 +11,11 @@
 
 static vlm_tensor *core_run(vlm_compute *c, vlm_op *op) {
     if (c->failed) return NULL;
+    if (c->abort && c->abort(c->abort_user)) {
+        c->failed = 1;
+        vlm_error_set(&c->err, VLM_ERR_CANCELLED, "cancelled");
+        return NULL;
+    }
     vlm_status s = c->be->exec(c->be, op, &c->err);
     if (s != VLM_OK) { c->failed = 1; return NULL; }
     return op->out ? op->out : op->a;

@@ -88,7 +88,7 @@ void *vlm_arena_alloc(vlm_arena *a, size_t nbytes) {
     if (!h || h->size - h->used < nbytes) {
         size_t size = nbytes > (16u << 20) ? nbytes : (16u << 20);
         if (!h && a->high_water > size) size = a->high_water;
-        h = (vlm_arena_chunk *)aligned_alloc(64, (sizeof *h + size + 63) & ~(size_t)63);
+        h = (vlm_arena_chunk *)vlm_aligned_alloc(64, sizeof *h + size);
         if (!h) return NULL;
         h->size = size;
         h->used = 0;
@@ -113,7 +113,7 @@ void vlm_arena_release(vlm_arena *a, vlm_arena_mark m) {
         vlm_arena_chunk *h = a->head;
         a->head = h->next;
         a->total_reserved -= h->size;
-        free(h);
+        vlm_aligned_free(h);
     }
     if (a->head) a->head->used = m.chunk_used;
     a->used = m.used;
@@ -126,7 +126,7 @@ void vlm_arena_reset(vlm_arena *a) {
         vlm_arena_free(a);
         size_t hw = a->high_water;
         a->high_water = hw;
-        h = (vlm_arena_chunk *)aligned_alloc(64, (sizeof *h + hw + 63) & ~(size_t)63);
+        h = (vlm_arena_chunk *)vlm_aligned_alloc(64, sizeof *h + hw);
         if (h) { h->size = hw; h->used = 0; h->next = NULL; a->head = h; a->total_reserved = hw; }
     } else if (h) h->used = 0;
     a->used = 0;
@@ -134,7 +134,7 @@ void vlm_arena_reset(vlm_arena *a) {
 
 void vlm_arena_free(vlm_arena *a) {
     size_t hw = a->high_water;
-    for (vlm_arena_chunk *h = a->head, *n; h; h = n) { n = h->next; free(h); }
+    for (vlm_arena_chunk *h = a->head, *n; h; h = n) { n = h->next; vlm_aligned_free(h); }
     memset(a, 0, sizeof *a);
     a->high_water = hw;
 }

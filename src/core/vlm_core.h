@@ -11,6 +11,8 @@
 #ifndef VLM_CORE_H
 #define VLM_CORE_H
 
+#include "platform/vlm_platform.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -45,6 +47,16 @@ vlm_status vlm_error_set(vlm_error *err, vlm_status code, const char *fmt, ...)
     ;
 void vlm_error_clear(vlm_error *err);
 const char *vlm_status_name(vlm_status s);
+
+/* Opens every public call that takes an error (the API, the loaders, the
+ * processors): err may be NULL (a local one stands in) and starts clear, so
+ * a failure's message is always this call's own and a success leaves
+ * err->code == VLM_OK. The loader helpers a model calls many times before
+ * checking once (vlm_weight, vlm_tokens_push) keep the first error instead. */
+#define VLM_ERROR_BEGIN(err)                \
+    vlm_error vlm_local_err_;               \
+    if (!(err)) (err) = &vlm_local_err_;    \
+    vlm_error_clear(err)
 
 /* ------------------------------------------------------------------ dtypes */
 
@@ -223,12 +235,17 @@ vlm_backend *vlm_backend_cuda(int device, vlm_error *err);
 typedef void (*vlm_parallel_fn)(void *arg, int64_t begin, int64_t end, int thread);
 void vlm_cpu_parallel_for(vlm_backend *cpu, int64_t n, int64_t min_chunk, vlm_parallel_fn fn, void *arg);
 
-/* Per-context compute state: arena for activations, the backend, the first error. */
+/* Per-context compute state: arena for activations, the backend, the first
+ * error. abort (optional) is asked before every op: non-zero stops the
+ * computation with VLM_ERR_CANCELLED (a vision tower or a long prefill stops
+ * within one op, not at the end). */
 typedef struct vlm_compute {
     vlm_backend *be;
     vlm_arena arena;
     vlm_error err;
     int failed;
+    int (*abort)(void *user);
+    void *abort_user;
 } vlm_compute;
 
 void vlm_compute_init(vlm_compute *c, vlm_backend *be);

@@ -236,6 +236,7 @@ static void cpu_fa_fn(void *p, int64_t i0, int64_t i1, int tid) {
 
 /* Combines the key parts of each (g, tile) row: softmax over the union. */
 static void cpu_fa_merge(void *p, int64_t i0, int64_t i1, int tid) {
+    (void)tid;
     cpu_fa_arg *A = (cpu_fa_arg *)p;
     const int64_t Dv = A->Dv, G = A->group, W = Dv + 2;
     for (int64_t gt = i0; gt < i1; gt++) {

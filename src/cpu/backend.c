@@ -33,60 +33,65 @@ static vlm_status cpu_exec_locked(cpu_ctx *ctx, const vlm_op *op, vlm_error *err
 /* Sessions on other threads may share this backend: one op at a time. */
 static vlm_status cpu_exec(vlm_backend *be, const vlm_op *op, vlm_error *err) {
     cpu_ctx *ctx = (cpu_ctx *)be->impl;
-    pthread_mutex_lock(&ctx->exec_mu);
+    vlm_mutex_lock(ctx->exec_mu);
     vlm_status s = cpu_exec_locked(ctx, op, err);
-    pthread_mutex_unlock(&ctx->exec_mu);
+    vlm_mutex_unlock(ctx->exec_mu);
     return s;
 }
 
 /* ------------------------------------------------------------------ backend object */
 
 static void *cpu_alloc(vlm_backend *be, size_t n) {
-    return aligned_alloc(64, ((n ? n : 1) + 63) & ~(size_t)63);
+    (void)be;
+    return vlm_aligned_alloc(64, n);
 }
-static void cpu_free(vlm_backend *be, void *p) { free(p); }
+static void cpu_free(vlm_backend *be, void *p) {
+    (void)be;
+    vlm_aligned_free(p);
+}
 static void cpu_copy(vlm_backend *be, void *dst, const void *src, size_t n) {
+    (void)be;
     if (n) memmove(dst, src, n);
 }
 
 static void cpu_destroy(vlm_backend *be) {
     if (!be) return;
     cpu_ctx *ctx = (cpu_ctx *)be->impl;
-    if (ctx->th) {
-        pthread_mutex_lock(&ctx->mu);
+    if (ctx->th && ctx->mu && ctx->cv_work) {
+        vlm_mutex_lock(ctx->mu);
         ctx->stop = 1;
         atomic_fetch_add(&ctx->gen, 1);
-        pthread_cond_broadcast(&ctx->cv_work);
-        pthread_mutex_unlock(&ctx->mu);
+        vlm_cond_broadcast(ctx->cv_work);
+        vlm_mutex_unlock(ctx->mu);
         for (int i = 1; i < ctx->n; i++)
-            if (ctx->th[i]) pthread_join(ctx->th[i], NULL);
-        free(ctx->th);
+            vlm_thread_join(ctx->th[i]);
     }
+    free(ctx->th);
     if (ctx->tscratch)
-        for (int t = 0; t < ctx->n; t++) free(ctx->tscratch[t]);
+        for (int t = 0; t < ctx->n; t++) vlm_aligned_free(ctx->tscratch[t]);
     free(ctx->tscratch);
     free(ctx->tscratch_n);
-    free(ctx->shared);
-    pthread_mutex_destroy(&ctx->mu);
-    pthread_mutex_destroy(&ctx->exec_mu);
-    pthread_cond_destroy(&ctx->cv_work);
-    pthread_cond_destroy(&ctx->cv_done);
+    vlm_aligned_free(ctx->shared);
+    vlm_mutex_free(ctx->mu);
+    vlm_mutex_free(ctx->exec_mu);
+    vlm_cond_free(ctx->cv_work);
+    vlm_cond_free(ctx->cv_done);
     free(ctx);
 }
 
 vlm_backend *vlm_backend_cpu(int n_threads, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     if (n_threads <= 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        n_threads = n > 0 ? (int)n : 1;
+        n_threads = vlm_cpu_count();
     }
     if (n_threads > 256) n_threads = 256;
     cpu_ctx *ctx = (cpu_ctx *)calloc(1, sizeof *ctx);
     if (!ctx) { vlm_error_set(err, VLM_ERR_OOM, "out of memory for the CPU backend"); return NULL; }
     ctx->n = n_threads;
-    pthread_mutex_init(&ctx->mu, NULL);
-    pthread_mutex_init(&ctx->exec_mu, NULL);
-    pthread_cond_init(&ctx->cv_work, NULL);
-    pthread_cond_init(&ctx->cv_done, NULL);
+    ctx->mu = vlm_mutex_new();
+    ctx->exec_mu = vlm_mutex_new();
+    ctx->cv_work = vlm_cond_new();
+    ctx->cv_done = vlm_cond_new();
     ctx->be.name = "cpu";
     ctx->be.impl = ctx;
     ctx->be.exec = cpu_exec;
@@ -98,8 +103,8 @@ vlm_backend *vlm_backend_cpu(int n_threads, vlm_error *err) {
     ctx->be.n_threads = n_threads;
     ctx->tscratch = (float **)calloc((size_t)n_threads, sizeof(float *));
     ctx->tscratch_n = (size_t *)calloc((size_t)n_threads, sizeof(size_t));
-    ctx->th = (pthread_t *)calloc((size_t)n_threads, sizeof(pthread_t));
-    if (!ctx->tscratch || !ctx->tscratch_n || !ctx->th) {
+    ctx->th = (vlm_thread **)calloc((size_t)n_threads, sizeof(vlm_thread *));
+    if (!ctx->tscratch || !ctx->tscratch_n || !ctx->th || !ctx->mu || !ctx->exec_mu || !ctx->cv_work || !ctx->cv_done) {
         ctx->n = 1;
         cpu_destroy(&ctx->be);
         vlm_error_set(err, VLM_ERR_OOM, "out of memory for the CPU backend");
@@ -110,7 +115,7 @@ vlm_backend *vlm_backend_cpu(int n_threads, vlm_error *err) {
     for (int i = 1; i < n_threads; i++) {
         cpu_worker_arg *wa = (cpu_worker_arg *)malloc(sizeof *wa);
         if (wa) { wa->ctx = ctx; wa->id = i; }
-        if (!wa || pthread_create(&ctx->th[i], NULL, cpu_worker, wa) != 0) {
+        if (!wa || !(ctx->th[i] = vlm_thread_start(cpu_worker, wa))) {
             free(wa);
             ctx->n = i; /* join the ones started */
             cpu_destroy(&ctx->be);

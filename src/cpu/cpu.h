@@ -33,13 +33,10 @@
 
 #include <cblas.h>
 #include <math.h>
-#include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define CPU_AVX2 1
@@ -54,10 +51,10 @@
 
 typedef struct cpu_ctx {
     int n;                        /* threads including the caller */
-    pthread_t *th;
-    pthread_mutex_t exec_mu;      /* held by the op running on this backend */
-    pthread_mutex_t mu;
-    pthread_cond_t cv_work, cv_done;
+    vlm_thread **th;              /* [n]; th[0] is the caller's slot, unused */
+    vlm_mutex *exec_mu;           /* held by the op running on this backend */
+    vlm_mutex *mu;
+    vlm_cond *cv_work, *cv_done;
     atomic_uint_fast64_t gen;     /* bumped for each parallel region */
     atomic_int remaining;         /* workers still inside the current region */
     atomic_int_fast64_t next;     /* next item to hand out */

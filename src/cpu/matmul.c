@@ -95,6 +95,7 @@ CPU_FN void cpu_dotm(const float *x, int64_t lda, int m, const void *w, vlm_dtyp
 #endif
 
 static void cpu_gemv_fn(void *p, int64_t n0, int64_t n1, int tid) {
+    (void)tid;
     cpu_mm_arg *A = (cpu_mm_arg *)p;
     size_t es = vlm_dtype_size(A->wt);
     for (int64_t n = n0; n < n1; n++) {

@@ -15,6 +15,7 @@ typedef struct cpu_moe_arg {
 } cpu_moe_arg;
 
 static void cpu_moe_fn(void *p, int64_t i0, int64_t i1, int tid) {
+    (void)tid;
     cpu_moe_arg *A = (cpu_moe_arg *)p;
     size_t es = vlm_dtype_size(A->wt);
     for (int64_t it = i0; it < i1; it++) {

@@ -18,7 +18,7 @@ static inline void cpu_pause(void) {
  * runnable thread: when the machine has more runnable threads than cores,
  * the thread being waited for may be the one that needs it. */
 static inline void cpu_spin_step(int i) {
-    if ((i & 15) == 15) sched_yield();
+    if ((i & 15) == 15) vlm_thread_yield();
     else cpu_pause();
 }
 
@@ -47,17 +47,17 @@ CPU_FN void *cpu_worker(void *p) {
             g = atomic_load(&ctx->gen);
         }
         if (g == seen) {
-            pthread_mutex_lock(&ctx->mu);
-            while ((g = atomic_load(&ctx->gen)) == seen && !ctx->stop) pthread_cond_wait(&ctx->cv_work, &ctx->mu);
-            pthread_mutex_unlock(&ctx->mu);
+            vlm_mutex_lock(ctx->mu);
+            while ((g = atomic_load(&ctx->gen)) == seen && !ctx->stop) vlm_cond_wait(ctx->cv_work, ctx->mu);
+            vlm_mutex_unlock(ctx->mu);
         }
         if (ctx->stop) break;
         seen = g;
         cpu_run_chunks(ctx, id);
         if (atomic_fetch_sub(&ctx->remaining, 1) == 1) {
-            pthread_mutex_lock(&ctx->mu);
-            pthread_cond_signal(&ctx->cv_done);
-            pthread_mutex_unlock(&ctx->mu);
+            vlm_mutex_lock(ctx->mu);
+            vlm_cond_signal(ctx->cv_done);
+            vlm_mutex_unlock(ctx->mu);
         }
     }
     return NULL;
@@ -79,16 +79,16 @@ CPU_FN void cpu_parallel(cpu_ctx *ctx, int64_t n, int64_t min_chunk, vlm_paralle
     ctx->chunk = chunk;
     atomic_store(&ctx->next, 0);
     atomic_store(&ctx->remaining, ctx->n - 1);
-    pthread_mutex_lock(&ctx->mu);
+    vlm_mutex_lock(ctx->mu);
     atomic_fetch_add(&ctx->gen, 1);
-    pthread_cond_broadcast(&ctx->cv_work);
-    pthread_mutex_unlock(&ctx->mu);
+    vlm_cond_broadcast(ctx->cv_work);
+    vlm_mutex_unlock(ctx->mu);
     cpu_run_chunks(ctx, 0);
     for (int i = 0; i < CPU_SPIN && atomic_load(&ctx->remaining) > 0; i++) cpu_spin_step(i);
     if (atomic_load(&ctx->remaining) > 0) {
-        pthread_mutex_lock(&ctx->mu);
-        while (atomic_load(&ctx->remaining) > 0) pthread_cond_wait(&ctx->cv_done, &ctx->mu);
-        pthread_mutex_unlock(&ctx->mu);
+        vlm_mutex_lock(ctx->mu);
+        while (atomic_load(&ctx->remaining) > 0) vlm_cond_wait(ctx->cv_done, ctx->mu);
+        vlm_mutex_unlock(ctx->mu);
     }
     atomic_store(&ctx->busy, 0);
 }
@@ -103,9 +103,9 @@ void vlm_cpu_parallel_for(vlm_backend *cpu, int64_t n, int64_t min_chunk, vlm_pa
         if (n > 0) fn(arg, 0, n, 0);
         return;
     }
-    pthread_mutex_lock(&ctx->exec_mu);
+    vlm_mutex_lock(ctx->exec_mu);
     cpu_parallel(ctx, n, min_chunk, fn, arg);
-    pthread_mutex_unlock(&ctx->exec_mu);
+    vlm_mutex_unlock(ctx->exec_mu);
 }
 
 /* Makes every thread's scratch at least n floats (call outside parallel regions). */
@@ -113,9 +113,9 @@ CPU_FN int cpu_reserve(cpu_ctx *ctx, size_t n) {
     for (int t = 0; t < ctx->n; t++) {
         if (ctx->tscratch_n[t] >= n) continue;
         size_t sz = n + 64;
-        float *p = (float *)aligned_alloc(64, ((sz * sizeof(float)) + 63) & ~(size_t)63);
+        float *p = (float *)vlm_aligned_alloc(64, sz * sizeof(float));
         if (!p) return -1;
-        free(ctx->tscratch[t]);
+        vlm_aligned_free(ctx->tscratch[t]);
         ctx->tscratch[t] = p;
         ctx->tscratch_n[t] = sz;
     }
@@ -124,9 +124,9 @@ CPU_FN int cpu_reserve(cpu_ctx *ctx, size_t n) {
 
 CPU_FN float *cpu_shared(cpu_ctx *ctx, size_t n) {
     if (ctx->shared_n < n) {
-        float *p = (float *)aligned_alloc(64, ((n * sizeof(float)) + 63) & ~(size_t)63);
+        float *p = (float *)vlm_aligned_alloc(64, n * sizeof(float));
         if (!p) return NULL;
-        free(ctx->shared);
+        vlm_aligned_free(ctx->shared);
         ctx->shared = p;
         ctx->shared_n = n;
     }

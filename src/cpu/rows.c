@@ -4,6 +4,7 @@
 /* ------------------------------------------------------------------ concat, rows, topk, argmax, im2col */
 
 static void cpu_concat_rows(void *p, int64_t r0, int64_t r1, int tid) {
+    (void)tid;
     cpu_rows_arg *A = (cpu_rows_arg *)p;
     int dim = A->op->i[0], nd = A->out.ndim;
     const vlm_tensor *a = &A->a, *b = &A->b;
@@ -31,6 +32,7 @@ static void cpu_concat_rows(void *p, int64_t r0, int64_t r1, int tid) {
 }
 
 CPU_FN vlm_status cpu_op_concat(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
+    (void)err;
     cpu_rows_arg A = {.ctx = ctx, .op = op, .a = *op->a, .b = *op->b, .out = *op->out};
     if (vlm_nelem(&A.out) == 0) return VLM_OK;
     cpu_parallel(ctx, cpu_nrows(&A.out), cpu_min_rows(cpu_lastdim(&A.out), 1), cpu_concat_rows, &A);
@@ -38,6 +40,7 @@ CPU_FN vlm_status cpu_op_concat(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) 
 }
 
 CPU_FN vlm_status cpu_op_get_rows(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
+    (void)ctx;
     const vlm_tensor *tab = op->a, *ids = op->b;
     int64_t V = tab->shape[0], D = tab->shape[1], n = ids->shape[0];
     float *out = (float *)op->out->data;
@@ -125,6 +128,7 @@ CPU_FN void cpu_argmax_rows(void *p, int64_t r0, int64_t r1, int tid) {
 }
 
 CPU_FN void cpu_im2col_rows(void *p, int64_t r0, int64_t r1, int tid) {
+    (void)tid;
     cpu_rows_arg *A = (cpu_rows_arg *)p;
     const vlm_tensor *x = &A->a;
     int P = A->op->i[0], nd = x->ndim;

@@ -350,10 +350,12 @@ static vlm_json *json_parse_named(const char *text, size_t len, const char *what
 }
 
 vlm_json *vlm_json_parse(const char *text, size_t len, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     return json_parse_named(text, len, NULL, err);
 }
 
 vlm_json *vlm_json_load(const char *path, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     FILE *f = fopen(path, "rb");
     if (!f) { vlm_error_set(err, VLM_ERR_IO, "%s: cannot open: %s", path, strerror(errno)); return NULL; }
     size_t cap = 1 << 16, len = 0;

@@ -40,10 +40,11 @@ static void model_read_eos(vlm_model *m) {
 }
 
 vlm_status vlm_model_load(vlm_model **out, const char *dir, const vlm_model_params *p, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     *out = NULL;
     vlm_model *m = (vlm_model *)calloc(1, sizeof *m);
     if (!m) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
-    m->dir = strdup(dir);
+    m->dir = vlm_strdup(dir);
     char path[4096];
     size_t dl = strlen(dir);
     if (p && p->random_weights && dl > 5 && !strcmp(dir + dl - 5, ".json")) {
@@ -158,6 +159,7 @@ vlm_tensor *vlm_weight(vlm_model *m, const char *name, int ndim, const int64_t *
 }
 
 vlm_status vlm_seq_init(vlm_seq *s, vlm_model *m, int n_ctx, int max_batch, vlm_dtype kv_dtype, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     memset(s, 0, sizeof *s);
     if (n_ctx <= 0) return vlm_error_set(err, VLM_ERR_ARG, "context length %d", n_ctx);
     s->model = m;

@@ -19,30 +19,18 @@
 #include "io/vlm_io.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define ST_MAX_HEADER ((uint64_t)100 * 1000 * 1000)
 
 struct vlm_st_file {
     char *path;
-    void *map;
-    size_t size;
+    vlm_mapped_file map;
 };
 
 /* ------------------------------------------------------------------ helpers */
-
-static char *st_strdup(const char *s) {
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d) memcpy(d, s, n);
-    return d;
-}
 
 static char *st_join(const char *dir, const char *name) {
     size_t a = strlen(dir), b = strlen(name);
@@ -56,8 +44,7 @@ static char *st_join(const char *dir, const char *name) {
 }
 
 static int st_is_file(const char *path) {
-    struct stat s;
-    return stat(path, &s) == 0 && S_ISREG(s.st_mode);
+    return vlm_path_kind(path) == 1;
 }
 
 static int st_ends_with(const char *s, const char *suffix) {
@@ -110,31 +97,15 @@ static vlm_st_entry *st_list_push(st_list *l) {
  * `metadata`: where to store "__metadata__" (NULL to drop it). */
 static vlm_status st_open_file(vlm_st_file *f, const char *path, st_list *list, vlm_json **metadata, vlm_error *err) {
     memset(f, 0, sizeof *f);
-    f->path = st_strdup(path);
+    f->path = vlm_strdup(path);
     if (!f->path) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return vlm_error_set(err, VLM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        close(fd);
-        return vlm_error_set(err, VLM_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) { close(fd); return vlm_error_set(err, VLM_ERR_IO, "%s: not a regular file", path); }
-    uint64_t size = (uint64_t)sb.st_size;
-    if (size < 8) {
-        close(fd);
+    char why[256];
+    if (vlm_map_file(path, &f->map, why, sizeof why) != 0) return vlm_error_set(err, VLM_ERR_IO, "%s: %s", path, why);
+    uint64_t size = f->map.size;
+    if (size < 8)
         return vlm_error_set(err, VLM_ERR_FORMAT, "%s: file of %llu bytes is too small for a safetensors header",
                              path, (unsigned long long)size);
-    }
-    if (size > (uint64_t)SIZE_MAX) { close(fd); return vlm_error_set(err, VLM_ERR_IO, "%s: file too large to map", path); }
-    void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int map_errno = errno;
-    close(fd);
-    if (map == MAP_FAILED) return vlm_error_set(err, VLM_ERR_IO, "%s: mmap failed: %s", path, strerror(map_errno));
-    f->map = map;
-    f->size = (size_t)size;
-    const unsigned char *b = map;
+    const unsigned char *b = (const unsigned char *)f->map.data;
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = hlen << 8 | b[i];
     if (hlen < 2)
@@ -251,7 +222,7 @@ static vlm_status st_open_file(vlm_st_file *f, const char *path, st_list *list, 
         }
         e->data = data + ob;
         e->nbytes = (size_t)nbytes;
-        e->name = st_strdup(name);
+        e->name = vlm_strdup(name);
         if (!e->name) { st = vlm_error_set(err, VLM_ERR_OOM, "out of memory"); break; }
         n_tensors++;
     }
@@ -290,7 +261,7 @@ static vlm_status st_open_file(vlm_st_file *f, const char *path, st_list *list, 
 }
 
 static void st_close_file(vlm_st_file *f) {
-    if (f->map) munmap(f->map, f->size);
+    vlm_unmap_file(&f->map);
     free(f->path);
     memset(f, 0, sizeof *f);
 }
@@ -327,7 +298,7 @@ static vlm_status st_open_index(vlm_safetensors *st, const char *index_path, st_
         s = vlm_error_set(err, VLM_ERR_FORMAT, "%s: missing \"weight_map\" object", index_path);
         goto done;
     }
-    dir = st_strdup(index_path);
+    dir = vlm_strdup(index_path);
     names = calloc((size_t)wm->n + 1, sizeof *names);
     if (!dir || !names) { s = vlm_error_set(err, VLM_ERR_OOM, "out of memory"); goto done; }
     char *slash = strrchr(dir, '/');
@@ -380,12 +351,13 @@ done:
 }
 
 vlm_status vlm_st_open(vlm_safetensors *st, const char *path, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     memset(st, 0, sizeof *st);
     if (!path) return vlm_error_set(err, VLM_ERR_ARG, "vlm_st_open: NULL path");
-    struct stat sb;
-    if (stat(path, &sb) != 0) return vlm_error_set(err, VLM_ERR_IO, "%s: %s", path, strerror(errno));
+    int kind = vlm_path_kind(path);
+    if (!kind) return vlm_error_set(err, VLM_ERR_IO, "%s: no such file or directory", path);
     char *file = NULL;
-    if (S_ISDIR(sb.st_mode)) {
+    if (kind == 2) {
         file = st_join(path, "model.safetensors");
         if (file && !st_is_file(file)) {
             free(file);
@@ -396,7 +368,7 @@ vlm_status vlm_st_open(vlm_safetensors *st, const char *path, vlm_error *err) {
             }
         }
     } else {
-        file = st_strdup(path);
+        file = vlm_strdup(path);
     }
     if (!file) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     st_list list = {0};
@@ -467,6 +439,7 @@ static int st_cmp_witem_layout(const void *a, const void *b) {
 
 vlm_status vlm_st_write(const char *path, int n, const char *const *names,
                         const vlm_tensor *const *tensors, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     if (!path || n < 0 || (n > 0 && (!names || !tensors)))
         return vlm_error_set(err, VLM_ERR_ARG, "vlm_st_write: bad arguments");
     st_witem *items = calloc((size_t)n + 1, sizeof *items);

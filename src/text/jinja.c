@@ -1543,6 +1543,17 @@ static jv *jj_call_func(jj_ctx *c, jv *f, const jj_args *a) {
     return jj_fail(c, "unknown function %s", name);
 }
 
+
+/* ASCII case-insensitive order (the sort filter's default; strcasecmp is POSIX, not C11). */
+static int jj_casecmp(const char *a, const char *b) {
+    for (;; a++, b++) {
+        int x = (unsigned char)*a, y = (unsigned char)*b;
+        if (x >= 'A' && x <= 'Z') x += 32;
+        if (y >= 'A' && y <= 'Z') y += 32;
+        if (x != y || !x) return x - y;
+    }
+}
+
 static jv *jj_sort_items(jj_ctx *c, jv *d) {
     jv *r = jj_items(c, d);
     /* insertion sort by lower-cased key (dictsort is case-insensitive) */
@@ -1551,7 +1562,7 @@ static jv *jj_sort_items(jj_ctx *c, jv *d) {
         int j = i;
         while (j > 0) {
             const char *p = r->items[j - 1]->items[0]->s, *q = x->items[0]->s;
-            int cmp = strcasecmp(p, q);
+            int cmp = jj_casecmp(p, q);
             if (cmp <= 0) break;
             r->items[j] = r->items[j - 1];
             j--;
@@ -2008,6 +2019,7 @@ static jv *jj_mk_json(jj_ctx *c, const void *a1, const void *a2) {
 
 vlm_status vlm_chat_render(const char *template_src, const vlm_chat_msg *msgs, int n_msgs,
                            const vlm_chat_opts *opts, char **out, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     jj_msgs_arg a = {msgs, n_msgs};
     return jj_render(template_src, jj_mk_structs, &a, NULL, opts, out, err);
 }
@@ -2015,12 +2027,14 @@ vlm_status vlm_chat_render(const char *template_src, const vlm_chat_msg *msgs, i
 vlm_status vlm_chat_render_json(const char *template_src, const vlm_json *messages,
                                 const vlm_json *tools, const vlm_chat_opts *opts, char **out,
                                 vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     if (!messages || messages->type != VLM_JSON_ARRAY) return vlm_error_set(err, VLM_ERR_ARG, "chat messages must be a JSON array");
     return jj_render(template_src, jj_mk_json, messages, tools, opts, out, err);
 }
 
 vlm_status vlm_tokenizer_chat(const vlm_tokenizer *tok, const vlm_chat_msg *msgs, int n_msgs,
                               int add_generation_prompt, char **out, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     vlm_tokenizer_info info = vlm_tokenizer_get_info(tok);
     if (!info.chat_template) return vlm_error_set(err, VLM_ERR_CONFIG, "the tokenizer has no chat template");
     vlm_chat_opts o;

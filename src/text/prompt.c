@@ -98,6 +98,7 @@ static vlm_status pr_expand_one(vlm_prompt_family fam, const vlm_media_info *m, 
 
 vlm_status vlm_expand_media(vlm_prompt_family fam, const char *prompt, const vlm_media_info *media,
                             int n_media, char **out, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     *out = NULL;
     const char *img = NULL, *vid = NULL;
     switch (fam) {
@@ -146,6 +147,7 @@ vlm_status vlm_expand_media(vlm_prompt_family fam, const char *prompt, const vlm
 vlm_status vlm_build_prompt(const vlm_tokenizer *tok, vlm_prompt_family fam, const vlm_chat_msg *msgs, int n_msgs,
                             const vlm_media_info *media, int n_media, int add_generation_prompt,
                             vlm_tokens *out, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     char *text = NULL, *expanded = NULL;
     vlm_status st = vlm_tokenizer_chat(tok, msgs, n_msgs, add_generation_prompt, &text, err);
     if (!st) st = vlm_expand_media(fam, text, media, n_media, &expanded, err);
@@ -168,6 +170,7 @@ int vlm_qwen3_video_timestamps(const int *idx, int n, double fps, int merge, dou
 
 vlm_status vlm_media_from_features(vlm_prompt_family fam, const vlm_features *f, int merge_size, int tokens_per_tile,
                                    vlm_media_info *out, int max_media, int *n_media, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     int n = 0;
     *n_media = 0;
     const vlm_tensor *t;
@@ -230,4 +233,81 @@ vlm_status vlm_media_from_features(vlm_prompt_family fam, const vlm_features *f,
         return vlm_error_set(err, VLM_ERR_ARG, "tokens_per_tile must be positive");
     *n_media = n;
     return VLM_OK;
+}
+
+/* ------------------------------------------------------------------ the user's text stays text */
+
+/* A special token string in the user's text is marked by this byte after
+ * its first byte, so neither the chat template nor the media expansion can
+ * see it whole; a literal marker byte in the text is doubled. */
+#define PR_MARK '\x1a'
+
+char *vlm_protect_specials(const vlm_tokenizer *tok, const char *text) {
+    size_t len = strlen(text);
+    vlm_buf b = {0};
+    for (size_t i = 0; i < len;) {
+        size_t n = vlm_tokenizer_added_at(tok, text + i, len - i);
+        if (n > 0) {
+            vlm_buf_add(&b, text + i, 1);
+            vlm_buf_add(&b, "\x1a", 1);
+            vlm_buf_add(&b, text + i + 1, n - 1);
+            i += n;
+            continue;
+        }
+        if (text[i] == PR_MARK) vlm_buf_add(&b, "\x1a", 1);
+        vlm_buf_add(&b, text + i, 1);
+        i++;
+    }
+    vlm_buf_add(&b, "", 1);
+    if (b.oom) { free(b.p); return NULL; }
+    return b.p;
+}
+
+vlm_status vlm_tokenize_protected(const vlm_tokenizer *tok, const char *prompt, size_t len, int flags,
+                                  vlm_tokens *out, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
+    if (!memchr(prompt, PR_MARK, len)) return vlm_tokenize(tok, prompt, len, flags, out, err);
+    char *text = (char *)malloc(len + 1);
+    size_t *plain = NULL, n = 0;
+    int n_plain = 0, cap = 0;
+    vlm_status st = VLM_OK;
+    if (!text) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    for (size_t i = 0; i < len; i++) {
+        if (prompt[i] == PR_MARK && i + 1 < len && prompt[i + 1] == PR_MARK) { text[n++] = PR_MARK; i++; continue; }
+        if (prompt[i] == PR_MARK) continue; /* a mark with nothing before it: dropped */
+        if (i + 1 < len && prompt[i + 1] == PR_MARK && (i + 2 >= len || prompt[i + 2] != PR_MARK)) {
+            if (n_plain == cap) {
+                cap = cap ? cap * 2 : 16;
+                size_t *np = (size_t *)realloc(plain, sizeof(size_t) * 2 * (size_t)cap);
+                if (!np) { st = vlm_error_set(err, VLM_ERR_OOM, "out of memory"); goto out; }
+                plain = np;
+            }
+            /* the protected string: this byte and what follows the mark */
+            size_t start = n;
+            text[n++] = prompt[i++];
+            size_t tail = 0;
+            while (i + 1 + tail < len && prompt[i + 1 + tail] != PR_MARK) tail++;
+            char first = text[start];
+            size_t m = 0;
+            { /* the longest added token at first + the bytes after the mark */
+                char *probe = (char *)malloc(tail + 1);
+                if (!probe) { st = vlm_error_set(err, VLM_ERR_OOM, "out of memory"); goto out; }
+                probe[0] = first;
+                memcpy(probe + 1, prompt + i + 1, tail);
+                m = vlm_tokenizer_added_at(tok, probe, tail + 1);
+                free(probe);
+            }
+            if (m < 1) m = 1;
+            plain[2 * n_plain] = start;
+            plain[2 * n_plain + 1] = start + m;
+            n_plain++;
+            continue; /* i is on the mark; the loop steps past it */
+        }
+        text[n++] = prompt[i];
+    }
+    st = vlm_tokenize_ranges(tok, text, n, flags, plain, n_plain, out, err);
+out:
+    free(text);
+    free(plain);
+    return st;
 }

@@ -618,6 +618,7 @@ static vlm_status tok_finish_load(vlm_tokenizer *t, const vlm_json *root, const 
 
 vlm_status vlm_tokenizer_load_mem(vlm_tokenizer **out, const char *json, size_t len,
                                   const char *config_json, size_t config_len, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     *out = NULL;
     vlm_json *root = vlm_json_parse(json, len, err);
     if (!root) return err ? err->code : VLM_ERR_FORMAT;
@@ -658,6 +659,7 @@ static char *tok_read_file(const char *path, size_t *len) {
 }
 
 vlm_status vlm_tokenizer_load(vlm_tokenizer **out, const char *path, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     *out = NULL;
     size_t pl = strlen(path);
     char *dir = malloc(pl + 64), *file = malloc(pl + 64);
@@ -741,6 +743,7 @@ vlm_tokenizer_info vlm_tokenizer_get_info(const vlm_tokenizer *t) {
 }
 
 vlm_status vlm_tokenizer_set_chat_template(vlm_tokenizer *t, const char *src, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     char *c = src ? tok_strndup(src, strlen(src)) : NULL;
     if (src && !c) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     free(t->chat_template);
@@ -1190,9 +1193,22 @@ static const tok_added *tok_added_at(const vlm_tokenizer *t, const char *s, size
 
 static int tok_is_ws_byte(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
 
+size_t vlm_tokenizer_added_at(const vlm_tokenizer *t, const char *s, size_t len) {
+    if (!t->n_added || !len || !t->added_first[(unsigned char)s[0]]) return 0;
+    const tok_added *a = tok_added_at(t, s, 0, len);
+    return a ? (size_t)a->len : 0;
+}
+
 vlm_status vlm_tokenize(const vlm_tokenizer *t, const char *text, size_t len, int flags,
                         vlm_tokens *out, vlm_error *err) {
+    return vlm_tokenize_ranges(t, text, len, flags, NULL, 0, out, err);
+}
+
+vlm_status vlm_tokenize_ranges(const vlm_tokenizer *t, const char *text, size_t len, int flags,
+                               const size_t *plain, int n_plain, vlm_tokens *out, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     tok_work w = {0};
+    int r = 0; /* first plain range not wholly before i */
     vlm_status st = VLM_OK;
     if (flags & VLM_TOK_ADD_SPECIAL)
         for (int i = 0; i < t->n_post_prefix && !st; i++) st = vlm_tokens_push(out, t->post_prefix[i], err);
@@ -1201,6 +1217,8 @@ vlm_status vlm_tokenize(const vlm_tokenizer *t, const char *text, size_t len, in
     while (!st && i < len) {
         const tok_added *a = NULL;
         if (parse && t->added_first[(unsigned char)text[i]]) a = tok_added_at(t, text, i, len);
+        while (a && r < n_plain && plain[2 * r + 1] <= i) r++;
+        if (a && r < n_plain && plain[2 * r] < i + (size_t)a->len) a = NULL; /* overlaps the user's text */
         if (!a) { i++; continue; }
         size_t s0 = i, e = i + (size_t)a->len;
         if (a->lstrip) while (s0 > seg && tok_is_ws_byte(text[s0 - 1])) s0--;
@@ -1336,6 +1354,7 @@ static void tok_utf8_lossy(vlm_buf *b, const unsigned char *s, size_t n, int *ho
 
 vlm_status vlm_detokenize(const vlm_tokenizer *t, const int32_t *ids, int n, int flags,
                           char **out, size_t *out_len, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     vlm_buf raw = {0}, o = {0}, run = {0}, piece = {0};
     int first = 1;
     for (int i = 0; i < n; i++) {

@@ -36,6 +36,7 @@ enum { UNI_SBASE = 0xAC00, UNI_LBASE = 0x1100, UNI_VBASE = 0x1161, UNI_TBASE = 0
 static int uni_ccc_of(uint32_t cp) { return cp >= 0x110000 ? 0 : vlm_uni_ccc(cp); }
 
 vlm_status vlm_nfc(const char *s, size_t n, char **out, size_t *out_len, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     const unsigned char *u = (const unsigned char *)s;
     /* Quick check: every code point NFC_QC=Yes and combining classes in order. */
     int quick = 1, last_ccc = 0;

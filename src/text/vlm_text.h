@@ -64,6 +64,13 @@ void vlm_tokenizer_free(vlm_tokenizer *tok);
  * bytes are encoded as the bytes they are (byte-level / byte-fallback). */
 vlm_status vlm_tokenize(const vlm_tokenizer *tok, const char *text, size_t len, int flags,
                         vlm_tokens *out, vlm_error *err);
+/* As vlm_tokenize, but an added/special token string that overlaps one of
+ * the byte ranges [plain[2k], plain[2k+1]) (sorted, disjoint) is plain text
+ * there: the user's text inside a rendered prompt. */
+vlm_status vlm_tokenize_ranges(const vlm_tokenizer *tok, const char *text, size_t len, int flags,
+                               const size_t *plain, int n_plain, vlm_tokens *out, vlm_error *err);
+/* Length of the longest added/special token string at s[0..len), 0 if none. */
+size_t vlm_tokenizer_added_at(const vlm_tokenizer *tok, const char *s, size_t len);
 
 /* Number of ids (max id + 1), including added tokens. */
 int vlm_tokenizer_n_vocab(const vlm_tokenizer *tok);
@@ -208,6 +215,17 @@ int vlm_qwen3_video_timestamps(const int *frame_indices, int n, double fps, int 
 vlm_status vlm_build_prompt(const vlm_tokenizer *tok, vlm_prompt_family fam, const vlm_chat_msg *msgs, int n_msgs,
                             const vlm_media_info *media, int n_media, int add_generation_prompt,
                             vlm_tokens *out, vlm_error *err);
+/* The user's text stays text (as OpenAI's servers treat it): a special
+ * token string such as "<|im_end|>" or "<|image_pad|>" typed by a user must
+ * not end a turn or claim an image. vlm_protect_specials returns a malloc'd
+ * copy of text in which every added/special token string is marked, so the
+ * chat template and vlm_expand_media pass it along without seeing it;
+ * vlm_tokenize_protected tokenizes a rendered prompt holding such text,
+ * each marked string as plain text, everything else as vlm_tokenize does. */
+char *vlm_protect_specials(const vlm_tokenizer *tok, const char *text);
+vlm_status vlm_tokenize_protected(const vlm_tokenizer *tok, const char *prompt, size_t len, int flags,
+                                  vlm_tokens *out, vlm_error *err);
+
 /* The family of an HF config model_type ("qwen2_5_vl", "idefics3", ...), -1 if unknown. */
 int vlm_prompt_family_from_model_type(const char *model_type);
 

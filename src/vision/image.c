@@ -48,6 +48,7 @@ void vlm_image_free(vlm_image *img) {
 
 vlm_status vlm_image_from_pixels(vlm_image *img, const uint8_t *pixels, int width, int height, int channels,
                                  int stride, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     memset(img, 0, sizeof *img);
     if (!pixels) return vlm_error_set(err, VLM_ERR_ARG, "image: no pixels");
     if (channels < 1 || channels > 4) return vlm_error_set(err, VLM_ERR_ARG, "image: %d channels (1-4 supported)", channels);
@@ -335,6 +336,7 @@ done:
 
 vlm_status vlm_image_resize(const vlm_image *src, int width, int height, vlm_resample filter, vlm_image *dst,
                             vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     return img_resize_fixed(src, width, height, filter, 0, dst, err);
 }
 
@@ -342,6 +344,7 @@ vlm_status vlm_image_resize(const vlm_image *src, int width, int height, vlm_res
  * (ported from Pillow-SIMD): the same passes with int16-range weights. */
 vlm_status vlm_image_resize_tv(const vlm_image *src, int width, int height, vlm_resample filter, vlm_image *dst,
                                vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     if (filter == VLM_RESAMPLE_LANCZOS) filter = VLM_RESAMPLE_BICUBIC; /* torchvision has no Lanczos (HF falls back) */
     return img_resize_fixed(src, width, height, filter, -1, dst, err);
 }
@@ -428,6 +431,7 @@ static vlm_status img_replace(vlm_image *cur, int w, int h, int r, vlm_error *er
 
 vlm_status vlm_qwen_smart_resize(int height, int width, int factor, int64_t min_pixels, int64_t max_pixels,
                                  int *out_h, int *out_w, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     if (height <= 0 || width <= 0) return vlm_error_set(err, VLM_ERR_ARG, "smart_resize: zero-size image (%dx%d)", width, height);
     if (factor <= 0) return vlm_error_set(err, VLM_ERR_CONFIG, "smart_resize: invalid factor %d", factor);
     double ratio = (double)(height > width ? height : width) / (double)(height > width ? width : height);
@@ -862,6 +866,7 @@ done:
 
 vlm_status vlm_gemma4_target_size(int height, int width, int patch_size, int max_patches, int pooling, int *out_h,
                                   int *out_w, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     if (height <= 0 || width <= 0) return vlm_error_set(err, VLM_ERR_ARG, "gemma4: zero-size image (%dx%d)", width, height);
     double total = (double)height * width, target = (double)max_patches * patch_size * patch_size;
     double factor = sqrt(target / total);
@@ -946,6 +951,7 @@ static vlm_status gemma4_run(const vlm_image_processor *p, const vlm_image *imag
 
 vlm_status vlm_image_preprocess(const vlm_image_processor *p, const vlm_image *images, int n, vlm_features *out,
                                 vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     memset(out, 0, sizeof *out);
     if (!p) return vlm_error_set(err, VLM_ERR_ARG, "preprocess: no processor");
     if (n <= 0 || !images) return vlm_error_set(err, VLM_ERR_ARG, "preprocess: no images");
@@ -963,6 +969,7 @@ vlm_status vlm_image_preprocess(const vlm_image_processor *p, const vlm_image *i
 
 vlm_status vlm_video_preprocess(const vlm_image_processor *p, const vlm_image *frames, int n, vlm_features *out,
                                 vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     memset(out, 0, sizeof *out);
     if (!p) return vlm_error_set(err, VLM_ERR_ARG, "preprocess: no processor");
     if (n <= 0 || !frames) return vlm_error_set(err, VLM_ERR_ARG, "video: no frames");

@@ -3,7 +3,6 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 static int imgcfg_prefix(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
 
@@ -56,6 +55,7 @@ static vlm_status imgcfg_triple(const vlm_json *j, const char *key, float out[3]
 }
 
 vlm_status vlm_image_processor_from_json(vlm_image_processor *p, const vlm_json *j, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     if (!j || j->type != VLM_JSON_OBJECT) return vlm_error_set(err, VLM_ERR_CONFIG, "image processor: config is not an object");
     /* processor_config.json nests the image processor (Gemma 4 checkpoints) */
     const vlm_json *nested = vlm_json_get(j, "image_processor");
@@ -134,16 +134,17 @@ vlm_status vlm_image_processor_from_json(vlm_image_processor *p, const vlm_json 
 }
 
 vlm_status vlm_image_processor_load(vlm_image_processor *p, const char *path, vlm_error *err) {
-    struct stat st;
-    if (stat(path, &st) != 0) return vlm_error_set(err, VLM_ERR_IO, "image processor: %s not found", path);
+    VLM_ERROR_BEGIN(err);
+    int kind = vlm_path_kind(path);
+    if (!kind) return vlm_error_set(err, VLM_ERR_IO, "image processor: %s not found", path);
     char buf[4096];
     const char *file = path;
-    if (S_ISDIR(st.st_mode)) {
+    if (kind == 2) {
         static const char *const names[] = {"preprocessor_config.json", "processor_config.json"};
         file = NULL;
         for (int i = 0; i < 2 && !file; i++) {
             snprintf(buf, sizeof buf, "%s/%s", path, names[i]);
-            if (stat(buf, &st) == 0) file = buf;
+            if (vlm_path_kind(buf) == 1) file = buf;
         }
         if (!file)
             return vlm_error_set(err, VLM_ERR_IO, "image processor: no preprocessor_config.json or processor_config.json in %s", path);

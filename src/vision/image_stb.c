@@ -96,6 +96,7 @@ static int img_stb_png_ok(const unsigned char *d, size_t n) {
 }
 
 vlm_status vlm_image_decode(vlm_image *img, const void *data, size_t len, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     memset(img, 0, sizeof *img);
     if (!data || len == 0) return vlm_error_set(err, VLM_ERR_FORMAT, "image: empty input");
     if (len > INT_MAX) return vlm_error_set(err, VLM_ERR_FORMAT, "image: encoded data too large (%zu bytes)", len);
@@ -129,6 +130,7 @@ vlm_status vlm_image_decode(vlm_image *img, const void *data, size_t len, vlm_er
 }
 
 vlm_status vlm_image_load(vlm_image *img, const char *path, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
     memset(img, 0, sizeof *img);
     FILE *f = fopen(path, "rb");
     if (!f) return vlm_error_set(err, VLM_ERR_IO, "image: cannot open %s: %s", path, strerror(errno));

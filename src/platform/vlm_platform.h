@@ -1,0 +1,85 @@
+/* src/platform — everything the library asks of the operating system, in
+ * one place: files and their mapping, threads, clocks, CPU facts, aligned
+ * memory. The rest of the library is plain C11 over these functions, so a
+ * port (Windows, ARM64) adds one implementation file next to posix.c and
+ * touches nothing else.
+ *
+ * The public vlm.h declares these with no system header beyond <stddef.h>:
+ * an embedder's file that defines VLM_IMPLEMENTATION compiles with its own
+ * flags (-std=c11 -Wpedantic, no _GNU_SOURCE) and its own includes first.
+ *
+ * Owns: the OS. May call: nothing in the library. Everything may call it.
+ */
+#ifndef VLM_PLATFORM_H
+#define VLM_PLATFORM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ memory and strings */
+
+/* Memory aligned to `align` (a power of two), freed with vlm_aligned_free. */
+void *vlm_aligned_alloc(size_t align, size_t n);
+void vlm_aligned_free(void *p);
+char *vlm_strdup(const char *s); /* malloc'd copy, NULL if out of memory */
+
+/* ------------------------------------------------------------------ files */
+
+/* 1 for a regular file, 2 for a directory, 0 for anything else or nothing. */
+int vlm_path_kind(const char *path);
+
+/* A whole file mapped read-only (private, never written back). */
+typedef struct vlm_mapped_file {
+    void *data;
+    size_t size;
+} vlm_mapped_file;
+/* Maps path; on failure returns non-zero with a message (errno's words) in
+ * why[why_n]. A file of 0 bytes maps to data == NULL, size 0. */
+int vlm_map_file(const char *path, vlm_mapped_file *out, char *why, size_t why_n);
+void vlm_unmap_file(vlm_mapped_file *f);
+
+/* ------------------------------------------------------------------ time and CPU */
+
+double vlm_time_s(void);  /* monotonic seconds from an arbitrary origin */
+int vlm_cpu_count(void);  /* online logical CPUs, at least 1 */
+
+/* CPU features the kernels may use, found at run time (bits of vlm_cpu_features). */
+#define VLM_CPU_AVX2       (1u << 0) /* with FMA and F16C */
+#define VLM_CPU_AVX512F    (1u << 1)
+#define VLM_CPU_AVX512BF16 (1u << 2)
+#define VLM_CPU_AVX512VNNI (1u << 3)
+#define VLM_CPU_AMX_BF16   (1u << 4) /* and the OS lets this process use the tiles */
+#define VLM_CPU_AMX_INT8   (1u << 5)
+#define VLM_CPU_NEON       (1u << 8)
+unsigned vlm_cpu_features(void);
+
+/* ------------------------------------------------------------------ threads */
+
+typedef struct vlm_thread vlm_thread;
+typedef struct vlm_mutex vlm_mutex;
+typedef struct vlm_cond vlm_cond;
+
+/* Starts fn(arg) on a new thread; NULL if the OS refuses. */
+vlm_thread *vlm_thread_start(void *(*fn)(void *), void *arg);
+void vlm_thread_join(vlm_thread *t); /* waits for it and frees it */
+void vlm_thread_yield(void);
+
+vlm_mutex *vlm_mutex_new(void);      /* NULL if out of memory */
+void vlm_mutex_free(vlm_mutex *m);
+void vlm_mutex_lock(vlm_mutex *m);
+void vlm_mutex_unlock(vlm_mutex *m);
+
+vlm_cond *vlm_cond_new(void);
+void vlm_cond_free(vlm_cond *c);
+void vlm_cond_wait(vlm_cond *c, vlm_mutex *m);
+void vlm_cond_signal(vlm_cond *c);
+void vlm_cond_broadcast(vlm_cond *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VLM_PLATFORM_H */

@@ -1,0 +1,245 @@
+/* The API's promises to an embedder (tiny Qwen2.5-VL): every call takes
+ * err == NULL; a failing call's message is its own (no stale message in a
+ * reused vlm_error); cancel and abort stop the vision tower and the prefill
+ * within one op and return VLM_ERR_CANCELLED, leaving a session that answers
+ * as a fresh one; user text is plain text (special token strings in it are
+ * not tokens) unless the session asks to parse them; the version macros. */
+#include "test_util.h"
+#include "vlm.h"
+
+#define MODEL "tests/data/tiny_qwen"
+#define IMAGE "tests/golden/qwen2_5_vl/image.png"
+
+typedef struct {
+    char text[2048];
+    size_t len;
+    int calls;
+    volatile int *cancel_on_first; /* set on the first piece */
+} sink;
+
+static int collect(void *user, const char *text, size_t len) {
+    sink *k = (sink *)user;
+    if (k->len + len < sizeof k->text) {
+        memcpy(k->text + k->len, text, len);
+        k->len += len;
+        k->text[k->len] = 0;
+    }
+    k->calls++;
+    if (k->cancel_on_first) *k->cancel_on_first = 1;
+    return 0;
+}
+
+static vlm_generate_params greedy(int n) {
+    vlm_generate_params gp = vlm_generate_default();
+    gp.sampling.temperature = 0;
+    gp.max_tokens = n;
+    gp.ignore_eos = 1;
+    return gp;
+}
+
+/* The answer a fresh session gives to the image and question. */
+static void fresh_answer(vlm_engine *e, sink *k) {
+    vlm_session *s = NULL;
+    vlm_generate_params gp = greedy(8);
+    memset(k, 0, sizeof *k);
+    vlm_session_new(e, NULL, &s, NULL);
+    vlm_session_add_image_file(s, IMAGE, NULL);
+    vlm_session_add_text(s, "What is in the picture?", NULL);
+    CHECK(vlm_session_generate(s, &gp, collect, k, NULL, NULL) == VLM_OK && k->len > 0, "fresh answer");
+    vlm_session_free(s);
+}
+
+static void test_null_err(void) {
+    vlm_engine *e = NULL;
+    CHECK(vlm_engine_open(&e, "/nonexistent/model", NULL, NULL) == VLM_ERR_IO && !e, "open fails cleanly with err NULL");
+    CHECK(vlm_engine_open(&e, MODEL, NULL, NULL) == VLM_OK && e, "open with err NULL");
+    if (!e) return;
+    vlm_session *s = NULL;
+    CHECK(vlm_session_new(e, NULL, &s, NULL) == VLM_OK, "session with err NULL");
+    CHECK(vlm_session_add_image_file(s, "/nonexistent.png", NULL) == VLM_ERR_IO, "missing image with err NULL");
+    CHECK(vlm_session_add_image_rgb(s, NULL, 0, 0, 0, NULL) != VLM_OK, "empty pixels with err NULL");
+    CHECK(vlm_session_generate(s, NULL, NULL, NULL, NULL, NULL) == VLM_ERR_ARG, "nothing to answer with err NULL");
+    CHECK(vlm_session_add_text(s, "hi", NULL) == VLM_OK, "text with err NULL");
+    vlm_generate_params gp = greedy(2);
+    CHECK(vlm_session_generate(s, &gp, NULL, NULL, NULL, NULL) == VLM_OK, "generate with err NULL");
+    vlm_session_free(s);
+    vlm_engine_close(e);
+    vlm_tokenizer *t = NULL;
+    CHECK(vlm_tokenizer_load(&t, "/nonexistent", NULL) != VLM_OK, "tokenizer with err NULL");
+    vlm_model *m = NULL;
+    CHECK(vlm_model_load(&m, "/nonexistent", NULL, NULL) != VLM_OK, "model with err NULL");
+    vlm_image img;
+    CHECK(vlm_image_load(&img, "/nonexistent.png", NULL) != VLM_OK, "image with err NULL");
+}
+
+static void test_fresh_errors(void) {
+    vlm_error err = {0};
+    vlm_engine *e = NULL;
+    vlm_engine_open(&e, "/nonexistent/first", NULL, &err);
+    CHECK(strstr(err.msg, "first") != NULL, "first failure: %s", err.msg);
+    vlm_status rc = vlm_engine_open(&e, "/nonexistent/second", NULL, &err);
+    CHECK(rc == err.code && strstr(err.msg, "second") && !strstr(err.msg, "first"),
+          "a reused error names the second failure: %s", err.msg);
+    CHECK(vlm_engine_open(&e, MODEL, NULL, &err) == VLM_OK && err.code == VLM_OK && !err.msg[0],
+          "a success leaves the error clear (%d: %s)", err.code, err.msg);
+    vlm_session *s = NULL;
+    vlm_session_new(e, NULL, &s, &err);
+    vlm_session_add_image_file(s, "/nonexistent/one.png", &err);
+    rc = vlm_session_add_image_file(s, "/nonexistent/two.png", &err);
+    CHECK(rc == err.code && strstr(err.msg, "two.png"), "second image failure: %s", err.msg);
+    vlm_session_free(s);
+    vlm_engine_close(e);
+}
+
+typedef struct {
+    int calls, stop_at;
+} abort_count;
+
+static int abort_after(void *user) {
+    abort_count *a = (abort_count *)user;
+    return ++a->calls >= a->stop_at;
+}
+
+static void test_cancel(vlm_engine *e) {
+    sink want, k;
+    fresh_answer(e, &want);
+    vlm_error err = {0};
+    vlm_session *s = NULL;
+    vlm_session_new(e, NULL, &s, &err);
+    vlm_session_add_image_file(s, IMAGE, &err);
+    vlm_session_add_text(s, "What is in the picture?", &err);
+
+    /* cancelled before the call: nothing is computed */
+    vlm_generate_params gp = greedy(8);
+    volatile int cancel = 1;
+    gp.cancel = &cancel;
+    vlm_generate_stats st;
+    memset(&k, 0, sizeof k);
+    vlm_status rc = vlm_session_generate(s, &gp, collect, &k, &st, &err);
+    CHECK(rc == VLM_ERR_CANCELLED && err.code == VLM_ERR_CANCELLED && st.stop == VLM_STOP_CANCEL,
+          "cancel before the call: %s, stop %d", vlm_status_name(rc), st.stop);
+    CHECK(st.n_images_encoded == 0 && st.n_generated == 0 && k.calls == 0, "nothing computed (%d images, %d tokens)",
+          st.n_images_encoded, st.n_generated);
+
+    /* an abort callback stops the vision tower within one op */
+    gp.cancel = NULL;
+    abort_count ac = {0, 5};
+    gp.abort = abort_after;
+    gp.abort_user = &ac;
+    rc = vlm_session_generate(s, &gp, collect, &k, &st, &err);
+    CHECK(rc == VLM_ERR_CANCELLED && ac.calls == 5 && st.n_images_encoded == 0 && k.calls == 0,
+          "abort on the 5th look: %s after %d looks, %d images encoded", vlm_status_name(rc), ac.calls,
+          st.n_images_encoded);
+
+    /* ... and the prefill: a count past the vision tower, short of the answer */
+    ac = (abort_count){0, 1 << 30};
+    sink probe = {0};
+    vlm_session *s2 = NULL;
+    vlm_session_new(e, NULL, &s2, &err);
+    vlm_session_add_image_file(s2, IMAGE, &err);
+    vlm_session_add_text(s2, "What is in the picture?", &err);
+    vlm_generate_params g1 = greedy(1);
+    g1.abort = abort_after;
+    g1.abort_user = &ac;
+    vlm_session_generate(s2, &g1, collect, &probe, NULL, &err);
+    vlm_session_free(s2);
+    int looks_one_token = ac.calls;
+    ac = (abort_count){0, looks_one_token - 3};
+    rc = vlm_session_generate(s, &gp, collect, &k, &st, &err);
+    CHECK(rc == VLM_ERR_CANCELLED && st.n_generated == 0 && k.calls == 0,
+          "abort in the last layers of the prefill (%d of %d looks): %s", ac.calls, looks_one_token,
+          vlm_status_name(rc));
+
+    /* the session is intact: the pending question gets the fresh answer */
+    gp.abort = NULL;
+    memset(&k, 0, sizeof k);
+    rc = vlm_session_generate(s, &gp, collect, &k, &st, &err);
+    CHECK(rc == VLM_OK && !strcmp(k.text, want.text), "after the aborts the answer is the fresh one:\n  %s\n  %s",
+          k.text, want.text);
+
+    /* a cancel while decoding keeps what was streamed as the answer */
+    vlm_session_add_text(s, "And then?", &err);
+    cancel = 0;
+    gp.cancel = &cancel;
+    memset(&k, 0, sizeof k);
+    k.cancel_on_first = &cancel;
+    rc = vlm_session_generate(s, &gp, collect, &k, &st, &err);
+    CHECK(rc == VLM_ERR_CANCELLED && st.stop == VLM_STOP_CANCEL && st.n_generated >= 1 && st.n_generated < 8,
+          "cancel while decoding: %s after %d tokens", vlm_status_name(rc), st.n_generated);
+    gp.cancel = NULL;
+    vlm_session_add_text(s, "Go on.", &err);
+    CHECK(vlm_session_generate(s, &gp, collect, &(sink){0}, NULL, &err) == VLM_OK, "next turn after a cancel: %s",
+          err.msg);
+    vlm_session_free(s);
+}
+
+static int count_id(const int32_t *ids, int n, int32_t id) {
+    int c = 0;
+    for (int i = 0; i < n; i++) c += ids[i] == id;
+    return c;
+}
+
+static void test_plain_text(vlm_engine *e) {
+    const vlm_tokenizer *tok = vlm_engine_tokenizer(e);
+    int32_t im_end = vlm_token_id(tok, "<|im_end|>"), pad = vlm_token_id(tok, "<|image_pad|>");
+    const char *text = "Say <|im_end|> and <|image_pad|> \x1a twice.";
+    vlm_error err = {0};
+    vlm_session *s = NULL;
+    vlm_session_new(e, NULL, &s, &err);
+    vlm_session_add_text(s, text, &err);
+    vlm_generate_params gp = greedy(3);
+    vlm_status rc = vlm_session_generate(s, &gp, collect, &(sink){0}, NULL, &err);
+    CHECK(rc == VLM_OK, "special token strings in user text are text: %s", err.msg);
+    int n = 0;
+    const int32_t *ids = vlm_session_tokens(s, &n);
+    /* the template's own turn ends only: system, user (and no image token) */
+    CHECK(count_id(ids, n, pad) == 0, "no image token from the user's text");
+    int ends = count_id(ids, n, im_end);
+    /* the user's text appears as its plain tokenization, in place */
+    vlm_tokens plain = {0};
+    vlm_tokenize(tok, text, strlen(text), VLM_TOK_NO_PARSE_SPECIAL, &plain, &err);
+    int found = 0;
+    for (int i = 0; i + plain.n <= n && !found; i++)
+        found = !memcmp(ids + i, plain.ids, sizeof(int32_t) * (size_t)plain.n);
+    CHECK(found, "the user's text is tokenized as plain text (%d tokens)", plain.n);
+    vlm_tokens_free(&plain);
+    vlm_session_free(s);
+
+    /* the same text with no special strings: as many turn ends */
+    vlm_session_new(e, NULL, &s, &err);
+    vlm_session_add_text(s, "Say it and that \x1a twice.", &err);
+    vlm_session_generate(s, &gp, collect, &(sink){0}, NULL, &err);
+    ids = vlm_session_tokens(s, &n);
+    CHECK(count_id(ids, n, im_end) == ends, "turn ends come from the template only (%d vs %d)", ends,
+          count_id(ids, n, im_end));
+    vlm_session_free(s);
+
+    /* parse_special: the strings are the tokens (as transformers does) */
+    vlm_session_params sp = {.parse_special = 1};
+    vlm_session_new(e, &sp, &s, &err);
+    vlm_session_add_text(s, text, &err);
+    rc = vlm_session_generate(s, &gp, collect, &(sink){0}, NULL, &err);
+    CHECK(rc != VLM_OK && strstr(err.msg, "placeholders"),
+          "parsed, <|image_pad|> claims an image that is not there: %s", err.msg);
+    vlm_session_free(s);
+}
+
+static void test_version(void) {
+    char v[32];
+    snprintf(v, sizeof v, "%d.%d.%d", VLM_VERSION_MAJOR, VLM_VERSION_MINOR, VLM_VERSION_PATCH);
+    CHECK(!strcmp(v, VLM_VERSION_STRING) && !strcmp(vlm_version(), VLM_VERSION_STRING), "version %s / %s / %s", v,
+          VLM_VERSION_STRING, vlm_version());
+}
+
+int main(void) {
+    test_null_err();
+    test_fresh_errors();
+    test_version();
+    vlm_engine *e = NULL;
+    vlm_engine_params ep = {.n_threads = 2};
+    if (vlm_engine_open(&e, MODEL, &ep, NULL) != VLM_OK) { CHECK(0, "open %s", MODEL); TEST_MAIN_END(); }
+    test_cancel(e);
+    test_plain_text(e);
+    vlm_engine_close(e);
+    TEST_MAIN_END();
+}
