@@ -21,6 +21,13 @@ ifeq ($(SAN),thread)
   LDFLAGS += -fsanitize=thread
 endif
 
+# Optional: libedit (line editing and history in `vlm chat`), detected.
+HAVE_LIBEDIT := $(shell printf '\#include <editline/readline.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 && echo 1)
+ifeq ($(HAVE_LIBEDIT),1)
+  CLI_CFLAGS += -DVLM_HAVE_LIBEDIT
+  CLI_LDLIBS += -ledit
+endif
+
 SUBSYSTEMS := platform core io text vision api
 LIB_SRC  := $(foreach d,$(SUBSYSTEMS) cpu,$(wildcard src/$(d)/*.c)) $(wildcard models/*.c)
 CLI_SRC  := $(wildcard cli/*.c)
@@ -55,11 +62,15 @@ $(BUILD)/vlm_cuda.o: vlm_cuda.cu $(HEADERS)
 $(BUILD)/libvlm.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
+$(BUILD)/cli/%.o: cli/%.c $(HEADERS) cli/cli.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CLI_CFLAGS) -c $< -o $@
+
 vlm: $(CLI_OBJ) $(BUILD)/libvlm.a
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libvlm.a $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libvlm.a $(LDLIBS) $(CLI_LDLIBS)
 
 $(BUILD)/vlm: $(CLI_OBJ) $(BUILD)/libvlm.a
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libvlm.a $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libvlm.a $(LDLIBS) $(CLI_LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libvlm.a $(HEADERS) tests/test_util.h
 	@mkdir -p $(dir $@)
@@ -80,7 +91,7 @@ vlm_cpu.c: $(wildcard src/cpu/*) tools/amalgamate.sh
 test: vlm.h vlm_cpu.c $(TEST_BIN) $(BUILD)/vlm $(EX_BIN)
 	sh tests/run.sh $(BUILD)
 
-TSAN_TESTS := test_threads test_api test_ops
+TSAN_TESTS := test_threads test_api test_api_contract test_ops
 tsan:
 	$(MAKE) SAN=thread $(TSAN_TESTS:%=build-tsan/tests/%)
 	for t in $(TSAN_TESTS); do TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/$$t > build-tsan/$$t.log 2>&1 \

@@ -78,10 +78,10 @@ int cmd_bench(int argc, char **argv) {
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return bench_usage(0);
         else if (!strcmp(a, "-m") && i + 1 < argc) dir = argv[++i];
         else if (!strcmp(a, "--random")) random_w = 1;
-        else if (!strcmp(a, "-t") && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (!strcmp(a, "-p") && i + 1 < argc) n_prompt = atoi(argv[++i]);
-        else if (!strcmp(a, "-n") && i + 1 < argc) n_gen = atoi(argv[++i]);
-        else if (!strcmp(a, "--tiles") && i + 1 < argc) img_tiles = atoi(argv[++i]);
+        else if (!strcmp(a, "-t") && i + 1 < argc) { if (cli_int32("bench", a, argv[++i], 1, vlm_cpu_count(), &threads)) return 2; }
+        else if (!strcmp(a, "-p") && i + 1 < argc) { if (cli_int32("bench", a, argv[++i], 1, 1 << 20, &n_prompt)) return 2; }
+        else if (!strcmp(a, "-n") && i + 1 < argc) { if (cli_int32("bench", a, argv[++i], 1, 1 << 20, &n_gen)) return 2; }
+        else if (!strcmp(a, "--tiles") && i + 1 < argc) { if (cli_int32("bench", a, argv[++i], 1, 4096, &img_tiles)) return 2; }
         else if (!strcmp(a, "--image") && i + 1 < argc) {
             if (sscanf(argv[++i], "%dx%d", &img_w, &img_h) != 2 || img_w <= 0 || img_h <= 0) return bench_usage(2);
         } else if ((!strcmp(a, "--dtype") || !strcmp(a, "--kv")) && i + 1 < argc) {

@@ -34,7 +34,9 @@ int cmd_golden(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return golden_usage(0);
         else if (!strcmp(argv[i], "--dump") && i + 1 < argc) dump = argv[++i];
-        else if (!strcmp(argv[i], "-t") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-t") && i + 1 < argc) {
+            if (cli_int32("golden", "-t", argv[++i], 1, vlm_cpu_count(), &threads)) return 2;
+        }
         else if (argv[i][0] != '-' && !dir) dir = argv[i];
         else return golden_usage(2);
     }

@@ -16,7 +16,9 @@ int cmd_info(int argc, char **argv) {
                    "  a session of CTX tokens (default 4096) needs for its KV cache.\n");
             return 0;
         } else if (!strcmp(argv[i], "-m") && i + 1 < argc) dir = argv[++i];
-        else if (!strcmp(argv[i], "-c") && i + 1 < argc) ctx = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-c") && i + 1 < argc) {
+            if (cli_int32("info", "-c", argv[++i], 1, 1 << 24, &ctx)) return 2;
+        }
         else { fprintf(stderr, "usage: vlm info -m MODEL_DIR [-c CTX]\n"); return 2; }
     }
     if (!dir || ctx <= 0) { fprintf(stderr, "usage: vlm info -m MODEL_DIR [-c CTX]\n"); return 2; }

@@ -33,7 +33,9 @@ int cmd_preprocess(int argc, char **argv) {
         else if (!strcmp(a, "--video")) video = 1;
         else if (!strcmp(a, "--f16")) f16 = 1;
         else if (!strcmp(a, "--torchvision")) tv = 1;
-        else if (!strcmp(a, "--bench") && has) bench = atoi(argv[++i]);
+        else if (!strcmp(a, "--bench") && has) {
+            if (cli_int32("preprocess", a, argv[++i], 1, 1000000, &bench)) { free(paths); return 2; }
+        }
         else {
             fprintf(stderr, "vlm preprocess: unknown or incomplete option '%s'\n", a);
             preprocess_usage(stderr);

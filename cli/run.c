@@ -1,4 +1,5 @@
 /* vlm run: one question about images, the answer streamed to stdout. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,14 +13,16 @@ static int run_usage(int rc) {
             "usage: vlm run -m MODEL_DIR [-i IMAGE ...] [-p PROMPT] [options]\n"
             "  -m DIR        model directory (config.json, *.safetensors, tokenizer.json, ...)\n"
             "  -i IMAGE      an image (PNG, JPEG, BMP, ...); repeat for several\n"
-            "  -p PROMPT     the question (default: \"Describe this image.\")\n"
+            "  -p PROMPT     the question (default: \"Describe this image.\"); @FILE reads it from\n"
+            "                FILE, - from stdin (@@x is the text @x)\n"
             "  -s SYSTEM     a system prompt\n"
             "  -n N          at most N tokens (default 256)\n"
             "  --temp T      temperature (default 0 = greedy)\n"
             "  --top-k K, --top-p P, --min-p P, --repeat-penalty R, --seed S\n"
             "  --stop STR    stop string (repeatable)\n"
-            "  -t N          threads (default: all cores)\n"
+            "  -t N          threads, 1 to the number of cores (default: all cores)\n"
             "  -c N          context length (default 4096)\n"
+            "  --ignore-eos  keep going past end-of-sequence tokens\n"
             "  --verbose     timings on stderr\n");
     return rc;
 }
@@ -31,26 +34,40 @@ static int run_print(void *user, const char *text, size_t len) {
     return 0;
 }
 
-/* Options shared by run and chat; returns 1 if argv[*i] was one of them. */
-int cli_parse_common(int argc, char **argv, int *i, cli_opts *o) {
+/* Options shared by run and chat (cli.h). */
+int cli_parse_common(const char *cmd, int argc, char **argv, int *i, cli_opts *o) {
+    static const char *const with_value[] = {"-m", "-t", "-c", "-n", "-s", "--temp", "--top-k", "--top-p", "--min-p",
+                                             "--repeat-penalty", "--seed", "--stop", NULL};
     const char *a = argv[*i];
-    int more = *i + 1 < argc;
-    if (!strcmp(a, "-m") && more) o->model = argv[++*i];
-    else if (!strcmp(a, "-t") && more) o->threads = atoi(argv[++*i]);
-    else if (!strcmp(a, "-c") && more) o->ctx = atoi(argv[++*i]);
-    else if (!strcmp(a, "-n") && more) o->gen.max_tokens = atoi(argv[++*i]);
-    else if (!strcmp(a, "-s") && more) o->system = argv[++*i];
-    else if (!strcmp(a, "--temp") && more) o->gen.sampling.temperature = (float)atof(argv[++*i]);
-    else if (!strcmp(a, "--top-k") && more) o->gen.sampling.top_k = atoi(argv[++*i]);
-    else if (!strcmp(a, "--top-p") && more) o->gen.sampling.top_p = (float)atof(argv[++*i]);
-    else if (!strcmp(a, "--min-p") && more) o->gen.sampling.min_p = (float)atof(argv[++*i]);
-    else if (!strcmp(a, "--repeat-penalty") && more) o->gen.sampling.repetition_penalty = (float)atof(argv[++*i]);
-    else if (!strcmp(a, "--seed") && more) o->gen.sampling.seed = strtoull(argv[++*i], NULL, 10);
-    else if (!strcmp(a, "--stop") && more && o->n_stop < 8) o->stop[o->n_stop++] = argv[++*i];
-    else if (!strcmp(a, "--kv-f16")) o->kv_f16 = 1;
-    else if (!strcmp(a, "--verbose")) o->verbose = 1;
-    else return 0;
-    return 1;
+    int takes = 0;
+    for (int k = 0; with_value[k]; k++) takes |= !strcmp(a, with_value[k]);
+    if (!takes) {
+        if (!strcmp(a, "--kv-f16")) o->kv_f16 = 1;
+        else if (!strcmp(a, "--verbose")) o->verbose = 1;
+        else if (!strcmp(a, "--ignore-eos")) o->gen.ignore_eos = 1;
+        else return 0;
+        return 1;
+    }
+    if (*i + 1 >= argc) { fprintf(stderr, "vlm %s: %s needs a value\n", cmd, a); return -1; }
+    const char *v = argv[++*i];
+    vlm_sampling *sp = &o->gen.sampling;
+    int bad = 0;
+    if (!strcmp(a, "-m")) o->model = v;
+    else if (!strcmp(a, "-s")) o->system = v;
+    else if (!strcmp(a, "-t")) bad = cli_int32(cmd, a, v, 1, vlm_cpu_count(), &o->threads); /* more only slows it down */
+    else if (!strcmp(a, "-c")) bad = cli_int32(cmd, a, v, 16, 1 << 24, &o->ctx);
+    else if (!strcmp(a, "-n")) bad = cli_int32(cmd, a, v, 1, 1 << 24, &o->gen.max_tokens);
+    else if (!strcmp(a, "--temp")) bad = cli_float(cmd, a, v, 0, 100, &sp->temperature);
+    else if (!strcmp(a, "--top-k")) bad = cli_int32(cmd, a, v, 0, INT_MAX, &sp->top_k);
+    else if (!strcmp(a, "--top-p")) bad = cli_float(cmd, a, v, 1e-9, 1, &sp->top_p);
+    else if (!strcmp(a, "--min-p")) bad = cli_float(cmd, a, v, 0, 1, &sp->min_p);
+    else if (!strcmp(a, "--repeat-penalty")) bad = cli_float(cmd, a, v, 1e-6, 100, &sp->repetition_penalty);
+    else if (!strcmp(a, "--seed")) bad = cli_u64(cmd, a, v, &sp->seed);
+    else if (!strcmp(a, "--stop")) {
+        if (o->n_stop == 8) { fprintf(stderr, "vlm %s: at most 8 --stop strings\n", cmd); return -1; }
+        o->stop[o->n_stop++] = v;
+    }
+    return bad ? -1 : 1;
 }
 
 /* Progress of the prompt on a terminal (stderr), erased once done. */
@@ -89,16 +106,30 @@ void cli_report(const vlm_generate_stats *st) {
 int cmd_run(int argc, char **argv) {
     cli_opts o;
     cli_opts_init(&o);
-    const char *prompt = "Describe this image.", *images[64];
+    const char *prompt_arg = "Describe this image.", *images[64];
     int n_images = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return run_usage(0);
-        if (cli_parse_common(argc, argv, &i, &o)) continue;
-        if (!strcmp(argv[i], "-i") && i + 1 < argc && n_images < 64) images[n_images++] = argv[++i];
-        else if (!strcmp(argv[i], "-p") && i + 1 < argc) prompt = argv[++i];
-        else return run_usage(2);
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return run_usage(0);
+        int r = cli_parse_common("run", argc, argv, &i, &o);
+        if (r < 0) return 2;
+        if (r) continue;
+        if ((!strcmp(a, "-i") || !strcmp(a, "-p")) && i + 1 >= argc) {
+            fprintf(stderr, "vlm run: %s needs a value\n", a);
+            return 2;
+        }
+        if (!strcmp(a, "-i")) {
+            if (n_images == 64) { fprintf(stderr, "vlm run: at most 64 images\n"); return 2; }
+            images[n_images++] = argv[++i];
+        } else if (!strcmp(a, "-p")) prompt_arg = argv[++i];
+        else {
+            fprintf(stderr, "vlm run: unknown option '%s' (vlm run --help lists them)\n", a);
+            return 2;
+        }
     }
-    if (!o.model) return run_usage(2);
+    if (!o.model) { fprintf(stderr, "vlm run: -m MODEL_DIR is required (vlm run --help)\n"); return 2; }
+    char *prompt = cli_prompt_text("run", prompt_arg);
+    if (!prompt) return 2;
     vlm_error err = {0};
     vlm_engine *e = NULL;
     vlm_session *s = NULL;
@@ -116,6 +147,7 @@ int cmd_run(int argc, char **argv) {
     rc = 0;
 out:
     if (err.code) fprintf(stderr, "vlm run: %s\n", err.msg);
+    free(prompt);
     vlm_session_free(s);
     vlm_engine_close(e);
     return rc;

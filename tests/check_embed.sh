@@ -1,18 +1,53 @@
 #!/bin/sh
-# The embedder's build (README "Using the library"): the generated vlm.h with
+# The embedder's build (README "Embedding"): the generated vlm.h with
 # VLM_IMPLEMENTATION in one file, the generated vlm_cpu.c and models/*.c,
-# nothing from src/ or cli/, compiled with a plain command line; the caption
-# example built that way answers exactly as the one built by the Makefile.
+# nothing from src/ or cli/, compiled by the embedder's own strict line
+# (-std=c11 -Wall -Wextra -Wpedantic -Werror, no feature macros, no -march)
+# with gcc and with clang:
+#  - examples/caption.c next to a two-line vlm_impl.c;
+#  - tests/embed/game.c, which implements its own stb_image in the same
+#    file as VLM_IMPLEMENTATION;
+#  - tests/embed/robot.cpp, a C++17 program over the header.
+# Each answers exactly as the Makefile's caption build does.
 set -e
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
 d="$BUILD/embed"
 mkdir -p "$d"
+IMG=tests/golden/qwen2_5_vl/image.png
+"$BUILD/examples/caption" tests/data/tiny_qwen $IMG > "$d/makefile.txt"
+[ -s "$d/makefile.txt" ] || { echo "the Makefile's caption printed nothing"; exit 1; }
 printf '#define VLM_IMPLEMENTATION\n#include "vlm.h"\n' > "$d/vlm_impl.c"
-${CC:-cc} -std=c11 -O2 -march=native -D_GNU_SOURCE -I. -pthread -o "$d/caption" \
-    examples/caption.c "$d/vlm_impl.c" vlm_cpu.c models/*.c -lopenblas -lm
-"$d/caption" tests/data/tiny_qwen tests/golden/qwen2_5_vl/image.png > "$d/embedded.txt"
-"$BUILD/examples/caption" tests/data/tiny_qwen tests/golden/qwen2_5_vl/image.png > "$d/makefile.txt"
-[ -s "$d/embedded.txt" ] || { echo "embedded caption printed nothing"; exit 1; }
-cmp "$d/embedded.txt" "$d/makefile.txt"
-echo "embedded build answers as the Makefile build: $(head -c 60 "$d/embedded.txt")"
+STRICT="-std=c11 -O1 -Wall -Wextra -Wpedantic -Werror -I."
+LIBS="-lopenblas -lm -lpthread"
+n=0
+for cc in gcc clang; do
+    command -v $cc >/dev/null || continue
+    o="$d/$cc"
+    mkdir -p "$o"
+    # the library's objects, compiled once per compiler
+    # (two at a time: the machines have two cores)
+    $cc $STRICT -c "$d/vlm_impl.c" -o "$o/vlm_impl.o" & p1=$!
+    $cc $STRICT -c tests/embed/game.c -o "$o/game_main.o" & p2=$!
+    wait $p1; wait $p2
+    $cc $STRICT -c vlm_cpu.c -o "$o/vlm_cpu.o" & p1=$!
+    (for m in models/*.c; do $cc $STRICT -c "$m" -o "$o/m_$(basename "$m" .c).o" || exit 1; done) & p2=$!
+    wait $p1; wait $p2
+    $cc $STRICT -pthread -o "$o/caption" examples/caption.c "$o/vlm_impl.o" "$o/vlm_cpu.o" "$o"/m_*.o $LIBS
+    $cc -pthread -o "$o/game" "$o/game_main.o" "$o/vlm_cpu.o" "$o"/m_*.o $LIBS
+    "$o/caption" tests/data/tiny_qwen $IMG > "$o/caption.txt"
+    "$o/game" tests/data/tiny_qwen $IMG > "$o/game.txt"
+    cmp "$o/caption.txt" "$d/makefile.txt"
+    cmp "$o/game.txt" "$d/makefile.txt"
+    cxx=$([ $cc = gcc ] && echo g++ || echo clang++)
+    if command -v $cxx >/dev/null; then
+        $cxx -std=c++17 -O2 -Wall -Wextra -Wpedantic -Werror -I. -pthread -o "$o/robot" tests/embed/robot.cpp \
+            "$o/vlm_impl.o" "$o/vlm_cpu.o" "$o"/m_*.o $LIBS
+        "$o/robot" tests/data/tiny_qwen $IMG > "$o/robot.txt"
+        cmp "$o/robot.txt" "$d/makefile.txt"
+    fi
+    n=$((n + 1))
+    echo "$cc: caption, game (own stb_image in the same file) and robot (C++17) answer as the Makefile build"
+done
+[ $n -gt 0 ] || { echo "no C compiler"; exit 1; }
+echo "answer: $(head -c 60 "$d/makefile.txt")"

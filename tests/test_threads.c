@@ -51,9 +51,9 @@ static vlm_status run_job(vlm_engine *e, int k, answer *out, vlm_error *err) {
     int n = 0;
     const int32_t *ids = s ? vlm_session_tokens(s, &n) : NULL;
     char tail[32]; /* the cached ids, summed, so a wrong prompt shows up even if the text agrees */
-    long sum = 0;
-    for (int i = 0; i < n; i++) sum = sum * 31 + ids[i];
-    snprintf(tail, sizeof tail, "#%d:%ld", n, sum);
+    unsigned long sum = 0;
+    for (int i = 0; i < n; i++) sum = sum * 31 + (unsigned)ids[i];
+    snprintf(tail, sizeof tail, "#%d:%lu", n, sum);
     collect(out, tail, strlen(tail));
     vlm_session_free(s);
     return rc;
