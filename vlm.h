@@ -331,6 +331,10 @@ typedef struct vlm_backend {
 
 /* vlm_cpu.c. n_threads <= 0: one per core. */
 vlm_backend *vlm_backend_cpu(int n_threads, vlm_error *err);
+/* The SIMD the CPU backend's kernels were compiled for: "avx2" (AVX2, FMA,
+ * F16C) or "scalar" (portable C; several times slower where the CPU has
+ * AVX2: compile vlm_cpu.c with -march=native or -mavx2 -mfma -mf16c). */
+const char *vlm_cpu_kernels(void);
 /* vlm_cuda.cu, built with `make CUDA=1`. */
 vlm_backend *vlm_backend_cuda(int device, vlm_error *err);
 

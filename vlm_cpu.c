@@ -2161,6 +2161,8 @@ static void cpu_destroy(vlm_backend *be) {
     free(ctx);
 }
 
+const char *vlm_cpu_kernels(void) { return CPU_AVX2 ? "avx2" : "scalar"; }
+
 vlm_backend *vlm_backend_cpu(int n_threads, vlm_error *err) {
     VLM_ERROR_BEGIN(err);
     if (n_threads <= 0) {

@@ -6,21 +6,42 @@
 #include "cli.h"
 #include "vlm.h"
 
+/* The CPU's features and the kernels this build runs on it. */
+static void info_cpu(void) {
+    static const struct { unsigned bit; const char *name; } feats[] = {
+        {VLM_CPU_AVX2, "avx2+fma+f16c"}, {VLM_CPU_AVX512F, "avx512f"}, {VLM_CPU_AVX512BF16, "avx512_bf16"},
+        {VLM_CPU_AVX512VNNI, "avx512_vnni"}, {VLM_CPU_AMX_BF16, "amx_bf16"}, {VLM_CPU_AMX_INT8, "amx_int8"},
+        {VLM_CPU_NEON, "neon"}};
+    unsigned f = vlm_cpu_features();
+    printf("cpu            %d logical cores; features:", vlm_cpu_count());
+    for (size_t i = 0; i < sizeof feats / sizeof feats[0]; i++)
+        if (f & feats[i].bit) printf(" %s", feats[i].name);
+    printf("%s\n", f ? "" : " (none the kernels use)");
+    printf("kernels        %s", vlm_cpu_kernels());
+    if (!strcmp(vlm_cpu_kernels(), "scalar") && (f & VLM_CPU_AVX2))
+        printf(" (this CPU has AVX2: build with -march=native or -mavx2 -mfma -mf16c for several times the speed)");
+    printf("\n");
+}
+
 int cmd_info(int argc, char **argv) {
     const char *dir = NULL;
-    int ctx = 4096;
+    int ctx = 4096, cpu = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: vlm info -m MODEL_DIR [-c CTX]\n"
+            printf("usage: vlm info -m MODEL_DIR [-c CTX] | vlm info --cpu\n"
                    "  Prints the architecture, weight sizes and dtypes, and the memory\n"
-                   "  a session of CTX tokens (default 4096) needs for its KV cache.\n");
+                   "  a session of CTX tokens (default 4096) needs for its KV cache;\n"
+                   "  --cpu: the CPU's features and the kernels this build runs.\n");
             return 0;
-        } else if (!strcmp(argv[i], "-m") && i + 1 < argc) dir = argv[++i];
+        } else if (!strcmp(argv[i], "--cpu")) cpu = 1;
+        else if (!strcmp(argv[i], "-m") && i + 1 < argc) dir = argv[++i];
         else if (!strcmp(argv[i], "-c") && i + 1 < argc) {
             if (cli_int32("info", "-c", argv[++i], 1, 1 << 24, &ctx)) return 2;
         }
         else { fprintf(stderr, "usage: vlm info -m MODEL_DIR [-c CTX]\n"); return 2; }
     }
+    if (cpu) info_cpu();
+    if (cpu && !dir) return 0;
     if (!dir || ctx <= 0) { fprintf(stderr, "usage: vlm info -m MODEL_DIR [-c CTX]\n"); return 2; }
     vlm_error err = {0};
     vlm_model *m = NULL;
