@@ -10,24 +10,6 @@
 #define MODEL "tests/data/tiny_qwen"
 #define IMAGE "tests/golden/qwen2_5_vl/image.png"
 
-typedef struct {
-    char text[2048];
-    size_t len;
-    int calls;
-    volatile int *cancel_on_first; /* set on the first piece */
-} sink;
-
-static int collect(void *user, const char *text, size_t len) {
-    sink *k = (sink *)user;
-    if (k->len + len < sizeof k->text) {
-        memcpy(k->text + k->len, text, len);
-        k->len += len;
-        k->text[k->len] = 0;
-    }
-    k->calls++;
-    if (k->cancel_on_first) *k->cancel_on_first = 1;
-    return 0;
-}
 
 static vlm_generate_params greedy(int n) {
     vlm_generate_params gp = vlm_generate_default();
@@ -38,14 +20,14 @@ static vlm_generate_params greedy(int n) {
 }
 
 /* The answer a fresh session gives to the image and question. */
-static void fresh_answer(vlm_engine *e, sink *k) {
+static void fresh_answer(vlm_engine *e, test_sink *k) {
     vlm_session *s = NULL;
     vlm_generate_params gp = greedy(8);
     memset(k, 0, sizeof *k);
     vlm_session_new(e, NULL, &s, NULL);
     vlm_session_add_image_file(s, IMAGE, NULL);
     vlm_session_add_text(s, "What is in the picture?", NULL);
-    CHECK(vlm_session_generate(s, &gp, collect, k, NULL, NULL) == VLM_OK && k->len > 0, "fresh answer");
+    CHECK(vlm_session_generate(s, &gp, test_collect, k, NULL, NULL) == VLM_OK && k->len > 0, "fresh answer");
     vlm_session_free(s);
 }
 
@@ -101,7 +83,7 @@ static int abort_after(void *user) {
 }
 
 static void test_cancel(vlm_engine *e) {
-    sink want, k;
+    test_sink want, k;
     fresh_answer(e, &want);
     vlm_error err = {0};
     vlm_session *s = NULL;
@@ -115,7 +97,7 @@ static void test_cancel(vlm_engine *e) {
     gp.cancel = &cancel;
     vlm_generate_stats st;
     memset(&k, 0, sizeof k);
-    vlm_status rc = vlm_session_generate(s, &gp, collect, &k, &st, &err);
+    vlm_status rc = vlm_session_generate(s, &gp, test_collect, &k, &st, &err);
     CHECK(rc == VLM_ERR_CANCELLED && err.code == VLM_ERR_CANCELLED && st.stop == VLM_STOP_CANCEL,
           "cancel before the call: %s, stop %d", vlm_status_name(rc), st.stop);
     CHECK(st.n_images_encoded == 0 && st.n_generated == 0 && k.calls == 0, "nothing computed (%d images, %d tokens)",
@@ -126,14 +108,14 @@ static void test_cancel(vlm_engine *e) {
     abort_count ac = {0, 5};
     gp.abort = abort_after;
     gp.abort_user = &ac;
-    rc = vlm_session_generate(s, &gp, collect, &k, &st, &err);
+    rc = vlm_session_generate(s, &gp, test_collect, &k, &st, &err);
     CHECK(rc == VLM_ERR_CANCELLED && ac.calls == 5 && st.n_images_encoded == 0 && k.calls == 0,
           "abort on the 5th look: %s after %d looks, %d images encoded", vlm_status_name(rc), ac.calls,
           st.n_images_encoded);
 
     /* ... and the prefill: a count past the vision tower, short of the answer */
     ac = (abort_count){0, 1 << 30};
-    sink probe = {0};
+    test_sink probe = {0};
     vlm_session *s2 = NULL;
     vlm_session_new(e, NULL, &s2, &err);
     vlm_session_add_image_file(s2, IMAGE, &err);
@@ -141,11 +123,11 @@ static void test_cancel(vlm_engine *e) {
     vlm_generate_params g1 = greedy(1);
     g1.abort = abort_after;
     g1.abort_user = &ac;
-    vlm_session_generate(s2, &g1, collect, &probe, NULL, &err);
+    vlm_session_generate(s2, &g1, test_collect, &probe, NULL, &err);
     vlm_session_free(s2);
     int looks_one_token = ac.calls;
     ac = (abort_count){0, looks_one_token - 3};
-    rc = vlm_session_generate(s, &gp, collect, &k, &st, &err);
+    rc = vlm_session_generate(s, &gp, test_collect, &k, &st, &err);
     CHECK(rc == VLM_ERR_CANCELLED && st.n_generated == 0 && k.calls == 0,
           "abort in the last layers of the prefill (%d of %d looks): %s", ac.calls, looks_one_token,
           vlm_status_name(rc));
@@ -153,7 +135,7 @@ static void test_cancel(vlm_engine *e) {
     /* the session is intact: the pending question gets the fresh answer */
     gp.abort = NULL;
     memset(&k, 0, sizeof k);
-    rc = vlm_session_generate(s, &gp, collect, &k, &st, &err);
+    rc = vlm_session_generate(s, &gp, test_collect, &k, &st, &err);
     CHECK(rc == VLM_OK && !strcmp(k.text, want.text), "after the aborts the answer is the fresh one:\n  %s\n  %s",
           k.text, want.text);
 
@@ -163,12 +145,12 @@ static void test_cancel(vlm_engine *e) {
     gp.cancel = &cancel;
     memset(&k, 0, sizeof k);
     k.cancel_on_first = &cancel;
-    rc = vlm_session_generate(s, &gp, collect, &k, &st, &err);
+    rc = vlm_session_generate(s, &gp, test_collect, &k, &st, &err);
     CHECK(rc == VLM_ERR_CANCELLED && st.stop == VLM_STOP_CANCEL && st.n_generated >= 1 && st.n_generated < 8,
           "cancel while decoding: %s after %d tokens", vlm_status_name(rc), st.n_generated);
     gp.cancel = NULL;
     vlm_session_add_text(s, "Go on.", &err);
-    CHECK(vlm_session_generate(s, &gp, collect, &(sink){0}, NULL, &err) == VLM_OK, "next turn after a cancel: %s",
+    CHECK(vlm_session_generate(s, &gp, test_collect, &(test_sink){0}, NULL, &err) == VLM_OK, "next turn after a cancel: %s",
           err.msg);
     vlm_session_free(s);
 }
@@ -188,7 +170,7 @@ static void test_plain_text(vlm_engine *e) {
     vlm_session_new(e, NULL, &s, &err);
     vlm_session_add_text(s, text, &err);
     vlm_generate_params gp = greedy(3);
-    vlm_status rc = vlm_session_generate(s, &gp, collect, &(sink){0}, NULL, &err);
+    vlm_status rc = vlm_session_generate(s, &gp, test_collect, &(test_sink){0}, NULL, &err);
     CHECK(rc == VLM_OK, "special token strings in user text are text: %s", err.msg);
     int n = 0;
     const int32_t *ids = vlm_session_tokens(s, &n);
@@ -208,7 +190,7 @@ static void test_plain_text(vlm_engine *e) {
     /* the same text with no special strings: as many turn ends */
     vlm_session_new(e, NULL, &s, &err);
     vlm_session_add_text(s, "Say it and that \x1a twice.", &err);
-    vlm_session_generate(s, &gp, collect, &(sink){0}, NULL, &err);
+    vlm_session_generate(s, &gp, test_collect, &(test_sink){0}, NULL, &err);
     ids = vlm_session_tokens(s, &n);
     CHECK(count_id(ids, n, im_end) == ends, "turn ends come from the template only (%d vs %d)", ends,
           count_id(ids, n, im_end));
@@ -218,7 +200,7 @@ static void test_plain_text(vlm_engine *e) {
     vlm_session_params sp = {.parse_special = 1};
     vlm_session_new(e, &sp, &s, &err);
     vlm_session_add_text(s, text, &err);
-    rc = vlm_session_generate(s, &gp, collect, &(sink){0}, NULL, &err);
+    rc = vlm_session_generate(s, &gp, test_collect, &(test_sink){0}, NULL, &err);
     CHECK(rc != VLM_OK && strstr(err.msg, "placeholders"),
           "parsed, <|image_pad|> claims an image that is not there: %s", err.msg);
     vlm_session_free(s);

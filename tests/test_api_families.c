@@ -26,22 +26,6 @@ static const fam_case cases[] = {
     {"tests/data/tiny_gemma4", "tests/golden/gemma4", "tests/golden/qwen3_vl", 1},
 };
 
-typedef struct {
-    char text[4096];
-    size_t len;
-    int calls;
-} sink;
-
-static int collect(void *user, const char *text, size_t len) {
-    sink *k = (sink *)user;
-    if (k->len + len < sizeof k->text) {
-        memcpy(k->text + k->len, text, len);
-        k->len += len;
-        k->text[k->len] = 0;
-    }
-    k->calls++;
-    return 0;
-}
 
 static int is_special(const vlm_tokenizer *tok, int32_t id) {
     char *s = NULL;
@@ -144,13 +128,13 @@ static void test_chunked(vlm_engine *e, const fam_case *fc, int n_images) {
     gp.sampling.temperature = 0;
     gp.max_tokens = 1;
     vlm_generate_stats st;
-    sink k = {0};
+    test_sink k = {0};
     vlm_session *s = NULL;
     int f0 = 0, n = 0;
     CHECK(vlm_session_new(e, NULL, &s, &err) == VLM_OK, "%s", err.msg);
     vlm_session_add_text(s, "Tell", &err);
     vlm_session_add_image_file(s, image[0], &err);
-    CHECK(vlm_session_generate(s, &gp, collect, &k, &st, &err) == VLM_OK, "%s probe: %s", fc->dir, err.msg);
+    CHECK(vlm_session_generate(s, &gp, test_collect, &k, &st, &err) == VLM_OK, "%s probe: %s", fc->dir, err.msg);
     const int32_t *ids = vlm_session_tokens(s, &n);
     while (f0 < n && ids[f0] != m->image_token_id) f0++;
     vlm_session_free(s);
@@ -169,7 +153,7 @@ static void test_chunked(vlm_engine *e, const fam_case *fc, int n_images) {
     vlm_session_add_text(s, text, &err);
     for (int i = 0; i < n_images; i++) vlm_session_add_image_file(s, image[i], &err);
     vlm_session_add_text(s, "Describe the image.", &err);
-    CHECK(vlm_session_generate(s, &gp, collect, &k, &st, &err) == VLM_OK, "%s chunked: %s", fc->dir, err.msg);
+    CHECK(vlm_session_generate(s, &gp, test_collect, &k, &st, &err) == VLM_OK, "%s chunked: %s", fc->dir, err.msg);
     CHECK(st.n_images_encoded == n_images, "%d images encoded (%d)", n_images, st.n_images_encoded);
     int first = -1, last = -1, n_img = 0;
     ids = vlm_session_tokens(s, &n);
@@ -234,11 +218,11 @@ static void test_system(vlm_engine *e, const fam_case *fc) {
     gp.max_tokens = 2;
     gp.ignore_eos = 1;
     for (int round = 0; round < 2; round++) {
-        sink k = {0};
+        test_sink k = {0};
         vlm_session_add_image_file(s, image, &err);
         vlm_session_add_text(s, "What is it?", &err);
         vlm_generate_stats st;
-        CHECK(vlm_session_generate(s, &gp, collect, &k, &st, &err) == VLM_OK, "%s system: %s", fc->dir, err.msg);
+        CHECK(vlm_session_generate(s, &gp, test_collect, &k, &st, &err) == VLM_OK, "%s system: %s", fc->dir, err.msg);
         int n = 0, n_img = 0;
         const int32_t *ids = vlm_session_tokens(s, &n);
         for (int i = 0; i < n; i++) n_img += ids[i] == m->image_token_id;
@@ -267,13 +251,13 @@ static void test_eos(vlm_engine *e0, const fam_case *fc) {
     gp.max_tokens = 2;
     gp.ignore_eos = 1;
     vlm_session *s = NULL;
-    sink k = {0};
+    test_sink k = {0};
     vlm_generate_stats st[2];
     int n = 0;
     CHECK(vlm_session_new(e0, NULL, &s, &err) == VLM_OK, "%s", err.msg);
     vlm_session_add_image_file(s, image, &err);
     vlm_session_add_text(s, "What is in the picture?", &err);
-    CHECK(vlm_session_generate(s, &gp, collect, &k, NULL, &err) == VLM_OK, "%s", err.msg);
+    CHECK(vlm_session_generate(s, &gp, test_collect, &k, NULL, &err) == VLM_OK, "%s", err.msg);
     const int32_t *ids = vlm_session_tokens(s, &n);
     int32_t first = n > 0 ? ids[n - 1] : -1; /* the first answer token is in the cache, the second is not */
     vlm_session_free(s);
@@ -297,13 +281,13 @@ static void test_eos(vlm_engine *e0, const fam_case *fc) {
         CHECK(vlm_session_new(e, NULL, &ss[i], &err) == VLM_OK, "%s", err.msg);
         vlm_session_add_image_file(ss[i], image, &err);
         vlm_session_add_text(ss[i], "What is in the picture?", &err);
-        CHECK(vlm_session_generate(ss[i], &gp, collect, &k, &st[i], &err) == VLM_OK, "%s", err.msg);
+        CHECK(vlm_session_generate(ss[i], &gp, test_collect, &k, &st[i], &err) == VLM_OK, "%s", err.msg);
         CHECK(st[i].stop == VLM_STOP_EOS && st[i].n_generated == 0 && k.calls == 0,
               "%s: stopped by eos %d at once (reason %d, %d tokens, %d pieces)", fc->dir, (int)first, st[i].stop,
               st[i].n_generated, k.calls);
         vlm_session_add_text(ss[i], "And now?", &err);
         if (i == 1) vlm_session_forget_cache(ss[i]);
-        CHECK(vlm_session_generate(ss[i], &gp, collect, &k, &st[i], &err) == VLM_OK, "%s", err.msg);
+        CHECK(vlm_session_generate(ss[i], &gp, test_collect, &k, &st[i], &err) == VLM_OK, "%s", err.msg);
     }
     CHECK(st[0].n_prompt == st[1].n_prompt && st[0].n_prompt_computed < st[0].n_prompt / 2,
           "%s: the turn after eos reuses the cache (%d of %d)", fc->dir, st[0].n_prompt_computed, st[0].n_prompt);
@@ -371,7 +355,7 @@ static void run_case(const fam_case *fc) {
     gp.ignore_eos = 1;
     vlm_session *s[2] = {0};
     vlm_generate_stats st[2], st1;
-    sink k = {0};
+    test_sink k = {0};
     for (int i = 0; i < 2; i++) {
         CHECK(vlm_session_new(e, NULL, &s[i], &err) == VLM_OK, "%s", err.msg);
         if (!s[i]) break;
@@ -379,7 +363,7 @@ static void run_case(const fam_case *fc) {
         vlm_session_add_text(s[i], "What is in the picture?", &err);
         k.len = 0;
         k.calls = 0;
-        CHECK(vlm_session_generate(s[i], &gp, collect, &k, &st1, &err) == VLM_OK, "%s: %s", fc->dir, err.msg);
+        CHECK(vlm_session_generate(s[i], &gp, test_collect, &k, &st1, &err) == VLM_OK, "%s: %s", fc->dir, err.msg);
         if (i == 0) {
             CHECK(st1.n_generated == 6 && st1.stop == VLM_STOP_MAX_TOKENS, "6 greedy tokens (%d)", st1.n_generated);
             CHECK(st1.n_images_encoded == 1, "one image encoded");
@@ -418,7 +402,7 @@ static void run_case(const fam_case *fc) {
         vlm_session_add_text(s[i], "And what colour is it?", &err);
         if (i == 1) vlm_session_forget_cache(s[i]);
         gp.max_tokens = 1; /* the logits kept are those of the prefill */
-        CHECK(vlm_session_generate(s[i], &gp, collect, &k, &st[i], &err) == VLM_OK, "%s: %s", fc->dir, err.msg);
+        CHECK(vlm_session_generate(s[i], &gp, test_collect, &k, &st[i], &err) == VLM_OK, "%s: %s", fc->dir, err.msg);
         gp.max_tokens = 6;
     }
     if (s[0] && s[1]) {
@@ -441,7 +425,7 @@ static void run_case(const fam_case *fc) {
             vlm_session_add_text(s[i], "Now compare with this one:", &err);
             CHECK(vlm_session_add_image_file(s[i], image2, &err) == VLM_OK, "%s", err.msg);
             gp.max_tokens = 1;
-            CHECK(vlm_session_generate(s[i], &gp, collect, &k, &st[i], &err) == VLM_OK, "%s turn 3: %s", fc->dir, err.msg);
+            CHECK(vlm_session_generate(s[i], &gp, test_collect, &k, &st[i], &err) == VLM_OK, "%s turn 3: %s", fc->dir, err.msg);
         }
         CHECK(st[0].n_prompt == st[1].n_prompt, "same conversation");
         CHECK(st[0].n_images_encoded == 1 && st[1].n_images_encoded == 1, "only the new image is encoded (%d, %d)",
@@ -452,7 +436,7 @@ static void run_case(const fam_case *fc) {
         vlm_session_add_text(s[1], "Again?", &err);
         vlm_session_add_text(s[0], "Again?", &err);
         for (int i = 0; i < 2; i++)
-            CHECK(vlm_session_generate(s[i], &gp, collect, &k, &st[i], &err) == VLM_OK, "%s turn 4: %s", fc->dir, err.msg);
+            CHECK(vlm_session_generate(s[i], &gp, test_collect, &k, &st[i], &err) == VLM_OK, "%s turn 4: %s", fc->dir, err.msg);
         CHECK(st[1].n_images_encoded == 2 && st[1].n_prompt_computed == st[1].n_prompt, "recomputed with both images");
         float d = test_max_abs_diff(vlm_session_logits(s[0]), vlm_session_logits(s[1]), m->vocab_size);
         int n0 = 0, n1 = 0;

@@ -11,25 +11,11 @@
 #define N_JOBS 20
 #define N_THREADS 4
 
-typedef struct {
-    char text[2048];
-    size_t len;
-} answer;
-
-static int collect(void *user, const char *text, size_t len) {
-    answer *a = (answer *)user;
-    if (a->len + len < sizeof a->text) {
-        memcpy(a->text + a->len, text, len);
-        a->len += len;
-        a->text[a->len] = 0;
-    }
-    return 0;
-}
 
 static const char *const images[] = {"tests/golden/qwen2_5_vl/image.png", "tests/golden/gemma4/image.png"};
 
 /* Job k: what it asks and how it samples; two turns when k % 4 == 3. */
-static vlm_status run_job(vlm_engine *e, int k, answer *out, vlm_error *err) {
+static vlm_status run_job(vlm_engine *e, int k, test_sink *out, vlm_error *err) {
     memset(out, 0, sizeof *out);
     vlm_session *s = NULL;
     vlm_status rc = vlm_session_new(e, NULL, &s, err);
@@ -42,11 +28,11 @@ static vlm_status run_job(vlm_engine *e, int k, answer *out, vlm_error *err) {
     snprintf(prompt, sizeof prompt, "Question %d: what do you see?", k);
     if (rc == VLM_OK && k % 2 == 0) rc = vlm_session_add_image_file(s, images[(k / 2) % 2], err);
     if (rc == VLM_OK) rc = vlm_session_add_text(s, prompt, err);
-    if (rc == VLM_OK) rc = vlm_session_generate(s, &gp, collect, out, NULL, err);
+    if (rc == VLM_OK) rc = vlm_session_generate(s, &gp, test_collect, out, NULL, err);
     if (rc == VLM_OK && k % 4 == 3) {
-        collect(out, "|", 1);
+        test_collect(out, "|", 1);
         rc = vlm_session_add_text(s, "And then?", err);
-        if (rc == VLM_OK) rc = vlm_session_generate(s, &gp, collect, out, NULL, err);
+        if (rc == VLM_OK) rc = vlm_session_generate(s, &gp, test_collect, out, NULL, err);
     }
     int n = 0;
     const int32_t *ids = s ? vlm_session_tokens(s, &n) : NULL;
@@ -54,7 +40,7 @@ static vlm_status run_job(vlm_engine *e, int k, answer *out, vlm_error *err) {
     unsigned long sum = 0;
     for (int i = 0; i < n; i++) sum = sum * 31 + (unsigned)ids[i];
     snprintf(tail, sizeof tail, "#%d:%lu", n, sum);
-    collect(out, tail, strlen(tail));
+    test_collect(out, tail, strlen(tail));
     vlm_session_free(s);
     return rc;
 }
@@ -62,7 +48,7 @@ static vlm_status run_job(vlm_engine *e, int k, answer *out, vlm_error *err) {
 typedef struct {
     vlm_engine *e;
     int thread;
-    answer got[N_JOBS];
+    test_sink got[N_JOBS];
     vlm_status rc[N_JOBS];
     char msg[N_JOBS][sizeof(((vlm_error *)0)->msg)];
 } worker;
@@ -86,7 +72,7 @@ static void check_family(const char *dir) {
         CHECK(0, "open %s: %s", dir, err.msg);
         return;
     }
-    static answer alone[N_JOBS];
+    static test_sink alone[N_JOBS];
     for (int k = 0; k < N_JOBS; k++) {
         vlm_error e2 = {0};
         CHECK(run_job(e, k, &alone[k], &e2) == VLM_OK, "%s job %d alone: %s", dir, k, e2.msg);

@@ -37,4 +37,24 @@ static inline float test_max_abs_diff(const float *a, const float *b, long n) {
     for (long i = 0; i < n; i++) { float d = fabsf(a[i] - b[i]); if (d > m || d != d) m = d != d ? INFINITY : d; }
     return m;
 }
+/* A vlm_piece_fn target that keeps what was streamed (user: a test_sink);
+ * cancel_on_first, if set, is raised by the first piece. */
+typedef struct test_sink {
+    char text[4096];
+    size_t len;
+    int calls;
+    volatile int *cancel_on_first;
+} test_sink;
+
+static inline int test_collect(void *user, const char *text, size_t len) {
+    test_sink *k = (test_sink *)user;
+    if (k->len + len < sizeof k->text) {
+        memcpy(k->text + k->len, text, len);
+        k->len += len;
+        k->text[k->len] = 0;
+    }
+    k->calls++;
+    if (k->cancel_on_first) *k->cancel_on_first = 1;
+    return 0;
+}
 #endif
