@@ -206,6 +206,33 @@ static void test_plain_text(vlm_engine *e) {
     vlm_session_free(s);
 }
 
+/* After "the answer filled the context" the question is still pending; a
+ * retry must start from the prompt's own logits (recomputing at least its
+ * last token), not from what the failed call left behind. */
+static void test_retry_after_context(vlm_engine *e) {
+    int vocab = vlm_engine_model(e)->vocab_size;
+    vlm_error err = {0};
+    vlm_session *fresh = NULL, *s = NULL;
+    vlm_generate_params one = greedy(1), many = greedy(40);
+    vlm_generate_stats st;
+    vlm_session_new(e, NULL, &fresh, &err);
+    vlm_session_add_image_file(fresh, IMAGE, &err);
+    vlm_session_add_text(fresh, "What is in the picture?", &err);
+    CHECK(vlm_session_generate(fresh, &one, test_collect, &(test_sink){0}, &st, &err) == VLM_OK, "%s", err.msg);
+    vlm_session_params sp = {.n_ctx = st.n_prompt + 4};
+    vlm_session_new(e, &sp, &s, &err);
+    vlm_session_add_image_file(s, IMAGE, &err);
+    vlm_session_add_text(s, "What is in the picture?", &err);
+    CHECK(vlm_session_generate(s, &many, test_collect, &(test_sink){0}, NULL, &err) == VLM_ERR_CONTEXT,
+          "the answer fills a context of %d: %s", sp.n_ctx, err.msg);
+    CHECK(vlm_session_generate(s, &one, test_collect, &(test_sink){0}, &st, &err) == VLM_OK, "retry: %s", err.msg);
+    float d = test_max_abs_diff(vlm_session_logits(s), vlm_session_logits(fresh), vocab);
+    CHECK(st.n_prompt_computed >= 1 && d < 1e-4f, "retry after a full context: %d tokens computed, logits differ by %g",
+          st.n_prompt_computed, d);
+    vlm_session_free(s);
+    vlm_session_free(fresh);
+}
+
 static void test_version(void) {
     char v[32];
     snprintf(v, sizeof v, "%d.%d.%d", VLM_VERSION_MAJOR, VLM_VERSION_MINOR, VLM_VERSION_PATCH);
@@ -222,6 +249,7 @@ int main(void) {
     if (vlm_engine_open(&e, MODEL, &ep, NULL) != VLM_OK) { CHECK(0, "open %s", MODEL); TEST_MAIN_END(); }
     test_cancel(e);
     test_plain_text(e);
+    test_retry_after_context(e);
     vlm_engine_close(e);
     TEST_MAIN_END();
 }

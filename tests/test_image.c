@@ -232,6 +232,11 @@ static void test_geometry(void) {
     /* values follow from HF's formulas (round half to even, floor/ceil branches) */
     CHECK(vlm_qwen_smart_resize(480, 640, 28, 3136, 12845056, &h, &w, &err) == VLM_OK && h == 476 && w == 644, "%dx%d", w, h);
     CHECK(vlm_qwen_smart_resize(1, 1, 28, 3136, 12845056, &h, &w, &err) == VLM_OK && h == 56 && w == 56, "1x1 -> %dx%d", w, h);
+    /* exactly halfway: Python's round(2.5) is 2 (half to even), not 3 */
+    CHECK(vlm_qwen_smart_resize(70, 56, 28, 3136, 12845056, &h, &w, &err) == VLM_OK && h == 56 && w == 56,
+          "70/28 = 2.5 rounds to even: 56x70 -> %dx%d", w, h);
+    CHECK(vlm_qwen_smart_resize(126, 98, 28, 3136, 12845056, &h, &w, &err) == VLM_OK && h == 112 && w == 112,
+          "4.5 -> 4, 3.5 -> 4: 98x126 -> %dx%d", w, h);
     vlm_error_clear(&err);
     CHECK(vlm_qwen_smart_resize(1, 4000, 28, 3136, 12845056, &h, &w, &err) == VLM_ERR_ARG, "aspect ratio > 200 rejected");
     CHECK(strstr(err.msg, "aspect ratio") != NULL, "%s", err.msg);
@@ -352,6 +357,17 @@ static void test_multi_and_video(void) {
     vlm_image_features_free(&v8);
     vlm_error_clear(&err);
     CHECK(vlm_video_preprocess(&q3, big, 1, &v2, &err) == VLM_ERR_ARG, "one frame < temporal_patch_size rejected (as HF)");
+    { /* the video path rounds halfway cases to even too: 80/32 = 2.5 -> 64, not 96 */
+        vlm_image half[2] = {make_gradient(64, 80), make_gradient(64, 80)};
+        vlm_features vh;
+        CHECK(vlm_video_preprocess(&q3, half, 2, &vh, &err) == VLM_OK, "%s", err.msg);
+        const vlm_tensor *gh = vlm_features_get(&vh, "video_grid_thw");
+        CHECK(gh && ((int64_t *)gh->data)[1] == 4 && ((int64_t *)gh->data)[2] == 4, "64x80 video frames -> grid %lldx%lld",
+              gh ? (long long)((int64_t *)gh->data)[2] : -1LL, gh ? (long long)((int64_t *)gh->data)[1] : -1LL);
+        vlm_image_features_free(&vh);
+        vlm_image_free(&half[0]);
+        vlm_image_free(&half[1]);
+    }
     for (int i = 0; i < 8; i++) vlm_image_free(&big[i]);
     vlm_image fr_bad = make_gradient(100, 84);
     vlm_image mixed[2] = {fr[0], fr_bad};

@@ -303,7 +303,41 @@ static void test_reference(const char *name) {
     vlm_json_free(j);
 }
 
+/* The parser never reads past len: a safetensors header is followed by
+ * binary data, not a NUL. Each document is parsed from an exact-size heap
+ * copy (ASan catches an over-read) and from a copy followed by bytes that
+ * would change the answer if they were read. */
+static void test_bounded(void) {
+    static const struct { const char *doc, *tail; int ok; double num; } cases[] = {
+        {"12", "3", 1, 12},        {"-4.5", "6", 1, -4.5}, {"1e2", "0", 1, 100}, {"7", "e3", 1, 7},
+        {"[1,2", "]", 0, 0},        {"tru", "e", 0, 0},     {"fals", "e", 0, 0},  {"nul", "l", 0, 0},
+        {"\"ab", "\"", 0, 0},      {"{\"a\":1", "}", 0, 0}, {"1.", "5", 0, 0},   {"1e", "5", 0, 0},
+        {"\"\\u00", "41\"", 0, 0}, {"-", "1", 0, 0},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        size_t n = strlen(cases[k].doc), t = strlen(cases[k].tail);
+        char *exact = (char *)malloc(n), *padded = (char *)malloc(n + t + 1);
+        memcpy(exact, cases[k].doc, n);
+        memcpy(padded, cases[k].doc, n);
+        memcpy(padded + n, cases[k].tail, t + 1);
+        for (int v = 0; v < 2; v++) {
+            vlm_error err = {0};
+            vlm_json *j = vlm_json_parse(v ? padded : exact, n, &err);
+            if (cases[k].ok)
+                CHECK(j && vlm_json_num(j, -999) == cases[k].num, "<%s> then <%s>: %s", cases[k].doc, cases[k].tail,
+                      j ? "wrong value" : err.msg);
+            else
+                CHECK(!j && err.code == VLM_ERR_FORMAT, "<%s> cut before <%s> must not parse", cases[k].doc,
+                      cases[k].tail);
+            vlm_json_free(j);
+        }
+        free(exact);
+        free(padded);
+    }
+}
+
 int main(void) {
+    test_bounded();
     test_reference("gemma4_config");
     test_reference("qwen2_5_vl_config");
     test_reference("qwen3_tokenizer_config");

@@ -434,11 +434,31 @@ static void test_norms(vlm_compute *c) {
         }
 }
 
+/* RMSNorm's epsilon goes under the root, 1/sqrt(mean(x^2) + eps): rows whose
+ * mean square is near eps tell it from 1/(sqrt(mean(x^2)) + eps). */
+static void test_rms_small(vlm_compute *c) {
+    int64_t R = 3, D = 64;
+    vlm_tensor *x = rnd2(c, VLM_F32, R, D);
+    float *hx = (float *)x->data;
+    for (int64_t i = 0; i < R * D; i++) hx[i] *= i < D ? 1e-3f : i < 2 * D ? 3e-4f : 1.0f;
+    double *ref = dalloc(R * D);
+    for (int64_t r = 0; r < R; r++) {
+        double ss = 0;
+        for (int64_t i = 0; i < D; i++) ss += (double)hx[r * D + i] * hx[r * D + i];
+        double inv = 1 / sqrt(ss / D + 1e-6);
+        for (int64_t i = 0; i < D; i++) ref[r * D + i] = hx[r * D + i] * inv;
+    }
+    cmp("rms_norm, mean square near eps", c, vlm_rms_norm(c, x, NULL, 1e-6f), ref, 1e-6, 1e-5);
+    free(ref);
+    vlm_compute_reset(c);
+}
+
 static void test_softmax(vlm_compute *c) {
-    for (int variant = 0; variant < 3; variant++) {
+    for (int variant = 0; variant < 4; variant++) {
         int64_t R = 6, D = variant == 2 ? 1000 : 37;
         vlm_tensor *x = rnd2(c, VLM_F32, R, D);
-        for (int64_t i = 0; i < R * D; i++) ((float *)x->data)[i] *= 8;
+        /* variant 3: logits in the hundreds (a router's, an LM head's): exp overflows unless the max is taken out */
+        for (int64_t i = 0; i < R * D; i++) ((float *)x->data)[i] = ((float *)x->data)[i] * 8 + (variant == 3 ? 100.0f : 0.0f);
         ((float *)x->data)[3] = -INFINITY;
         for (int64_t i = 0; i < D; i++) ((float *)x->data)[D + i] = i % 3 ? -INFINITY : ((float *)x->data)[D + i];
         float scale = variant == 1 ? 0.3f : 1.0f, cap = variant == 1 ? 5.0f : 0.0f;
@@ -980,6 +1000,7 @@ int main(int argc, char **argv) {
         test_elementwise(&c);
         test_norms(&c);
         test_softmax(&c);
+        test_rms_small(&c);
         test_rope(&c);
         test_attention(&c);
         test_concat(&c);

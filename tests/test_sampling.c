@@ -92,6 +92,13 @@ int main(void) {
     compare("top_k 3", logits, p, NULL, 0);
     p = base; p.top_p = 0.6f;
     compare("top_p 0.6", logits, p, NULL, 0);
+    { /* two equal best logits, top_p 0.5: the first alone reaches the mass, so only it is kept */
+        float tie[V];
+        for (int i = 0; i < V; i++) tie[i] = -100.0f;
+        tie[3] = tie[7] = 5.0f;
+        p = base; p.top_p = 0.5f;
+        compare("top_p at the boundary", tie, p, NULL, 0);
+    }
     p = base; p.min_p = 0.3f;
     compare("min_p 0.3", logits, p, NULL, 0);
     p = base; p.repetition_penalty = 1.5f;
