@@ -13,6 +13,14 @@ ifeq ($(SAN),1)
   CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
   LDFLAGS += -fsanitize=address,undefined
 endif
+# Coverage: `make coverage` (gcov + lcov) runs `make test` on an instrumented
+# build and prints line and branch coverage of the library and the CLI.
+ifeq ($(COV),1)
+  BUILD  := build-cov
+  OPT    := -O0
+  CFLAGS += --coverage
+  LDFLAGS += --coverage
+endif
 # ThreadSanitizer: `make tsan` runs the tests that share an engine or a
 # backend between threads.
 ifeq ($(SAN),thread)
@@ -48,7 +56,7 @@ ifeq ($(CUDA),1)
   LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudart
 endif
 
-.PHONY: all test tsan examples clean amalgamate check-amalgamation
+.PHONY: all test tsan coverage examples clean amalgamate check-amalgamation
 all: vlm.h vlm_cpu.c $(BUILD)/libvlm.a vlm
 
 $(BUILD)/%.o: %.c $(HEADERS)
@@ -97,8 +105,13 @@ tsan:
 	for t in $(TSAN_TESTS); do TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/$$t > build-tsan/$$t.log 2>&1 \
 	  && echo "PASS tsan $$t" || { echo "FAIL tsan $$t"; tail -n 40 build-tsan/$$t.log; exit 1; }; done
 
+coverage:
+	rm -f $$(find build-cov -name '*.gcda' 2>/dev/null)
+	-$(MAKE) COV=1 test
+	sh tools/coverage.sh build-cov
+
 clean:
-	rm -rf build build-san build-tsan vlm
+	rm -rf build build-san build-tsan build-cov vlm
 
 # libFuzzer targets for the JSON and safetensors header parsers (clang);
 # not part of `make test`. Run e.g.
