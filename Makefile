@@ -117,10 +117,15 @@ clean:
 # not part of `make test`. Run e.g.
 #   build-fuzz/fuzz_json fuzz/seeds/json -max_total_time=60
 FUZZ_CC  ?= clang
-FUZZ_SRC := $(wildcard src/core/*.c) src/io/json.c src/io/safetensors.c $(wildcard src/vision/*.c)
-.PHONY: fuzz
-fuzz: build-fuzz/fuzz_json build-fuzz/fuzz_safetensors build-fuzz/fuzz_image
+FUZZ_SRC := $(wildcard src/platform/*.c) $(wildcard src/core/*.c) src/io/json.c src/io/safetensors.c $(wildcard src/vision/*.c)
+FUZZ_TARGETS := json safetensors image
+FUZZ_SECONDS ?= 30
+.PHONY: fuzz fuzz-smoke
+fuzz: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
+# CI: every target for FUZZ_SECONDS with its seeds (tools/fuzz_smoke.sh).
+fuzz-smoke: fuzz
+	sh tools/fuzz_smoke.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 build-fuzz/fuzz_image: FUZZ_DEFS = -DVLM_IMAGE_MAX_PIXELS='(1LL << 22)'
 build-fuzz/%: fuzz/%.c $(FUZZ_SRC) $(HEADERS)
 	@mkdir -p build-fuzz
-	$(FUZZ_CC) -std=c11 -g -O1 -D_GNU_SOURCE -Isrc -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(FUZZ_DEFS) -o $@ $< $(FUZZ_SRC) -lm
+	$(FUZZ_CC) -std=c11 -g -O1 -D_GNU_SOURCE -Isrc -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(FUZZ_DEFS) -o $@ $< $(FUZZ_SRC) -lm -lpthread
