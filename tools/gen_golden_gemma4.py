@@ -1,0 +1,39 @@
+#!/usr/bin/env python3
+"""Regenerates the Gemma 4 golden cases (tests/golden/gemma4, gemma4_moe)
+with ../shared/golden/gen/gen_golden.py and one change: each decoder layer's
+`layer_scalar` buffer (1.0 in a fresh model, and left alone by the
+generator's randomize, which only touches parameters) gets a value drawn
+from [0.5, 1.5), as real checkpoints have scalars other than 1. Everything
+else (seeds, shapes, image, ids, tolerances) is the shared generator's.
+tests/data/tiny_gemma4 links to the case's checkpoint and follows it.
+Needs torch and transformers 5.17 (pip). Run from the repository root:
+    python3 tools/gen_golden_gemma4.py /work/shared OUTDIR
+then copy OUTDIR/gemma4 and OUTDIR/gemma4_moe over tests/golden/."""
+import importlib.util
+import os
+import sys
+
+shared, out = sys.argv[1], sys.argv[2]
+sys.argv = ["gen_golden.py", out]  # the generator reads its arguments at import
+spec = importlib.util.spec_from_file_location("gen_golden", os.path.join(shared, "golden/gen/gen_golden.py"))
+gen = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(gen)
+torch = gen.torch
+shared_randomize = gen.randomize
+
+
+def randomize(model, seed):
+    shared_randomize(model, seed)
+    g = torch.Generator().manual_seed(seed + 7)
+    n = 0
+    for name, b in model.named_buffers():
+        if name.endswith("layer_scalar"):
+            b.copy_(0.5 + torch.rand(b.shape, generator=g))
+            n += 1
+    assert n > 0, "no layer_scalar buffers: the Gemma 4 model changed"
+
+
+gen.randomize = randomize
+for i, (name, fn) in enumerate(gen.CASES):
+    if name in ("gemma4", "gemma4_moe"):
+        fn(gen.SEED * 100 + i + 1)
