@@ -56,7 +56,7 @@ ifeq ($(CUDA),1)
   LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudart
 endif
 
-.PHONY: all test tsan coverage examples clean amalgamate check-amalgamation
+.PHONY: all test tsan coverage mutate examples clean amalgamate check-amalgamation
 all: vlm.h vlm_cpu.c $(BUILD)/libvlm.a vlm
 
 $(BUILD)/%.o: %.c $(HEADERS)
@@ -105,13 +105,18 @@ tsan:
 	for t in $(TSAN_TESTS); do TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/$$t > build-tsan/$$t.log 2>&1 \
 	  && echo "PASS tsan $$t" || { echo "FAIL tsan $$t"; tail -n 40 build-tsan/$$t.log; exit 1; }; done
 
+# Mutation testing: each bug of tests/mutants.txt planted in turn, the tests
+# run until one fails; prints the score and the survivors (tools/mutate.py).
+mutate:
+	python3 tools/mutate.py
+
 coverage:
 	rm -f $$(find build-cov -name '*.gcda' 2>/dev/null)
 	-$(MAKE) COV=1 test
 	sh tools/coverage.sh build-cov
 
 clean:
-	rm -rf build build-san build-tsan build-cov vlm
+	rm -rf build build-san build-tsan build-cov build-mut vlm
 
 # libFuzzer targets for the JSON and safetensors header parsers (clang);
 # not part of `make test`. Run e.g.
