@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Regenerates the Gemma 4 golden cases (tests/golden/gemma4, gemma4_moe)
-with ../shared/golden/gen/gen_golden.py and one change: each decoder layer's
-`layer_scalar` buffer (1.0 in a fresh model, and left alone by the
-generator's randomize, which only touches parameters) gets a value drawn
-from [0.5, 1.5), as real checkpoints have scalars other than 1. Everything
+with ../shared/golden/gen/gen_golden.py and one change: the buffers a fresh
+model holds at identity values, and the generator's randomize leaves alone
+(it only touches parameters), get values real checkpoints have: each
+decoder layer's `layer_scalar` (1.0) one drawn from [0.5, 1.5), and the
+vision tower's `std_bias` / `std_scale` (0 and 1: standardization a no-op,
+which hid the scale of the patch pooling) N(0, 0.5) and [0.5, 1.5). Everything
 else (seeds, shapes, image, ids, tolerances) is the shared generator's.
 tests/data/tiny_gemma4 links to the case's checkpoint and follows it.
 Needs torch and transformers 5.17 (pip). Run from the repository root:
@@ -27,9 +29,11 @@ def randomize(model, seed):
     g = torch.Generator().manual_seed(seed + 7)
     n = 0
     for name, b in model.named_buffers():
-        if name.endswith("layer_scalar"):
+        if name.endswith("layer_scalar") or name.endswith("std_scale"):
             b.copy_(0.5 + torch.rand(b.shape, generator=g))
             n += 1
+        elif name.endswith("std_bias"):
+            b.copy_(torch.randn(b.shape, generator=g) * 0.5)
     assert n > 0, "no layer_scalar buffers: the Gemma 4 model changed"
 
 
