@@ -18,7 +18,7 @@ $T kill-server 2>/dev/null || true
 $T new-session -d -s chat -x 150 -y 50 \
     "sh -c \"trap '' INT; $BUILD/vlm chat -m tests/data/tiny_qwen -c 65536 -n 60000 --ignore-eos; echo \\\$? > $d/exit; sleep 30\""
 trap '$T kill-server 2>/dev/null || true' EXIT
-screen() { $T capture-pane -t chat -p -S -200; }
+screen() { $T capture-pane -t chat -p -J -S -200 | sed 's/ *$//'; }  # -J: wrapped lines joined
 # wait_for TEXT: until the screen shows TEXT (10 s at most)
 wait_for() {
     i=0

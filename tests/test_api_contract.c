@@ -69,6 +69,14 @@ static void test_fresh_errors(void) {
     vlm_session_add_image_file(s, "/nonexistent/one.png", &err);
     rc = vlm_session_add_image_file(s, "/nonexistent/two.png", &err);
     CHECK(rc == err.code && strstr(err.msg, "two.png"), "second image failure: %s", err.msg);
+    CHECK(vlm_session_add_text(s, "hi", &err) == VLM_OK && err.code == VLM_OK && !err.msg[0],
+          "a successful add_text after a failure leaves the error clear (%d: %s)", err.code, err.msg);
+    /* inside the library an error keeps its first cause (a loader checks once at the end) */
+    vlm_error e2 = {0};
+    vlm_error_set(&e2, VLM_ERR_IO, "first cause");
+    CHECK(vlm_error_set(&e2, VLM_ERR_FORMAT, "a consequence") == VLM_ERR_FORMAT && e2.code == VLM_ERR_IO &&
+              !strcmp(e2.msg, "first cause"),
+          "vlm_error_set keeps the first error: %d %s", e2.code, e2.msg);
     vlm_session_free(s);
     vlm_engine_close(e);
 }

@@ -357,6 +357,22 @@ static void test_multi_and_video(void) {
     vlm_image_features_free(&v8);
     vlm_error_clear(&err);
     CHECK(vlm_video_preprocess(&q3, big, 1, &v2, &err) == VLM_ERR_ARG, "one frame < temporal_patch_size rejected (as HF)");
+    { /* 5 frames, temporal patch 2: the budget check counts round(5 / 2) * 2 = 4 frames (half to even), so
+         64x64 frames fit 16384 pixels and keep their size (HF smart_resize(num_frames=5, 64, 64, temporal_factor=2,
+         factor=32, min_pixels=4096, max_pixels=16384) = (64, 64); 6 frames give (32, 32)) */
+        vlm_image_processor q5 = q3;
+        q5.min_pixels = 4096;
+        q5.max_pixels = 16384;
+        vlm_image five[5];
+        for (int i = 0; i < 5; i++) five[i] = make_gradient(64, 64);
+        vlm_features vf;
+        CHECK(vlm_video_preprocess(&q5, five, 5, &vf, &err) == VLM_OK, "%s", err.msg);
+        const vlm_tensor *g5 = vlm_features_get(&vf, "video_grid_thw");
+        CHECK(g5 && ((int64_t *)g5->data)[1] == 4 && ((int64_t *)g5->data)[2] == 4, "5 frames of 64x64 -> grid %lldx%lld",
+              g5 ? (long long)((int64_t *)g5->data)[1] : -1LL, g5 ? (long long)((int64_t *)g5->data)[2] : -1LL);
+        vlm_image_features_free(&vf);
+        for (int i = 0; i < 5; i++) vlm_image_free(&five[i]);
+    }
     { /* the video path rounds halfway cases to even too: 80/32 = 2.5 -> 64, not 96 */
         vlm_image half[2] = {make_gradient(64, 80), make_gradient(64, 80)};
         vlm_features vh;
@@ -405,7 +421,31 @@ static void test_multi_and_video(void) {
     vlm_image_free(&ims[1]);
 }
 
+/* A PNG whose first IDAT chunk is empty is legal, but stb_image 2.27 reads
+ * it with undefined behaviour: it is rejected with a clear error. */
+static void test_empty_idat(void) {
+    size_t len = 0;
+    unsigned char *png = read_file(DATA "image0_640x480.png", &len);
+    if (!png) { CHECK(0, "read the PNG"); return; }
+    size_t p = 8;
+    while (p + 8 <= len && memcmp(png + p + 4, "IDAT", 4))
+        p += 12 + ((size_t)png[p] << 24 | (size_t)png[p + 1] << 16 | (size_t)png[p + 2] << 8 | png[p + 3]);
+    unsigned char *bad = (unsigned char *)malloc(len + 12);
+    memcpy(bad, png, p);
+    memcpy(bad + p, "\0\0\0\0IDAT\x35\xaf\x06\x1e", 12); /* length 0, "IDAT", its CRC */
+    memcpy(bad + p + 12, png + p, len - p);
+    vlm_image img;
+    vlm_error err = {0};
+    CHECK(vlm_image_decode(&img, png, len, &err) == VLM_OK, "the PNG itself: %s", err.msg);
+    vlm_image_free(&img);
+    CHECK(vlm_image_decode(&img, bad, len + 12, &err) == VLM_ERR_FORMAT && strstr(err.msg, "empty first IDAT"),
+          "empty first IDAT: %s", err.msg);
+    free(bad);
+    free(png);
+}
+
 int main(void) {
+    test_empty_idat();
     test_decode();
     test_formats();
     test_pixels();

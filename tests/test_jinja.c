@@ -53,6 +53,8 @@ int main(void) {
     expect("{% for i in range(10) %}{% if i == 3 %}{% break %}{% endif %}{% if i == 1 %}{% continue %}{% endif %}{{ i }}{% endfor %}", "02");
     expect("{% for i in range(5) if i is odd %}{{ i }}{% endfor %}|{% for i in range(4, -1, -2) %}{{ i }}{% endfor %}", "13|420");
     expect("{% for k, v in {'b': 1, 'A': 2} | dictsort %}{{ k }}={{ v }};{% endfor %}", "A=2;b=1;");
+    /* case-insensitive in both directions (expected strings from jinja2 3.1) */
+    expect("{% for k, v in {'Z': 1, 'a': 2, 'b': 3} | dictsort %}{{ k }}={{ v }};{% endfor %}", "a=2;b=3;Z=1;");
     expect("{% for k, v in {'b': 1, 'a': 2}.items() %}{{ k }}{{ v }}{% endfor %}", "b1a2");
     /* Scoping: loop bodies do not leak; namespaces do. */
     expect("{% set x = 1 %}{% for i in [1] %}{% set x = 2 %}{% endfor %}{{ x }}", "1");

@@ -599,6 +599,7 @@ static void test_attention(vlm_compute *c) {
         {"attn causal segments", 10, 10, 3, 1, 17, 17, VLM_BF16, 1, 0, 1, 0, 0, 0, 0},
         {"attn ring with empty slots", 3, 20, 4, 2, 32, 32, VLM_F16, 1, 6, 0, 0, 1, 0, 0},
         {"attn softcap", 4, 30, 4, 2, 32, 32, VLM_F32, 1, 0, 0, 0, 0, 1, 0},
+        {"attn softcap few keys (per-row path)", 3, 12, 4, 2, 32, 32, VLM_F32, 1, 0, 0, 0, 0, 1, 0},
         {"attn long prefill", 40, 700, 2, 1, 64, 64, VLM_BF16, 1, 0, 0, 0, 0, 0, 0},
         {"attn decode long", 1, 1300, 8, 2, 64, 64, VLM_F16, 1, 0, 0, 0, 0, 0, 0},
         {"attn decode mha window softcap", 1, 40, 4, 4, 24, 24, VLM_F16, 1, 9, 0, 0, 1, 1, 0},

@@ -246,6 +246,19 @@ static void test_corrupt(void) {
         vlm_error err = {0};
         CHECK(vlm_st_open(&st, path, &err) == VLM_ERR_FORMAT && strstr(err.msg, "too small"), "3-byte file: %s", err.msg);
     }
+    {
+        char path[128];
+        snprintf(path, sizeof path, "%s/bad.safetensors", tmpdir);
+        fclose(fopen(path, "wb")); /* 0 bytes */
+        vlm_safetensors st;
+        vlm_error err = {0};
+        CHECK(vlm_st_open(&st, path, &err) == VLM_ERR_FORMAT && strstr(err.msg, "too small"), "0-byte file: %s", err.msg);
+    }
+    /* a header length that runs past the end of the file by less than the 8 length bytes */
+    expect_bad("header length 6 bytes past the end", "{" ENT("a", "U8", "[4]", 0, 4) "}",
+               strlen("{" ENT("a", "U8", "[4]", 0, 4) "}") + 6, 4, VLM_ERR_FORMAT, "truncated file");
+    expect_bad("one-byte gap", "{" ENT("a", "U8", "[2]", 0, 2) "," ENT("b", "U8", "[2]", 3, 5) "}", 0, 5,
+               VLM_ERR_FORMAT, "gap of 1 bytes");
     expect_bad("header length 0", "", 0, 0, VLM_ERR_FORMAT, "too small");
     expect_bad("header length 1", "{", 0, 0, VLM_ERR_FORMAT, "too small");
     expect_bad("huge header length", good, 1ULL << 40, 24, VLM_ERR_FORMAT, "limit");

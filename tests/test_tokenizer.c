@@ -438,6 +438,36 @@ static void test_dir_and_cli(const char *build) {
     vlm_tokenizer_free(t);
 }
 
+/* Added tokens with lstrip / rstrip absorb the whitespace beside them. The
+ * expected ids are HF tokenizers' (0.22) on the same tokenizer.json. */
+static void test_strip_flags(void) {
+    static const char json[] =
+        "{\"version\": \"1.0\", \"added_tokens\": ["
+        "{\"id\": 5, \"content\": \"<X>\", \"single_word\": false, \"lstrip\": true, \"rstrip\": false, "
+        "\"normalized\": false, \"special\": true}, "
+        "{\"id\": 6, \"content\": \"<Y>\", \"single_word\": false, \"lstrip\": false, \"rstrip\": true, "
+        "\"normalized\": false, \"special\": true}], \"normalizer\": null, \"pre_tokenizer\": null, "
+        "\"post_processor\": null, \"decoder\": null, \"model\": {\"type\": \"BPE\", \"dropout\": null, "
+        "\"unk_token\": null, \"fuse_unk\": false, \"byte_fallback\": false, "
+        "\"vocab\": {\"a\": 0, \"b\": 1, \" \": 2, \"x\": 3, \"y\": 4}, \"merges\": []}}";
+    static const struct { const char *text; int n; int32_t ids[8]; } cases[] = {
+        {"a <X>b", 3, {0, 5, 1}},         {"a  <X> b", 4, {0, 5, 2, 1}}, {"a<Y>  b", 3, {0, 6, 1}},
+        {"a <Y> b <X> a", 7, {0, 2, 6, 1, 5, 2, 0}}, {" <X>", 1, {5}},  {"<Y> ", 1, {6}},
+    };
+    vlm_tokenizer *t = NULL;
+    vlm_error err = {0};
+    CHECK(vlm_tokenizer_load_mem(&t, json, sizeof json - 1, NULL, 0, &err) == VLM_OK, "strip tokenizer: %s", err.msg);
+    if (!t) return;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        vlm_tokens ids = {0};
+        vlm_tokenize(t, cases[k].text, strlen(cases[k].text), 0, &ids, &err);
+        int same = ids.n == cases[k].n && !memcmp(ids.ids, cases[k].ids, sizeof(int32_t) * (size_t)ids.n);
+        CHECK(same, "lstrip/rstrip: '%s' gives %d ids, want %d", cases[k].text, ids.n, cases[k].n);
+        vlm_tokens_free(&ids);
+    }
+    vlm_tokenizer_free(t);
+}
+
 int main(int argc, char **argv) {
     char build[256] = "build";
     if (argc > 0) { /* argv[0] = BUILD/tests/test_tokenizer */
@@ -446,6 +476,7 @@ int main(int argc, char **argv) {
     }
     test_dir_and_cli(build);
     test_malformed();
+    test_strip_flags();
     test_golden("qwen3");
     test_golden("gemma3");
     test_golden("smolvlm");
