@@ -122,8 +122,9 @@ clean:
 # not part of `make test`. Run e.g.
 #   build-fuzz/fuzz_json fuzz/seeds/json -max_total_time=60
 FUZZ_CC  ?= clang
-FUZZ_SRC := $(wildcard src/platform/*.c) $(wildcard src/core/*.c) src/io/json.c src/io/safetensors.c $(wildcard src/vision/*.c)
-FUZZ_TARGETS := json safetensors image
+FUZZ_SRC := $(wildcard src/platform/*.c) $(wildcard src/core/*.c) src/io/json.c src/io/safetensors.c $(wildcard src/vision/*.c) \
+            $(wildcard src/text/*.c)
+FUZZ_TARGETS := json safetensors image jinja
 FUZZ_SECONDS ?= 30
 .PHONY: fuzz fuzz-smoke
 fuzz: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)

@@ -138,6 +138,7 @@ typedef enum vlm_status {
     VLM_ERR_ARG,         /* bad argument from the caller (shape mismatch, ...) */
     VLM_ERR_CONTEXT,     /* prompt or generation does not fit the context */
     VLM_ERR_CANCELLED,   /* the caller asked to stop */
+    VLM_ERR_LIMIT,       /* an input needs more than a budget of vlm_limits allows */
 } vlm_status;
 
 typedef struct vlm_error {
@@ -153,6 +154,19 @@ vlm_status vlm_error_set(vlm_error *err, vlm_status code, const char *fmt, ...)
     ;
 void vlm_error_clear(vlm_error *err);
 const char *vlm_status_name(vlm_status s);
+
+/* Budgets against untrusted inputs (a model folder from the Hub is one: its
+ * chat template is a program). One place, sane defaults, overridable: 0 in
+ * a field means its default. Exceeding one is VLM_ERR_LIMIT with a message
+ * that names the budget. */
+typedef struct vlm_limits {
+    int64_t template_steps;   /* chat template: evaluation steps (default 10,000,000) */
+    size_t template_output;   /* chat template: bytes of output (default 16 MiB) */
+    size_t template_memory;   /* chat template: interpreter memory (default 64 MiB) */
+} vlm_limits;
+vlm_limits vlm_limits_default(void);
+/* l with its zero fields replaced by the defaults (l may be NULL). */
+vlm_limits vlm_limits_resolve(const vlm_limits *l);
 
 /* Opens every public call that takes an error (the API, the loaders, the
  * processors): err may be NULL (a local one stands in) and starts clear, so
@@ -812,6 +826,7 @@ typedef struct vlm_chat_opts {
      * with values), e.g. {"enable_thinking", NULL} with {0}. */
     const char *const *bool_names;
     const int *bool_values;
+    const vlm_limits *limits; /* NULL: vlm_limits_default() (steps, output, memory) */
 } vlm_chat_opts;
 
 /* Renders a Jinja chat template (the subset used by the HF chat templates of
@@ -822,9 +837,10 @@ vlm_status vlm_chat_render(const char *template_src, const vlm_chat_msg *msgs, i
 vlm_status vlm_chat_render_json(const char *template_src, const vlm_json *messages,
                                 const vlm_json *tools, const vlm_chat_opts *opts, char **out,
                                 vlm_error *err);
-/* Renders with the tokenizer's own chat template and bos/eos strings. */
+/* Renders with the tokenizer's own chat template and bos/eos strings, under
+ * limits (NULL: the defaults). */
 vlm_status vlm_tokenizer_chat(const vlm_tokenizer *tok, const vlm_chat_msg *msgs, int n_msgs,
-                              int add_generation_prompt, char **out, vlm_error *err);
+                              int add_generation_prompt, const vlm_limits *limits, char **out, vlm_error *err);
 
 /* ------------------------------------------------------------------ prompt assembly */
 
@@ -1172,6 +1188,7 @@ typedef struct vlm_session vlm_session;
 typedef struct vlm_engine_params {
     int n_threads;           /* <= 0: one per core */
     const char *device;      /* "cpu" (default) or "cuda" */
+    const vlm_limits *limits; /* budgets against untrusted model folders; NULL: vlm_limits_default() */
 } vlm_engine_params;
 
 /* dir holds config.json, *.safetensors (sharded or not), tokenizer.json,
@@ -1478,6 +1495,21 @@ void vlm_error_clear(vlm_error *err) {
     err->msg[0] = 0;
 }
 
+vlm_limits vlm_limits_default(void) {
+    vlm_limits l = {.template_steps = 10000000, .template_output = (size_t)16 << 20, .template_memory = (size_t)64 << 20};
+    return l;
+}
+
+vlm_limits vlm_limits_resolve(const vlm_limits *l) {
+    vlm_limits d = vlm_limits_default();
+    if (l) {
+        if (l->template_steps > 0) d.template_steps = l->template_steps;
+        if (l->template_output > 0) d.template_output = l->template_output;
+        if (l->template_memory > 0) d.template_memory = l->template_memory;
+    }
+    return d;
+}
+
 const char *vlm_status_name(vlm_status s) {
     switch (s) {
     case VLM_OK: return "ok";
@@ -1489,6 +1521,7 @@ const char *vlm_status_name(vlm_status s) {
     case VLM_ERR_ARG: return "invalid argument";
     case VLM_ERR_CONTEXT: return "context full";
     case VLM_ERR_CANCELLED: return "cancelled";
+    case VLM_ERR_LIMIT: return "limit exceeded";
     }
     return "unknown error";
 }
@@ -3531,13 +3564,31 @@ typedef struct jj_ctx {
     int brk, cont; /* loop control */
     int depth;
     jv scratch; /* returned by jj_new after an allocation failure */
+    vlm_limits lim;   /* template_steps, template_output, template_memory */
+    int64_t steps;    /* evaluations and statements run so far */
+    size_t mem;       /* bytes of interpreter blocks */
 } jj_ctx;
+
+/* Stops a runaway template: each budget is checked where it grows. */
+static int jj_over(jj_ctx *c, const char *what, unsigned long long limit, const char *field) {
+    if (!c->failed)
+        vlm_error_set(c->err, VLM_ERR_LIMIT, "chat template: more than %llu %s (a runaway template? vlm_limits.%s)",
+                      limit, what, field);
+    c->failed = 1;
+    return 1;
+}
+#define JJ_STEP(c) (++(c)->steps > (c)->lim.template_steps && jj_over((c), "steps", (unsigned long long)(c)->lim.template_steps, "template_steps"))
 
 static void *jj_alloc(jj_ctx *c, size_t n) {
     n = (n + 15) & ~(size_t)15;
     jj_block *b = c->blocks;
     if (!b || b->used + n > b->cap) {
         size_t cap = n > 65536 ? n : 65536;
+        if (c->mem + cap > c->lim.template_memory) {
+            jj_over(c, "bytes of memory", (unsigned long long)c->lim.template_memory, "template_memory");
+            return NULL;
+        }
+        c->mem += cap;
         b = malloc(sizeof *b + cap);
         if (!b) { if (!c->failed) vlm_error_set(c->err, VLM_ERR_OOM, "out of memory in chat template"); c->failed = 1; return NULL; }
         b->cap = cap;
@@ -3588,7 +3639,7 @@ static jv *jj_strn(jj_ctx *c, const char *s, size_t n) {
     if (v->t != JV_STR) return v;
     char *p = jj_alloc(c, n + 1);
     if (!p) return &jj_undef_v;
-    memcpy(p, s, n);
+    if (n) memcpy(p, s, n); /* s may be NULL for an empty string */
     p[n] = 0;
     v->s = p;
     v->n = n;
@@ -5215,7 +5266,7 @@ static int jj_test(jj_ctx *c, const char *name, jv *v, const jj_args *a) {
 }
 
 static jv *jj_eval(jj_ctx *c, jj_node *n) {
-    if (c->failed || !n) return &jj_undef_v;
+    if (c->failed || !n || JJ_STEP(c)) return &jj_undef_v;
     switch (n->kind) {
     case JN_LIT: return n->lit;
     case JN_NAME: {
@@ -5285,7 +5336,11 @@ static jv *jj_eval(jj_ctx *c, jj_node *n) {
 }
 
 static void jj_exec(jj_ctx *c, jj_node *n, vlm_buf *out) {
-    if (c->failed || !n) return;
+    if (c->failed || !n || JJ_STEP(c)) return;
+    if (out->n > c->lim.template_output) {
+        jj_over(c, "bytes of output", (unsigned long long)c->lim.template_output, "template_output");
+        return;
+    }
     switch (n->kind) {
     case JN_BODY:
         for (int i = 0; i < n->n_list && !c->failed && !c->brk && !c->cont; i++) jj_exec(c, n->list[i], out);
@@ -5432,6 +5487,7 @@ static vlm_status jj_render(const char *src, jv *(*mk)(jj_ctx *, const void *, c
     jj_ctx c;
     memset(&c, 0, sizeof c);
     c.err = err;
+    c.lim = vlm_limits_resolve(opts ? opts->limits : NULL);
     jj_tok *toks = NULL;
     int n_toks = 0;
     if (jj_lex_template(&c, src, &toks, &n_toks)) goto done_nt;
@@ -5464,6 +5520,8 @@ static vlm_status jj_render(const char *src, jv *(*mk)(jj_ctx *, const void *, c
     for (int i = 0; o.bool_names && o.bool_names[i]; i++) jj_assign(&c, o.bool_names[i], jj_bool(o.bool_values ? o.bool_values[i] : 1));
     vlm_buf b = {0};
     jj_exec(&c, root, &b);
+    if (!c.failed && b.n > c.lim.template_output)
+        jj_over(&c, "bytes of output", (unsigned long long)c.lim.template_output, "template_output");
     if (b.oom && !c.failed) { vlm_error_set(err, VLM_ERR_OOM, "out of memory rendering the chat template"); c.failed = 1; }
     if (c.failed) { free(b.p); goto fail; }
     *out = b.p ? b.p : calloc(1, 1);
@@ -5506,7 +5564,7 @@ vlm_status vlm_chat_render_json(const char *template_src, const vlm_json *messag
 }
 
 vlm_status vlm_tokenizer_chat(const vlm_tokenizer *tok, const vlm_chat_msg *msgs, int n_msgs,
-                              int add_generation_prompt, char **out, vlm_error *err) {
+                              int add_generation_prompt, const vlm_limits *limits, char **out, vlm_error *err) {
     VLM_ERROR_BEGIN(err);
     vlm_tokenizer_info info = vlm_tokenizer_get_info(tok);
     if (!info.chat_template) return vlm_error_set(err, VLM_ERR_CONFIG, "the tokenizer has no chat template");
@@ -5515,6 +5573,7 @@ vlm_status vlm_tokenizer_chat(const vlm_tokenizer *tok, const vlm_chat_msg *msgs
     o.add_generation_prompt = add_generation_prompt;
     o.bos_token = info.bos_token;
     o.eos_token = info.eos_token;
+    o.limits = limits;
     return vlm_chat_render(info.chat_template, msgs, n_msgs, &o, out, err);
 }
 /* ---- src/text/prompt.c ---- */
@@ -5668,7 +5727,7 @@ vlm_status vlm_build_prompt(const vlm_tokenizer *tok, vlm_prompt_family fam, con
                             vlm_tokens *out, vlm_error *err) {
     VLM_ERROR_BEGIN(err);
     char *text = NULL, *expanded = NULL;
-    vlm_status st = vlm_tokenizer_chat(tok, msgs, n_msgs, add_generation_prompt, &text, err);
+    vlm_status st = vlm_tokenizer_chat(tok, msgs, n_msgs, add_generation_prompt, NULL, &text, err);
     if (!st) st = vlm_expand_media(fam, text, media, n_media, &expanded, err);
     if (!st) st = vlm_tokenize(tok, expanded, strlen(expanded), 0, out, err);
     free(text);
@@ -14901,6 +14960,7 @@ struct vlm_engine {
     int tokens_per_tile;        /* InternVL / Idefics3: placeholder tokens per tile */
     int32_t eos[16];
     int n_eos;
+    vlm_limits limits;          /* resolved: every field set */
 };
 
 /* One image of the conversation and what the prompt needs to know of it. */
@@ -15001,6 +15061,7 @@ vlm_status vlm_engine_open(vlm_engine **out, const char *dir, const vlm_engine_p
         return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "device '%s' is not available in this build (cpu only)", p->device);
     vlm_engine *e = (vlm_engine *)calloc(1, sizeof *e);
     if (!e) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    e->limits = vlm_limits_resolve(p ? p->limits : NULL);
     vlm_model_params mp = {.n_threads = p ? p->n_threads : 0};
     vlm_status s = vlm_model_load(&e->model, dir, &mp, err);
     if (s == VLM_OK) s = vlm_tokenizer_load(&e->tok, dir, err);
@@ -15255,7 +15316,7 @@ static vlm_status api_render(vlm_session *s, vlm_tokens *ids, vlm_error *err) {
         msgs[i].n_parts = 0;
     }
     for (int i = 0; i < s->n_images; i++) media[i] = s->images[i].info;
-    if ((st = vlm_tokenizer_chat(s->e->tok, msgs, s->n_msgs, 1, &text, err)) != VLM_OK) goto out;
+    if ((st = vlm_tokenizer_chat(s->e->tok, msgs, s->n_msgs, 1, &s->e->limits, &text, err)) != VLM_OK) goto out;
     if ((st = vlm_expand_media((vlm_prompt_family)s->e->family, text, media, s->n_images, &expanded, err)) != VLM_OK)
         goto out;
     /* The template writes bos itself: no post-processor tokens (as HF's apply_chat_template). */

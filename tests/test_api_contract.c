@@ -241,6 +241,44 @@ static void test_retry_after_context(vlm_engine *e) {
     vlm_session_free(fresh);
 }
 
+/* A model folder's chat template is a program: a runaway one ends the call
+ * with VLM_ERR_LIMIT, and the budgets can be set through the engine. */
+static void test_template_budget(void) {
+    if (system("rm -rf build/runaway && mkdir -p build/runaway && cp " MODEL "/*.json build/runaway/ && "
+               "ln -sf ../../" MODEL "/model.safetensors build/runaway/model.safetensors") != 0) {
+        CHECK(0, "copy the tiny model");
+        return;
+    }
+    vlm_error err = {0};
+    FILE *f = fopen("build/runaway/chat_template.jinja", "w"); /* takes precedence over tokenizer_config.json */
+    if (f) {
+        fputs("{% for i in range(100000) %}{% for j in range(100000) %}hello{% endfor %}{% endfor %}", f);
+        fclose(f);
+    }
+    vlm_engine *e = NULL;
+    CHECK(vlm_engine_open(&e, "build/runaway", NULL, &err) == VLM_OK, "%s", err.msg);
+    if (!e) return;
+    vlm_session *s = NULL;
+    vlm_session_new(e, NULL, &s, &err);
+    vlm_session_add_text(s, "hi", &err);
+    vlm_generate_params gp = greedy(2);
+    CHECK(vlm_session_generate(s, &gp, NULL, NULL, NULL, &err) == VLM_ERR_LIMIT && strstr(err.msg, "vlm_limits."),
+          "a runaway chat template: %s", err.msg);
+    vlm_session_free(s);
+    vlm_engine_close(e);
+    /* the budgets through the engine: the tiny model's own template in 50 steps does not fit */
+    vlm_limits tight = {.template_steps = 50};
+    vlm_engine_params ep = {.n_threads = 1, .limits = &tight};
+    CHECK(vlm_engine_open(&e, MODEL, &ep, &err) == VLM_OK, "%s", err.msg);
+    if (!e) return;
+    vlm_session_new(e, NULL, &s, &err);
+    vlm_session_add_text(s, "hi", &err);
+    CHECK(vlm_session_generate(s, &gp, NULL, NULL, NULL, &err) == VLM_ERR_LIMIT && strstr(err.msg, "template_steps"),
+          "a 50-step template budget: %s", err.msg);
+    vlm_session_free(s);
+    vlm_engine_close(e);
+}
+
 static void test_version(void) {
     char v[32];
     snprintf(v, sizeof v, "%d.%d.%d", VLM_VERSION_MAJOR, VLM_VERSION_MINOR, VLM_VERSION_PATCH);
@@ -252,6 +290,7 @@ int main(void) {
     test_null_err();
     test_fresh_errors();
     test_version();
+    test_template_budget();
     vlm_engine *e = NULL;
     vlm_engine_params ep = {.n_threads = 2};
     if (vlm_engine_open(&e, MODEL, &ep, NULL) != VLM_OK) { CHECK(0, "open %s", MODEL); TEST_MAIN_END(); }

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
 
 static void expect(const char *tpl, const char *want) {
     char *out = NULL;
@@ -29,7 +31,79 @@ static void expect_error(const char *tpl, const char *what) {
     free(out);
 }
 
+/* A template is a program from the Hub: a runaway one stops fast, with a
+ * one-line error naming the budget, and memory stays small. */
+static void expect_budget(const char *what, const char *tpl, const vlm_limits *lim, const char *needle) {
+    char *out = NULL;
+    vlm_error err = {0};
+    vlm_chat_msg m = {"user", "hi", NULL, 0};
+    vlm_chat_opts o = {.limits = lim};
+    struct timespec t0, t1;
+    timespec_get(&t0, TIME_UTC);
+    vlm_status st = vlm_chat_render(tpl, &m, 1, &o, &out, &err);
+    timespec_get(&t1, TIME_UTC);
+    double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    CHECK(st == VLM_ERR_LIMIT && !out && strstr(err.msg, needle) && !strchr(err.msg, '\n'),
+          "%s: %s (%s)", what, vlm_status_name(st), err.msg);
+    CHECK(s < 10, "%s: stopped after %.1f s", what, s);
+    printf("%s: %.2f s: %s\n", what, s, err.msg);
+    free(out);
+}
+
+static void test_budgets(void) {
+    expect_budget("two nested range(100000) loops",
+                  "{% for i in range(100000) %}{% for j in range(100000) %}hello{% endfor %}{% endfor %}", NULL,
+                  "vlm_limits.template_");
+    expect_budget("eight nested for loops",
+                  "{% for a in range(10) %}{% for b in range(10) %}{% for c in range(10) %}{% for d in range(10) %}"
+                  "{% for e in range(10) %}{% for f in range(10) %}{% for g in range(10) %}{% for h in range(10) %}x"
+                  "{% endfor %}{% endfor %}{% endfor %}{% endfor %}{% endfor %}{% endfor %}{% endfor %}{% endfor %}",
+                  NULL, "vlm_limits.template_");
+    expect_budget("a string doubled by ~ forty times (1 TB)",
+                  "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"
+                  "{{ ns.s | length }}", NULL, "template_memory");
+    vlm_limits few = {.template_steps = 1000};
+    expect_budget("a 1000-step budget", "{% for i in range(2000) %}{{ i }}{% endfor %}", &few, "template_steps");
+    vlm_limits small_out = {.template_output = 1000};
+    expect_budget("a 1000-byte output budget", "{% for i in range(300) %}{{ 'abcd' }}{% endfor %}", &small_out,
+                  "template_output");
+    expect_error("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "too deep");
+    /* the same loops within the budgets render */
+    expect("{% for i in range(3) %}{% for j in range(2) %}{{ i }}{{ j }} {% endfor %}{% endfor %}",
+           "00 01 10 11 20 21 ");
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__) /* their shadow memory is not the template's */
+    CHECK(ru.ru_maxrss < 200 * 1024, "peak RSS %ld MiB after the runaway templates", ru.ru_maxrss / 1024);
+#endif
+    printf("peak RSS after the runaway templates: %ld MiB\n", ru.ru_maxrss / 1024);
+}
+
+/* Inputs the fuzzer found (tests/data/fuzz/jinja-*.bin: a template, NUL,
+ * messages JSON): each renders or fails with a message, and stays clean
+ * under the sanitizers (make test SAN=1). */
+static void test_fuzz_regressions(void) {
+    static const char *const files[] = {"tests/data/fuzz/jinja-empty-literal-memcpy-null.bin"};
+    for (size_t k = 0; k < sizeof files / sizeof files[0]; k++) {
+        FILE *f = fopen(files[k], "rb");
+        CHECK(f != NULL, "%s", files[k]);
+        if (!f) continue;
+        char buf[65536];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0; /* the template ends at the first NUL */
+        char *out = NULL;
+        vlm_error err = {0};
+        vlm_chat_msg m = {"user", "hi", NULL, 0};
+        vlm_status st = vlm_chat_render(buf, &m, 1, NULL, &out, &err);
+        CHECK(st == VLM_OK || err.msg[0], "%s: a failure without a message", files[k]);
+        free(out);
+    }
+}
+
 int main(void) {
+    test_fuzz_regressions();
+    test_budgets();
     /* Whitespace: trim_blocks, lstrip_blocks, '-' markers, comments. */
     expect("  {% if true %}\nA\n  {% endif %}\nB", "A\nB");
     expect("a  {%- if true -%}  b  {%- endif %} c", "ab c");

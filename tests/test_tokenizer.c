@@ -399,7 +399,7 @@ static void test_dir_and_cli(const char *build) {
         vlm_chat_part parts[2] = {{VLM_PART_IMAGE, NULL}, {VLM_PART_TEXT, "Hi"}};
         vlm_chat_msg m = {"user", NULL, parts, 2};
         char *out = NULL;
-        CHECK(vlm_tokenizer_chat(t, &m, 1, 1, &out, &err) == VLM_OK && out && !strcmp(out, "<|im_start|>User:<image>Hi<end_of_utterance>\nAssistant:"),
+        CHECK(vlm_tokenizer_chat(t, &m, 1, 1, NULL, &out, &err) == VLM_OK && out && !strcmp(out, "<|im_start|>User:<image>Hi<end_of_utterance>\nAssistant:"),
               "tokenizer chat: %s", out ? out : err.msg);
         free(out);
     }

@@ -14,6 +14,7 @@ struct vlm_engine {
     int tokens_per_tile;        /* InternVL / Idefics3: placeholder tokens per tile */
     int32_t eos[16];
     int n_eos;
+    vlm_limits limits;          /* resolved: every field set */
 };
 
 /* One image of the conversation and what the prompt needs to know of it. */
@@ -114,6 +115,7 @@ vlm_status vlm_engine_open(vlm_engine **out, const char *dir, const vlm_engine_p
         return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "device '%s' is not available in this build (cpu only)", p->device);
     vlm_engine *e = (vlm_engine *)calloc(1, sizeof *e);
     if (!e) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    e->limits = vlm_limits_resolve(p ? p->limits : NULL);
     vlm_model_params mp = {.n_threads = p ? p->n_threads : 0};
     vlm_status s = vlm_model_load(&e->model, dir, &mp, err);
     if (s == VLM_OK) s = vlm_tokenizer_load(&e->tok, dir, err);
@@ -368,7 +370,7 @@ static vlm_status api_render(vlm_session *s, vlm_tokens *ids, vlm_error *err) {
         msgs[i].n_parts = 0;
     }
     for (int i = 0; i < s->n_images; i++) media[i] = s->images[i].info;
-    if ((st = vlm_tokenizer_chat(s->e->tok, msgs, s->n_msgs, 1, &text, err)) != VLM_OK) goto out;
+    if ((st = vlm_tokenizer_chat(s->e->tok, msgs, s->n_msgs, 1, &s->e->limits, &text, err)) != VLM_OK) goto out;
     if ((st = vlm_expand_media((vlm_prompt_family)s->e->family, text, media, s->n_images, &expanded, err)) != VLM_OK)
         goto out;
     /* The template writes bos itself: no post-processor tokens (as HF's apply_chat_template). */

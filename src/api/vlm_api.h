@@ -83,6 +83,7 @@ typedef struct vlm_session vlm_session;
 typedef struct vlm_engine_params {
     int n_threads;           /* <= 0: one per core */
     const char *device;      /* "cpu" (default) or "cuda" */
+    const vlm_limits *limits; /* budgets against untrusted model folders; NULL: vlm_limits_default() */
 } vlm_engine_params;
 
 /* dir holds config.json, *.safetensors (sharded or not), tokenizer.json,

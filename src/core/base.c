@@ -24,6 +24,21 @@ void vlm_error_clear(vlm_error *err) {
     err->msg[0] = 0;
 }
 
+vlm_limits vlm_limits_default(void) {
+    vlm_limits l = {.template_steps = 10000000, .template_output = (size_t)16 << 20, .template_memory = (size_t)64 << 20};
+    return l;
+}
+
+vlm_limits vlm_limits_resolve(const vlm_limits *l) {
+    vlm_limits d = vlm_limits_default();
+    if (l) {
+        if (l->template_steps > 0) d.template_steps = l->template_steps;
+        if (l->template_output > 0) d.template_output = l->template_output;
+        if (l->template_memory > 0) d.template_memory = l->template_memory;
+    }
+    return d;
+}
+
 const char *vlm_status_name(vlm_status s) {
     switch (s) {
     case VLM_OK: return "ok";
@@ -35,6 +50,7 @@ const char *vlm_status_name(vlm_status s) {
     case VLM_ERR_ARG: return "invalid argument";
     case VLM_ERR_CONTEXT: return "context full";
     case VLM_ERR_CANCELLED: return "cancelled";
+    case VLM_ERR_LIMIT: return "limit exceeded";
     }
     return "unknown error";
 }

@@ -32,6 +32,7 @@ typedef enum vlm_status {
     VLM_ERR_ARG,         /* bad argument from the caller (shape mismatch, ...) */
     VLM_ERR_CONTEXT,     /* prompt or generation does not fit the context */
     VLM_ERR_CANCELLED,   /* the caller asked to stop */
+    VLM_ERR_LIMIT,       /* an input needs more than a budget of vlm_limits allows */
 } vlm_status;
 
 typedef struct vlm_error {
@@ -47,6 +48,19 @@ vlm_status vlm_error_set(vlm_error *err, vlm_status code, const char *fmt, ...)
     ;
 void vlm_error_clear(vlm_error *err);
 const char *vlm_status_name(vlm_status s);
+
+/* Budgets against untrusted inputs (a model folder from the Hub is one: its
+ * chat template is a program). One place, sane defaults, overridable: 0 in
+ * a field means its default. Exceeding one is VLM_ERR_LIMIT with a message
+ * that names the budget. */
+typedef struct vlm_limits {
+    int64_t template_steps;   /* chat template: evaluation steps (default 10,000,000) */
+    size_t template_output;   /* chat template: bytes of output (default 16 MiB) */
+    size_t template_memory;   /* chat template: interpreter memory (default 64 MiB) */
+} vlm_limits;
+vlm_limits vlm_limits_default(void);
+/* l with its zero fields replaced by the defaults (l may be NULL). */
+vlm_limits vlm_limits_resolve(const vlm_limits *l);
 
 /* Opens every public call that takes an error (the API, the loaders, the
  * processors): err may be NULL (a local one stands in) and starts clear, so

@@ -58,13 +58,31 @@ typedef struct jj_ctx {
     int brk, cont; /* loop control */
     int depth;
     jv scratch; /* returned by jj_new after an allocation failure */
+    vlm_limits lim;   /* template_steps, template_output, template_memory */
+    int64_t steps;    /* evaluations and statements run so far */
+    size_t mem;       /* bytes of interpreter blocks */
 } jj_ctx;
+
+/* Stops a runaway template: each budget is checked where it grows. */
+static int jj_over(jj_ctx *c, const char *what, unsigned long long limit, const char *field) {
+    if (!c->failed)
+        vlm_error_set(c->err, VLM_ERR_LIMIT, "chat template: more than %llu %s (a runaway template? vlm_limits.%s)",
+                      limit, what, field);
+    c->failed = 1;
+    return 1;
+}
+#define JJ_STEP(c) (++(c)->steps > (c)->lim.template_steps && jj_over((c), "steps", (unsigned long long)(c)->lim.template_steps, "template_steps"))
 
 static void *jj_alloc(jj_ctx *c, size_t n) {
     n = (n + 15) & ~(size_t)15;
     jj_block *b = c->blocks;
     if (!b || b->used + n > b->cap) {
         size_t cap = n > 65536 ? n : 65536;
+        if (c->mem + cap > c->lim.template_memory) {
+            jj_over(c, "bytes of memory", (unsigned long long)c->lim.template_memory, "template_memory");
+            return NULL;
+        }
+        c->mem += cap;
         b = malloc(sizeof *b + cap);
         if (!b) { if (!c->failed) vlm_error_set(c->err, VLM_ERR_OOM, "out of memory in chat template"); c->failed = 1; return NULL; }
         b->cap = cap;
@@ -115,7 +133,7 @@ static jv *jj_strn(jj_ctx *c, const char *s, size_t n) {
     if (v->t != JV_STR) return v;
     char *p = jj_alloc(c, n + 1);
     if (!p) return &jj_undef_v;
-    memcpy(p, s, n);
+    if (n) memcpy(p, s, n); /* s may be NULL for an empty string */
     p[n] = 0;
     v->s = p;
     v->n = n;
@@ -1742,7 +1760,7 @@ static int jj_test(jj_ctx *c, const char *name, jv *v, const jj_args *a) {
 }
 
 static jv *jj_eval(jj_ctx *c, jj_node *n) {
-    if (c->failed || !n) return &jj_undef_v;
+    if (c->failed || !n || JJ_STEP(c)) return &jj_undef_v;
     switch (n->kind) {
     case JN_LIT: return n->lit;
     case JN_NAME: {
@@ -1812,7 +1830,11 @@ static jv *jj_eval(jj_ctx *c, jj_node *n) {
 }
 
 static void jj_exec(jj_ctx *c, jj_node *n, vlm_buf *out) {
-    if (c->failed || !n) return;
+    if (c->failed || !n || JJ_STEP(c)) return;
+    if (out->n > c->lim.template_output) {
+        jj_over(c, "bytes of output", (unsigned long long)c->lim.template_output, "template_output");
+        return;
+    }
     switch (n->kind) {
     case JN_BODY:
         for (int i = 0; i < n->n_list && !c->failed && !c->brk && !c->cont; i++) jj_exec(c, n->list[i], out);
@@ -1959,6 +1981,7 @@ static vlm_status jj_render(const char *src, jv *(*mk)(jj_ctx *, const void *, c
     jj_ctx c;
     memset(&c, 0, sizeof c);
     c.err = err;
+    c.lim = vlm_limits_resolve(opts ? opts->limits : NULL);
     jj_tok *toks = NULL;
     int n_toks = 0;
     if (jj_lex_template(&c, src, &toks, &n_toks)) goto done_nt;
@@ -1991,6 +2014,8 @@ static vlm_status jj_render(const char *src, jv *(*mk)(jj_ctx *, const void *, c
     for (int i = 0; o.bool_names && o.bool_names[i]; i++) jj_assign(&c, o.bool_names[i], jj_bool(o.bool_values ? o.bool_values[i] : 1));
     vlm_buf b = {0};
     jj_exec(&c, root, &b);
+    if (!c.failed && b.n > c.lim.template_output)
+        jj_over(&c, "bytes of output", (unsigned long long)c.lim.template_output, "template_output");
     if (b.oom && !c.failed) { vlm_error_set(err, VLM_ERR_OOM, "out of memory rendering the chat template"); c.failed = 1; }
     if (c.failed) { free(b.p); goto fail; }
     *out = b.p ? b.p : calloc(1, 1);
@@ -2033,7 +2058,7 @@ vlm_status vlm_chat_render_json(const char *template_src, const vlm_json *messag
 }
 
 vlm_status vlm_tokenizer_chat(const vlm_tokenizer *tok, const vlm_chat_msg *msgs, int n_msgs,
-                              int add_generation_prompt, char **out, vlm_error *err) {
+                              int add_generation_prompt, const vlm_limits *limits, char **out, vlm_error *err) {
     VLM_ERROR_BEGIN(err);
     vlm_tokenizer_info info = vlm_tokenizer_get_info(tok);
     if (!info.chat_template) return vlm_error_set(err, VLM_ERR_CONFIG, "the tokenizer has no chat template");
@@ -2042,5 +2067,6 @@ vlm_status vlm_tokenizer_chat(const vlm_tokenizer *tok, const vlm_chat_msg *msgs
     o.add_generation_prompt = add_generation_prompt;
     o.bos_token = info.bos_token;
     o.eos_token = info.eos_token;
+    o.limits = limits;
     return vlm_chat_render(info.chat_template, msgs, n_msgs, &o, out, err);
 }

@@ -149,7 +149,7 @@ vlm_status vlm_build_prompt(const vlm_tokenizer *tok, vlm_prompt_family fam, con
                             vlm_tokens *out, vlm_error *err) {
     VLM_ERROR_BEGIN(err);
     char *text = NULL, *expanded = NULL;
-    vlm_status st = vlm_tokenizer_chat(tok, msgs, n_msgs, add_generation_prompt, &text, err);
+    vlm_status st = vlm_tokenizer_chat(tok, msgs, n_msgs, add_generation_prompt, NULL, &text, err);
     if (!st) st = vlm_expand_media(fam, text, media, n_media, &expanded, err);
     if (!st) st = vlm_tokenize(tok, expanded, strlen(expanded), 0, out, err);
     free(text);

@@ -143,6 +143,7 @@ typedef struct vlm_chat_opts {
      * with values), e.g. {"enable_thinking", NULL} with {0}. */
     const char *const *bool_names;
     const int *bool_values;
+    const vlm_limits *limits; /* NULL: vlm_limits_default() (steps, output, memory) */
 } vlm_chat_opts;
 
 /* Renders a Jinja chat template (the subset used by the HF chat templates of
@@ -153,9 +154,10 @@ vlm_status vlm_chat_render(const char *template_src, const vlm_chat_msg *msgs, i
 vlm_status vlm_chat_render_json(const char *template_src, const vlm_json *messages,
                                 const vlm_json *tools, const vlm_chat_opts *opts, char **out,
                                 vlm_error *err);
-/* Renders with the tokenizer's own chat template and bos/eos strings. */
+/* Renders with the tokenizer's own chat template and bos/eos strings, under
+ * limits (NULL: the defaults). */
 vlm_status vlm_tokenizer_chat(const vlm_tokenizer *tok, const vlm_chat_msg *msgs, int n_msgs,
-                              int add_generation_prompt, char **out, vlm_error *err);
+                              int add_generation_prompt, const vlm_limits *limits, char **out, vlm_error *err);
 
 /* ------------------------------------------------------------------ prompt assembly */
 
