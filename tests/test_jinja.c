@@ -67,6 +67,18 @@ static void test_budgets(void) {
     vlm_limits small_out = {.template_output = 1000};
     expect_budget("a 1000-byte output budget", "{% for i in range(300) %}{{ 'abcd' }}{% endfor %}", &small_out,
                   "template_output");
+    /* the memory budget counts an allocation before it is made: 200 kB more does not fit 256 KiB */
+    vlm_limits small_mem = {.template_memory = 256 << 10};
+    expect_budget("a 200 kB string under a 256 KiB budget", "{{ 'x' * 200000 }}", &small_mem, "template_memory");
+    {
+        char *out = NULL;
+        vlm_error err = {0};
+        vlm_chat_msg m = {"user", "hi", NULL, 0};
+        vlm_chat_opts o = {.limits = &small_mem};
+        CHECK(vlm_chat_render("{{ 'x' * 100000 }}", &m, 1, &o, &out, &err) == VLM_OK && out && strlen(out) == 100000,
+              "a 100 kB string fits 256 KiB: %s", err.msg);
+        free(out);
+    }
     expect_error("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "too deep");
     /* the same loops within the budgets render */
     expect("{% for i in range(3) %}{% for j in range(2) %}{{ i }}{{ j }} {% endfor %}{% endfor %}",
