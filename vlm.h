@@ -3578,6 +3578,10 @@ static int jj_over(jj_ctx *c, const char *what, unsigned long long limit, const 
     return 1;
 }
 #define JJ_STEP(c) (++(c)->steps > (c)->lim.template_steps && jj_over((c), "steps", (unsigned long long)(c)->lim.template_steps, "template_steps"))
+static int jj_output_over(jj_ctx *c, const vlm_buf *out) {
+    return out->n > c->lim.template_output &&
+           jj_over(c, "bytes of output", (unsigned long long)c->lim.template_output, "template_output");
+}
 
 static void *jj_alloc(jj_ctx *c, size_t n) {
     n = (n + 15) & ~(size_t)15;
@@ -5336,11 +5340,7 @@ static jv *jj_eval(jj_ctx *c, jj_node *n) {
 }
 
 static void jj_exec(jj_ctx *c, jj_node *n, vlm_buf *out) {
-    if (c->failed || !n || JJ_STEP(c)) return;
-    if (out->n > c->lim.template_output) {
-        jj_over(c, "bytes of output", (unsigned long long)c->lim.template_output, "template_output");
-        return;
-    }
+    if (c->failed || !n || JJ_STEP(c) || jj_output_over(c, out)) return;
     switch (n->kind) {
     case JN_BODY:
         for (int i = 0; i < n->n_list && !c->failed && !c->brk && !c->cont; i++) jj_exec(c, n->list[i], out);
@@ -5520,8 +5520,7 @@ static vlm_status jj_render(const char *src, jv *(*mk)(jj_ctx *, const void *, c
     for (int i = 0; o.bool_names && o.bool_names[i]; i++) jj_assign(&c, o.bool_names[i], jj_bool(o.bool_values ? o.bool_values[i] : 1));
     vlm_buf b = {0};
     jj_exec(&c, root, &b);
-    if (!c.failed && b.n > c.lim.template_output)
-        jj_over(&c, "bytes of output", (unsigned long long)c.lim.template_output, "template_output");
+    if (!c.failed) jj_output_over(&c, &b); /* the last node's output */
     if (b.oom && !c.failed) { vlm_error_set(err, VLM_ERR_OOM, "out of memory rendering the chat template"); c.failed = 1; }
     if (c.failed) { free(b.p); goto fail; }
     *out = b.p ? b.p : calloc(1, 1);
@@ -5822,17 +5821,18 @@ vlm_status vlm_media_from_features(vlm_prompt_family fam, const vlm_features *f,
 
 char *vlm_protect_specials(const vlm_tokenizer *tok, const char *text) {
     size_t len = strlen(text);
+    const char mark = PR_MARK;
     vlm_buf b = {0};
     for (size_t i = 0; i < len;) {
         size_t n = vlm_tokenizer_added_at(tok, text + i, len - i);
         if (n > 0) {
             vlm_buf_add(&b, text + i, 1);
-            vlm_buf_add(&b, "\x1a", 1);
+            vlm_buf_add(&b, &mark, 1);
             vlm_buf_add(&b, text + i + 1, n - 1);
             i += n;
             continue;
         }
-        if (text[i] == PR_MARK) vlm_buf_add(&b, "\x1a", 1);
+        if (text[i] == PR_MARK) vlm_buf_add(&b, &mark, 1);
         vlm_buf_add(&b, text + i, 1);
         i++;
     }
@@ -5845,46 +5845,24 @@ vlm_status vlm_tokenize_protected(const vlm_tokenizer *tok, const char *prompt, 
                                   vlm_tokens *out, vlm_error *err) {
     VLM_ERROR_BEGIN(err);
     if (!memchr(prompt, PR_MARK, len)) return vlm_tokenize(tok, prompt, len, flags, out, err);
+    /* First the text without the marks, noting where each protected string
+     * starts; then each one's length, read off the text itself. */
     char *text = (char *)malloc(len + 1);
-    size_t *plain = NULL, n = 0;
-    int n_plain = 0, cap = 0;
-    vlm_status st = VLM_OK;
-    if (!text) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    size_t *plain = (size_t *)malloc(sizeof(size_t) * (len + 1)), n = 0;
+    int n_plain = 0;
+    if (!text || !plain) { free(text); free(plain); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
     for (size_t i = 0; i < len; i++) {
         if (prompt[i] == PR_MARK && i + 1 < len && prompt[i + 1] == PR_MARK) { text[n++] = PR_MARK; i++; continue; }
         if (prompt[i] == PR_MARK) continue; /* a mark with nothing before it: dropped */
-        if (i + 1 < len && prompt[i + 1] == PR_MARK && (i + 2 >= len || prompt[i + 2] != PR_MARK)) {
-            if (n_plain == cap) {
-                cap = cap ? cap * 2 : 16;
-                size_t *np = (size_t *)realloc(plain, sizeof(size_t) * 2 * (size_t)cap);
-                if (!np) { st = vlm_error_set(err, VLM_ERR_OOM, "out of memory"); goto out; }
-                plain = np;
-            }
-            /* the protected string: this byte and what follows the mark */
-            size_t start = n;
-            text[n++] = prompt[i++];
-            size_t tail = 0;
-            while (i + 1 + tail < len && prompt[i + 1 + tail] != PR_MARK) tail++;
-            char first = text[start];
-            size_t m = 0;
-            { /* the longest added token at first + the bytes after the mark */
-                char *probe = (char *)malloc(tail + 1);
-                if (!probe) { st = vlm_error_set(err, VLM_ERR_OOM, "out of memory"); goto out; }
-                probe[0] = first;
-                memcpy(probe + 1, prompt + i + 1, tail);
-                m = vlm_tokenizer_added_at(tok, probe, tail + 1);
-                free(probe);
-            }
-            if (m < 1) m = 1;
-            plain[2 * n_plain] = start;
-            plain[2 * n_plain + 1] = start + m;
-            n_plain++;
-            continue; /* i is on the mark; the loop steps past it */
-        }
+        if (i + 1 < len && prompt[i + 1] == PR_MARK && (i + 2 >= len || prompt[i + 2] != PR_MARK))
+            plain[2 * n_plain++] = n; /* a protected string starts at this byte */
         text[n++] = prompt[i];
     }
-    st = vlm_tokenize_ranges(tok, text, n, flags, plain, n_plain, out, err);
-out:
+    for (int k = 0; k < n_plain; k++) {
+        size_t start = plain[2 * k], m = vlm_tokenizer_added_at(tok, text + start, n - start);
+        plain[2 * k + 1] = start + (m ? m : 1);
+    }
+    vlm_status st = vlm_tokenize_ranges(tok, text, n, flags, plain, n_plain, out, err);
     free(text);
     free(plain);
     return st;

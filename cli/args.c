@@ -53,9 +53,10 @@ int cli_u64(const char *cmd, const char *opt, const char *s, uint64_t *out) {
     return 0;
 }
 
-/* All of f, NUL-terminated; NULL on a read error. */
-static char *cli_slurp(FILE *f) {
-    size_t n = 0, cap = 4096;
+char *cli_read_all(const char *path, size_t *len) {
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f) return NULL;
+    size_t n = 0, cap = 1 << 16;
     char *b = (char *)malloc(cap);
     while (b) {
         size_t r = fread(b + n, 1, cap - n - 1, f);
@@ -63,29 +64,31 @@ static char *cli_slurp(FILE *f) {
         if (r == 0) break;
         if (n + 1 == cap) {
             char *nb = (char *)realloc(b, cap * 2);
-            if (!nb) { free(b); return NULL; }
+            if (!nb) { free(b); b = NULL; break; }
             b = nb;
             cap *= 2;
         }
     }
-    if (!b || ferror(f)) { free(b); return NULL; }
+    int bad = ferror(f);
+    if (f != stdin) fclose(f);
+    if (!b || bad) { free(b); return NULL; }
     b[n] = 0;
+    if (len) *len = n;
     return b;
 }
 
 char *cli_prompt_text(const char *cmd, const char *arg) {
     if (!strcmp(arg, "-") || arg[0] == '@') {
-        int from_stdin = !strcmp(arg, "-");
-        if (!from_stdin && arg[1] == '@') return strdup(arg + 1); /* "@@x": the text "@x" */
-        FILE *f = from_stdin ? stdin : fopen(arg + 1, "rb");
-        if (!f) {
-            fprintf(stderr, "vlm %s: -p %s: cannot open %s: %s\n", cmd, arg, arg + 1, strerror(errno));
+        if (arg[0] == '@' && arg[1] == '@') return strdup(arg + 1); /* "@@x": the text "@x" */
+        const char *path = arg[0] == '@' ? arg + 1 : "-";
+        errno = 0;
+        char *t = cli_read_all(path, NULL);
+        if (!t) {
+            fprintf(stderr, "vlm %s: -p %s: cannot read %s: %s\n", cmd, arg, !strcmp(path, "-") ? "stdin" : path,
+                    errno ? strerror(errno) : "read error");
             return NULL;
         }
-        char *t = cli_slurp(f);
-        if (!from_stdin) fclose(f);
-        if (!t) fprintf(stderr, "vlm %s: -p %s: read error\n", cmd, arg);
-        size_t n = t ? strlen(t) : 0; /* the file's last line end is not part of the question */
+        size_t n = strlen(t); /* the file's last line end is not part of the question */
         if (n && t[n - 1] == '\n') t[--n] = 0;
         if (n && t[n - 1] == '\r') t[--n] = 0;
         return t;

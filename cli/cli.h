@@ -18,6 +18,9 @@ int cli_int(const char *cmd, const char *opt, const char *s, long long lo, long 
 int cli_int32(const char *cmd, const char *opt, const char *s, int lo, int hi, int *out);
 int cli_float(const char *cmd, const char *opt, const char *s, double lo, double hi, float *out);
 int cli_u64(const char *cmd, const char *opt, const char *s, uint64_t *out);
+/* All of the file at path ("-": stdin), NUL-terminated, its length in *len
+ * (len may be NULL); NULL if it cannot be read (errno says why). */
+char *cli_read_all(const char *path, size_t *len);
 /* The prompt of -p ARG, malloc'd: ARG itself, the contents of FILE for
  * "@FILE" or of stdin for "-" (less one final line end), "@x" for "@@x";
  * NULL after an error line. */

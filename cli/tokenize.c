@@ -28,26 +28,6 @@ static void tokenize_usage(FILE *f) {
             "arguments are joined with spaces.\n");
 }
 
-static char *tokenize_read(const char *path, size_t *len) {
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0, r;
-    char *p = malloc(cap);
-    while (p && (r = fread(p + n, 1, cap - n - 1, f)) > 0) {
-        n += r;
-        if (n + 1 >= cap) {
-            cap *= 2;
-            char *q = realloc(p, cap);
-            if (!q) { free(p); p = NULL; break; }
-            p = q;
-        }
-    }
-    if (f != stdin) fclose(f);
-    if (p) p[n] = 0;
-    *len = n;
-    return p;
-}
-
 int cmd_tokenize(int argc, char **argv) {
     const char *tok_path = NULL, *file = NULL;
     int add_special = 0, no_parse = 0, decode = 0, skip_special = 0, pieces = 0, timing = 0, render = 0;
@@ -80,7 +60,7 @@ int cmd_tokenize(int argc, char **argv) {
     char *text = NULL;
     size_t len = 0;
     if (file) {
-        text = tokenize_read(file, &len);
+        text = cli_read_all(file, &len);
         if (!text) { fprintf(stderr, "vlm tokenize: cannot read %s\n", file); return 1; }
     } else {
         size_t cap = 1;

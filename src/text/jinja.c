@@ -72,6 +72,10 @@ static int jj_over(jj_ctx *c, const char *what, unsigned long long limit, const 
     return 1;
 }
 #define JJ_STEP(c) (++(c)->steps > (c)->lim.template_steps && jj_over((c), "steps", (unsigned long long)(c)->lim.template_steps, "template_steps"))
+static int jj_output_over(jj_ctx *c, const vlm_buf *out) {
+    return out->n > c->lim.template_output &&
+           jj_over(c, "bytes of output", (unsigned long long)c->lim.template_output, "template_output");
+}
 
 static void *jj_alloc(jj_ctx *c, size_t n) {
     n = (n + 15) & ~(size_t)15;
@@ -1830,11 +1834,7 @@ static jv *jj_eval(jj_ctx *c, jj_node *n) {
 }
 
 static void jj_exec(jj_ctx *c, jj_node *n, vlm_buf *out) {
-    if (c->failed || !n || JJ_STEP(c)) return;
-    if (out->n > c->lim.template_output) {
-        jj_over(c, "bytes of output", (unsigned long long)c->lim.template_output, "template_output");
-        return;
-    }
+    if (c->failed || !n || JJ_STEP(c) || jj_output_over(c, out)) return;
     switch (n->kind) {
     case JN_BODY:
         for (int i = 0; i < n->n_list && !c->failed && !c->brk && !c->cont; i++) jj_exec(c, n->list[i], out);
@@ -2014,8 +2014,7 @@ static vlm_status jj_render(const char *src, jv *(*mk)(jj_ctx *, const void *, c
     for (int i = 0; o.bool_names && o.bool_names[i]; i++) jj_assign(&c, o.bool_names[i], jj_bool(o.bool_values ? o.bool_values[i] : 1));
     vlm_buf b = {0};
     jj_exec(&c, root, &b);
-    if (!c.failed && b.n > c.lim.template_output)
-        jj_over(&c, "bytes of output", (unsigned long long)c.lim.template_output, "template_output");
+    if (!c.failed) jj_output_over(&c, &b); /* the last node's output */
     if (b.oom && !c.failed) { vlm_error_set(err, VLM_ERR_OOM, "out of memory rendering the chat template"); c.failed = 1; }
     if (c.failed) { free(b.p); goto fail; }
     *out = b.p ? b.p : calloc(1, 1);
