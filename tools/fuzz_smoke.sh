@@ -16,11 +16,9 @@ for t in "$@"; do
         json)  find tests/data tests/golden -name '*.json' -size -64k | while read -r f; do cp "$f" "$real/$(echo "$f" | tr / _)"; done ;;
         safetensors) find tests/data -name '*.safetensors' -size -256k | while read -r f; do cp "$f" "$real/$(echo "$f" | tr / _)"; done ;;
         image) find tests/data/img tests/golden -name '*.png' -size -256k | while read -r f; do cp "$f" "$real/$(echo "$f" | tr / _)"; done ;;
-        jinja) # the real chat templates, each followed by NUL and a conversation
-            for f in tests/data/*/chat_template.jinja; do
-                { cat "$f"; printf '\0'; cat tests/data/json/messages.json 2>/dev/null; } > "$real/$(echo "$f" | tr / _)"
-            done
-            for f in tests/data/*/tokenizer_config.json; do # their chat_template strings, via the JSON parser's seeds
+        jinja) # the real chat templates (the target renders them for its default conversation)
+            for f in tests/data/*/chat_template.jinja; do cp "$f" "$real/$(echo "$f" | tr / _)"; done
+            for f in tests/data/*/tokenizer_config.json; do # the chat_template strings in them
                 python3 -c 'import json,sys; t=json.load(open(sys.argv[1])).get("chat_template"); sys.stdout.write(t if isinstance(t, str) else "")' \
                     "$f" > "$real/$(echo "$f" | tr / _).jinja" 2>/dev/null || true
             done ;;
