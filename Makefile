@@ -37,16 +37,20 @@ ifeq ($(HAVE_LIBEDIT),1)
 endif
 
 SUBSYSTEMS := platform core io text vision api
-LIB_SRC  := $(foreach d,$(SUBSYSTEMS) cpu,$(wildcard src/$(d)/*.c)) $(wildcard models/*.c)
+LIB_SRC  := $(foreach d,$(SUBSYSTEMS),$(wildcard src/$(d)/*.c)) $(wildcard models/*.c) \
+            $(filter-out src/cpu/variant.c,$(wildcard src/cpu/*.c))
+# The kernel families (src/cpu/kernels/) compiled once per instruction set,
+# chosen at run time (src/cpu/variant.c sets each one's target).
+CPU_VARIANTS := scalar avx2
 CLI_SRC  := $(wildcard cli/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
 EX_SRC   := $(wildcard examples/*.c)
 
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CPU_VARIANTS:%=$(BUILD)/src/cpu/variant_%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 EX_BIN   := $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
-HEADERS  := $(wildcard src/*.h src/*/*.h)
+HEADERS  := $(wildcard src/*.h src/*/*.h src/*/*/*.h)
 
 ifeq ($(CUDA),1)
   CUDA_HOME ?= /usr/local/cuda
@@ -62,6 +66,10 @@ all: vlm.h vlm_cpu.c $(BUILD)/libvlm.a vlm
 $(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/src/cpu/variant_%.o: src/cpu/variant.c $(wildcard src/cpu/kernels/*) $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DCPU_VARIANT_$(shell echo $* | tr a-z A-Z) -c $< -o $@
 
 $(BUILD)/vlm_cuda.o: vlm_cuda.cu $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -93,7 +101,7 @@ examples: $(EX_BIN)
 # The single-header amalgamation is generated; CI checks it is up to date.
 vlm.h: $(HEADERS) $(wildcard src/*/*.c) tools/amalgamate.sh
 	sh tools/amalgamate.sh > $@.tmp && mv $@.tmp $@
-vlm_cpu.c: $(wildcard src/cpu/*) tools/amalgamate.sh
+vlm_cpu.c: $(wildcard src/cpu/* src/cpu/kernels/*) tools/amalgamate.sh
 	sh tools/amalgamate.sh cpu > $@.tmp && mv $@.tmp $@
 
 test: vlm.h vlm_cpu.c $(TEST_BIN) $(BUILD)/vlm $(EX_BIN)

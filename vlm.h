@@ -341,14 +341,27 @@ typedef struct vlm_backend {
     void (*download)(struct vlm_backend *be, void *dst, const void *src, size_t nbytes);
     void (*destroy)(struct vlm_backend *be);
     int n_threads;
+    const char *kernels;     /* the kernel variant running the ops, e.g. "avx2" */
 } vlm_backend;
 
-/* vlm_cpu.c. n_threads <= 0: one per core. */
+/* vlm_cpu.c. The kernels are compiled for several instruction sets in one
+ * build and chosen at run time: "avx2" (AVX2+FMA+F16C) where the CPU has it,
+ * else "scalar" (portable C). kernels: NULL or "" for $VLM_KERNELS if set,
+ * else "auto" (the fastest the CPU runs); a name forces that variant (an
+ * error if unknown or if the CPU lacks its instructions). */
+typedef struct vlm_cpu_params {
+    int n_threads;           /* <= 0: one per core */
+    const char *kernels;
+} vlm_cpu_params;
+vlm_backend *vlm_backend_cpu_new(const vlm_cpu_params *p, vlm_error *err);
+/* Shorthand: default kernels, n_threads <= 0: one per core. */
 vlm_backend *vlm_backend_cpu(int n_threads, vlm_error *err);
-/* The SIMD the CPU backend's kernels were compiled for: "avx2" (AVX2, FMA,
- * F16C) or "scalar" (portable C; several times slower where the CPU has
- * AVX2: compile vlm_cpu.c with -march=native or -mavx2 -mfma -mf16c). */
+/* The variant a CPU backend made now with default kernels would run
+ * ($VLM_KERNELS, else the fastest this CPU has). */
 const char *vlm_cpu_kernels(void);
+/* The i-th variant this build has that the CPU runs, fastest first; NULL
+ * past the last. */
+const char *vlm_cpu_kernel_name(int i);
 /* vlm_cuda.cu, built with `make CUDA=1`. */
 vlm_backend *vlm_backend_cuda(int device, vlm_error *err);
 
@@ -653,6 +666,7 @@ struct vlm_seq {
 
 typedef struct vlm_model_params {
     int n_threads;           /* <= 0: one per core */
+    const char *kernels;     /* CPU kernel variant (vlm_cpu_params); NULL: default */
     vlm_backend *backend;    /* NULL: a CPU backend owned by the model */
     /* Benchmarks: no checkpoint; every weight the architecture asks for is
      * made up (small random values) in this dtype. dir may then also be a
@@ -1189,6 +1203,8 @@ typedef struct vlm_engine_params {
     int n_threads;           /* <= 0: one per core */
     const char *device;      /* "cpu" (default) or "cuda" */
     const vlm_limits *limits; /* budgets against untrusted model folders; NULL: vlm_limits_default() */
+    const char *kernels;     /* CPU kernels: NULL (default: $VLM_KERNELS, else the fastest the CPU runs),
+                                "auto", "avx2" or "scalar" (see vlm_backend_cpu_new) */
 } vlm_engine_params;
 
 /* dir holds config.json, *.safetensors (sharded or not), tokenizer.json,
@@ -2875,7 +2891,8 @@ vlm_status vlm_model_load(vlm_model **out, const char *dir, const vlm_model_para
     } else if ((s = vlm_st_open(&m->weights, dir, err)) != VLM_OK) goto fail;
     if (p && p->backend) m->be = p->backend;
     else {
-        m->be = vlm_backend_cpu(p ? p->n_threads : 0, err);
+        vlm_cpu_params cp = {.n_threads = p ? p->n_threads : 0, .kernels = p ? p->kernels : NULL};
+        m->be = vlm_backend_cpu_new(&cp, err);
         if (!m->be) { s = err->code ? err->code : VLM_ERR_OOM; goto fail; }
         m->own_backend = 1;
     }
@@ -15040,7 +15057,7 @@ vlm_status vlm_engine_open(vlm_engine **out, const char *dir, const vlm_engine_p
     vlm_engine *e = (vlm_engine *)calloc(1, sizeof *e);
     if (!e) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     e->limits = vlm_limits_resolve(p ? p->limits : NULL);
-    vlm_model_params mp = {.n_threads = p ? p->n_threads : 0};
+    vlm_model_params mp = {.n_threads = p ? p->n_threads : 0, .kernels = p ? p->kernels : NULL};
     vlm_status s = vlm_model_load(&e->model, dir, &mp, err);
     if (s == VLM_OK) s = vlm_tokenizer_load(&e->tok, dir, err);
     if (s == VLM_OK && !strcmp(vlm_json_str(vlm_json_get(e->model->config, "model_type"), ""), "internvl_chat"))

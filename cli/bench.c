@@ -155,7 +155,7 @@ int cmd_bench(int argc, char **argv) {
                "\"prefill_tokens\":%d,\"prefill_tok_s\":%.2f,\"decode_tokens\":%d,\"decode_tok_s\":%.2f,"
                "\"vision_cpu_s\":%.2f,\"prefill_cpu_s\":%.2f,\"decode_cpu_s\":%.2f,"
                "\"vision_tiles\":%d,\"vision_tokens\":%d,\"kv_cache_mib\":%.2f,\"kv_ctx\":%d,\"peak_rss_mib\":%.0f}\n",
-               m->arch->name, m->be->n_threads, vlm_cpu_kernels(), random_w ? vlm_dtype_name(dtype) : "checkpoint", t_load, vision_ms,
+               m->arch->name, m->be->n_threads, m->be->kernels ? m->be->kernels : "?", random_w ? vlm_dtype_name(dtype) : "checkpoint", t_load, vision_ms,
                n_prompt, n_prompt / t_prefill, n_gen, n_gen / t_decode, vision_ms >= 0 ? vision_cpu : 0.0, cpu_prefill, cpu_decode, vision_tiles, vision_tokens,
                kv_bytes / 1048576.0, s.n_ctx, bench_peak_rss_mib());
     free(row);

@@ -17,10 +17,20 @@ static void info_cpu(void) {
     for (size_t i = 0; i < sizeof feats / sizeof feats[0]; i++)
         if (f & feats[i].bit) printf(" %s", feats[i].name);
     printf("%s\n", f ? "" : " (none the kernels use)");
-    printf("kernels        %s", vlm_cpu_kernels());
-    if (!strcmp(vlm_cpu_kernels(), "scalar") && (f & VLM_CPU_AVX2))
-        printf(" (this CPU has AVX2: build with -march=native or -mavx2 -mfma -mf16c for several times the speed)");
+    vlm_error err = {0};
+    vlm_cpu_params cp = {.n_threads = 1};
+    vlm_backend *be = vlm_backend_cpu_new(&cp, &err);
+    if (!be) {
+        printf("kernels        none: %s\n", err.msg);
+        return;
+    }
+    const char *forced = getenv("VLM_KERNELS");
+    printf("kernels        %s (%s)\n", be->kernels,
+           forced && *forced ? "forced by VLM_KERNELS" : "the fastest this CPU runs; VLM_KERNELS=scalar|avx2 forces one");
+    printf("runs          ");
+    for (int i = 0; vlm_cpu_kernel_name(i); i++) printf(" %s", vlm_cpu_kernel_name(i));
     printf("\n");
+    be->destroy(be);
 }
 
 int cmd_info(int argc, char **argv) {

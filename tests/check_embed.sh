@@ -35,6 +35,12 @@ for cc in gcc clang; do
     wait $p1; wait $p2
     $cc $STRICT -pthread -o "$o/caption" examples/caption.c "$o/vlm_impl.o" "$o/vlm_cpu.o" "$o"/m_*.o $LIBS
     $cc -pthread -o "$o/game" "$o/game_main.o" "$o/vlm_cpu.o" "$o"/m_*.o $LIBS
+    # built for a baseline x86-64, the kernels are still the fastest the CPU runs
+    printf '#include "vlm.h"\n#include <stdio.h>\nint main(void) { puts(vlm_cpu_kernels()); return 0; }\n' > "$o/kernels.c"
+    $cc $STRICT -pthread -o "$o/kernels" "$o/kernels.c" "$o/vlm_impl.o" "$o/vlm_cpu.o" "$o"/m_*.o $LIBS
+    want=$(VLM_KERNELS= "$BUILD/vlm" info --cpu | sed -n 's/^kernels *\([a-z0-9]*\).*/\1/p')
+    got=$(VLM_KERNELS= "$o/kernels")
+    [ "$got" = "$want" ] || { echo "$cc: the embedded build picks kernels '$got', the Makefile build '$want'"; exit 1; }
     "$o/caption" tests/data/tiny_qwen $IMG > "$o/caption.txt"
     "$o/game" tests/data/tiny_qwen $IMG > "$o/game.txt"
     cmp "$o/caption.txt" "$d/makefile.txt"
@@ -47,7 +53,7 @@ for cc in gcc clang; do
         cmp "$o/robot.txt" "$d/makefile.txt"
     fi
     n=$((n + 1))
-    echo "$cc: caption, game (own stb_image in the same file) and robot (C++17) answer as the Makefile build"
+    echo "$cc: kernels $got; caption, game (own stb_image in the same file) and robot (C++17) answer as the Makefile build"
 done
 [ $n -gt 0 ] || { echo "no C compiler"; exit 1; }
 echo "answer: $(head -c 60 "$d/makefile.txt")"

@@ -986,9 +986,15 @@ static int bench(int only_attn) {
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--bench")) return bench(argc > 2 && !strcmp(argv[2], "attn"));
     test_pool();
+    /* every kernel variant the CPU runs; within one, 1 and 2 threads agree bit for bit */
+    const char *kernels;
+    for (int variant = 0; (kernels = vlm_cpu_kernel_name(variant)); variant++) {
+    printf("kernels %s\n", kernels);
+    rec_count = 0;
     for (pass_no = 0; pass_no < 2; pass_no++) {
         vlm_error err = {0};
-        vlm_backend *be = vlm_backend_cpu(pass_no + 1, &err);
+        vlm_cpu_params cp = {.n_threads = pass_no + 1, .kernels = kernels};
+        vlm_backend *be = vlm_backend_cpu_new(&cp, &err);
         CHECK(be != NULL, "backend: %s", err.msg);
         if (!be) break;
         vlm_compute c;
@@ -1014,5 +1020,6 @@ int main(int argc, char **argv) {
     }
     CHECK(rec_pos == rec_count, "1- and 2-thread passes recorded %d vs %d results", rec_count, rec_pos);
     for (int i = 0; i < rec_count; i++) free(rec_data[i]);
+    }
     TEST_MAIN_END();
 }

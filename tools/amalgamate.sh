@@ -4,9 +4,10 @@
 #                             includes inlined (each once), then the sources of
 #                             every subsystem in dependency order under
 #                             #ifdef VLM_IMPLEMENTATION;
-#   tools/amalgamate.sh cpu   vlm_cpu.c: the CPU backend's kernel families
-#                             (src/cpu/) as one file over vlm.h, with the
-#                             functions they share made static.
+#   tools/amalgamate.sh cpu   vlm_cpu.c: the CPU backend (src/cpu/) as one
+#                             file over vlm.h, the kernel families repeated
+#                             per instruction-set variant, every function
+#                             static but the public ones.
 set -e
 cd "$(dirname "$0")/.."
 SUBSYSTEMS="platform core io text vision api"
@@ -16,7 +17,7 @@ inline_header() {
     # the first time only (each header has guards; this keeps the output short).
     while IFS= read -r line; do
         case "$line" in
-            '#include "'*'.h"'*)
+            '#include "'*'.h"'*|'#include "'*'.c"'*)
                 f=${line#\#include \"}; f=${f%%\"*}
                 if [ "$f" = vlm.h ]; then continue; fi
                 if [ -f "src/$f" ]; then
@@ -32,10 +33,26 @@ if [ "$1" = cpu ]; then
     echo '#include "vlm.h"'
     echo '#define CPU_FN static'
     seen=" core/vlm_core.h platform/vlm_platform.h "
-    for f in src/cpu/cpu.h src/cpu/*.c; do
-        case $f in */backend.c) continue ;; esac
-        echo "/* ---- $f ---- */"
-        inline_header < "$f"
+    echo "/* ---- src/cpu/cpu.h ---- */"
+    inline_header < src/cpu/cpu.h
+    echo "/* ---- src/cpu/pool.c ---- */"
+    inline_header < src/cpu/pool.c
+    # The kernel families once per instruction set, as the split build
+    # compiles src/cpu/variant.c once per variant: each copy's names get the
+    # variant's prefix (cpu_x -> cpu_avx2_x) except the shared ones of
+    # cpu.h and pool.c, so the copies live side by side in one file.
+    shared=$(cat src/cpu/cpu.h src/cpu/pool.c | grep -o 'cpu_[A-Za-z0-9_]*' | sort -u | tr '\n' ' ')
+    base_seen=$seen
+    for v in scalar avx2; do
+        V=$(echo $v | tr a-z A-Z)
+        echo "/* ---- src/cpu/variant.c: $v ---- */"
+        echo "#define CPU_VARIANT_$V 1"
+        seen=$base_seen
+        inline_header < src/cpu/variant.c |
+            SHARED="$shared" V=$v perl -pe 'BEGIN { %s = map { $_ => 1 } split " ", $ENV{SHARED} }
+                s/\bcpu_(\w+)/$s{"cpu_$1"} ? "cpu_$1" : "cpu_$ENV{V}_$1"/ge'
+        echo "#undef CPU_VARIANT_$V"
+        echo "#undef VLM_CPU_KERNELS_H"
     done
     echo "/* ---- src/cpu/backend.c ---- */"
     inline_header < src/cpu/backend.c

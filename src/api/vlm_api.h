@@ -84,6 +84,8 @@ typedef struct vlm_engine_params {
     int n_threads;           /* <= 0: one per core */
     const char *device;      /* "cpu" (default) or "cuda" */
     const vlm_limits *limits; /* budgets against untrusted model folders; NULL: vlm_limits_default() */
+    const char *kernels;     /* CPU kernels: NULL (default: $VLM_KERNELS, else the fastest the CPU runs),
+                                "auto", "avx2" or "scalar" (see vlm_backend_cpu_new) */
 } vlm_engine_params;
 
 /* dir holds config.json, *.safetensors (sharded or not), tokenizer.json,

@@ -235,14 +235,27 @@ typedef struct vlm_backend {
     void (*download)(struct vlm_backend *be, void *dst, const void *src, size_t nbytes);
     void (*destroy)(struct vlm_backend *be);
     int n_threads;
+    const char *kernels;     /* the kernel variant running the ops, e.g. "avx2" */
 } vlm_backend;
 
-/* vlm_cpu.c. n_threads <= 0: one per core. */
+/* vlm_cpu.c. The kernels are compiled for several instruction sets in one
+ * build and chosen at run time: "avx2" (AVX2+FMA+F16C) where the CPU has it,
+ * else "scalar" (portable C). kernels: NULL or "" for $VLM_KERNELS if set,
+ * else "auto" (the fastest the CPU runs); a name forces that variant (an
+ * error if unknown or if the CPU lacks its instructions). */
+typedef struct vlm_cpu_params {
+    int n_threads;           /* <= 0: one per core */
+    const char *kernels;
+} vlm_cpu_params;
+vlm_backend *vlm_backend_cpu_new(const vlm_cpu_params *p, vlm_error *err);
+/* Shorthand: default kernels, n_threads <= 0: one per core. */
 vlm_backend *vlm_backend_cpu(int n_threads, vlm_error *err);
-/* The SIMD the CPU backend's kernels were compiled for: "avx2" (AVX2, FMA,
- * F16C) or "scalar" (portable C; several times slower where the CPU has
- * AVX2: compile vlm_cpu.c with -march=native or -mavx2 -mfma -mf16c). */
+/* The variant a CPU backend made now with default kernels would run
+ * ($VLM_KERNELS, else the fastest this CPU has). */
 const char *vlm_cpu_kernels(void);
+/* The i-th variant this build has that the CPU runs, fastest first; NULL
+ * past the last. */
+const char *vlm_cpu_kernel_name(int i);
 /* vlm_cuda.cu, built with `make CUDA=1`. */
 vlm_backend *vlm_backend_cuda(int device, vlm_error *err);
 

@@ -1,40 +1,64 @@
 /* The backend object: op dispatch, memory, creation and teardown. */
 #include "cpu/cpu.h"
 
-/* ------------------------------------------------------------------ dispatch */
+#include <stdio.h>
 
-static vlm_status cpu_exec_locked(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
-    switch (op->kind) {
-    case VLM_OP_NONE: return VLM_OK;
-    case VLM_OP_CPY: return cpu_op_cpy(ctx, op, err);
-    case VLM_OP_MATMUL: return cpu_op_matmul(ctx, op, err);
-    case VLM_OP_MATMUL_ID: return cpu_op_matmul_id(ctx, op, err);
-    case VLM_OP_ADD: case VLM_OP_MUL: case VLM_OP_SCALE: case VLM_OP_UNARY: case VLM_OP_GLU:
-        return cpu_op_ew(ctx, op, err);
-    case VLM_OP_RMS_NORM: case VLM_OP_LAYER_NORM: return cpu_op_rows(ctx, op, err, cpu_norm_rows, 4);
-    case VLM_OP_SOFTMAX: return cpu_op_rows(ctx, op, err, cpu_softmax_rows, 8);
-    case VLM_OP_ROPE: return cpu_op_rope(ctx, op, err);
-    case VLM_OP_ATTN: return cpu_op_attn(ctx, op, err);
-    case VLM_OP_CONCAT: return cpu_op_concat(ctx, op, err);
-    case VLM_OP_GET_ROWS: return cpu_op_get_rows(ctx, op, err);
-    case VLM_OP_SET_ROWS: return cpu_op_set_rows(ctx, op, err);
-    case VLM_OP_TOPK: return cpu_op_rows(ctx, op, err, cpu_topk_rows, 2);
-    case VLM_OP_ARGMAX: return cpu_op_rows(ctx, op, err, cpu_argmax_rows, 1);
-    case VLM_OP_IM2COL: {
-        cpu_rows_arg A = {.ctx = ctx, .op = op, .a = *op->a, .out = *op->out};
-        int64_t rows = op->out->shape[0];
-        if (rows) cpu_parallel(ctx, rows, 4, cpu_im2col_rows, &A);
-        return VLM_OK;
+/* ------------------------------------------------------------------ kernel variants */
+
+typedef struct cpu_variant {
+    const char *name;
+    unsigned needs; /* VLM_CPU_* bits */
+    cpu_exec_fn exec;
+} cpu_variant;
+
+/* Fastest first. */
+static const cpu_variant cpu_variants[] = {
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
+    {"avx2", VLM_CPU_AVX2, cpu_exec_avx2},
+#endif
+    {"scalar", 0, cpu_exec_scalar},
+};
+#define CPU_N_VARIANTS (int)(sizeof cpu_variants / sizeof cpu_variants[0])
+
+/* want: a variant's name, "auto", or NULL/"" for $VLM_KERNELS or else auto. */
+static const cpu_variant *cpu_pick_variant(const char *want, vlm_error *err) {
+    if (!want || !*want) want = getenv("VLM_KERNELS");
+    if (!want || !*want) want = "auto";
+    unsigned have = vlm_cpu_features();
+    int is_auto = !strcmp(want, "auto");
+    for (int i = 0; i < CPU_N_VARIANTS; i++) {
+        const cpu_variant *v = &cpu_variants[i];
+        if (!is_auto && strcmp(want, v->name)) continue;
+        if ((v->needs & have) == v->needs) return v;
+        if (!is_auto) {
+            vlm_error_set(err, VLM_ERR_UNSUPPORTED, "cpu: kernels '%s' need instructions this CPU lacks", want);
+            return NULL;
+        }
     }
-    default: return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "cpu backend: op %d not implemented", (int)op->kind);
-    }
+    char names[128] = "";
+    for (int i = 0; i < CPU_N_VARIANTS; i++)
+        snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "", cpu_variants[i].name);
+    vlm_error_set(err, VLM_ERR_ARG, "cpu: unknown kernels '%s' (this build has: %s, auto)", want, names);
+    return NULL;
+}
+
+const char *vlm_cpu_kernel_name(int i) {
+    unsigned have = vlm_cpu_features();
+    for (int k = 0; k < CPU_N_VARIANTS; k++)
+        if ((cpu_variants[k].needs & have) == cpu_variants[k].needs && i-- == 0) return cpu_variants[k].name;
+    return NULL;
+}
+
+const char *vlm_cpu_kernels(void) {
+    const cpu_variant *v = cpu_pick_variant(NULL, NULL);
+    return v ? v->name : "invalid VLM_KERNELS";
 }
 
 /* Sessions on other threads may share this backend: one op at a time. */
 static vlm_status cpu_exec(vlm_backend *be, const vlm_op *op, vlm_error *err) {
     cpu_ctx *ctx = (cpu_ctx *)be->impl;
     vlm_mutex_lock(ctx->exec_mu);
-    vlm_status s = cpu_exec_locked(ctx, op, err);
+    vlm_status s = ctx->exec(ctx, op, err);
     vlm_mutex_unlock(ctx->exec_mu);
     return s;
 }
@@ -79,10 +103,16 @@ static void cpu_destroy(vlm_backend *be) {
     free(ctx);
 }
 
-const char *vlm_cpu_kernels(void) { return CPU_AVX2 ? "avx2" : "scalar"; }
-
 vlm_backend *vlm_backend_cpu(int n_threads, vlm_error *err) {
+    vlm_cpu_params p = {.n_threads = n_threads};
+    return vlm_backend_cpu_new(&p, err);
+}
+
+vlm_backend *vlm_backend_cpu_new(const vlm_cpu_params *p, vlm_error *err) {
     VLM_ERROR_BEGIN(err);
+    const cpu_variant *v = cpu_pick_variant(p ? p->kernels : NULL, err);
+    if (!v) return NULL;
+    int n_threads = p ? p->n_threads : 0;
     if (n_threads <= 0) {
         n_threads = vlm_cpu_count();
     }
@@ -95,6 +125,8 @@ vlm_backend *vlm_backend_cpu(int n_threads, vlm_error *err) {
     ctx->cv_work = vlm_cond_new();
     ctx->cv_done = vlm_cond_new();
     ctx->be.name = "cpu";
+    ctx->be.kernels = v->name;
+    ctx->exec = v->exec;
     ctx->be.impl = ctx;
     ctx->be.exec = cpu_exec;
     ctx->be.alloc = cpu_alloc;

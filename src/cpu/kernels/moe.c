@@ -1,6 +1,6 @@
 /* MATMUL_ID: mixture-of-experts products that read only the chosen experts,
  * grouped per expert. */
-#include "cpu/cpu.h"
+#include "cpu/kernels/kernels.h"
 
 /* MoE: out[T, k, N] = x[t or t*k] . w[ids[t, j]]^T, grouped by expert. */
 /* Decode-sized MoE: one parallel region over (active expert, row of w). */
@@ -32,7 +32,7 @@ static void cpu_moe_fn(void *p, int64_t i0, int64_t i1, int tid) {
 
 /* MoE: out[T, k, N] = x[t or t*k] . w[ids[t, j]]^T, grouped by expert so each
  * chosen expert's weights are read once per call; other experts are not touched. */
-CPU_FN vlm_status cpu_op_matmul_id(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
+CPU_KFN vlm_status cpu_op_matmul_id(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
     const vlm_tensor *x = op->a, *w = op->b, *ids = op->aux;
     int64_t T = ids->shape[0], k = ids->shape[1], E = w->shape[0], N = w->shape[1], K = w->shape[2];
     int per_slot = x->shape[0] == T * k && k > 1;

@@ -2,7 +2,7 @@
  * for few rows, sgemm (OpenBLAS) on weight tiles converted to f32 for many.
  * New engines (bf16 dot products, AMX, int8) land beside these as their own
  * files, chosen in cpu_mm. */
-#include "cpu/cpu.h"
+#include "cpu/kernels/kernels.h"
 
 /* ------------------------------------------------------------------ matmul */
 
@@ -83,13 +83,13 @@ static inline __attribute__((always_inline)) void cpu_dotm_impl(const float *x, 
     case 3: cpu_dotm_impl(x, lda, w, K, res, 3, WT); return;                        \
     default: cpu_dotm_impl(x, lda, w, K, res, 4, WT); return;                       \
     }
-CPU_FN void cpu_dotm(const float *x, int64_t lda, int m, const void *w, vlm_dtype wt, int64_t K, float *res) {
+CPU_KFN void cpu_dotm(const float *x, int64_t lda, int m, const void *w, vlm_dtype wt, int64_t K, float *res) {
     if (wt == VLM_BF16) CPU_DOTM_CASES(VLM_BF16)
     if (wt == VLM_F16) CPU_DOTM_CASES(VLM_F16)
     CPU_DOTM_CASES(VLM_F32)
 }
 #else
-CPU_FN void cpu_dotm(const float *x, int64_t lda, int m, const void *w, vlm_dtype wt, int64_t K, float *res) {
+CPU_KFN void cpu_dotm(const float *x, int64_t lda, int m, const void *w, vlm_dtype wt, int64_t K, float *res) {
     for (int r = 0; r < m; r++) res[r] = cpu_dot(x + r * lda, w, wt, K);
 }
 #endif
@@ -143,7 +143,7 @@ static void cpu_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
 }
 
 /* out[M, N] (row stride ldo) = x[M, K] . w[N, K]^T + bias. x f32 with row stride lda. */
-CPU_FN vlm_status cpu_mm(cpu_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *x, int64_t lda, const void *w,
+CPU_KFN vlm_status cpu_mm(cpu_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *x, int64_t lda, const void *w,
                          vlm_dtype wt, int64_t ldw, const float *bias, float *out, int64_t ldo, vlm_error *err) {
     cpu_mm_arg A = {ctx, M, N, K, x, lda, (const char *)w, wt, ldw, bias, out, ldo, 0, 0, 0};
     if (M == 0 || N == 0) return VLM_OK;
@@ -187,7 +187,7 @@ static int cpu_uniform_rows(const vlm_tensor *x, int first_dim, int last_dim, in
     return 1;
 }
 
-CPU_FN vlm_status cpu_op_matmul(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
+CPU_KFN vlm_status cpu_op_matmul(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
     const vlm_tensor *x = op->a, *w = op->b, *o = op->out;
     int64_t K = cpu_lastdim(x), N = w->shape[w->ndim - 2];
     const float *bias = NULL;

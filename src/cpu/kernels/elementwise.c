@@ -1,6 +1,6 @@
 /* Row-wise ops: binary element-wise with broadcasting, unary functions and
  * GLU, RMS/layer norms, softmax, RoPE. */
-#include "cpu/cpu.h"
+#include "cpu/kernels/kernels.h"
 
 /* ------------------------------------------------------------------ element-wise */
 
@@ -94,7 +94,7 @@ static void cpu_ew_rows(void *p, int64_t r0, int64_t r1, int tid) {
     }
 }
 
-CPU_FN vlm_status cpu_op_ew(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
+CPU_KFN vlm_status cpu_op_ew(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
     cpu_rows_arg A = {.ctx = ctx, .op = op, .a = *op->a, .out = *op->out};
     if (op->kind == VLM_OP_ADD || op->kind == VLM_OP_MUL) A.b = cpu_broadcast(op->a, op->b);
     else if (op->b) A.b = *op->b;
@@ -112,7 +112,7 @@ CPU_FN vlm_status cpu_op_ew(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
 
 /* ------------------------------------------------------------------ norms, softmax */
 
-CPU_FN void cpu_norm_rows(void *p, int64_t r0, int64_t r1, int tid) {
+CPU_KFN void cpu_norm_rows(void *p, int64_t r0, int64_t r1, int tid) {
     cpu_rows_arg *A = (cpu_rows_arg *)p;
     const vlm_op *op = A->op;
     int64_t D = cpu_lastdim(&A->a);
@@ -158,7 +158,7 @@ CPU_FN void cpu_norm_rows(void *p, int64_t r0, int64_t r1, int tid) {
     }
 }
 
-CPU_FN void cpu_softmax_rows(void *p, int64_t r0, int64_t r1, int tid) {
+CPU_KFN void cpu_softmax_rows(void *p, int64_t r0, int64_t r1, int tid) {
     cpu_rows_arg *A = (cpu_rows_arg *)p;
     const vlm_op *op = A->op;
     int64_t D = cpu_lastdim(&A->a);
@@ -178,7 +178,7 @@ CPU_FN void cpu_softmax_rows(void *p, int64_t r0, int64_t r1, int tid) {
     }
 }
 
-CPU_FN vlm_status cpu_op_rows(cpu_ctx *ctx, const vlm_op *op, vlm_error *err, vlm_parallel_fn fn, int work) {
+CPU_KFN vlm_status cpu_op_rows(cpu_ctx *ctx, const vlm_op *op, vlm_error *err, vlm_parallel_fn fn, int work) {
     cpu_rows_arg A = {.ctx = ctx, .op = op, .a = *op->a, .out = *op->out};
     int64_t D = cpu_lastdim(&A.a);
     if (vlm_nelem(&A.a) == 0) return VLM_OK;
@@ -207,7 +207,7 @@ static void cpu_rope_rows(void *p, int64_t r0, int64_t r1, int tid) {
     }
 }
 
-CPU_FN vlm_status cpu_op_rope(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
+CPU_KFN vlm_status cpu_op_rope(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
     cpu_rows_arg A = {.ctx = ctx, .op = op, .a = *op->a, .b = *op->b, .c = *op->c, .out = *op->out};
     int64_t D = op->a->shape[2];
     if (vlm_nelem(&A.a) == 0) return VLM_OK;

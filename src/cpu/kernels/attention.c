@@ -1,6 +1,6 @@
 /* Attention: flash-style tiles with online softmax; K/V blocks skipped or
  * accepted whole from position/segment summaries; split keys for decode. */
-#include "cpu/cpu.h"
+#include "cpu/kernels/kernels.h"
 
 /* ------------------------------------------------------------------ attention */
 
@@ -263,7 +263,7 @@ static void cpu_fa_merge(void *p, int64_t i0, int64_t i1, int tid) {
     }
 }
 
-CPU_FN vlm_status cpu_op_attn(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
+CPU_KFN vlm_status cpu_op_attn(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
     cpu_attn_arg A = {ctx, op, op->a->shape[0], op->a->shape[1], op->b->shape[1], op->a->shape[2], op->c->shape[2],
                       op->b->shape[0], 0};
     A.group = A.Hq / A.Hkv;

@@ -1,5 +1,5 @@
 /* CPY: conversion between dtypes and layouts (strided source or destination). */
-#include "cpu/cpu.h"
+#include "cpu/kernels/kernels.h"
 
 static void cpu_cpy_rows(void *p, int64_t r0, int64_t r1, int tid) {
     cpu_rows_arg *A = (cpu_rows_arg *)p;
@@ -30,7 +30,7 @@ static void cpu_cpy_rows(void *p, int64_t r0, int64_t r1, int tid) {
     }
 }
 
-CPU_FN vlm_status cpu_op_cpy(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
+CPU_KFN vlm_status cpu_op_cpy(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
     cpu_rows_arg A = {.ctx = ctx, .op = op, .a = *op->a, .out = *op->out};
     int64_t D = cpu_lastdim(&A.a);
     if (vlm_nelem(&A.a) == 0) return VLM_OK;

@@ -1,5 +1,5 @@
 /* Ops that move rows: concat, get/set rows, top-k, argmax, im2col. */
-#include "cpu/cpu.h"
+#include "cpu/kernels/kernels.h"
 
 /* ------------------------------------------------------------------ concat, rows, topk, argmax, im2col */
 
@@ -31,7 +31,7 @@ static void cpu_concat_rows(void *p, int64_t r0, int64_t r1, int tid) {
     }
 }
 
-CPU_FN vlm_status cpu_op_concat(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
+CPU_KFN vlm_status cpu_op_concat(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
     (void)err;
     cpu_rows_arg A = {.ctx = ctx, .op = op, .a = *op->a, .b = *op->b, .out = *op->out};
     if (vlm_nelem(&A.out) == 0) return VLM_OK;
@@ -39,7 +39,7 @@ CPU_FN vlm_status cpu_op_concat(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) 
     return VLM_OK;
 }
 
-CPU_FN vlm_status cpu_op_get_rows(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
+CPU_KFN vlm_status cpu_op_get_rows(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
     (void)ctx;
     const vlm_tensor *tab = op->a, *ids = op->b;
     int64_t V = tab->shape[0], D = tab->shape[1], n = ids->shape[0];
@@ -56,7 +56,7 @@ CPU_FN vlm_status cpu_op_get_rows(cpu_ctx *ctx, const vlm_op *op, vlm_error *err
     return VLM_OK;
 }
 
-CPU_FN vlm_status cpu_op_set_rows(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
+CPU_KFN vlm_status cpu_op_set_rows(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
     const vlm_tensor *dst = op->a, *src = op->b, *ids = op->c;
     int64_t R = dst->shape[0], n = ids->shape[0];
     int64_t row = n ? vlm_nelem(src) / n : 0;
@@ -92,7 +92,7 @@ CPU_FN vlm_status cpu_op_set_rows(cpu_ctx *ctx, const vlm_op *op, vlm_error *err
     return VLM_OK;
 }
 
-CPU_FN void cpu_topk_rows(void *p, int64_t r0, int64_t r1, int tid) {
+CPU_KFN void cpu_topk_rows(void *p, int64_t r0, int64_t r1, int tid) {
     cpu_rows_arg *A = (cpu_rows_arg *)p;
     int64_t D = cpu_lastdim(&A->a), k = A->op->i[0];
     float *buf = A->ctx->tscratch[tid];
@@ -114,7 +114,7 @@ CPU_FN void cpu_topk_rows(void *p, int64_t r0, int64_t r1, int tid) {
     }
 }
 
-CPU_FN void cpu_argmax_rows(void *p, int64_t r0, int64_t r1, int tid) {
+CPU_KFN void cpu_argmax_rows(void *p, int64_t r0, int64_t r1, int tid) {
     cpu_rows_arg *A = (cpu_rows_arg *)p;
     int64_t D = cpu_lastdim(&A->a);
     float *buf = A->ctx->tscratch[tid];
@@ -127,7 +127,7 @@ CPU_FN void cpu_argmax_rows(void *p, int64_t r0, int64_t r1, int tid) {
     }
 }
 
-CPU_FN void cpu_im2col_rows(void *p, int64_t r0, int64_t r1, int tid) {
+CPU_KFN void cpu_im2col_rows(void *p, int64_t r0, int64_t r1, int tid) {
     (void)tid;
     cpu_rows_arg *A = (cpu_rows_arg *)p;
     const vlm_tensor *x = &A->a;
