@@ -329,6 +329,17 @@ typedef struct vlm_op {
 } vlm_op;
 
 /* A backend executes one op at a time on tensors in its own memory. */
+/* Time and work per op kind, summed while a backend's `profile` points here
+ * (benchmarks: `vlm bench --profile`). The figures are only meaningful while
+ * one thread computes on the backend. flops: 2*M*N*K for MATMUL and
+ * MATMUL_ID (the products' multiply-adds), 0 for other ops. */
+typedef struct vlm_profile {
+    double seconds[VLM_OP_COUNT];
+    double flops[VLM_OP_COUNT];
+    int64_t calls[VLM_OP_COUNT];
+} vlm_profile;
+const char *vlm_op_name(vlm_op_kind kind); /* "matmul", "attn", ... */
+
 typedef struct vlm_backend {
     const char *name;
     void *impl;
@@ -342,6 +353,8 @@ typedef struct vlm_backend {
     void (*destroy)(struct vlm_backend *be);
     int n_threads;
     const char *kernels;     /* the kernel variant running the ops, e.g. "avx2" */
+    const char *compute;     /* "f32" or "bf16" (vlm_cpu_params.compute) */
+    vlm_profile *profile;    /* NULL, or where each op's time and work is added */
 } vlm_backend;
 
 /* vlm_cpu.c. The kernels are compiled for several instruction sets in one
@@ -352,6 +365,12 @@ typedef struct vlm_backend {
 typedef struct vlm_cpu_params {
     int n_threads;           /* <= 0: one per core */
     const char *kernels;
+    /* "f32": every matmul in f32 (exact). "bf16": each matmul's inputs
+     * rounded to bf16 (ties to even), products summed in f32, as bf16
+     * dot-product hardware does; elsewhere (norms, softmax, RoPE, residuals)
+     * f32. NULL or "auto": bf16 where the chosen kernels have bf16
+     * dot-product instructions, else f32. */
+    const char *compute;
 } vlm_cpu_params;
 vlm_backend *vlm_backend_cpu_new(const vlm_cpu_params *p, vlm_error *err);
 /* Shorthand: default kernels, n_threads <= 0: one per core. */
@@ -667,6 +686,7 @@ struct vlm_seq {
 typedef struct vlm_model_params {
     int n_threads;           /* <= 0: one per core */
     const char *kernels;     /* CPU kernel variant (vlm_cpu_params); NULL: default */
+    const char *compute;     /* CPU compute mode (vlm_cpu_params); NULL: default */
     vlm_backend *backend;    /* NULL: a CPU backend owned by the model */
     /* Benchmarks: no checkpoint; every weight the architecture asks for is
      * made up (small random values) in this dtype. dir may then also be a
@@ -1205,6 +1225,7 @@ typedef struct vlm_engine_params {
     const vlm_limits *limits; /* budgets against untrusted model folders; NULL: vlm_limits_default() */
     const char *kernels;     /* CPU kernels: NULL (default: $VLM_KERNELS, else the fastest the CPU runs),
                                 "auto", "avx2" or "scalar" (see vlm_backend_cpu_new) */
+    const char *compute;     /* matmul precision: NULL/"auto", "f32" or "bf16" (see vlm_cpu_params) */
 } vlm_engine_params;
 
 /* dir holds config.json, *.safetensors (sharded or not), tokenizer.json,
@@ -1764,6 +1785,25 @@ vlm_status vlm_kv_write(vlm_compute *c, vlm_kv_layer *l, vlm_tensor *k_new, vlm_
 
 /* ------------------------------------------------------------------ op front-ends */
 
+const char *vlm_op_name(vlm_op_kind kind) {
+    static const char *const names[VLM_OP_COUNT] = {
+        "none", "cpy", "matmul", "matmul_id", "add", "mul", "scale", "unary", "glu", "rms_norm", "layer_norm",
+        "softmax", "rope", "attn", "concat", "get_rows", "set_rows", "topk", "argmax", "im2col"};
+    return (unsigned)kind < VLM_OP_COUNT && names[kind] ? names[kind] : "?";
+}
+
+static void core_profile(vlm_profile *p, const vlm_op *op, double seconds) {
+    double flops = 0;
+    if (op->kind == VLM_OP_MATMUL || op->kind == VLM_OP_MATMUL_ID) {
+        const vlm_tensor *w = op->b;
+        double rows = (double)vlm_nelem(op->out) / (double)w->shape[w->ndim - 2];
+        flops = 2.0 * rows * (double)w->shape[w->ndim - 2] * (double)w->shape[w->ndim - 1];
+    }
+    p->seconds[op->kind] += seconds;
+    p->flops[op->kind] += flops;
+    p->calls[op->kind]++;
+}
+
 static vlm_tensor *core_run(vlm_compute *c, vlm_op *op) {
     if (c->failed) return NULL;
     if (c->abort && c->abort(c->abort_user)) {
@@ -1771,8 +1811,11 @@ static vlm_tensor *core_run(vlm_compute *c, vlm_op *op) {
         vlm_error_set(&c->err, VLM_ERR_CANCELLED, "cancelled");
         return NULL;
     }
+    vlm_profile *prof = c->be->profile;
+    double t0 = prof ? vlm_time_s() : 0;
     vlm_status s = c->be->exec(c->be, op, &c->err);
     if (s != VLM_OK) { c->failed = 1; return NULL; }
+    if (prof) core_profile(prof, op, vlm_time_s() - t0);
     return op->out ? op->out : op->a;
 }
 
@@ -2891,7 +2934,8 @@ vlm_status vlm_model_load(vlm_model **out, const char *dir, const vlm_model_para
     } else if ((s = vlm_st_open(&m->weights, dir, err)) != VLM_OK) goto fail;
     if (p && p->backend) m->be = p->backend;
     else {
-        vlm_cpu_params cp = {.n_threads = p ? p->n_threads : 0, .kernels = p ? p->kernels : NULL};
+        vlm_cpu_params cp = {.n_threads = p ? p->n_threads : 0, .kernels = p ? p->kernels : NULL,
+                             .compute = p ? p->compute : NULL};
         m->be = vlm_backend_cpu_new(&cp, err);
         if (!m->be) { s = err->code ? err->code : VLM_ERR_OOM; goto fail; }
         m->own_backend = 1;
@@ -15057,7 +15101,8 @@ vlm_status vlm_engine_open(vlm_engine **out, const char *dir, const vlm_engine_p
     vlm_engine *e = (vlm_engine *)calloc(1, sizeof *e);
     if (!e) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     e->limits = vlm_limits_resolve(p ? p->limits : NULL);
-    vlm_model_params mp = {.n_threads = p ? p->n_threads : 0, .kernels = p ? p->kernels : NULL};
+    vlm_model_params mp = {.n_threads = p ? p->n_threads : 0, .kernels = p ? p->kernels : NULL,
+                           .compute = p ? p->compute : NULL};
     vlm_status s = vlm_model_load(&e->model, dir, &mp, err);
     if (s == VLM_OK) s = vlm_tokenizer_load(&e->tok, dir, err);
     if (s == VLM_OK && !strcmp(vlm_json_str(vlm_json_get(e->model->config, "model_type"), ""), "internvl_chat"))

@@ -42,9 +42,71 @@ static int bench_usage(int rc) {
             "                  model's config, else the processor's defaults)\n"
             "  --tiles N       families that tile images: time it on N made-up tiles\n"
             "  --kv T          KV cache dtype: f32 (default) or f16\n"
+            "  --compute M     matmul precision: f32 or bf16 (default: bf16 where the CPU has\n"
+            "                  bf16 dot products, else f32)\n"
+            "  --kernels K     force a kernel variant (as VLM_KERNELS: scalar, avx2, ...)\n"
+            "  --profile       add the time per op kind of vision, prefill and decode\n"
             "Prints one JSON line with the figures (kv_cache_mib: the KV cache allocated for\n"
-            "prompt + generated tokens, shared layers counted once).\n");
+            "prompt + generated tokens, shared layers counted once; matmul_peak_gflops: a\n"
+            "1024x768 . 768x3072 bf16-weight matmul on the same backend, the engine's peak\n"
+            "in this run; *_gflops: matmul work per second of the phase, *_matmul_gflops:\n"
+            "per second spent in matmuls).\n");
     return rc;
+}
+
+/* The engine's matmul peak in this process: x[1024, 768] . w[3072, 768]^T
+ * with random bf16 weights, repeated for about a second (GFLOP/s). */
+static double bench_matmul_peak(vlm_backend *be) {
+    const int64_t M = 1024, N = 3072, K = 768;
+    float *hx = (float *)malloc(sizeof(float) * (size_t)(M * K));
+    uint16_t *hw = (uint16_t *)malloc(sizeof(uint16_t) * (size_t)(N * K));
+    double gflops = 0;
+    if (hx && hw) {
+        uint64_t r = 7;
+        for (int64_t i = 0; i < M * K; i++) { r = r * 6364136223846793005ULL + 1; hx[i] = (float)((r >> 40) % 2001) / 1000.0f - 1.0f; }
+        for (int64_t i = 0; i < N * K; i++) { r = r * 6364136223846793005ULL + 1; hw[i] = vlm_f32_to_bf16((float)((r >> 40) % 2001) / 20000.0f - 0.05f); }
+        vlm_compute c;
+        vlm_compute_init(&c, be);
+        int64_t xs[2] = {M, K}, ws[2] = {N, K};
+        vlm_tensor *x = vlm_from_host(&c, VLM_F32, 2, xs, hx), *w = vlm_from_host(&c, VLM_BF16, 2, ws, hw);
+        int n = 0;
+        double t0 = 0, t = 0;
+        for (int i = -1; x && w && !c.failed && (t < 1.0 || n < 3); i++) {
+            if (i == 0) t0 = bench_now(); /* the first one warms up */
+            vlm_matmul(&c, x, w);
+            if (i >= 0) { n++; t = bench_now() - t0; }
+            if (c.arena.used > ((size_t)64 << 20)) { /* keep x and w, drop the outputs */
+                vlm_compute_free(&c);
+                vlm_compute_init(&c, be);
+                x = vlm_from_host(&c, VLM_F32, 2, xs, hx);
+                w = vlm_from_host(&c, VLM_BF16, 2, ws, hw);
+            }
+        }
+        if (!c.failed && t > 0) gflops = 2.0 * M * N * K * n / t / 1e9;
+        vlm_compute_free(&c);
+    }
+    free(hx);
+    free(hw);
+    return gflops;
+}
+
+static double prof_sum(const vlm_profile *p, int flops) {
+    double s = 0;
+    for (int k = 0; k < VLM_OP_COUNT; k++) s += flops ? p->flops[k] : p->seconds[k];
+    return s;
+}
+static double prof_matmul_s(const vlm_profile *p) { return p->seconds[VLM_OP_MATMUL] + p->seconds[VLM_OP_MATMUL_ID]; }
+
+/* "name":{"op":seconds,...} for the op kinds that ran */
+static void prof_json(const char *name, const vlm_profile *p) {
+    printf(",\"%s\":{", name);
+    int first = 1;
+    for (int k = 0; k < VLM_OP_COUNT; k++)
+        if (p->calls[k]) {
+            printf("%s\"%s\":%.4f", first ? "" : ",", vlm_op_name((vlm_op_kind)k), p->seconds[k]);
+            first = 0;
+        }
+    printf("}");
 }
 
 /* The architecture's made-up vision inputs (vlm_arch.bench_vision), then
@@ -73,11 +135,16 @@ int cmd_bench(int argc, char **argv) {
     const char *dir = NULL;
     int threads = 0, n_prompt = 512, n_gen = 32, random_w = 0, img_w = 0, img_h = 0, img_tiles = 0;
     vlm_dtype dtype = VLM_BF16, kv = VLM_F32;
+    const char *compute = NULL, *kernels = NULL;
+    int profile = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return bench_usage(0);
         else if (!strcmp(a, "-m") && i + 1 < argc) dir = argv[++i];
         else if (!strcmp(a, "--random")) random_w = 1;
+        else if (!strcmp(a, "--profile")) profile = 1;
+        else if (!strcmp(a, "--compute") && i + 1 < argc) compute = argv[++i];
+        else if (!strcmp(a, "--kernels") && i + 1 < argc) kernels = argv[++i];
         else if (!strcmp(a, "-t") && i + 1 < argc) { if (cli_int32("bench", a, argv[++i], 1, vlm_cpu_count(), &threads)) return 2; }
         else if (!strcmp(a, "-p") && i + 1 < argc) { if (cli_int32("bench", a, argv[++i], 1, 1 << 20, &n_prompt)) return 2; }
         else if (!strcmp(a, "-n") && i + 1 < argc) { if (cli_int32("bench", a, argv[++i], 1, 1 << 20, &n_gen)) return 2; }
@@ -96,7 +163,8 @@ int cmd_bench(int argc, char **argv) {
 
     vlm_error err = {0};
     vlm_model *m = NULL;
-    vlm_model_params mp = {.n_threads = threads, .random_weights = random_w, .random_dtype = dtype};
+    vlm_model_params mp = {.n_threads = threads, .random_weights = random_w, .random_dtype = dtype,
+                           .kernels = kernels, .compute = compute};
     double t0 = bench_now();
     if (vlm_model_load(&m, dir, &mp, &err) != VLM_OK) {
         fprintf(stderr, "vlm bench: %s\n", err.msg);
@@ -116,6 +184,9 @@ int cmd_bench(int argc, char **argv) {
         ids[i] = (int32_t)((x >> 33) % (uint64_t)(m->vocab_size < 100000 ? m->vocab_size / 2 : 100000));
         if (ids[i] == m->image_token_id || ids[i] == m->video_token_id) ids[i] = 1;
     }
+    double peak = bench_matmul_peak(m->be);
+    vlm_profile pv = {0}, pp = {0}, pd = {0};
+    m->be->profile = &pv;
     double vision_ms = -1, vision_cpu = bench_cpu();
     int vision_tiles = 0, vision_tokens = 0;
     if ((img_w > 0 || img_tiles > 0) &&
@@ -130,10 +201,12 @@ int cmd_bench(int argc, char **argv) {
 
     vlm_tensor *lg = NULL;
     vlm_compute_reset(&s.c);
+    m->be->profile = &pp;
     t0 = bench_now();
     double c0 = bench_cpu();
     int ok = m->arch->forward(m, &s, ids, n_prompt, NULL, NULL, 0, &lg) == VLM_OK;
     double t_prefill = bench_now() - t0, cpu_prefill = bench_cpu() - c0, cpu_decode = 0;
+    m->be->profile = &pd;
     float *row = (float *)malloc(sizeof(float) * (size_t)m->vocab_size);
     int32_t tok = 0;
     double t_decode = 0;
@@ -149,15 +222,30 @@ int cmd_bench(int argc, char **argv) {
         t_decode += bench_now() - t0;
         cpu_decode += bench_cpu() - c0;
     }
+    m->be->profile = NULL;
     if (!ok) fprintf(stderr, "vlm bench: %s\n", s.c.err.msg);
-    else
-        printf("{\"arch\":\"%s\",\"threads\":%d,\"kernels\":\"%s\",\"weights\":\"%s\",\"load_s\":%.2f,\"vision_ms\":%.1f,"
+    else {
+        printf("{\"arch\":\"%s\",\"threads\":%d,\"kernels\":\"%s\",\"compute\":\"%s\",\"weights\":\"%s\",\"load_s\":%.2f,\"vision_ms\":%.1f,"
                "\"prefill_tokens\":%d,\"prefill_tok_s\":%.2f,\"decode_tokens\":%d,\"decode_tok_s\":%.2f,"
                "\"vision_cpu_s\":%.2f,\"prefill_cpu_s\":%.2f,\"decode_cpu_s\":%.2f,"
-               "\"vision_tiles\":%d,\"vision_tokens\":%d,\"kv_cache_mib\":%.2f,\"kv_ctx\":%d,\"peak_rss_mib\":%.0f}\n",
-               m->arch->name, m->be->n_threads, m->be->kernels ? m->be->kernels : "?", random_w ? vlm_dtype_name(dtype) : "checkpoint", t_load, vision_ms,
+               "\"vision_tiles\":%d,\"vision_tokens\":%d,\"kv_cache_mib\":%.2f,\"kv_ctx\":%d,\"peak_rss_mib\":%.0f,"
+               "\"matmul_peak_gflops\":%.1f,\"vision_gflops\":%.1f,\"vision_matmul_gflops\":%.1f,"
+               "\"prefill_gflops\":%.1f,\"prefill_matmul_gflops\":%.1f",
+               m->arch->name, m->be->n_threads, m->be->kernels ? m->be->kernels : "?", m->be->compute ? m->be->compute : "?", random_w ? vlm_dtype_name(dtype) : "checkpoint", t_load, vision_ms,
                n_prompt, n_prompt / t_prefill, n_gen, n_gen / t_decode, vision_ms >= 0 ? vision_cpu : 0.0, cpu_prefill, cpu_decode, vision_tiles, vision_tokens,
-               kv_bytes / 1048576.0, s.n_ctx, bench_peak_rss_mib());
+               kv_bytes / 1048576.0, s.n_ctx, bench_peak_rss_mib(), peak,
+               vision_ms > 0 ? prof_sum(&pv, 1) / (vision_ms / 1e3) / 1e9 : 0.0,
+               prof_matmul_s(&pv) > 0 ? prof_sum(&pv, 1) / prof_matmul_s(&pv) / 1e9 : 0.0,
+               prof_sum(&pp, 1) / t_prefill / 1e9, prof_matmul_s(&pp) > 0 ? prof_sum(&pp, 1) / prof_matmul_s(&pp) / 1e9 : 0.0);
+        if (profile) {
+            printf(",\"profile_s\":{\"_\":0");
+            prof_json("vision", &pv);
+            prof_json("prefill", &pp);
+            prof_json("decode", &pd);
+            printf("}");
+        }
+        printf("}\n");
+    }
     free(row);
     free(ids);
     vlm_seq_free(&s);

@@ -151,12 +151,21 @@ static void test_cpy(vlm_compute *c) {
 
 /* ------------------------------------------------------------------ MATMUL */
 
+/* The backend's compute mode: in bf16 the reference multiplies the inputs
+ * rounded to bf16 (as the engine must), in double. */
+static int ref_bf16;
+static double ref_in(float v) { return ref_bf16 ? (double)vlm_bf16_to_f32(vlm_f32_to_bf16(v)) : (double)v; }
+
 static void ref_matmul(const float *x, const float *w, const float *bias, int64_t M, int64_t N, int64_t K, double *out,
                        double *absum) {
     for (int64_t m = 0; m < M; m++)
         for (int64_t n = 0; n < N; n++) {
             double s = bias ? bias[n] : 0, a = bias ? fabs(bias[n]) : 0;
-            for (int64_t k = 0; k < K; k++) { s += (double)x[m * K + k] * w[n * K + k]; a += fabs((double)x[m * K + k] * w[n * K + k]); }
+            for (int64_t k = 0; k < K; k++) {
+                double p = ref_in(x[m * K + k]) * ref_in(w[n * K + k]);
+                s += p;
+                a += fabs(p);
+            }
             out[m * N + n] = s;
             absum[m * N + n] = a;
         }
@@ -219,6 +228,12 @@ static void test_matmul(vlm_compute *c) {
     test_matmul_case(c, 2, 300, 1000, VLM_F16, 0, 1);
     test_matmul_case(c, 600, 150, 67, VLM_BF16, 1, 1); /* row tiles of x */
     test_matmul_case(c, 530, 40, 33, VLM_F32, 2, 0);
+    /* the packed-panel engine's edges: K in several blocks with a remainder,
+     * N not a multiple of the 16-column panels, M row tiles ending in a
+     * partial 6-row tile */
+    test_matmul_case(c, 200, 150, 600, VLM_F16, 1, 1);
+    test_matmul_case(c, 97, 35, 300, VLM_F32, 0, 0);
+    test_matmul_case(c, 32, 17, 257, VLM_BF16, 2, 2);
     vlm_compute_reset(c);
     /* a weight view whose rows overlap (row stride 0 < K): BLAS can't take it directly */
     {
@@ -794,8 +809,8 @@ static void test_im2col(vlm_compute *c) {
                         for (int64_t ch = 0; ch < C; ch++)
                             for (int64_t y = 0; y < P; y++)
                                 for (int64_t x = 0; x < P; x++) {
-                                    double t = (double)hi[((n * C + ch) * H + py * P + y) * W + px * P + x] *
-                                               hw[o * C * P * P + (ch * P + y) * P + x];
+                                    double t = ref_in(hi[((n * C + ch) * H + py * P + y) * W + px * P + x]) *
+                                               ref_in(hw[o * C * P * P + (ch * P + y) * P + x]);
                                     s += t;
                                     a += fabs(t);
                                 }
@@ -988,12 +1003,13 @@ int main(int argc, char **argv) {
     test_pool();
     /* every kernel variant the CPU runs; within one, 1 and 2 threads agree bit for bit */
     const char *kernels;
-    for (int variant = 0; (kernels = vlm_cpu_kernel_name(variant)); variant++) {
-    printf("kernels %s\n", kernels);
+    for (int variant = 0; (kernels = vlm_cpu_kernel_name(variant)); variant++)
+    for (ref_bf16 = 0; ref_bf16 < 2; ref_bf16++) {
+    printf("kernels %s, compute %s\n", kernels, ref_bf16 ? "bf16" : "f32");
     rec_count = 0;
     for (pass_no = 0; pass_no < 2; pass_no++) {
         vlm_error err = {0};
-        vlm_cpu_params cp = {.n_threads = pass_no + 1, .kernels = kernels};
+        vlm_cpu_params cp = {.n_threads = pass_no + 1, .kernels = kernels, .compute = ref_bf16 ? "bf16" : "f32"};
         vlm_backend *be = vlm_backend_cpu_new(&cp, &err);
         CHECK(be != NULL, "backend: %s", err.msg);
         if (!be) break;

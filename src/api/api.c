@@ -116,7 +116,8 @@ vlm_status vlm_engine_open(vlm_engine **out, const char *dir, const vlm_engine_p
     vlm_engine *e = (vlm_engine *)calloc(1, sizeof *e);
     if (!e) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     e->limits = vlm_limits_resolve(p ? p->limits : NULL);
-    vlm_model_params mp = {.n_threads = p ? p->n_threads : 0, .kernels = p ? p->kernels : NULL};
+    vlm_model_params mp = {.n_threads = p ? p->n_threads : 0, .kernels = p ? p->kernels : NULL,
+                           .compute = p ? p->compute : NULL};
     vlm_status s = vlm_model_load(&e->model, dir, &mp, err);
     if (s == VLM_OK) s = vlm_tokenizer_load(&e->tok, dir, err);
     if (s == VLM_OK && !strcmp(vlm_json_str(vlm_json_get(e->model->config, "model_type"), ""), "internvl_chat"))

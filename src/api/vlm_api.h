@@ -86,6 +86,7 @@ typedef struct vlm_engine_params {
     const vlm_limits *limits; /* budgets against untrusted model folders; NULL: vlm_limits_default() */
     const char *kernels;     /* CPU kernels: NULL (default: $VLM_KERNELS, else the fastest the CPU runs),
                                 "auto", "avx2" or "scalar" (see vlm_backend_cpu_new) */
+    const char *compute;     /* matmul precision: NULL/"auto", "f32" or "bf16" (see vlm_cpu_params) */
 } vlm_engine_params;
 
 /* dir holds config.json, *.safetensors (sharded or not), tokenizer.json,

@@ -9,6 +9,25 @@
 
 /* ------------------------------------------------------------------ op front-ends */
 
+const char *vlm_op_name(vlm_op_kind kind) {
+    static const char *const names[VLM_OP_COUNT] = {
+        "none", "cpy", "matmul", "matmul_id", "add", "mul", "scale", "unary", "glu", "rms_norm", "layer_norm",
+        "softmax", "rope", "attn", "concat", "get_rows", "set_rows", "topk", "argmax", "im2col"};
+    return (unsigned)kind < VLM_OP_COUNT && names[kind] ? names[kind] : "?";
+}
+
+static void core_profile(vlm_profile *p, const vlm_op *op, double seconds) {
+    double flops = 0;
+    if (op->kind == VLM_OP_MATMUL || op->kind == VLM_OP_MATMUL_ID) {
+        const vlm_tensor *w = op->b;
+        double rows = (double)vlm_nelem(op->out) / (double)w->shape[w->ndim - 2];
+        flops = 2.0 * rows * (double)w->shape[w->ndim - 2] * (double)w->shape[w->ndim - 1];
+    }
+    p->seconds[op->kind] += seconds;
+    p->flops[op->kind] += flops;
+    p->calls[op->kind]++;
+}
+
 static vlm_tensor *core_run(vlm_compute *c, vlm_op *op) {
     if (c->failed) return NULL;
     if (c->abort && c->abort(c->abort_user)) {
@@ -16,8 +35,11 @@ static vlm_tensor *core_run(vlm_compute *c, vlm_op *op) {
         vlm_error_set(&c->err, VLM_ERR_CANCELLED, "cancelled");
         return NULL;
     }
+    vlm_profile *prof = c->be->profile;
+    double t0 = prof ? vlm_time_s() : 0;
     vlm_status s = c->be->exec(c->be, op, &c->err);
     if (s != VLM_OK) { c->failed = 1; return NULL; }
+    if (prof) core_profile(prof, op, vlm_time_s() - t0);
     return op->out ? op->out : op->a;
 }
 

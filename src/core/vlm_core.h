@@ -223,6 +223,17 @@ typedef struct vlm_op {
 } vlm_op;
 
 /* A backend executes one op at a time on tensors in its own memory. */
+/* Time and work per op kind, summed while a backend's `profile` points here
+ * (benchmarks: `vlm bench --profile`). The figures are only meaningful while
+ * one thread computes on the backend. flops: 2*M*N*K for MATMUL and
+ * MATMUL_ID (the products' multiply-adds), 0 for other ops. */
+typedef struct vlm_profile {
+    double seconds[VLM_OP_COUNT];
+    double flops[VLM_OP_COUNT];
+    int64_t calls[VLM_OP_COUNT];
+} vlm_profile;
+const char *vlm_op_name(vlm_op_kind kind); /* "matmul", "attn", ... */
+
 typedef struct vlm_backend {
     const char *name;
     void *impl;
@@ -236,6 +247,8 @@ typedef struct vlm_backend {
     void (*destroy)(struct vlm_backend *be);
     int n_threads;
     const char *kernels;     /* the kernel variant running the ops, e.g. "avx2" */
+    const char *compute;     /* "f32" or "bf16" (vlm_cpu_params.compute) */
+    vlm_profile *profile;    /* NULL, or where each op's time and work is added */
 } vlm_backend;
 
 /* vlm_cpu.c. The kernels are compiled for several instruction sets in one
@@ -246,6 +259,12 @@ typedef struct vlm_backend {
 typedef struct vlm_cpu_params {
     int n_threads;           /* <= 0: one per core */
     const char *kernels;
+    /* "f32": every matmul in f32 (exact). "bf16": each matmul's inputs
+     * rounded to bf16 (ties to even), products summed in f32, as bf16
+     * dot-product hardware does; elsewhere (norms, softmax, RoPE, residuals)
+     * f32. NULL or "auto": bf16 where the chosen kernels have bf16
+     * dot-product instructions, else f32. */
+    const char *compute;
 } vlm_cpu_params;
 vlm_backend *vlm_backend_cpu_new(const vlm_cpu_params *p, vlm_error *err);
 /* Shorthand: default kernels, n_threads <= 0: one per core. */

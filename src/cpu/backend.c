@@ -9,14 +9,15 @@ typedef struct cpu_variant {
     const char *name;
     unsigned needs; /* VLM_CPU_* bits */
     cpu_exec_fn exec;
+    int bf16_dot;   /* has bf16 dot-product instructions: bf16 compute by default */
 } cpu_variant;
 
 /* Fastest first. */
 static const cpu_variant cpu_variants[] = {
 #if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
-    {"avx2", VLM_CPU_AVX2, cpu_exec_avx2},
+    {"avx2", VLM_CPU_AVX2, cpu_exec_avx2, 0},
 #endif
-    {"scalar", 0, cpu_exec_scalar},
+    {"scalar", 0, cpu_exec_scalar, 0},
 };
 #define CPU_N_VARIANTS (int)(sizeof cpu_variants / sizeof cpu_variants[0])
 
@@ -96,6 +97,7 @@ static void cpu_destroy(vlm_backend *be) {
     free(ctx->tscratch);
     free(ctx->tscratch_n);
     vlm_aligned_free(ctx->shared);
+    vlm_aligned_free(ctx->rounded);
     vlm_mutex_free(ctx->mu);
     vlm_mutex_free(ctx->exec_mu);
     vlm_cond_free(ctx->cv_work);
@@ -112,6 +114,14 @@ vlm_backend *vlm_backend_cpu_new(const vlm_cpu_params *p, vlm_error *err) {
     VLM_ERROR_BEGIN(err);
     const cpu_variant *v = cpu_pick_variant(p ? p->kernels : NULL, err);
     if (!v) return NULL;
+    const char *compute = p && p->compute && *p->compute ? p->compute : "auto";
+    int bf16;
+    if (!strcmp(compute, "auto")) bf16 = v->bf16_dot;
+    else if (!strcmp(compute, "f32") || !strcmp(compute, "bf16")) bf16 = compute[0] == 'b';
+    else {
+        vlm_error_set(err, VLM_ERR_ARG, "cpu: unknown compute mode '%s' (f32, bf16 or auto)", compute);
+        return NULL;
+    }
     int n_threads = p ? p->n_threads : 0;
     if (n_threads <= 0) {
         n_threads = vlm_cpu_count();
@@ -126,6 +136,8 @@ vlm_backend *vlm_backend_cpu_new(const vlm_cpu_params *p, vlm_error *err) {
     ctx->cv_done = vlm_cond_new();
     ctx->be.name = "cpu";
     ctx->be.kernels = v->name;
+    ctx->be.compute = bf16 ? "bf16" : "f32";
+    ctx->bf16 = bf16;
     ctx->exec = v->exec;
     ctx->be.impl = ctx;
     ctx->be.exec = cpu_exec;

@@ -122,13 +122,18 @@ CPU_FN int cpu_reserve(cpu_ctx *ctx, size_t n) {
     return 0;
 }
 
-CPU_FN float *cpu_shared(cpu_ctx *ctx, size_t n) {
-    if (ctx->shared_n < n) {
+/* Grows one buffer (*buf, *cap floats) to n; NULL if out of memory. */
+static float *cpu_grow(float **buf, size_t *cap, size_t n) {
+    if (*cap < n) {
         float *p = (float *)vlm_aligned_alloc(64, n * sizeof(float));
         if (!p) return NULL;
-        vlm_aligned_free(ctx->shared);
-        ctx->shared = p;
-        ctx->shared_n = n;
+        vlm_aligned_free(*buf);
+        *buf = p;
+        *cap = n;
     }
-    return ctx->shared;
+    return *buf;
 }
+
+CPU_FN float *cpu_rounded(cpu_ctx *ctx, size_t n) { return cpu_grow(&ctx->rounded, &ctx->rounded_n, n); }
+
+CPU_FN float *cpu_shared(cpu_ctx *ctx, size_t n) { return cpu_grow(&ctx->shared, &ctx->shared_n, n); }

@@ -33,6 +33,7 @@
 #include "cpu/kernels/kernels.h"
 #include "cpu/kernels/copy.c"
 #include "cpu/kernels/elementwise.c"
+#include "cpu/kernels/gemm.c"
 #include "cpu/kernels/matmul.c"
 #include "cpu/kernels/moe.c"
 #include "cpu/kernels/attention.c"

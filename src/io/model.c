@@ -71,7 +71,8 @@ vlm_status vlm_model_load(vlm_model **out, const char *dir, const vlm_model_para
     } else if ((s = vlm_st_open(&m->weights, dir, err)) != VLM_OK) goto fail;
     if (p && p->backend) m->be = p->backend;
     else {
-        vlm_cpu_params cp = {.n_threads = p ? p->n_threads : 0, .kernels = p ? p->kernels : NULL};
+        vlm_cpu_params cp = {.n_threads = p ? p->n_threads : 0, .kernels = p ? p->kernels : NULL,
+                             .compute = p ? p->compute : NULL};
         m->be = vlm_backend_cpu_new(&cp, err);
         if (!m->be) { s = err->code ? err->code : VLM_ERR_OOM; goto fail; }
         m->own_backend = 1;

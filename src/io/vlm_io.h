@@ -162,6 +162,7 @@ struct vlm_seq {
 typedef struct vlm_model_params {
     int n_threads;           /* <= 0: one per core */
     const char *kernels;     /* CPU kernel variant (vlm_cpu_params); NULL: default */
+    const char *compute;     /* CPU compute mode (vlm_cpu_params); NULL: default */
     vlm_backend *backend;    /* NULL: a CPU backend owned by the model */
     /* Benchmarks: no checkpoint; every weight the architecture asks for is
      * made up (small random values) in this dtype. dir may then also be a

@@ -31,6 +31,25 @@ static void cpu_unary_vec(int f, float *y, const float *x, int64_t n, float cap)
             __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, cpu_exp8(_mm256_sub_ps(zero, v))));
             _mm256_storeu_ps(y + i, f == VLM_UNARY_SILU ? _mm256_mul_ps(v, s) : s);
         }
+    } else if (f == VLM_UNARY_GELU_TANH) {
+        /* 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u)): no tanhf, no cancellation */
+        const __m256 one = _mm256_set1_ps(1.0f), m2c = _mm256_set1_ps(-2.0f * 0.79788456080286536f),
+                     k = _mm256_set1_ps(0.044715f);
+        for (; i + 8 <= n; i += 8) {
+            __m256 v = _mm256_loadu_ps(x + i);
+            __m256 u = _mm256_mul_ps(m2c, _mm256_fmadd_ps(_mm256_mul_ps(k, v), _mm256_mul_ps(v, v), v));
+            _mm256_storeu_ps(y + i, _mm256_div_ps(v, _mm256_add_ps(one, cpu_exp8(u))));
+        }
+    } else if (f == VLM_UNARY_TANH || f == VLM_UNARY_SOFTCAP) {
+        /* tanh(t) = 2 / (1 + exp(-2t)) - 1 (absolute error about 1e-7) */
+        const __m256 one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f), m2 = _mm256_set1_ps(-2.0f);
+        const float c = f == VLM_UNARY_SOFTCAP ? cap : 1.0f;
+        const __m256 vc = _mm256_set1_ps(c), inv = _mm256_set1_ps(1.0f / c);
+        for (; i + 8 <= n; i += 8) {
+            __m256 t = _mm256_mul_ps(_mm256_loadu_ps(x + i), inv);
+            __m256 th = _mm256_sub_ps(_mm256_div_ps(two, _mm256_add_ps(one, cpu_exp8(_mm256_mul_ps(m2, t)))), one);
+            _mm256_storeu_ps(y + i, _mm256_mul_ps(th, vc));
+        }
     } else if (f == VLM_UNARY_RELU) {
         for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_max_ps(_mm256_loadu_ps(x + i), _mm256_setzero_ps()));
     } else if (f == VLM_UNARY_SQR) {

@@ -85,6 +85,30 @@ static inline void cpu_to_f32(float *dst, const void *src, vlm_dtype t, int64_t 
     }
 }
 
+/* x[i] rounded to the nearest bf16 (ties to even), kept as f32: what the
+ * bf16 compute mode does to a matmul's inputs. NaN stays NaN. */
+static inline void cpu_round_bf16(float *x, int64_t n) {
+    int64_t i = 0;
+#if CPU_AVX2
+    const __m256i one = _mm256_set1_epi32(1), half = _mm256_set1_epi32(0x7fff),
+                  hi = _mm256_set1_epi32((int)0xffff0000u);
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256i b = _mm256_castps_si256(v);
+        __m256i r = _mm256_add_epi32(b, _mm256_add_epi32(half, _mm256_and_si256(_mm256_srli_epi32(b, 16), one)));
+        __m256 rv = _mm256_castsi256_ps(_mm256_and_si256(r, hi));
+        _mm256_storeu_ps(x + i, _mm256_blendv_ps(rv, v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+    }
+#endif
+    for (; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, &x[i], 4);
+        if ((b & 0x7fffffffu) > 0x7f800000u) continue;
+        b = (b + 0x7fffu + ((b >> 16) & 1u)) & 0xffff0000u;
+        memcpy(&x[i], &b, 4);
+    }
+}
+
 /* Strided load of n elements (stride in elements, may be 0) to f32. */
 static inline void cpu_load(float *dst, const void *base, vlm_dtype t, int64_t off, int64_t stride, int64_t n) {
     size_t es = vlm_dtype_size(t);
@@ -344,6 +368,11 @@ CPU_KFN void cpu_norm_rows(void *p, int64_t r0, int64_t r1, int tid);
 CPU_KFN void cpu_softmax_rows(void *p, int64_t r0, int64_t r1, int tid);
 CPU_KFN vlm_status cpu_op_rows(cpu_ctx *ctx, const vlm_op *op, vlm_error *err, vlm_parallel_fn fn, int work);
 CPU_KFN vlm_status cpu_op_rope(cpu_ctx *ctx, const vlm_op *op, vlm_error *err);
+/* gemm.c (the AVX2 variant's engine for many rows) */
+#if CPU_AVX2
+CPU_KFN void cpu_pack_panels(float *dst, const char *w, vlm_dtype wt, int64_t ldw, int64_t nb, int64_t K, int round, float *row);
+CPU_KFN void cpu_gemm_panels(const float *a, int64_t lda, int64_t mb, const float *panels, int64_t nb, int64_t K, float *c, int64_t ldc);
+#endif
 /* matmul.c */
 /* res[r] = x[r] . w for r < m <= 4 rows of x (GEMV for few rows; MoE decode) */
 CPU_KFN void cpu_dotm(const float *x, int64_t lda, int m, const void *w, vlm_dtype wt, int64_t K, float *res);

@@ -1,7 +1,12 @@
 /* Matrix products: a SIMD GEMV that reads f32/f16/bf16 weights directly
- * for few rows, sgemm (OpenBLAS) on weight tiles converted to f32 for many.
+ * for few rows; for many, the packed-panel GEMM engine (gemm.c) where the
+ * variant has one, else sgemm (OpenBLAS) on weight tiles converted to f32.
  * New engines (bf16 dot products, AMX, int8) land beside these as their own
- * files, chosen in cpu_mm. */
+ * files, chosen in cpu_mm.
+ *
+ * bf16 compute (ctx->bf16): every matmul's x is rounded to bf16 first, and
+ * f16/f32 weights are rounded as they are read, so results are those of a
+ * bf16 x bf16 -> f32 engine whichever path runs. */
 #include "cpu/kernels/kernels.h"
 
 /* ------------------------------------------------------------------ matmul */
@@ -19,8 +24,9 @@ typedef struct cpu_mm_arg {
     const float *bias;  /* f32, or NULL */
     float *out;
     int64_t ldo;
-    int64_t nb;         /* rows of w per tile (BLAS path) */
+    int64_t nb;         /* rows of w per tile (GEMM path) */
     int64_t mb, mtiles; /* rows of x per tile, number of row tiles */
+    int round_w;        /* bf16 compute on f16/f32 weights */
 } cpu_mm_arg;
 
 /* res[r] = x[r] . w for r < m (m <= 4 rows of x with row stride lda): each
@@ -95,23 +101,53 @@ CPU_KFN void cpu_dotm(const float *x, int64_t lda, int m, const void *w, vlm_dty
 #endif
 
 static void cpu_gemv_fn(void *p, int64_t n0, int64_t n1, int tid) {
-    (void)tid;
     cpu_mm_arg *A = (cpu_mm_arg *)p;
     size_t es = vlm_dtype_size(A->wt);
+    vlm_dtype wt = A->round_w ? VLM_F32 : A->wt;
     for (int64_t n = n0; n < n1; n++) {
         const void *wr = A->w + n * A->ldw * (int64_t)es;
+        if (A->round_w) { /* a row at a time: bf16 compute on f16/f32 weights is for tests and tiny models */
+            float *s = A->ctx->tscratch[tid];
+            cpu_to_f32(s, wr, A->wt, A->K);
+            cpu_round_bf16(s, A->K);
+            wr = s;
+        }
         float b = A->bias ? A->bias[n] : 0.0f;
         for (int64_t m = 0; m < A->M; m += 4) {
             float res[4];
             int mm = A->M - m < 4 ? (int)(A->M - m) : 4;
-            cpu_dotm(A->x + m * A->lda, A->lda, mm, wr, A->wt, A->K, res);
+            cpu_dotm(A->x + m * A->lda, A->lda, mm, wr, wt, A->K, res);
             for (int r = 0; r < mm; r++) A->out[(m + r) * A->ldo + n] = res[r] + b;
         }
     }
 }
 
 /* Work item t: w tile t / mtiles (nb rows of w), x tile t % mtiles (mb rows).
- * Consecutive items share a w tile, converted once per run of items. */
+ * Consecutive items share a w tile, converted (packed) once per run of items. */
+#if CPU_AVX2
+static void cpu_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
+    cpu_mm_arg *A = (cpu_mm_arg *)p;
+    float *panels = A->ctx->tscratch[tid];
+    float *row = panels + (A->nb + 15) / 16 * 16 * A->K;
+    int64_t have = -1;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t nt = t / A->mtiles, mt = t % A->mtiles;
+        int64_t n0 = nt * A->nb, nb = A->N - n0 < A->nb ? A->N - n0 : A->nb;
+        int64_t m0 = mt * A->mb, mb = A->M - m0 < A->mb ? A->M - m0 : A->mb;
+        if (have != nt)
+            cpu_pack_panels(panels, A->w + n0 * A->ldw * (int64_t)vlm_dtype_size(A->wt), A->wt, A->ldw, nb, A->K,
+                            A->round_w, row);
+        have = nt;
+        float *o = A->out + m0 * A->ldo + n0;
+        cpu_gemm_panels(A->x + m0 * A->lda, A->lda, mb, panels, nb, A->K, o, A->ldo);
+        if (A->bias)
+            for (int64_t m = 0; m < mb; m++)
+                for (int64_t n = 0; n < nb; n++) o[m * A->ldo + n] += A->bias[n0 + n];
+    }
+}
+/* panels of the w tile, then one row of conversion scratch */
+static size_t cpu_gemm_scratch(int64_t nb, int64_t K) { return (size_t)(((nb + 15) / 16 * 16 + 1) * K); }
+#else
 static void cpu_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
     cpu_mm_arg *A = (cpu_mm_arg *)p;
     size_t es = vlm_dtype_size(A->wt);
@@ -122,13 +158,16 @@ static void cpu_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
         int64_t m0 = mt * A->mb, mb = A->M - m0 < A->mb ? A->M - m0 : A->mb;
         const float *wp;
         int64_t ldb;
-        if (A->wt == VLM_F32 && A->ldw >= A->K) { /* BLAS needs ldb >= K; other strides are copied */
+        if (A->wt == VLM_F32 && A->ldw >= A->K && !A->round_w) { /* BLAS needs ldb >= K; other strides are copied */
             wp = (const float *)A->w + n0 * A->ldw;
             ldb = A->ldw;
         } else {
             float *s = A->ctx->tscratch[tid];
             if (have != nt)
-                for (int64_t n = 0; n < nb; n++) cpu_to_f32(s + n * A->K, A->w + (n0 + n) * A->ldw * (int64_t)es, A->wt, A->K);
+                for (int64_t n = 0; n < nb; n++) {
+                    cpu_to_f32(s + n * A->K, A->w + (n0 + n) * A->ldw * (int64_t)es, A->wt, A->K);
+                    if (A->round_w) cpu_round_bf16(s + n * A->K, A->K);
+                }
             have = nt;
             wp = s;
             ldb = A->K;
@@ -142,34 +181,51 @@ static void cpu_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
     }
 }
 
+static size_t cpu_gemm_scratch(int64_t nb, int64_t K) { return (size_t)(nb * K); }
+#endif
+
 /* out[M, N] (row stride ldo) = x[M, K] . w[N, K]^T + bias. x f32 with row stride lda. */
 CPU_KFN vlm_status cpu_mm(cpu_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *x, int64_t lda, const void *w,
                          vlm_dtype wt, int64_t ldw, const float *bias, float *out, int64_t ldo, vlm_error *err) {
-    cpu_mm_arg A = {ctx, M, N, K, x, lda, (const char *)w, wt, ldw, bias, out, ldo, 0, 0, 0};
     if (M == 0 || N == 0) return VLM_OK;
     if (K == 0) {
         for (int64_t m = 0; m < M; m++)
             for (int64_t n = 0; n < N; n++) out[m * ldo + n] = bias ? bias[n] : 0;
         return VLM_OK;
     }
+    if (ctx->bf16) {
+        float *xr = cpu_rounded(ctx, (size_t)(M * K));
+        if (!xr) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of memory rounding a matmul input to bf16");
+        for (int64_t m = 0; m < M; m++) {
+            memcpy(xr + m * K, x + m * lda, (size_t)K * sizeof(float));
+            cpu_round_bf16(xr + m * K, K);
+        }
+        x = xr;
+        lda = K;
+    }
+    cpu_mm_arg A = {ctx, M, N, K, x, lda, (const char *)w, wt, ldw, bias, out, ldo, 0, 0, 0, ctx->bf16 && wt != VLM_BF16};
     if (M < CPU_GEMM_MIN_M) {
+        if (A.round_w && cpu_reserve(ctx, (size_t)K)) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
         int64_t min_n = 16384 / (K * M) + 1;
         cpu_parallel(ctx, N, min_n, cpu_gemv_fn, &A);
         return VLM_OK;
     }
-    /* Tiles: nb rows of w (128..512, about 8 MB of f32) times mb rows of
-     * x. The tiling must not depend on the thread count so that results are
-     * identical for any n_threads. */
-    int64_t nb = ((int64_t)1 << 21) / K;
+    /* Tiles: nb rows of w times mb rows of x. The tiling must not depend on
+     * the thread count so that results are identical for any n_threads. */
+#if CPU_AVX2
+    int64_t nb = 128; /* packed: 128 x K f32 per thread */
+    A.mb = M >= 192 ? 96 : M;
+#else
+    int64_t nb = ((int64_t)1 << 21) / K; /* 128..512 rows, about 8 MB of f32 */
     if (nb > 512) nb = 512;
     if (nb < 128) nb = 128;
     nb &= ~(int64_t)15;
+    A.mb = M >= 512 ? 256 : M;
+#endif
     if (nb >= N) nb = N;
     A.nb = nb;
-    A.mb = M >= 512 ? 256 : M;
     A.mtiles = (M + A.mb - 1) / A.mb;
-    if ((wt != VLM_F32 || ldw < K) && cpu_reserve(ctx, (size_t)(nb * K)))
-        return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
+    if (cpu_reserve(ctx, cpu_gemm_scratch(nb, K))) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
     cpu_parallel(ctx, (N + A.nb - 1) / A.nb * A.mtiles, 1, cpu_gemm_fn, &A);
     return VLM_OK;
 }

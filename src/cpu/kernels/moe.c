@@ -5,6 +5,7 @@
 /* MoE: out[T, k, N] = x[t or t*k] . w[ids[t, j]]^T, grouped by expert. */
 /* Decode-sized MoE: one parallel region over (active expert, row of w). */
 typedef struct cpu_moe_arg {
+    cpu_ctx *ctx;
     const int64_t *order, *estart;
     const int32_t *elist;
     int64_t N, K;
@@ -12,19 +13,27 @@ typedef struct cpu_moe_arg {
     const char *w;
     vlm_dtype wt;
     float *out;
+    int round_w; /* bf16 compute on f16/f32 experts */
 } cpu_moe_arg;
 
 static void cpu_moe_fn(void *p, int64_t i0, int64_t i1, int tid) {
-    (void)tid;
     cpu_moe_arg *A = (cpu_moe_arg *)p;
     size_t es = vlm_dtype_size(A->wt);
     for (int64_t it = i0; it < i1; it++) {
         int64_t ei = it / A->N, n = it % A->N, e = A->elist[ei];
         const char *wr = A->w + (e * A->N + n) * A->K * (int64_t)es;
+        vlm_dtype wt = A->wt;
+        if (A->round_w) {
+            float *s = A->ctx->tscratch[tid];
+            cpu_to_f32(s, wr, wt, A->K);
+            cpu_round_bf16(s, A->K);
+            wr = (const char *)s;
+            wt = VLM_F32;
+        }
         for (int64_t s0 = A->estart[ei]; s0 < A->estart[ei + 1]; s0 += 4) {
             int mm = A->estart[ei + 1] - s0 < 4 ? (int)(A->estart[ei + 1] - s0) : 4;
             float res[4];
-            cpu_dotm(A->xg + s0 * A->K, A->K, mm, wr, A->wt, A->K, res);
+            cpu_dotm(A->xg + s0 * A->K, A->K, mm, wr, wt, A->K, res);
             for (int r = 0; r < mm; r++) A->out[A->order[s0 + r] * A->N + n] = res[r];
         }
     }
@@ -88,7 +97,10 @@ CPU_KFN vlm_status cpu_op_matmul_id(cpu_ctx *ctx, const vlm_op *op, vlm_error *e
             int64_t row = per_slot ? order[s] : order[s] / k;
             cpu_load(xg + s * K, x->data, x->dtype, row * K, 1, K);
         }
-        cpu_moe_arg A = {order, estart, elist, N, K, xg, (const char *)w->data, w->dtype, out};
+        if (ctx->bf16) cpu_round_bf16(xg, TK * K);
+        cpu_moe_arg A = {ctx, order, estart, elist, N, K, xg, (const char *)w->data, w->dtype, out,
+                         ctx->bf16 && w->dtype != VLM_BF16};
+        if (A.round_w && cpu_reserve(ctx, (size_t)K)) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
         int64_t min_items = 16384 / (K * (TK / (ne ? ne : 1))) + 1;
         cpu_parallel(ctx, ne * N, min_items, cpu_moe_fn, &A);
         return VLM_OK;
