@@ -15,19 +15,23 @@ for t in tests/check_*.sh; do
     if sh "$t" "$BUILD" > "$BUILD/$name.log" 2>&1; then pass=$((pass+1)); echo "PASS $name"
     else fail=$((fail+1)); failed="$failed $name"; echo "FAIL $name"; tail -n 20 "$BUILD/$name.log"; fi
 done
-# every golden case under each kernel variant the CPU runs (the first,
-# the default, as golden:CASE; the others as golden:CASE@VARIANT)
+# every golden case under each kernel variant the CPU runs and in both
+# compute modes (the default variant in f32 as golden:CASE; the others as
+# golden:CASE@VARIANT[-bf16])
 first=1
 for k in $(VLM_KERNELS= "$BUILD/vlm" info --cpu | sed -n 's/^runs *//p'); do
+  for mode in f32 bf16; do
     for d in tests/golden/*/; do
         [ -f "$d/case.json" ] || continue
-        c=$(basename "$d"); [ $first -eq 1 ] || c="$c@$k"
+        c=$(basename "$d")
+        if [ $first -eq 0 ] || [ $mode = bf16 ]; then c="$c@$k"; [ $mode = f32 ] || c="$c-bf16"; fi
         name=golden:$c
-        if VLM_KERNELS=$k "$BUILD/vlm" golden "$d" > "$BUILD/golden_$c.log" 2>&1; then
+        if VLM_KERNELS=$k "$BUILD/vlm" golden "$d" --compute $mode > "$BUILD/golden_$c.log" 2>&1; then
             pass=$((pass+1)); echo "PASS $name $(tail -n 1 "$BUILD/golden_$c.log")"
         else fail=$((fail+1)); failed="$failed $name"; echo "FAIL $name"; tail -n 5 "$BUILD/golden_$c.log"; fi
     done
-    first=0
+  done
+  first=0
 done
 [ -z "$failed" ] || echo "failed:$failed"
 echo "$pass passed, $fail failed"

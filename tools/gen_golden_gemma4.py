@@ -15,29 +15,39 @@ import importlib.util
 import os
 import sys
 
-shared, out = sys.argv[1], sys.argv[2]
-sys.argv = ["gen_golden.py", out]  # the generator reads its arguments at import
-spec = importlib.util.spec_from_file_location("gen_golden", os.path.join(shared, "golden/gen/gen_golden.py"))
-gen = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(gen)
-torch = gen.torch
-shared_randomize = gen.randomize
+
+def load_generator(shared, out):
+    """The shared generator as a module, writing to out."""
+    sys.argv = ["gen_golden.py", out]  # the generator reads its arguments at import
+    spec = importlib.util.spec_from_file_location("gen_golden", os.path.join(shared, "golden/gen/gen_golden.py"))
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    return gen
 
 
-def randomize(model, seed):
-    shared_randomize(model, seed)
-    g = torch.Generator().manual_seed(seed + 7)
-    n = 0
-    for name, b in model.named_buffers():
-        if name.endswith("layer_scalar") or name.endswith("std_scale"):
-            b.copy_(0.5 + torch.rand(b.shape, generator=g))
-            n += 1
-        elif name.endswith("std_bias"):
-            b.copy_(torch.randn(b.shape, generator=g) * 0.5)
-    assert n > 0, "no layer_scalar buffers: the Gemma 4 model changed"
+def install(gen):
+    """Makes gen's randomize give the buffers the values described above."""
+    torch = gen.torch
+    shared_randomize = gen.randomize
+
+    def randomize(model, seed):
+        shared_randomize(model, seed)
+        g = torch.Generator().manual_seed(seed + 7)
+        n = 0
+        for name, b in model.named_buffers():
+            if name.endswith("layer_scalar") or name.endswith("std_scale"):
+                b.copy_(0.5 + torch.rand(b.shape, generator=g))
+                n += 1
+            elif name.endswith("std_bias"):
+                b.copy_(torch.randn(b.shape, generator=g) * 0.5)
+        assert n > 0, "no layer_scalar buffers: the Gemma 4 model changed"
+
+    gen.randomize = randomize
 
 
-gen.randomize = randomize
-for i, (name, fn) in enumerate(gen.CASES):
-    if name in ("gemma4", "gemma4_moe"):
-        fn(gen.SEED * 100 + i + 1)
+if __name__ == "__main__":
+    gen = load_generator(sys.argv[1], sys.argv[2])
+    install(gen)
+    for i, (name, fn) in enumerate(gen.CASES):
+        if name in ("gemma4", "gemma4_moe"):
+            fn(gen.SEED * 100 + i + 1)
