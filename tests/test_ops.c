@@ -235,6 +235,20 @@ static void test_matmul(vlm_compute *c) {
     test_matmul_case(c, 97, 35, 300, VLM_F32, 0, 0);
     test_matmul_case(c, 32, 17, 257, VLM_BF16, 2, 2);
     vlm_compute_reset(c);
+    /* ties: x halfway between two bf16 values must round to the even one
+     * (bf16 compute), in the GEMV and the GEMM paths */
+    for (int64_t M = 1; M <= 40; M += 39) {
+        int64_t K = 9, N = 2;
+        float hx[40 * 9], hw[2 * 9];
+        for (int64_t i = 0; i < M * K; i++) hx[i] = 1.0f + (float)(2 * (i % 7) + 1) / 256.0f; /* 1 + odd/2^8: ties */
+        for (int64_t i = 0; i < N * K; i++) hw[i] = i % (K + 1) == 0 ? 1.0f : 0.0f;
+        int64_t xs[2] = {M, K}, ws[2] = {N, K};
+        double *ref = dalloc(M * N), *ab = dalloc(M * N);
+        ref_matmul(hx, hw, NULL, M, N, K, ref, ab);
+        check_mm(M == 1 ? "matmul of bf16 ties (GEMV)" : "matmul of bf16 ties (GEMM)", c,
+                 vlm_matmul(c, vlm_from_host(c, VLM_F32, 2, xs, hx), vlm_from_host(c, VLM_F32, 2, ws, hw)), ref, ab, M * N);
+        free(ref); free(ab);
+    }
     /* a weight view whose rows overlap (row stride 0 < K): BLAS can't take it directly */
     {
         int64_t M = 40, N = 9, K = 21;
@@ -1001,6 +1015,25 @@ static int bench(int only_attn) {
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--bench")) return bench(argc > 2 && !strcmp(argv[2], "attn"));
     test_pool();
+    { /* forcing a variant runs that variant; unknown names and modes are errors */
+        const char *name;
+        for (int i = 0; (name = vlm_cpu_kernel_name(i)); i++) {
+            vlm_error err = {0};
+            vlm_cpu_params cp = {.n_threads = 1, .kernels = name, .compute = "bf16"};
+            vlm_backend *be = vlm_backend_cpu_new(&cp, &err);
+            CHECK(be && !strcmp(be->kernels, name) && !strcmp(be->compute, "bf16"), "kernels '%s': got %s (%s)", name,
+                  be ? be->kernels : "none", err.msg);
+            if (be) be->destroy(be);
+        }
+        vlm_error err = {0};
+        vlm_cpu_params bad = {.n_threads = 1, .kernels = "avx9"}, badc = {.n_threads = 1, .compute = "fp8"},
+                       aut = {.n_threads = 1, .kernels = "auto", .compute = "f32"};
+        CHECK(!vlm_backend_cpu_new(&bad, &err) && err.code == VLM_ERR_ARG && strstr(err.msg, "avx9"), "unknown kernels: %s", err.msg);
+        CHECK(!vlm_backend_cpu_new(&badc, &err) && err.code == VLM_ERR_ARG && strstr(err.msg, "fp8"), "unknown compute: %s", err.msg);
+        vlm_backend *be = vlm_backend_cpu_new(&aut, &err);
+        CHECK(be && !strcmp(be->kernels, vlm_cpu_kernel_name(0)) && !strcmp(be->compute, "f32"), "auto kernels");
+        if (be) be->destroy(be);
+    }
     /* every kernel variant the CPU runs; within one, 1 and 2 threads agree bit for bit */
     const char *kernels;
     for (int variant = 0; (kernels = vlm_cpu_kernel_name(variant)); variant++)
