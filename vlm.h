@@ -188,6 +188,7 @@ typedef enum vlm_dtype {
     VLM_I64,
     VLM_U8,
     VLM_BOOL,
+    VLM_I8,
     VLM_NTYPES
     /* block-quantized types go here later; vlm_dtype_size() then becomes a
      * per-block size and tensors of those types must be contiguous. */
@@ -264,7 +265,7 @@ void vlm_arena_free(vlm_arena *a);
 typedef enum vlm_op_kind {
     VLM_OP_NONE = 0,
     VLM_OP_CPY,        /* out = convert/copy of a (any layout, any dtype) */
-    VLM_OP_MATMUL,     /* out[..., M, N] = a[..., M, K] . b[..., N, K]^T (+ bias c[N]) */
+    VLM_OP_MATMUL,     /* out[..., M, N] = a[..., M, K] . b[..., N, K]^T (+ bias c[N]); a, b I8: out I32, exact */
     VLM_OP_MATMUL_ID,  /* out[T, k, N] = a[T or T*k, K] . b[ids[T,k]][N, K]^T: MoE experts */
     VLM_OP_ADD,        /* out = a + b, b broadcast to a (numpy rules, b's dims size 1 or equal) */
     VLM_OP_MUL,        /* out = a * b, broadcast as ADD */
@@ -433,7 +434,7 @@ vlm_tensor *vlm_split_last(vlm_compute *c, vlm_tensor *t, int64_t n0, int64_t n1
 vlm_tensor *vlm_cont(vlm_compute *c, vlm_tensor *a);                      /* contiguous f32 copy */
 vlm_tensor *vlm_cast(vlm_compute *c, vlm_tensor *a, vlm_dtype to);        /* contiguous copy in dtype */
 vlm_status vlm_copy(vlm_compute *c, vlm_tensor *dst, vlm_tensor *src);    /* into an existing tensor, same shape */
-vlm_tensor *vlm_matmul(vlm_compute *c, vlm_tensor *a, vlm_tensor *w);     /* a . w^T */
+vlm_tensor *vlm_matmul(vlm_compute *c, vlm_tensor *a, vlm_tensor *w);     /* a . w^T; I8 x I8 (2-D): exact I32 */
 vlm_tensor *vlm_linear(vlm_compute *c, vlm_tensor *x, vlm_tensor *w, vlm_tensor *bias); /* bias may be NULL */
 vlm_tensor *vlm_matmul_id(vlm_compute *c, vlm_tensor *x, vlm_tensor *w_experts, vlm_tensor *ids);
 vlm_tensor *vlm_add(vlm_compute *c, vlm_tensor *a, vlm_tensor *b);
@@ -1600,7 +1601,7 @@ int vlm_utf8_encode(uint32_t cp, char *s) {
 
 static const struct { const char *name; size_t size; } core_dtypes[VLM_NTYPES] = {
     [VLM_F32] = {"F32", 4}, [VLM_F16] = {"F16", 2}, [VLM_BF16] = {"BF16", 2},
-    [VLM_I32] = {"I32", 4}, [VLM_I64] = {"I64", 8}, [VLM_U8] = {"U8", 1},
+    [VLM_I32] = {"I32", 4}, [VLM_I64] = {"I64", 8}, [VLM_U8] = {"U8", 1}, [VLM_I8] = {"I8", 1},
     [VLM_BOOL] = {"BOOL", 1},
 };
 
@@ -1858,7 +1859,11 @@ vlm_tensor *vlm_linear(vlm_compute *c, vlm_tensor *x, vlm_tensor *w, vlm_tensor 
     int64_t K = x->shape[x->ndim - 1], N = w->shape[w->ndim - 2];
     CORE_REQUIRE(c, w->shape[w->ndim - 1] == K, "matmul inner dims %lld vs %lld",
                  (long long)K, (long long)w->shape[w->ndim - 1]);
-    CORE_REQUIRE(c, core_is_float(x->dtype) && core_is_float(w->dtype), "matmul of non-float tensors");
+    /* int8 x int8 -> exact int32 sums: 2-D, no bias (the quantized formats' engine) */
+    int i8 = x->dtype == VLM_I8 && w->dtype == VLM_I8;
+    CORE_REQUIRE(c, (core_is_float(x->dtype) && core_is_float(w->dtype)) || (i8 && w->ndim == 2 && !bias && K <= (1 << 17)),
+                 "matmul of %s x %s (float tensors, or 2-D int8 ones with K <= 131072 and no bias)",
+                 vlm_dtype_name(x->dtype), vlm_dtype_name(w->dtype));
     CORE_REQUIRE(c, x->stride[x->ndim - 1] == 1 && w->stride[w->ndim - 1] == 1, "matmul needs unit inner stride");
     if (w->ndim > 2) { /* batched: leading dims of w match those of x */
         CORE_REQUIRE(c, w->ndim == x->ndim, "batched matmul rank mismatch");
@@ -1870,7 +1875,7 @@ vlm_tensor *vlm_linear(vlm_compute *c, vlm_tensor *x, vlm_tensor *w, vlm_tensor 
     for (int i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
     shape[x->ndim - 1] = N;
     vlm_op op = {.kind = VLM_OP_MATMUL, .a = x, .b = w, .c = bias};
-    op.out = vlm_new(c, VLM_F32, x->ndim, shape);
+    op.out = vlm_new(c, i8 ? VLM_I32 : VLM_F32, x->ndim, shape);
     return op.out ? core_run(c, &op) : NULL;
 }
 
@@ -2170,6 +2175,7 @@ float vlm_get_f32(const vlm_tensor *t, int64_t flat) {
     case VLM_I32: return (float)((const int32_t *)t->data)[o];
     case VLM_I64: return (float)((const int64_t *)t->data)[o];
     case VLM_U8: case VLM_BOOL: return (float)((const uint8_t *)t->data)[o];
+    case VLM_I8: return (float)((const int8_t *)t->data)[o];
     default: return 0;
     }
 }
@@ -2180,6 +2186,7 @@ int64_t vlm_get_i64(const vlm_tensor *t, int64_t flat) {
     case VLM_I32: return ((const int32_t *)t->data)[o];
     case VLM_I64: return ((const int64_t *)t->data)[o];
     case VLM_U8: case VLM_BOOL: return ((const uint8_t *)t->data)[o];
+    case VLM_I8: return ((const int8_t *)t->data)[o];
     default: return (int64_t)vlm_get_f32(t, flat);
     }
 }

@@ -456,6 +456,7 @@ static inline void cpu_scalar_to_f32(float *dst, const void *src, vlm_dtype t, i
     case VLM_I32: for (; i < n; i++) dst[i] = (float)((const int32_t *)src)[i]; return;
     case VLM_I64: for (; i < n; i++) dst[i] = (float)((const int64_t *)src)[i]; return;
     case VLM_U8: case VLM_BOOL: for (; i < n; i++) dst[i] = (float)((const uint8_t *)src)[i]; return;
+    case VLM_I8: for (; i < n; i++) dst[i] = (float)((const int8_t *)src)[i]; return;
     default: memset(dst, 0, (size_t)n * 4); return;
     }
 }
@@ -496,6 +497,7 @@ static inline void cpu_scalar_load(float *dst, const void *base, vlm_dtype t, in
     case VLM_I32: for (int64_t i = 0; i < n; i++) dst[i] = (float)((const int32_t *)p)[i * stride]; return;
     case VLM_I64: for (int64_t i = 0; i < n; i++) dst[i] = (float)((const int64_t *)p)[i * stride]; return;
     case VLM_U8: case VLM_BOOL: for (int64_t i = 0; i < n; i++) dst[i] = (float)((const uint8_t *)p)[i * stride]; return;
+    case VLM_I8: for (int64_t i = 0; i < n; i++) dst[i] = (float)((const int8_t *)p)[i * stride]; return;
     default: memset(dst, 0, (size_t)n * 4); return;
     }
 }
@@ -719,16 +721,23 @@ static inline void cpu_scalar_store(void *base, vlm_dtype t, int64_t off, int64_
     case VLM_I64: for (int64_t i = 0; i < n; i++) ((int64_t *)p)[i * stride] = (int64_t)src[i]; return;
     case VLM_U8: for (int64_t i = 0; i < n; i++) ((uint8_t *)p)[i * stride] = (uint8_t)src[i]; return;
     case VLM_BOOL: for (int64_t i = 0; i < n; i++) ((uint8_t *)p)[i * stride] = src[i] != 0; return;
+    case VLM_I8: /* truncated as the other integer types, saturated */
+        for (int64_t i = 0; i < n; i++)
+            ((int8_t *)p)[i * stride] = (int8_t)(src[i] >= 127.0f ? 127 : src[i] <= -128.0f ? -128 : (int)src[i]);
+        return;
     default: return;
     }
 }
 
-static inline int cpu_scalar_is_int(vlm_dtype t) { return t == VLM_I32 || t == VLM_I64 || t == VLM_U8 || t == VLM_BOOL; }
+static inline int cpu_scalar_is_int(vlm_dtype t) {
+    return t == VLM_I32 || t == VLM_I64 || t == VLM_U8 || t == VLM_BOOL || t == VLM_I8;
+}
 
 static inline int64_t cpu_scalar_get_int(const void *p, vlm_dtype t, int64_t i) {
     switch (t) {
     case VLM_I32: return ((const int32_t *)p)[i];
     case VLM_I64: return ((const int64_t *)p)[i];
+    case VLM_I8: return ((const int8_t *)p)[i];
     default: return ((const uint8_t *)p)[i];
     }
 }
@@ -748,6 +757,8 @@ CPU_KFN vlm_status cpu_scalar_op_rope(cpu_ctx *ctx, const vlm_op *op, vlm_error 
 CPU_KFN void cpu_scalar_pack_panels(float *dst, const char *w, vlm_dtype wt, int64_t ldw, int64_t nb, int64_t K, int round, float *row);
 CPU_KFN void cpu_scalar_gemm_panels(const float *a, int64_t lda, int64_t mb, const float *panels, int64_t nb, int64_t K, float *c, int64_t ldc);
 #endif
+/* gemm_i8.c */
+CPU_KFN vlm_status cpu_scalar_op_matmul_i8(cpu_ctx *ctx, const vlm_op *op, vlm_error *err);
 /* matmul.c */
 /* res[r] = x[r] . w for r < m <= 4 rows of x (GEMV for few rows; MoE decode) */
 CPU_KFN void cpu_scalar_dotm(const float *x, int64_t lda, int m, const void *w, vlm_dtype wt, int64_t K, float *res);
@@ -787,6 +798,7 @@ static void cpu_scalar_cpy_rows(void *p, int64_t r0, int64_t r1, int tid) {
                 case VLM_I32: ((int32_t *)dst)[i * so] = (int32_t)v; break;
                 case VLM_I64: ((int64_t *)dst)[i * so] = v; break;
                 case VLM_BOOL: ((uint8_t *)dst)[i * so] = v != 0; break;
+                case VLM_I8: ((int8_t *)dst)[i * so] = (int8_t)(v > 127 ? 127 : v < -128 ? -128 : v); break;
                 default: ((uint8_t *)dst)[i * so] = (uint8_t)v; break;
                 }
             }
@@ -849,6 +861,22 @@ static void cpu_scalar_unary_vec(int f, float *y, const float *x, int64_t n, flo
             __m256 v = _mm256_loadu_ps(x + i);
             __m256 u = _mm256_mul_ps(m2c, _mm256_fmadd_ps(_mm256_mul_ps(k, v), _mm256_mul_ps(v, v), v));
             _mm256_storeu_ps(y + i, _mm256_div_ps(v, _mm256_add_ps(one, cpu_scalar_exp8(u))));
+        }
+    } else if (f == VLM_UNARY_GELU) {
+        /* 0.5 x (1 + erf(x / sqrt 2)), erf by Abramowitz & Stegun 7.1.26
+         * (absolute error below 1.5e-7) */
+        const __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f), rs2 = _mm256_set1_ps(0.70710678118654752f);
+        const __m256 p = _mm256_set1_ps(0.3275911f), sign = _mm256_set1_ps(-0.0f);
+        const __m256 a1 = _mm256_set1_ps(0.254829592f), a2 = _mm256_set1_ps(-0.284496736f), a3 = _mm256_set1_ps(1.421413741f),
+                     a4 = _mm256_set1_ps(-1.453152027f), a5 = _mm256_set1_ps(1.061405429f);
+        for (; i + 8 <= n; i += 8) {
+            __m256 v = _mm256_loadu_ps(x + i), z = _mm256_mul_ps(v, rs2);
+            __m256 az = _mm256_andnot_ps(sign, z);
+            __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(p, az, one));
+            __m256 poly = _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_fmadd_ps(a5, t, a4), t, a3), t, a2), t, a1);
+            __m256 e = _mm256_fnmadd_ps(_mm256_mul_ps(poly, t), cpu_scalar_exp8(_mm256_mul_ps(_mm256_xor_ps(az, sign), az)), one);
+            __m256 erf = _mm256_or_ps(e, _mm256_and_ps(z, sign)); /* e >= 0: the sign of z */
+            _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, erf)));
         }
     } else if (f == VLM_UNARY_TANH || f == VLM_UNARY_SOFTCAP) {
         /* tanh(t) = 2 / (1 + exp(-2t)) - 1 (absolute error about 1e-7) */
@@ -1158,6 +1186,132 @@ CPU_KFN void cpu_scalar_gemm_panels(const float *a, int64_t lda, int64_t mb, con
 }
 
 #endif /* CPU_AVX2 */
+/* The int8 engine: out[M, N] (int32) = x[M, K] . w[N, K]^T with int8 x and
+ * w, summed exactly (K <= 2^17 keeps every sum inside int32). It is the
+ * integer core the quantized weight formats build on: their prefill
+ * quantizes activations to int8 and scales these sums per block.
+ *
+ * AVX2 has no int8 dot product that is exact over the whole int8 range
+ * (vpmaddubsw takes one unsigned operand and saturates its int16 pair sums),
+ * so the tiles are widened to int16 and multiplied with vpmaddwd, pairs of
+ * k summed into int32 lanes: 192 exact products per 12 instructions on a
+ * 6x16 tile. The layout follows gemm.c: weight rows packed per call into
+ * panels of 16 columns ([k/2][16][2] int16, zero-padded), x rows widened per
+ * tile. VNNI (vpdpwssd / vpdpbusd) and AMX-INT8 variants slot in here. */
+
+#define CPU_I8_NR 16
+#define CPU_I8_MR 6
+
+typedef struct cpu_scalar_i8_arg {
+    cpu_ctx *ctx;
+    const vlm_tensor *x;
+    const int8_t *w;
+    int64_t M, N, K, K2, ldw; /* K2: K rounded up to even */
+    int32_t *out;
+    int64_t nb, mb, mtiles;
+} cpu_scalar_i8_arg;
+
+/* Rows [n0, n0 + nb) of w into panels dst[p][K2 / 2][16][2] */
+static void cpu_scalar_i8_pack(int16_t *dst, const int8_t *w, int64_t ldw, int64_t nb, int64_t K, int64_t K2) {
+    int64_t np = (nb + CPU_I8_NR - 1) / CPU_I8_NR;
+    for (int64_t p = 0; p < np; p++) {
+        int16_t *d = dst + p * CPU_I8_NR * K2;
+        for (int j = 0; j < CPU_I8_NR; j++) {
+            int64_t n = p * CPU_I8_NR + j;
+            const int8_t *row = n < nb ? w + n * ldw : NULL;
+            for (int64_t k = 0; k < K2; k++)
+                d[(k / 2 * CPU_I8_NR + j) * 2 + k % 2] = row && k < K ? row[k] : 0;
+        }
+    }
+}
+
+#if CPU_AVX2
+/* c[6][16] = a[r][0..K2) . b (panel), int16 inputs, int32 sums */
+static inline __attribute__((always_inline)) void cpu_scalar_i8_6x16(const int16_t *const a[CPU_I8_MR], const int16_t *b,
+                                                             int64_t K2, int32_t *c, int64_t ldc) {
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256i c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int64_t k = 0; k < K2; k += 2) {
+        const int16_t *bk = b + k * CPU_I8_NR;
+        __m256i b0 = _mm256_load_si256((const __m256i *)bk), b1 = _mm256_load_si256((const __m256i *)(bk + 16)), av;
+        int32_t pair;
+#define CPU_I8_ROW(r, lo, hi)                                                                       \
+        memcpy(&pair, a[r] + k, 4);                                                                 \
+        av = _mm256_set1_epi32(pair);                                                               \
+        lo = _mm256_add_epi32(lo, _mm256_madd_epi16(av, b0));                                       \
+        hi = _mm256_add_epi32(hi, _mm256_madd_epi16(av, b1));
+        CPU_I8_ROW(0, c00, c01)
+        CPU_I8_ROW(1, c10, c11)
+        CPU_I8_ROW(2, c20, c21)
+        CPU_I8_ROW(3, c30, c31)
+        CPU_I8_ROW(4, c40, c41)
+        CPU_I8_ROW(5, c50, c51)
+#undef CPU_I8_ROW
+    }
+    _mm256_storeu_si256((__m256i *)(c + 0 * ldc), c00); _mm256_storeu_si256((__m256i *)(c + 0 * ldc + 8), c01);
+    _mm256_storeu_si256((__m256i *)(c + 1 * ldc), c10); _mm256_storeu_si256((__m256i *)(c + 1 * ldc + 8), c11);
+    _mm256_storeu_si256((__m256i *)(c + 2 * ldc), c20); _mm256_storeu_si256((__m256i *)(c + 2 * ldc + 8), c21);
+    _mm256_storeu_si256((__m256i *)(c + 3 * ldc), c30); _mm256_storeu_si256((__m256i *)(c + 3 * ldc + 8), c31);
+    _mm256_storeu_si256((__m256i *)(c + 4 * ldc), c40); _mm256_storeu_si256((__m256i *)(c + 4 * ldc + 8), c41);
+    _mm256_storeu_si256((__m256i *)(c + 5 * ldc), c50); _mm256_storeu_si256((__m256i *)(c + 5 * ldc + 8), c51);
+}
+#else
+static void cpu_scalar_i8_6x16(const int16_t *const a[CPU_I8_MR], const int16_t *b, int64_t K2, int32_t *c, int64_t ldc) {
+    for (int r = 0; r < CPU_I8_MR; r++)
+        for (int j = 0; j < CPU_I8_NR; j++) {
+            int32_t s = 0;
+            for (int64_t k = 0; k < K2; k++) s += (int32_t)a[r][k] * b[(k / 2 * CPU_I8_NR + j) * 2 + k % 2];
+            c[r * ldc + j] = s;
+        }
+}
+#endif
+
+static void cpu_scalar_i8_fn(void *p, int64_t t0, int64_t t1, int tid) {
+    cpu_scalar_i8_arg *A = (cpu_scalar_i8_arg *)p;
+    int16_t *panels = (int16_t *)A->ctx->tscratch[tid];
+    int16_t *xs = panels + (A->nb + CPU_I8_NR - 1) / CPU_I8_NR * CPU_I8_NR * A->K2;
+    int64_t have = -1;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t nt = t / A->mtiles, mt = t % A->mtiles;
+        int64_t n0 = nt * A->nb, nb = A->N - n0 < A->nb ? A->N - n0 : A->nb;
+        int64_t m0 = mt * A->mb, mb = A->M - m0 < A->mb ? A->M - m0 : A->mb;
+        if (have != nt) cpu_scalar_i8_pack(panels, A->w + n0 * A->ldw, A->ldw, nb, A->K, A->K2);
+        have = nt;
+        for (int64_t m = 0; m < mb; m++) { /* x rows widened, zero-padded to K2 */
+            const int8_t *xr = (const int8_t *)A->x->data + cpu_scalar_row_off(A->x, m0 + m);
+            for (int64_t k = 0; k < A->K2; k++) xs[m * A->K2 + k] = k < A->K ? xr[k] : 0;
+        }
+        int64_t np = (nb + CPU_I8_NR - 1) / CPU_I8_NR;
+        for (int64_t q = 0; q < np; q++) {
+            int nr = nb - q * CPU_I8_NR < CPU_I8_NR ? (int)(nb - q * CPU_I8_NR) : CPU_I8_NR;
+            for (int64_t m = 0; m < mb; m += CPU_I8_MR) {
+                int mr = mb - m < CPU_I8_MR ? (int)(mb - m) : CPU_I8_MR;
+                const int16_t *rows[CPU_I8_MR];
+                for (int r = 0; r < CPU_I8_MR; r++) rows[r] = xs + (m + (r < mr ? r : mr - 1)) * A->K2;
+                int32_t t6[CPU_I8_MR * CPU_I8_NR];
+                cpu_scalar_i8_6x16(rows, panels + q * CPU_I8_NR * A->K2, A->K2, t6, CPU_I8_NR);
+                int32_t *o = A->out + (m0 + m) * A->N + n0 + q * CPU_I8_NR;
+                for (int r = 0; r < mr; r++) memcpy(o + r * A->N, t6 + r * CPU_I8_NR, sizeof(int32_t) * (size_t)nr);
+            }
+        }
+    }
+}
+
+CPU_KFN vlm_status cpu_scalar_op_matmul_i8(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
+    const vlm_tensor *x = op->a, *w = op->b;
+    cpu_scalar_i8_arg A = {.ctx = ctx, .x = x, .w = (const int8_t *)w->data, .M = cpu_scalar_nrows(x), .N = w->shape[0],
+                    .K = w->shape[1], .ldw = w->stride[0], .out = (int32_t *)op->out->data};
+    if (A.M == 0 || A.N == 0) return VLM_OK;
+    A.K2 = (A.K + 1) & ~(int64_t)1;
+    A.nb = A.N < 64 ? A.N : 64;
+    A.mb = A.M >= 192 ? 96 : A.M;
+    A.mtiles = (A.M + A.mb - 1) / A.mb;
+    /* int16 panels of the w tile and the widened x tile, in float-sized scratch */
+    size_t halves = (size_t)(((A.nb + CPU_I8_NR - 1) / CPU_I8_NR * CPU_I8_NR + A.mb) * A.K2);
+    if (cpu_reserve(ctx, halves / 2 + 16)) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
+    cpu_parallel(ctx, (A.N + A.nb - 1) / A.nb * A.mtiles, 1, cpu_scalar_i8_fn, &A);
+    return VLM_OK;
+}
 /* Matrix products: a SIMD GEMV that reads f32/f16/bf16 weights directly
  * for few rows; for many, the packed-panel GEMM engine (gemm.c) where the
  * variant has one, else sgemm (OpenBLAS) on weight tiles converted to f32.
@@ -1404,6 +1558,7 @@ static int cpu_scalar_uniform_rows(const vlm_tensor *x, int first_dim, int last_
 
 CPU_KFN vlm_status cpu_scalar_op_matmul(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
     const vlm_tensor *x = op->a, *w = op->b, *o = op->out;
+    if (x->dtype == VLM_I8) return cpu_scalar_op_matmul_i8(ctx, op, err);
     int64_t K = cpu_scalar_lastdim(x), N = w->shape[w->ndim - 2];
     const float *bias = NULL;
     float *sh = NULL;
@@ -2194,6 +2349,7 @@ static inline void cpu_avx2_to_f32(float *dst, const void *src, vlm_dtype t, int
     case VLM_I32: for (; i < n; i++) dst[i] = (float)((const int32_t *)src)[i]; return;
     case VLM_I64: for (; i < n; i++) dst[i] = (float)((const int64_t *)src)[i]; return;
     case VLM_U8: case VLM_BOOL: for (; i < n; i++) dst[i] = (float)((const uint8_t *)src)[i]; return;
+    case VLM_I8: for (; i < n; i++) dst[i] = (float)((const int8_t *)src)[i]; return;
     default: memset(dst, 0, (size_t)n * 4); return;
     }
 }
@@ -2234,6 +2390,7 @@ static inline void cpu_avx2_load(float *dst, const void *base, vlm_dtype t, int6
     case VLM_I32: for (int64_t i = 0; i < n; i++) dst[i] = (float)((const int32_t *)p)[i * stride]; return;
     case VLM_I64: for (int64_t i = 0; i < n; i++) dst[i] = (float)((const int64_t *)p)[i * stride]; return;
     case VLM_U8: case VLM_BOOL: for (int64_t i = 0; i < n; i++) dst[i] = (float)((const uint8_t *)p)[i * stride]; return;
+    case VLM_I8: for (int64_t i = 0; i < n; i++) dst[i] = (float)((const int8_t *)p)[i * stride]; return;
     default: memset(dst, 0, (size_t)n * 4); return;
     }
 }
@@ -2457,16 +2614,23 @@ static inline void cpu_avx2_store(void *base, vlm_dtype t, int64_t off, int64_t 
     case VLM_I64: for (int64_t i = 0; i < n; i++) ((int64_t *)p)[i * stride] = (int64_t)src[i]; return;
     case VLM_U8: for (int64_t i = 0; i < n; i++) ((uint8_t *)p)[i * stride] = (uint8_t)src[i]; return;
     case VLM_BOOL: for (int64_t i = 0; i < n; i++) ((uint8_t *)p)[i * stride] = src[i] != 0; return;
+    case VLM_I8: /* truncated as the other integer types, saturated */
+        for (int64_t i = 0; i < n; i++)
+            ((int8_t *)p)[i * stride] = (int8_t)(src[i] >= 127.0f ? 127 : src[i] <= -128.0f ? -128 : (int)src[i]);
+        return;
     default: return;
     }
 }
 
-static inline int cpu_avx2_is_int(vlm_dtype t) { return t == VLM_I32 || t == VLM_I64 || t == VLM_U8 || t == VLM_BOOL; }
+static inline int cpu_avx2_is_int(vlm_dtype t) {
+    return t == VLM_I32 || t == VLM_I64 || t == VLM_U8 || t == VLM_BOOL || t == VLM_I8;
+}
 
 static inline int64_t cpu_avx2_get_int(const void *p, vlm_dtype t, int64_t i) {
     switch (t) {
     case VLM_I32: return ((const int32_t *)p)[i];
     case VLM_I64: return ((const int64_t *)p)[i];
+    case VLM_I8: return ((const int8_t *)p)[i];
     default: return ((const uint8_t *)p)[i];
     }
 }
@@ -2486,6 +2650,8 @@ CPU_KFN vlm_status cpu_avx2_op_rope(cpu_ctx *ctx, const vlm_op *op, vlm_error *e
 CPU_KFN void cpu_avx2_pack_panels(float *dst, const char *w, vlm_dtype wt, int64_t ldw, int64_t nb, int64_t K, int round, float *row);
 CPU_KFN void cpu_avx2_gemm_panels(const float *a, int64_t lda, int64_t mb, const float *panels, int64_t nb, int64_t K, float *c, int64_t ldc);
 #endif
+/* gemm_i8.c */
+CPU_KFN vlm_status cpu_avx2_op_matmul_i8(cpu_ctx *ctx, const vlm_op *op, vlm_error *err);
 /* matmul.c */
 /* res[r] = x[r] . w for r < m <= 4 rows of x (GEMV for few rows; MoE decode) */
 CPU_KFN void cpu_avx2_dotm(const float *x, int64_t lda, int m, const void *w, vlm_dtype wt, int64_t K, float *res);
@@ -2525,6 +2691,7 @@ static void cpu_avx2_cpy_rows(void *p, int64_t r0, int64_t r1, int tid) {
                 case VLM_I32: ((int32_t *)dst)[i * so] = (int32_t)v; break;
                 case VLM_I64: ((int64_t *)dst)[i * so] = v; break;
                 case VLM_BOOL: ((uint8_t *)dst)[i * so] = v != 0; break;
+                case VLM_I8: ((int8_t *)dst)[i * so] = (int8_t)(v > 127 ? 127 : v < -128 ? -128 : v); break;
                 default: ((uint8_t *)dst)[i * so] = (uint8_t)v; break;
                 }
             }
@@ -2587,6 +2754,22 @@ static void cpu_avx2_unary_vec(int f, float *y, const float *x, int64_t n, float
             __m256 v = _mm256_loadu_ps(x + i);
             __m256 u = _mm256_mul_ps(m2c, _mm256_fmadd_ps(_mm256_mul_ps(k, v), _mm256_mul_ps(v, v), v));
             _mm256_storeu_ps(y + i, _mm256_div_ps(v, _mm256_add_ps(one, cpu_avx2_exp8(u))));
+        }
+    } else if (f == VLM_UNARY_GELU) {
+        /* 0.5 x (1 + erf(x / sqrt 2)), erf by Abramowitz & Stegun 7.1.26
+         * (absolute error below 1.5e-7) */
+        const __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f), rs2 = _mm256_set1_ps(0.70710678118654752f);
+        const __m256 p = _mm256_set1_ps(0.3275911f), sign = _mm256_set1_ps(-0.0f);
+        const __m256 a1 = _mm256_set1_ps(0.254829592f), a2 = _mm256_set1_ps(-0.284496736f), a3 = _mm256_set1_ps(1.421413741f),
+                     a4 = _mm256_set1_ps(-1.453152027f), a5 = _mm256_set1_ps(1.061405429f);
+        for (; i + 8 <= n; i += 8) {
+            __m256 v = _mm256_loadu_ps(x + i), z = _mm256_mul_ps(v, rs2);
+            __m256 az = _mm256_andnot_ps(sign, z);
+            __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(p, az, one));
+            __m256 poly = _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_fmadd_ps(a5, t, a4), t, a3), t, a2), t, a1);
+            __m256 e = _mm256_fnmadd_ps(_mm256_mul_ps(poly, t), cpu_avx2_exp8(_mm256_mul_ps(_mm256_xor_ps(az, sign), az)), one);
+            __m256 erf = _mm256_or_ps(e, _mm256_and_ps(z, sign)); /* e >= 0: the sign of z */
+            _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, erf)));
         }
     } else if (f == VLM_UNARY_TANH || f == VLM_UNARY_SOFTCAP) {
         /* tanh(t) = 2 / (1 + exp(-2t)) - 1 (absolute error about 1e-7) */
@@ -2896,6 +3079,132 @@ CPU_KFN void cpu_avx2_gemm_panels(const float *a, int64_t lda, int64_t mb, const
 }
 
 #endif /* CPU_AVX2 */
+/* The int8 engine: out[M, N] (int32) = x[M, K] . w[N, K]^T with int8 x and
+ * w, summed exactly (K <= 2^17 keeps every sum inside int32). It is the
+ * integer core the quantized weight formats build on: their prefill
+ * quantizes activations to int8 and scales these sums per block.
+ *
+ * AVX2 has no int8 dot product that is exact over the whole int8 range
+ * (vpmaddubsw takes one unsigned operand and saturates its int16 pair sums),
+ * so the tiles are widened to int16 and multiplied with vpmaddwd, pairs of
+ * k summed into int32 lanes: 192 exact products per 12 instructions on a
+ * 6x16 tile. The layout follows gemm.c: weight rows packed per call into
+ * panels of 16 columns ([k/2][16][2] int16, zero-padded), x rows widened per
+ * tile. VNNI (vpdpwssd / vpdpbusd) and AMX-INT8 variants slot in here. */
+
+#define CPU_I8_NR 16
+#define CPU_I8_MR 6
+
+typedef struct cpu_avx2_i8_arg {
+    cpu_ctx *ctx;
+    const vlm_tensor *x;
+    const int8_t *w;
+    int64_t M, N, K, K2, ldw; /* K2: K rounded up to even */
+    int32_t *out;
+    int64_t nb, mb, mtiles;
+} cpu_avx2_i8_arg;
+
+/* Rows [n0, n0 + nb) of w into panels dst[p][K2 / 2][16][2] */
+static void cpu_avx2_i8_pack(int16_t *dst, const int8_t *w, int64_t ldw, int64_t nb, int64_t K, int64_t K2) {
+    int64_t np = (nb + CPU_I8_NR - 1) / CPU_I8_NR;
+    for (int64_t p = 0; p < np; p++) {
+        int16_t *d = dst + p * CPU_I8_NR * K2;
+        for (int j = 0; j < CPU_I8_NR; j++) {
+            int64_t n = p * CPU_I8_NR + j;
+            const int8_t *row = n < nb ? w + n * ldw : NULL;
+            for (int64_t k = 0; k < K2; k++)
+                d[(k / 2 * CPU_I8_NR + j) * 2 + k % 2] = row && k < K ? row[k] : 0;
+        }
+    }
+}
+
+#if CPU_AVX2
+/* c[6][16] = a[r][0..K2) . b (panel), int16 inputs, int32 sums */
+static inline __attribute__((always_inline)) void cpu_avx2_i8_6x16(const int16_t *const a[CPU_I8_MR], const int16_t *b,
+                                                             int64_t K2, int32_t *c, int64_t ldc) {
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256i c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int64_t k = 0; k < K2; k += 2) {
+        const int16_t *bk = b + k * CPU_I8_NR;
+        __m256i b0 = _mm256_load_si256((const __m256i *)bk), b1 = _mm256_load_si256((const __m256i *)(bk + 16)), av;
+        int32_t pair;
+#define CPU_I8_ROW(r, lo, hi)                                                                       \
+        memcpy(&pair, a[r] + k, 4);                                                                 \
+        av = _mm256_set1_epi32(pair);                                                               \
+        lo = _mm256_add_epi32(lo, _mm256_madd_epi16(av, b0));                                       \
+        hi = _mm256_add_epi32(hi, _mm256_madd_epi16(av, b1));
+        CPU_I8_ROW(0, c00, c01)
+        CPU_I8_ROW(1, c10, c11)
+        CPU_I8_ROW(2, c20, c21)
+        CPU_I8_ROW(3, c30, c31)
+        CPU_I8_ROW(4, c40, c41)
+        CPU_I8_ROW(5, c50, c51)
+#undef CPU_I8_ROW
+    }
+    _mm256_storeu_si256((__m256i *)(c + 0 * ldc), c00); _mm256_storeu_si256((__m256i *)(c + 0 * ldc + 8), c01);
+    _mm256_storeu_si256((__m256i *)(c + 1 * ldc), c10); _mm256_storeu_si256((__m256i *)(c + 1 * ldc + 8), c11);
+    _mm256_storeu_si256((__m256i *)(c + 2 * ldc), c20); _mm256_storeu_si256((__m256i *)(c + 2 * ldc + 8), c21);
+    _mm256_storeu_si256((__m256i *)(c + 3 * ldc), c30); _mm256_storeu_si256((__m256i *)(c + 3 * ldc + 8), c31);
+    _mm256_storeu_si256((__m256i *)(c + 4 * ldc), c40); _mm256_storeu_si256((__m256i *)(c + 4 * ldc + 8), c41);
+    _mm256_storeu_si256((__m256i *)(c + 5 * ldc), c50); _mm256_storeu_si256((__m256i *)(c + 5 * ldc + 8), c51);
+}
+#else
+static void cpu_avx2_i8_6x16(const int16_t *const a[CPU_I8_MR], const int16_t *b, int64_t K2, int32_t *c, int64_t ldc) {
+    for (int r = 0; r < CPU_I8_MR; r++)
+        for (int j = 0; j < CPU_I8_NR; j++) {
+            int32_t s = 0;
+            for (int64_t k = 0; k < K2; k++) s += (int32_t)a[r][k] * b[(k / 2 * CPU_I8_NR + j) * 2 + k % 2];
+            c[r * ldc + j] = s;
+        }
+}
+#endif
+
+static void cpu_avx2_i8_fn(void *p, int64_t t0, int64_t t1, int tid) {
+    cpu_avx2_i8_arg *A = (cpu_avx2_i8_arg *)p;
+    int16_t *panels = (int16_t *)A->ctx->tscratch[tid];
+    int16_t *xs = panels + (A->nb + CPU_I8_NR - 1) / CPU_I8_NR * CPU_I8_NR * A->K2;
+    int64_t have = -1;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t nt = t / A->mtiles, mt = t % A->mtiles;
+        int64_t n0 = nt * A->nb, nb = A->N - n0 < A->nb ? A->N - n0 : A->nb;
+        int64_t m0 = mt * A->mb, mb = A->M - m0 < A->mb ? A->M - m0 : A->mb;
+        if (have != nt) cpu_avx2_i8_pack(panels, A->w + n0 * A->ldw, A->ldw, nb, A->K, A->K2);
+        have = nt;
+        for (int64_t m = 0; m < mb; m++) { /* x rows widened, zero-padded to K2 */
+            const int8_t *xr = (const int8_t *)A->x->data + cpu_avx2_row_off(A->x, m0 + m);
+            for (int64_t k = 0; k < A->K2; k++) xs[m * A->K2 + k] = k < A->K ? xr[k] : 0;
+        }
+        int64_t np = (nb + CPU_I8_NR - 1) / CPU_I8_NR;
+        for (int64_t q = 0; q < np; q++) {
+            int nr = nb - q * CPU_I8_NR < CPU_I8_NR ? (int)(nb - q * CPU_I8_NR) : CPU_I8_NR;
+            for (int64_t m = 0; m < mb; m += CPU_I8_MR) {
+                int mr = mb - m < CPU_I8_MR ? (int)(mb - m) : CPU_I8_MR;
+                const int16_t *rows[CPU_I8_MR];
+                for (int r = 0; r < CPU_I8_MR; r++) rows[r] = xs + (m + (r < mr ? r : mr - 1)) * A->K2;
+                int32_t t6[CPU_I8_MR * CPU_I8_NR];
+                cpu_avx2_i8_6x16(rows, panels + q * CPU_I8_NR * A->K2, A->K2, t6, CPU_I8_NR);
+                int32_t *o = A->out + (m0 + m) * A->N + n0 + q * CPU_I8_NR;
+                for (int r = 0; r < mr; r++) memcpy(o + r * A->N, t6 + r * CPU_I8_NR, sizeof(int32_t) * (size_t)nr);
+            }
+        }
+    }
+}
+
+CPU_KFN vlm_status cpu_avx2_op_matmul_i8(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
+    const vlm_tensor *x = op->a, *w = op->b;
+    cpu_avx2_i8_arg A = {.ctx = ctx, .x = x, .w = (const int8_t *)w->data, .M = cpu_avx2_nrows(x), .N = w->shape[0],
+                    .K = w->shape[1], .ldw = w->stride[0], .out = (int32_t *)op->out->data};
+    if (A.M == 0 || A.N == 0) return VLM_OK;
+    A.K2 = (A.K + 1) & ~(int64_t)1;
+    A.nb = A.N < 64 ? A.N : 64;
+    A.mb = A.M >= 192 ? 96 : A.M;
+    A.mtiles = (A.M + A.mb - 1) / A.mb;
+    /* int16 panels of the w tile and the widened x tile, in float-sized scratch */
+    size_t halves = (size_t)(((A.nb + CPU_I8_NR - 1) / CPU_I8_NR * CPU_I8_NR + A.mb) * A.K2);
+    if (cpu_reserve(ctx, halves / 2 + 16)) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
+    cpu_parallel(ctx, (A.N + A.nb - 1) / A.nb * A.mtiles, 1, cpu_avx2_i8_fn, &A);
+    return VLM_OK;
+}
 /* Matrix products: a SIMD GEMV that reads f32/f16/bf16 weights directly
  * for few rows; for many, the packed-panel GEMM engine (gemm.c) where the
  * variant has one, else sgemm (OpenBLAS) on weight tiles converted to f32.
@@ -3142,6 +3451,7 @@ static int cpu_avx2_uniform_rows(const vlm_tensor *x, int first_dim, int last_di
 
 CPU_KFN vlm_status cpu_avx2_op_matmul(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
     const vlm_tensor *x = op->a, *w = op->b, *o = op->out;
+    if (x->dtype == VLM_I8) return cpu_avx2_op_matmul_i8(ctx, op, err);
     int64_t K = cpu_avx2_lastdim(x), N = w->shape[w->ndim - 2];
     const float *bias = NULL;
     float *sh = NULL;

@@ -50,25 +50,35 @@ static int bench_usage(int rc) {
             "prompt + generated tokens, shared layers counted once; matmul_peak_gflops: a\n"
             "1024x768 . 768x3072 bf16-weight matmul on the same backend, the engine's peak\n"
             "in this run; *_gflops: matmul work per second of the phase, *_matmul_gflops:\n"
-            "per second spent in matmuls).\n");
+            "per second spent in matmuls; int8_matmul_peak_gops: the same product in int8).\n");
     return rc;
 }
 
-/* The engine's matmul peak in this process: x[1024, 768] . w[3072, 768]^T
- * with random bf16 weights, repeated for about a second (GFLOP/s). */
-static double bench_matmul_peak(vlm_backend *be) {
+/* The engine's matmul peak in this process: x[1024, 768] . w[3072, 768]^T,
+ * f32 x and random bf16 weights (int8: both int8), repeated for about a
+ * second (GFLOP/s; int8: giga integer multiply-adds x 2 per second). */
+static double bench_matmul_peak(vlm_backend *be, int int8) {
     const int64_t M = 1024, N = 3072, K = 768;
+    vlm_dtype xt = int8 ? VLM_I8 : VLM_F32, wt = int8 ? VLM_I8 : VLM_BF16;
     float *hx = (float *)malloc(sizeof(float) * (size_t)(M * K));
     uint16_t *hw = (uint16_t *)malloc(sizeof(uint16_t) * (size_t)(N * K));
     double gflops = 0;
     if (hx && hw) {
         uint64_t r = 7;
-        for (int64_t i = 0; i < M * K; i++) { r = r * 6364136223846793005ULL + 1; hx[i] = (float)((r >> 40) % 2001) / 1000.0f - 1.0f; }
-        for (int64_t i = 0; i < N * K; i++) { r = r * 6364136223846793005ULL + 1; hw[i] = vlm_f32_to_bf16((float)((r >> 40) % 2001) / 20000.0f - 0.05f); }
+        for (int64_t i = 0; i < M * K; i++) {
+            r = r * 6364136223846793005ULL + 1;
+            if (int8) ((int8_t *)hx)[i] = (int8_t)((int)((r >> 40) % 255) - 127);
+            else hx[i] = (float)((r >> 40) % 2001) / 1000.0f - 1.0f;
+        }
+        for (int64_t i = 0; i < N * K; i++) {
+            r = r * 6364136223846793005ULL + 1;
+            if (int8) ((int8_t *)hw)[i] = (int8_t)((int)((r >> 40) % 255) - 127);
+            else hw[i] = vlm_f32_to_bf16((float)((r >> 40) % 2001) / 20000.0f - 0.05f);
+        }
         vlm_compute c;
         vlm_compute_init(&c, be);
         int64_t xs[2] = {M, K}, ws[2] = {N, K};
-        vlm_tensor *x = vlm_from_host(&c, VLM_F32, 2, xs, hx), *w = vlm_from_host(&c, VLM_BF16, 2, ws, hw);
+        vlm_tensor *x = vlm_from_host(&c, xt, 2, xs, hx), *w = vlm_from_host(&c, wt, 2, ws, hw);
         int n = 0;
         double t0 = 0, t = 0;
         for (int i = -1; x && w && !c.failed && (t < 1.0 || n < 3); i++) {
@@ -78,8 +88,8 @@ static double bench_matmul_peak(vlm_backend *be) {
             if (c.arena.used > ((size_t)64 << 20)) { /* keep x and w, drop the outputs */
                 vlm_compute_free(&c);
                 vlm_compute_init(&c, be);
-                x = vlm_from_host(&c, VLM_F32, 2, xs, hx);
-                w = vlm_from_host(&c, VLM_BF16, 2, ws, hw);
+                x = vlm_from_host(&c, xt, 2, xs, hx);
+                w = vlm_from_host(&c, wt, 2, ws, hw);
             }
         }
         if (!c.failed && t > 0) gflops = 2.0 * M * N * K * n / t / 1e9;
@@ -184,7 +194,7 @@ int cmd_bench(int argc, char **argv) {
         ids[i] = (int32_t)((x >> 33) % (uint64_t)(m->vocab_size < 100000 ? m->vocab_size / 2 : 100000));
         if (ids[i] == m->image_token_id || ids[i] == m->video_token_id) ids[i] = 1;
     }
-    double peak = bench_matmul_peak(m->be);
+    double peak = bench_matmul_peak(m->be, 0), peak_i8 = bench_matmul_peak(m->be, 1);
     vlm_profile pv = {0}, pp = {0}, pd = {0};
     m->be->profile = &pv;
     double vision_ms = -1, vision_cpu = bench_cpu();
@@ -230,13 +240,14 @@ int cmd_bench(int argc, char **argv) {
                "\"vision_cpu_s\":%.2f,\"prefill_cpu_s\":%.2f,\"decode_cpu_s\":%.2f,"
                "\"vision_tiles\":%d,\"vision_tokens\":%d,\"kv_cache_mib\":%.2f,\"kv_ctx\":%d,\"peak_rss_mib\":%.0f,"
                "\"matmul_peak_gflops\":%.1f,\"vision_gflops\":%.1f,\"vision_matmul_gflops\":%.1f,"
-               "\"prefill_gflops\":%.1f,\"prefill_matmul_gflops\":%.1f",
+               "\"prefill_gflops\":%.1f,\"prefill_matmul_gflops\":%.1f,\"int8_matmul_peak_gops\":%.1f",
                m->arch->name, m->be->n_threads, m->be->kernels ? m->be->kernels : "?", m->be->compute ? m->be->compute : "?", random_w ? vlm_dtype_name(dtype) : "checkpoint", t_load, vision_ms,
                n_prompt, n_prompt / t_prefill, n_gen, n_gen / t_decode, vision_ms >= 0 ? vision_cpu : 0.0, cpu_prefill, cpu_decode, vision_tiles, vision_tokens,
                kv_bytes / 1048576.0, s.n_ctx, bench_peak_rss_mib(), peak,
                vision_ms > 0 ? prof_sum(&pv, 1) / (vision_ms / 1e3) / 1e9 : 0.0,
                prof_matmul_s(&pv) > 0 ? prof_sum(&pv, 1) / prof_matmul_s(&pv) / 1e9 : 0.0,
-               prof_sum(&pp, 1) / t_prefill / 1e9, prof_matmul_s(&pp) > 0 ? prof_sum(&pp, 1) / prof_matmul_s(&pp) / 1e9 : 0.0);
+               prof_sum(&pp, 1) / t_prefill / 1e9, prof_matmul_s(&pp) > 0 ? prof_sum(&pp, 1) / prof_matmul_s(&pp) / 1e9 : 0.0,
+               peak_i8);
         if (profile) {
             printf(",\"profile_s\":{\"_\":0");
             prof_json("vision", &pv);

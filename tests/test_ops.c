@@ -276,6 +276,46 @@ static void test_matmul(vlm_compute *c) {
     vlm_compute_reset(c);
 }
 
+static unsigned next_rand(void) {
+    rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (unsigned)(rng >> 33);
+}
+
+/* int8 x int8 -> int32: exact, over the full int8 range, odd shapes, the
+ * engine's edges (16-column panels, 6-row tiles, odd K), a strided x */
+static void test_matmul_i8(vlm_compute *c) {
+    static const int64_t shapes[][3] = {{1, 33, 67}, {3, 17, 9}, {7, 150, 300}, {37, 64, 129}, {200, 70, 257}, {97, 16, 2}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2], ldx = K + (si % 2 ? 5 : 0);
+        int8_t *hx = (int8_t *)malloc((size_t)(M * ldx)), *hw = (int8_t *)malloc((size_t)(N * K));
+        for (int64_t i = 0; i < M * ldx; i++) hx[i] = (int8_t)(int)(next_rand() % 256 - 128);
+        for (int64_t i = 0; i < N * K; i++) hw[i] = (int8_t)(int)(next_rand() % 256 - 128);
+        if (si == 0) hx[0] = hw[0] = -128; /* the corner vpmaddubsw-style kernels get wrong */
+        int64_t xs[2] = {M, ldx}, ws[2] = {N, K};
+        vlm_tensor *x = vlm_from_host(c, VLM_I8, 2, xs, hx);
+        if (ldx != K) x = vlm_slice(c, x, 1, 0, K);
+        vlm_tensor *o = vlm_matmul(c, x, vlm_from_host(c, VLM_I8, 2, ws, hw));
+        CHECK(o && o->dtype == VLM_I32, "int8 matmul %lldx%lldx%lld: %s", (long long)M, (long long)N, (long long)K, c->err.msg);
+        int64_t bad = 0;
+        for (int64_t m = 0; o && m < M; m++)
+            for (int64_t n = 0; n < N; n++) {
+                int64_t ref = 0;
+                for (int64_t k = 0; k < K; k++) ref += (int64_t)hx[m * ldx + k] * hw[n * K + k];
+                bad += vlm_get_i64(o, m * N + n) != ref;
+            }
+        CHECK(bad == 0, "int8 matmul %lldx%lldx%lld: %lld sums differ", (long long)M, (long long)N, (long long)K, (long long)bad);
+        free(hx);
+        free(hw);
+        vlm_compute_reset(c);
+    }
+    /* int8 with float, or with a bias: a clear error */
+    int64_t s2[2] = {2, 4};
+    int8_t z[8] = {0};
+    vlm_tensor *xi = vlm_from_host(c, VLM_I8, 2, s2, z), *wf = rnd2(c, VLM_F32, 2, 4);
+    CHECK(!vlm_matmul(c, xi, wf) && c->failed && strstr(c->err.msg, "I8"), "int8 x f32 refused: %s", c->err.msg);
+    vlm_compute_reset(c);
+}
+
 static void test_matmul_id(vlm_compute *c) {
     int64_t T = 5, k = 3, E = 6, N = 33, K = 67;
     for (int variant = 0; variant < 3; variant++) {
@@ -1053,6 +1093,7 @@ int main(int argc, char **argv) {
         test_cpy(&c);
         test_matmul(&c);
         test_matmul_id(&c);
+        test_matmul_i8(&c);
         test_elementwise(&c);
         test_norms(&c);
         test_softmax(&c);

@@ -92,7 +92,7 @@ int vlm_utf8_encode(uint32_t cp, char *s) {
 
 static const struct { const char *name; size_t size; } core_dtypes[VLM_NTYPES] = {
     [VLM_F32] = {"F32", 4}, [VLM_F16] = {"F16", 2}, [VLM_BF16] = {"BF16", 2},
-    [VLM_I32] = {"I32", 4}, [VLM_I64] = {"I64", 8}, [VLM_U8] = {"U8", 1},
+    [VLM_I32] = {"I32", 4}, [VLM_I64] = {"I64", 8}, [VLM_U8] = {"U8", 1}, [VLM_I8] = {"I8", 1},
     [VLM_BOOL] = {"BOOL", 1},
 };
 

@@ -82,7 +82,11 @@ vlm_tensor *vlm_linear(vlm_compute *c, vlm_tensor *x, vlm_tensor *w, vlm_tensor 
     int64_t K = x->shape[x->ndim - 1], N = w->shape[w->ndim - 2];
     CORE_REQUIRE(c, w->shape[w->ndim - 1] == K, "matmul inner dims %lld vs %lld",
                  (long long)K, (long long)w->shape[w->ndim - 1]);
-    CORE_REQUIRE(c, core_is_float(x->dtype) && core_is_float(w->dtype), "matmul of non-float tensors");
+    /* int8 x int8 -> exact int32 sums: 2-D, no bias (the quantized formats' engine) */
+    int i8 = x->dtype == VLM_I8 && w->dtype == VLM_I8;
+    CORE_REQUIRE(c, (core_is_float(x->dtype) && core_is_float(w->dtype)) || (i8 && w->ndim == 2 && !bias && K <= (1 << 17)),
+                 "matmul of %s x %s (float tensors, or 2-D int8 ones with K <= 131072 and no bias)",
+                 vlm_dtype_name(x->dtype), vlm_dtype_name(w->dtype));
     CORE_REQUIRE(c, x->stride[x->ndim - 1] == 1 && w->stride[w->ndim - 1] == 1, "matmul needs unit inner stride");
     if (w->ndim > 2) { /* batched: leading dims of w match those of x */
         CORE_REQUIRE(c, w->ndim == x->ndim, "batched matmul rank mismatch");
@@ -94,7 +98,7 @@ vlm_tensor *vlm_linear(vlm_compute *c, vlm_tensor *x, vlm_tensor *w, vlm_tensor 
     for (int i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
     shape[x->ndim - 1] = N;
     vlm_op op = {.kind = VLM_OP_MATMUL, .a = x, .b = w, .c = bias};
-    op.out = vlm_new(c, VLM_F32, x->ndim, shape);
+    op.out = vlm_new(c, i8 ? VLM_I32 : VLM_F32, x->ndim, shape);
     return op.out ? core_run(c, &op) : NULL;
 }
 

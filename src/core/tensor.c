@@ -59,6 +59,7 @@ float vlm_get_f32(const vlm_tensor *t, int64_t flat) {
     case VLM_I32: return (float)((const int32_t *)t->data)[o];
     case VLM_I64: return (float)((const int64_t *)t->data)[o];
     case VLM_U8: case VLM_BOOL: return (float)((const uint8_t *)t->data)[o];
+    case VLM_I8: return (float)((const int8_t *)t->data)[o];
     default: return 0;
     }
 }
@@ -69,6 +70,7 @@ int64_t vlm_get_i64(const vlm_tensor *t, int64_t flat) {
     case VLM_I32: return ((const int32_t *)t->data)[o];
     case VLM_I64: return ((const int64_t *)t->data)[o];
     case VLM_U8: case VLM_BOOL: return ((const uint8_t *)t->data)[o];
+    case VLM_I8: return ((const int8_t *)t->data)[o];
     default: return (int64_t)vlm_get_f32(t, flat);
     }
 }

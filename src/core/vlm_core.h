@@ -82,6 +82,7 @@ typedef enum vlm_dtype {
     VLM_I64,
     VLM_U8,
     VLM_BOOL,
+    VLM_I8,
     VLM_NTYPES
     /* block-quantized types go here later; vlm_dtype_size() then becomes a
      * per-block size and tensors of those types must be contiguous. */
@@ -158,7 +159,7 @@ void vlm_arena_free(vlm_arena *a);
 typedef enum vlm_op_kind {
     VLM_OP_NONE = 0,
     VLM_OP_CPY,        /* out = convert/copy of a (any layout, any dtype) */
-    VLM_OP_MATMUL,     /* out[..., M, N] = a[..., M, K] . b[..., N, K]^T (+ bias c[N]) */
+    VLM_OP_MATMUL,     /* out[..., M, N] = a[..., M, K] . b[..., N, K]^T (+ bias c[N]); a, b I8: out I32, exact */
     VLM_OP_MATMUL_ID,  /* out[T, k, N] = a[T or T*k, K] . b[ids[T,k]][N, K]^T: MoE experts */
     VLM_OP_ADD,        /* out = a + b, b broadcast to a (numpy rules, b's dims size 1 or equal) */
     VLM_OP_MUL,        /* out = a * b, broadcast as ADD */
@@ -327,7 +328,7 @@ vlm_tensor *vlm_split_last(vlm_compute *c, vlm_tensor *t, int64_t n0, int64_t n1
 vlm_tensor *vlm_cont(vlm_compute *c, vlm_tensor *a);                      /* contiguous f32 copy */
 vlm_tensor *vlm_cast(vlm_compute *c, vlm_tensor *a, vlm_dtype to);        /* contiguous copy in dtype */
 vlm_status vlm_copy(vlm_compute *c, vlm_tensor *dst, vlm_tensor *src);    /* into an existing tensor, same shape */
-vlm_tensor *vlm_matmul(vlm_compute *c, vlm_tensor *a, vlm_tensor *w);     /* a . w^T */
+vlm_tensor *vlm_matmul(vlm_compute *c, vlm_tensor *a, vlm_tensor *w);     /* a . w^T; I8 x I8 (2-D): exact I32 */
 vlm_tensor *vlm_linear(vlm_compute *c, vlm_tensor *x, vlm_tensor *w, vlm_tensor *bias); /* bias may be NULL */
 vlm_tensor *vlm_matmul_id(vlm_compute *c, vlm_tensor *x, vlm_tensor *w_experts, vlm_tensor *ids);
 vlm_tensor *vlm_add(vlm_compute *c, vlm_tensor *a, vlm_tensor *b);

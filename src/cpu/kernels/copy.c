@@ -20,6 +20,7 @@ static void cpu_cpy_rows(void *p, int64_t r0, int64_t r1, int tid) {
                 case VLM_I32: ((int32_t *)dst)[i * so] = (int32_t)v; break;
                 case VLM_I64: ((int64_t *)dst)[i * so] = v; break;
                 case VLM_BOOL: ((uint8_t *)dst)[i * so] = v != 0; break;
+                case VLM_I8: ((int8_t *)dst)[i * so] = (int8_t)(v > 127 ? 127 : v < -128 ? -128 : v); break;
                 default: ((uint8_t *)dst)[i * so] = (uint8_t)v; break;
                 }
             }

@@ -40,6 +40,22 @@ static void cpu_unary_vec(int f, float *y, const float *x, int64_t n, float cap)
             __m256 u = _mm256_mul_ps(m2c, _mm256_fmadd_ps(_mm256_mul_ps(k, v), _mm256_mul_ps(v, v), v));
             _mm256_storeu_ps(y + i, _mm256_div_ps(v, _mm256_add_ps(one, cpu_exp8(u))));
         }
+    } else if (f == VLM_UNARY_GELU) {
+        /* 0.5 x (1 + erf(x / sqrt 2)), erf by Abramowitz & Stegun 7.1.26
+         * (absolute error below 1.5e-7) */
+        const __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f), rs2 = _mm256_set1_ps(0.70710678118654752f);
+        const __m256 p = _mm256_set1_ps(0.3275911f), sign = _mm256_set1_ps(-0.0f);
+        const __m256 a1 = _mm256_set1_ps(0.254829592f), a2 = _mm256_set1_ps(-0.284496736f), a3 = _mm256_set1_ps(1.421413741f),
+                     a4 = _mm256_set1_ps(-1.453152027f), a5 = _mm256_set1_ps(1.061405429f);
+        for (; i + 8 <= n; i += 8) {
+            __m256 v = _mm256_loadu_ps(x + i), z = _mm256_mul_ps(v, rs2);
+            __m256 az = _mm256_andnot_ps(sign, z);
+            __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(p, az, one));
+            __m256 poly = _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_fmadd_ps(a5, t, a4), t, a3), t, a2), t, a1);
+            __m256 e = _mm256_fnmadd_ps(_mm256_mul_ps(poly, t), cpu_exp8(_mm256_mul_ps(_mm256_xor_ps(az, sign), az)), one);
+            __m256 erf = _mm256_or_ps(e, _mm256_and_ps(z, sign)); /* e >= 0: the sign of z */
+            _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, erf)));
+        }
     } else if (f == VLM_UNARY_TANH || f == VLM_UNARY_SOFTCAP) {
         /* tanh(t) = 2 / (1 + exp(-2t)) - 1 (absolute error about 1e-7) */
         const __m256 one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f), m2 = _mm256_set1_ps(-2.0f);

@@ -81,6 +81,7 @@ static inline void cpu_to_f32(float *dst, const void *src, vlm_dtype t, int64_t 
     case VLM_I32: for (; i < n; i++) dst[i] = (float)((const int32_t *)src)[i]; return;
     case VLM_I64: for (; i < n; i++) dst[i] = (float)((const int64_t *)src)[i]; return;
     case VLM_U8: case VLM_BOOL: for (; i < n; i++) dst[i] = (float)((const uint8_t *)src)[i]; return;
+    case VLM_I8: for (; i < n; i++) dst[i] = (float)((const int8_t *)src)[i]; return;
     default: memset(dst, 0, (size_t)n * 4); return;
     }
 }
@@ -121,6 +122,7 @@ static inline void cpu_load(float *dst, const void *base, vlm_dtype t, int64_t o
     case VLM_I32: for (int64_t i = 0; i < n; i++) dst[i] = (float)((const int32_t *)p)[i * stride]; return;
     case VLM_I64: for (int64_t i = 0; i < n; i++) dst[i] = (float)((const int64_t *)p)[i * stride]; return;
     case VLM_U8: case VLM_BOOL: for (int64_t i = 0; i < n; i++) dst[i] = (float)((const uint8_t *)p)[i * stride]; return;
+    case VLM_I8: for (int64_t i = 0; i < n; i++) dst[i] = (float)((const int8_t *)p)[i * stride]; return;
     default: memset(dst, 0, (size_t)n * 4); return;
     }
 }
@@ -344,16 +346,23 @@ static inline void cpu_store(void *base, vlm_dtype t, int64_t off, int64_t strid
     case VLM_I64: for (int64_t i = 0; i < n; i++) ((int64_t *)p)[i * stride] = (int64_t)src[i]; return;
     case VLM_U8: for (int64_t i = 0; i < n; i++) ((uint8_t *)p)[i * stride] = (uint8_t)src[i]; return;
     case VLM_BOOL: for (int64_t i = 0; i < n; i++) ((uint8_t *)p)[i * stride] = src[i] != 0; return;
+    case VLM_I8: /* truncated as the other integer types, saturated */
+        for (int64_t i = 0; i < n; i++)
+            ((int8_t *)p)[i * stride] = (int8_t)(src[i] >= 127.0f ? 127 : src[i] <= -128.0f ? -128 : (int)src[i]);
+        return;
     default: return;
     }
 }
 
-static inline int cpu_is_int(vlm_dtype t) { return t == VLM_I32 || t == VLM_I64 || t == VLM_U8 || t == VLM_BOOL; }
+static inline int cpu_is_int(vlm_dtype t) {
+    return t == VLM_I32 || t == VLM_I64 || t == VLM_U8 || t == VLM_BOOL || t == VLM_I8;
+}
 
 static inline int64_t cpu_get_int(const void *p, vlm_dtype t, int64_t i) {
     switch (t) {
     case VLM_I32: return ((const int32_t *)p)[i];
     case VLM_I64: return ((const int64_t *)p)[i];
+    case VLM_I8: return ((const int8_t *)p)[i];
     default: return ((const uint8_t *)p)[i];
     }
 }
@@ -373,6 +382,8 @@ CPU_KFN vlm_status cpu_op_rope(cpu_ctx *ctx, const vlm_op *op, vlm_error *err);
 CPU_KFN void cpu_pack_panels(float *dst, const char *w, vlm_dtype wt, int64_t ldw, int64_t nb, int64_t K, int round, float *row);
 CPU_KFN void cpu_gemm_panels(const float *a, int64_t lda, int64_t mb, const float *panels, int64_t nb, int64_t K, float *c, int64_t ldc);
 #endif
+/* gemm_i8.c */
+CPU_KFN vlm_status cpu_op_matmul_i8(cpu_ctx *ctx, const vlm_op *op, vlm_error *err);
 /* matmul.c */
 /* res[r] = x[r] . w for r < m <= 4 rows of x (GEMV for few rows; MoE decode) */
 CPU_KFN void cpu_dotm(const float *x, int64_t lda, int m, const void *w, vlm_dtype wt, int64_t K, float *res);

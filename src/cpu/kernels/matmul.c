@@ -245,6 +245,7 @@ static int cpu_uniform_rows(const vlm_tensor *x, int first_dim, int last_dim, in
 
 CPU_KFN vlm_status cpu_op_matmul(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
     const vlm_tensor *x = op->a, *w = op->b, *o = op->out;
+    if (x->dtype == VLM_I8) return cpu_op_matmul_i8(ctx, op, err);
     int64_t K = cpu_lastdim(x), N = w->shape[w->ndim - 2];
     const float *bias = NULL;
     float *sh = NULL;
