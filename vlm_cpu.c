@@ -755,7 +755,8 @@ CPU_KFN vlm_status cpu_scalar_op_rope(cpu_ctx *ctx, const vlm_op *op, vlm_error 
 /* gemm.c (the AVX2 variant's engine for many rows) */
 #if CPU_AVX2
 CPU_KFN void cpu_scalar_pack_panels(float *dst, const char *w, vlm_dtype wt, int64_t ldw, int64_t nb, int64_t K, int round, float *row);
-CPU_KFN void cpu_scalar_gemm_panels(const float *a, int64_t lda, int64_t mb, const float *panels, int64_t nb, int64_t K, float *c, int64_t ldc);
+CPU_KFN void cpu_scalar_pack_panels_kmajor(float *dst, const char *src, vlm_dtype t, int64_t ld, int64_t nk, int64_t ncols, float *row);
+CPU_KFN void cpu_scalar_gemm_panels(const float *a, int64_t lda, int64_t mb, const float *panels, int64_t nb, int64_t K, float *c, int64_t ldc, int acc);
 #endif
 /* gemm_i8.c */
 CPU_KFN vlm_status cpu_scalar_op_matmul_i8(cpu_ctx *ctx, const vlm_op *op, vlm_error *err);
@@ -1094,24 +1095,70 @@ CPU_KFN vlm_status cpu_scalar_op_rope(cpu_ctx *ctx, const vlm_op *op, vlm_error 
 #define CPU_MR 6   /* rows of x per register tile */
 #define CPU_KC 256 /* k per block */
 
-/* Rows [n0, n0 + nb) of w into panels dst[p][k][16] (p < ceil(nb / 16)).
- * row: K floats of scratch. round: bf16 compute (weights rounded as the
- * bf16 engines see them; bf16 weights are unchanged). */
+/* 8 rows r[0..8) of 8 floats, transposed into d[k * CPU_NR + j] for k < 8
+ * (one 8-column half of a panel) */
+static inline void cpu_scalar_pack_8x8(float *d, const float *const r[8], int64_t k0) {
+    __m256 a0 = _mm256_loadu_ps(r[0] + k0), a1 = _mm256_loadu_ps(r[1] + k0), a2 = _mm256_loadu_ps(r[2] + k0),
+           a3 = _mm256_loadu_ps(r[3] + k0), a4 = _mm256_loadu_ps(r[4] + k0), a5 = _mm256_loadu_ps(r[5] + k0),
+           a6 = _mm256_loadu_ps(r[6] + k0), a7 = _mm256_loadu_ps(r[7] + k0);
+    __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1), t2 = _mm256_unpacklo_ps(a2, a3),
+           t3 = _mm256_unpackhi_ps(a2, a3), t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5),
+           t6 = _mm256_unpacklo_ps(a6, a7), t7 = _mm256_unpackhi_ps(a6, a7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE), u2 = _mm256_shuffle_ps(t1, t3, 0x44),
+           u3 = _mm256_shuffle_ps(t1, t3, 0xEE), u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+           u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_store_ps(d + 0 * CPU_NR, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_store_ps(d + 1 * CPU_NR, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_store_ps(d + 2 * CPU_NR, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_store_ps(d + 3 * CPU_NR, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_store_ps(d + 4 * CPU_NR, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_store_ps(d + 5 * CPU_NR, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_store_ps(d + 6 * CPU_NR, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_store_ps(d + 7 * CPU_NR, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+/* Rows [0, nb) of w (row stride ldw, any float dtype) into panels
+ * dst[p][k][16] (p < ceil(nb / 16)), zero-padded. rows: 8 * K floats of
+ * scratch where 8 rows at a time are converted (round: to bf16, for the
+ * bf16 compute mode; bf16 weights are unchanged) and transposed 8x8. */
 CPU_KFN void cpu_scalar_pack_panels(float *dst, const char *w, vlm_dtype wt, int64_t ldw, int64_t nb, int64_t K, int round,
-                             float *row) {
+                             float *rows) {
     size_t es = vlm_dtype_size(wt);
-    int64_t np = (nb + CPU_NR - 1) / CPU_NR;
-    for (int64_t p = 0; p < np; p++) {
-        float *d = dst + p * CPU_NR * K;
-        for (int j = 0; j < CPU_NR; j++) {
-            int64_t n = p * CPU_NR + j;
-            if (n >= nb) {
-                for (int64_t k = 0; k < K; k++) d[k * CPU_NR + j] = 0.0f;
-                continue;
-            }
-            cpu_scalar_to_f32(row, w + n * ldw * (int64_t)es, wt, K);
-            if (round && wt != VLM_BF16) cpu_scalar_round_bf16(row, K);
-            for (int64_t k = 0; k < K; k++) d[k * CPU_NR + j] = row[k];
+    int64_t K8 = K & ~(int64_t)7, nb16 = (nb + CPU_NR - 1) / CPU_NR * CPU_NR;
+    for (int64_t n0 = 0; n0 < nb16; n0 += 8) {
+        const float *r[8];
+        for (int j = 0; j < 8; j++) {
+            float *buf = rows + j * K;
+            if (n0 + j < nb) {
+                cpu_scalar_to_f32(buf, w + (n0 + j) * ldw * (int64_t)es, wt, K);
+                if (round && wt != VLM_BF16) cpu_scalar_round_bf16(buf, K);
+            } else memset(buf, 0, sizeof(float) * (size_t)K);
+            r[j] = buf;
+        }
+        float *d = dst + n0 / CPU_NR * CPU_NR * K + n0 % CPU_NR;
+        for (int64_t k = 0; k < K8; k += 8) cpu_scalar_pack_8x8(d + k * CPU_NR, r, k);
+        for (int64_t k = K8; k < K; k++)
+            for (int j = 0; j < 8; j++) d[k * CPU_NR + j] = r[j][k];
+    }
+}
+
+/* The columns of a k-major matrix src[nk][ncols] (row stride ld, any float
+ * dtype; attention's V block) into panels dst[p][nk][16], zero-padded. */
+CPU_KFN void cpu_scalar_pack_panels_kmajor(float *dst, const char *src, vlm_dtype t, int64_t ld, int64_t nk, int64_t ncols,
+                                    float *row) {
+    size_t es = vlm_dtype_size(t);
+    int64_t np = (ncols + CPU_NR - 1) / CPU_NR;
+    for (int64_t k = 0; k < nk; k++) {
+        const float *r = (const float *)(src + k * ld * (int64_t)es);
+        if (t != VLM_F32) {
+            cpu_scalar_to_f32(row, src + k * ld * (int64_t)es, t, ncols);
+            r = row;
+        }
+        for (int64_t p = 0; p < np; p++) {
+            float *d = dst + (p * nk + k) * CPU_NR;
+            int64_t n = ncols - p * CPU_NR < CPU_NR ? ncols - p * CPU_NR : CPU_NR;
+            memcpy(d, r + p * CPU_NR, sizeof(float) * (size_t)n);
+            for (int64_t j = n; j < CPU_NR; j++) d[j] = 0.0f;
         }
     }
 }
@@ -1163,13 +1210,14 @@ static void cpu_scalar_gemm_edge(const float *const a[CPU_MR], int mr, const flo
         for (int j = 0; j < nr; j++) c[r * ldc + j] = t[r * CPU_NR + j];
 }
 
-/* c[mb, nb] = a[mb, K] . panels (nb columns packed by cpu_scalar_pack_panels) */
+/* c[mb, nb] = (acc ? c : 0) + a[mb, K] . panels (nb columns packed by
+ * cpu_scalar_pack_panels or cpu_scalar_pack_panels_kmajor) */
 CPU_KFN void cpu_scalar_gemm_panels(const float *a, int64_t lda, int64_t mb, const float *panels, int64_t nb, int64_t K,
-                             float *c, int64_t ldc) {
+                             float *c, int64_t ldc, int acc0) {
     int64_t np = (nb + CPU_NR - 1) / CPU_NR;
     for (int64_t k0 = 0; k0 < K; k0 += CPU_KC) {
         int64_t kc = K - k0 < CPU_KC ? K - k0 : CPU_KC;
-        int acc = k0 > 0;
+        int acc = acc0 || k0 > 0;
         for (int64_t p = 0; p < np; p++) {
             const float *b = panels + p * CPU_NR * K + CPU_NR * k0;
             int nr = nb - p * CPU_NR < CPU_NR ? (int)(nb - p * CPU_NR) : CPU_NR;
@@ -1452,14 +1500,14 @@ static void cpu_scalar_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
                             A->round_w, row);
         have = nt;
         float *o = A->out + m0 * A->ldo + n0;
-        cpu_scalar_gemm_panels(A->x + m0 * A->lda, A->lda, mb, panels, nb, A->K, o, A->ldo);
+        cpu_scalar_gemm_panels(A->x + m0 * A->lda, A->lda, mb, panels, nb, A->K, o, A->ldo, 0);
         if (A->bias)
             for (int64_t m = 0; m < mb; m++)
                 for (int64_t n = 0; n < nb; n++) o[m * A->ldo + n] += A->bias[n0 + n];
     }
 }
-/* panels of the w tile, then one row of conversion scratch */
-static size_t cpu_scalar_gemm_scratch(int64_t nb, int64_t K) { return (size_t)(((nb + 15) / 16 * 16 + 1) * K); }
+/* panels of the w tile, then 8 rows of conversion scratch */
+static size_t cpu_scalar_gemm_scratch(int64_t nb, int64_t K) { return (size_t)(((nb + 15) / 16 * 16 + 8) * K); }
 #else
 static void cpu_scalar_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
     cpu_scalar_mm_arg *A = (cpu_scalar_mm_arg *)p;
@@ -1811,12 +1859,15 @@ static void cpu_scalar_attn_fn(void *p, int64_t r0, int64_t r1, int tid) {
     }
 }
 
-/* Tiled attention (flash-attention style, BLAS micro-GEMMs): one work item
- * is a tile of Tq queries times the `group` query heads sharing one KV head,
- * R = Tq*group rows. For each block of BK keys: S = Q.K^T (sgemm), mask,
- * online softmax, O += P.V (sgemm). K/V blocks in f16/bf16 are converted
- * once per tile and reused by all R rows. */
+/* Tiled attention (flash-attention style): one work item is a tile of Tq
+ * queries times the `group` query heads sharing one KV head, R = Tq*group
+ * rows. For each block of BK keys: S = Q.K^T, mask, online softmax,
+ * O += P.V. The two products run on the variant's GEMM engine (gemm.c:
+ * the K block packed as 16-key panels, the V block as 16-column panels, Q
+ * scaled once as it is loaded), else on sgemm. K/V blocks in f16/bf16 are
+ * converted once per tile and reused by all R rows. */
 #define CPU_FA_BK 128
+#define CPU_FA_OWN_ROWS 24
 #define CPU_FA_PART 512 /* keys per part when decode splits the keys (a multiple of the block sizes) */
 
 typedef struct cpu_scalar_fa_arg {
@@ -1866,8 +1917,14 @@ static int cpu_scalar_span_class(const vlm_attn_params *p, const cpu_scalar_span
     return 1;
 }
 
+/* Dv rounded up to the engine's 16-column panels */
+static int64_t cpu_scalar_fa_dv16(int64_t Dv) { return (Dv + 15) / 16 * 16; }
+
+/* Q, O, P, then (64-byte aligned) the K and V blocks, 8 conversion rows,
+ * m and l per row, the visibility bytes */
 static size_t cpu_scalar_fa_scratch(int64_t R, int64_t Tq, int64_t D, int64_t Dv) {
-    return (size_t)(R * D + R * Dv + R * CPU_FA_BK + CPU_FA_BK * D + CPU_FA_BK * Dv + 2 * R + Tq * CPU_FA_BK / 4 + 64);
+    return (size_t)(R * D + R * Dv + R * CPU_FA_BK + 16 + CPU_FA_BK * D + CPU_FA_BK * cpu_scalar_fa_dv16(Dv) + 8 * D + Dv + 2 * R +
+                    Tq * CPU_FA_BK / 4 + 64);
 }
 
 static void cpu_scalar_fa_fn(void *p, int64_t i0, int64_t i1, int tid) {
@@ -1877,17 +1934,24 @@ static void cpu_scalar_fa_fn(void *p, int64_t i0, int64_t i1, int tid) {
     const vlm_tensor *q = op->a, *k = op->b, *v = op->c;
     const int64_t D = A->D, Dv = A->Dv, G = A->group, BK = A->bk;
     size_t ek = vlm_dtype_size(k->dtype), ev = vlm_dtype_size(v->dtype);
-    float *Q = A->ctx->tscratch[tid], *O = Q + A->R * D, *P = O + A->R * Dv, *Kf = P + A->R * BK, *Vf = Kf + BK * D;
-    float *mrow = Vf + BK * Dv, *lrow = mrow + A->R;
+    float *Q = A->ctx->tscratch[tid], *O = Q + A->R * D, *P = O + A->R * Dv;
+    float *Kf = (float *)(((uintptr_t)(P + A->R * BK) + 63) & ~(uintptr_t)63), *Vf = Kf + BK * D;
+    float *row = Vf + BK * cpu_scalar_fa_dv16(Dv), *mrow = row + 8 * D + Dv, *lrow = mrow + A->R;
     uint8_t *vis = (uint8_t *)(lrow + A->R);
     for (int64_t item = i0; item < i1; item++) {
         int64_t part = item % A->nparts, gt = item / A->nparts;
         int64_t g = gt / A->ntiles, t0 = (gt % A->ntiles) * A->Tq;
         int64_t jbeg = part * A->part_len, jend = jbeg + A->part_len < A->S ? jbeg + A->part_len : A->S;
         int64_t tq = A->T - t0 < A->Tq ? A->T - t0 : A->Tq, R = tq * G;
+        /* the GEMM engine for tiles of many rows (prefill, vision); sgemm for
+         * the few rows of decode, where packing K and V costs more than it
+         * saves (measured: 11 vs 15 GFLOP/s per CPU-second at T=1) */
+        int own = CPU_AVX2 && R >= CPU_FA_OWN_ROWS;
         for (int64_t ti = 0; ti < tq; ti++)
-            for (int64_t gi = 0; gi < G; gi++)
+            for (int64_t gi = 0; gi < G; gi++) {
                 cpu_scalar_load(Q + (ti * G + gi) * D, q->data, q->dtype, (t0 + ti) * q->stride[0] + (g * G + gi) * q->stride[1], 1, D);
+                if (own) cpu_scalar_scale_inplace(Q + (ti * G + gi) * D, ap->scale, D);
+            }
         memset(O, 0, sizeof(float) * (size_t)(R * Dv));
         for (int64_t r = 0; r < R; r++) { mrow[r] = -INFINITY; lrow[r] = 0; }
         cpu_scalar_span qspan;
@@ -1912,22 +1976,30 @@ static void cpu_scalar_fa_fn(void *p, int64_t i0, int64_t i1, int tid) {
                     }
             if (jhi < 0) continue;
             int64_t nc = jhi - jlo + 1, jb = j0 + jlo;
-            const float *Kb, *Vb;
-            int64_t ldk, ldv;
             const char *kbase = (const char *)k->data + (jb * k->stride[0] + g * k->stride[1]) * (int64_t)ek;
             const char *vbase = (const char *)v->data + (jb * v->stride[0] + g * v->stride[1]) * (int64_t)ev;
-            if (k->dtype == VLM_F32 && k->stride[0] >= D) { Kb = (const float *)kbase; ldk = k->stride[0]; }
-            else {
-                for (int64_t jj = 0; jj < nc; jj++) cpu_scalar_to_f32(Kf + jj * D, kbase + jj * k->stride[0] * (int64_t)ek, k->dtype, D);
-                Kb = Kf; ldk = D;
+            const float *Kb = NULL, *Vb = NULL;
+            int64_t ldk = 0, ldv = 0;
+#if CPU_AVX2
+            if (own) {
+                cpu_scalar_pack_panels(Kf, kbase, k->dtype, k->stride[0], nc, D, 0, row);
+                cpu_scalar_gemm_panels(Q, D, R, Kf, nc, D, P, BK, 0);
+            } else
+#endif
+            {
+                if (k->dtype == VLM_F32 && k->stride[0] >= D) { Kb = (const float *)kbase; ldk = k->stride[0]; }
+                else {
+                    for (int64_t jj = 0; jj < nc; jj++) cpu_scalar_to_f32(Kf + jj * D, kbase + jj * k->stride[0] * (int64_t)ek, k->dtype, D);
+                    Kb = Kf; ldk = D;
+                }
+                if (v->dtype == VLM_F32 && v->stride[0] >= Dv) { Vb = (const float *)vbase; ldv = v->stride[0]; }
+                else {
+                    for (int64_t jj = 0; jj < nc; jj++) cpu_scalar_to_f32(Vf + jj * Dv, vbase + jj * v->stride[0] * (int64_t)ev, v->dtype, Dv);
+                    Vb = Vf; ldv = Dv;
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)nc, (int)D, ap->scale, Q, (int)D, Kb, (int)ldk,
+                            0.0f, P, (int)BK);
             }
-            if (v->dtype == VLM_F32 && v->stride[0] >= Dv) { Vb = (const float *)vbase; ldv = v->stride[0]; }
-            else {
-                for (int64_t jj = 0; jj < nc; jj++) cpu_scalar_to_f32(Vf + jj * Dv, vbase + jj * v->stride[0] * (int64_t)ev, v->dtype, Dv);
-                Vb = Vf; ldv = Dv;
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)nc, (int)D, ap->scale, Q, (int)D, Kb, (int)ldk,
-                        0.0f, P, (int)BK);
             for (int64_t r = 0; r < R; r++) {
                 float *pr = P + r * BK;
                 const uint8_t *vr = vis + (r / G) * BK + jlo;
@@ -1948,6 +2020,12 @@ static void cpu_scalar_fa_fn(void *p, int64_t i0, int64_t i1, int tid) {
                 }
                 lrow[r] += cpu_scalar_exp_sub_sum(pr, pr, mrow[r], nc);
             }
+#if CPU_AVX2
+            if (own) {
+                cpu_scalar_pack_panels_kmajor(Vf, vbase, v->dtype, v->stride[0], nc, Dv, row);
+                cpu_scalar_gemm_panels(P, BK, R, Vf, Dv, nc, O, Dv, 1);
+            } else
+#endif
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)Dv, (int)nc, 1.0f, P, (int)BK, Vb, (int)ldv,
                         1.0f, O, (int)Dv);
         }
@@ -2648,7 +2726,8 @@ CPU_KFN vlm_status cpu_avx2_op_rope(cpu_ctx *ctx, const vlm_op *op, vlm_error *e
 /* gemm.c (the AVX2 variant's engine for many rows) */
 #if CPU_AVX2
 CPU_KFN void cpu_avx2_pack_panels(float *dst, const char *w, vlm_dtype wt, int64_t ldw, int64_t nb, int64_t K, int round, float *row);
-CPU_KFN void cpu_avx2_gemm_panels(const float *a, int64_t lda, int64_t mb, const float *panels, int64_t nb, int64_t K, float *c, int64_t ldc);
+CPU_KFN void cpu_avx2_pack_panels_kmajor(float *dst, const char *src, vlm_dtype t, int64_t ld, int64_t nk, int64_t ncols, float *row);
+CPU_KFN void cpu_avx2_gemm_panels(const float *a, int64_t lda, int64_t mb, const float *panels, int64_t nb, int64_t K, float *c, int64_t ldc, int acc);
 #endif
 /* gemm_i8.c */
 CPU_KFN vlm_status cpu_avx2_op_matmul_i8(cpu_ctx *ctx, const vlm_op *op, vlm_error *err);
@@ -2987,24 +3066,70 @@ CPU_KFN vlm_status cpu_avx2_op_rope(cpu_ctx *ctx, const vlm_op *op, vlm_error *e
 #define CPU_MR 6   /* rows of x per register tile */
 #define CPU_KC 256 /* k per block */
 
-/* Rows [n0, n0 + nb) of w into panels dst[p][k][16] (p < ceil(nb / 16)).
- * row: K floats of scratch. round: bf16 compute (weights rounded as the
- * bf16 engines see them; bf16 weights are unchanged). */
+/* 8 rows r[0..8) of 8 floats, transposed into d[k * CPU_NR + j] for k < 8
+ * (one 8-column half of a panel) */
+static inline void cpu_avx2_pack_8x8(float *d, const float *const r[8], int64_t k0) {
+    __m256 a0 = _mm256_loadu_ps(r[0] + k0), a1 = _mm256_loadu_ps(r[1] + k0), a2 = _mm256_loadu_ps(r[2] + k0),
+           a3 = _mm256_loadu_ps(r[3] + k0), a4 = _mm256_loadu_ps(r[4] + k0), a5 = _mm256_loadu_ps(r[5] + k0),
+           a6 = _mm256_loadu_ps(r[6] + k0), a7 = _mm256_loadu_ps(r[7] + k0);
+    __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1), t2 = _mm256_unpacklo_ps(a2, a3),
+           t3 = _mm256_unpackhi_ps(a2, a3), t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5),
+           t6 = _mm256_unpacklo_ps(a6, a7), t7 = _mm256_unpackhi_ps(a6, a7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE), u2 = _mm256_shuffle_ps(t1, t3, 0x44),
+           u3 = _mm256_shuffle_ps(t1, t3, 0xEE), u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+           u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_store_ps(d + 0 * CPU_NR, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_store_ps(d + 1 * CPU_NR, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_store_ps(d + 2 * CPU_NR, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_store_ps(d + 3 * CPU_NR, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_store_ps(d + 4 * CPU_NR, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_store_ps(d + 5 * CPU_NR, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_store_ps(d + 6 * CPU_NR, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_store_ps(d + 7 * CPU_NR, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+/* Rows [0, nb) of w (row stride ldw, any float dtype) into panels
+ * dst[p][k][16] (p < ceil(nb / 16)), zero-padded. rows: 8 * K floats of
+ * scratch where 8 rows at a time are converted (round: to bf16, for the
+ * bf16 compute mode; bf16 weights are unchanged) and transposed 8x8. */
 CPU_KFN void cpu_avx2_pack_panels(float *dst, const char *w, vlm_dtype wt, int64_t ldw, int64_t nb, int64_t K, int round,
-                             float *row) {
+                             float *rows) {
     size_t es = vlm_dtype_size(wt);
-    int64_t np = (nb + CPU_NR - 1) / CPU_NR;
-    for (int64_t p = 0; p < np; p++) {
-        float *d = dst + p * CPU_NR * K;
-        for (int j = 0; j < CPU_NR; j++) {
-            int64_t n = p * CPU_NR + j;
-            if (n >= nb) {
-                for (int64_t k = 0; k < K; k++) d[k * CPU_NR + j] = 0.0f;
-                continue;
-            }
-            cpu_avx2_to_f32(row, w + n * ldw * (int64_t)es, wt, K);
-            if (round && wt != VLM_BF16) cpu_avx2_round_bf16(row, K);
-            for (int64_t k = 0; k < K; k++) d[k * CPU_NR + j] = row[k];
+    int64_t K8 = K & ~(int64_t)7, nb16 = (nb + CPU_NR - 1) / CPU_NR * CPU_NR;
+    for (int64_t n0 = 0; n0 < nb16; n0 += 8) {
+        const float *r[8];
+        for (int j = 0; j < 8; j++) {
+            float *buf = rows + j * K;
+            if (n0 + j < nb) {
+                cpu_avx2_to_f32(buf, w + (n0 + j) * ldw * (int64_t)es, wt, K);
+                if (round && wt != VLM_BF16) cpu_avx2_round_bf16(buf, K);
+            } else memset(buf, 0, sizeof(float) * (size_t)K);
+            r[j] = buf;
+        }
+        float *d = dst + n0 / CPU_NR * CPU_NR * K + n0 % CPU_NR;
+        for (int64_t k = 0; k < K8; k += 8) cpu_avx2_pack_8x8(d + k * CPU_NR, r, k);
+        for (int64_t k = K8; k < K; k++)
+            for (int j = 0; j < 8; j++) d[k * CPU_NR + j] = r[j][k];
+    }
+}
+
+/* The columns of a k-major matrix src[nk][ncols] (row stride ld, any float
+ * dtype; attention's V block) into panels dst[p][nk][16], zero-padded. */
+CPU_KFN void cpu_avx2_pack_panels_kmajor(float *dst, const char *src, vlm_dtype t, int64_t ld, int64_t nk, int64_t ncols,
+                                    float *row) {
+    size_t es = vlm_dtype_size(t);
+    int64_t np = (ncols + CPU_NR - 1) / CPU_NR;
+    for (int64_t k = 0; k < nk; k++) {
+        const float *r = (const float *)(src + k * ld * (int64_t)es);
+        if (t != VLM_F32) {
+            cpu_avx2_to_f32(row, src + k * ld * (int64_t)es, t, ncols);
+            r = row;
+        }
+        for (int64_t p = 0; p < np; p++) {
+            float *d = dst + (p * nk + k) * CPU_NR;
+            int64_t n = ncols - p * CPU_NR < CPU_NR ? ncols - p * CPU_NR : CPU_NR;
+            memcpy(d, r + p * CPU_NR, sizeof(float) * (size_t)n);
+            for (int64_t j = n; j < CPU_NR; j++) d[j] = 0.0f;
         }
     }
 }
@@ -3056,13 +3181,14 @@ static void cpu_avx2_gemm_edge(const float *const a[CPU_MR], int mr, const float
         for (int j = 0; j < nr; j++) c[r * ldc + j] = t[r * CPU_NR + j];
 }
 
-/* c[mb, nb] = a[mb, K] . panels (nb columns packed by cpu_avx2_pack_panels) */
+/* c[mb, nb] = (acc ? c : 0) + a[mb, K] . panels (nb columns packed by
+ * cpu_avx2_pack_panels or cpu_avx2_pack_panels_kmajor) */
 CPU_KFN void cpu_avx2_gemm_panels(const float *a, int64_t lda, int64_t mb, const float *panels, int64_t nb, int64_t K,
-                             float *c, int64_t ldc) {
+                             float *c, int64_t ldc, int acc0) {
     int64_t np = (nb + CPU_NR - 1) / CPU_NR;
     for (int64_t k0 = 0; k0 < K; k0 += CPU_KC) {
         int64_t kc = K - k0 < CPU_KC ? K - k0 : CPU_KC;
-        int acc = k0 > 0;
+        int acc = acc0 || k0 > 0;
         for (int64_t p = 0; p < np; p++) {
             const float *b = panels + p * CPU_NR * K + CPU_NR * k0;
             int nr = nb - p * CPU_NR < CPU_NR ? (int)(nb - p * CPU_NR) : CPU_NR;
@@ -3345,14 +3471,14 @@ static void cpu_avx2_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
                             A->round_w, row);
         have = nt;
         float *o = A->out + m0 * A->ldo + n0;
-        cpu_avx2_gemm_panels(A->x + m0 * A->lda, A->lda, mb, panels, nb, A->K, o, A->ldo);
+        cpu_avx2_gemm_panels(A->x + m0 * A->lda, A->lda, mb, panels, nb, A->K, o, A->ldo, 0);
         if (A->bias)
             for (int64_t m = 0; m < mb; m++)
                 for (int64_t n = 0; n < nb; n++) o[m * A->ldo + n] += A->bias[n0 + n];
     }
 }
-/* panels of the w tile, then one row of conversion scratch */
-static size_t cpu_avx2_gemm_scratch(int64_t nb, int64_t K) { return (size_t)(((nb + 15) / 16 * 16 + 1) * K); }
+/* panels of the w tile, then 8 rows of conversion scratch */
+static size_t cpu_avx2_gemm_scratch(int64_t nb, int64_t K) { return (size_t)(((nb + 15) / 16 * 16 + 8) * K); }
 #else
 static void cpu_avx2_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
     cpu_avx2_mm_arg *A = (cpu_avx2_mm_arg *)p;
@@ -3704,12 +3830,15 @@ static void cpu_avx2_attn_fn(void *p, int64_t r0, int64_t r1, int tid) {
     }
 }
 
-/* Tiled attention (flash-attention style, BLAS micro-GEMMs): one work item
- * is a tile of Tq queries times the `group` query heads sharing one KV head,
- * R = Tq*group rows. For each block of BK keys: S = Q.K^T (sgemm), mask,
- * online softmax, O += P.V (sgemm). K/V blocks in f16/bf16 are converted
- * once per tile and reused by all R rows. */
+/* Tiled attention (flash-attention style): one work item is a tile of Tq
+ * queries times the `group` query heads sharing one KV head, R = Tq*group
+ * rows. For each block of BK keys: S = Q.K^T, mask, online softmax,
+ * O += P.V. The two products run on the variant's GEMM engine (gemm.c:
+ * the K block packed as 16-key panels, the V block as 16-column panels, Q
+ * scaled once as it is loaded), else on sgemm. K/V blocks in f16/bf16 are
+ * converted once per tile and reused by all R rows. */
 #define CPU_FA_BK 128
+#define CPU_FA_OWN_ROWS 24
 #define CPU_FA_PART 512 /* keys per part when decode splits the keys (a multiple of the block sizes) */
 
 typedef struct cpu_avx2_fa_arg {
@@ -3759,8 +3888,14 @@ static int cpu_avx2_span_class(const vlm_attn_params *p, const cpu_avx2_span *q,
     return 1;
 }
 
+/* Dv rounded up to the engine's 16-column panels */
+static int64_t cpu_avx2_fa_dv16(int64_t Dv) { return (Dv + 15) / 16 * 16; }
+
+/* Q, O, P, then (64-byte aligned) the K and V blocks, 8 conversion rows,
+ * m and l per row, the visibility bytes */
 static size_t cpu_avx2_fa_scratch(int64_t R, int64_t Tq, int64_t D, int64_t Dv) {
-    return (size_t)(R * D + R * Dv + R * CPU_FA_BK + CPU_FA_BK * D + CPU_FA_BK * Dv + 2 * R + Tq * CPU_FA_BK / 4 + 64);
+    return (size_t)(R * D + R * Dv + R * CPU_FA_BK + 16 + CPU_FA_BK * D + CPU_FA_BK * cpu_avx2_fa_dv16(Dv) + 8 * D + Dv + 2 * R +
+                    Tq * CPU_FA_BK / 4 + 64);
 }
 
 static void cpu_avx2_fa_fn(void *p, int64_t i0, int64_t i1, int tid) {
@@ -3770,17 +3905,24 @@ static void cpu_avx2_fa_fn(void *p, int64_t i0, int64_t i1, int tid) {
     const vlm_tensor *q = op->a, *k = op->b, *v = op->c;
     const int64_t D = A->D, Dv = A->Dv, G = A->group, BK = A->bk;
     size_t ek = vlm_dtype_size(k->dtype), ev = vlm_dtype_size(v->dtype);
-    float *Q = A->ctx->tscratch[tid], *O = Q + A->R * D, *P = O + A->R * Dv, *Kf = P + A->R * BK, *Vf = Kf + BK * D;
-    float *mrow = Vf + BK * Dv, *lrow = mrow + A->R;
+    float *Q = A->ctx->tscratch[tid], *O = Q + A->R * D, *P = O + A->R * Dv;
+    float *Kf = (float *)(((uintptr_t)(P + A->R * BK) + 63) & ~(uintptr_t)63), *Vf = Kf + BK * D;
+    float *row = Vf + BK * cpu_avx2_fa_dv16(Dv), *mrow = row + 8 * D + Dv, *lrow = mrow + A->R;
     uint8_t *vis = (uint8_t *)(lrow + A->R);
     for (int64_t item = i0; item < i1; item++) {
         int64_t part = item % A->nparts, gt = item / A->nparts;
         int64_t g = gt / A->ntiles, t0 = (gt % A->ntiles) * A->Tq;
         int64_t jbeg = part * A->part_len, jend = jbeg + A->part_len < A->S ? jbeg + A->part_len : A->S;
         int64_t tq = A->T - t0 < A->Tq ? A->T - t0 : A->Tq, R = tq * G;
+        /* the GEMM engine for tiles of many rows (prefill, vision); sgemm for
+         * the few rows of decode, where packing K and V costs more than it
+         * saves (measured: 11 vs 15 GFLOP/s per CPU-second at T=1) */
+        int own = CPU_AVX2 && R >= CPU_FA_OWN_ROWS;
         for (int64_t ti = 0; ti < tq; ti++)
-            for (int64_t gi = 0; gi < G; gi++)
+            for (int64_t gi = 0; gi < G; gi++) {
                 cpu_avx2_load(Q + (ti * G + gi) * D, q->data, q->dtype, (t0 + ti) * q->stride[0] + (g * G + gi) * q->stride[1], 1, D);
+                if (own) cpu_avx2_scale_inplace(Q + (ti * G + gi) * D, ap->scale, D);
+            }
         memset(O, 0, sizeof(float) * (size_t)(R * Dv));
         for (int64_t r = 0; r < R; r++) { mrow[r] = -INFINITY; lrow[r] = 0; }
         cpu_avx2_span qspan;
@@ -3805,22 +3947,30 @@ static void cpu_avx2_fa_fn(void *p, int64_t i0, int64_t i1, int tid) {
                     }
             if (jhi < 0) continue;
             int64_t nc = jhi - jlo + 1, jb = j0 + jlo;
-            const float *Kb, *Vb;
-            int64_t ldk, ldv;
             const char *kbase = (const char *)k->data + (jb * k->stride[0] + g * k->stride[1]) * (int64_t)ek;
             const char *vbase = (const char *)v->data + (jb * v->stride[0] + g * v->stride[1]) * (int64_t)ev;
-            if (k->dtype == VLM_F32 && k->stride[0] >= D) { Kb = (const float *)kbase; ldk = k->stride[0]; }
-            else {
-                for (int64_t jj = 0; jj < nc; jj++) cpu_avx2_to_f32(Kf + jj * D, kbase + jj * k->stride[0] * (int64_t)ek, k->dtype, D);
-                Kb = Kf; ldk = D;
+            const float *Kb = NULL, *Vb = NULL;
+            int64_t ldk = 0, ldv = 0;
+#if CPU_AVX2
+            if (own) {
+                cpu_avx2_pack_panels(Kf, kbase, k->dtype, k->stride[0], nc, D, 0, row);
+                cpu_avx2_gemm_panels(Q, D, R, Kf, nc, D, P, BK, 0);
+            } else
+#endif
+            {
+                if (k->dtype == VLM_F32 && k->stride[0] >= D) { Kb = (const float *)kbase; ldk = k->stride[0]; }
+                else {
+                    for (int64_t jj = 0; jj < nc; jj++) cpu_avx2_to_f32(Kf + jj * D, kbase + jj * k->stride[0] * (int64_t)ek, k->dtype, D);
+                    Kb = Kf; ldk = D;
+                }
+                if (v->dtype == VLM_F32 && v->stride[0] >= Dv) { Vb = (const float *)vbase; ldv = v->stride[0]; }
+                else {
+                    for (int64_t jj = 0; jj < nc; jj++) cpu_avx2_to_f32(Vf + jj * Dv, vbase + jj * v->stride[0] * (int64_t)ev, v->dtype, Dv);
+                    Vb = Vf; ldv = Dv;
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)nc, (int)D, ap->scale, Q, (int)D, Kb, (int)ldk,
+                            0.0f, P, (int)BK);
             }
-            if (v->dtype == VLM_F32 && v->stride[0] >= Dv) { Vb = (const float *)vbase; ldv = v->stride[0]; }
-            else {
-                for (int64_t jj = 0; jj < nc; jj++) cpu_avx2_to_f32(Vf + jj * Dv, vbase + jj * v->stride[0] * (int64_t)ev, v->dtype, Dv);
-                Vb = Vf; ldv = Dv;
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)nc, (int)D, ap->scale, Q, (int)D, Kb, (int)ldk,
-                        0.0f, P, (int)BK);
             for (int64_t r = 0; r < R; r++) {
                 float *pr = P + r * BK;
                 const uint8_t *vr = vis + (r / G) * BK + jlo;
@@ -3841,6 +3991,12 @@ static void cpu_avx2_fa_fn(void *p, int64_t i0, int64_t i1, int tid) {
                 }
                 lrow[r] += cpu_avx2_exp_sub_sum(pr, pr, mrow[r], nc);
             }
+#if CPU_AVX2
+            if (own) {
+                cpu_avx2_pack_panels_kmajor(Vf, vbase, v->dtype, v->stride[0], nc, Dv, row);
+                cpu_avx2_gemm_panels(P, BK, R, Vf, Dv, nc, O, Dv, 1);
+            } else
+#endif
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)Dv, (int)nc, 1.0f, P, (int)BK, Vb, (int)ldv,
                         1.0f, O, (int)Dv);
         }

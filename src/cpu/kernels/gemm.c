@@ -21,24 +21,70 @@
 #define CPU_MR 6   /* rows of x per register tile */
 #define CPU_KC 256 /* k per block */
 
-/* Rows [n0, n0 + nb) of w into panels dst[p][k][16] (p < ceil(nb / 16)).
- * row: K floats of scratch. round: bf16 compute (weights rounded as the
- * bf16 engines see them; bf16 weights are unchanged). */
+/* 8 rows r[0..8) of 8 floats, transposed into d[k * CPU_NR + j] for k < 8
+ * (one 8-column half of a panel) */
+static inline void cpu_pack_8x8(float *d, const float *const r[8], int64_t k0) {
+    __m256 a0 = _mm256_loadu_ps(r[0] + k0), a1 = _mm256_loadu_ps(r[1] + k0), a2 = _mm256_loadu_ps(r[2] + k0),
+           a3 = _mm256_loadu_ps(r[3] + k0), a4 = _mm256_loadu_ps(r[4] + k0), a5 = _mm256_loadu_ps(r[5] + k0),
+           a6 = _mm256_loadu_ps(r[6] + k0), a7 = _mm256_loadu_ps(r[7] + k0);
+    __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1), t2 = _mm256_unpacklo_ps(a2, a3),
+           t3 = _mm256_unpackhi_ps(a2, a3), t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5),
+           t6 = _mm256_unpacklo_ps(a6, a7), t7 = _mm256_unpackhi_ps(a6, a7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE), u2 = _mm256_shuffle_ps(t1, t3, 0x44),
+           u3 = _mm256_shuffle_ps(t1, t3, 0xEE), u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+           u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_store_ps(d + 0 * CPU_NR, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_store_ps(d + 1 * CPU_NR, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_store_ps(d + 2 * CPU_NR, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_store_ps(d + 3 * CPU_NR, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_store_ps(d + 4 * CPU_NR, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_store_ps(d + 5 * CPU_NR, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_store_ps(d + 6 * CPU_NR, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_store_ps(d + 7 * CPU_NR, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+/* Rows [0, nb) of w (row stride ldw, any float dtype) into panels
+ * dst[p][k][16] (p < ceil(nb / 16)), zero-padded. rows: 8 * K floats of
+ * scratch where 8 rows at a time are converted (round: to bf16, for the
+ * bf16 compute mode; bf16 weights are unchanged) and transposed 8x8. */
 CPU_KFN void cpu_pack_panels(float *dst, const char *w, vlm_dtype wt, int64_t ldw, int64_t nb, int64_t K, int round,
-                             float *row) {
+                             float *rows) {
     size_t es = vlm_dtype_size(wt);
-    int64_t np = (nb + CPU_NR - 1) / CPU_NR;
-    for (int64_t p = 0; p < np; p++) {
-        float *d = dst + p * CPU_NR * K;
-        for (int j = 0; j < CPU_NR; j++) {
-            int64_t n = p * CPU_NR + j;
-            if (n >= nb) {
-                for (int64_t k = 0; k < K; k++) d[k * CPU_NR + j] = 0.0f;
-                continue;
-            }
-            cpu_to_f32(row, w + n * ldw * (int64_t)es, wt, K);
-            if (round && wt != VLM_BF16) cpu_round_bf16(row, K);
-            for (int64_t k = 0; k < K; k++) d[k * CPU_NR + j] = row[k];
+    int64_t K8 = K & ~(int64_t)7, nb16 = (nb + CPU_NR - 1) / CPU_NR * CPU_NR;
+    for (int64_t n0 = 0; n0 < nb16; n0 += 8) {
+        const float *r[8];
+        for (int j = 0; j < 8; j++) {
+            float *buf = rows + j * K;
+            if (n0 + j < nb) {
+                cpu_to_f32(buf, w + (n0 + j) * ldw * (int64_t)es, wt, K);
+                if (round && wt != VLM_BF16) cpu_round_bf16(buf, K);
+            } else memset(buf, 0, sizeof(float) * (size_t)K);
+            r[j] = buf;
+        }
+        float *d = dst + n0 / CPU_NR * CPU_NR * K + n0 % CPU_NR;
+        for (int64_t k = 0; k < K8; k += 8) cpu_pack_8x8(d + k * CPU_NR, r, k);
+        for (int64_t k = K8; k < K; k++)
+            for (int j = 0; j < 8; j++) d[k * CPU_NR + j] = r[j][k];
+    }
+}
+
+/* The columns of a k-major matrix src[nk][ncols] (row stride ld, any float
+ * dtype; attention's V block) into panels dst[p][nk][16], zero-padded. */
+CPU_KFN void cpu_pack_panels_kmajor(float *dst, const char *src, vlm_dtype t, int64_t ld, int64_t nk, int64_t ncols,
+                                    float *row) {
+    size_t es = vlm_dtype_size(t);
+    int64_t np = (ncols + CPU_NR - 1) / CPU_NR;
+    for (int64_t k = 0; k < nk; k++) {
+        const float *r = (const float *)(src + k * ld * (int64_t)es);
+        if (t != VLM_F32) {
+            cpu_to_f32(row, src + k * ld * (int64_t)es, t, ncols);
+            r = row;
+        }
+        for (int64_t p = 0; p < np; p++) {
+            float *d = dst + (p * nk + k) * CPU_NR;
+            int64_t n = ncols - p * CPU_NR < CPU_NR ? ncols - p * CPU_NR : CPU_NR;
+            memcpy(d, r + p * CPU_NR, sizeof(float) * (size_t)n);
+            for (int64_t j = n; j < CPU_NR; j++) d[j] = 0.0f;
         }
     }
 }
@@ -90,13 +136,14 @@ static void cpu_gemm_edge(const float *const a[CPU_MR], int mr, const float *b, 
         for (int j = 0; j < nr; j++) c[r * ldc + j] = t[r * CPU_NR + j];
 }
 
-/* c[mb, nb] = a[mb, K] . panels (nb columns packed by cpu_pack_panels) */
+/* c[mb, nb] = (acc ? c : 0) + a[mb, K] . panels (nb columns packed by
+ * cpu_pack_panels or cpu_pack_panels_kmajor) */
 CPU_KFN void cpu_gemm_panels(const float *a, int64_t lda, int64_t mb, const float *panels, int64_t nb, int64_t K,
-                             float *c, int64_t ldc) {
+                             float *c, int64_t ldc, int acc0) {
     int64_t np = (nb + CPU_NR - 1) / CPU_NR;
     for (int64_t k0 = 0; k0 < K; k0 += CPU_KC) {
         int64_t kc = K - k0 < CPU_KC ? K - k0 : CPU_KC;
-        int acc = k0 > 0;
+        int acc = acc0 || k0 > 0;
         for (int64_t p = 0; p < np; p++) {
             const float *b = panels + p * CPU_NR * K + CPU_NR * k0;
             int nr = nb - p * CPU_NR < CPU_NR ? (int)(nb - p * CPU_NR) : CPU_NR;

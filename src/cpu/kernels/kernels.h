@@ -380,7 +380,8 @@ CPU_KFN vlm_status cpu_op_rope(cpu_ctx *ctx, const vlm_op *op, vlm_error *err);
 /* gemm.c (the AVX2 variant's engine for many rows) */
 #if CPU_AVX2
 CPU_KFN void cpu_pack_panels(float *dst, const char *w, vlm_dtype wt, int64_t ldw, int64_t nb, int64_t K, int round, float *row);
-CPU_KFN void cpu_gemm_panels(const float *a, int64_t lda, int64_t mb, const float *panels, int64_t nb, int64_t K, float *c, int64_t ldc);
+CPU_KFN void cpu_pack_panels_kmajor(float *dst, const char *src, vlm_dtype t, int64_t ld, int64_t nk, int64_t ncols, float *row);
+CPU_KFN void cpu_gemm_panels(const float *a, int64_t lda, int64_t mb, const float *panels, int64_t nb, int64_t K, float *c, int64_t ldc, int acc);
 #endif
 /* gemm_i8.c */
 CPU_KFN vlm_status cpu_op_matmul_i8(cpu_ctx *ctx, const vlm_op *op, vlm_error *err);

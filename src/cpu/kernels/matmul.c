@@ -139,14 +139,14 @@ static void cpu_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
                             A->round_w, row);
         have = nt;
         float *o = A->out + m0 * A->ldo + n0;
-        cpu_gemm_panels(A->x + m0 * A->lda, A->lda, mb, panels, nb, A->K, o, A->ldo);
+        cpu_gemm_panels(A->x + m0 * A->lda, A->lda, mb, panels, nb, A->K, o, A->ldo, 0);
         if (A->bias)
             for (int64_t m = 0; m < mb; m++)
                 for (int64_t n = 0; n < nb; n++) o[m * A->ldo + n] += A->bias[n0 + n];
     }
 }
-/* panels of the w tile, then one row of conversion scratch */
-static size_t cpu_gemm_scratch(int64_t nb, int64_t K) { return (size_t)(((nb + 15) / 16 * 16 + 1) * K); }
+/* panels of the w tile, then 8 rows of conversion scratch */
+static size_t cpu_gemm_scratch(int64_t nb, int64_t K) { return (size_t)(((nb + 15) / 16 * 16 + 8) * K); }
 #else
 static void cpu_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
     cpu_mm_arg *A = (cpu_mm_arg *)p;
