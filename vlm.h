@@ -333,10 +333,13 @@ typedef struct vlm_op {
 /* Time and work per op kind, summed while a backend's `profile` points here
  * (benchmarks: `vlm bench --profile`). The figures are only meaningful while
  * one thread computes on the backend. flops: 2*M*N*K for MATMUL and
- * MATMUL_ID (the products' multiply-adds), 0 for other ops. */
+ * MATMUL_ID (the products' multiply-adds), 0 for other ops. weight_bytes:
+ * the bytes of the weights (b) those products read: all of b for MATMUL,
+ * for MATMUL_ID min(T*k, E) experts' worth (exact for one token). */
 typedef struct vlm_profile {
     double seconds[VLM_OP_COUNT];
     double flops[VLM_OP_COUNT];
+    double weight_bytes[VLM_OP_COUNT];
     int64_t calls[VLM_OP_COUNT];
 } vlm_profile;
 const char *vlm_op_name(vlm_op_kind kind); /* "matmul", "attn", ... */
@@ -1794,12 +1797,19 @@ const char *vlm_op_name(vlm_op_kind kind) {
 }
 
 static void core_profile(vlm_profile *p, const vlm_op *op, double seconds) {
-    double flops = 0;
+    double flops = 0, bytes = 0;
     if (op->kind == VLM_OP_MATMUL || op->kind == VLM_OP_MATMUL_ID) {
         const vlm_tensor *w = op->b;
         double rows = (double)vlm_nelem(op->out) / (double)w->shape[w->ndim - 2];
+        double per_matrix = (double)w->shape[w->ndim - 2] * (double)w->shape[w->ndim - 1] * (double)vlm_dtype_size(w->dtype);
         flops = 2.0 * rows * (double)w->shape[w->ndim - 2] * (double)w->shape[w->ndim - 1];
+        if (op->kind == VLM_OP_MATMUL) bytes = (double)vlm_nelem(w) * (double)vlm_dtype_size(w->dtype);
+        else {
+            double chosen = (double)vlm_nelem(op->aux), experts = (double)w->shape[0];
+            bytes = (chosen < experts ? chosen : experts) * per_matrix;
+        }
     }
+    p->weight_bytes[op->kind] += bytes;
     p->seconds[op->kind] += seconds;
     p->flops[op->kind] += flops;
     p->calls[op->kind]++;

@@ -50,7 +50,10 @@ static int bench_usage(int rc) {
             "prompt + generated tokens, shared layers counted once; matmul_peak_gflops: a\n"
             "1024x768 . 768x3072 bf16-weight matmul on the same backend, the engine's peak\n"
             "in this run; *_gflops: matmul work per second of the phase, *_matmul_gflops:\n"
-            "per second spent in matmuls; int8_matmul_peak_gops: the same product in int8).\n");
+            "per second spent in matmuls; int8_matmul_peak_gops: the same product in int8;\n"
+            "read_bw_gbs: a streaming read of 256 MiB on the same threads;\n"
+            "weight_bytes_per_token: the weight bytes each decoded token's products read;\n"
+            "decode_bw_fraction: those bytes per second of decode over read_bw_gbs).\n");
     return rc;
 }
 
@@ -99,11 +102,46 @@ static double bench_matmul_peak(vlm_backend *be, int int8) {
     return gflops;
 }
 
+/* The machine's streaming read bandwidth in this process: 256 MiB summed as
+ * 64-bit words on the backend's threads, best of 3 passes (GB/s). */
+typedef struct bench_bw {
+    const uint64_t *p;
+    uint64_t sums[256];
+} bench_bw;
+static void bench_bw_fn(void *arg, int64_t b, int64_t e, int thread) {
+    bench_bw *a = (bench_bw *)arg;
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (int64_t i = b * 4096; i < e * 4096; i += 4) { /* four chains: loads, not adds, limit it */
+        s0 += a->p[i];
+        s1 += a->p[i + 1];
+        s2 += a->p[i + 2];
+        s3 += a->p[i + 3];
+    }
+    a->sums[thread & 255] += s0 + s1 + s2 + s3;
+}
+static double bench_read_bw(vlm_backend *be) {
+    const int64_t words = (int64_t)32 << 20; /* 256 MiB */
+    uint64_t *p = (uint64_t *)malloc(sizeof(uint64_t) * (size_t)words);
+    if (!p) return 0;
+    for (int64_t i = 0; i < words; i++) p[i] = (uint64_t)i;
+    bench_bw a = {.p = p};
+    double best = 0;
+    for (int pass = 0; pass < 3; pass++) {
+        double t0 = bench_now();
+        vlm_cpu_parallel_for(be, words / 4096, 16, bench_bw_fn, &a);
+        double gbs = (double)words * 8 / (bench_now() - t0) / 1e9;
+        if (gbs > best) best = gbs;
+    }
+    free(p);
+    return a.sums[0] == 1 ? 0 : best; /* keeps the sums alive */
+}
+
 static double prof_sum(const vlm_profile *p, int flops) {
     double s = 0;
     for (int k = 0; k < VLM_OP_COUNT; k++) s += flops ? p->flops[k] : p->seconds[k];
     return s;
 }
+static double prof_bytes(const vlm_profile *p) { return p->weight_bytes[VLM_OP_MATMUL] + p->weight_bytes[VLM_OP_MATMUL_ID]; }
 static double prof_matmul_s(const vlm_profile *p) { return p->seconds[VLM_OP_MATMUL] + p->seconds[VLM_OP_MATMUL_ID]; }
 
 /* "name":{"op":seconds,...} for the op kinds that ran */
@@ -193,7 +231,7 @@ int cmd_bench(int argc, char **argv) {
         ids[i] = (int32_t)((x >> 33) % (uint64_t)(m->vocab_size < 100000 ? m->vocab_size / 2 : 100000));
         if (ids[i] == m->image_token_id || ids[i] == m->video_token_id) ids[i] = 1;
     }
-    double peak = bench_matmul_peak(m->be, 0), peak_i8 = bench_matmul_peak(m->be, 1);
+    double peak = bench_matmul_peak(m->be, 0), peak_i8 = bench_matmul_peak(m->be, 1), read_bw = bench_read_bw(m->be);
     vlm_profile pv = {0}, pp = {0}, pd = {0};
     m->be->profile = &pv;
     double vision_ms = -1, vision_cpu = bench_cpu();
@@ -239,14 +277,16 @@ int cmd_bench(int argc, char **argv) {
                "\"vision_cpu_s\":%.2f,\"prefill_cpu_s\":%.2f,\"decode_cpu_s\":%.2f,"
                "\"vision_tiles\":%d,\"vision_tokens\":%d,\"kv_cache_mib\":%.2f,\"kv_ctx\":%d,\"peak_rss_mib\":%.0f,"
                "\"matmul_peak_gflops\":%.1f,\"vision_gflops\":%.1f,\"vision_matmul_gflops\":%.1f,"
-               "\"prefill_gflops\":%.1f,\"prefill_matmul_gflops\":%.1f,\"int8_matmul_peak_gops\":%.1f",
+               "\"prefill_gflops\":%.1f,\"prefill_matmul_gflops\":%.1f,\"int8_matmul_peak_gops\":%.1f,"
+               "\"read_bw_gbs\":%.1f,\"weight_bytes_per_token\":%.0f,\"decode_bw_fraction\":%.2f",
                m->arch->name, m->be->n_threads, m->be->kernels ? m->be->kernels : "?", m->be->compute ? m->be->compute : "?", random_w ? vlm_dtype_name(dtype) : "checkpoint", t_load, vision_ms,
                n_prompt, n_prompt / t_prefill, n_gen, n_gen / t_decode, vision_ms >= 0 ? vision_cpu : 0.0, cpu_prefill, cpu_decode, vision_tiles, vision_tokens,
                kv_bytes / 1048576.0, s.n_ctx, bench_peak_rss_mib(), peak,
                vision_ms > 0 ? prof_sum(&pv, 1) / (vision_ms / 1e3) / 1e9 : 0.0,
                prof_matmul_s(&pv) > 0 ? prof_sum(&pv, 1) / prof_matmul_s(&pv) / 1e9 : 0.0,
                prof_sum(&pp, 1) / t_prefill / 1e9, prof_matmul_s(&pp) > 0 ? prof_sum(&pp, 1) / prof_matmul_s(&pp) / 1e9 : 0.0,
-               peak_i8);
+               peak_i8, read_bw, prof_bytes(&pd) / n_gen,
+               read_bw > 0 ? prof_bytes(&pd) / t_decode / 1e9 / read_bw : 0.0);
         if (profile) {
             printf(",\"profile_s\":{\"_\":0");
             prof_json("vision", &pv);

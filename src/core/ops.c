@@ -17,12 +17,19 @@ const char *vlm_op_name(vlm_op_kind kind) {
 }
 
 static void core_profile(vlm_profile *p, const vlm_op *op, double seconds) {
-    double flops = 0;
+    double flops = 0, bytes = 0;
     if (op->kind == VLM_OP_MATMUL || op->kind == VLM_OP_MATMUL_ID) {
         const vlm_tensor *w = op->b;
         double rows = (double)vlm_nelem(op->out) / (double)w->shape[w->ndim - 2];
+        double per_matrix = (double)w->shape[w->ndim - 2] * (double)w->shape[w->ndim - 1] * (double)vlm_dtype_size(w->dtype);
         flops = 2.0 * rows * (double)w->shape[w->ndim - 2] * (double)w->shape[w->ndim - 1];
+        if (op->kind == VLM_OP_MATMUL) bytes = (double)vlm_nelem(w) * (double)vlm_dtype_size(w->dtype);
+        else {
+            double chosen = (double)vlm_nelem(op->aux), experts = (double)w->shape[0];
+            bytes = (chosen < experts ? chosen : experts) * per_matrix;
+        }
     }
+    p->weight_bytes[op->kind] += bytes;
     p->seconds[op->kind] += seconds;
     p->flops[op->kind] += flops;
     p->calls[op->kind]++;

@@ -227,10 +227,13 @@ typedef struct vlm_op {
 /* Time and work per op kind, summed while a backend's `profile` points here
  * (benchmarks: `vlm bench --profile`). The figures are only meaningful while
  * one thread computes on the backend. flops: 2*M*N*K for MATMUL and
- * MATMUL_ID (the products' multiply-adds), 0 for other ops. */
+ * MATMUL_ID (the products' multiply-adds), 0 for other ops. weight_bytes:
+ * the bytes of the weights (b) those products read: all of b for MATMUL,
+ * for MATMUL_ID min(T*k, E) experts' worth (exact for one token). */
 typedef struct vlm_profile {
     double seconds[VLM_OP_COUNT];
     double flops[VLM_OP_COUNT];
+    double weight_bytes[VLM_OP_COUNT];
     int64_t calls[VLM_OP_COUNT];
 } vlm_profile;
 const char *vlm_op_name(vlm_op_kind kind); /* "matmul", "attn", ... */
