@@ -27,6 +27,14 @@ static void info_cpu(void) {
     const char *forced = getenv("VLM_KERNELS");
     printf("kernels        %s (%s)\n", be->kernels,
            forced && *forced ? "forced by VLM_KERNELS" : "the fastest this CPU runs; VLM_KERNELS=scalar|avx2 forces one");
+    printf("compute        %s (default; --compute / vlm_engine_params.compute: f32 or bf16)\n", be->compute);
+    const char *paths = vlm_cpu_kernel_paths(be->kernels);
+    for (const char *l = paths; l && *l;) { /* one "  path  kernel" line each */
+        const char *e = strchr(l, '\n');
+        int n = e ? (int)(e - l) : (int)strlen(l);
+        printf("  %.*s\n", n, l);
+        l += n + (e != NULL);
+    }
     printf("runs          ");
     for (int i = 0; vlm_cpu_kernel_name(i); i++) printf(" %s", vlm_cpu_kernel_name(i));
     printf("\n");

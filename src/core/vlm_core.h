@@ -279,6 +279,8 @@ const char *vlm_cpu_kernels(void);
 /* The i-th variant this build has that the CPU runs, fastest first; NULL
  * past the last. */
 const char *vlm_cpu_kernel_name(int i);
+/* What a variant runs on each path (lines "path  kernel"), NULL if unknown. */
+const char *vlm_cpu_kernel_paths(const char *name);
 /* vlm_cuda.cu, built with `make CUDA=1`. */
 vlm_backend *vlm_backend_cuda(int device, vlm_error *err);
 

@@ -10,14 +10,25 @@ typedef struct cpu_variant {
     unsigned needs; /* VLM_CPU_* bits */
     cpu_exec_fn exec;
     int bf16_dot;   /* has bf16 dot-product instructions: bf16 compute by default */
+    const char *paths; /* the kernel of each path, for vlm info --cpu */
 } cpu_variant;
 
 /* Fastest first. */
 static const cpu_variant cpu_variants[] = {
 #if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
-    {"avx2", VLM_CPU_AVX2, cpu_exec_avx2, 0},
+    {"avx2", VLM_CPU_AVX2, cpu_exec_avx2, 0,
+     "matmul, 32+ rows  packed-panel GEMM, 6x16 FMA tile (gemm.c)\n"
+     "matmul, 1-31 rows AVX2 GEMV on the weights as stored\n"
+     "int8 matmul       int16 pairs, vpmaddwd, 6x16 tile (gemm_i8.c)\n"
+     "attention         flash tiles on the GEMM engine; decode rows on sgemm\n"
+     "element-wise      AVX2: exp, softmax, GELU (tanh, erf), SiLU, tanh, RMS sums; others C\n"},
 #endif
-    {"scalar", 0, cpu_exec_scalar, 0},
+    {"scalar", 0, cpu_exec_scalar, 0,
+     "matmul, 32+ rows  OpenBLAS sgemm on tiles converted to f32\n"
+     "matmul, 1-31 rows portable C GEMV\n"
+     "int8 matmul       portable C\n"
+     "attention         flash tiles on sgemm\n"
+     "element-wise      portable C\n"},
 };
 #define CPU_N_VARIANTS (int)(sizeof cpu_variants / sizeof cpu_variants[0])
 
@@ -47,6 +58,12 @@ const char *vlm_cpu_kernel_name(int i) {
     unsigned have = vlm_cpu_features();
     for (int k = 0; k < CPU_N_VARIANTS; k++)
         if ((cpu_variants[k].needs & have) == cpu_variants[k].needs && i-- == 0) return cpu_variants[k].name;
+    return NULL;
+}
+
+const char *vlm_cpu_kernel_paths(const char *name) {
+    for (int k = 0; k < CPU_N_VARIANTS; k++)
+        if (name && !strcmp(name, cpu_variants[k].name)) return cpu_variants[k].paths;
     return NULL;
 }
 
