@@ -163,6 +163,8 @@ typedef struct vlm_limits {
     int64_t template_steps;   /* chat template: evaluation steps (default 10,000,000) */
     size_t template_output;   /* chat template: bytes of output (default 16 MiB) */
     size_t template_memory;   /* chat template: interpreter memory (default 64 MiB) */
+    int64_t image_pixels;     /* one image's width x height, checked from its header before
+                                 decoding (default 100,000,000) */
 } vlm_limits;
 vlm_limits vlm_limits_default(void);
 /* l with its zero fields replaced by the defaults (l may be NULL). */
@@ -1040,6 +1042,13 @@ typedef struct vlm_image {
 /* Decode an image file / an in-memory encoded image (PNG, JPEG, BMP, ...). */
 vlm_status vlm_image_load(vlm_image *img, const char *path, vlm_error *err);
 vlm_status vlm_image_decode(vlm_image *img, const void *data, size_t len, vlm_error *err);
+/* The same under a pixel budget (max_pixels <= 0: vlm_limits_default()'s):
+ * an image whose header declares more is refused with VLM_ERR_LIMIT before
+ * any pixel is decoded or allocated. The two above use the default. */
+vlm_status vlm_image_load_limited(vlm_image *img, const char *path, int64_t max_pixels, vlm_error *err);
+vlm_status vlm_image_decode_limited(vlm_image *img, const void *data, size_t len, int64_t max_pixels, vlm_error *err);
+/* The budget check itself, for pixels that arrive already decoded. */
+vlm_status vlm_image_check_pixels(int width, int height, int64_t max_pixels, vlm_error *err);
 /* Copy raw pixels: channels 1 (gray), 2 (gray+alpha), 3 (RGB), 4 (RGBA);
  * stride in bytes (0 = width*channels). Converted to RGB like PIL. */
 vlm_status vlm_image_from_pixels(vlm_image *img, const uint8_t *pixels, int width, int height,
@@ -1539,7 +1548,8 @@ void vlm_error_clear(vlm_error *err) {
 }
 
 vlm_limits vlm_limits_default(void) {
-    vlm_limits l = {.template_steps = 10000000, .template_output = (size_t)16 << 20, .template_memory = (size_t)64 << 20};
+    vlm_limits l = {.template_steps = 10000000, .template_output = (size_t)16 << 20, .template_memory = (size_t)64 << 20,
+                    .image_pixels = 100000000};
     return l;
 }
 
@@ -1549,6 +1559,7 @@ vlm_limits vlm_limits_resolve(const vlm_limits *l) {
         if (l->template_steps > 0) d.template_steps = l->template_steps;
         if (l->template_output > 0) d.template_output = l->template_output;
         if (l->template_memory > 0) d.template_memory = l->template_memory;
+        if (l->image_pixels > 0) d.image_pixels = l->image_pixels;
     }
     return d;
 }
@@ -14456,7 +14467,19 @@ static const char *img_stb_what(const unsigned char *b, size_t n) {
     return "unrecognized or corrupt image (PNG, JPEG, GIF, BMP, TGA, PSD and PNM are read)";
 }
 
+vlm_status vlm_image_check_pixels(int width, int height, int64_t max_pixels, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
+    if (max_pixels <= 0) max_pixels = vlm_limits_default().image_pixels;
+    if ((long long)width * height <= max_pixels) return VLM_OK;
+    return vlm_error_set(err, VLM_ERR_LIMIT, "image: %dx%d is %.1f MP, over the budget of %.1f MP (vlm_limits.image_pixels)",
+                         width, height, (double)width * height / 1e6, (double)max_pixels / 1e6);
+}
+
 vlm_status vlm_image_decode(vlm_image *img, const void *data, size_t len, vlm_error *err) {
+    return vlm_image_decode_limited(img, data, len, 0, err);
+}
+
+vlm_status vlm_image_decode_limited(vlm_image *img, const void *data, size_t len, int64_t max_pixels, vlm_error *err) {
     VLM_ERROR_BEGIN(err);
     memset(img, 0, sizeof *img);
     if (!data || len == 0) return vlm_error_set(err, VLM_ERR_FORMAT, "image: empty input");
@@ -14469,12 +14492,22 @@ vlm_status vlm_image_decode(vlm_image *img, const void *data, size_t len, vlm_er
     if (len >= 2 && bytes[0] == 'P' && (bytes[1] == '5' || bytes[1] == '6') && !img_stb_pnm_ok(bytes, len))
         return vlm_error_set(err, VLM_ERR_FORMAT, "image: corrupt PNM header (number too long)");
     int w = 0, h = 0, comp = 0;
+    if (len >= 24 && !memcmp(bytes, "\x89PNG\r\n\x1a\n", 8) && !memcmp(bytes + 12, "IHDR", 4)) {
+        /* PNG: the budget from IHDR first (stb refuses over 2^30 bytes of
+         * pixels as if the file were corrupt) */
+        uint32_t pw = (uint32_t)bytes[16] << 24 | (uint32_t)bytes[17] << 16 | (uint32_t)bytes[18] << 8 | bytes[19];
+        uint32_t ph = (uint32_t)bytes[20] << 24 | (uint32_t)bytes[21] << 16 | (uint32_t)bytes[22] << 8 | bytes[23];
+        if (pw > 0 && ph > 0 && pw <= INT_MAX && ph <= INT_MAX &&
+            vlm_image_check_pixels((int)pw, (int)ph, max_pixels, err) != VLM_OK)
+            return err->code;
+    }
     if (!stbi_info_from_memory((const stbi_uc *)data, (int)len, &w, &h, &comp))
         return vlm_error_set(err, VLM_ERR_FORMAT, "image: %s", img_stb_what(bytes, len));
     if (w <= 0 || h <= 0) return vlm_error_set(err, VLM_ERR_FORMAT, "image: zero-size image (%dx%d)", w, h);
     if ((long long)w * h > VLM_IMAGE_MAX_PIXELS)
         return vlm_error_set(err, VLM_ERR_FORMAT, "image: %dx%d exceeds the %lld-pixel limit", w, h,
                              (long long)VLM_IMAGE_MAX_PIXELS);
+    if (vlm_image_check_pixels(w, h, max_pixels, err) != VLM_OK) return err->code;
     stbi_uc *px = stbi_load_from_memory((const stbi_uc *)data, (int)len, &w, &h, &comp, 3);
     if (!px) return vlm_error_set(err, VLM_ERR_FORMAT, "image: %s", img_stb_what(bytes, len));
     if (w <= 0 || h <= 0) {
@@ -14491,6 +14524,10 @@ vlm_status vlm_image_decode(vlm_image *img, const void *data, size_t len, vlm_er
 }
 
 vlm_status vlm_image_load(vlm_image *img, const char *path, vlm_error *err) {
+    return vlm_image_load_limited(img, path, 0, err);
+}
+
+vlm_status vlm_image_load_limited(vlm_image *img, const char *path, int64_t max_pixels, vlm_error *err) {
     VLM_ERROR_BEGIN(err);
     memset(img, 0, sizeof *img);
     FILE *f = fopen(path, "rb");
@@ -14513,7 +14550,7 @@ vlm_status vlm_image_load(vlm_image *img, const char *path, vlm_error *err) {
     int bad = ferror(f);
     fclose(f);
     if (bad) { free(buf); return vlm_error_set(err, VLM_ERR_IO, "image: read error on %s", path); }
-    vlm_status s = vlm_image_decode(img, buf, n, err);
+    vlm_status s = vlm_image_decode_limited(img, buf, n, max_pixels, err);
     free(buf);
     if (s != VLM_OK && err && err->code == s) {
         /* prefix the file name to the decoder's message */
@@ -15277,7 +15314,7 @@ static vlm_status api_add_image(vlm_session *s, vlm_image *img, vlm_error *err) 
 vlm_status vlm_session_add_image_file(vlm_session *s, const char *path, vlm_error *err) {
     VLM_ERROR_BEGIN(err);
     vlm_image img = {0};
-    vlm_status st = vlm_image_load(&img, path, err);
+    vlm_status st = vlm_image_load_limited(&img, path, s->e->limits.image_pixels, err);
     return st == VLM_OK ? api_add_image(s, &img, err) : st;
 }
 
@@ -15285,7 +15322,9 @@ vlm_status vlm_session_add_image_rgb(vlm_session *s, const uint8_t *rgb, int wid
                                      vlm_error *err) {
     VLM_ERROR_BEGIN(err);
     vlm_image img = {0};
-    vlm_status st = vlm_image_from_pixels(&img, rgb, width, height, 3, stride, err);
+    vlm_status st = vlm_image_check_pixels(width, height, s->e->limits.image_pixels, err);
+    if (st != VLM_OK) return st;
+    st = vlm_image_from_pixels(&img, rgb, width, height, 3, stride, err);
     return st == VLM_OK ? api_add_image(s, &img, err) : st;
 }
 

@@ -286,8 +286,60 @@ static void test_version(void) {
           VLM_VERSION_STRING, vlm_version());
 }
 
+/* A decompression bomb: a PNG whose header claims 30000 x 30000 pixels
+ * (2.7 GB of RGB) is refused from its header, before any allocation; the
+ * budget is the engine's (vlm_limits.image_pixels) for images added to a
+ * session, decoded or raw. */
+static void put_be32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16); p[2] = (unsigned char)(v >> 8); p[3] = (unsigned char)v;
+}
+static void test_image_budget(void) {
+    unsigned char png[8 + 25 + 13 + 12];
+    memcpy(png, "\x89PNG\r\n\x1a\n", 8);
+    put_be32(png + 8, 13);
+    memcpy(png + 12, "IHDR", 4);
+    put_be32(png + 16, 30000);
+    put_be32(png + 20, 30000);
+    memcpy(png + 24, "\x08\x02\x00\x00\x00", 5); /* 8-bit RGB */
+    put_be32(png + 29, 0);                            /* CRC (stb does not check it) */
+    put_be32(png + 33, 1);                            /* one byte of IDAT, then IEND */
+    memcpy(png + 37, "IDAT", 4);
+    png[41] = 0x78;
+    put_be32(png + 42, 0);
+    put_be32(png + 46, 0);
+    memcpy(png + 50, "IEND", 4);
+    put_be32(png + 54, 0);
+    vlm_error err = {0};
+    vlm_image img;
+    double t0 = vlm_time_s();
+    vlm_status st = vlm_image_decode(&img, png, sizeof png, &err);
+    CHECK(st == VLM_ERR_LIMIT && strstr(err.msg, "30000x30000") && strstr(err.msg, "image_pixels") && vlm_time_s() - t0 < 0.1,
+          "30000x30000 PNG header: %s (%s)", vlm_status_name(st), err.msg);
+    CHECK(vlm_image_decode_limited(&img, png, sizeof png, (int64_t)1 << 40, &err) != VLM_OK && err.code != VLM_ERR_LIMIT,
+          "over the budget raised, the same file fails as the corrupt image it is: %s", err.msg);
+    /* the engine's budget, set small: a real image and raw pixels over it are refused */
+    vlm_limits lim = {.image_pixels = 1000};
+    vlm_engine_params ep = {.n_threads = 1, .limits = &lim};
+    vlm_engine *e = NULL;
+    vlm_session *s = NULL;
+    if (vlm_engine_open(&e, MODEL, &ep, &err) != VLM_OK || vlm_session_new(e, NULL, &s, &err) != VLM_OK) {
+        CHECK(0, "open %s: %s", MODEL, err.msg);
+        vlm_engine_close(e);
+        return;
+    }
+    st = vlm_session_add_image_file(s, "tests/golden/qwen2_5_vl/image.png", &err);
+    CHECK(st == VLM_ERR_LIMIT && strstr(err.msg, "image_pixels"), "file over the engine's budget: %s", err.msg);
+    static uint8_t rgb[40 * 30 * 3];
+    st = vlm_session_add_image_rgb(s, rgb, 40, 30, 40 * 3, &err);
+    CHECK(st == VLM_ERR_LIMIT, "raw pixels over the engine's budget: %s", err.msg);
+    CHECK(vlm_session_add_image_rgb(s, rgb, 20, 30, 20 * 3, &err) == VLM_OK, "600 pixels fit: %s", err.msg);
+    vlm_session_free(s);
+    vlm_engine_close(e);
+}
+
 int main(void) {
     test_null_err();
+    test_image_budget();
     test_fresh_errors();
     test_version();
     test_template_budget();

@@ -273,7 +273,7 @@ static vlm_status api_add_image(vlm_session *s, vlm_image *img, vlm_error *err) 
 vlm_status vlm_session_add_image_file(vlm_session *s, const char *path, vlm_error *err) {
     VLM_ERROR_BEGIN(err);
     vlm_image img = {0};
-    vlm_status st = vlm_image_load(&img, path, err);
+    vlm_status st = vlm_image_load_limited(&img, path, s->e->limits.image_pixels, err);
     return st == VLM_OK ? api_add_image(s, &img, err) : st;
 }
 
@@ -281,7 +281,9 @@ vlm_status vlm_session_add_image_rgb(vlm_session *s, const uint8_t *rgb, int wid
                                      vlm_error *err) {
     VLM_ERROR_BEGIN(err);
     vlm_image img = {0};
-    vlm_status st = vlm_image_from_pixels(&img, rgb, width, height, 3, stride, err);
+    vlm_status st = vlm_image_check_pixels(width, height, s->e->limits.image_pixels, err);
+    if (st != VLM_OK) return st;
+    st = vlm_image_from_pixels(&img, rgb, width, height, 3, stride, err);
     return st == VLM_OK ? api_add_image(s, &img, err) : st;
 }
 

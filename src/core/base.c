@@ -25,7 +25,8 @@ void vlm_error_clear(vlm_error *err) {
 }
 
 vlm_limits vlm_limits_default(void) {
-    vlm_limits l = {.template_steps = 10000000, .template_output = (size_t)16 << 20, .template_memory = (size_t)64 << 20};
+    vlm_limits l = {.template_steps = 10000000, .template_output = (size_t)16 << 20, .template_memory = (size_t)64 << 20,
+                    .image_pixels = 100000000};
     return l;
 }
 
@@ -35,6 +36,7 @@ vlm_limits vlm_limits_resolve(const vlm_limits *l) {
         if (l->template_steps > 0) d.template_steps = l->template_steps;
         if (l->template_output > 0) d.template_output = l->template_output;
         if (l->template_memory > 0) d.template_memory = l->template_memory;
+        if (l->image_pixels > 0) d.image_pixels = l->image_pixels;
     }
     return d;
 }

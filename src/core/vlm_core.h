@@ -57,6 +57,8 @@ typedef struct vlm_limits {
     int64_t template_steps;   /* chat template: evaluation steps (default 10,000,000) */
     size_t template_output;   /* chat template: bytes of output (default 16 MiB) */
     size_t template_memory;   /* chat template: interpreter memory (default 64 MiB) */
+    int64_t image_pixels;     /* one image's width x height, checked from its header before
+                                 decoding (default 100,000,000) */
 } vlm_limits;
 vlm_limits vlm_limits_default(void);
 /* l with its zero fields replaced by the defaults (l may be NULL). */

@@ -113,7 +113,19 @@ static const char *img_stb_what(const unsigned char *b, size_t n) {
     return "unrecognized or corrupt image (PNG, JPEG, GIF, BMP, TGA, PSD and PNM are read)";
 }
 
+vlm_status vlm_image_check_pixels(int width, int height, int64_t max_pixels, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
+    if (max_pixels <= 0) max_pixels = vlm_limits_default().image_pixels;
+    if ((long long)width * height <= max_pixels) return VLM_OK;
+    return vlm_error_set(err, VLM_ERR_LIMIT, "image: %dx%d is %.1f MP, over the budget of %.1f MP (vlm_limits.image_pixels)",
+                         width, height, (double)width * height / 1e6, (double)max_pixels / 1e6);
+}
+
 vlm_status vlm_image_decode(vlm_image *img, const void *data, size_t len, vlm_error *err) {
+    return vlm_image_decode_limited(img, data, len, 0, err);
+}
+
+vlm_status vlm_image_decode_limited(vlm_image *img, const void *data, size_t len, int64_t max_pixels, vlm_error *err) {
     VLM_ERROR_BEGIN(err);
     memset(img, 0, sizeof *img);
     if (!data || len == 0) return vlm_error_set(err, VLM_ERR_FORMAT, "image: empty input");
@@ -126,12 +138,22 @@ vlm_status vlm_image_decode(vlm_image *img, const void *data, size_t len, vlm_er
     if (len >= 2 && bytes[0] == 'P' && (bytes[1] == '5' || bytes[1] == '6') && !img_stb_pnm_ok(bytes, len))
         return vlm_error_set(err, VLM_ERR_FORMAT, "image: corrupt PNM header (number too long)");
     int w = 0, h = 0, comp = 0;
+    if (len >= 24 && !memcmp(bytes, "\x89PNG\r\n\x1a\n", 8) && !memcmp(bytes + 12, "IHDR", 4)) {
+        /* PNG: the budget from IHDR first (stb refuses over 2^30 bytes of
+         * pixels as if the file were corrupt) */
+        uint32_t pw = (uint32_t)bytes[16] << 24 | (uint32_t)bytes[17] << 16 | (uint32_t)bytes[18] << 8 | bytes[19];
+        uint32_t ph = (uint32_t)bytes[20] << 24 | (uint32_t)bytes[21] << 16 | (uint32_t)bytes[22] << 8 | bytes[23];
+        if (pw > 0 && ph > 0 && pw <= INT_MAX && ph <= INT_MAX &&
+            vlm_image_check_pixels((int)pw, (int)ph, max_pixels, err) != VLM_OK)
+            return err->code;
+    }
     if (!stbi_info_from_memory((const stbi_uc *)data, (int)len, &w, &h, &comp))
         return vlm_error_set(err, VLM_ERR_FORMAT, "image: %s", img_stb_what(bytes, len));
     if (w <= 0 || h <= 0) return vlm_error_set(err, VLM_ERR_FORMAT, "image: zero-size image (%dx%d)", w, h);
     if ((long long)w * h > VLM_IMAGE_MAX_PIXELS)
         return vlm_error_set(err, VLM_ERR_FORMAT, "image: %dx%d exceeds the %lld-pixel limit", w, h,
                              (long long)VLM_IMAGE_MAX_PIXELS);
+    if (vlm_image_check_pixels(w, h, max_pixels, err) != VLM_OK) return err->code;
     stbi_uc *px = stbi_load_from_memory((const stbi_uc *)data, (int)len, &w, &h, &comp, 3);
     if (!px) return vlm_error_set(err, VLM_ERR_FORMAT, "image: %s", img_stb_what(bytes, len));
     if (w <= 0 || h <= 0) {
@@ -148,6 +170,10 @@ vlm_status vlm_image_decode(vlm_image *img, const void *data, size_t len, vlm_er
 }
 
 vlm_status vlm_image_load(vlm_image *img, const char *path, vlm_error *err) {
+    return vlm_image_load_limited(img, path, 0, err);
+}
+
+vlm_status vlm_image_load_limited(vlm_image *img, const char *path, int64_t max_pixels, vlm_error *err) {
     VLM_ERROR_BEGIN(err);
     memset(img, 0, sizeof *img);
     FILE *f = fopen(path, "rb");
@@ -170,7 +196,7 @@ vlm_status vlm_image_load(vlm_image *img, const char *path, vlm_error *err) {
     int bad = ferror(f);
     fclose(f);
     if (bad) { free(buf); return vlm_error_set(err, VLM_ERR_IO, "image: read error on %s", path); }
-    vlm_status s = vlm_image_decode(img, buf, n, err);
+    vlm_status s = vlm_image_decode_limited(img, buf, n, max_pixels, err);
     free(buf);
     if (s != VLM_OK && err && err->code == s) {
         /* prefix the file name to the decoder's message */

@@ -64,6 +64,13 @@ typedef struct vlm_image {
 /* Decode an image file / an in-memory encoded image (PNG, JPEG, BMP, ...). */
 vlm_status vlm_image_load(vlm_image *img, const char *path, vlm_error *err);
 vlm_status vlm_image_decode(vlm_image *img, const void *data, size_t len, vlm_error *err);
+/* The same under a pixel budget (max_pixels <= 0: vlm_limits_default()'s):
+ * an image whose header declares more is refused with VLM_ERR_LIMIT before
+ * any pixel is decoded or allocated. The two above use the default. */
+vlm_status vlm_image_load_limited(vlm_image *img, const char *path, int64_t max_pixels, vlm_error *err);
+vlm_status vlm_image_decode_limited(vlm_image *img, const void *data, size_t len, int64_t max_pixels, vlm_error *err);
+/* The budget check itself, for pixels that arrive already decoded. */
+vlm_status vlm_image_check_pixels(int width, int height, int64_t max_pixels, vlm_error *err);
 /* Copy raw pixels: channels 1 (gray), 2 (gray+alpha), 3 (RGB), 4 (RGBA);
  * stride in bytes (0 = width*channels). Converted to RGB like PIL. */
 vlm_status vlm_image_from_pixels(vlm_image *img, const uint8_t *pixels, int width, int height,
