@@ -715,6 +715,11 @@ const vlm_arch *vlm_find_arch(const vlm_json *config);
  * candidate prefixes), checked against an expected shape (-1 = any). */
 vlm_tensor *vlm_weight(vlm_model *m, const char *name, int ndim, const int64_t *shape, vlm_error *err);
 vlm_tensor *vlm_weight_opt(vlm_model *m, const char *name); /* NULL if absent */
+/* Before allocating per-layer (or per-block) state for n of them: a config
+ * that claims more layers than the checkpoint has tensors is refused
+ * (VLM_ERR_CONFIG naming `what`) instead of sizing an allocation by it.
+ * Made-up weights allow up to 65536. */
+vlm_status vlm_model_check_count(vlm_model *m, int64_t n, const char *what, vlm_error *err);
 
 vlm_status vlm_seq_init(vlm_seq *s, vlm_model *m, int n_ctx, int max_batch, vlm_dtype kv_dtype, vlm_error *err);
 void vlm_seq_free(vlm_seq *s);
@@ -2932,6 +2937,33 @@ static void model_read_eos(vlm_model *m) {
     vlm_json_free(gen);
 }
 
+/* Sizes in config.json must be whole numbers in [0, 2^31): everything that
+ * sizes an allocation is read from keys of these shapes, so a lying value
+ * stops here, before it can overflow a product of sizes. */
+static int model_size_key(const char *k) {
+    size_t n = strlen(k);
+    static const char *const suffixes[] = {"_size", "_dim", "_heads", "_layers", "depth", "_experts", "_tok"};
+    if (!strncmp(k, "num_", 4) || !strncmp(k, "vocab", 5)) return 1;
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        size_t m = strlen(suffixes[i]);
+        if (n >= m && !strcmp(k + n - m, suffixes[i])) return 1;
+    }
+    return 0;
+}
+static vlm_status model_check_sizes(const vlm_json *j, const char *path, vlm_error *err) {
+    for (int i = 0; j && (j->type == VLM_JSON_OBJECT || j->type == VLM_JSON_ARRAY) && i < j->n; i++) {
+        const vlm_json *c = &j->items[i];
+        char sub[256];
+        snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", c->key ? c->key : "[]");
+        if (c->type == VLM_JSON_NUMBER && c->key && model_size_key(c->key) &&
+            !(c->num >= 0 && c->num < 2147483648.0 && c->num == (double)(int64_t)c->num))
+            return vlm_error_set(err, VLM_ERR_CONFIG, "config.json: %s = %.17g is not a size (a whole number in [0, 2^31))",
+                                 sub, c->num);
+        if (model_check_sizes(c, sub, err) != VLM_OK) return err->code;
+    }
+    return VLM_OK;
+}
+
 vlm_status vlm_model_load(vlm_model **out, const char *dir, const vlm_model_params *p, vlm_error *err) {
     VLM_ERROR_BEGIN(err);
     *out = NULL;
@@ -2950,6 +2982,7 @@ vlm_status vlm_model_load(vlm_model **out, const char *dir, const vlm_model_para
     if (!m->dir) { s = vlm_error_set(err, VLM_ERR_OOM, "out of memory"); goto fail; }
     m->config = vlm_json_load(path, err);
     if (!m->config) { s = err->code ? err->code : VLM_ERR_IO; goto fail; }
+    if ((s = model_check_sizes(m->config, "", err)) != VLM_OK) goto fail;
     m->arch = vlm_find_arch(m->config);
     if (!m->arch) {
         const vlm_json *a = vlm_json_at(vlm_json_get(m->config, "architectures"), 0);
@@ -3018,6 +3051,13 @@ static vlm_tensor *model_random_weight(vlm_model *m, int ndim, const int64_t *sh
         memcpy(p + done * es, p, (size_t)((n - done < done ? n - done : done)) * es);
     m->rng = x;
     return t;
+}
+
+vlm_status vlm_model_check_count(vlm_model *m, int64_t n, const char *what, vlm_error *err) {
+    int64_t most = m->random_weights ? 65536 : m->weights.n_entries;
+    if (n >= 0 && n <= most) return VLM_OK;
+    return vlm_error_set(err, VLM_ERR_CONFIG, "config: %s = %lld, but the checkpoint holds %lld tensors in all", what,
+                         (long long)n, (long long)most);
 }
 
 vlm_tensor *vlm_weight_opt(vlm_model *m, const char *name) {

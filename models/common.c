@@ -215,6 +215,7 @@ void vlm_dec_stack_config(const vlm_json *cfg, const char *section, vlm_dec_stac
 }
 
 vlm_status vlm_dec_stack_load(vlm_loader *ld, int vocab, int qkv_bias, int qk_norm, int tied, vlm_dec_stack *d) {
+    if (vlm_model_check_count(ld->m, d->n_layers, "num_hidden_layers", ld->err) != VLM_OK) return ld->err->code;
     d->layers = (vlm_dec_layer *)calloc((size_t)d->n_layers, sizeof *d->layers);
     if (!d->layers) return vlm_error_set(ld->err, VLM_ERR_OOM, "out of memory");
     d->embed = vlm_ld(ld, VLM_SHAPE2(vocab, d->hidden), "embed_tokens.weight");

@@ -146,6 +146,7 @@ static vlm_status g4_load_config(vlm_model *m, g4_model *g, vlm_error *err) {
     if (!types || types->type != VLM_JSON_ARRAY || types->n != g->n_layers)
         return vlm_error_set(err, VLM_ERR_CONFIG, "layer_types must list num_hidden_layers entries");
     if (g->ple_dim > 0 && g->ple_vocab <= 0) g->ple_vocab = m->vocab_size;
+    if (vlm_model_check_count(m, g->n_layers, "num_hidden_layers", err) != VLM_OK) return err->code;
     g->layers = (g4_layer *)calloc((size_t)g->n_layers, sizeof *g->layers);
     if (!g->layers) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     int first_shared = g->n_layers - n_shared, dims[2] = {0, 0};
@@ -226,6 +227,7 @@ static vlm_status g4_load_vision(vlm_model *m, g4_model *g, vlm_loader *lp) {
         return vlm_error_set(err, VLM_ERR_FORMAT, "no vision tower weights (model.vision_tower.patch_embedder.input_proj.weight)");
     int64_t V = g->v_hidden, I = g->v_inter, qd = (int64_t)g->v_heads * g->v_head_dim,
             kd = (int64_t)g->v_kv_heads * g->v_head_dim;
+    if (vlm_model_check_count(m, g->v_layers, "vision_config.num_hidden_layers", err) != VLM_OK) return err->code;
     g->vl = (g4_vit_layer *)calloc((size_t)g->v_layers, sizeof *g->vl);
     if (!g->vl) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     g->patch_proj = vlm_ld(&ld, VLM_SHAPE2(V, 3 * g->patch * g->patch), "patch_embedder.input_proj.weight");

@@ -320,6 +320,7 @@ static vlm_status ivl_load(vlm_model *m, vlm_error *err) {
     m->impl = q;
     vlm_status s = ivl_load_config(m, q, err);
     if (s != VLM_OK) return s;
+    if (vlm_model_check_count(m, q->v_layers, "vision_config.num_hidden_layers", err) != VLM_OK) return err->code;
     q->vl = (ivl_vit_layer *)calloc((size_t)q->v_layers, sizeof *q->vl);
     if (!q->vl) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     if ((s = ivl_load_text(m, q, err)) != VLM_OK) return s;

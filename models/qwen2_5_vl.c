@@ -67,6 +67,7 @@ static vlm_status q25_load(vlm_model *m, vlm_error *err) {
     m->impl = q;
     vlm_status s = q25_load_config(m, q, err);
     if (s != VLM_OK) return s;
+    if (vlm_model_check_count(m, q->v_depth, "vision_config.depth", err) != VLM_OK) return err->code;
     q->fullatt = (int *)calloc((size_t)q->v_depth, sizeof(int));
     q->blocks = (vlm_qwen_vit_block *)calloc((size_t)q->v_depth, sizeof *q->blocks);
     if (!q->fullatt || !q->blocks) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");

@@ -214,6 +214,9 @@ static vlm_status q3_load(vlm_model *m, vlm_error *err) {
     m->impl = q;
     vlm_status s = q3_load_config(m, q, err);
     if (s != VLM_OK) return s;
+    if (vlm_model_check_count(m, q->v_depth, "vision_config.depth", err) != VLM_OK ||
+        vlm_model_check_count(m, q->d.n_layers, "num_hidden_layers", err) != VLM_OK)
+        return err->code;
     q->blocks = (vlm_qwen_vit_block *)calloc((size_t)q->v_depth, sizeof *q->blocks);
     q->d.layers = (vlm_dec_layer *)calloc((size_t)q->d.n_layers, sizeof *q->d.layers);
     q->moe = (q3_moe *)calloc((size_t)q->d.n_layers, sizeof *q->moe);

@@ -337,8 +337,45 @@ static void test_image_budget(void) {
     vlm_engine_close(e);
 }
 
+/* A config.json that lies: each edit (a sed expression on the tiny model's
+ * config) must fail engine_open with a one-line error naming the key,
+ * before any allocation sized by the lie. */
+static void test_config_lies(void) {
+    static const struct { const char *sed, *want; vlm_status code; } cases[] = {
+        {"s/\"num_hidden_layers\": 2/\"num_hidden_layers\": 1000000000/", "num_hidden_layers", VLM_ERR_CONFIG},
+        {"s/\"num_hidden_layers\": 2/\"num_hidden_layers\": 3/", "layers.2", VLM_ERR_FORMAT},
+        {"s/\"hidden_size\": 64/\"hidden_size\": 4611686018427387904/", "hidden_size", VLM_ERR_CONFIG},
+        {"s/\"hidden_size\": 64/\"hidden_size\": 80/", "", VLM_ERR_CONFIG}, /* M-RoPE sections vs head_dim */
+        {"s/\"vocab_size\": 1024/\"vocab_size\": 2048/", "embed_tokens", VLM_ERR_FORMAT},
+        {"s/\"depth\": 4/\"depth\": 100000000/", "depth", VLM_ERR_CONFIG},
+        /* 2^32 + 4 would be 4 as an int: the model would load as if nothing were wrong */
+        {"s/\"depth\": 4/\"depth\": 4294967300/", "depth", VLM_ERR_CONFIG},
+        {"s/\"hidden_size\": 32/\"hidden_size\": 32.5/", "hidden_size", VLM_ERR_CONFIG},
+        {"s/\"hidden_size\": 32/\"hidden_size\": 48/", "patch_embed", VLM_ERR_FORMAT},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd,
+                 "rm -rf build/lie && mkdir -p build/lie && cp " MODEL "/*.json build/lie/ && "
+                 "ln -sf ../../" MODEL "/model.safetensors build/lie/model.safetensors && sed -i '%s' build/lie/config.json && "
+                 "! cmp -s build/lie/config.json " MODEL "/config.json",
+                 cases[i].sed);
+        if (system(cmd) != 0) {
+            CHECK(0, "edit the config with %s", cases[i].sed);
+            continue;
+        }
+        vlm_error err = {0};
+        vlm_engine *e = NULL;
+        vlm_status st = vlm_engine_open(&e, "build/lie", NULL, &err);
+        CHECK(st != VLM_OK && !e && st == cases[i].code && strstr(err.msg, cases[i].want) && !strchr(err.msg, '\n'),
+              "%s: %s (%s)", cases[i].sed, vlm_status_name(st), err.msg);
+        vlm_engine_close(e);
+    }
+}
+
 int main(void) {
     test_null_err();
+    test_config_lies();
     test_image_budget();
     test_fresh_errors();
     test_version();

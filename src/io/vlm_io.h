@@ -183,6 +183,11 @@ const vlm_arch *vlm_find_arch(const vlm_json *config);
  * candidate prefixes), checked against an expected shape (-1 = any). */
 vlm_tensor *vlm_weight(vlm_model *m, const char *name, int ndim, const int64_t *shape, vlm_error *err);
 vlm_tensor *vlm_weight_opt(vlm_model *m, const char *name); /* NULL if absent */
+/* Before allocating per-layer (or per-block) state for n of them: a config
+ * that claims more layers than the checkpoint has tensors is refused
+ * (VLM_ERR_CONFIG naming `what`) instead of sizing an allocation by it.
+ * Made-up weights allow up to 65536. */
+vlm_status vlm_model_check_count(vlm_model *m, int64_t n, const char *what, vlm_error *err);
 
 vlm_status vlm_seq_init(vlm_seq *s, vlm_model *m, int n_ctx, int max_batch, vlm_dtype kv_dtype, vlm_error *err);
 void vlm_seq_free(vlm_seq *s);
