@@ -485,6 +485,13 @@ static inline void cpu_scalar_round_bf16(float *x, int64_t n) {
     }
 }
 
+/* cpu_scalar_to_f32, then rounded to bf16 when round is set (bf16 compute on f16/f32
+ * weights; bf16 values are already bf16). */
+static inline void cpu_scalar_to_f32_round(float *dst, const void *src, vlm_dtype t, int64_t n, int round) {
+    cpu_scalar_to_f32(dst, src, t, n);
+    if (round && t != VLM_BF16) cpu_scalar_round_bf16(dst, n);
+}
+
 /* Strided load of n elements (stride in elements, may be 0) to f32. */
 static inline void cpu_scalar_load(float *dst, const void *base, vlm_dtype t, int64_t off, int64_t stride, int64_t n) {
     size_t es = vlm_dtype_size(t);
@@ -1129,10 +1136,8 @@ CPU_KFN void cpu_scalar_pack_panels(float *dst, const char *w, vlm_dtype wt, int
         const float *r[8];
         for (int j = 0; j < 8; j++) {
             float *buf = rows + j * K;
-            if (n0 + j < nb) {
-                cpu_scalar_to_f32(buf, w + (n0 + j) * ldw * (int64_t)es, wt, K);
-                if (round && wt != VLM_BF16) cpu_scalar_round_bf16(buf, K);
-            } else memset(buf, 0, sizeof(float) * (size_t)K);
+            if (n0 + j < nb) cpu_scalar_to_f32_round(buf, w + (n0 + j) * ldw * (int64_t)es, wt, K, round);
+            else memset(buf, 0, sizeof(float) * (size_t)K);
             r[j] = buf;
         }
         float *d = dst + n0 / CPU_NR * CPU_NR * K + n0 % CPU_NR;
@@ -1149,9 +1154,10 @@ CPU_KFN void cpu_scalar_pack_panels_kmajor(float *dst, const char *src, vlm_dtyp
     size_t es = vlm_dtype_size(t);
     int64_t np = (ncols + CPU_NR - 1) / CPU_NR;
     for (int64_t k = 0; k < nk; k++) {
-        const float *r = (const float *)(src + k * ld * (int64_t)es);
+        const char *sk = src + k * ld * (int64_t)es;
+        const float *r = (const float *)sk;
         if (t != VLM_F32) {
-            cpu_scalar_to_f32(row, src + k * ld * (int64_t)es, t, ncols);
+            cpu_scalar_to_f32(row, sk, t, ncols);
             r = row;
         }
         for (int64_t p = 0; p < np; p++) {
@@ -1468,10 +1474,8 @@ static void cpu_scalar_gemv_fn(void *p, int64_t n0, int64_t n1, int tid) {
     for (int64_t n = n0; n < n1; n++) {
         const void *wr = A->w + n * A->ldw * (int64_t)es;
         if (A->round_w) { /* a row at a time: bf16 compute on f16/f32 weights is for tests and tiny models */
-            float *s = A->ctx->tscratch[tid];
-            cpu_scalar_to_f32(s, wr, A->wt, A->K);
-            cpu_scalar_round_bf16(s, A->K);
-            wr = s;
+            cpu_scalar_to_f32_round(A->ctx->tscratch[tid], wr, A->wt, A->K, 1);
+            wr = A->ctx->tscratch[tid];
         }
         float b = A->bias ? A->bias[n] : 0.0f;
         for (int64_t m = 0; m < A->M; m += 4) {
@@ -1484,66 +1488,47 @@ static void cpu_scalar_gemv_fn(void *p, int64_t n0, int64_t n1, int tid) {
 }
 
 /* Work item t: w tile t / mtiles (nb rows of w), x tile t % mtiles (mb rows).
- * Consecutive items share a w tile, converted (packed) once per run of items. */
-#if CPU_AVX2
-static void cpu_scalar_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
-    cpu_scalar_mm_arg *A = (cpu_scalar_mm_arg *)p;
-    float *panels = A->ctx->tscratch[tid];
-    float *row = panels + (A->nb + 15) / 16 * 16 * A->K;
-    int64_t have = -1;
-    for (int64_t t = t0; t < t1; t++) {
-        int64_t nt = t / A->mtiles, mt = t % A->mtiles;
-        int64_t n0 = nt * A->nb, nb = A->N - n0 < A->nb ? A->N - n0 : A->nb;
-        int64_t m0 = mt * A->mb, mb = A->M - m0 < A->mb ? A->M - m0 : A->mb;
-        if (have != nt)
-            cpu_scalar_pack_panels(panels, A->w + n0 * A->ldw * (int64_t)vlm_dtype_size(A->wt), A->wt, A->ldw, nb, A->K,
-                            A->round_w, row);
-        have = nt;
-        float *o = A->out + m0 * A->ldo + n0;
-        cpu_scalar_gemm_panels(A->x + m0 * A->lda, A->lda, mb, panels, nb, A->K, o, A->ldo, 0);
-        if (A->bias)
-            for (int64_t m = 0; m < mb; m++)
-                for (int64_t n = 0; n < nb; n++) o[m * A->ldo + n] += A->bias[n0 + n];
-    }
-}
-/* panels of the w tile, then 8 rows of conversion scratch */
-static size_t cpu_scalar_gemm_scratch(int64_t nb, int64_t K) { return (size_t)(((nb + 15) / 16 * 16 + 8) * K); }
-#else
+ * Consecutive items share a w tile, converted (AVX2: packed) once per run of
+ * items. */
 static void cpu_scalar_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
     cpu_scalar_mm_arg *A = (cpu_scalar_mm_arg *)p;
     size_t es = vlm_dtype_size(A->wt);
+    float *s = A->ctx->tscratch[tid];
     int64_t have = -1;
     for (int64_t t = t0; t < t1; t++) {
         int64_t nt = t / A->mtiles, mt = t % A->mtiles;
         int64_t n0 = nt * A->nb, nb = A->N - n0 < A->nb ? A->N - n0 : A->nb;
         int64_t m0 = mt * A->mb, mb = A->M - m0 < A->mb ? A->M - m0 : A->mb;
-        const float *wp;
-        int64_t ldb;
-        if (A->wt == VLM_F32 && A->ldw >= A->K && !A->round_w) { /* BLAS needs ldb >= K; other strides are copied */
-            wp = (const float *)A->w + n0 * A->ldw;
-            ldb = A->ldw;
-        } else {
-            float *s = A->ctx->tscratch[tid];
-            if (have != nt)
-                for (int64_t n = 0; n < nb; n++) {
-                    cpu_scalar_to_f32(s + n * A->K, A->w + (n0 + n) * A->ldw * (int64_t)es, A->wt, A->K);
-                    if (A->round_w) cpu_scalar_round_bf16(s + n * A->K, A->K);
-                }
-            have = nt;
-            wp = s;
-            ldb = A->K;
-        }
+        const char *wt0 = A->w + n0 * A->ldw * (int64_t)es;
         float *o = A->out + m0 * A->ldo + n0;
+#if CPU_AVX2
+        if (have != nt) /* the panels, then 8 rows of conversion scratch */
+            cpu_scalar_pack_panels(s, wt0, A->wt, A->ldw, nb, A->K, A->round_w, s + (A->nb + 15) / 16 * 16 * A->K);
+        cpu_scalar_gemm_panels(A->x + m0 * A->lda, A->lda, mb, s, nb, A->K, o, A->ldo, 0);
+#else
+        const float *wp = s;
+        int64_t ldb = A->K;
+        if (A->wt == VLM_F32 && A->ldw >= A->K && !A->round_w) { /* BLAS needs ldb >= K; other strides are copied */
+            wp = (const float *)wt0;
+            ldb = A->ldw;
+        } else if (have != nt)
+            for (int64_t n = 0; n < nb; n++)
+                cpu_scalar_to_f32_round(s + n * A->K, wt0 + n * A->ldw * (int64_t)es, A->wt, A->K, A->round_w);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mb, (int)nb, (int)A->K, 1.0f, A->x + m0 * A->lda,
                     (int)A->lda, wp, (int)ldb, 0.0f, o, (int)A->ldo);
+#endif
+        have = nt;
         if (A->bias)
             for (int64_t m = 0; m < mb; m++)
                 for (int64_t n = 0; n < nb; n++) o[m * A->ldo + n] += A->bias[n0 + n];
     }
 }
 
-static size_t cpu_scalar_gemm_scratch(int64_t nb, int64_t K) { return (size_t)(nb * K); }
-#endif
+/* Scratch per thread: AVX2, the panels of a w tile and 8 conversion rows;
+ * otherwise the w tile in f32. */
+static size_t cpu_scalar_gemm_scratch(int64_t nb, int64_t K) {
+    return (size_t)((CPU_AVX2 ? (nb + 15) / 16 * 16 + 8 : nb) * K);
+}
 
 /* out[M, N] (row stride ldo) = x[M, K] . w[N, K]^T + bias. x f32 with row stride lda. */
 CPU_KFN vlm_status cpu_scalar_mm(cpu_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *x, int64_t lda, const void *w,
@@ -1690,10 +1675,8 @@ static void cpu_scalar_moe_fn(void *p, int64_t i0, int64_t i1, int tid) {
         const char *wr = A->w + (e * A->N + n) * A->K * (int64_t)es;
         vlm_dtype wt = A->wt;
         if (A->round_w) {
-            float *s = A->ctx->tscratch[tid];
-            cpu_scalar_to_f32(s, wr, wt, A->K);
-            cpu_scalar_round_bf16(s, A->K);
-            wr = (const char *)s;
+            cpu_scalar_to_f32_round(A->ctx->tscratch[tid], wr, wt, A->K, 1);
+            wr = (const char *)A->ctx->tscratch[tid];
             wt = VLM_F32;
         }
         for (int64_t s0 = A->estart[ei]; s0 < A->estart[ei + 1]; s0 += 4) {
@@ -2456,6 +2439,13 @@ static inline void cpu_avx2_round_bf16(float *x, int64_t n) {
     }
 }
 
+/* cpu_avx2_to_f32, then rounded to bf16 when round is set (bf16 compute on f16/f32
+ * weights; bf16 values are already bf16). */
+static inline void cpu_avx2_to_f32_round(float *dst, const void *src, vlm_dtype t, int64_t n, int round) {
+    cpu_avx2_to_f32(dst, src, t, n);
+    if (round && t != VLM_BF16) cpu_avx2_round_bf16(dst, n);
+}
+
 /* Strided load of n elements (stride in elements, may be 0) to f32. */
 static inline void cpu_avx2_load(float *dst, const void *base, vlm_dtype t, int64_t off, int64_t stride, int64_t n) {
     size_t es = vlm_dtype_size(t);
@@ -3100,10 +3090,8 @@ CPU_KFN void cpu_avx2_pack_panels(float *dst, const char *w, vlm_dtype wt, int64
         const float *r[8];
         for (int j = 0; j < 8; j++) {
             float *buf = rows + j * K;
-            if (n0 + j < nb) {
-                cpu_avx2_to_f32(buf, w + (n0 + j) * ldw * (int64_t)es, wt, K);
-                if (round && wt != VLM_BF16) cpu_avx2_round_bf16(buf, K);
-            } else memset(buf, 0, sizeof(float) * (size_t)K);
+            if (n0 + j < nb) cpu_avx2_to_f32_round(buf, w + (n0 + j) * ldw * (int64_t)es, wt, K, round);
+            else memset(buf, 0, sizeof(float) * (size_t)K);
             r[j] = buf;
         }
         float *d = dst + n0 / CPU_NR * CPU_NR * K + n0 % CPU_NR;
@@ -3120,9 +3108,10 @@ CPU_KFN void cpu_avx2_pack_panels_kmajor(float *dst, const char *src, vlm_dtype 
     size_t es = vlm_dtype_size(t);
     int64_t np = (ncols + CPU_NR - 1) / CPU_NR;
     for (int64_t k = 0; k < nk; k++) {
-        const float *r = (const float *)(src + k * ld * (int64_t)es);
+        const char *sk = src + k * ld * (int64_t)es;
+        const float *r = (const float *)sk;
         if (t != VLM_F32) {
-            cpu_avx2_to_f32(row, src + k * ld * (int64_t)es, t, ncols);
+            cpu_avx2_to_f32(row, sk, t, ncols);
             r = row;
         }
         for (int64_t p = 0; p < np; p++) {
@@ -3439,10 +3428,8 @@ static void cpu_avx2_gemv_fn(void *p, int64_t n0, int64_t n1, int tid) {
     for (int64_t n = n0; n < n1; n++) {
         const void *wr = A->w + n * A->ldw * (int64_t)es;
         if (A->round_w) { /* a row at a time: bf16 compute on f16/f32 weights is for tests and tiny models */
-            float *s = A->ctx->tscratch[tid];
-            cpu_avx2_to_f32(s, wr, A->wt, A->K);
-            cpu_avx2_round_bf16(s, A->K);
-            wr = s;
+            cpu_avx2_to_f32_round(A->ctx->tscratch[tid], wr, A->wt, A->K, 1);
+            wr = A->ctx->tscratch[tid];
         }
         float b = A->bias ? A->bias[n] : 0.0f;
         for (int64_t m = 0; m < A->M; m += 4) {
@@ -3455,66 +3442,47 @@ static void cpu_avx2_gemv_fn(void *p, int64_t n0, int64_t n1, int tid) {
 }
 
 /* Work item t: w tile t / mtiles (nb rows of w), x tile t % mtiles (mb rows).
- * Consecutive items share a w tile, converted (packed) once per run of items. */
-#if CPU_AVX2
-static void cpu_avx2_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
-    cpu_avx2_mm_arg *A = (cpu_avx2_mm_arg *)p;
-    float *panels = A->ctx->tscratch[tid];
-    float *row = panels + (A->nb + 15) / 16 * 16 * A->K;
-    int64_t have = -1;
-    for (int64_t t = t0; t < t1; t++) {
-        int64_t nt = t / A->mtiles, mt = t % A->mtiles;
-        int64_t n0 = nt * A->nb, nb = A->N - n0 < A->nb ? A->N - n0 : A->nb;
-        int64_t m0 = mt * A->mb, mb = A->M - m0 < A->mb ? A->M - m0 : A->mb;
-        if (have != nt)
-            cpu_avx2_pack_panels(panels, A->w + n0 * A->ldw * (int64_t)vlm_dtype_size(A->wt), A->wt, A->ldw, nb, A->K,
-                            A->round_w, row);
-        have = nt;
-        float *o = A->out + m0 * A->ldo + n0;
-        cpu_avx2_gemm_panels(A->x + m0 * A->lda, A->lda, mb, panels, nb, A->K, o, A->ldo, 0);
-        if (A->bias)
-            for (int64_t m = 0; m < mb; m++)
-                for (int64_t n = 0; n < nb; n++) o[m * A->ldo + n] += A->bias[n0 + n];
-    }
-}
-/* panels of the w tile, then 8 rows of conversion scratch */
-static size_t cpu_avx2_gemm_scratch(int64_t nb, int64_t K) { return (size_t)(((nb + 15) / 16 * 16 + 8) * K); }
-#else
+ * Consecutive items share a w tile, converted (AVX2: packed) once per run of
+ * items. */
 static void cpu_avx2_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
     cpu_avx2_mm_arg *A = (cpu_avx2_mm_arg *)p;
     size_t es = vlm_dtype_size(A->wt);
+    float *s = A->ctx->tscratch[tid];
     int64_t have = -1;
     for (int64_t t = t0; t < t1; t++) {
         int64_t nt = t / A->mtiles, mt = t % A->mtiles;
         int64_t n0 = nt * A->nb, nb = A->N - n0 < A->nb ? A->N - n0 : A->nb;
         int64_t m0 = mt * A->mb, mb = A->M - m0 < A->mb ? A->M - m0 : A->mb;
-        const float *wp;
-        int64_t ldb;
-        if (A->wt == VLM_F32 && A->ldw >= A->K && !A->round_w) { /* BLAS needs ldb >= K; other strides are copied */
-            wp = (const float *)A->w + n0 * A->ldw;
-            ldb = A->ldw;
-        } else {
-            float *s = A->ctx->tscratch[tid];
-            if (have != nt)
-                for (int64_t n = 0; n < nb; n++) {
-                    cpu_avx2_to_f32(s + n * A->K, A->w + (n0 + n) * A->ldw * (int64_t)es, A->wt, A->K);
-                    if (A->round_w) cpu_avx2_round_bf16(s + n * A->K, A->K);
-                }
-            have = nt;
-            wp = s;
-            ldb = A->K;
-        }
+        const char *wt0 = A->w + n0 * A->ldw * (int64_t)es;
         float *o = A->out + m0 * A->ldo + n0;
+#if CPU_AVX2
+        if (have != nt) /* the panels, then 8 rows of conversion scratch */
+            cpu_avx2_pack_panels(s, wt0, A->wt, A->ldw, nb, A->K, A->round_w, s + (A->nb + 15) / 16 * 16 * A->K);
+        cpu_avx2_gemm_panels(A->x + m0 * A->lda, A->lda, mb, s, nb, A->K, o, A->ldo, 0);
+#else
+        const float *wp = s;
+        int64_t ldb = A->K;
+        if (A->wt == VLM_F32 && A->ldw >= A->K && !A->round_w) { /* BLAS needs ldb >= K; other strides are copied */
+            wp = (const float *)wt0;
+            ldb = A->ldw;
+        } else if (have != nt)
+            for (int64_t n = 0; n < nb; n++)
+                cpu_avx2_to_f32_round(s + n * A->K, wt0 + n * A->ldw * (int64_t)es, A->wt, A->K, A->round_w);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mb, (int)nb, (int)A->K, 1.0f, A->x + m0 * A->lda,
                     (int)A->lda, wp, (int)ldb, 0.0f, o, (int)A->ldo);
+#endif
+        have = nt;
         if (A->bias)
             for (int64_t m = 0; m < mb; m++)
                 for (int64_t n = 0; n < nb; n++) o[m * A->ldo + n] += A->bias[n0 + n];
     }
 }
 
-static size_t cpu_avx2_gemm_scratch(int64_t nb, int64_t K) { return (size_t)(nb * K); }
-#endif
+/* Scratch per thread: AVX2, the panels of a w tile and 8 conversion rows;
+ * otherwise the w tile in f32. */
+static size_t cpu_avx2_gemm_scratch(int64_t nb, int64_t K) {
+    return (size_t)((CPU_AVX2 ? (nb + 15) / 16 * 16 + 8 : nb) * K);
+}
 
 /* out[M, N] (row stride ldo) = x[M, K] . w[N, K]^T + bias. x f32 with row stride lda. */
 CPU_KFN vlm_status cpu_avx2_mm(cpu_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *x, int64_t lda, const void *w,
@@ -3661,10 +3629,8 @@ static void cpu_avx2_moe_fn(void *p, int64_t i0, int64_t i1, int tid) {
         const char *wr = A->w + (e * A->N + n) * A->K * (int64_t)es;
         vlm_dtype wt = A->wt;
         if (A->round_w) {
-            float *s = A->ctx->tscratch[tid];
-            cpu_avx2_to_f32(s, wr, wt, A->K);
-            cpu_avx2_round_bf16(s, A->K);
-            wr = (const char *)s;
+            cpu_avx2_to_f32_round(A->ctx->tscratch[tid], wr, wt, A->K, 1);
+            wr = (const char *)A->ctx->tscratch[tid];
             wt = VLM_F32;
         }
         for (int64_t s0 = A->estart[ei]; s0 < A->estart[ei + 1]; s0 += 4) {
@@ -4317,6 +4283,8 @@ static const cpu_variant cpu_variants[] = {
 };
 #define CPU_N_VARIANTS (int)(sizeof cpu_variants / sizeof cpu_variants[0])
 
+static int cpu_variant_runs(const cpu_variant *v, unsigned have) { return (v->needs & have) == v->needs; }
+
 /* want: a variant's name, "auto", or NULL/"" for $VLM_KERNELS or else auto. */
 static const cpu_variant *cpu_pick_variant(const char *want, vlm_error *err) {
     if (!want || !*want) want = getenv("VLM_KERNELS");
@@ -4326,7 +4294,7 @@ static const cpu_variant *cpu_pick_variant(const char *want, vlm_error *err) {
     for (int i = 0; i < CPU_N_VARIANTS; i++) {
         const cpu_variant *v = &cpu_variants[i];
         if (!is_auto && strcmp(want, v->name)) continue;
-        if ((v->needs & have) == v->needs) return v;
+        if (cpu_variant_runs(v, have)) return v;
         if (!is_auto) {
             vlm_error_set(err, VLM_ERR_UNSUPPORTED, "cpu: kernels '%s' need instructions this CPU lacks", want);
             return NULL;
@@ -4342,7 +4310,7 @@ static const cpu_variant *cpu_pick_variant(const char *want, vlm_error *err) {
 const char *vlm_cpu_kernel_name(int i) {
     unsigned have = vlm_cpu_features();
     for (int k = 0; k < CPU_N_VARIANTS; k++)
-        if ((cpu_variants[k].needs & have) == cpu_variants[k].needs && i-- == 0) return cpu_variants[k].name;
+        if (cpu_variant_runs(&cpu_variants[k], have) && i-- == 0) return cpu_variants[k].name;
     return NULL;
 }
 

@@ -28,6 +28,17 @@ static float golden_max_err(const float *a, const vlm_tensor *ref, int64_t n) {
     return m;
 }
 
+/* max |a - b| over two reference tensors of one name, 0 if either is absent
+ * or their sizes differ */
+static float golden_ref_dist(const vlm_st_entry *a, const vlm_st_entry *b) {
+    if (!a || !b) return 0;
+    vlm_tensor ta = vlm_st_tensor(a), tb = vlm_st_tensor(b);
+    float d = 0;
+    for (int64_t i = 0; vlm_nelem(&ta) == vlm_nelem(&tb) && i < vlm_nelem(&ta); i++)
+        d = fmaxf(d, fabsf(vlm_get_f32(&ta, i) - vlm_get_f32(&tb, i)));
+    return d;
+}
+
 static int golden_usage(int rc) {
     fprintf(rc ? stderr : stdout,
             "usage: vlm golden CASE_DIR [--dump OUT.safetensors] [-t THREADS] [--compute f32|bf16]\n"
@@ -167,19 +178,8 @@ int cmd_golden(int argc, char **argv) {
     for (int g = 0; match && g < GOLDEN_NGEN; g++) match = vlm_get_i64(&gt, g) == gen[g];
     float tol_logits = GOLDEN_TOL, tol_vis = GOLDEN_TOL;
     if (bf16) { /* the reference's own bf16 rounding, as it moved its results from f32 */
-        const vlm_st_entry *l32 = vlm_st_find(&exp32, "logits"), *v32 = vlm_st_find(&exp32, "vision_embeds");
-        vlm_tensor a = vlm_st_tensor(logits_e), b = l32 ? vlm_st_tensor(l32) : a;
-        float d = 0;
-        for (int64_t i = 0; l32 && vlm_nelem(&b) == vlm_nelem(&a) && i < vlm_nelem(&a); i++)
-            d = fmaxf(d, fabsf(vlm_get_f32(&a, i) - vlm_get_f32(&b, i)));
-        tol_logits = fmaxf(GOLDEN_TOL, GOLDEN_BF16_FACTOR * d);
-        d = 0;
-        if (vis_e && v32) {
-            vlm_tensor va = vlm_st_tensor(vis_e), vb = vlm_st_tensor(v32);
-            for (int64_t i = 0; vlm_nelem(&va) == vlm_nelem(&vb) && i < vlm_nelem(&va); i++)
-                d = fmaxf(d, fabsf(vlm_get_f32(&va, i) - vlm_get_f32(&vb, i)));
-        }
-        tol_vis = fmaxf(GOLDEN_TOL, GOLDEN_BF16_FACTOR * d);
+        tol_logits = fmaxf(GOLDEN_TOL, GOLDEN_BF16_FACTOR * golden_ref_dist(logits_e, vlm_st_find(&exp32, "logits")));
+        tol_vis = fmaxf(GOLDEN_TOL, GOLDEN_BF16_FACTOR * golden_ref_dist(vis_e, vlm_st_find(&exp32, "vision_embeds")));
     }
     /* bf16: greedy tokens are reported; near-ties may go either way */
     int pass = (match || bf16) && logit_err <= tol_logits && vis_err <= tol_vis && (!vis_e || has_images);

@@ -276,11 +276,6 @@ static void test_matmul(vlm_compute *c) {
     vlm_compute_reset(c);
 }
 
-static unsigned next_rand(void) {
-    rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (unsigned)(rng >> 33);
-}
-
 /* int8 x int8 -> int32: exact, over the full int8 range, odd shapes, the
  * engine's edges (16-column panels, 6-row tiles, odd K), a strided x */
 static void test_matmul_i8(vlm_compute *c) {
@@ -288,8 +283,8 @@ static void test_matmul_i8(vlm_compute *c) {
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2], ldx = K + (si % 2 ? 5 : 0);
         int8_t *hx = (int8_t *)malloc((size_t)(M * ldx)), *hw = (int8_t *)malloc((size_t)(N * K));
-        for (int64_t i = 0; i < M * ldx; i++) hx[i] = (int8_t)(int)(next_rand() % 256 - 128);
-        for (int64_t i = 0; i < N * K; i++) hw[i] = (int8_t)(int)(next_rand() % 256 - 128);
+        for (int64_t i = 0; i < M * ldx; i++) hx[i] = (int8_t)floorf(test_randf(&rng) * 128.0f); /* [-128, 127] */
+        for (int64_t i = 0; i < N * K; i++) hw[i] = (int8_t)floorf(test_randf(&rng) * 128.0f);
         if (si == 0) hx[0] = hw[0] = -128; /* the corner vpmaddubsw-style kernels get wrong */
         int64_t xs[2] = {M, ldx}, ws[2] = {N, K};
         vlm_tensor *x = vlm_from_host(c, VLM_I8, 2, xs, hx);

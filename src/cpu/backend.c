@@ -32,6 +32,8 @@ static const cpu_variant cpu_variants[] = {
 };
 #define CPU_N_VARIANTS (int)(sizeof cpu_variants / sizeof cpu_variants[0])
 
+static int cpu_variant_runs(const cpu_variant *v, unsigned have) { return (v->needs & have) == v->needs; }
+
 /* want: a variant's name, "auto", or NULL/"" for $VLM_KERNELS or else auto. */
 static const cpu_variant *cpu_pick_variant(const char *want, vlm_error *err) {
     if (!want || !*want) want = getenv("VLM_KERNELS");
@@ -41,7 +43,7 @@ static const cpu_variant *cpu_pick_variant(const char *want, vlm_error *err) {
     for (int i = 0; i < CPU_N_VARIANTS; i++) {
         const cpu_variant *v = &cpu_variants[i];
         if (!is_auto && strcmp(want, v->name)) continue;
-        if ((v->needs & have) == v->needs) return v;
+        if (cpu_variant_runs(v, have)) return v;
         if (!is_auto) {
             vlm_error_set(err, VLM_ERR_UNSUPPORTED, "cpu: kernels '%s' need instructions this CPU lacks", want);
             return NULL;
@@ -57,7 +59,7 @@ static const cpu_variant *cpu_pick_variant(const char *want, vlm_error *err) {
 const char *vlm_cpu_kernel_name(int i) {
     unsigned have = vlm_cpu_features();
     for (int k = 0; k < CPU_N_VARIANTS; k++)
-        if ((cpu_variants[k].needs & have) == cpu_variants[k].needs && i-- == 0) return cpu_variants[k].name;
+        if (cpu_variant_runs(&cpu_variants[k], have) && i-- == 0) return cpu_variants[k].name;
     return NULL;
 }
 

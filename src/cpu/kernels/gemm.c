@@ -55,10 +55,8 @@ CPU_KFN void cpu_pack_panels(float *dst, const char *w, vlm_dtype wt, int64_t ld
         const float *r[8];
         for (int j = 0; j < 8; j++) {
             float *buf = rows + j * K;
-            if (n0 + j < nb) {
-                cpu_to_f32(buf, w + (n0 + j) * ldw * (int64_t)es, wt, K);
-                if (round && wt != VLM_BF16) cpu_round_bf16(buf, K);
-            } else memset(buf, 0, sizeof(float) * (size_t)K);
+            if (n0 + j < nb) cpu_to_f32_round(buf, w + (n0 + j) * ldw * (int64_t)es, wt, K, round);
+            else memset(buf, 0, sizeof(float) * (size_t)K);
             r[j] = buf;
         }
         float *d = dst + n0 / CPU_NR * CPU_NR * K + n0 % CPU_NR;
@@ -75,9 +73,10 @@ CPU_KFN void cpu_pack_panels_kmajor(float *dst, const char *src, vlm_dtype t, in
     size_t es = vlm_dtype_size(t);
     int64_t np = (ncols + CPU_NR - 1) / CPU_NR;
     for (int64_t k = 0; k < nk; k++) {
-        const float *r = (const float *)(src + k * ld * (int64_t)es);
+        const char *sk = src + k * ld * (int64_t)es;
+        const float *r = (const float *)sk;
         if (t != VLM_F32) {
-            cpu_to_f32(row, src + k * ld * (int64_t)es, t, ncols);
+            cpu_to_f32(row, sk, t, ncols);
             r = row;
         }
         for (int64_t p = 0; p < np; p++) {

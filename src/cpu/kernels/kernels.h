@@ -110,6 +110,13 @@ static inline void cpu_round_bf16(float *x, int64_t n) {
     }
 }
 
+/* cpu_to_f32, then rounded to bf16 when round is set (bf16 compute on f16/f32
+ * weights; bf16 values are already bf16). */
+static inline void cpu_to_f32_round(float *dst, const void *src, vlm_dtype t, int64_t n, int round) {
+    cpu_to_f32(dst, src, t, n);
+    if (round && t != VLM_BF16) cpu_round_bf16(dst, n);
+}
+
 /* Strided load of n elements (stride in elements, may be 0) to f32. */
 static inline void cpu_load(float *dst, const void *base, vlm_dtype t, int64_t off, int64_t stride, int64_t n) {
     size_t es = vlm_dtype_size(t);

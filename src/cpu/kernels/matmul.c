@@ -107,10 +107,8 @@ static void cpu_gemv_fn(void *p, int64_t n0, int64_t n1, int tid) {
     for (int64_t n = n0; n < n1; n++) {
         const void *wr = A->w + n * A->ldw * (int64_t)es;
         if (A->round_w) { /* a row at a time: bf16 compute on f16/f32 weights is for tests and tiny models */
-            float *s = A->ctx->tscratch[tid];
-            cpu_to_f32(s, wr, A->wt, A->K);
-            cpu_round_bf16(s, A->K);
-            wr = s;
+            cpu_to_f32_round(A->ctx->tscratch[tid], wr, A->wt, A->K, 1);
+            wr = A->ctx->tscratch[tid];
         }
         float b = A->bias ? A->bias[n] : 0.0f;
         for (int64_t m = 0; m < A->M; m += 4) {
@@ -123,66 +121,47 @@ static void cpu_gemv_fn(void *p, int64_t n0, int64_t n1, int tid) {
 }
 
 /* Work item t: w tile t / mtiles (nb rows of w), x tile t % mtiles (mb rows).
- * Consecutive items share a w tile, converted (packed) once per run of items. */
-#if CPU_AVX2
-static void cpu_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
-    cpu_mm_arg *A = (cpu_mm_arg *)p;
-    float *panels = A->ctx->tscratch[tid];
-    float *row = panels + (A->nb + 15) / 16 * 16 * A->K;
-    int64_t have = -1;
-    for (int64_t t = t0; t < t1; t++) {
-        int64_t nt = t / A->mtiles, mt = t % A->mtiles;
-        int64_t n0 = nt * A->nb, nb = A->N - n0 < A->nb ? A->N - n0 : A->nb;
-        int64_t m0 = mt * A->mb, mb = A->M - m0 < A->mb ? A->M - m0 : A->mb;
-        if (have != nt)
-            cpu_pack_panels(panels, A->w + n0 * A->ldw * (int64_t)vlm_dtype_size(A->wt), A->wt, A->ldw, nb, A->K,
-                            A->round_w, row);
-        have = nt;
-        float *o = A->out + m0 * A->ldo + n0;
-        cpu_gemm_panels(A->x + m0 * A->lda, A->lda, mb, panels, nb, A->K, o, A->ldo, 0);
-        if (A->bias)
-            for (int64_t m = 0; m < mb; m++)
-                for (int64_t n = 0; n < nb; n++) o[m * A->ldo + n] += A->bias[n0 + n];
-    }
-}
-/* panels of the w tile, then 8 rows of conversion scratch */
-static size_t cpu_gemm_scratch(int64_t nb, int64_t K) { return (size_t)(((nb + 15) / 16 * 16 + 8) * K); }
-#else
+ * Consecutive items share a w tile, converted (AVX2: packed) once per run of
+ * items. */
 static void cpu_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
     cpu_mm_arg *A = (cpu_mm_arg *)p;
     size_t es = vlm_dtype_size(A->wt);
+    float *s = A->ctx->tscratch[tid];
     int64_t have = -1;
     for (int64_t t = t0; t < t1; t++) {
         int64_t nt = t / A->mtiles, mt = t % A->mtiles;
         int64_t n0 = nt * A->nb, nb = A->N - n0 < A->nb ? A->N - n0 : A->nb;
         int64_t m0 = mt * A->mb, mb = A->M - m0 < A->mb ? A->M - m0 : A->mb;
-        const float *wp;
-        int64_t ldb;
-        if (A->wt == VLM_F32 && A->ldw >= A->K && !A->round_w) { /* BLAS needs ldb >= K; other strides are copied */
-            wp = (const float *)A->w + n0 * A->ldw;
-            ldb = A->ldw;
-        } else {
-            float *s = A->ctx->tscratch[tid];
-            if (have != nt)
-                for (int64_t n = 0; n < nb; n++) {
-                    cpu_to_f32(s + n * A->K, A->w + (n0 + n) * A->ldw * (int64_t)es, A->wt, A->K);
-                    if (A->round_w) cpu_round_bf16(s + n * A->K, A->K);
-                }
-            have = nt;
-            wp = s;
-            ldb = A->K;
-        }
+        const char *wt0 = A->w + n0 * A->ldw * (int64_t)es;
         float *o = A->out + m0 * A->ldo + n0;
+#if CPU_AVX2
+        if (have != nt) /* the panels, then 8 rows of conversion scratch */
+            cpu_pack_panels(s, wt0, A->wt, A->ldw, nb, A->K, A->round_w, s + (A->nb + 15) / 16 * 16 * A->K);
+        cpu_gemm_panels(A->x + m0 * A->lda, A->lda, mb, s, nb, A->K, o, A->ldo, 0);
+#else
+        const float *wp = s;
+        int64_t ldb = A->K;
+        if (A->wt == VLM_F32 && A->ldw >= A->K && !A->round_w) { /* BLAS needs ldb >= K; other strides are copied */
+            wp = (const float *)wt0;
+            ldb = A->ldw;
+        } else if (have != nt)
+            for (int64_t n = 0; n < nb; n++)
+                cpu_to_f32_round(s + n * A->K, wt0 + n * A->ldw * (int64_t)es, A->wt, A->K, A->round_w);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mb, (int)nb, (int)A->K, 1.0f, A->x + m0 * A->lda,
                     (int)A->lda, wp, (int)ldb, 0.0f, o, (int)A->ldo);
+#endif
+        have = nt;
         if (A->bias)
             for (int64_t m = 0; m < mb; m++)
                 for (int64_t n = 0; n < nb; n++) o[m * A->ldo + n] += A->bias[n0 + n];
     }
 }
 
-static size_t cpu_gemm_scratch(int64_t nb, int64_t K) { return (size_t)(nb * K); }
-#endif
+/* Scratch per thread: AVX2, the panels of a w tile and 8 conversion rows;
+ * otherwise the w tile in f32. */
+static size_t cpu_gemm_scratch(int64_t nb, int64_t K) {
+    return (size_t)((CPU_AVX2 ? (nb + 15) / 16 * 16 + 8 : nb) * K);
+}
 
 /* out[M, N] (row stride ldo) = x[M, K] . w[N, K]^T + bias. x f32 with row stride lda. */
 CPU_KFN vlm_status cpu_mm(cpu_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *x, int64_t lda, const void *w,

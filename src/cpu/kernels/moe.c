@@ -24,10 +24,8 @@ static void cpu_moe_fn(void *p, int64_t i0, int64_t i1, int tid) {
         const char *wr = A->w + (e * A->N + n) * A->K * (int64_t)es;
         vlm_dtype wt = A->wt;
         if (A->round_w) {
-            float *s = A->ctx->tscratch[tid];
-            cpu_to_f32(s, wr, wt, A->K);
-            cpu_round_bf16(s, A->K);
-            wr = (const char *)s;
+            cpu_to_f32_round(A->ctx->tscratch[tid], wr, wt, A->K, 1);
+            wr = (const char *)A->ctx->tscratch[tid];
             wt = VLM_F32;
         }
         for (int64_t s0 = A->estart[ei]; s0 < A->estart[ei + 1]; s0 += 4) {
