@@ -63,6 +63,11 @@ typedef struct vlm_mapped_file {
  * why[why_n]. A file of 0 bytes maps to data == NULL, size 0. */
 int vlm_map_file(const char *path, vlm_mapped_file *out, char *why, size_t why_n);
 void vlm_unmap_file(vlm_mapped_file *f);
+/* Drops the pages of [p, p + n) inside a mapping from this process's
+ * memory (they are read again from the file if touched): a weight that was
+ * read once to quantize it costs no resident memory after. A hint; no-op
+ * where the system has none. */
+void vlm_map_release(const void *p, size_t n);
 
 /* ------------------------------------------------------------------ time and CPU */
 
@@ -191,12 +196,28 @@ typedef enum vlm_dtype {
     VLM_U8,
     VLM_BOOL,
     VLM_I8,
+    /* Block-quantized weights (byte layouts in the README, "Quantized
+     * weights"): blocks of 32 consecutive elements of a row, each an f16
+     * scale d then the codes. A row of such a tensor is a whole number of
+     * blocks (the last one zero-padded): the last dim's stride is 1 and the
+     * next stride counts padded elements (vlm_tensor_make does this). */
+    VLM_Q8_0, /* d, 32 int8 q:                              x = d * q */
+    VLM_Q4_0, /* d, 16 bytes, byte j = q[j] | q[j+16] << 4:  x = d * (q - 8) */
     VLM_NTYPES
-    /* block-quantized types go here later; vlm_dtype_size() then becomes a
-     * per-block size and tensors of those types must be contiguous. */
 } vlm_dtype;
 
-size_t vlm_dtype_size(vlm_dtype t);
+size_t vlm_dtype_size(vlm_dtype t);  /* bytes per element; block types: per block */
+int vlm_dtype_block(vlm_dtype t);    /* elements per block: 32 for block types, else 1 */
+/* Bytes that n consecutive elements of a row take (block types: whole
+ * blocks, so an offset of n elements is exact when n is a multiple of 32). */
+size_t vlm_dtype_bytes(vlm_dtype t, int64_t n);
+/* The quantized formats' reference (scalar) codecs, also used at load:
+ * n floats into ceil(n / 32) blocks of t (the last block's missing
+ * elements taken as 0), and back. t is VLM_Q8_0 or VLM_Q4_0. */
+void vlm_quantize_row(vlm_dtype t, const float *x, int64_t n, void *blocks);
+void vlm_dequantize_row(vlm_dtype t, const void *blocks, int64_t n, float *x);
+/* "q8_0" / "q4_0" -> the dtype; -1 for any other name. */
+int vlm_quant_from_name(const char *name, vlm_dtype *out);
 const char *vlm_dtype_name(vlm_dtype t); /* safetensors spelling: "F32", "BF16", ... */
 int vlm_dtype_from_name(const char *name, vlm_dtype *out); /* 0 on success */
 
@@ -677,6 +698,14 @@ struct vlm_model {
     int32_t image_token_id, video_token_id;
     int32_t eos_ids[8];
     int n_eos;
+    /* quantize at load (vlm_weight_linear): the format, or 0 for none */
+    vlm_dtype quant;
+    int quant_vision;
+    int64_t quant_tensors;     /* weights quantized, and their bytes now */
+    size_t quant_bytes;
+    void (*progress)(void *user, int64_t done, int64_t total);
+    void *progress_user;
+    int64_t progress_done, progress_total; /* bytes of the checkpoint's tensors */
 };
 
 struct vlm_seq {
@@ -701,6 +730,15 @@ typedef struct vlm_model_params {
      * config .json file. */
     int random_weights;
     vlm_dtype random_dtype;
+    /* VLM_Q8_0 or VLM_Q4_0: the text decoder's linear weights quantized as
+     * they load (f32/f16/bf16 ones; see vlm_weight_linear); 0: as stored.
+     * quant_vision: the vision tower's and projector's linears too. */
+    vlm_dtype quant;
+    int quant_vision;
+    /* Loading progress, in bytes of the checkpoint's tensors (done of total;
+     * made-up weights: of the weights made so far, total 0). May be NULL. */
+    void (*progress)(void *user, int64_t done, int64_t total);
+    void *progress_user;
 } vlm_model_params;
 
 /* Every architecture, NULL-terminated (models/registry.c). */
@@ -715,6 +753,24 @@ const vlm_arch *vlm_find_arch(const vlm_json *config);
  * candidate prefixes), checked against an expected shape (-1 = any). */
 vlm_tensor *vlm_weight(vlm_model *m, const char *name, int ndim, const int64_t *shape, vlm_error *err);
 vlm_tensor *vlm_weight_opt(vlm_model *m, const char *name); /* NULL if absent */
+/* Which linear weight a vlm_weight_linear call loads. */
+typedef enum vlm_linear_role {
+    VLM_LINEAR_TEXT = 0, /* the text decoder's (and its per-layer embedding tables) */
+    VLM_LINEAR_VISION,   /* the vision tower's and the projector's: only with quant_vision */
+    VLM_LINEAR_OUTPUT,   /* the output projection (lm_head, or the table tied to it): q8_0 when
+                            any quantization is asked, since its error reaches every logit */
+} vlm_linear_role;
+/* A linear weight [out, in] (or a table a matmul or row lookup reads): as
+ * vlm_weight, quantized to the model's format when one is set and the role
+ * asks for it. The rows are quantized on the backend's threads into memory
+ * the model owns, and the mmap'd source pages are released after. */
+vlm_tensor *vlm_weight_linear(vlm_model *m, const char *name, int64_t out, int64_t in, vlm_linear_role role,
+                              vlm_error *err);
+/* An already loaded weight t quantized as vlm_weight_linear would (t itself
+ * when the role asks for none, or t is not a 2-D float matrix); NULL with
+ * err set when out of memory. For weights found by other means (an
+ * lm_head under one of several names). */
+vlm_tensor *vlm_quantize_weight(vlm_model *m, vlm_tensor *t, vlm_linear_role role, const char *name, vlm_error *err);
 /* Before allocating per-layer (or per-block) state for n of them: a config
  * that claims more layers than the checkpoint has tensors is refused
  * (VLM_ERR_CONFIG naming `what`) instead of sizing an allocation by it.
@@ -1246,6 +1302,15 @@ typedef struct vlm_engine_params {
     const char *kernels;     /* CPU kernels: NULL (default: $VLM_KERNELS, else the fastest the CPU runs),
                                 "auto", "avx2" or "scalar" (see vlm_backend_cpu_new) */
     const char *compute;     /* matmul precision: NULL/"auto", "f32" or "bf16" (see vlm_cpu_params) */
+    /* Weights quantized as they load: NULL/"none" (as stored), "q8_0" or
+     * "q4_0" (formats in the README): the text decoder's linear weights;
+     * the output projection (lm_head, or the embedding table tied to it)
+     * in q8_0. quant_vision: the vision tower's and projector's linears too. */
+    const char *quant;
+    int quant_vision;
+    /* Loading progress in bytes of the checkpoint's tensors; may be NULL. */
+    void (*load_progress)(void *user, int64_t done, int64_t total);
+    void *load_progress_user;
 } vlm_engine_params;
 
 /* dir holds config.json, *.safetensors (sharded or not), tokenizer.json,
@@ -1360,6 +1425,7 @@ void vlm_session_forget_cache(vlm_session *s);
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1425,6 +1491,19 @@ void vlm_unmap_file(vlm_mapped_file *f) {
     if (f->data) munmap(f->data, f->size);
     f->data = NULL;
     f->size = 0;
+}
+
+/* madvise is hidden in a strict build (-std=c11, no feature macros): there
+ * the pages simply stay until the system needs them. */
+void vlm_map_release(const void *p, size_t n) {
+#ifdef MADV_DONTNEED
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), b = ((uintptr_t)p + page - 1) & ~(page - 1),
+              e = ((uintptr_t)p + n) & ~(page - 1); /* whole pages inside the range only */
+    if (e > b) madvise((void *)b, e - b, MADV_DONTNEED);
+#else
+    (void)p;
+    (void)n;
+#endif
 }
 
 /* ------------------------------------------------------------------ time and CPU */
@@ -1620,13 +1699,18 @@ int vlm_utf8_encode(uint32_t cp, char *s) {
 
 /* ------------------------------------------------------------------ dtypes */
 
-static const struct { const char *name; size_t size; } core_dtypes[VLM_NTYPES] = {
-    [VLM_F32] = {"F32", 4}, [VLM_F16] = {"F16", 2}, [VLM_BF16] = {"BF16", 2},
-    [VLM_I32] = {"I32", 4}, [VLM_I64] = {"I64", 8}, [VLM_U8] = {"U8", 1}, [VLM_I8] = {"I8", 1},
-    [VLM_BOOL] = {"BOOL", 1},
+static const struct { const char *name; size_t size; int block; } core_dtypes[VLM_NTYPES] = {
+    [VLM_F32] = {"F32", 4, 1}, [VLM_F16] = {"F16", 2, 1}, [VLM_BF16] = {"BF16", 2, 1},
+    [VLM_I32] = {"I32", 4, 1}, [VLM_I64] = {"I64", 8, 1}, [VLM_U8] = {"U8", 1, 1}, [VLM_I8] = {"I8", 1, 1},
+    [VLM_BOOL] = {"BOOL", 1, 1}, [VLM_Q8_0] = {"Q8_0", 34, 32}, [VLM_Q4_0] = {"Q4_0", 18, 32},
 };
 
 size_t vlm_dtype_size(vlm_dtype t) { return (unsigned)t < VLM_NTYPES ? core_dtypes[t].size : 0; }
+int vlm_dtype_block(vlm_dtype t) { return (unsigned)t < VLM_NTYPES ? core_dtypes[t].block : 1; }
+size_t vlm_dtype_bytes(vlm_dtype t, int64_t n) {
+    int64_t b = vlm_dtype_block(t);
+    return (size_t)((n + b - 1) / b) * vlm_dtype_size(t);
+}
 const char *vlm_dtype_name(vlm_dtype t) { return (unsigned)t < VLM_NTYPES ? core_dtypes[t].name : "?"; }
 
 int vlm_dtype_from_name(const char *name, vlm_dtype *out) {
@@ -1819,9 +1903,9 @@ static void core_profile(vlm_profile *p, const vlm_op *op, double seconds) {
     if (op->kind == VLM_OP_MATMUL || op->kind == VLM_OP_MATMUL_ID) {
         const vlm_tensor *w = op->b;
         double rows = (double)vlm_nelem(op->out) / (double)w->shape[w->ndim - 2];
-        double per_matrix = (double)w->shape[w->ndim - 2] * (double)w->shape[w->ndim - 1] * (double)vlm_dtype_size(w->dtype);
+        double per_matrix = (double)w->shape[w->ndim - 2] * (double)vlm_dtype_bytes(w->dtype, w->shape[w->ndim - 1]);
         flops = 2.0 * rows * (double)w->shape[w->ndim - 2] * (double)w->shape[w->ndim - 1];
-        if (op->kind == VLM_OP_MATMUL) bytes = (double)vlm_nelem(w) * (double)vlm_dtype_size(w->dtype);
+        if (op->kind == VLM_OP_MATMUL) bytes = (double)vlm_nbytes(w);
         else {
             double chosen = (double)vlm_nelem(op->aux), experts = (double)w->shape[0];
             bytes = (chosen < experts ? chosen : experts) * per_matrix;
@@ -1849,6 +1933,13 @@ static vlm_tensor *core_run(vlm_compute *c, vlm_op *op) {
 }
 
 static int core_is_float(vlm_dtype t) { return t == VLM_F32 || t == VLM_F16 || t == VLM_BF16; }
+/* A weight a matmul or row lookup can read: float, or block-quantized with
+ * whole-block rows. */
+static int core_is_weight(const vlm_tensor *w) {
+    if (core_is_float(w->dtype)) return 1;
+    int64_t b = vlm_dtype_block(w->dtype);
+    return b > 1 && w->ndim >= 2 && w->stride[w->ndim - 1] == 1 && w->stride[w->ndim - 2] % b == 0;
+}
 
 static vlm_tensor *core_like(vlm_compute *c, const vlm_tensor *a) {
     return vlm_new(c, VLM_F32, a->ndim, a->shape);
@@ -1889,8 +1980,8 @@ vlm_tensor *vlm_linear(vlm_compute *c, vlm_tensor *x, vlm_tensor *w, vlm_tensor 
                  (long long)K, (long long)w->shape[w->ndim - 1]);
     /* int8 x int8 -> exact int32 sums: 2-D, no bias (the quantized formats' engine) */
     int i8 = x->dtype == VLM_I8 && w->dtype == VLM_I8;
-    CORE_REQUIRE(c, (core_is_float(x->dtype) && core_is_float(w->dtype)) || (i8 && w->ndim == 2 && !bias && K <= (1 << 17)),
-                 "matmul of %s x %s (float tensors, or 2-D int8 ones with K <= 131072 and no bias)",
+    CORE_REQUIRE(c, (core_is_float(x->dtype) && core_is_weight(w)) || (i8 && w->ndim == 2 && !bias && K <= (1 << 17)),
+                 "matmul of %s x %s (float x, float or quantized w; or 2-D int8 ones with K <= 131072 and no bias)",
                  vlm_dtype_name(x->dtype), vlm_dtype_name(w->dtype));
     CORE_REQUIRE(c, x->stride[x->ndim - 1] == 1 && w->stride[w->ndim - 1] == 1, "matmul needs unit inner stride");
     if (w->ndim > 2) { /* batched: leading dims of w match those of x */
@@ -1914,6 +2005,8 @@ vlm_tensor *vlm_matmul_id(vlm_compute *c, vlm_tensor *x, vlm_tensor *w, vlm_tens
     int64_t T = ids->shape[0], k = ids->shape[1], N = w->shape[1], K = w->shape[2];
     CORE_REQUIRE(c, x->shape[1] == K && (x->shape[0] == T || x->shape[0] == T * k), "matmul_id shapes");
     CORE_REQUIRE(c, vlm_is_contiguous(x) && vlm_is_contiguous(w) && vlm_is_contiguous(ids), "matmul_id needs contiguous inputs");
+    CORE_REQUIRE(c, core_is_float(x->dtype) && core_is_weight(w), "matmul_id of %s x %s", vlm_dtype_name(x->dtype),
+                 vlm_dtype_name(w->dtype));
     vlm_op op = {.kind = VLM_OP_MATMUL_ID, .a = x, .b = w, .aux = ids};
     op.out = vlm_new_3d(c, VLM_F32, T, k, N);
     return op.out ? core_run(c, &op) : NULL;
@@ -2044,7 +2137,7 @@ vlm_tensor *vlm_get_rows(vlm_compute *c, vlm_tensor *table, vlm_tensor *ids) {
     if (!table || !ids) return NULL;
     CORE_REQUIRE(c, table->ndim == 2 && ids->ndim == 1 && (ids->dtype == VLM_I32 || ids->dtype == VLM_I64),
                  "get_rows wants table[V,D], ids[n] i32/i64");
-    CORE_REQUIRE(c, core_is_float(table->dtype) && table->stride[1] == 1, "get_rows table");
+    CORE_REQUIRE(c, core_is_weight(table) && table->stride[1] == 1, "get_rows table");
     vlm_op op = {.kind = VLM_OP_GET_ROWS, .a = table, .b = ids};
     op.out = vlm_new_2d(c, VLM_F32, ids->shape[0], table->shape[1]);
     return op.out ? core_run(c, &op) : NULL;
@@ -2143,6 +2236,76 @@ void vlm_rope_table(float *cos_out, float *sin_out, const float *pos, int n, con
             sin_out[t * 2 * n_freq + i] = sin_out[t * 2 * n_freq + n_freq + i] = sv;
         }
 }
+/* ---- src/core/quant.c ---- */
+/* The block-quantized weight formats: reference codecs (the byte layouts
+ * are the README's "Quantized weights"). The CPU kernels read these blocks
+ * directly; these scalar versions define the formats, quantize at load and
+ * serve tests and host-side glue. */
+
+#include <math.h>
+#include <string.h>
+
+/* Nearest integer to v (ties away from zero), clamped to [lo, hi]; NaN -> 0. */
+static int quant_code(float v, int lo, int hi) {
+    if (!(v == v)) return 0;
+    v = roundf(v);
+    return v < (float)lo ? lo : v > (float)hi ? hi : (int)v;
+}
+
+/* One block: src[0..32) into dst. */
+static void quant_block(vlm_dtype t, const float *src, unsigned char *dst) {
+    if (t == VLM_Q8_0) {
+        /* d = max|x| / 127 stored as f16; the codes are taken against that
+         * stored d, so dequantization sees the scale it was quantized with */
+        float amax = 0;
+        for (int i = 0; i < 32; i++) amax = fabsf(src[i]) > amax ? fabsf(src[i]) : amax;
+        uint16_t dh = vlm_f32_to_f16(amax / 127.0f);
+        float d = vlm_f16_to_f32(dh), id = d != 0 ? 1.0f / d : 0.0f;
+        memcpy(dst, &dh, 2);
+        for (int i = 0; i < 32; i++) dst[2 + i] = (unsigned char)(int8_t)quant_code(src[i] * id, -127, 127);
+        return;
+    }
+    /* q4_0: the element of largest magnitude m gets code 0 (d = m / -8), so
+     * the 16 codes cover [-8d, 7d] with the extreme value exact */
+    float m = 0;
+    for (int i = 0; i < 32; i++) m = fabsf(src[i]) > fabsf(m) ? src[i] : m;
+    uint16_t dh = vlm_f32_to_f16(m / -8.0f);
+    float d = vlm_f16_to_f32(dh), id = d != 0 ? 1.0f / d : 0.0f;
+    memcpy(dst, &dh, 2);
+    for (int j = 0; j < 16; j++) {
+        int lo = quant_code(src[j] * id + 8.0f, 0, 15), hi = quant_code(src[j + 16] * id + 8.0f, 0, 15);
+        dst[2 + j] = (unsigned char)(lo | hi << 4);
+    }
+}
+
+void vlm_quantize_row(vlm_dtype t, const float *x, int64_t n, void *blocks) {
+    unsigned char *dst = (unsigned char *)blocks;
+    size_t bs = vlm_dtype_size(t);
+    for (int64_t i = 0; i < n; i += 32, dst += bs) {
+        float tmp[32] = {0};
+        memcpy(tmp, x + i, sizeof(float) * (size_t)(n - i < 32 ? n - i : 32));
+        quant_block(t, tmp, dst);
+    }
+}
+
+void vlm_dequantize_row(vlm_dtype t, const void *blocks, int64_t n, float *x) {
+    const unsigned char *src = (const unsigned char *)blocks;
+    size_t bs = vlm_dtype_size(t);
+    for (int64_t i = 0; i < n; i += 32, src += bs) {
+        uint16_t dh;
+        memcpy(&dh, src, 2);
+        float d = vlm_f16_to_f32(dh), v[32];
+        for (int j = 0; j < 32; j++)
+            v[j] = t == VLM_Q8_0 ? d * (float)(int8_t)src[2 + j] : d * (float)((src[2 + j % 16] >> (j < 16 ? 0 : 4) & 15) - 8);
+        memcpy(x + i, v, sizeof(float) * (size_t)(n - i < 32 ? n - i : 32));
+    }
+}
+
+int vlm_quant_from_name(const char *name, vlm_dtype *out) {
+    if (name && !strcmp(name, "q8_0")) { *out = VLM_Q8_0; return 0; }
+    if (name && !strcmp(name, "q4_0")) { *out = VLM_Q4_0; return 0; }
+    return -1;
+}
 /* ---- src/core/tensor.c ---- */
 /* Tensors, the arena, the compute context, views, named host tensors. */
 
@@ -2157,18 +2320,31 @@ int64_t vlm_nelem(const vlm_tensor *t) {
     return n;
 }
 
-size_t vlm_nbytes(const vlm_tensor *t) { return (size_t)vlm_nelem(t) * vlm_dtype_size(t->dtype); }
+/* Elements a row of the last dim takes in memory: block types pad rows to
+ * whole blocks. */
+static int64_t core_row_span(const vlm_tensor *t) {
+    int64_t n = t->ndim ? t->shape[t->ndim - 1] : 1, b = vlm_dtype_block(t->dtype);
+    return (n + b - 1) / b * b;
+}
+
+size_t vlm_nbytes(const vlm_tensor *t) {
+    int64_t n = t->ndim ? t->shape[t->ndim - 1] : 1;
+    return n ? (size_t)(vlm_nelem(t) / n) * vlm_dtype_bytes(t->dtype, n) : 0;
+}
 
 static void core_set_contiguous_strides(vlm_tensor *t) {
     int64_t s = 1;
-    for (int i = t->ndim - 1; i >= 0; i--) { t->stride[i] = s; s *= t->shape[i]; }
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        t->stride[i] = s;
+        s *= i == t->ndim - 1 ? core_row_span(t) : t->shape[i];
+    }
 }
 
 int vlm_is_contiguous(const vlm_tensor *t) {
     int64_t s = 1;
     for (int i = t->ndim - 1; i >= 0; i--) {
         if (t->shape[i] != 1 && t->stride[i] != s) return 0;
-        s *= t->shape[i];
+        s *= i == t->ndim - 1 ? core_row_span(t) : t->shape[i];
     }
     return 1;
 }
@@ -2204,6 +2380,11 @@ float vlm_get_f32(const vlm_tensor *t, int64_t flat) {
     case VLM_I64: return (float)((const int64_t *)t->data)[o];
     case VLM_U8: case VLM_BOOL: return (float)((const uint8_t *)t->data)[o];
     case VLM_I8: return (float)((const int8_t *)t->data)[o];
+    case VLM_Q8_0: case VLM_Q4_0: { /* o is a multiple of 32 plus the index in its block */
+        float blk[32];
+        vlm_dequantize_row(t->dtype, (const char *)t->data + vlm_dtype_bytes(t->dtype, o - o % 32), 32, blk);
+        return blk[o % 32];
+    }
     default: return 0;
     }
 }
@@ -2358,6 +2539,8 @@ vlm_tensor *vlm_reshape(vlm_compute *c, vlm_tensor *t, int ndim, const int64_t *
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) n *= shape[i];
     CORE_REQUIRE(c, n == vlm_nelem(t), "reshape to %lld elements from %lld", (long long)n, (long long)vlm_nelem(t));
+    CORE_REQUIRE(c, vlm_dtype_block(t->dtype) == 1 || shape[ndim - 1] == t->shape[t->ndim - 1],
+                 "reshape of %s must keep its rows", vlm_dtype_name(t->dtype));
     vlm_tensor *v = core_header(c);
     if (v) *v = vlm_tensor_make(t->dtype, ndim, shape, t->data);
     return v;
@@ -2384,6 +2567,8 @@ vlm_tensor *vlm_permute(vlm_compute *c, vlm_tensor *t, const int *perm) {
     for (int i = 0; i < t->ndim; i++) {
         CORE_REQUIRE(c, perm[i] >= 0 && perm[i] < t->ndim && !(seen & (1 << perm[i])), "bad permutation");
         seen |= 1 << perm[i];
+        CORE_REQUIRE(c, vlm_dtype_block(t->dtype) == 1 || i != t->ndim - 1 || perm[i] == i,
+                     "permute of %s must keep its rows", vlm_dtype_name(t->dtype));
         v->shape[i] = t->shape[perm[i]];
         v->stride[i] = t->stride[perm[i]];
     }
@@ -2405,9 +2590,11 @@ vlm_tensor *vlm_slice(vlm_compute *c, vlm_tensor *t, int dim, int64_t start, int
     CORE_REQUIRE(c, dim >= 0 && dim < t->ndim && start >= 0 && len >= 0 && start + len <= t->shape[dim],
                  "slice [%lld, +%lld) of dim %d (size %lld)", (long long)start, (long long)len, dim,
                  (long long)(dim >= 0 && dim < t->ndim ? t->shape[dim] : -1));
+    CORE_REQUIRE(c, vlm_dtype_block(t->dtype) == 1 || (t->stride[dim] * start) % vlm_dtype_block(t->dtype) == 0,
+                 "slice of %s inside a block", vlm_dtype_name(t->dtype));
     vlm_tensor *v = core_view(c, t);
     if (!v) return NULL;
-    v->data = (char *)t->data + start * t->stride[dim] * (int64_t)vlm_dtype_size(t->dtype);
+    v->data = (char *)t->data + vlm_dtype_bytes(t->dtype, start * t->stride[dim]);
     v->shape[dim] = len;
     return v;
 }
@@ -2423,7 +2610,7 @@ vlm_tensor *vlm_index(vlm_compute *c, vlm_tensor *t, int64_t i) {
 vlm_tensor *vlm_split_last(vlm_compute *c, vlm_tensor *t, int64_t n0, int64_t n1) {
     if (!t) return NULL;
     int d = t->ndim - 1;
-    CORE_REQUIRE(c, t->ndim < VLM_MAX_DIMS && t->stride[d] == 1 && n0 * n1 == t->shape[d],
+    CORE_REQUIRE(c, t->ndim < VLM_MAX_DIMS && t->stride[d] == 1 && n0 * n1 == t->shape[d] && vlm_dtype_block(t->dtype) == 1,
                  "split_last: %lld into %lldx%lld", (long long)t->shape[d], (long long)n0, (long long)n1);
     vlm_tensor *v = core_view(c, t);
     if (!v) return NULL;
@@ -3004,7 +3191,20 @@ vlm_status vlm_model_load(vlm_model **out, const char *dir, const vlm_model_para
         m->own_backend = 1;
     }
     model_read_eos(m);
+    if (p && (p->quant == VLM_Q8_0 || p->quant == VLM_Q4_0)) {
+        m->quant = p->quant;
+        m->quant_vision = p->quant_vision;
+    } else if (p && p->quant != 0) {
+        s = vlm_error_set(err, VLM_ERR_ARG, "quantization to %s: only q8_0 and q4_0 are supported", vlm_dtype_name(p->quant));
+        goto fail;
+    }
+    if (p) {
+        m->progress = p->progress;
+        m->progress_user = p->progress_user;
+    }
+    for (int i = 0; i < m->weights.n_entries; i++) m->progress_total += (int64_t)m->weights.entries[i].nbytes;
     if ((s = m->arch->load(m, err)) != VLM_OK) goto fail;
+    if (m->progress) m->progress(m->progress_user, m->progress_total, m->progress_total);
     *out = m;
     return VLM_OK;
 fail:
@@ -3023,15 +3223,11 @@ void vlm_model_free(vlm_model *m) {
     free(m);
 }
 
-/* A made-up weight for benchmarks: vectors near 1 (norm scales), matrices
- * small and centred so activations stay finite through many layers. */
-static vlm_tensor *model_random_weight(vlm_model *m, int ndim, const int64_t *shape) {
-    vlm_tensor *t = (vlm_tensor *)vlm_arena_alloc(&m->arena, sizeof *t);
-    if (!t) return NULL;
-    *t = vlm_tensor_make(m->random_dtype, ndim, shape, NULL);
+/* Made-up weights for benchmarks: vectors near 1 (norm scales), matrices
+ * small and centred so activations stay finite through many layers. Fills
+ * t (contiguous, of m->random_dtype). */
+static void model_random_fill(vlm_model *m, vlm_tensor *t, int ndim) {
     int64_t n = vlm_nelem(t);
-    t->data = vlm_arena_alloc(&m->arena, vlm_nbytes(t));
-    if (!t->data) return NULL;
     float scale = ndim == 1 ? 0.1f : 0.04f, offset = ndim == 1 ? 1.0f : 0.0f;
     /* Draw a block of 4099 values (a prime, so rows don't repeat in step) and
      * tile it: the values only need to be plausible, and a 7B model would
@@ -3050,6 +3246,14 @@ static vlm_tensor *model_random_weight(vlm_model *m, int ndim, const int64_t *sh
     for (int64_t done = BLOCK; done < n; done *= 2) /* doubling copies */
         memcpy(p + done * es, p, (size_t)((n - done < done ? n - done : done)) * es);
     m->rng = x;
+}
+static vlm_tensor *model_random_weight(vlm_model *m, int ndim, const int64_t *shape) {
+    vlm_tensor *t = (vlm_tensor *)vlm_arena_alloc(&m->arena, sizeof *t);
+    if (!t) return NULL;
+    *t = vlm_tensor_make(m->random_dtype, ndim, shape, NULL);
+    t->data = vlm_arena_alloc(&m->arena, vlm_nbytes(t));
+    if (!t->data) return NULL;
+    model_random_fill(m, t, ndim);
     return t;
 }
 
@@ -3070,7 +3274,115 @@ vlm_tensor *vlm_weight_opt(vlm_model *m, const char *name) {
     return t;
 }
 
+static vlm_tensor *model_weight(vlm_model *m, const char *name, int ndim, const int64_t *shape, vlm_error *err);
+
+static void model_progress(vlm_model *m, size_t bytes) {
+    m->progress_done += (int64_t)bytes;
+    if (m->progress) m->progress(m->progress_user, m->progress_done, m->progress_total);
+}
+
 vlm_tensor *vlm_weight(vlm_model *m, const char *name, int ndim, const int64_t *shape, vlm_error *err) {
+    vlm_tensor *t = model_weight(m, name, ndim, shape, err);
+    if (t) model_progress(m, vlm_nbytes(t));
+    return t;
+}
+
+/* ------------------------------------------------------------------ quantize at load */
+
+typedef struct model_quant_arg {
+    const vlm_tensor *src;
+    vlm_tensor *dst;
+} model_quant_arg;
+
+/* Rows [r0, r1) of src into dst's blocks, 1024 elements (32 blocks) at a
+ * time so that no row-sized buffer is needed. */
+static void model_quant_rows(void *p, int64_t r0, int64_t r1, int thread) {
+    (void)thread;
+    const model_quant_arg *A = (const model_quant_arg *)p;
+    const vlm_tensor *src = A->src;
+    int64_t K = src->shape[1];
+    size_t es = vlm_dtype_size(src->dtype), row_bytes = vlm_dtype_bytes(A->dst->dtype, K);
+    float buf[1024];
+    for (int64_t r = r0; r < r1; r++) {
+        const unsigned char *s = (const unsigned char *)src->data + (size_t)(r * src->stride[0]) * es;
+        unsigned char *d = (unsigned char *)A->dst->data + (size_t)r * row_bytes;
+        for (int64_t k = 0; k < K; k += 1024) {
+            int64_t n = K - k < 1024 ? K - k : 1024;
+            for (int64_t i = 0; i < n; i++) {
+                const unsigned char *e = s + (size_t)(k + i) * es;
+                uint16_t h;
+                if (src->dtype == VLM_F32) memcpy(&buf[i], e, 4);
+                else {
+                    memcpy(&h, e, 2);
+                    buf[i] = src->dtype == VLM_F16 ? vlm_f16_to_f32(h) : vlm_bf16_to_f32(h);
+                }
+            }
+            vlm_quantize_row(A->dst->dtype, buf, n, d + vlm_dtype_bytes(A->dst->dtype, k));
+        }
+    }
+}
+
+static vlm_dtype model_quant_for(const vlm_model *m, vlm_linear_role role) {
+    if (!m->quant || (role == VLM_LINEAR_VISION && !m->quant_vision)) return 0;
+    return role == VLM_LINEAR_OUTPUT ? VLM_Q8_0 : m->quant;
+}
+
+/* src (2-D, f32/f16/bf16, unit inner stride) quantized to q in the model's
+ * arena; NULL when out of memory. */
+static vlm_tensor *model_quantize(vlm_model *m, const vlm_tensor *src, vlm_dtype q) {
+    vlm_tensor *dst = (vlm_tensor *)vlm_arena_alloc(&m->arena, sizeof *dst);
+    if (!dst) return NULL;
+    *dst = vlm_tensor_make(q, 2, src->shape, NULL);
+    if (!(dst->data = vlm_arena_alloc(&m->arena, vlm_nbytes(dst)))) return NULL;
+    model_quant_arg A = {src, dst};
+    vlm_cpu_parallel_for(m->be, src->shape[0], 16, model_quant_rows, &A);
+    m->quant_tensors++;
+    m->quant_bytes += vlm_nbytes(dst);
+    return dst;
+}
+
+static int model_quantizable(const vlm_tensor *t) {
+    return t->ndim == 2 && (t->dtype == VLM_F32 || t->dtype == VLM_F16 || t->dtype == VLM_BF16) && t->stride[1] == 1 &&
+           t->shape[1] > 0;
+}
+
+vlm_tensor *vlm_quantize_weight(vlm_model *m, vlm_tensor *t, vlm_linear_role role, const char *name, vlm_error *err) {
+    vlm_dtype q = model_quant_for(m, role);
+    if (!t || !q || !model_quantizable(t)) return t;
+    vlm_tensor *d = model_quantize(m, t, q);
+    if (!d) {
+        vlm_error_set(err, VLM_ERR_OOM, "out of memory quantizing weight %s", name);
+        return NULL;
+    }
+    if (!m->random_weights) vlm_map_release(t->data, vlm_nbytes(t)); /* read again from the file if still used */
+    return d;
+}
+
+vlm_tensor *vlm_weight_linear(vlm_model *m, const char *name, int64_t out, int64_t in, vlm_linear_role role,
+                              vlm_error *err) {
+    const int64_t shape[2] = {out, in};
+    vlm_dtype q = model_quant_for(m, role);
+    if (!q) return vlm_weight(m, name, 2, shape, err);
+    if (!m->random_weights) {
+        vlm_tensor *t = model_weight(m, name, 2, shape, err);
+        if (t) model_progress(m, vlm_nbytes(t));
+        return vlm_quantize_weight(m, t, role, name, err);
+    }
+    /* made up straight into a temporary, so that no float copy stays */
+    vlm_tensor src = vlm_tensor_make(m->random_dtype, 2, shape, NULL);
+    src.data = malloc(vlm_nbytes(&src) ? vlm_nbytes(&src) : 1);
+    vlm_tensor *d = NULL;
+    if (src.data) {
+        model_random_fill(m, &src, 2);
+        d = model_quantizable(&src) ? model_quantize(m, &src, q) : NULL;
+    }
+    free(src.data);
+    if (!d) vlm_error_set(err, VLM_ERR_OOM, "out of memory for weight %s", name);
+    else model_progress(m, vlm_nbytes(d));
+    return d;
+}
+
+static vlm_tensor *model_weight(vlm_model *m, const char *name, int ndim, const int64_t *shape, vlm_error *err) {
     if (m->random_weights) {
         vlm_tensor *r = model_random_weight(m, ndim, shape);
         if (!r) vlm_error_set(err, VLM_ERR_OOM, "out of memory for weight %s", name);
@@ -3288,7 +3600,7 @@ static vlm_status st_open_file(vlm_st_file *f, const char *path, st_list *list, 
             break;
         }
         vlm_dtype dt;
-        if (vlm_dtype_from_name(jd->str, &dt)) {
+        if (vlm_dtype_from_name(jd->str, &dt) || vlm_dtype_block(dt) != 1) { /* block types are stored as U8 */
             st = vlm_error_set(err, VLM_ERR_UNSUPPORTED, "%s: tensor '%s': unsupported dtype \"%s\"", path, name, jd->str);
             break;
         }
@@ -3568,7 +3880,8 @@ vlm_status vlm_st_write(const char *path, int n, const char *const *names,
         const vlm_tensor *t = tensors[i];
         if (!names[i] || !names[i][0] || !strcmp(names[i], "__metadata__"))
             s = vlm_error_set(err, VLM_ERR_ARG, "vlm_st_write: tensor %d has an invalid name", i);
-        else if (!t || (unsigned)t->dtype >= VLM_NTYPES || t->ndim < 0 || t->ndim > VLM_MAX_DIMS)
+        else if (!t || (unsigned)t->dtype >= VLM_NTYPES || vlm_dtype_block(t->dtype) != 1 || t->ndim < 0 ||
+                 t->ndim > VLM_MAX_DIMS) /* block types go as U8 bytes */
             s = vlm_error_set(err, VLM_ERR_ARG, "vlm_st_write: tensor '%s' has an invalid header", names[i]);
         else if (!vlm_is_contiguous(t))
             s = vlm_error_set(err, VLM_ERR_ARG, "vlm_st_write: tensor '%s' is not contiguous", names[i]);
@@ -15199,7 +15512,15 @@ vlm_status vlm_engine_open(vlm_engine **out, const char *dir, const vlm_engine_p
     e->limits = vlm_limits_resolve(p ? p->limits : NULL);
     vlm_model_params mp = {.n_threads = p ? p->n_threads : 0, .kernels = p ? p->kernels : NULL,
                            .compute = p ? p->compute : NULL};
-    vlm_status s = vlm_model_load(&e->model, dir, &mp, err);
+    vlm_status s = VLM_OK;
+    if (p && p->quant && strcmp(p->quant, "none") && vlm_quant_from_name(p->quant, &mp.quant))
+        s = vlm_error_set(err, VLM_ERR_ARG, "unknown quantization '%s' (none, q8_0 or q4_0)", p->quant);
+    if (p) {
+        mp.quant_vision = p->quant_vision;
+        mp.progress = p->load_progress;
+        mp.progress_user = p->load_progress_user;
+    }
+    if (s == VLM_OK) s = vlm_model_load(&e->model, dir, &mp, err);
     if (s == VLM_OK) s = vlm_tokenizer_load(&e->tok, dir, err);
     if (s == VLM_OK && !strcmp(vlm_json_str(vlm_json_get(e->model->config, "model_type"), ""), "internvl_chat"))
         api_internvl_chat_proc(&e->proc, e->model->config);

@@ -67,6 +67,8 @@ typedef struct cpu_ctx {
     size_t shared_n;
     float *rounded;               /* a matmul's input rounded to bf16 (bf16 compute) */
     size_t rounded_n;
+    float *xq;                    /* a matmul's input quantized to int8 blocks (quantized weights) */
+    size_t xq_n;
     int bf16;                     /* compute mode: 1 bf16 (inputs of every matmul rounded), 0 f32 */
     vlm_backend be;
     vlm_status (*exec)(struct cpu_ctx *ctx, const vlm_op *op, vlm_error *err); /* the kernel variant's */
@@ -90,6 +92,7 @@ CPU_FN void cpu_parallel(cpu_ctx *ctx, int64_t n, int64_t min_chunk, vlm_paralle
 CPU_FN int cpu_reserve(cpu_ctx *ctx, size_t n);
 CPU_FN float *cpu_shared(cpu_ctx *ctx, size_t n);
 CPU_FN float *cpu_rounded(cpu_ctx *ctx, size_t n);
+CPU_FN float *cpu_xq(cpu_ctx *ctx, size_t n);
 
 /* ------------------------------------------------------------------ kernel variants */
 
@@ -171,6 +174,8 @@ typedef struct cpu_ctx {
     size_t shared_n;
     float *rounded;               /* a matmul's input rounded to bf16 (bf16 compute) */
     size_t rounded_n;
+    float *xq;                    /* a matmul's input quantized to int8 blocks (quantized weights) */
+    size_t xq_n;
     int bf16;                     /* compute mode: 1 bf16 (inputs of every matmul rounded), 0 f32 */
     vlm_backend be;
     vlm_status (*exec)(struct cpu_ctx *ctx, const vlm_op *op, vlm_error *err); /* the kernel variant's */
@@ -194,6 +199,7 @@ CPU_FN void cpu_parallel(cpu_ctx *ctx, int64_t n, int64_t min_chunk, vlm_paralle
 CPU_FN int cpu_reserve(cpu_ctx *ctx, size_t n);
 CPU_FN float *cpu_shared(cpu_ctx *ctx, size_t n);
 CPU_FN float *cpu_rounded(cpu_ctx *ctx, size_t n);
+CPU_FN float *cpu_xq(cpu_ctx *ctx, size_t n);
 
 /* ------------------------------------------------------------------ kernel variants */
 
@@ -339,6 +345,7 @@ static float *cpu_grow(float **buf, size_t *cap, size_t n) {
 }
 
 CPU_FN float *cpu_rounded(cpu_ctx *ctx, size_t n) { return cpu_grow(&ctx->rounded, &ctx->rounded_n, n); }
+CPU_FN float *cpu_xq(cpu_ctx *ctx, size_t n) { return cpu_grow(&ctx->xq, &ctx->xq_n, n); }
 
 CPU_FN float *cpu_shared(cpu_ctx *ctx, size_t n) { return cpu_grow(&ctx->shared, &ctx->shared_n, n); }
 /* ---- src/cpu/variant.c: scalar ---- */
@@ -432,10 +439,51 @@ static inline float cpu_scalar_hmax(__m256 v) {
 }
 #endif
 
+/* Bytes from a row's start to element n of it (block types: n a multiple
+ * of 32, or the row's end). */
+static inline int64_t cpu_scalar_bytes(vlm_dtype t, int64_t n) {
+    if (t == VLM_Q8_0 || t == VLM_Q4_0) return (n + 31) / 32 * (int64_t)vlm_dtype_size(t);
+    return n * (int64_t)vlm_dtype_size(t);
+}
+
+/* The 32 codes of a block as int8: q8_0 as stored, q4_0 minus 8 (the low
+ * nibbles are elements 0..15, the high ones 16..31). */
+#if CPU_AVX2
+static inline __m256i cpu_scalar_codes_q8(const unsigned char *b) { return _mm256_loadu_si256((const __m256i *)(b + 2)); }
+static inline __m256i cpu_scalar_codes_q4(const unsigned char *b) {
+    __m128i p = _mm_loadu_si128((const __m128i *)(b + 2));
+    __m256i v = _mm256_set_m128i(_mm_srli_epi16(p, 4), p);
+    return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(15)), _mm256_set1_epi8(8));
+}
+#endif
+static inline float cpu_scalar_block_scale(const unsigned char *b) {
+    uint16_t h;
+    memcpy(&h, b, 2);
+    return cpu_scalar_h2f(h);
+}
+
+/* n elements of a block-quantized row to f32. */
+static inline void cpu_scalar_dequant(float *dst, const unsigned char *src, vlm_dtype t, int64_t n) {
+    int64_t i = 0;
+#if CPU_AVX2
+    for (size_t bs = vlm_dtype_size(t); i + 32 <= n; i += 32, src += bs) {
+        __m256i q = t == VLM_Q8_0 ? cpu_scalar_codes_q8(src) : cpu_scalar_codes_q4(src);
+        __m256 d = _mm256_set1_ps(cpu_scalar_block_scale(src));
+        __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+        _mm256_storeu_ps(dst + i, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo))));
+        _mm256_storeu_ps(dst + i + 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)))));
+        _mm256_storeu_ps(dst + i + 16, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi))));
+        _mm256_storeu_ps(dst + i + 24, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)))));
+    }
+#endif
+    if (i < n) vlm_dequantize_row(t, src, n - i, dst + i);
+}
+
 /* Contiguous conversion of n elements to f32. */
 static inline void cpu_scalar_to_f32(float *dst, const void *src, vlm_dtype t, int64_t n) {
     int64_t i = 0;
     switch (t) {
+    case VLM_Q8_0: case VLM_Q4_0: cpu_scalar_dequant(dst, (const unsigned char *)src, t, n); return;
     case VLM_F32: memcpy(dst, src, (size_t)n * 4); return;
     case VLM_F16: {
         const uint16_t *s = (const uint16_t *)src;
@@ -489,13 +537,12 @@ static inline void cpu_scalar_round_bf16(float *x, int64_t n) {
  * weights; bf16 values are already bf16). */
 static inline void cpu_scalar_to_f32_round(float *dst, const void *src, vlm_dtype t, int64_t n, int round) {
     cpu_scalar_to_f32(dst, src, t, n);
-    if (round && t != VLM_BF16) cpu_scalar_round_bf16(dst, n);
+    if (round && (t == VLM_F32 || t == VLM_F16)) cpu_scalar_round_bf16(dst, n);
 }
 
 /* Strided load of n elements (stride in elements, may be 0) to f32. */
 static inline void cpu_scalar_load(float *dst, const void *base, vlm_dtype t, int64_t off, int64_t stride, int64_t n) {
-    size_t es = vlm_dtype_size(t);
-    const char *p = (const char *)base + off * (int64_t)es;
+    const char *p = (const char *)base + cpu_scalar_bytes(t, off); /* block types: whole rows only (stride 1) */
     if (stride == 1) { cpu_scalar_to_f32(dst, p, t, n); return; }
     switch (t) {
     case VLM_F32: for (int64_t i = 0; i < n; i++) dst[i] = ((const float *)p)[i * stride]; return;
@@ -1130,13 +1177,12 @@ static inline void cpu_scalar_pack_8x8(float *d, const float *const r[8], int64_
  * bf16 compute mode; bf16 weights are unchanged) and transposed 8x8. */
 CPU_KFN void cpu_scalar_pack_panels(float *dst, const char *w, vlm_dtype wt, int64_t ldw, int64_t nb, int64_t K, int round,
                              float *rows) {
-    size_t es = vlm_dtype_size(wt);
     int64_t K8 = K & ~(int64_t)7, nb16 = (nb + CPU_NR - 1) / CPU_NR * CPU_NR;
     for (int64_t n0 = 0; n0 < nb16; n0 += 8) {
         const float *r[8];
         for (int j = 0; j < 8; j++) {
             float *buf = rows + j * K;
-            if (n0 + j < nb) cpu_scalar_to_f32_round(buf, w + (n0 + j) * ldw * (int64_t)es, wt, K, round);
+            if (n0 + j < nb) cpu_scalar_to_f32_round(buf, w + cpu_scalar_bytes(wt, (n0 + j) * ldw), wt, K, round);
             else memset(buf, 0, sizeof(float) * (size_t)K);
             r[j] = buf;
         }
@@ -1366,6 +1412,194 @@ CPU_KFN vlm_status cpu_scalar_op_matmul_i8(cpu_ctx *ctx, const vlm_op *op, vlm_e
     cpu_parallel(ctx, (A.N + A.nb - 1) / A.nb * A.mtiles, 1, cpu_scalar_i8_fn, &A);
     return VLM_OK;
 }
+/* Products of few rows of x with block-quantized weights (q8_0, q4_0), as
+ * llama.cpp does them: each row of x is quantized per block of 32 to int8
+ * codes with an f32 scale (the activation rule below), a weight block's
+ * codes meet x's in an exact int32 dot product, and the two scales multiply
+ * it. Decode is bound by the weight stream, and this reads 34 (q8_0) or 18
+ * (q4_0) bytes per 32 weights against 64 in bf16. Many rows go to the f32
+ * GEMM engine on dequantized panels instead (matmul.c): there the arithmetic
+ * is the limit and x stays exact.
+ *
+ * Activation rule (the reference the tests check against): per block,
+ * d = max|x| / 127, q = nearest integer to x * (1 / d), ties to even; the
+ * last block of a row is padded with zeros. */
+
+#define CPU_QROWS 4 /* rows of x sharing one pass over a weight row */
+
+/* Row r of the quantized x: K32 codes, then K32 / 32 scales. */
+static inline int64_t cpu_scalar_xq_row_bytes(int64_t K32) { return K32 + K32 / 32 * 4; }
+
+/* x[0..K) into codes q[0..K32) and scales d[0..K32/32). */
+static void cpu_scalar_quant_act(const float *x, int64_t K, int8_t *q, float *d) {
+    for (int64_t i = 0; i < K; i += 32) {
+        float blk[32];
+        const float *b = x + i;
+        if (K - i < 32) { /* the padded last block */
+            memset(blk, 0, sizeof blk);
+            memcpy(blk, x + i, sizeof(float) * (size_t)(K - i));
+            b = blk;
+        }
+#if CPU_AVX2
+        __m256 v0 = _mm256_loadu_ps(b), v1 = _mm256_loadu_ps(b + 8), v2 = _mm256_loadu_ps(b + 16),
+               v3 = _mm256_loadu_ps(b + 24);
+        const __m256 sign = _mm256_set1_ps(-0.0f);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+        float amax = cpu_scalar_hmax(m), dd = amax / 127.0f, id = dd != 0 ? 1.0f / dd : 0.0f;
+        __m256 vid = _mm256_set1_ps(id);
+        /* cvtps rounds as nearbyintf does: in the current mode, nearest-even by default */
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, vid)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, vid));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, vid)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, vid));
+        /* packs interleave the 128-bit lanes; the permute puts elements back in order */
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(q + i), p);
+        d[i / 32] = dd;
+#else
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = fabsf(b[j]) > amax ? fabsf(b[j]) : amax;
+        float dd = amax / 127.0f, id = dd != 0 ? 1.0f / dd : 0.0f;
+        for (int j = 0; j < 32; j++) {
+            float v = nearbyintf(b[j] * id);
+            q[i + j] = (int8_t)(v == v ? v : 0);
+        }
+        d[i / 32] = dd;
+#endif
+    }
+}
+
+#if CPU_AVX2
+/* Sum of w[i] * x[i] over 32 int8 pairs, as 8 int32 lanes (|w|, |x| <= 127:
+ * pair sums fit in int16). */
+static inline __m256i cpu_scalar_dot32_i8(__m256i w, __m256i x) {
+    __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+static inline __attribute__((always_inline)) __m256i cpu_scalar_codes(const unsigned char *b, const vlm_dtype wt) {
+    return wt == VLM_Q8_0 ? cpu_scalar_codes_q8(b) : cpu_scalar_codes_q4(b);
+}
+#endif
+
+/* res[r] = x_r . w for m <= CPU_QROWS quantized rows of x (codes xc[r],
+ * scales xd[r]) and one weight row of nblk blocks. */
+static inline __attribute__((always_inline)) void cpu_scalar_qdot_impl(const unsigned char *w, const vlm_dtype wt, int64_t nblk,
+                                                               const int8_t *const *xc, const float *const *xd,
+                                                               const int m, float *res) {
+    const size_t bs = wt == VLM_Q8_0 ? 34 : 18;
+#if CPU_AVX2
+    if (m == 1) { /* two blocks per step, two accumulators: the latency of one chain hidden by the other */
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        int64_t b = 0;
+        for (; b + 2 <= nblk; b += 2) {
+            const unsigned char *w0 = w + b * bs, *w1 = w0 + bs;
+            __m256i d0 = cpu_scalar_dot32_i8(cpu_scalar_codes(w0, wt), _mm256_loadu_si256((const __m256i *)(xc[0] + b * 32)));
+            __m256i d1 = cpu_scalar_dot32_i8(cpu_scalar_codes(w1, wt), _mm256_loadu_si256((const __m256i *)(xc[0] + b * 32 + 32)));
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(cpu_scalar_block_scale(w0) * xd[0][b]), _mm256_cvtepi32_ps(d0), a0);
+            a1 = _mm256_fmadd_ps(_mm256_set1_ps(cpu_scalar_block_scale(w1) * xd[0][b + 1]), _mm256_cvtepi32_ps(d1), a1);
+        }
+        for (; b < nblk; b++) {
+            const unsigned char *w0 = w + b * bs;
+            __m256i d0 = cpu_scalar_dot32_i8(cpu_scalar_codes(w0, wt), _mm256_loadu_si256((const __m256i *)(xc[0] + b * 32)));
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(cpu_scalar_block_scale(w0) * xd[0][b]), _mm256_cvtepi32_ps(d0), a0);
+        }
+        res[0] = cpu_scalar_hsum(_mm256_add_ps(a0, a1));
+        return;
+    }
+    __m256 acc[CPU_QROWS];
+#pragma GCC unroll 4
+    for (int r = 0; r < m; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+        const unsigned char *wb = w + b * bs;
+        __m256i wc = cpu_scalar_codes(wb, wt), aw = _mm256_sign_epi8(wc, wc);
+        float dw = cpu_scalar_block_scale(wb);
+#pragma GCC unroll 4
+        for (int r = 0; r < m; r++) {
+            __m256i xv = _mm256_loadu_si256((const __m256i *)(xc[r] + b * 32));
+            __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, wc)), _mm256_set1_epi16(1));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xd[r][b]), _mm256_cvtepi32_ps(s), acc[r]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < m; r++) res[r] = cpu_scalar_hsum(acc[r]);
+#else
+    for (int r = 0; r < m; r++) res[r] = 0;
+    for (int64_t b = 0; b < nblk; b++) {
+        const unsigned char *wb = w + b * bs;
+        int8_t wc[32];
+        for (int j = 0; j < 32; j++)
+            wc[j] = wt == VLM_Q8_0 ? (int8_t)wb[2 + j] : (int8_t)((wb[2 + j % 16] >> (j < 16 ? 0 : 4) & 15) - 8);
+        float dw = cpu_scalar_block_scale(wb);
+        for (int r = 0; r < m; r++) {
+            int32_t s = 0;
+            for (int j = 0; j < 32; j++) s += (int32_t)wc[j] * xc[r][b * 32 + j];
+            res[r] += dw * xd[r][b] * (float)s;
+        }
+    }
+#endif
+}
+
+static void cpu_scalar_qdot(const unsigned char *w, vlm_dtype wt, int64_t nblk, const int8_t *const *xc,
+                     const float *const *xd, int m, float *res) {
+#define CPU_QDOT_CASES(WT)                                                  \
+    switch (m) {                                                            \
+    case 1: cpu_scalar_qdot_impl(w, WT, nblk, xc, xd, 1, res); return;             \
+    case 2: cpu_scalar_qdot_impl(w, WT, nblk, xc, xd, 2, res); return;             \
+    case 3: cpu_scalar_qdot_impl(w, WT, nblk, xc, xd, 3, res); return;             \
+    default: cpu_scalar_qdot_impl(w, WT, nblk, xc, xd, 4, res); return;            \
+    }
+    if (wt == VLM_Q8_0) CPU_QDOT_CASES(VLM_Q8_0)
+    CPU_QDOT_CASES(VLM_Q4_0)
+#undef CPU_QDOT_CASES
+}
+
+typedef struct cpu_scalar_qmv_arg {
+    int64_t M, nblk, xrow; /* rows of x, blocks per row, bytes per quantized row of x */
+    const unsigned char *xq;
+    const unsigned char *w;
+    vlm_dtype wt;
+    int64_t wrow;          /* bytes between rows of w */
+    const float *bias;
+    float *out;
+    int64_t ldo;
+} cpu_scalar_qmv_arg;
+
+static void cpu_scalar_qmv_fn(void *p, int64_t n0, int64_t n1, int tid) {
+    (void)tid;
+    const cpu_scalar_qmv_arg *A = (const cpu_scalar_qmv_arg *)p;
+    for (int64_t m0 = 0; m0 < A->M; m0 += CPU_QROWS) {
+        int mm = A->M - m0 < CPU_QROWS ? (int)(A->M - m0) : CPU_QROWS;
+        const int8_t *xc[CPU_QROWS];
+        const float *xd[CPU_QROWS];
+        for (int r = 0; r < mm; r++) {
+            const unsigned char *row = A->xq + (m0 + r) * A->xrow;
+            xc[r] = (const int8_t *)row;
+            xd[r] = (const float *)(row + A->nblk * 32);
+        }
+        for (int64_t n = n0; n < n1; n++) {
+            float res[CPU_QROWS];
+            cpu_scalar_qdot(A->w + n * A->wrow, A->wt, A->nblk, xc, xd, mm, res);
+            float b = A->bias ? A->bias[n] : 0.0f;
+            for (int r = 0; r < mm; r++) A->out[(m0 + r) * A->ldo + n] = res[r] + b;
+        }
+    }
+}
+
+/* out[M, N] (row stride ldo) = x[M, K] . w[N, K]^T + bias for w of a block
+ * type (ldw: elements between its rows, a multiple of 32). */
+CPU_KFN vlm_status cpu_scalar_mm_quant(cpu_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *x, int64_t lda,
+                                const void *w, vlm_dtype wt, int64_t ldw, const float *bias, float *out, int64_t ldo,
+                                vlm_error *err) {
+    int64_t K32 = (K + 31) / 32 * 32, xrow = cpu_scalar_xq_row_bytes(K32);
+    unsigned char *xq = (unsigned char *)cpu_xq(ctx, (size_t)((M * xrow + 3) / 4));
+    if (!xq) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of memory quantizing a matmul input");
+    for (int64_t m = 0; m < M; m++)
+        cpu_scalar_quant_act(x + m * lda, K, (int8_t *)(xq + m * xrow), (float *)(xq + m * xrow + K32));
+    cpu_scalar_qmv_arg A = {M, K32 / 32, xrow, xq, (const unsigned char *)w, wt, cpu_scalar_bytes(wt, ldw), bias, out, ldo};
+    int64_t min_n = 16384 / (K * M) + 1;
+    cpu_parallel(ctx, N, min_n, cpu_scalar_qmv_fn, &A);
+    return VLM_OK;
+}
 /* Matrix products: a SIMD GEMV that reads f32/f16/bf16 weights directly
  * for few rows; for many, the packed-panel GEMM engine (gemm.c) where the
  * variant has one, else sgemm (OpenBLAS) on weight tiles converted to f32.
@@ -1469,10 +1703,9 @@ CPU_KFN void cpu_scalar_dotm(const float *x, int64_t lda, int m, const void *w, 
 
 static void cpu_scalar_gemv_fn(void *p, int64_t n0, int64_t n1, int tid) {
     cpu_scalar_mm_arg *A = (cpu_scalar_mm_arg *)p;
-    size_t es = vlm_dtype_size(A->wt);
     vlm_dtype wt = A->round_w ? VLM_F32 : A->wt;
     for (int64_t n = n0; n < n1; n++) {
-        const void *wr = A->w + n * A->ldw * (int64_t)es;
+        const void *wr = A->w + cpu_scalar_bytes(A->wt, n * A->ldw);
         if (A->round_w) { /* a row at a time: bf16 compute on f16/f32 weights is for tests and tiny models */
             cpu_scalar_to_f32_round(A->ctx->tscratch[tid], wr, A->wt, A->K, 1);
             wr = A->ctx->tscratch[tid];
@@ -1492,14 +1725,13 @@ static void cpu_scalar_gemv_fn(void *p, int64_t n0, int64_t n1, int tid) {
  * items. */
 static void cpu_scalar_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
     cpu_scalar_mm_arg *A = (cpu_scalar_mm_arg *)p;
-    size_t es = vlm_dtype_size(A->wt);
     float *s = A->ctx->tscratch[tid];
     int64_t have = -1;
     for (int64_t t = t0; t < t1; t++) {
         int64_t nt = t / A->mtiles, mt = t % A->mtiles;
         int64_t n0 = nt * A->nb, nb = A->N - n0 < A->nb ? A->N - n0 : A->nb;
         int64_t m0 = mt * A->mb, mb = A->M - m0 < A->mb ? A->M - m0 : A->mb;
-        const char *wt0 = A->w + n0 * A->ldw * (int64_t)es;
+        const char *wt0 = A->w + cpu_scalar_bytes(A->wt, n0 * A->ldw);
         float *o = A->out + m0 * A->ldo + n0;
 #if CPU_AVX2
         if (have != nt) /* the panels, then 8 rows of conversion scratch */
@@ -1513,7 +1745,7 @@ static void cpu_scalar_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
             ldb = A->ldw;
         } else if (have != nt)
             for (int64_t n = 0; n < nb; n++)
-                cpu_scalar_to_f32_round(s + n * A->K, wt0 + n * A->ldw * (int64_t)es, A->wt, A->K, A->round_w);
+                cpu_scalar_to_f32_round(s + n * A->K, wt0 + cpu_scalar_bytes(A->wt, n * A->ldw), A->wt, A->K, A->round_w);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mb, (int)nb, (int)A->K, 1.0f, A->x + m0 * A->lda,
                     (int)A->lda, wp, (int)ldb, 0.0f, o, (int)A->ldo);
 #endif
@@ -1549,8 +1781,12 @@ CPU_KFN vlm_status cpu_scalar_mm(cpu_ctx *ctx, int64_t M, int64_t N, int64_t K, 
         x = xr;
         lda = K;
     }
-    cpu_scalar_mm_arg A = {ctx, M, N, K, x, lda, (const char *)w, wt, ldw, bias, out, ldo, 0, 0, 0, ctx->bf16 && wt != VLM_BF16};
-    if (M < CPU_GEMM_MIN_M) {
+    /* block-quantized weights: their values as stored (dequantized exactly),
+     * never rounded; few rows take the int8 GEMV (gemv_quant.c) */
+    cpu_scalar_mm_arg A = {ctx, M, N, K, x, lda, (const char *)w, wt, ldw, bias, out, ldo, 0, 0, 0,
+                    ctx->bf16 && (wt == VLM_F32 || wt == VLM_F16)};
+    if (M < CPU_GEMM_MIN_M && vlm_dtype_block(wt) > 1) return cpu_scalar_mm_quant(ctx, M, N, K, x, lda, w, wt, ldw, bias, out, ldo, err);
+    if (M < CPU_GEMM_MIN_M && vlm_dtype_block(wt) == 1) {
         if (A.round_w && cpu_reserve(ctx, (size_t)K)) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
         int64_t min_n = 16384 / (K * M) + 1;
         cpu_parallel(ctx, N, min_n, cpu_scalar_gemv_fn, &A);
@@ -1632,7 +1868,6 @@ CPU_KFN vlm_status cpu_scalar_op_matmul(cpu_ctx *ctx, const vlm_op *op, vlm_erro
         return cpu_scalar_mm(ctx, rows, N, K, xp, lda, w->data, w->dtype, w->stride[w->ndim - 2], bias, (float *)o->data, N, err);
     }
     int64_t B = rows / (M ? M : 1);
-    size_t es = vlm_dtype_size(w->dtype);
     for (int64_t b = 0; b < B; b++) {
         /* offsets of batch b in x and w (leading dims equal) */
         int64_t xo = 0, wo = 0, r = b;
@@ -1643,7 +1878,7 @@ CPU_KFN vlm_status cpu_scalar_op_matmul(cpu_ctx *ctx, const vlm_op *op, vlm_erro
             wo += i * w->stride[d];
         }
         const float *xb = stage ? xp + b * M * K : xp + xo;
-        vlm_status s = cpu_scalar_mm(ctx, M, N, K, xb, lda, (const char *)w->data + wo * (int64_t)es, w->dtype,
+        vlm_status s = cpu_scalar_mm(ctx, M, N, K, xb, lda, (const char *)w->data + cpu_scalar_bytes(w->dtype, wo), w->dtype,
                               w->stride[w->ndim - 2], bias, (float *)o->data + b * M * N, N, err);
         if (s) return s;
     }
@@ -1659,23 +1894,22 @@ typedef struct cpu_scalar_moe_arg {
     cpu_ctx *ctx;
     const int64_t *order, *estart;
     const int32_t *elist;
-    int64_t N, K;
+    int64_t N, K, ldw; /* ldw: elements between rows of w (block types: padded) */
     const float *xg;
     const char *w;
     vlm_dtype wt;
     float *out;
-    int round_w; /* bf16 compute on f16/f32 experts */
+    int round_w; /* bf16 compute on f16/f32 experts; or block-quantized experts, converted a row at a time */
 } cpu_scalar_moe_arg;
 
 static void cpu_scalar_moe_fn(void *p, int64_t i0, int64_t i1, int tid) {
     cpu_scalar_moe_arg *A = (cpu_scalar_moe_arg *)p;
-    size_t es = vlm_dtype_size(A->wt);
     for (int64_t it = i0; it < i1; it++) {
         int64_t ei = it / A->N, n = it % A->N, e = A->elist[ei];
-        const char *wr = A->w + (e * A->N + n) * A->K * (int64_t)es;
+        const char *wr = A->w + cpu_scalar_bytes(A->wt, (e * A->N + n) * A->ldw);
         vlm_dtype wt = A->wt;
         if (A->round_w) {
-            cpu_scalar_to_f32_round(A->ctx->tscratch[tid], wr, wt, A->K, 1);
+            cpu_scalar_to_f32_round(A->ctx->tscratch[tid], wr, wt, A->K, A->ctx->bf16);
             wr = (const char *)A->ctx->tscratch[tid];
             wt = VLM_F32;
         }
@@ -1740,15 +1974,16 @@ CPU_KFN vlm_status cpu_scalar_op_matmul_id(cpu_ctx *ctx, const vlm_op *op, vlm_e
     }
     estart[ei] = pos;
     float *out = (float *)op->out->data;
-    size_t es = vlm_dtype_size(w->dtype);
+    int64_t ldw = w->stride[1];
+    int quant = vlm_dtype_block(w->dtype) > 1;
     if (small) {
         for (int64_t s = 0; s < TK; s++) {
             int64_t row = per_slot ? order[s] : order[s] / k;
             cpu_scalar_load(xg + s * K, x->data, x->dtype, row * K, 1, K);
         }
         if (ctx->bf16) cpu_scalar_round_bf16(xg, TK * K);
-        cpu_scalar_moe_arg A = {ctx, order, estart, elist, N, K, xg, (const char *)w->data, w->dtype, out,
-                         ctx->bf16 && w->dtype != VLM_BF16};
+        cpu_scalar_moe_arg A = {ctx,    order,    estart,   elist, N, K, ldw, xg, (const char *)w->data, w->dtype,
+                         out,    quant || (ctx->bf16 && w->dtype != VLM_BF16)};
         if (A.round_w && cpu_reserve(ctx, (size_t)K)) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
         int64_t min_items = 16384 / (K * (TK / (ne ? ne : 1))) + 1;
         cpu_parallel(ctx, ne * N, min_items, cpu_scalar_moe_fn, &A);
@@ -1761,8 +1996,8 @@ CPU_KFN vlm_status cpu_scalar_op_matmul_id(cpu_ctx *ctx, const vlm_op *op, vlm_e
             int64_t i = order[estart[q] + c], row = per_slot ? i : i / k;
             cpu_scalar_load(xg + c * K, x->data, x->dtype, row * K, 1, K);
         }
-        vlm_status st = cpu_scalar_mm(ctx, cnt, N, K, xg, K, (const char *)w->data + e * N * K * (int64_t)es, w->dtype, K, NULL,
-                               og, N, err);
+        vlm_status st = cpu_scalar_mm(ctx, cnt, N, K, xg, K, (const char *)w->data + cpu_scalar_bytes(w->dtype, e * N * ldw), w->dtype,
+                               ldw, NULL, og, N, err);
         if (st) return st;
         for (int64_t c = 0; c < cnt; c++) memcpy(out + order[estart[q] + c] * N, og + c * N, (size_t)N * 4);
     }
@@ -2386,10 +2621,51 @@ static inline float cpu_avx2_hmax(__m256 v) {
 }
 #endif
 
+/* Bytes from a row's start to element n of it (block types: n a multiple
+ * of 32, or the row's end). */
+static inline int64_t cpu_avx2_bytes(vlm_dtype t, int64_t n) {
+    if (t == VLM_Q8_0 || t == VLM_Q4_0) return (n + 31) / 32 * (int64_t)vlm_dtype_size(t);
+    return n * (int64_t)vlm_dtype_size(t);
+}
+
+/* The 32 codes of a block as int8: q8_0 as stored, q4_0 minus 8 (the low
+ * nibbles are elements 0..15, the high ones 16..31). */
+#if CPU_AVX2
+static inline __m256i cpu_avx2_codes_q8(const unsigned char *b) { return _mm256_loadu_si256((const __m256i *)(b + 2)); }
+static inline __m256i cpu_avx2_codes_q4(const unsigned char *b) {
+    __m128i p = _mm_loadu_si128((const __m128i *)(b + 2));
+    __m256i v = _mm256_set_m128i(_mm_srli_epi16(p, 4), p);
+    return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(15)), _mm256_set1_epi8(8));
+}
+#endif
+static inline float cpu_avx2_block_scale(const unsigned char *b) {
+    uint16_t h;
+    memcpy(&h, b, 2);
+    return cpu_avx2_h2f(h);
+}
+
+/* n elements of a block-quantized row to f32. */
+static inline void cpu_avx2_dequant(float *dst, const unsigned char *src, vlm_dtype t, int64_t n) {
+    int64_t i = 0;
+#if CPU_AVX2
+    for (size_t bs = vlm_dtype_size(t); i + 32 <= n; i += 32, src += bs) {
+        __m256i q = t == VLM_Q8_0 ? cpu_avx2_codes_q8(src) : cpu_avx2_codes_q4(src);
+        __m256 d = _mm256_set1_ps(cpu_avx2_block_scale(src));
+        __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+        _mm256_storeu_ps(dst + i, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo))));
+        _mm256_storeu_ps(dst + i + 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)))));
+        _mm256_storeu_ps(dst + i + 16, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi))));
+        _mm256_storeu_ps(dst + i + 24, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)))));
+    }
+#endif
+    if (i < n) vlm_dequantize_row(t, src, n - i, dst + i);
+}
+
 /* Contiguous conversion of n elements to f32. */
 static inline void cpu_avx2_to_f32(float *dst, const void *src, vlm_dtype t, int64_t n) {
     int64_t i = 0;
     switch (t) {
+    case VLM_Q8_0: case VLM_Q4_0: cpu_avx2_dequant(dst, (const unsigned char *)src, t, n); return;
     case VLM_F32: memcpy(dst, src, (size_t)n * 4); return;
     case VLM_F16: {
         const uint16_t *s = (const uint16_t *)src;
@@ -2443,13 +2719,12 @@ static inline void cpu_avx2_round_bf16(float *x, int64_t n) {
  * weights; bf16 values are already bf16). */
 static inline void cpu_avx2_to_f32_round(float *dst, const void *src, vlm_dtype t, int64_t n, int round) {
     cpu_avx2_to_f32(dst, src, t, n);
-    if (round && t != VLM_BF16) cpu_avx2_round_bf16(dst, n);
+    if (round && (t == VLM_F32 || t == VLM_F16)) cpu_avx2_round_bf16(dst, n);
 }
 
 /* Strided load of n elements (stride in elements, may be 0) to f32. */
 static inline void cpu_avx2_load(float *dst, const void *base, vlm_dtype t, int64_t off, int64_t stride, int64_t n) {
-    size_t es = vlm_dtype_size(t);
-    const char *p = (const char *)base + off * (int64_t)es;
+    const char *p = (const char *)base + cpu_avx2_bytes(t, off); /* block types: whole rows only (stride 1) */
     if (stride == 1) { cpu_avx2_to_f32(dst, p, t, n); return; }
     switch (t) {
     case VLM_F32: for (int64_t i = 0; i < n; i++) dst[i] = ((const float *)p)[i * stride]; return;
@@ -3084,13 +3359,12 @@ static inline void cpu_avx2_pack_8x8(float *d, const float *const r[8], int64_t 
  * bf16 compute mode; bf16 weights are unchanged) and transposed 8x8. */
 CPU_KFN void cpu_avx2_pack_panels(float *dst, const char *w, vlm_dtype wt, int64_t ldw, int64_t nb, int64_t K, int round,
                              float *rows) {
-    size_t es = vlm_dtype_size(wt);
     int64_t K8 = K & ~(int64_t)7, nb16 = (nb + CPU_NR - 1) / CPU_NR * CPU_NR;
     for (int64_t n0 = 0; n0 < nb16; n0 += 8) {
         const float *r[8];
         for (int j = 0; j < 8; j++) {
             float *buf = rows + j * K;
-            if (n0 + j < nb) cpu_avx2_to_f32_round(buf, w + (n0 + j) * ldw * (int64_t)es, wt, K, round);
+            if (n0 + j < nb) cpu_avx2_to_f32_round(buf, w + cpu_avx2_bytes(wt, (n0 + j) * ldw), wt, K, round);
             else memset(buf, 0, sizeof(float) * (size_t)K);
             r[j] = buf;
         }
@@ -3320,6 +3594,194 @@ CPU_KFN vlm_status cpu_avx2_op_matmul_i8(cpu_ctx *ctx, const vlm_op *op, vlm_err
     cpu_parallel(ctx, (A.N + A.nb - 1) / A.nb * A.mtiles, 1, cpu_avx2_i8_fn, &A);
     return VLM_OK;
 }
+/* Products of few rows of x with block-quantized weights (q8_0, q4_0), as
+ * llama.cpp does them: each row of x is quantized per block of 32 to int8
+ * codes with an f32 scale (the activation rule below), a weight block's
+ * codes meet x's in an exact int32 dot product, and the two scales multiply
+ * it. Decode is bound by the weight stream, and this reads 34 (q8_0) or 18
+ * (q4_0) bytes per 32 weights against 64 in bf16. Many rows go to the f32
+ * GEMM engine on dequantized panels instead (matmul.c): there the arithmetic
+ * is the limit and x stays exact.
+ *
+ * Activation rule (the reference the tests check against): per block,
+ * d = max|x| / 127, q = nearest integer to x * (1 / d), ties to even; the
+ * last block of a row is padded with zeros. */
+
+#define CPU_QROWS 4 /* rows of x sharing one pass over a weight row */
+
+/* Row r of the quantized x: K32 codes, then K32 / 32 scales. */
+static inline int64_t cpu_avx2_xq_row_bytes(int64_t K32) { return K32 + K32 / 32 * 4; }
+
+/* x[0..K) into codes q[0..K32) and scales d[0..K32/32). */
+static void cpu_avx2_quant_act(const float *x, int64_t K, int8_t *q, float *d) {
+    for (int64_t i = 0; i < K; i += 32) {
+        float blk[32];
+        const float *b = x + i;
+        if (K - i < 32) { /* the padded last block */
+            memset(blk, 0, sizeof blk);
+            memcpy(blk, x + i, sizeof(float) * (size_t)(K - i));
+            b = blk;
+        }
+#if CPU_AVX2
+        __m256 v0 = _mm256_loadu_ps(b), v1 = _mm256_loadu_ps(b + 8), v2 = _mm256_loadu_ps(b + 16),
+               v3 = _mm256_loadu_ps(b + 24);
+        const __m256 sign = _mm256_set1_ps(-0.0f);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+        float amax = cpu_avx2_hmax(m), dd = amax / 127.0f, id = dd != 0 ? 1.0f / dd : 0.0f;
+        __m256 vid = _mm256_set1_ps(id);
+        /* cvtps rounds as nearbyintf does: in the current mode, nearest-even by default */
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, vid)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, vid));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, vid)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, vid));
+        /* packs interleave the 128-bit lanes; the permute puts elements back in order */
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(q + i), p);
+        d[i / 32] = dd;
+#else
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = fabsf(b[j]) > amax ? fabsf(b[j]) : amax;
+        float dd = amax / 127.0f, id = dd != 0 ? 1.0f / dd : 0.0f;
+        for (int j = 0; j < 32; j++) {
+            float v = nearbyintf(b[j] * id);
+            q[i + j] = (int8_t)(v == v ? v : 0);
+        }
+        d[i / 32] = dd;
+#endif
+    }
+}
+
+#if CPU_AVX2
+/* Sum of w[i] * x[i] over 32 int8 pairs, as 8 int32 lanes (|w|, |x| <= 127:
+ * pair sums fit in int16). */
+static inline __m256i cpu_avx2_dot32_i8(__m256i w, __m256i x) {
+    __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+static inline __attribute__((always_inline)) __m256i cpu_avx2_codes(const unsigned char *b, const vlm_dtype wt) {
+    return wt == VLM_Q8_0 ? cpu_avx2_codes_q8(b) : cpu_avx2_codes_q4(b);
+}
+#endif
+
+/* res[r] = x_r . w for m <= CPU_QROWS quantized rows of x (codes xc[r],
+ * scales xd[r]) and one weight row of nblk blocks. */
+static inline __attribute__((always_inline)) void cpu_avx2_qdot_impl(const unsigned char *w, const vlm_dtype wt, int64_t nblk,
+                                                               const int8_t *const *xc, const float *const *xd,
+                                                               const int m, float *res) {
+    const size_t bs = wt == VLM_Q8_0 ? 34 : 18;
+#if CPU_AVX2
+    if (m == 1) { /* two blocks per step, two accumulators: the latency of one chain hidden by the other */
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        int64_t b = 0;
+        for (; b + 2 <= nblk; b += 2) {
+            const unsigned char *w0 = w + b * bs, *w1 = w0 + bs;
+            __m256i d0 = cpu_avx2_dot32_i8(cpu_avx2_codes(w0, wt), _mm256_loadu_si256((const __m256i *)(xc[0] + b * 32)));
+            __m256i d1 = cpu_avx2_dot32_i8(cpu_avx2_codes(w1, wt), _mm256_loadu_si256((const __m256i *)(xc[0] + b * 32 + 32)));
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(cpu_avx2_block_scale(w0) * xd[0][b]), _mm256_cvtepi32_ps(d0), a0);
+            a1 = _mm256_fmadd_ps(_mm256_set1_ps(cpu_avx2_block_scale(w1) * xd[0][b + 1]), _mm256_cvtepi32_ps(d1), a1);
+        }
+        for (; b < nblk; b++) {
+            const unsigned char *w0 = w + b * bs;
+            __m256i d0 = cpu_avx2_dot32_i8(cpu_avx2_codes(w0, wt), _mm256_loadu_si256((const __m256i *)(xc[0] + b * 32)));
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(cpu_avx2_block_scale(w0) * xd[0][b]), _mm256_cvtepi32_ps(d0), a0);
+        }
+        res[0] = cpu_avx2_hsum(_mm256_add_ps(a0, a1));
+        return;
+    }
+    __m256 acc[CPU_QROWS];
+#pragma GCC unroll 4
+    for (int r = 0; r < m; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+        const unsigned char *wb = w + b * bs;
+        __m256i wc = cpu_avx2_codes(wb, wt), aw = _mm256_sign_epi8(wc, wc);
+        float dw = cpu_avx2_block_scale(wb);
+#pragma GCC unroll 4
+        for (int r = 0; r < m; r++) {
+            __m256i xv = _mm256_loadu_si256((const __m256i *)(xc[r] + b * 32));
+            __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, wc)), _mm256_set1_epi16(1));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xd[r][b]), _mm256_cvtepi32_ps(s), acc[r]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < m; r++) res[r] = cpu_avx2_hsum(acc[r]);
+#else
+    for (int r = 0; r < m; r++) res[r] = 0;
+    for (int64_t b = 0; b < nblk; b++) {
+        const unsigned char *wb = w + b * bs;
+        int8_t wc[32];
+        for (int j = 0; j < 32; j++)
+            wc[j] = wt == VLM_Q8_0 ? (int8_t)wb[2 + j] : (int8_t)((wb[2 + j % 16] >> (j < 16 ? 0 : 4) & 15) - 8);
+        float dw = cpu_avx2_block_scale(wb);
+        for (int r = 0; r < m; r++) {
+            int32_t s = 0;
+            for (int j = 0; j < 32; j++) s += (int32_t)wc[j] * xc[r][b * 32 + j];
+            res[r] += dw * xd[r][b] * (float)s;
+        }
+    }
+#endif
+}
+
+static void cpu_avx2_qdot(const unsigned char *w, vlm_dtype wt, int64_t nblk, const int8_t *const *xc,
+                     const float *const *xd, int m, float *res) {
+#define CPU_QDOT_CASES(WT)                                                  \
+    switch (m) {                                                            \
+    case 1: cpu_avx2_qdot_impl(w, WT, nblk, xc, xd, 1, res); return;             \
+    case 2: cpu_avx2_qdot_impl(w, WT, nblk, xc, xd, 2, res); return;             \
+    case 3: cpu_avx2_qdot_impl(w, WT, nblk, xc, xd, 3, res); return;             \
+    default: cpu_avx2_qdot_impl(w, WT, nblk, xc, xd, 4, res); return;            \
+    }
+    if (wt == VLM_Q8_0) CPU_QDOT_CASES(VLM_Q8_0)
+    CPU_QDOT_CASES(VLM_Q4_0)
+#undef CPU_QDOT_CASES
+}
+
+typedef struct cpu_avx2_qmv_arg {
+    int64_t M, nblk, xrow; /* rows of x, blocks per row, bytes per quantized row of x */
+    const unsigned char *xq;
+    const unsigned char *w;
+    vlm_dtype wt;
+    int64_t wrow;          /* bytes between rows of w */
+    const float *bias;
+    float *out;
+    int64_t ldo;
+} cpu_avx2_qmv_arg;
+
+static void cpu_avx2_qmv_fn(void *p, int64_t n0, int64_t n1, int tid) {
+    (void)tid;
+    const cpu_avx2_qmv_arg *A = (const cpu_avx2_qmv_arg *)p;
+    for (int64_t m0 = 0; m0 < A->M; m0 += CPU_QROWS) {
+        int mm = A->M - m0 < CPU_QROWS ? (int)(A->M - m0) : CPU_QROWS;
+        const int8_t *xc[CPU_QROWS];
+        const float *xd[CPU_QROWS];
+        for (int r = 0; r < mm; r++) {
+            const unsigned char *row = A->xq + (m0 + r) * A->xrow;
+            xc[r] = (const int8_t *)row;
+            xd[r] = (const float *)(row + A->nblk * 32);
+        }
+        for (int64_t n = n0; n < n1; n++) {
+            float res[CPU_QROWS];
+            cpu_avx2_qdot(A->w + n * A->wrow, A->wt, A->nblk, xc, xd, mm, res);
+            float b = A->bias ? A->bias[n] : 0.0f;
+            for (int r = 0; r < mm; r++) A->out[(m0 + r) * A->ldo + n] = res[r] + b;
+        }
+    }
+}
+
+/* out[M, N] (row stride ldo) = x[M, K] . w[N, K]^T + bias for w of a block
+ * type (ldw: elements between its rows, a multiple of 32). */
+CPU_KFN vlm_status cpu_avx2_mm_quant(cpu_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *x, int64_t lda,
+                                const void *w, vlm_dtype wt, int64_t ldw, const float *bias, float *out, int64_t ldo,
+                                vlm_error *err) {
+    int64_t K32 = (K + 31) / 32 * 32, xrow = cpu_avx2_xq_row_bytes(K32);
+    unsigned char *xq = (unsigned char *)cpu_xq(ctx, (size_t)((M * xrow + 3) / 4));
+    if (!xq) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of memory quantizing a matmul input");
+    for (int64_t m = 0; m < M; m++)
+        cpu_avx2_quant_act(x + m * lda, K, (int8_t *)(xq + m * xrow), (float *)(xq + m * xrow + K32));
+    cpu_avx2_qmv_arg A = {M, K32 / 32, xrow, xq, (const unsigned char *)w, wt, cpu_avx2_bytes(wt, ldw), bias, out, ldo};
+    int64_t min_n = 16384 / (K * M) + 1;
+    cpu_parallel(ctx, N, min_n, cpu_avx2_qmv_fn, &A);
+    return VLM_OK;
+}
 /* Matrix products: a SIMD GEMV that reads f32/f16/bf16 weights directly
  * for few rows; for many, the packed-panel GEMM engine (gemm.c) where the
  * variant has one, else sgemm (OpenBLAS) on weight tiles converted to f32.
@@ -3423,10 +3885,9 @@ CPU_KFN void cpu_avx2_dotm(const float *x, int64_t lda, int m, const void *w, vl
 
 static void cpu_avx2_gemv_fn(void *p, int64_t n0, int64_t n1, int tid) {
     cpu_avx2_mm_arg *A = (cpu_avx2_mm_arg *)p;
-    size_t es = vlm_dtype_size(A->wt);
     vlm_dtype wt = A->round_w ? VLM_F32 : A->wt;
     for (int64_t n = n0; n < n1; n++) {
-        const void *wr = A->w + n * A->ldw * (int64_t)es;
+        const void *wr = A->w + cpu_avx2_bytes(A->wt, n * A->ldw);
         if (A->round_w) { /* a row at a time: bf16 compute on f16/f32 weights is for tests and tiny models */
             cpu_avx2_to_f32_round(A->ctx->tscratch[tid], wr, A->wt, A->K, 1);
             wr = A->ctx->tscratch[tid];
@@ -3446,14 +3907,13 @@ static void cpu_avx2_gemv_fn(void *p, int64_t n0, int64_t n1, int tid) {
  * items. */
 static void cpu_avx2_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
     cpu_avx2_mm_arg *A = (cpu_avx2_mm_arg *)p;
-    size_t es = vlm_dtype_size(A->wt);
     float *s = A->ctx->tscratch[tid];
     int64_t have = -1;
     for (int64_t t = t0; t < t1; t++) {
         int64_t nt = t / A->mtiles, mt = t % A->mtiles;
         int64_t n0 = nt * A->nb, nb = A->N - n0 < A->nb ? A->N - n0 : A->nb;
         int64_t m0 = mt * A->mb, mb = A->M - m0 < A->mb ? A->M - m0 : A->mb;
-        const char *wt0 = A->w + n0 * A->ldw * (int64_t)es;
+        const char *wt0 = A->w + cpu_avx2_bytes(A->wt, n0 * A->ldw);
         float *o = A->out + m0 * A->ldo + n0;
 #if CPU_AVX2
         if (have != nt) /* the panels, then 8 rows of conversion scratch */
@@ -3467,7 +3927,7 @@ static void cpu_avx2_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
             ldb = A->ldw;
         } else if (have != nt)
             for (int64_t n = 0; n < nb; n++)
-                cpu_avx2_to_f32_round(s + n * A->K, wt0 + n * A->ldw * (int64_t)es, A->wt, A->K, A->round_w);
+                cpu_avx2_to_f32_round(s + n * A->K, wt0 + cpu_avx2_bytes(A->wt, n * A->ldw), A->wt, A->K, A->round_w);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mb, (int)nb, (int)A->K, 1.0f, A->x + m0 * A->lda,
                     (int)A->lda, wp, (int)ldb, 0.0f, o, (int)A->ldo);
 #endif
@@ -3503,8 +3963,12 @@ CPU_KFN vlm_status cpu_avx2_mm(cpu_ctx *ctx, int64_t M, int64_t N, int64_t K, co
         x = xr;
         lda = K;
     }
-    cpu_avx2_mm_arg A = {ctx, M, N, K, x, lda, (const char *)w, wt, ldw, bias, out, ldo, 0, 0, 0, ctx->bf16 && wt != VLM_BF16};
-    if (M < CPU_GEMM_MIN_M) {
+    /* block-quantized weights: their values as stored (dequantized exactly),
+     * never rounded; few rows take the int8 GEMV (gemv_quant.c) */
+    cpu_avx2_mm_arg A = {ctx, M, N, K, x, lda, (const char *)w, wt, ldw, bias, out, ldo, 0, 0, 0,
+                    ctx->bf16 && (wt == VLM_F32 || wt == VLM_F16)};
+    if (M < CPU_GEMM_MIN_M && vlm_dtype_block(wt) > 1) return cpu_avx2_mm_quant(ctx, M, N, K, x, lda, w, wt, ldw, bias, out, ldo, err);
+    if (M < CPU_GEMM_MIN_M && vlm_dtype_block(wt) == 1) {
         if (A.round_w && cpu_reserve(ctx, (size_t)K)) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
         int64_t min_n = 16384 / (K * M) + 1;
         cpu_parallel(ctx, N, min_n, cpu_avx2_gemv_fn, &A);
@@ -3586,7 +4050,6 @@ CPU_KFN vlm_status cpu_avx2_op_matmul(cpu_ctx *ctx, const vlm_op *op, vlm_error 
         return cpu_avx2_mm(ctx, rows, N, K, xp, lda, w->data, w->dtype, w->stride[w->ndim - 2], bias, (float *)o->data, N, err);
     }
     int64_t B = rows / (M ? M : 1);
-    size_t es = vlm_dtype_size(w->dtype);
     for (int64_t b = 0; b < B; b++) {
         /* offsets of batch b in x and w (leading dims equal) */
         int64_t xo = 0, wo = 0, r = b;
@@ -3597,7 +4060,7 @@ CPU_KFN vlm_status cpu_avx2_op_matmul(cpu_ctx *ctx, const vlm_op *op, vlm_error 
             wo += i * w->stride[d];
         }
         const float *xb = stage ? xp + b * M * K : xp + xo;
-        vlm_status s = cpu_avx2_mm(ctx, M, N, K, xb, lda, (const char *)w->data + wo * (int64_t)es, w->dtype,
+        vlm_status s = cpu_avx2_mm(ctx, M, N, K, xb, lda, (const char *)w->data + cpu_avx2_bytes(w->dtype, wo), w->dtype,
                               w->stride[w->ndim - 2], bias, (float *)o->data + b * M * N, N, err);
         if (s) return s;
     }
@@ -3613,23 +4076,22 @@ typedef struct cpu_avx2_moe_arg {
     cpu_ctx *ctx;
     const int64_t *order, *estart;
     const int32_t *elist;
-    int64_t N, K;
+    int64_t N, K, ldw; /* ldw: elements between rows of w (block types: padded) */
     const float *xg;
     const char *w;
     vlm_dtype wt;
     float *out;
-    int round_w; /* bf16 compute on f16/f32 experts */
+    int round_w; /* bf16 compute on f16/f32 experts; or block-quantized experts, converted a row at a time */
 } cpu_avx2_moe_arg;
 
 static void cpu_avx2_moe_fn(void *p, int64_t i0, int64_t i1, int tid) {
     cpu_avx2_moe_arg *A = (cpu_avx2_moe_arg *)p;
-    size_t es = vlm_dtype_size(A->wt);
     for (int64_t it = i0; it < i1; it++) {
         int64_t ei = it / A->N, n = it % A->N, e = A->elist[ei];
-        const char *wr = A->w + (e * A->N + n) * A->K * (int64_t)es;
+        const char *wr = A->w + cpu_avx2_bytes(A->wt, (e * A->N + n) * A->ldw);
         vlm_dtype wt = A->wt;
         if (A->round_w) {
-            cpu_avx2_to_f32_round(A->ctx->tscratch[tid], wr, wt, A->K, 1);
+            cpu_avx2_to_f32_round(A->ctx->tscratch[tid], wr, wt, A->K, A->ctx->bf16);
             wr = (const char *)A->ctx->tscratch[tid];
             wt = VLM_F32;
         }
@@ -3694,15 +4156,16 @@ CPU_KFN vlm_status cpu_avx2_op_matmul_id(cpu_ctx *ctx, const vlm_op *op, vlm_err
     }
     estart[ei] = pos;
     float *out = (float *)op->out->data;
-    size_t es = vlm_dtype_size(w->dtype);
+    int64_t ldw = w->stride[1];
+    int quant = vlm_dtype_block(w->dtype) > 1;
     if (small) {
         for (int64_t s = 0; s < TK; s++) {
             int64_t row = per_slot ? order[s] : order[s] / k;
             cpu_avx2_load(xg + s * K, x->data, x->dtype, row * K, 1, K);
         }
         if (ctx->bf16) cpu_avx2_round_bf16(xg, TK * K);
-        cpu_avx2_moe_arg A = {ctx, order, estart, elist, N, K, xg, (const char *)w->data, w->dtype, out,
-                         ctx->bf16 && w->dtype != VLM_BF16};
+        cpu_avx2_moe_arg A = {ctx,    order,    estart,   elist, N, K, ldw, xg, (const char *)w->data, w->dtype,
+                         out,    quant || (ctx->bf16 && w->dtype != VLM_BF16)};
         if (A.round_w && cpu_reserve(ctx, (size_t)K)) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
         int64_t min_items = 16384 / (K * (TK / (ne ? ne : 1))) + 1;
         cpu_parallel(ctx, ne * N, min_items, cpu_avx2_moe_fn, &A);
@@ -3715,8 +4178,8 @@ CPU_KFN vlm_status cpu_avx2_op_matmul_id(cpu_ctx *ctx, const vlm_op *op, vlm_err
             int64_t i = order[estart[q] + c], row = per_slot ? i : i / k;
             cpu_avx2_load(xg + c * K, x->data, x->dtype, row * K, 1, K);
         }
-        vlm_status st = cpu_avx2_mm(ctx, cnt, N, K, xg, K, (const char *)w->data + e * N * K * (int64_t)es, w->dtype, K, NULL,
-                               og, N, err);
+        vlm_status st = cpu_avx2_mm(ctx, cnt, N, K, xg, K, (const char *)w->data + cpu_avx2_bytes(w->dtype, e * N * ldw), w->dtype,
+                               ldw, NULL, og, N, err);
         if (st) return st;
         for (int64_t c = 0; c < cnt; c++) memcpy(out + order[estart[q] + c] * N, og + c * N, (size_t)N * 4);
     }
@@ -4368,6 +4831,7 @@ static void cpu_destroy(vlm_backend *be) {
     free(ctx->tscratch_n);
     vlm_aligned_free(ctx->shared);
     vlm_aligned_free(ctx->rounded);
+    vlm_aligned_free(ctx->xq);
     vlm_mutex_free(ctx->mu);
     vlm_mutex_free(ctx->exec_mu);
     vlm_cond_free(ctx->cv_work);

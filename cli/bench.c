@@ -45,6 +45,8 @@ static int bench_usage(int rc) {
             "  --compute M     matmul precision: f32 or bf16 (default: bf16 where the CPU has\n"
             "                  bf16 dot products, else f32)\n"
             "  --kernels K     force a kernel variant (as VLM_KERNELS: scalar, avx2, ...)\n"
+            "  --quant Q       quantize the text decoder's linear weights at load: q8_0 or q4_0\n"
+            "  --quant-vision  the vision tower's too\n"
             "  --profile       add the time per op kind of vision, prefill and decode\n"
             "Prints one JSON line with the figures (kv_cache_mib: the KV cache allocated for\n"
             "prompt + generated tokens, shared layers counted once; matmul_peak_gflops: a\n"
@@ -182,8 +184,8 @@ int cmd_bench(int argc, char **argv) {
     const char *dir = NULL;
     int threads = 0, n_prompt = 512, n_gen = 32, random_w = 0, img_w = 0, img_h = 0, img_tiles = 0;
     vlm_dtype dtype = VLM_BF16, kv = VLM_F32;
-    const char *compute = NULL, *kernels = NULL;
-    int profile = 0;
+    const char *compute = NULL, *kernels = NULL, *quant = NULL;
+    int profile = 0, quant_vision = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return bench_usage(0);
@@ -192,6 +194,8 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--profile")) profile = 1;
         else if (!strcmp(a, "--compute") && i + 1 < argc) compute = argv[++i];
         else if (!strcmp(a, "--kernels") && i + 1 < argc) kernels = argv[++i];
+        else if (!strcmp(a, "--quant") && i + 1 < argc) quant = argv[++i];
+        else if (!strcmp(a, "--quant-vision")) quant_vision = 1;
         else if (!strcmp(a, "-t") && i + 1 < argc) { if (cli_int32("bench", a, argv[++i], 1, vlm_cpu_count(), &threads)) return 2; }
         else if (!strcmp(a, "-p") && i + 1 < argc) { if (cli_int32("bench", a, argv[++i], 1, 1 << 20, &n_prompt)) return 2; }
         else if (!strcmp(a, "-n") && i + 1 < argc) { if (cli_int32("bench", a, argv[++i], 1, 1 << 20, &n_gen)) return 2; }
@@ -211,7 +215,11 @@ int cmd_bench(int argc, char **argv) {
     vlm_error err = {0};
     vlm_model *m = NULL;
     vlm_model_params mp = {.n_threads = threads, .random_weights = random_w, .random_dtype = dtype,
-                           .kernels = kernels, .compute = compute};
+                           .kernels = kernels, .compute = compute, .quant_vision = quant_vision};
+    if (quant && vlm_quant_from_name(quant, &mp.quant)) {
+        fprintf(stderr, "vlm bench: unknown quantization '%s' (q8_0 or q4_0)\n", quant);
+        return 2;
+    }
     double t0 = bench_now();
     if (vlm_model_load(&m, dir, &mp, &err) != VLM_OK) {
         fprintf(stderr, "vlm bench: %s\n", err.msg);
@@ -272,14 +280,15 @@ int cmd_bench(int argc, char **argv) {
     m->be->profile = NULL;
     if (!ok) fprintf(stderr, "vlm bench: %s\n", s.c.err.msg);
     else {
-        printf("{\"arch\":\"%s\",\"threads\":%d,\"kernels\":\"%s\",\"compute\":\"%s\",\"weights\":\"%s\",\"load_s\":%.2f,\"vision_ms\":%.1f,"
+        printf("{\"arch\":\"%s\",\"threads\":%d,\"kernels\":\"%s\",\"compute\":\"%s\",\"weights\":\"%s%s\",\"quantized_mib\":%.1f,\"load_s\":%.2f,\"vision_ms\":%.1f,"
                "\"prefill_tokens\":%d,\"prefill_tok_s\":%.2f,\"decode_tokens\":%d,\"decode_tok_s\":%.2f,"
                "\"vision_cpu_s\":%.2f,\"prefill_cpu_s\":%.2f,\"decode_cpu_s\":%.2f,"
                "\"vision_tiles\":%d,\"vision_tokens\":%d,\"kv_cache_mib\":%.2f,\"kv_ctx\":%d,\"peak_rss_mib\":%.0f,"
                "\"matmul_peak_gflops\":%.1f,\"vision_gflops\":%.1f,\"vision_matmul_gflops\":%.1f,"
                "\"prefill_gflops\":%.1f,\"prefill_matmul_gflops\":%.1f,\"int8_matmul_peak_gops\":%.1f,"
                "\"read_bw_gbs\":%.1f,\"weight_bytes_per_token\":%.0f,\"decode_bw_fraction\":%.2f",
-               m->arch->name, m->be->n_threads, m->be->kernels ? m->be->kernels : "?", m->be->compute ? m->be->compute : "?", random_w ? vlm_dtype_name(dtype) : "checkpoint", t_load, vision_ms,
+               m->arch->name, m->be->n_threads, m->be->kernels ? m->be->kernels : "?", m->be->compute ? m->be->compute : "?", quant ? quant : random_w ? vlm_dtype_name(dtype) : "checkpoint",
+               quant && quant_vision ? "+vision" : "", m->quant_bytes / 1048576.0, t_load, vision_ms,
                n_prompt, n_prompt / t_prefill, n_gen, n_gen / t_decode, vision_ms >= 0 ? vision_cpu : 0.0, cpu_prefill, cpu_decode, vision_tiles, vision_tokens,
                kv_bytes / 1048576.0, s.n_ctx, bench_peak_rss_mib(), peak,
                vision_ms > 0 ? prof_sum(&pv, 1) / (vision_ms / 1e3) / 1e9 : 0.0,

@@ -28,8 +28,8 @@ char *cli_prompt_text(const char *cmd, const char *arg);
 
 /* Options shared by `vlm run` and `vlm chat` (cli/run.c). */
 typedef struct cli_opts {
-    const char *model, *system;
-    int threads, ctx, kv_f16, verbose;
+    const char *model, *system, *quant;
+    int threads, ctx, kv_f16, verbose, quant_vision;
     vlm_generate_params gen;
     const char *stop[8];
     int n_stop;

@@ -18,6 +18,19 @@
  * results (at least GOLDEN_TOL). Measured ratios: README, "Compute modes". */
 #define GOLDEN_BF16_FACTOR 1.25f
 #define GOLDEN_NGEN 12
+/* Quantized weights (--quant) against the f32 reference. Random weights
+ * magnify quantization noise, and some cases are chaotic (Gemma 4's logits
+ * move by ~1 when only the matmul inputs are rounded to bf16), so the bound
+ * is the larger of a fixed one and a multiple of the distance between the
+ * case's bf16 and f32 references. q8_0's step (max|w| / 127 per block of
+ * 32 normal values, about 0.02 sigma) is about 5x the error of rounding a
+ * weight to bf16 (2^-9 relative), hence 5x. q4_0's step is 16x larger: its
+ * bound only catches broken kernels (garbage logits); its error is
+ * reported. Measured figures: README, "Quantized weights". */
+#define GOLDEN_Q8_TOL 5e-2f
+#define GOLDEN_Q8_FACTOR 5.0f
+#define GOLDEN_Q4_TOL 1.0f
+#define GOLDEN_Q4_FACTOR 40.0f
 
 static float golden_max_err(const float *a, const vlm_tensor *ref, int64_t n) {
     float m = 0;
@@ -42,21 +55,26 @@ static float golden_ref_dist(const vlm_st_entry *a, const vlm_st_entry *b) {
 static int golden_usage(int rc) {
     fprintf(rc ? stderr : stdout,
             "usage: vlm golden CASE_DIR [--dump OUT.safetensors] [-t THREADS] [--compute f32|bf16]\n"
+            "                  [--quant q8_0|q4_0 [--quant-vision]]\n"
             "  Runs CASE_DIR/model on CASE_DIR/inputs.safetensors and compares logits, vision\n"
             "  embeddings and 12 greedy tokens with CASE_DIR/expected.safetensors (f32,\n"
             "  the default, within 1e-3), or with CASE_DIR/expected_bf16.safetensors (bf16,\n"
-            "  within 1.25x the distance of that reference from the f32 one; tokens reported).\n");
+            "  within 1.25x the distance of that reference from the f32 one; tokens reported).\n"
+            "  --quant: weights quantized at load, compared with the f32 reference; the logits'\n"
+            "  error and the greedy tokens that agree are reported; q8_0 must stay within 5e-2.\n");
     return rc;
 }
 
 int cmd_golden(int argc, char **argv) {
     const char *dir = NULL, *dump = NULL;
-    const char *compute = "f32";
-    int threads = 0;
+    const char *compute = "f32", *quant = NULL;
+    int threads = 0, quant_vision = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return golden_usage(0);
         else if (!strcmp(argv[i], "--compute") && i + 1 < argc) compute = argv[++i];
         else if (!strcmp(argv[i], "--dump") && i + 1 < argc) dump = argv[++i];
+        else if (!strcmp(argv[i], "--quant") && i + 1 < argc) quant = argv[++i];
+        else if (!strcmp(argv[i], "--quant-vision")) quant_vision = 1;
         else if (!strcmp(argv[i], "-t") && i + 1 < argc) {
             if (cli_int32("golden", "-t", argv[++i], 1, vlm_cpu_count(), &threads)) return 2;
         }
@@ -73,11 +91,15 @@ int cmd_golden(int argc, char **argv) {
 
     vlm_error err = {0};
     vlm_model *m = NULL;
-    vlm_safetensors in = {0}, exp = {0}, exp32 = {0};
+    vlm_safetensors in = {0}, exp = {0}, other = {0}; /* other: the f32 reference in bf16 mode, the bf16 one with --quant */
     vlm_seq seq = {0};
     int rc = 1, seq_ok = 0;
     snprintf(path, sizeof path, "%s/model", dir);
-    vlm_model_params mp = {.n_threads = threads, .compute = compute};
+    vlm_model_params mp = {.n_threads = threads, .compute = compute, .quant_vision = quant_vision};
+    if (quant && vlm_quant_from_name(quant, &mp.quant)) {
+        vlm_error_set(&err, VLM_ERR_ARG, "unknown quantization '%s' (q8_0 or q4_0)", quant);
+        goto out;
+    }
     if (vlm_model_load(&m, path, &mp, &err) != VLM_OK) goto out;
     snprintf(path, sizeof path, "%s/inputs.safetensors", dir);
     if (vlm_st_open(&in, path, &err) != VLM_OK) goto out;
@@ -87,7 +109,9 @@ int cmd_golden(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/%s", dir, bf16 ? "expected_bf16.safetensors" : "expected.safetensors");
     if (vlm_st_open(&exp, path, &err) != VLM_OK) goto out;
     snprintf(path, sizeof path, "%s/expected.safetensors", dir);
-    if (bf16 && vlm_st_open(&exp32, path, &err) != VLM_OK) goto out;
+    if (bf16 && vlm_st_open(&other, path, &err) != VLM_OK) goto out;
+    snprintf(path, sizeof path, "%s/expected_bf16.safetensors", dir);
+    if (!bf16 && mp.quant && vlm_path_kind(path) == 1 && vlm_st_open(&other, path, &err) != VLM_OK) goto out;
 
     const vlm_st_entry *ids_e = vlm_st_find(&in, "input_ids");
     const vlm_st_entry *logits_e = vlm_st_find(&exp, "logits"), *gen_e = vlm_st_find(&exp, "generated_ids");
@@ -174,22 +198,31 @@ int cmd_golden(int argc, char **argv) {
     free(row);
     if (!ok_gen) goto out_vis;
     vlm_tensor gt = vlm_st_tensor(gen_e);
-    int match = vlm_nelem(&gt) == GOLDEN_NGEN;
+    int match = vlm_nelem(&gt) == GOLDEN_NGEN, agree = 0; /* agree: tokens before the first difference */
     for (int g = 0; match && g < GOLDEN_NGEN; g++) match = vlm_get_i64(&gt, g) == gen[g];
+    while (agree < GOLDEN_NGEN && agree < vlm_nelem(&gt) && vlm_get_i64(&gt, agree) == gen[agree]) agree++;
     float tol_logits = GOLDEN_TOL, tol_vis = GOLDEN_TOL;
     if (bf16) { /* the reference's own bf16 rounding, as it moved its results from f32 */
-        tol_logits = fmaxf(GOLDEN_TOL, GOLDEN_BF16_FACTOR * golden_ref_dist(logits_e, vlm_st_find(&exp32, "logits")));
-        tol_vis = fmaxf(GOLDEN_TOL, GOLDEN_BF16_FACTOR * golden_ref_dist(vis_e, vlm_st_find(&exp32, "vision_embeds")));
+        tol_logits = fmaxf(GOLDEN_TOL, GOLDEN_BF16_FACTOR * golden_ref_dist(logits_e, vlm_st_find(&other, "logits")));
+        tol_vis = fmaxf(GOLDEN_TOL, GOLDEN_BF16_FACTOR * golden_ref_dist(vis_e, vlm_st_find(&other, "vision_embeds")));
     }
-    /* bf16: greedy tokens are reported; near-ties may go either way */
-    int pass = (match || bf16) && logit_err <= tol_logits && vis_err <= tol_vis && (!vis_e || has_images);
+    if (mp.quant && !bf16) { /* the weights' noise against the model's own sensitivity to bf16 noise */
+        float dist = golden_ref_dist(logits_e, vlm_st_find(&other, "logits"));
+        tol_logits = mp.quant == VLM_Q8_0 ? fmaxf(GOLDEN_Q8_TOL, GOLDEN_Q8_FACTOR * dist)
+                                          : fmaxf(GOLDEN_Q4_TOL, GOLDEN_Q4_FACTOR * dist);
+        if (quant_vision) tol_vis = INFINITY;
+    }
+    /* bf16 and quantized: greedy tokens are reported; near-ties may go either way */
+    int pass = (match || bf16 || mp.quant) && logit_err <= tol_logits && vis_err <= tol_vis &&
+               (!vis_e || has_images) && logit_err == logit_err;
 
     printf("{\"case\":\"%s\",\"arch\":\"%s\",\"compute\":\"%s\",\"logits_max_abs_err\":%.3g,\"logits_max_abs\":%.3g,"
            "\"vision_max_abs_err\":%.3g,\"generated_ids\":[",
            name, m->arch->name, m->be->compute, logit_err, logit_max, vis_err);
     for (int g = 0; g < GOLDEN_NGEN; g++) printf("%s%d", g ? "," : "", gen[g]);
     printf("],\"generated_match\":%s", match ? "true" : "false");
-    if (bf16) printf(",\"logits_tol\":%.3g,\"vision_tol\":%.3g", tol_logits, tol_vis);
+    if (mp.quant) printf(",\"quant\":\"%s\",\"tokens_agree\":%d", quant, agree);
+    if (bf16 || mp.quant) printf(",\"logits_tol\":%.3g,\"vision_tol\":%.3g", tol_logits, tol_vis);
     printf(",\"pass\":%s}\n", pass ? "true" : "false");
 
     if (dump) {
@@ -224,7 +257,7 @@ out:
     if (seq_ok) vlm_seq_free(&seq);
     vlm_st_close(&in);
     vlm_st_close(&exp);
-    vlm_st_close(&exp32);
+    vlm_st_close(&other);
     vlm_model_free(m);
     return rc;
 }

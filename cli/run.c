@@ -37,13 +37,14 @@ static int run_print(void *user, const char *text, size_t len) {
 /* Options shared by run and chat (cli.h). */
 int cli_parse_common(const char *cmd, int argc, char **argv, int *i, cli_opts *o) {
     static const char *const with_value[] = {"-m", "-t", "-c", "-n", "-s", "--temp", "--top-k", "--top-p", "--min-p",
-                                             "--repeat-penalty", "--seed", "--stop", NULL};
+                                             "--repeat-penalty", "--seed", "--stop", "--quant", NULL};
     const char *a = argv[*i];
     int takes = 0;
     for (int k = 0; with_value[k]; k++) takes |= !strcmp(a, with_value[k]);
     if (!takes) {
         if (!strcmp(a, "--kv-f16")) o->kv_f16 = 1;
         else if (!strcmp(a, "--verbose")) o->verbose = 1;
+        else if (!strcmp(a, "--quant-vision")) o->quant_vision = 1;
         else if (!strcmp(a, "--ignore-eos")) o->gen.ignore_eos = 1;
         else return 0;
         return 1;
@@ -54,6 +55,7 @@ int cli_parse_common(const char *cmd, int argc, char **argv, int *i, cli_opts *o
     int bad = 0;
     if (!strcmp(a, "-m")) o->model = v;
     else if (!strcmp(a, "-s")) o->system = v;
+    else if (!strcmp(a, "--quant")) o->quant = v;
     else if (!strcmp(a, "-t")) bad = cli_int32(cmd, a, v, 1, vlm_cpu_count(), &o->threads); /* more only slows it down */
     else if (!strcmp(a, "-c")) bad = cli_int32(cmd, a, v, 16, 1 << 24, &o->ctx);
     else if (!strcmp(a, "-n")) bad = cli_int32(cmd, a, v, 1, 1 << 24, &o->gen.max_tokens);
@@ -88,7 +90,7 @@ void cli_opts_init(cli_opts *o) {
 }
 
 int cli_open(const cli_opts *o, vlm_engine **e, vlm_session **s, vlm_error *err) {
-    vlm_engine_params ep = {.n_threads = o->threads};
+    vlm_engine_params ep = {.n_threads = o->threads, .quant = o->quant, .quant_vision = o->quant_vision};
     if (vlm_engine_open(e, o->model, &ep, err) != VLM_OK) return 1;
     vlm_session_params sp = {.n_ctx = o->ctx, .kv_dtype = o->kv_f16 ? VLM_F16 : VLM_F32, .system = o->system};
     if (vlm_session_new(*e, &sp, s, err) != VLM_OK) { vlm_engine_close(*e); *e = NULL; return 1; }

@@ -31,6 +31,15 @@ vlm_tensor *vlm_ld(vlm_loader *ld, int ndim, const int64_t *shape, const char *f
     return vlm_weight(ld->m, name, ndim, shape, ld->err);
 }
 
+vlm_tensor *vlm_ld_linear(vlm_loader *ld, int64_t out, int64_t in, const char *fmt, ...) {
+    char name[512];
+    va_list ap;
+    va_start(ap, fmt);
+    common_name(ld, name, sizeof name, fmt, ap);
+    va_end(ap);
+    return vlm_weight_linear(ld->m, name, out, in, ld->role, ld->err);
+}
+
 vlm_tensor *vlm_ld_opt(vlm_loader *ld, const char *fmt, ...) {
     char name[512];
     va_list ap;
@@ -45,10 +54,10 @@ vlm_status vlm_dec_layer_load(vlm_loader *ld, int l, int hidden, int inter, cons
     int64_t qd = (int64_t)hp->n_heads * hp->head_dim, kd = (int64_t)hp->n_kv_heads * hp->head_dim;
     memset(L, 0, sizeof *L);
     L->attn_norm = vlm_ld(ld, VLM_SHAPE1(hidden), "layers.%d.input_layernorm.weight", l);
-    L->q = vlm_ld(ld, VLM_SHAPE2(qd, hidden), "layers.%d.self_attn.q_proj.weight", l);
-    L->k = vlm_ld(ld, VLM_SHAPE2(kd, hidden), "layers.%d.self_attn.k_proj.weight", l);
-    L->v = vlm_ld(ld, VLM_SHAPE2(kd, hidden), "layers.%d.self_attn.v_proj.weight", l);
-    L->o = vlm_ld(ld, VLM_SHAPE2(hidden, qd), "layers.%d.self_attn.o_proj.weight", l);
+    L->q = vlm_ld_linear(ld, qd, hidden, "layers.%d.self_attn.q_proj.weight", l);
+    L->k = vlm_ld_linear(ld, kd, hidden, "layers.%d.self_attn.k_proj.weight", l);
+    L->v = vlm_ld_linear(ld, kd, hidden, "layers.%d.self_attn.v_proj.weight", l);
+    L->o = vlm_ld_linear(ld, hidden, qd, "layers.%d.self_attn.o_proj.weight", l);
     if (qkv_bias) {
         L->q_b = vlm_ld(ld, VLM_SHAPE1(qd), "layers.%d.self_attn.q_proj.bias", l);
         L->k_b = vlm_ld(ld, VLM_SHAPE1(kd), "layers.%d.self_attn.k_proj.bias", l);
@@ -60,9 +69,9 @@ vlm_status vlm_dec_layer_load(vlm_loader *ld, int l, int hidden, int inter, cons
     }
     L->mlp_norm = vlm_ld(ld, VLM_SHAPE1(hidden), "layers.%d.post_attention_layernorm.weight", l);
     if (inter > 0) {
-        L->gate = vlm_ld(ld, VLM_SHAPE2(inter, hidden), "layers.%d.mlp.gate_proj.weight", l);
-        L->up = vlm_ld(ld, VLM_SHAPE2(inter, hidden), "layers.%d.mlp.up_proj.weight", l);
-        L->down = vlm_ld(ld, VLM_SHAPE2(hidden, inter), "layers.%d.mlp.down_proj.weight", l);
+        L->gate = vlm_ld_linear(ld, inter, hidden, "layers.%d.mlp.gate_proj.weight", l);
+        L->up = vlm_ld_linear(ld, inter, hidden, "layers.%d.mlp.up_proj.weight", l);
+        L->down = vlm_ld_linear(ld, hidden, inter, "layers.%d.mlp.down_proj.weight", l);
     }
     return ld->err->code;
 }
@@ -218,12 +227,18 @@ vlm_status vlm_dec_stack_load(vlm_loader *ld, int vocab, int qkv_bias, int qk_no
     if (vlm_model_check_count(ld->m, d->n_layers, "num_hidden_layers", ld->err) != VLM_OK) return ld->err->code;
     d->layers = (vlm_dec_layer *)calloc((size_t)d->n_layers, sizeof *d->layers);
     if (!d->layers) return vlm_error_set(ld->err, VLM_ERR_OOM, "out of memory");
-    d->embed = vlm_ld(ld, VLM_SHAPE2(vocab, d->hidden), "embed_tokens.weight");
+    /* tied: the table is also the output projection, quantized as one */
+    vlm_linear_role role = ld->role;
+    ld->role = VLM_LINEAR_OUTPUT;
+    d->embed = tied > 0 ? vlm_ld_linear(ld, vocab, d->hidden, "embed_tokens.weight")
+                    : vlm_ld(ld, VLM_SHAPE2(vocab, d->hidden), "embed_tokens.weight");
+    ld->role = role;
     d->norm = vlm_ld(ld, VLM_SHAPE1(d->hidden), "norm.weight");
     for (int l = 0; l < d->n_layers; l++)
         if (vlm_dec_layer_load(ld, l, d->hidden, d->inter, &d->hp, qkv_bias, qk_norm, &d->layers[l]) != VLM_OK)
             return ld->err->code;
-    d->lm_head = tied ? d->embed : vlm_weight(ld->m, "lm_head.weight", VLM_SHAPE2(vocab, d->hidden), ld->err);
+    if (tied >= 0) /* else the caller finds it */
+        d->lm_head = tied ? d->embed : vlm_weight_linear(ld->m, "lm_head.weight", vocab, d->hidden, VLM_LINEAR_OUTPUT, ld->err);
     return ld->err->code;
 }
 

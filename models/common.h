@@ -21,6 +21,7 @@ typedef struct vlm_loader {
     vlm_model *m;
     vlm_error *err;
     const char *prefix; /* the prefix found to exist */
+    vlm_linear_role role; /* of the linears vlm_ld_linear loads (0: the text decoder's) */
 } vlm_loader;
 
 /* Picks the first prefix under which `probe` exists; 0 if none. */
@@ -28,6 +29,9 @@ int vlm_loader_prefix(vlm_loader *ld, const char *const *prefixes, const char *p
 /* prefix + printf(fmt, ...): required (error if missing or shape differs) or optional. */
 vlm_tensor *vlm_ld(vlm_loader *ld, int ndim, const int64_t *shape, const char *fmt, ...);
 vlm_tensor *vlm_ld_opt(vlm_loader *ld, const char *fmt, ...);
+/* A linear weight [out, in]: vlm_ld, quantized when the model quantizes
+ * weights of the loader's role (vlm_weight_linear). */
+vlm_tensor *vlm_ld_linear(vlm_loader *ld, int64_t out, int64_t in, const char *fmt, ...);
 /* Shape helpers for vlm_ld. */
 #define VLM_SHAPE1(a) 1, (const int64_t[]){(a)}
 #define VLM_SHAPE2(a, b) 2, (const int64_t[]){(a), (b)}
@@ -105,6 +109,8 @@ typedef struct vlm_dec_stack {
  * cfg.<section> first when section is given (vlm_json_cfg). Unset keys read 0:
  * the caller validates. */
 void vlm_dec_stack_config(const vlm_json *cfg, const char *section, vlm_dec_stack *d);
+/* tied: 1 the embedding table is the output projection, 0 lm_head.weight
+ * (at the checkpoint's root), -1 the caller loads lm_head. */
 vlm_status vlm_dec_stack_load(vlm_loader *ld, int vocab, int qkv_bias, int qk_norm, int tied, vlm_dec_stack *d);
 /* One decoder call, the same five-step pass for every family:
  *   x      = embed(ids) * embed_scale, vision rows written over placeholders

@@ -53,6 +53,7 @@ typedef struct {
     float eps, softcap;
     g4_rope rope[2];                 /* [0] sliding, [1] full */
     vlm_tensor *embed, *norm, *ple_embed, *ple_model_proj, *ple_proj_norm;
+    vlm_dtype embed_dtype, ple_dtype; /* the tables' stored dtypes (they may be quantized at load) */
     g4_layer *layers;
 } g4_model;
 
@@ -260,6 +261,14 @@ static vlm_status g4_load_vision(vlm_model *m, g4_model *g, vlm_loader *lp) {
     return VLM_OK;
 }
 
+/* A weight's dtype in the checkpoint (made up: the made-up dtype). */
+static vlm_dtype g4_stored_dtype(const vlm_loader *ld, const char *name) {
+    char full[512];
+    snprintf(full, sizeof full, "%s%s", ld->prefix ? ld->prefix : "", name);
+    const vlm_st_entry *e = ld->m->random_weights ? NULL : vlm_st_find(&ld->m->weights, full);
+    return e ? e->dtype : ld->m->random_dtype;
+}
+
 static vlm_status g4_load(vlm_model *m, vlm_error *err) {
     g4_model *g = (g4_model *)calloc(1, sizeof *g);
     if (!g) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
@@ -272,11 +281,15 @@ static vlm_status g4_load(vlm_model *m, vlm_error *err) {
     if (!vlm_loader_prefix(&ld, txt_prefixes, "embed_tokens.weight"))
         return vlm_error_set(err, VLM_ERR_FORMAT, "no decoder weights (model.language_model.embed_tokens.weight)");
     int64_t Hd = g->hidden, NL = g->n_layers, P = g->ple_dim;
-    g->embed = vlm_ld(&ld, VLM_SHAPE2(m->vocab_size, Hd), "embed_tokens.weight");
+    g->embed_dtype = g4_stored_dtype(&ld, "embed_tokens.weight");
+    ld.role = VLM_LINEAR_OUTPUT; /* the table is the LM head too */
+    g->embed = vlm_ld_linear(&ld, m->vocab_size, Hd, "embed_tokens.weight");
+    ld.role = VLM_LINEAR_TEXT;
     g->norm = vlm_ld(&ld, VLM_SHAPE1(Hd), "norm.weight");
     if (P > 0) {
-        g->ple_embed = vlm_ld(&ld, VLM_SHAPE2(g->ple_vocab, NL * P), "embed_tokens_per_layer.weight");
-        g->ple_model_proj = vlm_ld(&ld, VLM_SHAPE2(NL * P, Hd), "per_layer_model_projection.weight");
+        g->ple_dtype = g4_stored_dtype(&ld, "embed_tokens_per_layer.weight");
+        g->ple_embed = vlm_ld_linear(&ld, g->ple_vocab, NL * P, "embed_tokens_per_layer.weight");
+        g->ple_model_proj = vlm_ld_linear(&ld, NL * P, Hd, "per_layer_model_projection.weight");
         g->ple_proj_norm = vlm_ld(&ld, VLM_SHAPE1(P), "per_layer_projection_norm.weight");
     }
     for (int l = 0; l < g->n_layers; l++) {
@@ -286,31 +299,31 @@ static vlm_status g4_load(vlm_model *m, vlm_error *err) {
         L->post_attn_norm = vlm_ld(&ld, VLM_SHAPE1(Hd), "layers.%d.post_attention_layernorm.weight", l);
         L->d.mlp_norm = vlm_ld(&ld, VLM_SHAPE1(Hd), "layers.%d.pre_feedforward_layernorm.weight", l);
         L->post_ffw_norm = vlm_ld(&ld, VLM_SHAPE1(Hd), "layers.%d.post_feedforward_layernorm.weight", l);
-        L->d.q = vlm_ld(&ld, VLM_SHAPE2(qdim, Hd), "layers.%d.self_attn.q_proj.weight", l);
+        L->d.q = vlm_ld_linear(&ld, qdim, Hd, "layers.%d.self_attn.q_proj.weight", l);
         L->d.q_norm = vlm_ld(&ld, VLM_SHAPE1(D), "layers.%d.self_attn.q_norm.weight", l);
-        L->d.o = vlm_ld(&ld, VLM_SHAPE2(Hd, qdim), "layers.%d.self_attn.o_proj.weight", l);
+        L->d.o = vlm_ld_linear(&ld, Hd, qdim, "layers.%d.self_attn.o_proj.weight", l);
         if (g->attn_bias) {
             L->d.q_b = vlm_ld(&ld, VLM_SHAPE1(qdim), "layers.%d.self_attn.q_proj.bias", l);
             L->d.o_b = vlm_ld(&ld, VLM_SHAPE1(Hd), "layers.%d.self_attn.o_proj.bias", l);
         }
         if (L->share < 0) {
-            L->d.k = vlm_ld(&ld, VLM_SHAPE2(kdim, Hd), "layers.%d.self_attn.k_proj.weight", l);
+            L->d.k = vlm_ld_linear(&ld, kdim, Hd, "layers.%d.self_attn.k_proj.weight", l);
             L->d.k_norm = vlm_ld(&ld, VLM_SHAPE1(D), "layers.%d.self_attn.k_norm.weight", l);
             int k_eq_v = L->full && vlm_json_bool(vlm_cfg_text(m->config, "attention_k_eq_v"), 0);
-            if (!k_eq_v) L->d.v = vlm_ld(&ld, VLM_SHAPE2(kdim, Hd), "layers.%d.self_attn.v_proj.weight", l);
+            if (!k_eq_v) L->d.v = vlm_ld_linear(&ld, kdim, Hd, "layers.%d.self_attn.v_proj.weight", l);
             if (g->attn_bias) {
                 L->d.k_b = vlm_ld(&ld, VLM_SHAPE1(kdim), "layers.%d.self_attn.k_proj.bias", l);
                 if (L->d.v) L->d.v_b = vlm_ld(&ld, VLM_SHAPE1(kdim), "layers.%d.self_attn.v_proj.bias", l);
             }
         }
-        L->d.gate = vlm_ld(&ld, VLM_SHAPE2(L->inter, Hd), "layers.%d.mlp.gate_proj.weight", l);
-        L->d.up = vlm_ld(&ld, VLM_SHAPE2(L->inter, Hd), "layers.%d.mlp.up_proj.weight", l);
-        L->d.down = vlm_ld(&ld, VLM_SHAPE2(Hd, L->inter), "layers.%d.mlp.down_proj.weight", l);
+        L->d.gate = vlm_ld_linear(&ld, L->inter, Hd, "layers.%d.mlp.gate_proj.weight", l);
+        L->d.up = vlm_ld_linear(&ld, L->inter, Hd, "layers.%d.mlp.up_proj.weight", l);
+        L->d.down = vlm_ld_linear(&ld, Hd, L->inter, "layers.%d.mlp.down_proj.weight", l);
         L->scalar = vlm_ld_opt(&ld, "layers.%d.layer_scalar", l);
         if (L->scalar && vlm_nelem(L->scalar) != 1) L->scalar = NULL;
         if (P > 0) {
-            L->ple_gate = vlm_ld(&ld, VLM_SHAPE2(P, Hd), "layers.%d.per_layer_input_gate.weight", l);
-            L->ple_proj = vlm_ld(&ld, VLM_SHAPE2(Hd, P), "layers.%d.per_layer_projection.weight", l);
+            L->ple_gate = vlm_ld_linear(&ld, P, Hd, "layers.%d.per_layer_input_gate.weight", l);
+            L->ple_proj = vlm_ld_linear(&ld, Hd, P, "layers.%d.per_layer_projection.weight", l);
             L->ple_norm = vlm_ld(&ld, VLM_SHAPE1(Hd), "layers.%d.post_per_layer_input_norm.weight", l);
         }
         if (g->n_experts > 0) {
@@ -560,9 +573,9 @@ static vlm_tensor *g4_layer_forward(vlm_compute *c, const g4_model *g, const g4_
 }
 
 /* The embedding scale as transformers applies it: a tensor in the table's dtype. */
-static float g4_embed_scale(const vlm_tensor *table, float s) {
-    if (table->dtype == VLM_BF16) return vlm_bf16_to_f32(vlm_f32_to_bf16(s));
-    if (table->dtype == VLM_F16) return vlm_f16_to_f32(vlm_f32_to_f16(s));
+static float g4_embed_scale(vlm_dtype table, float s) {
+    if (table == VLM_BF16) return vlm_bf16_to_f32(vlm_f32_to_bf16(s));
+    if (table == VLM_F16) return vlm_f16_to_f32(vlm_f32_to_f16(s));
     return s;
 }
 
@@ -586,7 +599,7 @@ static vlm_status g4_per_layer_inputs(vlm_compute *c, void *state, vlm_tensor *x
     int64_t n = x->shape[0], NL = g->n_layers, P = g->ple_dim;
     if (P <= 0) return VLM_OK;
     vlm_tensor *tok = vlm_from_host(c, VLM_I32, 1, (const int64_t[]){n}, k->ple_ids);
-    vlm_tensor *te = vlm_scale(c, vlm_get_rows(c, g->ple_embed, tok), g4_embed_scale(g->ple_embed, sqrtf((float)P)));
+    vlm_tensor *te = vlm_scale(c, vlm_get_rows(c, g->ple_embed, tok), g4_embed_scale(g->ple_dtype, sqrtf((float)P)));
     vlm_tensor *pr = vlm_scale(c, vlm_linear(c, x, g->ple_model_proj, NULL), 1.0f / sqrtf((float)g->hidden));
     pr = vlm_rms_norm(c, vlm_reshape_3d(c, pr, n, NL, P), g->ple_proj_norm, g->eps);
     k->ple = vlm_scale(c, vlm_add(c, pr, vlm_reshape_3d(c, te, n, NL, P)), 1.0f / sqrtf(2.0f));
@@ -647,7 +660,7 @@ static vlm_status g4_forward(vlm_model *m, vlm_seq *s, const int32_t *ids, int n
     g4_call k = {.g = g, .ple_ids = ple_ids, .span = span, .cs = {{cs[0][0], cs[0][1]}, {cs[1][0], cs[1][1]}}};
     vlm_dec_hooks hooks = {.state = &k, .begin = g4_per_layer_inputs, .layer = g4_layer_hook};
     vlm_dec_call a = {.ids = ids, .n = n, .pos = pos, .vision = vision, .image_token = m->image_token_id,
-                      .video_token = m->video_token_id, .embed_scale = g4_embed_scale(g->embed, sqrtf((float)g->hidden)),
+                      .video_token = m->video_token_id, .embed_scale = g4_embed_scale(g->embed_dtype, sqrtf((float)g->hidden)),
                       .softcap = g->softcap, .all_logits = all_logits, .hooks = &hooks};
     /* the driver's view of the stack: its layers are g4_layer, run by the hook; the head is tied */
     vlm_dec_stack stack = {.n_layers = g->n_layers, .hidden = g->hidden, .hp.eps = g->eps,

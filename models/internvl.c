@@ -295,22 +295,22 @@ static vlm_status ivl_load_text(vlm_model *m, ivl_model *q, vlm_error *err) {
     if (!vlm_loader_prefix(&ld, prefixes, "embed_tokens.weight"))
         return vlm_error_set(err, VLM_ERR_FORMAT, "no decoder weights (language_model.model.embed_tokens.weight)");
     /* lm_head is looked up below under either layout's name */
-    if (vlm_dec_stack_load(&ld, m->vocab_size, bias, qwen3, 1, t) != VLM_OK) return err->code;
+    /* lm_head: separate when the checkpoint has one; tied otherwise. */
+    const char *heads[] = {"lm_head.weight", "language_model.lm_head.weight"};
+    vlm_tensor *head = NULL;
+    for (int i = 0; i < 2 && !head; i++) head = vlm_weight_opt(m, heads[i]); /* made-up weights: none */
+    int tied = vlm_json_bool(vlm_json_get(tc, "tie_word_embeddings"), 0) ||
+               (!q->original && vlm_json_bool(vlm_json_get(cfg, "tie_word_embeddings"), 0));
+    if (head && (head->ndim != 2 || head->shape[0] != m->vocab_size || head->shape[1] != t->hidden))
+        return vlm_error_set(err, VLM_ERR_FORMAT, "lm_head has the wrong shape");
+    if (vlm_dec_stack_load(&ld, m->vocab_size, bias, qwen3, !head && tied ? 1 : -1, t) != VLM_OK) return err->code;
     for (int l = 0; bias && !qwen2 && l < t->n_layers; l++) /* Qwen3 / Llama attention_bias also biases o_proj */
         t->layers[l].o_b = vlm_ld(&ld, VLM_SHAPE1(t->hidden), "layers.%d.self_attn.o_proj.bias", l);
     if (err->code) return err->code;
-    /* lm_head: separate when the checkpoint has one; tied otherwise. */
-    const char *heads[] = {"lm_head.weight", "language_model.lm_head.weight"};
-    t->lm_head = NULL;
-    for (int i = 0; i < 2 && !t->lm_head && !m->random_weights; i++) t->lm_head = vlm_weight_opt(m, heads[i]);
-    int tied = vlm_json_bool(vlm_json_get(tc, "tie_word_embeddings"), 0) ||
-               (!q->original && vlm_json_bool(vlm_json_get(cfg, "tie_word_embeddings"), 0));
-    if (t->lm_head) {
-        if (t->lm_head->ndim != 2 || t->lm_head->shape[0] != m->vocab_size || t->lm_head->shape[1] != t->hidden)
-            return vlm_error_set(err, VLM_ERR_FORMAT, "lm_head has the wrong shape");
-    } else if (tied) t->lm_head = t->embed;
-    else t->lm_head = vlm_weight(m, q->original ? "language_model.lm_head.weight" : "lm_head.weight",
-                                 VLM_SHAPE2(m->vocab_size, t->hidden), err);
+    if (head) t->lm_head = vlm_quantize_weight(m, head, VLM_LINEAR_OUTPUT, "lm_head", err);
+    else if (!tied)
+        t->lm_head = vlm_weight_linear(m, q->original ? "language_model.lm_head.weight" : "lm_head.weight", m->vocab_size,
+                                       t->hidden, VLM_LINEAR_OUTPUT, err);
     return err->code;
 }
 

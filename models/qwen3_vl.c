@@ -227,7 +227,15 @@ static vlm_status q3_load(vlm_model *m, vlm_error *err) {
     static const char *const txt_prefixes[] = {"model.language_model.", "model.", NULL};
     if (!vlm_loader_prefix(&ld, txt_prefixes, "embed_tokens.weight"))
         return vlm_error_set(err, VLM_ERR_FORMAT, "no decoder weights (model.language_model.embed_tokens.weight)");
-    q->d.embed = vlm_ld(&ld, VLM_SHAPE2(m->vocab_size, q->d.hidden), "embed_tokens.weight");
+    int tied = vlm_json_bool(vlm_json_get(m->config, "tie_word_embeddings"), 0) ||
+               vlm_json_bool(vlm_cfg_text(m->config, "tie_word_embeddings"), 0);
+    vlm_tensor *head = vlm_weight_opt(m, "lm_head.weight"); /* a tied checkpoint may still store it; made up: none */
+    if (head && (head->ndim != 2 || head->shape[0] != m->vocab_size || head->shape[1] != q->d.hidden))
+        return vlm_error_set(err, VLM_ERR_FORMAT, "lm_head.weight shape differs from [vocab_size, hidden_size]");
+    ld.role = !head && tied ? VLM_LINEAR_OUTPUT : VLM_LINEAR_TEXT; /* the table is the output projection */
+    q->d.embed = ld.role ? vlm_ld_linear(&ld, m->vocab_size, q->d.hidden, "embed_tokens.weight")
+                         : vlm_ld(&ld, VLM_SHAPE2(m->vocab_size, q->d.hidden), "embed_tokens.weight");
+    ld.role = VLM_LINEAR_TEXT;
     q->d.norm = vlm_ld(&ld, VLM_SHAPE1(q->d.hidden), "norm.weight");
     for (int l = 0; l < q->d.n_layers; l++) {
         int moe = q3_is_moe_layer(m->config, q, l);
@@ -235,13 +243,9 @@ static vlm_status q3_load(vlm_model *m, vlm_error *err) {
         if (vlm_dec_layer_load(&ld, l, q->d.hidden, moe ? 0 : q->d.inter, &q->d.hp, 0, 1, &q->d.layers[l]) != VLM_OK) return err->code;
         if (moe && q3_load_moe(&ld, q, l, &q->moe[l]) != VLM_OK) return err->code;
     }
-    int tied = vlm_json_bool(vlm_json_get(m->config, "tie_word_embeddings"), 0) ||
-               vlm_json_bool(vlm_cfg_text(m->config, "tie_word_embeddings"), 0);
-    vlm_tensor *head = m->random_weights && tied ? NULL : vlm_weight_opt(m, "lm_head.weight");
-    /* a tied checkpoint may still store lm_head; an untied one must */
-    q->d.lm_head = head ? head : tied ? q->d.embed : vlm_weight(m, "lm_head.weight", VLM_SHAPE2(m->vocab_size, q->d.hidden), err);
-    if (head && (head->ndim != 2 || head->shape[0] != m->vocab_size || head->shape[1] != q->d.hidden))
-        return vlm_error_set(err, VLM_ERR_FORMAT, "lm_head.weight shape differs from [vocab_size, hidden_size]");
+    q->d.lm_head = head   ? vlm_quantize_weight(m, head, VLM_LINEAR_OUTPUT, "lm_head.weight", err)
+                   : tied ? q->d.embed
+                          : vlm_weight_linear(m, "lm_head.weight", m->vocab_size, q->d.hidden, VLM_LINEAR_OUTPUT, err);
     return err->code;
 }
 

@@ -33,6 +33,17 @@ for k in $(VLM_KERNELS= "$BUILD/vlm" info --cpu | sed -n 's/^runs *//p'); do
   done
   first=0
 done
+# quantized weights on the default kernels: errors against the f32
+# reference within the case's noise bound (cli/golden.c), tokens reported
+for q in q8_0 q4_0; do
+    for d in tests/golden/*/; do
+        [ -f "$d/case.json" ] || continue
+        c=$(basename "$d")@$q
+        if "$BUILD/vlm" golden "$d" --quant $q > "$BUILD/golden_$c.log" 2>&1; then
+            pass=$((pass+1)); echo "PASS golden:$c $(tail -n 1 "$BUILD/golden_$c.log")"
+        else fail=$((fail+1)); failed="$failed golden:$c"; echo "FAIL golden:$c"; tail -n 5 "$BUILD/golden_$c.log"; fi
+    done
+done
 [ -z "$failed" ] || echo "failed:$failed"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -118,7 +118,15 @@ vlm_status vlm_engine_open(vlm_engine **out, const char *dir, const vlm_engine_p
     e->limits = vlm_limits_resolve(p ? p->limits : NULL);
     vlm_model_params mp = {.n_threads = p ? p->n_threads : 0, .kernels = p ? p->kernels : NULL,
                            .compute = p ? p->compute : NULL};
-    vlm_status s = vlm_model_load(&e->model, dir, &mp, err);
+    vlm_status s = VLM_OK;
+    if (p && p->quant && strcmp(p->quant, "none") && vlm_quant_from_name(p->quant, &mp.quant))
+        s = vlm_error_set(err, VLM_ERR_ARG, "unknown quantization '%s' (none, q8_0 or q4_0)", p->quant);
+    if (p) {
+        mp.quant_vision = p->quant_vision;
+        mp.progress = p->load_progress;
+        mp.progress_user = p->load_progress_user;
+    }
+    if (s == VLM_OK) s = vlm_model_load(&e->model, dir, &mp, err);
     if (s == VLM_OK) s = vlm_tokenizer_load(&e->tok, dir, err);
     if (s == VLM_OK && !strcmp(vlm_json_str(vlm_json_get(e->model->config, "model_type"), ""), "internvl_chat"))
         api_internvl_chat_proc(&e->proc, e->model->config);

@@ -87,6 +87,15 @@ typedef struct vlm_engine_params {
     const char *kernels;     /* CPU kernels: NULL (default: $VLM_KERNELS, else the fastest the CPU runs),
                                 "auto", "avx2" or "scalar" (see vlm_backend_cpu_new) */
     const char *compute;     /* matmul precision: NULL/"auto", "f32" or "bf16" (see vlm_cpu_params) */
+    /* Weights quantized as they load: NULL/"none" (as stored), "q8_0" or
+     * "q4_0" (formats in the README): the text decoder's linear weights;
+     * the output projection (lm_head, or the embedding table tied to it)
+     * in q8_0. quant_vision: the vision tower's and projector's linears too. */
+    const char *quant;
+    int quant_vision;
+    /* Loading progress in bytes of the checkpoint's tensors; may be NULL. */
+    void (*load_progress)(void *user, int64_t done, int64_t total);
+    void *load_progress_user;
 } vlm_engine_params;
 
 /* dir holds config.json, *.safetensors (sharded or not), tokenizer.json,

@@ -92,13 +92,18 @@ int vlm_utf8_encode(uint32_t cp, char *s) {
 
 /* ------------------------------------------------------------------ dtypes */
 
-static const struct { const char *name; size_t size; } core_dtypes[VLM_NTYPES] = {
-    [VLM_F32] = {"F32", 4}, [VLM_F16] = {"F16", 2}, [VLM_BF16] = {"BF16", 2},
-    [VLM_I32] = {"I32", 4}, [VLM_I64] = {"I64", 8}, [VLM_U8] = {"U8", 1}, [VLM_I8] = {"I8", 1},
-    [VLM_BOOL] = {"BOOL", 1},
+static const struct { const char *name; size_t size; int block; } core_dtypes[VLM_NTYPES] = {
+    [VLM_F32] = {"F32", 4, 1}, [VLM_F16] = {"F16", 2, 1}, [VLM_BF16] = {"BF16", 2, 1},
+    [VLM_I32] = {"I32", 4, 1}, [VLM_I64] = {"I64", 8, 1}, [VLM_U8] = {"U8", 1, 1}, [VLM_I8] = {"I8", 1, 1},
+    [VLM_BOOL] = {"BOOL", 1, 1}, [VLM_Q8_0] = {"Q8_0", 34, 32}, [VLM_Q4_0] = {"Q4_0", 18, 32},
 };
 
 size_t vlm_dtype_size(vlm_dtype t) { return (unsigned)t < VLM_NTYPES ? core_dtypes[t].size : 0; }
+int vlm_dtype_block(vlm_dtype t) { return (unsigned)t < VLM_NTYPES ? core_dtypes[t].block : 1; }
+size_t vlm_dtype_bytes(vlm_dtype t, int64_t n) {
+    int64_t b = vlm_dtype_block(t);
+    return (size_t)((n + b - 1) / b) * vlm_dtype_size(t);
+}
 const char *vlm_dtype_name(vlm_dtype t) { return (unsigned)t < VLM_NTYPES ? core_dtypes[t].name : "?"; }
 
 int vlm_dtype_from_name(const char *name, vlm_dtype *out) {

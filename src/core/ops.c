@@ -21,9 +21,9 @@ static void core_profile(vlm_profile *p, const vlm_op *op, double seconds) {
     if (op->kind == VLM_OP_MATMUL || op->kind == VLM_OP_MATMUL_ID) {
         const vlm_tensor *w = op->b;
         double rows = (double)vlm_nelem(op->out) / (double)w->shape[w->ndim - 2];
-        double per_matrix = (double)w->shape[w->ndim - 2] * (double)w->shape[w->ndim - 1] * (double)vlm_dtype_size(w->dtype);
+        double per_matrix = (double)w->shape[w->ndim - 2] * (double)vlm_dtype_bytes(w->dtype, w->shape[w->ndim - 1]);
         flops = 2.0 * rows * (double)w->shape[w->ndim - 2] * (double)w->shape[w->ndim - 1];
-        if (op->kind == VLM_OP_MATMUL) bytes = (double)vlm_nelem(w) * (double)vlm_dtype_size(w->dtype);
+        if (op->kind == VLM_OP_MATMUL) bytes = (double)vlm_nbytes(w);
         else {
             double chosen = (double)vlm_nelem(op->aux), experts = (double)w->shape[0];
             bytes = (chosen < experts ? chosen : experts) * per_matrix;
@@ -51,6 +51,13 @@ static vlm_tensor *core_run(vlm_compute *c, vlm_op *op) {
 }
 
 static int core_is_float(vlm_dtype t) { return t == VLM_F32 || t == VLM_F16 || t == VLM_BF16; }
+/* A weight a matmul or row lookup can read: float, or block-quantized with
+ * whole-block rows. */
+static int core_is_weight(const vlm_tensor *w) {
+    if (core_is_float(w->dtype)) return 1;
+    int64_t b = vlm_dtype_block(w->dtype);
+    return b > 1 && w->ndim >= 2 && w->stride[w->ndim - 1] == 1 && w->stride[w->ndim - 2] % b == 0;
+}
 
 static vlm_tensor *core_like(vlm_compute *c, const vlm_tensor *a) {
     return vlm_new(c, VLM_F32, a->ndim, a->shape);
@@ -91,8 +98,8 @@ vlm_tensor *vlm_linear(vlm_compute *c, vlm_tensor *x, vlm_tensor *w, vlm_tensor 
                  (long long)K, (long long)w->shape[w->ndim - 1]);
     /* int8 x int8 -> exact int32 sums: 2-D, no bias (the quantized formats' engine) */
     int i8 = x->dtype == VLM_I8 && w->dtype == VLM_I8;
-    CORE_REQUIRE(c, (core_is_float(x->dtype) && core_is_float(w->dtype)) || (i8 && w->ndim == 2 && !bias && K <= (1 << 17)),
-                 "matmul of %s x %s (float tensors, or 2-D int8 ones with K <= 131072 and no bias)",
+    CORE_REQUIRE(c, (core_is_float(x->dtype) && core_is_weight(w)) || (i8 && w->ndim == 2 && !bias && K <= (1 << 17)),
+                 "matmul of %s x %s (float x, float or quantized w; or 2-D int8 ones with K <= 131072 and no bias)",
                  vlm_dtype_name(x->dtype), vlm_dtype_name(w->dtype));
     CORE_REQUIRE(c, x->stride[x->ndim - 1] == 1 && w->stride[w->ndim - 1] == 1, "matmul needs unit inner stride");
     if (w->ndim > 2) { /* batched: leading dims of w match those of x */
@@ -116,6 +123,8 @@ vlm_tensor *vlm_matmul_id(vlm_compute *c, vlm_tensor *x, vlm_tensor *w, vlm_tens
     int64_t T = ids->shape[0], k = ids->shape[1], N = w->shape[1], K = w->shape[2];
     CORE_REQUIRE(c, x->shape[1] == K && (x->shape[0] == T || x->shape[0] == T * k), "matmul_id shapes");
     CORE_REQUIRE(c, vlm_is_contiguous(x) && vlm_is_contiguous(w) && vlm_is_contiguous(ids), "matmul_id needs contiguous inputs");
+    CORE_REQUIRE(c, core_is_float(x->dtype) && core_is_weight(w), "matmul_id of %s x %s", vlm_dtype_name(x->dtype),
+                 vlm_dtype_name(w->dtype));
     vlm_op op = {.kind = VLM_OP_MATMUL_ID, .a = x, .b = w, .aux = ids};
     op.out = vlm_new_3d(c, VLM_F32, T, k, N);
     return op.out ? core_run(c, &op) : NULL;
@@ -246,7 +255,7 @@ vlm_tensor *vlm_get_rows(vlm_compute *c, vlm_tensor *table, vlm_tensor *ids) {
     if (!table || !ids) return NULL;
     CORE_REQUIRE(c, table->ndim == 2 && ids->ndim == 1 && (ids->dtype == VLM_I32 || ids->dtype == VLM_I64),
                  "get_rows wants table[V,D], ids[n] i32/i64");
-    CORE_REQUIRE(c, core_is_float(table->dtype) && table->stride[1] == 1, "get_rows table");
+    CORE_REQUIRE(c, core_is_weight(table) && table->stride[1] == 1, "get_rows table");
     vlm_op op = {.kind = VLM_OP_GET_ROWS, .a = table, .b = ids};
     op.out = vlm_new_2d(c, VLM_F32, ids->shape[0], table->shape[1]);
     return op.out ? core_run(c, &op) : NULL;

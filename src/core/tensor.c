@@ -13,18 +13,31 @@ int64_t vlm_nelem(const vlm_tensor *t) {
     return n;
 }
 
-size_t vlm_nbytes(const vlm_tensor *t) { return (size_t)vlm_nelem(t) * vlm_dtype_size(t->dtype); }
+/* Elements a row of the last dim takes in memory: block types pad rows to
+ * whole blocks. */
+static int64_t core_row_span(const vlm_tensor *t) {
+    int64_t n = t->ndim ? t->shape[t->ndim - 1] : 1, b = vlm_dtype_block(t->dtype);
+    return (n + b - 1) / b * b;
+}
+
+size_t vlm_nbytes(const vlm_tensor *t) {
+    int64_t n = t->ndim ? t->shape[t->ndim - 1] : 1;
+    return n ? (size_t)(vlm_nelem(t) / n) * vlm_dtype_bytes(t->dtype, n) : 0;
+}
 
 static void core_set_contiguous_strides(vlm_tensor *t) {
     int64_t s = 1;
-    for (int i = t->ndim - 1; i >= 0; i--) { t->stride[i] = s; s *= t->shape[i]; }
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        t->stride[i] = s;
+        s *= i == t->ndim - 1 ? core_row_span(t) : t->shape[i];
+    }
 }
 
 int vlm_is_contiguous(const vlm_tensor *t) {
     int64_t s = 1;
     for (int i = t->ndim - 1; i >= 0; i--) {
         if (t->shape[i] != 1 && t->stride[i] != s) return 0;
-        s *= t->shape[i];
+        s *= i == t->ndim - 1 ? core_row_span(t) : t->shape[i];
     }
     return 1;
 }
@@ -60,6 +73,11 @@ float vlm_get_f32(const vlm_tensor *t, int64_t flat) {
     case VLM_I64: return (float)((const int64_t *)t->data)[o];
     case VLM_U8: case VLM_BOOL: return (float)((const uint8_t *)t->data)[o];
     case VLM_I8: return (float)((const int8_t *)t->data)[o];
+    case VLM_Q8_0: case VLM_Q4_0: { /* o is a multiple of 32 plus the index in its block */
+        float blk[32];
+        vlm_dequantize_row(t->dtype, (const char *)t->data + vlm_dtype_bytes(t->dtype, o - o % 32), 32, blk);
+        return blk[o % 32];
+    }
     default: return 0;
     }
 }
@@ -214,6 +232,8 @@ vlm_tensor *vlm_reshape(vlm_compute *c, vlm_tensor *t, int ndim, const int64_t *
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) n *= shape[i];
     CORE_REQUIRE(c, n == vlm_nelem(t), "reshape to %lld elements from %lld", (long long)n, (long long)vlm_nelem(t));
+    CORE_REQUIRE(c, vlm_dtype_block(t->dtype) == 1 || shape[ndim - 1] == t->shape[t->ndim - 1],
+                 "reshape of %s must keep its rows", vlm_dtype_name(t->dtype));
     vlm_tensor *v = core_header(c);
     if (v) *v = vlm_tensor_make(t->dtype, ndim, shape, t->data);
     return v;
@@ -240,6 +260,8 @@ vlm_tensor *vlm_permute(vlm_compute *c, vlm_tensor *t, const int *perm) {
     for (int i = 0; i < t->ndim; i++) {
         CORE_REQUIRE(c, perm[i] >= 0 && perm[i] < t->ndim && !(seen & (1 << perm[i])), "bad permutation");
         seen |= 1 << perm[i];
+        CORE_REQUIRE(c, vlm_dtype_block(t->dtype) == 1 || i != t->ndim - 1 || perm[i] == i,
+                     "permute of %s must keep its rows", vlm_dtype_name(t->dtype));
         v->shape[i] = t->shape[perm[i]];
         v->stride[i] = t->stride[perm[i]];
     }
@@ -261,9 +283,11 @@ vlm_tensor *vlm_slice(vlm_compute *c, vlm_tensor *t, int dim, int64_t start, int
     CORE_REQUIRE(c, dim >= 0 && dim < t->ndim && start >= 0 && len >= 0 && start + len <= t->shape[dim],
                  "slice [%lld, +%lld) of dim %d (size %lld)", (long long)start, (long long)len, dim,
                  (long long)(dim >= 0 && dim < t->ndim ? t->shape[dim] : -1));
+    CORE_REQUIRE(c, vlm_dtype_block(t->dtype) == 1 || (t->stride[dim] * start) % vlm_dtype_block(t->dtype) == 0,
+                 "slice of %s inside a block", vlm_dtype_name(t->dtype));
     vlm_tensor *v = core_view(c, t);
     if (!v) return NULL;
-    v->data = (char *)t->data + start * t->stride[dim] * (int64_t)vlm_dtype_size(t->dtype);
+    v->data = (char *)t->data + vlm_dtype_bytes(t->dtype, start * t->stride[dim]);
     v->shape[dim] = len;
     return v;
 }
@@ -279,7 +303,7 @@ vlm_tensor *vlm_index(vlm_compute *c, vlm_tensor *t, int64_t i) {
 vlm_tensor *vlm_split_last(vlm_compute *c, vlm_tensor *t, int64_t n0, int64_t n1) {
     if (!t) return NULL;
     int d = t->ndim - 1;
-    CORE_REQUIRE(c, t->ndim < VLM_MAX_DIMS && t->stride[d] == 1 && n0 * n1 == t->shape[d],
+    CORE_REQUIRE(c, t->ndim < VLM_MAX_DIMS && t->stride[d] == 1 && n0 * n1 == t->shape[d] && vlm_dtype_block(t->dtype) == 1,
                  "split_last: %lld into %lldx%lld", (long long)t->shape[d], (long long)n0, (long long)n1);
     vlm_tensor *v = core_view(c, t);
     if (!v) return NULL;

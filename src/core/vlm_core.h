@@ -85,12 +85,28 @@ typedef enum vlm_dtype {
     VLM_U8,
     VLM_BOOL,
     VLM_I8,
+    /* Block-quantized weights (byte layouts in the README, "Quantized
+     * weights"): blocks of 32 consecutive elements of a row, each an f16
+     * scale d then the codes. A row of such a tensor is a whole number of
+     * blocks (the last one zero-padded): the last dim's stride is 1 and the
+     * next stride counts padded elements (vlm_tensor_make does this). */
+    VLM_Q8_0, /* d, 32 int8 q:                              x = d * q */
+    VLM_Q4_0, /* d, 16 bytes, byte j = q[j] | q[j+16] << 4:  x = d * (q - 8) */
     VLM_NTYPES
-    /* block-quantized types go here later; vlm_dtype_size() then becomes a
-     * per-block size and tensors of those types must be contiguous. */
 } vlm_dtype;
 
-size_t vlm_dtype_size(vlm_dtype t);
+size_t vlm_dtype_size(vlm_dtype t);  /* bytes per element; block types: per block */
+int vlm_dtype_block(vlm_dtype t);    /* elements per block: 32 for block types, else 1 */
+/* Bytes that n consecutive elements of a row take (block types: whole
+ * blocks, so an offset of n elements is exact when n is a multiple of 32). */
+size_t vlm_dtype_bytes(vlm_dtype t, int64_t n);
+/* The quantized formats' reference (scalar) codecs, also used at load:
+ * n floats into ceil(n / 32) blocks of t (the last block's missing
+ * elements taken as 0), and back. t is VLM_Q8_0 or VLM_Q4_0. */
+void vlm_quantize_row(vlm_dtype t, const float *x, int64_t n, void *blocks);
+void vlm_dequantize_row(vlm_dtype t, const void *blocks, int64_t n, float *x);
+/* "q8_0" / "q4_0" -> the dtype; -1 for any other name. */
+int vlm_quant_from_name(const char *name, vlm_dtype *out);
 const char *vlm_dtype_name(vlm_dtype t); /* safetensors spelling: "F32", "BF16", ... */
 int vlm_dtype_from_name(const char *name, vlm_dtype *out); /* 0 on success */
 

@@ -117,6 +117,7 @@ static void cpu_destroy(vlm_backend *be) {
     free(ctx->tscratch_n);
     vlm_aligned_free(ctx->shared);
     vlm_aligned_free(ctx->rounded);
+    vlm_aligned_free(ctx->xq);
     vlm_mutex_free(ctx->mu);
     vlm_mutex_free(ctx->exec_mu);
     vlm_cond_free(ctx->cv_work);

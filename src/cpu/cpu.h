@@ -64,6 +64,8 @@ typedef struct cpu_ctx {
     size_t shared_n;
     float *rounded;               /* a matmul's input rounded to bf16 (bf16 compute) */
     size_t rounded_n;
+    float *xq;                    /* a matmul's input quantized to int8 blocks (quantized weights) */
+    size_t xq_n;
     int bf16;                     /* compute mode: 1 bf16 (inputs of every matmul rounded), 0 f32 */
     vlm_backend be;
     vlm_status (*exec)(struct cpu_ctx *ctx, const vlm_op *op, vlm_error *err); /* the kernel variant's */
@@ -87,6 +89,7 @@ CPU_FN void cpu_parallel(cpu_ctx *ctx, int64_t n, int64_t min_chunk, vlm_paralle
 CPU_FN int cpu_reserve(cpu_ctx *ctx, size_t n);
 CPU_FN float *cpu_shared(cpu_ctx *ctx, size_t n);
 CPU_FN float *cpu_rounded(cpu_ctx *ctx, size_t n);
+CPU_FN float *cpu_xq(cpu_ctx *ctx, size_t n);
 
 /* ------------------------------------------------------------------ kernel variants */
 

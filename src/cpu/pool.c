@@ -135,5 +135,6 @@ static float *cpu_grow(float **buf, size_t *cap, size_t n) {
 }
 
 CPU_FN float *cpu_rounded(cpu_ctx *ctx, size_t n) { return cpu_grow(&ctx->rounded, &ctx->rounded_n, n); }
+CPU_FN float *cpu_xq(cpu_ctx *ctx, size_t n) { return cpu_grow(&ctx->xq, &ctx->xq_n, n); }
 
 CPU_FN float *cpu_shared(cpu_ctx *ctx, size_t n) { return cpu_grow(&ctx->shared, &ctx->shared_n, n); }

@@ -35,6 +35,7 @@
 #include "cpu/kernels/elementwise.c"
 #include "cpu/kernels/gemm.c"
 #include "cpu/kernels/gemm_i8.c"
+#include "cpu/kernels/gemv_quant.c"
 #include "cpu/kernels/matmul.c"
 #include "cpu/kernels/moe.c"
 #include "cpu/kernels/attention.c"

@@ -106,7 +106,20 @@ vlm_status vlm_model_load(vlm_model **out, const char *dir, const vlm_model_para
         m->own_backend = 1;
     }
     model_read_eos(m);
+    if (p && (p->quant == VLM_Q8_0 || p->quant == VLM_Q4_0)) {
+        m->quant = p->quant;
+        m->quant_vision = p->quant_vision;
+    } else if (p && p->quant != 0) {
+        s = vlm_error_set(err, VLM_ERR_ARG, "quantization to %s: only q8_0 and q4_0 are supported", vlm_dtype_name(p->quant));
+        goto fail;
+    }
+    if (p) {
+        m->progress = p->progress;
+        m->progress_user = p->progress_user;
+    }
+    for (int i = 0; i < m->weights.n_entries; i++) m->progress_total += (int64_t)m->weights.entries[i].nbytes;
     if ((s = m->arch->load(m, err)) != VLM_OK) goto fail;
+    if (m->progress) m->progress(m->progress_user, m->progress_total, m->progress_total);
     *out = m;
     return VLM_OK;
 fail:
@@ -125,15 +138,11 @@ void vlm_model_free(vlm_model *m) {
     free(m);
 }
 
-/* A made-up weight for benchmarks: vectors near 1 (norm scales), matrices
- * small and centred so activations stay finite through many layers. */
-static vlm_tensor *model_random_weight(vlm_model *m, int ndim, const int64_t *shape) {
-    vlm_tensor *t = (vlm_tensor *)vlm_arena_alloc(&m->arena, sizeof *t);
-    if (!t) return NULL;
-    *t = vlm_tensor_make(m->random_dtype, ndim, shape, NULL);
+/* Made-up weights for benchmarks: vectors near 1 (norm scales), matrices
+ * small and centred so activations stay finite through many layers. Fills
+ * t (contiguous, of m->random_dtype). */
+static void model_random_fill(vlm_model *m, vlm_tensor *t, int ndim) {
     int64_t n = vlm_nelem(t);
-    t->data = vlm_arena_alloc(&m->arena, vlm_nbytes(t));
-    if (!t->data) return NULL;
     float scale = ndim == 1 ? 0.1f : 0.04f, offset = ndim == 1 ? 1.0f : 0.0f;
     /* Draw a block of 4099 values (a prime, so rows don't repeat in step) and
      * tile it: the values only need to be plausible, and a 7B model would
@@ -152,6 +161,14 @@ static vlm_tensor *model_random_weight(vlm_model *m, int ndim, const int64_t *sh
     for (int64_t done = BLOCK; done < n; done *= 2) /* doubling copies */
         memcpy(p + done * es, p, (size_t)((n - done < done ? n - done : done)) * es);
     m->rng = x;
+}
+static vlm_tensor *model_random_weight(vlm_model *m, int ndim, const int64_t *shape) {
+    vlm_tensor *t = (vlm_tensor *)vlm_arena_alloc(&m->arena, sizeof *t);
+    if (!t) return NULL;
+    *t = vlm_tensor_make(m->random_dtype, ndim, shape, NULL);
+    t->data = vlm_arena_alloc(&m->arena, vlm_nbytes(t));
+    if (!t->data) return NULL;
+    model_random_fill(m, t, ndim);
     return t;
 }
 
@@ -172,7 +189,115 @@ vlm_tensor *vlm_weight_opt(vlm_model *m, const char *name) {
     return t;
 }
 
+static vlm_tensor *model_weight(vlm_model *m, const char *name, int ndim, const int64_t *shape, vlm_error *err);
+
+static void model_progress(vlm_model *m, size_t bytes) {
+    m->progress_done += (int64_t)bytes;
+    if (m->progress) m->progress(m->progress_user, m->progress_done, m->progress_total);
+}
+
 vlm_tensor *vlm_weight(vlm_model *m, const char *name, int ndim, const int64_t *shape, vlm_error *err) {
+    vlm_tensor *t = model_weight(m, name, ndim, shape, err);
+    if (t) model_progress(m, vlm_nbytes(t));
+    return t;
+}
+
+/* ------------------------------------------------------------------ quantize at load */
+
+typedef struct model_quant_arg {
+    const vlm_tensor *src;
+    vlm_tensor *dst;
+} model_quant_arg;
+
+/* Rows [r0, r1) of src into dst's blocks, 1024 elements (32 blocks) at a
+ * time so that no row-sized buffer is needed. */
+static void model_quant_rows(void *p, int64_t r0, int64_t r1, int thread) {
+    (void)thread;
+    const model_quant_arg *A = (const model_quant_arg *)p;
+    const vlm_tensor *src = A->src;
+    int64_t K = src->shape[1];
+    size_t es = vlm_dtype_size(src->dtype), row_bytes = vlm_dtype_bytes(A->dst->dtype, K);
+    float buf[1024];
+    for (int64_t r = r0; r < r1; r++) {
+        const unsigned char *s = (const unsigned char *)src->data + (size_t)(r * src->stride[0]) * es;
+        unsigned char *d = (unsigned char *)A->dst->data + (size_t)r * row_bytes;
+        for (int64_t k = 0; k < K; k += 1024) {
+            int64_t n = K - k < 1024 ? K - k : 1024;
+            for (int64_t i = 0; i < n; i++) {
+                const unsigned char *e = s + (size_t)(k + i) * es;
+                uint16_t h;
+                if (src->dtype == VLM_F32) memcpy(&buf[i], e, 4);
+                else {
+                    memcpy(&h, e, 2);
+                    buf[i] = src->dtype == VLM_F16 ? vlm_f16_to_f32(h) : vlm_bf16_to_f32(h);
+                }
+            }
+            vlm_quantize_row(A->dst->dtype, buf, n, d + vlm_dtype_bytes(A->dst->dtype, k));
+        }
+    }
+}
+
+static vlm_dtype model_quant_for(const vlm_model *m, vlm_linear_role role) {
+    if (!m->quant || (role == VLM_LINEAR_VISION && !m->quant_vision)) return 0;
+    return role == VLM_LINEAR_OUTPUT ? VLM_Q8_0 : m->quant;
+}
+
+/* src (2-D, f32/f16/bf16, unit inner stride) quantized to q in the model's
+ * arena; NULL when out of memory. */
+static vlm_tensor *model_quantize(vlm_model *m, const vlm_tensor *src, vlm_dtype q) {
+    vlm_tensor *dst = (vlm_tensor *)vlm_arena_alloc(&m->arena, sizeof *dst);
+    if (!dst) return NULL;
+    *dst = vlm_tensor_make(q, 2, src->shape, NULL);
+    if (!(dst->data = vlm_arena_alloc(&m->arena, vlm_nbytes(dst)))) return NULL;
+    model_quant_arg A = {src, dst};
+    vlm_cpu_parallel_for(m->be, src->shape[0], 16, model_quant_rows, &A);
+    m->quant_tensors++;
+    m->quant_bytes += vlm_nbytes(dst);
+    return dst;
+}
+
+static int model_quantizable(const vlm_tensor *t) {
+    return t->ndim == 2 && (t->dtype == VLM_F32 || t->dtype == VLM_F16 || t->dtype == VLM_BF16) && t->stride[1] == 1 &&
+           t->shape[1] > 0;
+}
+
+vlm_tensor *vlm_quantize_weight(vlm_model *m, vlm_tensor *t, vlm_linear_role role, const char *name, vlm_error *err) {
+    vlm_dtype q = model_quant_for(m, role);
+    if (!t || !q || !model_quantizable(t)) return t;
+    vlm_tensor *d = model_quantize(m, t, q);
+    if (!d) {
+        vlm_error_set(err, VLM_ERR_OOM, "out of memory quantizing weight %s", name);
+        return NULL;
+    }
+    if (!m->random_weights) vlm_map_release(t->data, vlm_nbytes(t)); /* read again from the file if still used */
+    return d;
+}
+
+vlm_tensor *vlm_weight_linear(vlm_model *m, const char *name, int64_t out, int64_t in, vlm_linear_role role,
+                              vlm_error *err) {
+    const int64_t shape[2] = {out, in};
+    vlm_dtype q = model_quant_for(m, role);
+    if (!q) return vlm_weight(m, name, 2, shape, err);
+    if (!m->random_weights) {
+        vlm_tensor *t = model_weight(m, name, 2, shape, err);
+        if (t) model_progress(m, vlm_nbytes(t));
+        return vlm_quantize_weight(m, t, role, name, err);
+    }
+    /* made up straight into a temporary, so that no float copy stays */
+    vlm_tensor src = vlm_tensor_make(m->random_dtype, 2, shape, NULL);
+    src.data = malloc(vlm_nbytes(&src) ? vlm_nbytes(&src) : 1);
+    vlm_tensor *d = NULL;
+    if (src.data) {
+        model_random_fill(m, &src, 2);
+        d = model_quantizable(&src) ? model_quantize(m, &src, q) : NULL;
+    }
+    free(src.data);
+    if (!d) vlm_error_set(err, VLM_ERR_OOM, "out of memory for weight %s", name);
+    else model_progress(m, vlm_nbytes(d));
+    return d;
+}
+
+static vlm_tensor *model_weight(vlm_model *m, const char *name, int ndim, const int64_t *shape, vlm_error *err) {
     if (m->random_weights) {
         vlm_tensor *r = model_random_weight(m, ndim, shape);
         if (!r) vlm_error_set(err, VLM_ERR_OOM, "out of memory for weight %s", name);

@@ -169,7 +169,7 @@ static vlm_status st_open_file(vlm_st_file *f, const char *path, st_list *list, 
             break;
         }
         vlm_dtype dt;
-        if (vlm_dtype_from_name(jd->str, &dt)) {
+        if (vlm_dtype_from_name(jd->str, &dt) || vlm_dtype_block(dt) != 1) { /* block types are stored as U8 */
             st = vlm_error_set(err, VLM_ERR_UNSUPPORTED, "%s: tensor '%s': unsupported dtype \"%s\"", path, name, jd->str);
             break;
         }
@@ -449,7 +449,8 @@ vlm_status vlm_st_write(const char *path, int n, const char *const *names,
         const vlm_tensor *t = tensors[i];
         if (!names[i] || !names[i][0] || !strcmp(names[i], "__metadata__"))
             s = vlm_error_set(err, VLM_ERR_ARG, "vlm_st_write: tensor %d has an invalid name", i);
-        else if (!t || (unsigned)t->dtype >= VLM_NTYPES || t->ndim < 0 || t->ndim > VLM_MAX_DIMS)
+        else if (!t || (unsigned)t->dtype >= VLM_NTYPES || vlm_dtype_block(t->dtype) != 1 || t->ndim < 0 ||
+                 t->ndim > VLM_MAX_DIMS) /* block types go as U8 bytes */
             s = vlm_error_set(err, VLM_ERR_ARG, "vlm_st_write: tensor '%s' has an invalid header", names[i]);
         else if (!vlm_is_contiguous(t))
             s = vlm_error_set(err, VLM_ERR_ARG, "vlm_st_write: tensor '%s' is not contiguous", names[i]);

@@ -145,6 +145,14 @@ struct vlm_model {
     int32_t image_token_id, video_token_id;
     int32_t eos_ids[8];
     int n_eos;
+    /* quantize at load (vlm_weight_linear): the format, or 0 for none */
+    vlm_dtype quant;
+    int quant_vision;
+    int64_t quant_tensors;     /* weights quantized, and their bytes now */
+    size_t quant_bytes;
+    void (*progress)(void *user, int64_t done, int64_t total);
+    void *progress_user;
+    int64_t progress_done, progress_total; /* bytes of the checkpoint's tensors */
 };
 
 struct vlm_seq {
@@ -169,6 +177,15 @@ typedef struct vlm_model_params {
      * config .json file. */
     int random_weights;
     vlm_dtype random_dtype;
+    /* VLM_Q8_0 or VLM_Q4_0: the text decoder's linear weights quantized as
+     * they load (f32/f16/bf16 ones; see vlm_weight_linear); 0: as stored.
+     * quant_vision: the vision tower's and projector's linears too. */
+    vlm_dtype quant;
+    int quant_vision;
+    /* Loading progress, in bytes of the checkpoint's tensors (done of total;
+     * made-up weights: of the weights made so far, total 0). May be NULL. */
+    void (*progress)(void *user, int64_t done, int64_t total);
+    void *progress_user;
 } vlm_model_params;
 
 /* Every architecture, NULL-terminated (models/registry.c). */
@@ -183,6 +200,24 @@ const vlm_arch *vlm_find_arch(const vlm_json *config);
  * candidate prefixes), checked against an expected shape (-1 = any). */
 vlm_tensor *vlm_weight(vlm_model *m, const char *name, int ndim, const int64_t *shape, vlm_error *err);
 vlm_tensor *vlm_weight_opt(vlm_model *m, const char *name); /* NULL if absent */
+/* Which linear weight a vlm_weight_linear call loads. */
+typedef enum vlm_linear_role {
+    VLM_LINEAR_TEXT = 0, /* the text decoder's (and its per-layer embedding tables) */
+    VLM_LINEAR_VISION,   /* the vision tower's and the projector's: only with quant_vision */
+    VLM_LINEAR_OUTPUT,   /* the output projection (lm_head, or the table tied to it): q8_0 when
+                            any quantization is asked, since its error reaches every logit */
+} vlm_linear_role;
+/* A linear weight [out, in] (or a table a matmul or row lookup reads): as
+ * vlm_weight, quantized to the model's format when one is set and the role
+ * asks for it. The rows are quantized on the backend's threads into memory
+ * the model owns, and the mmap'd source pages are released after. */
+vlm_tensor *vlm_weight_linear(vlm_model *m, const char *name, int64_t out, int64_t in, vlm_linear_role role,
+                              vlm_error *err);
+/* An already loaded weight t quantized as vlm_weight_linear would (t itself
+ * when the role asks for none, or t is not a 2-D float matrix); NULL with
+ * err set when out of memory. For weights found by other means (an
+ * lm_head under one of several names). */
+vlm_tensor *vlm_quantize_weight(vlm_model *m, vlm_tensor *t, vlm_linear_role role, const char *name, vlm_error *err);
 /* Before allocating per-layer (or per-block) state for n of them: a config
  * that claims more layers than the checkpoint has tensors is refused
  * (VLM_ERR_CONFIG naming `what`) instead of sizing an allocation by it.

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,19 @@ void vlm_unmap_file(vlm_mapped_file *f) {
     if (f->data) munmap(f->data, f->size);
     f->data = NULL;
     f->size = 0;
+}
+
+/* madvise is hidden in a strict build (-std=c11, no feature macros): there
+ * the pages simply stay until the system needs them. */
+void vlm_map_release(const void *p, size_t n) {
+#ifdef MADV_DONTNEED
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), b = ((uintptr_t)p + page - 1) & ~(page - 1),
+              e = ((uintptr_t)p + n) & ~(page - 1); /* whole pages inside the range only */
+    if (e > b) madvise((void *)b, e - b, MADV_DONTNEED);
+#else
+    (void)p;
+    (void)n;
+#endif
 }
 
 /* ------------------------------------------------------------------ time and CPU */

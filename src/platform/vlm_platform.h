@@ -41,6 +41,11 @@ typedef struct vlm_mapped_file {
  * why[why_n]. A file of 0 bytes maps to data == NULL, size 0. */
 int vlm_map_file(const char *path, vlm_mapped_file *out, char *why, size_t why_n);
 void vlm_unmap_file(vlm_mapped_file *f);
+/* Drops the pages of [p, p + n) inside a mapping from this process's
+ * memory (they are read again from the file if touched): a weight that was
+ * read once to quantize it costs no resident memory after. A hint; no-op
+ * where the system has none. */
+void vlm_map_release(const void *p, size_t n);
 
 /* ------------------------------------------------------------------ time and CPU */
 

@@ -49,13 +49,12 @@ static inline void cpu_pack_8x8(float *d, const float *const r[8], int64_t k0) {
  * bf16 compute mode; bf16 weights are unchanged) and transposed 8x8. */
 CPU_KFN void cpu_pack_panels(float *dst, const char *w, vlm_dtype wt, int64_t ldw, int64_t nb, int64_t K, int round,
                              float *rows) {
-    size_t es = vlm_dtype_size(wt);
     int64_t K8 = K & ~(int64_t)7, nb16 = (nb + CPU_NR - 1) / CPU_NR * CPU_NR;
     for (int64_t n0 = 0; n0 < nb16; n0 += 8) {
         const float *r[8];
         for (int j = 0; j < 8; j++) {
             float *buf = rows + j * K;
-            if (n0 + j < nb) cpu_to_f32_round(buf, w + (n0 + j) * ldw * (int64_t)es, wt, K, round);
+            if (n0 + j < nb) cpu_to_f32_round(buf, w + cpu_bytes(wt, (n0 + j) * ldw), wt, K, round);
             else memset(buf, 0, sizeof(float) * (size_t)K);
             r[j] = buf;
         }

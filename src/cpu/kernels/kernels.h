@@ -57,10 +57,51 @@ static inline float cpu_hmax(__m256 v) {
 }
 #endif
 
+/* Bytes from a row's start to element n of it (block types: n a multiple
+ * of 32, or the row's end). */
+static inline int64_t cpu_bytes(vlm_dtype t, int64_t n) {
+    if (t == VLM_Q8_0 || t == VLM_Q4_0) return (n + 31) / 32 * (int64_t)vlm_dtype_size(t);
+    return n * (int64_t)vlm_dtype_size(t);
+}
+
+/* The 32 codes of a block as int8: q8_0 as stored, q4_0 minus 8 (the low
+ * nibbles are elements 0..15, the high ones 16..31). */
+#if CPU_AVX2
+static inline __m256i cpu_codes_q8(const unsigned char *b) { return _mm256_loadu_si256((const __m256i *)(b + 2)); }
+static inline __m256i cpu_codes_q4(const unsigned char *b) {
+    __m128i p = _mm_loadu_si128((const __m128i *)(b + 2));
+    __m256i v = _mm256_set_m128i(_mm_srli_epi16(p, 4), p);
+    return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(15)), _mm256_set1_epi8(8));
+}
+#endif
+static inline float cpu_block_scale(const unsigned char *b) {
+    uint16_t h;
+    memcpy(&h, b, 2);
+    return cpu_h2f(h);
+}
+
+/* n elements of a block-quantized row to f32. */
+static inline void cpu_dequant(float *dst, const unsigned char *src, vlm_dtype t, int64_t n) {
+    int64_t i = 0;
+#if CPU_AVX2
+    for (size_t bs = vlm_dtype_size(t); i + 32 <= n; i += 32, src += bs) {
+        __m256i q = t == VLM_Q8_0 ? cpu_codes_q8(src) : cpu_codes_q4(src);
+        __m256 d = _mm256_set1_ps(cpu_block_scale(src));
+        __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+        _mm256_storeu_ps(dst + i, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo))));
+        _mm256_storeu_ps(dst + i + 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)))));
+        _mm256_storeu_ps(dst + i + 16, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi))));
+        _mm256_storeu_ps(dst + i + 24, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)))));
+    }
+#endif
+    if (i < n) vlm_dequantize_row(t, src, n - i, dst + i);
+}
+
 /* Contiguous conversion of n elements to f32. */
 static inline void cpu_to_f32(float *dst, const void *src, vlm_dtype t, int64_t n) {
     int64_t i = 0;
     switch (t) {
+    case VLM_Q8_0: case VLM_Q4_0: cpu_dequant(dst, (const unsigned char *)src, t, n); return;
     case VLM_F32: memcpy(dst, src, (size_t)n * 4); return;
     case VLM_F16: {
         const uint16_t *s = (const uint16_t *)src;
@@ -114,13 +155,12 @@ static inline void cpu_round_bf16(float *x, int64_t n) {
  * weights; bf16 values are already bf16). */
 static inline void cpu_to_f32_round(float *dst, const void *src, vlm_dtype t, int64_t n, int round) {
     cpu_to_f32(dst, src, t, n);
-    if (round && t != VLM_BF16) cpu_round_bf16(dst, n);
+    if (round && (t == VLM_F32 || t == VLM_F16)) cpu_round_bf16(dst, n);
 }
 
 /* Strided load of n elements (stride in elements, may be 0) to f32. */
 static inline void cpu_load(float *dst, const void *base, vlm_dtype t, int64_t off, int64_t stride, int64_t n) {
-    size_t es = vlm_dtype_size(t);
-    const char *p = (const char *)base + off * (int64_t)es;
+    const char *p = (const char *)base + cpu_bytes(t, off); /* block types: whole rows only (stride 1) */
     if (stride == 1) { cpu_to_f32(dst, p, t, n); return; }
     switch (t) {
     case VLM_F32: for (int64_t i = 0; i < n; i++) dst[i] = ((const float *)p)[i * stride]; return;

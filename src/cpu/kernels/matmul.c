@@ -102,10 +102,9 @@ CPU_KFN void cpu_dotm(const float *x, int64_t lda, int m, const void *w, vlm_dty
 
 static void cpu_gemv_fn(void *p, int64_t n0, int64_t n1, int tid) {
     cpu_mm_arg *A = (cpu_mm_arg *)p;
-    size_t es = vlm_dtype_size(A->wt);
     vlm_dtype wt = A->round_w ? VLM_F32 : A->wt;
     for (int64_t n = n0; n < n1; n++) {
-        const void *wr = A->w + n * A->ldw * (int64_t)es;
+        const void *wr = A->w + cpu_bytes(A->wt, n * A->ldw);
         if (A->round_w) { /* a row at a time: bf16 compute on f16/f32 weights is for tests and tiny models */
             cpu_to_f32_round(A->ctx->tscratch[tid], wr, A->wt, A->K, 1);
             wr = A->ctx->tscratch[tid];
@@ -125,14 +124,13 @@ static void cpu_gemv_fn(void *p, int64_t n0, int64_t n1, int tid) {
  * items. */
 static void cpu_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
     cpu_mm_arg *A = (cpu_mm_arg *)p;
-    size_t es = vlm_dtype_size(A->wt);
     float *s = A->ctx->tscratch[tid];
     int64_t have = -1;
     for (int64_t t = t0; t < t1; t++) {
         int64_t nt = t / A->mtiles, mt = t % A->mtiles;
         int64_t n0 = nt * A->nb, nb = A->N - n0 < A->nb ? A->N - n0 : A->nb;
         int64_t m0 = mt * A->mb, mb = A->M - m0 < A->mb ? A->M - m0 : A->mb;
-        const char *wt0 = A->w + n0 * A->ldw * (int64_t)es;
+        const char *wt0 = A->w + cpu_bytes(A->wt, n0 * A->ldw);
         float *o = A->out + m0 * A->ldo + n0;
 #if CPU_AVX2
         if (have != nt) /* the panels, then 8 rows of conversion scratch */
@@ -146,7 +144,7 @@ static void cpu_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
             ldb = A->ldw;
         } else if (have != nt)
             for (int64_t n = 0; n < nb; n++)
-                cpu_to_f32_round(s + n * A->K, wt0 + n * A->ldw * (int64_t)es, A->wt, A->K, A->round_w);
+                cpu_to_f32_round(s + n * A->K, wt0 + cpu_bytes(A->wt, n * A->ldw), A->wt, A->K, A->round_w);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mb, (int)nb, (int)A->K, 1.0f, A->x + m0 * A->lda,
                     (int)A->lda, wp, (int)ldb, 0.0f, o, (int)A->ldo);
 #endif
@@ -182,8 +180,12 @@ CPU_KFN vlm_status cpu_mm(cpu_ctx *ctx, int64_t M, int64_t N, int64_t K, const f
         x = xr;
         lda = K;
     }
-    cpu_mm_arg A = {ctx, M, N, K, x, lda, (const char *)w, wt, ldw, bias, out, ldo, 0, 0, 0, ctx->bf16 && wt != VLM_BF16};
-    if (M < CPU_GEMM_MIN_M) {
+    /* block-quantized weights: their values as stored (dequantized exactly),
+     * never rounded; few rows take the int8 GEMV (gemv_quant.c) */
+    cpu_mm_arg A = {ctx, M, N, K, x, lda, (const char *)w, wt, ldw, bias, out, ldo, 0, 0, 0,
+                    ctx->bf16 && (wt == VLM_F32 || wt == VLM_F16)};
+    if (M < CPU_GEMM_MIN_M && vlm_dtype_block(wt) > 1) return cpu_mm_quant(ctx, M, N, K, x, lda, w, wt, ldw, bias, out, ldo, err);
+    if (M < CPU_GEMM_MIN_M && vlm_dtype_block(wt) == 1) {
         if (A.round_w && cpu_reserve(ctx, (size_t)K)) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
         int64_t min_n = 16384 / (K * M) + 1;
         cpu_parallel(ctx, N, min_n, cpu_gemv_fn, &A);
@@ -265,7 +267,6 @@ CPU_KFN vlm_status cpu_op_matmul(cpu_ctx *ctx, const vlm_op *op, vlm_error *err)
         return cpu_mm(ctx, rows, N, K, xp, lda, w->data, w->dtype, w->stride[w->ndim - 2], bias, (float *)o->data, N, err);
     }
     int64_t B = rows / (M ? M : 1);
-    size_t es = vlm_dtype_size(w->dtype);
     for (int64_t b = 0; b < B; b++) {
         /* offsets of batch b in x and w (leading dims equal) */
         int64_t xo = 0, wo = 0, r = b;
@@ -276,7 +277,7 @@ CPU_KFN vlm_status cpu_op_matmul(cpu_ctx *ctx, const vlm_op *op, vlm_error *err)
             wo += i * w->stride[d];
         }
         const float *xb = stage ? xp + b * M * K : xp + xo;
-        vlm_status s = cpu_mm(ctx, M, N, K, xb, lda, (const char *)w->data + wo * (int64_t)es, w->dtype,
+        vlm_status s = cpu_mm(ctx, M, N, K, xb, lda, (const char *)w->data + cpu_bytes(w->dtype, wo), w->dtype,
                               w->stride[w->ndim - 2], bias, (float *)o->data + b * M * N, N, err);
         if (s) return s;
     }

@@ -8,23 +8,22 @@ typedef struct cpu_moe_arg {
     cpu_ctx *ctx;
     const int64_t *order, *estart;
     const int32_t *elist;
-    int64_t N, K;
+    int64_t N, K, ldw; /* ldw: elements between rows of w (block types: padded) */
     const float *xg;
     const char *w;
     vlm_dtype wt;
     float *out;
-    int round_w; /* bf16 compute on f16/f32 experts */
+    int round_w; /* bf16 compute on f16/f32 experts; or block-quantized experts, converted a row at a time */
 } cpu_moe_arg;
 
 static void cpu_moe_fn(void *p, int64_t i0, int64_t i1, int tid) {
     cpu_moe_arg *A = (cpu_moe_arg *)p;
-    size_t es = vlm_dtype_size(A->wt);
     for (int64_t it = i0; it < i1; it++) {
         int64_t ei = it / A->N, n = it % A->N, e = A->elist[ei];
-        const char *wr = A->w + (e * A->N + n) * A->K * (int64_t)es;
+        const char *wr = A->w + cpu_bytes(A->wt, (e * A->N + n) * A->ldw);
         vlm_dtype wt = A->wt;
         if (A->round_w) {
-            cpu_to_f32_round(A->ctx->tscratch[tid], wr, wt, A->K, 1);
+            cpu_to_f32_round(A->ctx->tscratch[tid], wr, wt, A->K, A->ctx->bf16);
             wr = (const char *)A->ctx->tscratch[tid];
             wt = VLM_F32;
         }
@@ -89,15 +88,16 @@ CPU_KFN vlm_status cpu_op_matmul_id(cpu_ctx *ctx, const vlm_op *op, vlm_error *e
     }
     estart[ei] = pos;
     float *out = (float *)op->out->data;
-    size_t es = vlm_dtype_size(w->dtype);
+    int64_t ldw = w->stride[1];
+    int quant = vlm_dtype_block(w->dtype) > 1;
     if (small) {
         for (int64_t s = 0; s < TK; s++) {
             int64_t row = per_slot ? order[s] : order[s] / k;
             cpu_load(xg + s * K, x->data, x->dtype, row * K, 1, K);
         }
         if (ctx->bf16) cpu_round_bf16(xg, TK * K);
-        cpu_moe_arg A = {ctx, order, estart, elist, N, K, xg, (const char *)w->data, w->dtype, out,
-                         ctx->bf16 && w->dtype != VLM_BF16};
+        cpu_moe_arg A = {ctx,    order,    estart,   elist, N, K, ldw, xg, (const char *)w->data, w->dtype,
+                         out,    quant || (ctx->bf16 && w->dtype != VLM_BF16)};
         if (A.round_w && cpu_reserve(ctx, (size_t)K)) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
         int64_t min_items = 16384 / (K * (TK / (ne ? ne : 1))) + 1;
         cpu_parallel(ctx, ne * N, min_items, cpu_moe_fn, &A);
@@ -110,8 +110,8 @@ CPU_KFN vlm_status cpu_op_matmul_id(cpu_ctx *ctx, const vlm_op *op, vlm_error *e
             int64_t i = order[estart[q] + c], row = per_slot ? i : i / k;
             cpu_load(xg + c * K, x->data, x->dtype, row * K, 1, K);
         }
-        vlm_status st = cpu_mm(ctx, cnt, N, K, xg, K, (const char *)w->data + e * N * K * (int64_t)es, w->dtype, K, NULL,
-                               og, N, err);
+        vlm_status st = cpu_mm(ctx, cnt, N, K, xg, K, (const char *)w->data + cpu_bytes(w->dtype, e * N * ldw), w->dtype,
+                               ldw, NULL, og, N, err);
         if (st) return st;
         for (int64_t c = 0; c < cnt; c++) memcpy(out + order[estart[q] + c] * N, og + c * N, (size_t)N * 4);
     }

@@ -1,0 +1,70 @@
+/* The block-quantized weight formats: reference codecs (the byte layouts
+ * are the README's "Quantized weights"). The CPU kernels read these blocks
+ * directly; these scalar versions define the formats, quantize at load and
+ * serve tests and host-side glue. */
+#include "core/vlm_core.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Nearest integer to v (ties away from zero), clamped to [lo, hi]; NaN -> 0. */
+static int quant_code(float v, int lo, int hi) {
+    if (!(v == v)) return 0;
+    v = roundf(v);
+    return v < (float)lo ? lo : v > (float)hi ? hi : (int)v;
+}
+
+/* One block: src[0..32) into dst. */
+static void quant_block(vlm_dtype t, const float *src, unsigned char *dst) {
+    if (t == VLM_Q8_0) {
+        /* d = max|x| / 127 stored as f16; the codes are taken against that
+         * stored d, so dequantization sees the scale it was quantized with */
+        float amax = 0;
+        for (int i = 0; i < 32; i++) amax = fabsf(src[i]) > amax ? fabsf(src[i]) : amax;
+        uint16_t dh = vlm_f32_to_f16(amax / 127.0f);
+        float d = vlm_f16_to_f32(dh), id = d != 0 ? 1.0f / d : 0.0f;
+        memcpy(dst, &dh, 2);
+        for (int i = 0; i < 32; i++) dst[2 + i] = (unsigned char)(int8_t)quant_code(src[i] * id, -127, 127);
+        return;
+    }
+    /* q4_0: the element of largest magnitude m gets code 0 (d = m / -8), so
+     * the 16 codes cover [-8d, 7d] with the extreme value exact */
+    float m = 0;
+    for (int i = 0; i < 32; i++) m = fabsf(src[i]) > fabsf(m) ? src[i] : m;
+    uint16_t dh = vlm_f32_to_f16(m / -8.0f);
+    float d = vlm_f16_to_f32(dh), id = d != 0 ? 1.0f / d : 0.0f;
+    memcpy(dst, &dh, 2);
+    for (int j = 0; j < 16; j++) {
+        int lo = quant_code(src[j] * id + 8.0f, 0, 15), hi = quant_code(src[j + 16] * id + 8.0f, 0, 15);
+        dst[2 + j] = (unsigned char)(lo | hi << 4);
+    }
+}
+
+void vlm_quantize_row(vlm_dtype t, const float *x, int64_t n, void *blocks) {
+    unsigned char *dst = (unsigned char *)blocks;
+    size_t bs = vlm_dtype_size(t);
+    for (int64_t i = 0; i < n; i += 32, dst += bs) {
+        float tmp[32] = {0};
+        memcpy(tmp, x + i, sizeof(float) * (size_t)(n - i < 32 ? n - i : 32));
+        quant_block(t, tmp, dst);
+    }
+}
+
+void vlm_dequantize_row(vlm_dtype t, const void *blocks, int64_t n, float *x) {
+    const unsigned char *src = (const unsigned char *)blocks;
+    size_t bs = vlm_dtype_size(t);
+    for (int64_t i = 0; i < n; i += 32, src += bs) {
+        uint16_t dh;
+        memcpy(&dh, src, 2);
+        float d = vlm_f16_to_f32(dh), v[32];
+        for (int j = 0; j < 32; j++)
+            v[j] = t == VLM_Q8_0 ? d * (float)(int8_t)src[2 + j] : d * (float)((src[2 + j % 16] >> (j < 16 ? 0 : 4) & 15) - 8);
+        memcpy(x + i, v, sizeof(float) * (size_t)(n - i < 32 ? n - i : 32));
+    }
+}
+
+int vlm_quant_from_name(const char *name, vlm_dtype *out) {
+    if (name && !strcmp(name, "q8_0")) { *out = VLM_Q8_0; return 0; }
+    if (name && !strcmp(name, "q4_0")) { *out = VLM_Q4_0; return 0; }
+    return -1;
+}

@@ -1,0 +1,243 @@
+/* The block-quantized weight formats (q8_0, q4_0) against a plain
+ * implementation of the byte layouts the README documents, and products
+ * with quantized weights on every kernel variant the CPU runs against the
+ * double-precision product of the dequantized weights:
+ *   - quantize: bit-exact blocks, odd lengths (zero-padded last block);
+ *   - dequantize: exact against the layout, error per block within the
+ *     format's step;
+ *   - matmul M = 1, 3 (int8 GEMV: x quantized by the activation rule, which
+ *     the reference applies too) and M = 64 (GEMM on dequantized panels, x
+ *     exact), odd K, bias, 1 and 2 threads, f32 and bf16 compute;
+ *   - get_rows from a quantized table, vlm_get_f32, layout and views. */
+#include "vlm.h"
+#include "test_util.h"
+
+#include <stdint.h>
+
+static unsigned long long rng = 777;
+
+/* ------------------------------------------------------------------ the documented layouts, written plainly */
+
+static float ref_f16(uint16_t h) { return vlm_f16_to_f32(h); }
+static float ref_round_half_away(float v) { return v < 0 ? -floorf(-v + 0.5f) : floorf(v + 0.5f); }
+static int ref_clamp(float v, int lo, int hi) {
+    if (v != v) return 0;
+    v = ref_round_half_away(v);
+    return v < lo ? lo : v > hi ? hi : (int)v;
+}
+
+/* README: q8_0 block = f16 d (little-endian), then 32 int8 codes;
+ * d = f16(max|x| / 127), q = clamp(round(x / d), -127, 127). */
+static void ref_q8_block(const float *x, unsigned char *out) {
+    float amax = 0;
+    for (int i = 0; i < 32; i++) if (fabsf(x[i]) > amax) amax = fabsf(x[i]);
+    uint16_t dh = vlm_f32_to_f16(amax / 127.0f);
+    float d = ref_f16(dh);
+    out[0] = (unsigned char)(dh & 0xff);
+    out[1] = (unsigned char)(dh >> 8);
+    for (int i = 0; i < 32; i++) out[2 + i] = (unsigned char)(signed char)ref_clamp(d != 0 ? x[i] * (1.0f / d) : 0, -127, 127);
+}
+/* README: q4_0 block = f16 d, then 16 bytes, byte j = q[j] | q[j + 16] << 4;
+ * m = the element of largest magnitude (the first on ties), d = f16(m / -8),
+ * q = clamp(round(x / d) + 8, 0, 15); x = d * (q - 8). */
+static void ref_q4_block(const float *x, unsigned char *out) {
+    float m = 0;
+    for (int i = 0; i < 32; i++) if (fabsf(x[i]) > fabsf(m)) m = x[i];
+    uint16_t dh = vlm_f32_to_f16(m / -8.0f);
+    float d = ref_f16(dh), id = d != 0 ? 1.0f / d : 0;
+    out[0] = (unsigned char)(dh & 0xff);
+    out[1] = (unsigned char)(dh >> 8);
+    for (int j = 0; j < 16; j++)
+        out[2 + j] = (unsigned char)(ref_clamp(x[j] * id + 8.0f, 0, 15) | ref_clamp(x[j + 16] * id + 8.0f, 0, 15) << 4);
+}
+static float ref_deq(vlm_dtype t, const unsigned char *blk, int j) {
+    float d = ref_f16((uint16_t)(blk[0] | blk[1] << 8));
+    if (t == VLM_Q8_0) return d * (float)(signed char)blk[2 + j];
+    int q = j < 16 ? blk[2 + j] & 15 : blk[2 + j - 16] >> 4;
+    return d * (float)(q - 8);
+}
+static size_t ref_block_bytes(vlm_dtype t) { return t == VLM_Q8_0 ? 34 : 18; }
+
+static void ref_quantize(vlm_dtype t, const float *x, int64_t n, unsigned char *out) {
+    for (int64_t i = 0; i < n; i += 32) {
+        float b[32] = {0};
+        for (int64_t j = 0; j < 32 && i + j < n; j++) b[j] = x[i + j];
+        if (t == VLM_Q8_0) ref_q8_block(b, out + i / 32 * 34);
+        else ref_q4_block(b, out + i / 32 * 18);
+    }
+}
+
+/* ------------------------------------------------------------------ codecs */
+
+static void fill(float *x, int64_t n, float scale) {
+    for (int64_t i = 0; i < n; i++) x[i] = test_randf(&rng) * scale;
+}
+
+static void test_codec(vlm_dtype t) {
+    const char *name = vlm_dtype_name(t);
+    CHECK(vlm_dtype_block(t) == 32 && vlm_dtype_size(t) == ref_block_bytes(t), "%s: block of %d, %zu bytes", name,
+          vlm_dtype_block(t), vlm_dtype_size(t));
+    CHECK(vlm_dtype_bytes(t, 77) == 3 * ref_block_bytes(t) && vlm_dtype_bytes(t, 64) == 2 * ref_block_bytes(t) &&
+          vlm_dtype_bytes(VLM_BF16, 77) == 154, "%s: bytes of a row", name);
+    static const int64_t lens[] = {32, 77, 1000, 5};
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+        int64_t n = lens[li], nb = (n + 31) / 32;
+        float *x = malloc(sizeof(float) * (size_t)n), *back = malloc(sizeof(float) * (size_t)n);
+        unsigned char *got = calloc((size_t)nb, ref_block_bytes(t)), *want = calloc((size_t)nb, ref_block_bytes(t));
+        fill(x, n, li == 2 ? 30.0f : 1.0f);
+        if (n >= 96) { /* special blocks: all zero, one negative extreme, one positive extreme, ties */
+            for (int j = 0; j < 32; j++) { x[j] = 0; x[32 + j] *= 0.1f; x[64 + j] = (float)(j - 16) * 0.25f; }
+            x[40] = -5.0f;
+        }
+        vlm_quantize_row(t, x, n, got);
+        ref_quantize(t, x, n, want);
+        CHECK(!memcmp(got, want, (size_t)nb * ref_block_bytes(t)), "%s n=%lld: blocks differ from the documented layout",
+              name, (long long)n);
+        vlm_dequantize_row(t, got, n, back);
+        int exact = 1, within = 1;
+        for (int64_t i = 0; i < n; i++) {
+            const unsigned char *blk = want + i / 32 * ref_block_bytes(t);
+            float r = ref_deq(t, blk, (int)(i % 32)), d = fabsf(ref_f16((uint16_t)(blk[0] | blk[1] << 8)));
+            if (back[i] != r) exact = 0;
+            /* q8_0: half a step (plus the f16 rounding of d); q4_0: a whole
+             * step at the clamped end (x = -m codes as 7d, not 8d) */
+            float bound = t == VLM_Q8_0 ? 0.5f * d + fabsf(x[i]) * 1e-3f : d * 1.001f;
+            if (!(fabsf(back[i] - x[i]) <= bound + 1e-30f)) within = 0;
+        }
+        CHECK(exact, "%s n=%lld: dequantized values differ from the layout's", name, (long long)n);
+        CHECK(within, "%s n=%lld: a value is off by more than the block's step", name, (long long)n);
+        if (n >= 96) { /* the all-zero block has d = 0; the extreme of block 1 is exact */
+            CHECK(ref_f16((uint16_t)(got[0] | got[1] << 8)) == 0 && back[0] == 0, "%s: zero block", name);
+            CHECK(fabsf(back[40] + 5.0f) <= 5.0f * 1e-3f, "%s: the block's extreme %g", name, back[40]);
+        }
+        free(x); free(back); free(got); free(want);
+    }
+    vlm_dtype q;
+    CHECK(!vlm_quant_from_name("q8_0", &q) && q == VLM_Q8_0 && !vlm_quant_from_name("q4_0", &q) && q == VLM_Q4_0 &&
+          vlm_quant_from_name("Q8_0", &q) && vlm_quant_from_name("bf16", &q) && vlm_quant_from_name(NULL, &q), "names");
+}
+
+/* ------------------------------------------------------------------ products */
+
+/* A [N, K] weight of type t from random values: the tensor (host memory the
+ * caller frees) and its dequantized values w[N][K]. */
+static vlm_tensor quant_weight(vlm_dtype t, int64_t N, int64_t K, float **w) {
+    vlm_tensor q = vlm_tensor_make(t, 2, (const int64_t[]){N, K}, NULL);
+    CHECK(q.stride[0] == (K + 31) / 32 * 32 && q.stride[1] == 1 && vlm_is_contiguous(&q) &&
+          vlm_nbytes(&q) == (size_t)N * vlm_dtype_bytes(t, K), "%s layout of [%lld, %lld]", vlm_dtype_name(t),
+          (long long)N, (long long)K);
+    q.data = malloc(vlm_nbytes(&q));
+    *w = malloc(sizeof(float) * (size_t)(N * K));
+    float *row = malloc(sizeof(float) * (size_t)K);
+    for (int64_t n = 0; n < N; n++) {
+        fill(row, K, 0.5f);
+        vlm_quantize_row(t, row, K, (char *)q.data + n * vlm_dtype_bytes(t, K));
+        vlm_dequantize_row(t, (char *)q.data + n * vlm_dtype_bytes(t, K), K, *w + n * K);
+    }
+    free(row);
+    return q;
+}
+
+static float ref_bf16(float v) { return vlm_bf16_to_f32(vlm_f32_to_bf16(v)); }
+
+/* The activation rule (gemv_quant.c, README): per block of 32 (the last
+ * zero-padded), d = max|x| / 127, q = nearest(x * (1 / d)), ties to even. */
+static void ref_quant_act(const float *x, int64_t K, float *xq) {
+    for (int64_t i = 0; i < K; i += 32) {
+        float amax = 0;
+        for (int64_t j = i; j < i + 32 && j < K; j++) if (fabsf(x[j]) > amax) amax = fabsf(x[j]);
+        float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0;
+        for (int64_t j = i; j < i + 32 && j < K; j++) xq[j] = d * nearbyintf(x[j] * id);
+    }
+}
+
+static void test_product(vlm_backend *be, int bf16, vlm_dtype t, int64_t M, int64_t N, int64_t K, int with_bias) {
+    char what[128];
+    snprintf(what, sizeof what, "%s %s%s M=%lld N=%lld K=%lld bias=%d", be->kernels, bf16 ? "bf16 " : "",
+             vlm_dtype_name(t), (long long)M, (long long)N, (long long)K, with_bias);
+    float *w, *x = malloc(sizeof(float) * (size_t)(M * K)), *xr = malloc(sizeof(float) * (size_t)(M * K)),
+              *bias = malloc(sizeof(float) * (size_t)N);
+    vlm_tensor wq = quant_weight(t, N, K, &w);
+    fill(x, M * K, 1.0f);
+    fill(bias, N, 1.0f);
+    for (int64_t i = 0; i < M * K; i++) xr[i] = bf16 ? ref_bf16(x[i]) : x[i];
+    if (M < 32) /* the int8 GEMV's rows: x as the activation rule quantizes it */
+        for (int64_t m = 0; m < M; m++) ref_quant_act(xr + m * K, K, xr + m * K);
+    vlm_compute c;
+    vlm_compute_init(&c, be);
+    vlm_tensor *xt = vlm_from_host(&c, VLM_F32, 2, (const int64_t[]){M, K}, x);
+    vlm_tensor *bt = with_bias ? vlm_from_host(&c, VLM_F32, 1, (const int64_t[]){N}, bias) : NULL;
+    vlm_tensor *wt = vlm_new_2d(&c, t, N, K);
+    if (wt) be->upload(be, wt->data, wq.data, vlm_nbytes(&wq));
+    vlm_tensor *out = vlm_linear(&c, xt, wt, bt);
+    CHECK(out != NULL, "%s: %s", what, c.err.msg);
+    int bad = 0;
+    double worst = 0;
+    for (int64_t m = 0; out && m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            double ref = with_bias ? bias[n] : 0, absum = 0;
+            for (int64_t k = 0; k < K; k++) {
+                ref += (double)xr[m * K + k] * w[n * K + k];
+                absum += fabs((double)xr[m * K + k] * w[n * K + k]);
+            }
+            double d = fabs(vlm_get_f32(out, m * N + n) - ref), lim = 1e-5 * (absum + fabs(ref)) + 1e-7;
+            if (!(d <= lim)) { bad++; if (d / lim > worst) worst = d / lim; }
+        }
+    CHECK(bad == 0, "%s: %d outputs off the double product (worst %.3g x 1e-5 relative)", what, bad, worst);
+    vlm_compute_free(&c);
+    free(w); free(x); free(xr); free(bias); free(wq.data);
+}
+
+/* get_rows and vlm_get_f32 read the dequantized values exactly. */
+static void test_rows(vlm_backend *be, vlm_dtype t) {
+    float *w;
+    int64_t V = 9, D = 70;
+    vlm_tensor tab = quant_weight(t, V, D, &w);
+    vlm_compute c;
+    vlm_compute_init(&c, be);
+    vlm_tensor *tt = vlm_new_2d(&c, t, V, D);
+    if (tt) be->upload(be, tt->data, tab.data, vlm_nbytes(&tab));
+    int32_t ids[4] = {8, 0, 3, 8};
+    vlm_tensor *it = vlm_from_host(&c, VLM_I32, 1, (const int64_t[]){4}, ids);
+    vlm_tensor *rows = vlm_get_rows(&c, tt, it);
+    CHECK(rows != NULL, "get_rows %s: %s", vlm_dtype_name(t), c.err.msg);
+    int exact = rows != NULL, exact_get = 1;
+    for (int r = 0; rows && r < 4; r++)
+        for (int64_t j = 0; j < D; j++) exact &= vlm_get_f32(rows, r * D + j) == w[ids[r] * D + j];
+    for (int64_t i = 0; i < V * D; i++) exact_get &= vlm_get_f32(&tab, i) == w[i];
+    CHECK(exact, "get_rows %s: rows differ from the dequantized table", vlm_dtype_name(t));
+    CHECK(exact_get, "vlm_get_f32 %s differs from the dequantized values", vlm_dtype_name(t));
+    /* views keep whole rows: a slice of rows is fine, one inside a block is refused */
+    vlm_tensor *sl = vlm_slice(&c, tt, 0, 2, 3);
+    CHECK(sl && vlm_get_f32(sl, 1) == w[2 * D + 1], "slice of rows of %s", vlm_dtype_name(t));
+    CHECK(!vlm_slice(&c, tt, 1, 3, 20) && c.failed, "slice inside a block of %s accepted", vlm_dtype_name(t));
+    vlm_compute_free(&c);
+    free(w); free(tab.data);
+}
+
+int main(void) {
+    test_codec(VLM_Q8_0);
+    test_codec(VLM_Q4_0);
+    const char *kernels;
+    for (int v = 0; (kernels = vlm_cpu_kernel_name(v)); v++)
+        for (int threads = 1; threads <= 2; threads++)
+            for (int bf16 = 0; bf16 < 2; bf16++) {
+                vlm_error err = {0};
+                vlm_cpu_params cp = {.n_threads = threads, .kernels = kernels, .compute = bf16 ? "bf16" : "f32"};
+                vlm_backend *be = vlm_backend_cpu_new(&cp, &err);
+                CHECK(be != NULL, "backend %s: %s", kernels, err.msg);
+                if (!be) continue;
+                for (int q = 0; q < 2; q++) {
+                    vlm_dtype t = q ? VLM_Q4_0 : VLM_Q8_0;
+                    test_product(be, bf16, t, 1, 37, 256, 0);
+                    test_product(be, bf16, t, 1, 40, 77, 1);
+                    test_product(be, bf16, t, 3, 33, 301, 1);
+                    test_product(be, bf16, t, 5, 16, 64, 0);
+                    test_product(be, bf16, t, 64, 150, 77, 1);
+                    test_product(be, bf16, t, 64, 40, 512, 0);
+                    if (!bf16 && threads == 1) test_rows(be, t);
+                }
+                be->destroy(be);
+            }
+    TEST_MAIN_END();
+}
