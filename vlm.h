@@ -203,6 +203,13 @@ typedef enum vlm_dtype {
      * next stride counts padded elements (vlm_tensor_make does this). */
     VLM_Q8_0, /* d, 32 int8 q:                              x = d * q */
     VLM_Q4_0, /* d, 16 bytes, byte j = q[j] | q[j+16] << 4:  x = d * (q - 8) */
+    /* The same blocks with each group of 8 rows interleaved block by block
+     * (README: the 8 scales, then the codes 4 per row in turn), so that a
+     * kernel reads 8 rows' codes and scales in whole vectors. A compute
+     * layout made at load (vlm_repack_r8), not a storage format; row
+     * counts and row views come in multiples of 8. */
+    VLM_Q8_0R8,
+    VLM_Q4_0R8,
     VLM_NTYPES
 } vlm_dtype;
 
@@ -216,6 +223,14 @@ size_t vlm_dtype_bytes(vlm_dtype t, int64_t n);
  * elements taken as 0), and back. t is VLM_Q8_0 or VLM_Q4_0. */
 void vlm_quantize_row(vlm_dtype t, const float *x, int64_t n, void *blocks);
 void vlm_dequantize_row(vlm_dtype t, const void *blocks, int64_t n, float *x);
+/* Rows interleaved per group: 8 for the R8 types, else 1; and the block
+ * format an R8 type interleaves (t itself for the others). */
+int vlm_dtype_rows(vlm_dtype t);
+vlm_dtype vlm_dtype_unpacked(vlm_dtype t);
+/* 8 consecutive rows of K elements of a block type (each
+ * vlm_dtype_bytes(t, K) bytes) into one group of its R8 layout, and back. */
+void vlm_repack_r8(vlm_dtype t, const void *rows, int64_t K, void *group);
+void vlm_unpack_r8(vlm_dtype t, const void *group, int64_t K, void *rows);
 /* "q8_0" / "q4_0" -> the dtype; -1 for any other name. */
 int vlm_quant_from_name(const char *name, vlm_dtype *out);
 const char *vlm_dtype_name(vlm_dtype t); /* safetensors spelling: "F32", "BF16", ... */
@@ -1703,6 +1718,7 @@ static const struct { const char *name; size_t size; int block; } core_dtypes[VL
     [VLM_F32] = {"F32", 4, 1}, [VLM_F16] = {"F16", 2, 1}, [VLM_BF16] = {"BF16", 2, 1},
     [VLM_I32] = {"I32", 4, 1}, [VLM_I64] = {"I64", 8, 1}, [VLM_U8] = {"U8", 1, 1}, [VLM_I8] = {"I8", 1, 1},
     [VLM_BOOL] = {"BOOL", 1, 1}, [VLM_Q8_0] = {"Q8_0", 34, 32}, [VLM_Q4_0] = {"Q4_0", 18, 32},
+    [VLM_Q8_0R8] = {"Q8_0R8", 34, 32}, [VLM_Q4_0R8] = {"Q4_0R8", 18, 32},
 };
 
 size_t vlm_dtype_size(vlm_dtype t) { return (unsigned)t < VLM_NTYPES ? core_dtypes[t].size : 0; }
@@ -1938,7 +1954,8 @@ static int core_is_float(vlm_dtype t) { return t == VLM_F32 || t == VLM_F16 || t
 static int core_is_weight(const vlm_tensor *w) {
     if (core_is_float(w->dtype)) return 1;
     int64_t b = vlm_dtype_block(w->dtype);
-    return b > 1 && w->ndim >= 2 && w->stride[w->ndim - 1] == 1 && w->stride[w->ndim - 2] % b == 0;
+    return b > 1 && w->ndim >= 2 && w->stride[w->ndim - 1] == 1 && w->stride[w->ndim - 2] % b == 0 &&
+           w->shape[w->ndim - 2] % vlm_dtype_rows(w->dtype) == 0;
 }
 
 static vlm_tensor *core_like(vlm_compute *c, const vlm_tensor *a) {
@@ -2005,8 +2022,8 @@ vlm_tensor *vlm_matmul_id(vlm_compute *c, vlm_tensor *x, vlm_tensor *w, vlm_tens
     int64_t T = ids->shape[0], k = ids->shape[1], N = w->shape[1], K = w->shape[2];
     CORE_REQUIRE(c, x->shape[1] == K && (x->shape[0] == T || x->shape[0] == T * k), "matmul_id shapes");
     CORE_REQUIRE(c, vlm_is_contiguous(x) && vlm_is_contiguous(w) && vlm_is_contiguous(ids), "matmul_id needs contiguous inputs");
-    CORE_REQUIRE(c, core_is_float(x->dtype) && core_is_weight(w), "matmul_id of %s x %s", vlm_dtype_name(x->dtype),
-                 vlm_dtype_name(w->dtype));
+    CORE_REQUIRE(c, core_is_float(x->dtype) && core_is_weight(w) && vlm_dtype_rows(w->dtype) == 1, "matmul_id of %s x %s",
+                 vlm_dtype_name(x->dtype), vlm_dtype_name(w->dtype));
     vlm_op op = {.kind = VLM_OP_MATMUL_ID, .a = x, .b = w, .aux = ids};
     op.out = vlm_new_3d(c, VLM_F32, T, k, N);
     return op.out ? core_run(c, &op) : NULL;
@@ -2301,6 +2318,46 @@ void vlm_dequantize_row(vlm_dtype t, const void *blocks, int64_t n, float *x) {
     }
 }
 
+int vlm_dtype_rows(vlm_dtype t) { return t == VLM_Q8_0R8 || t == VLM_Q4_0R8 ? 8 : 1; }
+vlm_dtype vlm_dtype_unpacked(vlm_dtype t) { return t == VLM_Q8_0R8 ? VLM_Q8_0 : t == VLM_Q4_0R8 ? VLM_Q4_0 : t; }
+
+/* Byte j (0..255 for q8_0, 0..127 for q4_0) of a group block's codes, as
+ * (row, byte of that row's block codes). q8_0: chunk c = j / 32 holds codes
+ * 4c..4c+3 of each row in turn. q4_0: chunk t = j / 32 holds, per row in
+ * turn, bytes 4t..4t+3 of its 16 (codes 4t+i in the low nibbles, 16+4t+i in
+ * the high ones). Both: row (j % 32) / 4, byte 4 (j / 32) + j % 4. */
+static void r8_where(int64_t j, int *row, int *byte) {
+    *row = (int)(j % 32 / 4);
+    *byte = (int)(j / 32 * 4 + j % 4);
+}
+
+/* pack: rows -> group, else group -> rows */
+static void r8_move(vlm_dtype t, const unsigned char *src, int64_t K, unsigned char *dst, int pack) {
+    size_t bs = vlm_dtype_size(t), row = vlm_dtype_bytes(t, K), ncode = bs - 2;
+    for (int64_t b = 0; b < (K + 31) / 32; b++) {
+        unsigned char *g = (unsigned char *)(pack ? dst : src) + (size_t)b * 8 * bs;
+        for (int r = 0; r < 8; r++) {
+            unsigned char *blk = (unsigned char *)(pack ? src : dst) + r * row + (size_t)b * bs;
+            if (pack) memcpy(g + 2 * r, blk, 2);
+            else memcpy(blk, g + 2 * r, 2);
+        }
+        for (size_t j = 0; j < 8 * ncode; j++) {
+            int r, byte;
+            r8_where((int64_t)j, &r, &byte);
+            unsigned char *blk = (unsigned char *)(pack ? src : dst) + r * row + (size_t)b * bs;
+            if (pack) g[16 + j] = blk[2 + byte];
+            else blk[2 + byte] = g[16 + j];
+        }
+    }
+}
+
+void vlm_repack_r8(vlm_dtype t, const void *rows, int64_t K, void *group) {
+    r8_move(vlm_dtype_unpacked(t), (const unsigned char *)rows, K, (unsigned char *)group, 1);
+}
+void vlm_unpack_r8(vlm_dtype t, const void *group, int64_t K, void *rows) {
+    r8_move(vlm_dtype_unpacked(t), (const unsigned char *)group, K, (unsigned char *)rows, 0);
+}
+
 int vlm_quant_from_name(const char *name, vlm_dtype *out) {
     if (name && !strcmp(name, "q8_0")) { *out = VLM_Q8_0; return 0; }
     if (name && !strcmp(name, "q4_0")) { *out = VLM_Q4_0; return 0; }
@@ -2384,6 +2441,17 @@ float vlm_get_f32(const vlm_tensor *t, int64_t flat) {
         float blk[32];
         vlm_dequantize_row(t->dtype, (const char *)t->data + vlm_dtype_bytes(t->dtype, o - o % 32), 32, blk);
         return blk[o % 32];
+    }
+    case VLM_Q8_0R8: case VLM_Q4_0R8: { /* the block of row o / ld, out of its group */
+        int64_t ld = t->stride[t->ndim - 2], row = o / ld, k = o % ld;
+        vlm_dtype u = vlm_dtype_unpacked(t->dtype);
+        size_t bs = vlm_dtype_size(u);
+        const unsigned char *g = (const unsigned char *)t->data + vlm_dtype_bytes(u, (row - row % 8) * ld);
+        unsigned char rows[8 * 34];
+        float blk[32];
+        vlm_unpack_r8(t->dtype, g + (size_t)(k / 32) * 8 * bs, 32, rows);
+        vlm_dequantize_row(u, rows + (size_t)(row % 8) * bs, 32, blk);
+        return blk[k % 32];
     }
     default: return 0;
     }
@@ -2541,6 +2609,8 @@ vlm_tensor *vlm_reshape(vlm_compute *c, vlm_tensor *t, int ndim, const int64_t *
     CORE_REQUIRE(c, n == vlm_nelem(t), "reshape to %lld elements from %lld", (long long)n, (long long)vlm_nelem(t));
     CORE_REQUIRE(c, vlm_dtype_block(t->dtype) == 1 || shape[ndim - 1] == t->shape[t->ndim - 1],
                  "reshape of %s must keep its rows", vlm_dtype_name(t->dtype));
+    CORE_REQUIRE(c, vlm_dtype_rows(t->dtype) == 1 || (ndim >= 2 && t->ndim >= 2 && shape[ndim - 2] == t->shape[t->ndim - 2]),
+                 "reshape of %s must keep its row groups", vlm_dtype_name(t->dtype));
     vlm_tensor *v = core_header(c);
     if (v) *v = vlm_tensor_make(t->dtype, ndim, shape, t->data);
     return v;
@@ -2567,7 +2637,7 @@ vlm_tensor *vlm_permute(vlm_compute *c, vlm_tensor *t, const int *perm) {
     for (int i = 0; i < t->ndim; i++) {
         CORE_REQUIRE(c, perm[i] >= 0 && perm[i] < t->ndim && !(seen & (1 << perm[i])), "bad permutation");
         seen |= 1 << perm[i];
-        CORE_REQUIRE(c, vlm_dtype_block(t->dtype) == 1 || i != t->ndim - 1 || perm[i] == i,
+        CORE_REQUIRE(c, vlm_dtype_block(t->dtype) == 1 || i < t->ndim - 1 - (vlm_dtype_rows(t->dtype) > 1) || perm[i] == i,
                      "permute of %s must keep its rows", vlm_dtype_name(t->dtype));
         v->shape[i] = t->shape[perm[i]];
         v->stride[i] = t->stride[perm[i]];
@@ -2592,6 +2662,8 @@ vlm_tensor *vlm_slice(vlm_compute *c, vlm_tensor *t, int dim, int64_t start, int
                  (long long)(dim >= 0 && dim < t->ndim ? t->shape[dim] : -1));
     CORE_REQUIRE(c, vlm_dtype_block(t->dtype) == 1 || (t->stride[dim] * start) % vlm_dtype_block(t->dtype) == 0,
                  "slice of %s inside a block", vlm_dtype_name(t->dtype));
+    CORE_REQUIRE(c, vlm_dtype_rows(t->dtype) == 1 || dim != t->ndim - 2 || (start % 8 == 0 && len % 8 == 0),
+                 "slice of %s inside a group of 8 rows", vlm_dtype_name(t->dtype));
     vlm_tensor *v = core_view(c, t);
     if (!v) return NULL;
     v->data = (char *)t->data + vlm_dtype_bytes(t->dtype, start * t->stride[dim]);
@@ -3291,33 +3363,51 @@ vlm_tensor *vlm_weight(vlm_model *m, const char *name, int ndim, const int64_t *
 
 typedef struct model_quant_arg {
     const vlm_tensor *src;
-    vlm_tensor *dst;
+    vlm_tensor *dst; /* a block type, or its R8 layout (then the items are groups of 8 rows) */
 } model_quant_arg;
 
-/* Rows [r0, r1) of src into dst's blocks, 1024 elements (32 blocks) at a
- * time so that no row-sized buffer is needed. */
-static void model_quant_rows(void *p, int64_t r0, int64_t r1, int thread) {
+/* n elements of row r of src from element k0, to f32 */
+static void model_src_f32(const vlm_tensor *src, int64_t r, int64_t k0, int64_t n, float *buf) {
+    size_t es = vlm_dtype_size(src->dtype);
+    const unsigned char *s = (const unsigned char *)src->data + (size_t)(r * src->stride[0] + k0) * es;
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t h;
+        if (src->dtype == VLM_F32) memcpy(&buf[i], s + (size_t)i * 4, 4);
+        else {
+            memcpy(&h, s + (size_t)i * 2, 2);
+            buf[i] = src->dtype == VLM_F16 ? vlm_f16_to_f32(h) : vlm_bf16_to_f32(h);
+        }
+    }
+}
+
+/* Items [i0, i1) (rows, or groups of 8 rows for an R8 dst) of src into dst's
+ * blocks, a few blocks at a time so that no row-sized buffer is needed. */
+static void model_quant_rows(void *p, int64_t i0, int64_t i1, int thread) {
     (void)thread;
     const model_quant_arg *A = (const model_quant_arg *)p;
     const vlm_tensor *src = A->src;
+    vlm_dtype t = A->dst->dtype, u = vlm_dtype_unpacked(t);
     int64_t K = src->shape[1];
-    size_t es = vlm_dtype_size(src->dtype), row_bytes = vlm_dtype_bytes(A->dst->dtype, K);
+    size_t row_bytes = vlm_dtype_bytes(u, K), bs = vlm_dtype_size(u);
+    unsigned char *dst = (unsigned char *)A->dst->data;
     float buf[1024];
-    for (int64_t r = r0; r < r1; r++) {
-        const unsigned char *s = (const unsigned char *)src->data + (size_t)(r * src->stride[0]) * es;
-        unsigned char *d = (unsigned char *)A->dst->data + (size_t)r * row_bytes;
+    for (int64_t it = i0; it < i1; it++) {
+        if (vlm_dtype_rows(t) == 8) { /* block by block: 8 rows' blocks, then interleaved */
+            unsigned char blocks[8 * 34];
+            for (int64_t k = 0; k < K; k += 32) {
+                int64_t n = K - k < 32 ? K - k : 32;
+                for (int r = 0; r < 8; r++) {
+                    model_src_f32(src, it * 8 + r, k, n, buf);
+                    vlm_quantize_row(u, buf, n, blocks + r * bs);
+                }
+                vlm_repack_r8(t, blocks, 32, dst + (size_t)it * 8 * row_bytes + (size_t)(k / 32) * 8 * bs);
+            }
+            continue;
+        }
         for (int64_t k = 0; k < K; k += 1024) {
             int64_t n = K - k < 1024 ? K - k : 1024;
-            for (int64_t i = 0; i < n; i++) {
-                const unsigned char *e = s + (size_t)(k + i) * es;
-                uint16_t h;
-                if (src->dtype == VLM_F32) memcpy(&buf[i], e, 4);
-                else {
-                    memcpy(&h, e, 2);
-                    buf[i] = src->dtype == VLM_F16 ? vlm_f16_to_f32(h) : vlm_bf16_to_f32(h);
-                }
-            }
-            vlm_quantize_row(A->dst->dtype, buf, n, d + vlm_dtype_bytes(A->dst->dtype, k));
+            model_src_f32(src, it, k, n, buf);
+            vlm_quantize_row(u, buf, n, dst + (size_t)it * row_bytes + vlm_dtype_bytes(u, k));
         }
     }
 }
@@ -3332,10 +3422,13 @@ static vlm_dtype model_quant_for(const vlm_model *m, vlm_linear_role role) {
 static vlm_tensor *model_quantize(vlm_model *m, const vlm_tensor *src, vlm_dtype q) {
     vlm_tensor *dst = (vlm_tensor *)vlm_arena_alloc(&m->arena, sizeof *dst);
     if (!dst) return NULL;
+    /* the CPU kernels read groups of 8 rows interleaved (vlm_repack_r8) */
+    int r8 = src->shape[0] % 8 == 0 && m->be && m->be->name && !strcmp(m->be->name, "cpu");
+    if (r8) q = q == VLM_Q8_0 ? VLM_Q8_0R8 : VLM_Q4_0R8;
     *dst = vlm_tensor_make(q, 2, src->shape, NULL);
     if (!(dst->data = vlm_arena_alloc(&m->arena, vlm_nbytes(dst)))) return NULL;
     model_quant_arg A = {src, dst};
-    vlm_cpu_parallel_for(m->be, src->shape[0], 16, model_quant_rows, &A);
+    vlm_cpu_parallel_for(m->be, r8 ? src->shape[0] / 8 : src->shape[0], r8 ? 2 : 16, model_quant_rows, &A);
     m->quant_tensors++;
     m->quant_bytes += vlm_nbytes(dst);
     return dst;

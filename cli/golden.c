@@ -30,7 +30,7 @@
 #define GOLDEN_Q8_TOL 5e-2f
 #define GOLDEN_Q8_FACTOR 5.0f
 #define GOLDEN_Q4_TOL 1.0f
-#define GOLDEN_Q4_FACTOR 40.0f
+#define GOLDEN_Q4_FACTOR (16 * GOLDEN_Q8_FACTOR)
 
 static float golden_max_err(const float *a, const vlm_tensor *ref, int64_t n) {
     float m = 0;
@@ -207,10 +207,12 @@ int cmd_golden(int argc, char **argv) {
         tol_vis = fmaxf(GOLDEN_TOL, GOLDEN_BF16_FACTOR * golden_ref_dist(vis_e, vlm_st_find(&other, "vision_embeds")));
     }
     if (mp.quant && !bf16) { /* the weights' noise against the model's own sensitivity to bf16 noise */
-        float dist = golden_ref_dist(logits_e, vlm_st_find(&other, "logits"));
-        tol_logits = mp.quant == VLM_Q8_0 ? fmaxf(GOLDEN_Q8_TOL, GOLDEN_Q8_FACTOR * dist)
-                                          : fmaxf(GOLDEN_Q4_TOL, GOLDEN_Q4_FACTOR * dist);
-        if (quant_vision) tol_vis = INFINITY;
+        float dist = golden_ref_dist(logits_e, vlm_st_find(&other, "logits")),
+              vdist = golden_ref_dist(vis_e, vlm_st_find(&other, "vision_embeds"));
+        int q8 = mp.quant == VLM_Q8_0;
+        tol_logits = q8 ? fmaxf(GOLDEN_Q8_TOL, GOLDEN_Q8_FACTOR * dist) : fmaxf(GOLDEN_Q4_TOL, GOLDEN_Q4_FACTOR * dist);
+        if (quant_vision)
+            tol_vis = q8 ? fmaxf(GOLDEN_Q8_TOL, GOLDEN_Q8_FACTOR * vdist) : fmaxf(GOLDEN_Q4_TOL, GOLDEN_Q4_FACTOR * vdist);
     }
     /* bf16 and quantized: greedy tokens are reported; near-ties may go either way */
     int pass = (match || bf16 || mp.quant) && logit_err <= tol_logits && vis_err <= tol_vis &&
@@ -221,7 +223,7 @@ int cmd_golden(int argc, char **argv) {
            name, m->arch->name, m->be->compute, logit_err, logit_max, vis_err);
     for (int g = 0; g < GOLDEN_NGEN; g++) printf("%s%d", g ? "," : "", gen[g]);
     printf("],\"generated_match\":%s", match ? "true" : "false");
-    if (mp.quant) printf(",\"quant\":\"%s\",\"tokens_agree\":%d", quant, agree);
+    if (mp.quant) printf(",\"quant\":\"%s%s\",\"tokens_agree\":%d", quant, quant_vision ? "+vision" : "", agree);
     if (bf16 || mp.quant) printf(",\"logits_tol\":%.3g,\"vision_tol\":%.3g", tol_logits, tol_vis);
     printf(",\"pass\":%s}\n", pass ? "true" : "false");
 

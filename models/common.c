@@ -330,21 +330,21 @@ vlm_status vlm_qwen_vit_load(vlm_loader *ld, int depth, int64_t V, int64_t I, in
         if (layer_norm) B->norm1_b = vlm_ld(ld, VLM_SHAPE1(V), "blocks.%d.norm1.bias", b);
         B->norm2 = vlm_ld(ld, VLM_SHAPE1(V), "blocks.%d.norm2.weight", b);
         if (layer_norm) B->norm2_b = vlm_ld(ld, VLM_SHAPE1(V), "blocks.%d.norm2.bias", b);
-        B->qkv = vlm_ld(ld, VLM_SHAPE2(3 * V, V), "blocks.%d.attn.qkv.weight", b);
+        B->qkv = vlm_ld_linear(ld, 3 * V, V, "blocks.%d.attn.qkv.weight", b);
         B->qkv_b = vlm_ld(ld, VLM_SHAPE1(3 * V), "blocks.%d.attn.qkv.bias", b);
-        B->proj = vlm_ld(ld, VLM_SHAPE2(V, V), "blocks.%d.attn.proj.weight", b);
+        B->proj = vlm_ld_linear(ld, V, V, "blocks.%d.attn.proj.weight", b);
         B->proj_b = vlm_ld(ld, VLM_SHAPE1(V), "blocks.%d.attn.proj.bias", b);
         if (layer_norm) { /* Qwen3-VL */
-            B->fc1 = vlm_ld(ld, VLM_SHAPE2(I, V), "blocks.%d.mlp.linear_fc1.weight", b);
+            B->fc1 = vlm_ld_linear(ld, I, V, "blocks.%d.mlp.linear_fc1.weight", b);
             B->fc1_b = vlm_ld(ld, VLM_SHAPE1(I), "blocks.%d.mlp.linear_fc1.bias", b);
-            B->fc2 = vlm_ld(ld, VLM_SHAPE2(V, I), "blocks.%d.mlp.linear_fc2.weight", b);
+            B->fc2 = vlm_ld_linear(ld, V, I, "blocks.%d.mlp.linear_fc2.weight", b);
             B->fc2_b = vlm_ld(ld, VLM_SHAPE1(V), "blocks.%d.mlp.linear_fc2.bias", b);
         } else { /* Qwen2.5-VL */
-            B->gate = vlm_ld(ld, VLM_SHAPE2(I, V), "blocks.%d.mlp.gate_proj.weight", b);
+            B->gate = vlm_ld_linear(ld, I, V, "blocks.%d.mlp.gate_proj.weight", b);
             B->gate_b = vlm_ld(ld, VLM_SHAPE1(I), "blocks.%d.mlp.gate_proj.bias", b);
-            B->up = vlm_ld(ld, VLM_SHAPE2(I, V), "blocks.%d.mlp.up_proj.weight", b);
+            B->up = vlm_ld_linear(ld, I, V, "blocks.%d.mlp.up_proj.weight", b);
             B->up_b = vlm_ld(ld, VLM_SHAPE1(I), "blocks.%d.mlp.up_proj.bias", b);
-            B->down = vlm_ld(ld, VLM_SHAPE2(V, I), "blocks.%d.mlp.down_proj.weight", b);
+            B->down = vlm_ld_linear(ld, V, I, "blocks.%d.mlp.down_proj.weight", b);
             B->down_b = vlm_ld(ld, VLM_SHAPE1(V), "blocks.%d.mlp.down_proj.bias", b);
         }
     }

@@ -211,7 +211,7 @@ static g4_clin g4_clin_load(vlm_loader *ld, int64_t out, int64_t in, int l, cons
     char base[128];
     snprintf(base, sizeof base, "encoder.layers.%d.%s", l, name);
     g4_clin c = {.in_lo = -INFINITY, .in_hi = INFINITY, .out_lo = -INFINITY, .out_hi = INFINITY};
-    c.w = vlm_ld(ld, VLM_SHAPE2(out, in), "%s.linear.weight", base);
+    c.w = vlm_ld_linear(ld, out, in, "%s.linear.weight", base);
     c.in_lo = g4_scalar(ld, "%s.input_min", base, -INFINITY);
     c.in_hi = g4_scalar(ld, "%s.input_max", base, INFINITY);
     c.out_lo = g4_scalar(ld, "%s.output_min", base, -INFINITY);
@@ -223,6 +223,7 @@ static vlm_status g4_load_vision(vlm_model *m, g4_model *g, vlm_loader *lp) {
     (void)m;
     vlm_error *err = lp->err;
     vlm_loader ld = *lp;
+    ld.role = VLM_LINEAR_VISION;
     static const char *const vis_prefixes[] = {"model.vision_tower.", "vision_tower.", NULL};
     if (!vlm_loader_prefix(&ld, vis_prefixes, "patch_embedder.input_proj.weight"))
         return vlm_error_set(err, VLM_ERR_FORMAT, "no vision tower weights (model.vision_tower.patch_embedder.input_proj.weight)");
@@ -256,7 +257,7 @@ static vlm_status g4_load_vision(vlm_model *m, g4_model *g, vlm_loader *lp) {
     static const char *const emb_prefixes[] = {"model.embed_vision.", "embed_vision.", NULL};
     if (!vlm_loader_prefix(&ld, emb_prefixes, "embedding_projection.weight"))
         return vlm_error_set(err, VLM_ERR_FORMAT, "no vision projection (model.embed_vision.embedding_projection.weight)");
-    g->mm_proj = vlm_ld(&ld, VLM_SHAPE2(g->hidden, V), "embedding_projection.weight");
+    g->mm_proj = vlm_ld_linear(&ld, g->hidden, V, "embedding_projection.weight");
     if (err->code) return err->code;
     return VLM_OK;
 }

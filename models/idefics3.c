@@ -110,7 +110,7 @@ static vlm_status idf_load(vlm_model *m, vlm_error *err) {
     q->vl = (idf_vit_layer *)calloc((size_t)q->v_layers, sizeof *q->vl);
     if (!q->vl) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
 
-    vlm_loader ld = {.m = m, .err = err};
+    vlm_loader ld = {.m = m, .err = err, .role = VLM_LINEAR_VISION};
     static const char *const vis_prefixes[] = {"model.vision_model.", "vision_model.", NULL};
     if (!vlm_loader_prefix(&ld, vis_prefixes, "embeddings.patch_embedding.weight"))
         return vlm_error_set(err, VLM_ERR_FORMAT, "no vision tower weights (model.vision_model.embeddings.patch_embedding.weight)");
@@ -132,17 +132,17 @@ static vlm_status idf_load(vlm_model *m, vlm_error *err) {
         L->ln1_b = vlm_ld(&ld, VLM_SHAPE1(V), "encoder.layers.%d.layer_norm1.bias", l);
         L->ln2 = vlm_ld(&ld, VLM_SHAPE1(V), "encoder.layers.%d.layer_norm2.weight", l);
         L->ln2_b = vlm_ld(&ld, VLM_SHAPE1(V), "encoder.layers.%d.layer_norm2.bias", l);
-        L->q = vlm_ld(&ld, VLM_SHAPE2(V, V), "encoder.layers.%d.self_attn.q_proj.weight", l);
+        L->q = vlm_ld_linear(&ld, V, V, "encoder.layers.%d.self_attn.q_proj.weight", l);
         L->q_b = vlm_ld(&ld, VLM_SHAPE1(V), "encoder.layers.%d.self_attn.q_proj.bias", l);
-        L->k = vlm_ld(&ld, VLM_SHAPE2(V, V), "encoder.layers.%d.self_attn.k_proj.weight", l);
+        L->k = vlm_ld_linear(&ld, V, V, "encoder.layers.%d.self_attn.k_proj.weight", l);
         L->k_b = vlm_ld(&ld, VLM_SHAPE1(V), "encoder.layers.%d.self_attn.k_proj.bias", l);
-        L->v = vlm_ld(&ld, VLM_SHAPE2(V, V), "encoder.layers.%d.self_attn.v_proj.weight", l);
+        L->v = vlm_ld_linear(&ld, V, V, "encoder.layers.%d.self_attn.v_proj.weight", l);
         L->v_b = vlm_ld(&ld, VLM_SHAPE1(V), "encoder.layers.%d.self_attn.v_proj.bias", l);
-        L->o = vlm_ld(&ld, VLM_SHAPE2(V, V), "encoder.layers.%d.self_attn.out_proj.weight", l);
+        L->o = vlm_ld_linear(&ld, V, V, "encoder.layers.%d.self_attn.out_proj.weight", l);
         L->o_b = vlm_ld(&ld, VLM_SHAPE1(V), "encoder.layers.%d.self_attn.out_proj.bias", l);
-        L->fc1 = vlm_ld(&ld, VLM_SHAPE2(I, V), "encoder.layers.%d.mlp.fc1.weight", l);
+        L->fc1 = vlm_ld_linear(&ld, I, V, "encoder.layers.%d.mlp.fc1.weight", l);
         L->fc1_b = vlm_ld(&ld, VLM_SHAPE1(I), "encoder.layers.%d.mlp.fc1.bias", l);
-        L->fc2 = vlm_ld(&ld, VLM_SHAPE2(V, I), "encoder.layers.%d.mlp.fc2.weight", l);
+        L->fc2 = vlm_ld_linear(&ld, V, I, "encoder.layers.%d.mlp.fc2.weight", l);
         L->fc2_b = vlm_ld(&ld, VLM_SHAPE1(V), "encoder.layers.%d.mlp.fc2.bias", l);
     }
     q->post_ln = vlm_ld(&ld, VLM_SHAPE1(V), "post_layernorm.weight");
@@ -152,10 +152,11 @@ static vlm_status idf_load(vlm_model *m, vlm_error *err) {
     static const char *const conn_prefixes[] = {"model.connector.", "connector.", NULL};
     if (!vlm_loader_prefix(&ld, conn_prefixes, "modality_projection.proj.weight"))
         return vlm_error_set(err, VLM_ERR_FORMAT, "no connector weights (model.connector.modality_projection.proj.weight)");
-    q->proj = vlm_ld(&ld, VLM_SHAPE2(q->d.hidden, V * q->scale * q->scale), "modality_projection.proj.weight");
+    q->proj = vlm_ld_linear(&ld, q->d.hidden, V * q->scale * q->scale, "modality_projection.proj.weight");
     if (err->code) return err->code;
 
     static const char *const txt_prefixes[] = {"model.text_model.", "text_model.", "model.language_model.", NULL};
+    ld.role = VLM_LINEAR_TEXT;
     if (!vlm_loader_prefix(&ld, txt_prefixes, "embed_tokens.weight"))
         return vlm_error_set(err, VLM_ERR_FORMAT, "no decoder weights (model.text_model.embed_tokens.weight)");
     int tied = vlm_json_bool(vlm_json_get(m->config, "tie_word_embeddings"), 0) ||

@@ -182,7 +182,7 @@ static vlm_tensor *ivl_rows(vlm_model *m, const vlm_tensor *t, int64_t r0, int64
     if (!v) return NULL;
     *v = *t;
     v->shape[0] = n;
-    v->data = (char *)t->data + r0 * t->stride[0] * (int64_t)vlm_dtype_size(t->dtype);
+    v->data = (char *)t->data + vlm_dtype_bytes(t->dtype, r0 * t->stride[0]); /* quantized: whole rows (R8: groups) */
     return v;
 }
 
@@ -197,7 +197,7 @@ static void ivl_flatten2(vlm_tensor *t, int64_t rows, int64_t cols) {
 }
 
 static vlm_status ivl_load_vision(vlm_model *m, ivl_model *q, vlm_error *err) {
-    vlm_loader ld = {.m = m, .err = err};
+    vlm_loader ld = {.m = m, .err = err, .role = VLM_LINEAR_VISION};
     static const char *const hf_vis[] = {"model.vision_tower.", "vision_tower.", NULL};
     static const char *const or_vis[] = {"vision_model.", NULL};
     const char *probe = q->original ? "embeddings.patch_embedding.weight" : "embeddings.patch_embeddings.projection.weight";
@@ -224,7 +224,7 @@ static vlm_status ivl_load_vision(vlm_model *m, ivl_model *q, vlm_error *err) {
             B->ln2_b = vlm_ld(&ld, VLM_SHAPE1(D), o ? "%s.%d.norm2.bias" : "%s.%d.layernorm_after.bias", L, l);
         }
         if (o) { /* fused qkv: q, k, v are row blocks of one [3D, D] matrix */
-            vlm_tensor *w = vlm_ld(&ld, VLM_SHAPE2(3 * D, D), "%s.%d.attn.qkv.weight", L, l);
+            vlm_tensor *w = vlm_ld_linear(&ld, 3 * D, D, "%s.%d.attn.qkv.weight", L, l);
             B->q = ivl_rows(m, w, 0, D), B->k = ivl_rows(m, w, D, D), B->v = ivl_rows(m, w, 2 * D, D);
             if (q->v_bias) {
                 vlm_tensor *b = vlm_ld(&ld, VLM_SHAPE1(3 * D), "%s.%d.attn.qkv.bias", L, l);
@@ -235,7 +235,7 @@ static vlm_status ivl_load_vision(vlm_model *m, ivl_model *q, vlm_error *err) {
             static const char *const qkv[3] = {"q", "k", "v"};
             vlm_tensor **ws[3] = {&B->q, &B->k, &B->v}, **bs[3] = {&B->q_b, &B->k_b, &B->v_b};
             for (int i = 0; i < 3; i++) {
-                *ws[i] = vlm_ld(&ld, VLM_SHAPE2(D, D), "%s.%d.attention.%s_proj.weight", L, l, qkv[i]);
+                *ws[i] = vlm_ld_linear(&ld, D, D, "%s.%d.attention.%s_proj.weight", L, l, qkv[i]);
                 if (q->v_bias) *bs[i] = vlm_ld(&ld, VLM_SHAPE1(D), "%s.%d.attention.%s_proj.bias", L, l, qkv[i]);
             }
         }
@@ -243,13 +243,13 @@ static vlm_status ivl_load_vision(vlm_model *m, ivl_model *q, vlm_error *err) {
             B->q_norm = vlm_ld(&ld, VLM_SHAPE1(D), o ? "%s.%d.attn.q_norm.weight" : "%s.%d.attention.q_norm.weight", L, l);
             B->k_norm = vlm_ld(&ld, VLM_SHAPE1(D), o ? "%s.%d.attn.k_norm.weight" : "%s.%d.attention.k_norm.weight", L, l);
         }
-        B->o = vlm_ld(&ld, VLM_SHAPE2(D, D), o ? "%s.%d.attn.proj.weight" : "%s.%d.attention.projection_layer.weight", L, l);
+        B->o = vlm_ld_linear(&ld, D, D, o ? "%s.%d.attn.proj.weight" : "%s.%d.attention.projection_layer.weight", L, l);
         B->o_b = vlm_ld(&ld, VLM_SHAPE1(D), o ? "%s.%d.attn.proj.bias" : "%s.%d.attention.projection_layer.bias", L, l);
         B->ls1 = vlm_ld(&ld, VLM_SHAPE1(D), o ? "%s.%d.ls1" : "%s.%d.lambda_1", L, l);
         B->ls2 = vlm_ld(&ld, VLM_SHAPE1(D), o ? "%s.%d.ls2" : "%s.%d.lambda_2", L, l);
-        B->fc1 = vlm_ld(&ld, VLM_SHAPE2(I, D), "%s.%d.mlp.fc1.weight", L, l);
+        B->fc1 = vlm_ld_linear(&ld, I, D, "%s.%d.mlp.fc1.weight", L, l);
         B->fc1_b = vlm_ld(&ld, VLM_SHAPE1(I), "%s.%d.mlp.fc1.bias", L, l);
-        B->fc2 = vlm_ld(&ld, VLM_SHAPE2(D, I), "%s.%d.mlp.fc2.weight", L, l);
+        B->fc2 = vlm_ld_linear(&ld, D, I, "%s.%d.mlp.fc2.weight", L, l);
         B->fc2_b = vlm_ld(&ld, VLM_SHAPE1(D), "%s.%d.mlp.fc2.bias", L, l);
         if (err->code) return err->code;
     }
@@ -277,9 +277,9 @@ static vlm_status ivl_load_vision(vlm_model *m, ivl_model *q, vlm_error *err) {
     int64_t M = D * q->ps_r * q->ps_r, T = q->txt.hidden;
     q->mm_ln = vlm_ld(&ld, VLM_SHAPE1(M), o ? "0.weight" : "layer_norm.weight");
     q->mm_ln_b = vlm_ld(&ld, VLM_SHAPE1(M), o ? "0.bias" : "layer_norm.bias");
-    q->mm1 = vlm_ld(&ld, VLM_SHAPE2(T, M), o ? "1.weight" : "linear_1.weight");
+    q->mm1 = vlm_ld_linear(&ld, T, M, o ? "1.weight" : "linear_1.weight");
     q->mm1_b = vlm_ld(&ld, VLM_SHAPE1(T), o ? "1.bias" : "linear_1.bias");
-    q->mm2 = vlm_ld(&ld, VLM_SHAPE2(T, T), o ? "3.weight" : "linear_2.weight");
+    q->mm2 = vlm_ld_linear(&ld, T, T, o ? "3.weight" : "linear_2.weight");
     q->mm2_b = vlm_ld(&ld, VLM_SHAPE1(T), o ? "3.bias" : "linear_2.bias");
     return err->code;
 }

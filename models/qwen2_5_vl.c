@@ -77,22 +77,23 @@ static vlm_status q25_load(vlm_model *m, vlm_error *err) {
         if (b >= 0 && b < q->v_depth) q->fullatt[b] = 1;
     }
 
-    vlm_loader ld = {.m = m, .err = err};
+    vlm_loader ld = {.m = m, .err = err, .role = VLM_LINEAR_VISION};
     int64_t V = q->v_hidden;
     if (vlm_qwen_vit_load(&ld, q->v_depth, V, q->v_inter, q->in_channels, q->t_patch, q->patch, 0, &q->patch_embed,
                           q->blocks) != VLM_OK)
         return err->code;
     int64_t M = V * q->merge * q->merge;
     q->merger_norm = vlm_ld(&ld, VLM_SHAPE1(V), "merger.ln_q.weight");
-    q->merger_fc1 = vlm_ld(&ld, VLM_SHAPE2(M, M), "merger.mlp.0.weight");
+    q->merger_fc1 = vlm_ld_linear(&ld, M, M, "merger.mlp.0.weight");
     q->merger_fc1_b = vlm_ld(&ld, VLM_SHAPE1(M), "merger.mlp.0.bias");
-    q->merger_fc2 = vlm_ld(&ld, VLM_SHAPE2(q->v_out, M), "merger.mlp.2.weight");
+    q->merger_fc2 = vlm_ld_linear(&ld, q->v_out, M, "merger.mlp.2.weight");
     q->merger_fc2_b = vlm_ld(&ld, VLM_SHAPE1(q->v_out), "merger.mlp.2.bias");
     if (err->code) return err->code;
     if (q->v_out != q->d.hidden)
         return vlm_error_set(err, VLM_ERR_CONFIG, "vision out_hidden_size %d != text hidden_size %d", q->v_out, q->d.hidden);
 
     static const char *const txt_prefixes[] = {"model.language_model.", "model.", NULL};
+    ld.role = VLM_LINEAR_TEXT;
     if (!vlm_loader_prefix(&ld, txt_prefixes, "embed_tokens.weight"))
         return vlm_error_set(err, VLM_ERR_FORMAT, "no decoder weights (model.embed_tokens.weight)");
     int tied = vlm_json_bool(vlm_json_get(m->config, "tie_word_embeddings"), 0) ||

@@ -133,14 +133,14 @@ static void q3_merger_load(vlm_loader *ld, q3_merger *M, const char *name, int64
     M->post_norm = post_norm;
     M->norm = vlm_ld(ld, VLM_SHAPE1(nd), "%s.norm.weight", name);
     M->norm_b = vlm_ld(ld, VLM_SHAPE1(nd), "%s.norm.bias", name);
-    M->fc1 = vlm_ld(ld, VLM_SHAPE2(H, H), "%s.linear_fc1.weight", name);
+    M->fc1 = vlm_ld_linear(ld, H, H, "%s.linear_fc1.weight", name);
     M->fc1_b = vlm_ld(ld, VLM_SHAPE1(H), "%s.linear_fc1.bias", name);
-    M->fc2 = vlm_ld(ld, VLM_SHAPE2(out, H), "%s.linear_fc2.weight", name);
+    M->fc2 = vlm_ld_linear(ld, out, H, "%s.linear_fc2.weight", name);
     M->fc2_b = vlm_ld(ld, VLM_SHAPE1(out), "%s.linear_fc2.bias", name);
 }
 
 static vlm_status q3_load_vision(vlm_model *m, q3_model *q, vlm_error *err) {
-    vlm_loader ld = {.m = m, .err = err};
+    vlm_loader ld = {.m = m, .err = err, .role = VLM_LINEAR_VISION};
     int64_t V = q->v_hidden, unit = (int64_t)q->merge * q->merge;
     if (vlm_qwen_vit_load(&ld, q->v_depth, V, q->v_inter, q->in_channels, q->t_patch, q->patch, 1, &q->patch_embed,
                           q->blocks) != VLM_OK)

@@ -67,6 +67,35 @@ static void ref_quantize(vlm_dtype t, const float *x, int64_t n, unsigned char *
     }
 }
 
+/* README: an R8 group interleaves 8 rows block by block: for block b, the
+ * 8 rows' f16 scales, then the code bytes in chunks of 32: chunk c holds
+ * bytes 4c..4c+3 of each row's block codes in row order. */
+static void ref_repack_r8(vlm_dtype t, const unsigned char *rows, int64_t K, unsigned char *group) {
+    size_t bs = ref_block_bytes(t), ncode = bs - 2, row = (size_t)((K + 31) / 32) * bs;
+    for (int64_t b = 0; b < (K + 31) / 32; b++) {
+        unsigned char *g = group + b * 8 * bs;
+        for (int r = 0; r < 8; r++) { g[2 * r] = rows[r * row + b * bs]; g[2 * r + 1] = rows[r * row + b * bs + 1]; }
+        for (size_t c = 0; c < ncode / 4; c++)
+            for (int r = 0; r < 8; r++)
+                for (int i = 0; i < 4; i++) g[16 + 32 * c + 4 * r + i] = rows[r * row + b * bs + 2 + 4 * c + i];
+    }
+}
+
+static void test_r8_layout(vlm_dtype t, vlm_dtype r8) {
+    int64_t K = 77, nb = 3;
+    size_t row = (size_t)nb * ref_block_bytes(t);
+    unsigned char *rows = malloc(8 * row), *want = malloc(8 * row), *got = malloc(8 * row), *back = malloc(8 * row);
+    for (size_t i = 0; i < 8 * row; i++) rows[i] = (unsigned char)(test_randf(&rng) * 128 + 128);
+    ref_repack_r8(t, rows, K, want);
+    vlm_repack_r8(r8, rows, K, got);
+    vlm_unpack_r8(r8, got, K, back);
+    CHECK(!memcmp(got, want, 8 * row), "%s: groups differ from the documented layout", vlm_dtype_name(r8));
+    CHECK(!memcmp(back, rows, 8 * row), "%s: unpack is not the inverse of repack", vlm_dtype_name(r8));
+    CHECK(vlm_dtype_rows(r8) == 8 && vlm_dtype_rows(t) == 1 && vlm_dtype_unpacked(r8) == t && vlm_dtype_unpacked(t) == t,
+          "%s: rows and unpacked type", vlm_dtype_name(r8));
+    free(rows); free(want); free(got); free(back);
+}
+
 /* ------------------------------------------------------------------ codecs */
 
 static void fill(float *x, int64_t n, float scale) {
@@ -119,9 +148,11 @@ static void test_codec(vlm_dtype t) {
 
 /* ------------------------------------------------------------------ products */
 
-/* A [N, K] weight of type t from random values: the tensor (host memory the
- * caller frees) and its dequantized values w[N][K]. */
-static vlm_tensor quant_weight(vlm_dtype t, int64_t N, int64_t K, float **w) {
+/* A [N, K] weight of type t (an R8 type: quantized as its blocks, then
+ * repacked) from random values: the tensor (host memory the caller frees)
+ * and its dequantized values w[N][K]. */
+static vlm_tensor quant_weight(vlm_dtype t8, int64_t N, int64_t K, float **w) {
+    vlm_dtype t = vlm_dtype_unpacked(t8);
     vlm_tensor q = vlm_tensor_make(t, 2, (const int64_t[]){N, K}, NULL);
     CHECK(q.stride[0] == (K + 31) / 32 * 32 && q.stride[1] == 1 && vlm_is_contiguous(&q) &&
           vlm_nbytes(&q) == (size_t)N * vlm_dtype_bytes(t, K), "%s layout of [%lld, %lld]", vlm_dtype_name(t),
@@ -135,6 +166,15 @@ static vlm_tensor quant_weight(vlm_dtype t, int64_t N, int64_t K, float **w) {
         vlm_dequantize_row(t, (char *)q.data + n * vlm_dtype_bytes(t, K), K, *w + n * K);
     }
     free(row);
+    if (t8 != t) { /* group by group, in place through a copy */
+        unsigned char *tmp = malloc(8 * vlm_dtype_bytes(t, K));
+        for (int64_t n = 0; n < N; n += 8) {
+            memcpy(tmp, (char *)q.data + n * vlm_dtype_bytes(t, K), 8 * vlm_dtype_bytes(t, K));
+            vlm_repack_r8(t8, tmp, K, (char *)q.data + n * vlm_dtype_bytes(t, K));
+        }
+        free(tmp);
+        q.dtype = t8;
+    }
     return q;
 }
 
@@ -191,13 +231,13 @@ static void test_product(vlm_backend *be, int bf16, vlm_dtype t, int64_t M, int6
 /* get_rows and vlm_get_f32 read the dequantized values exactly. */
 static void test_rows(vlm_backend *be, vlm_dtype t) {
     float *w;
-    int64_t V = 9, D = 70;
+    int64_t V = vlm_dtype_rows(t) == 8 ? 16 : 9, D = 70;
     vlm_tensor tab = quant_weight(t, V, D, &w);
     vlm_compute c;
     vlm_compute_init(&c, be);
     vlm_tensor *tt = vlm_new_2d(&c, t, V, D);
     if (tt) be->upload(be, tt->data, tab.data, vlm_nbytes(&tab));
-    int32_t ids[4] = {8, 0, 3, 8};
+    int32_t ids[4] = {8, 0, 3, V == 16 ? 13 : 8};
     vlm_tensor *it = vlm_from_host(&c, VLM_I32, 1, (const int64_t[]){4}, ids);
     vlm_tensor *rows = vlm_get_rows(&c, tt, it);
     CHECK(rows != NULL, "get_rows %s: %s", vlm_dtype_name(t), c.err.msg);
@@ -208,9 +248,12 @@ static void test_rows(vlm_backend *be, vlm_dtype t) {
     CHECK(exact, "get_rows %s: rows differ from the dequantized table", vlm_dtype_name(t));
     CHECK(exact_get, "vlm_get_f32 %s differs from the dequantized values", vlm_dtype_name(t));
     /* views keep whole rows: a slice of rows is fine, one inside a block is refused */
-    vlm_tensor *sl = vlm_slice(&c, tt, 0, 2, 3);
-    CHECK(sl && vlm_get_f32(sl, 1) == w[2 * D + 1], "slice of rows of %s", vlm_dtype_name(t));
+    int64_t r0 = vlm_dtype_rows(t) == 8 ? 8 : 2;
+    vlm_tensor *sl = vlm_slice(&c, tt, 0, r0, vlm_dtype_rows(t) == 8 ? 8 : 3);
+    CHECK(sl && vlm_get_f32(sl, 1) == w[r0 * D + 1], "slice of rows of %s", vlm_dtype_name(t));
     CHECK(!vlm_slice(&c, tt, 1, 3, 20) && c.failed, "slice inside a block of %s accepted", vlm_dtype_name(t));
+    c.failed = 0;
+    if (vlm_dtype_rows(t) == 8) CHECK(!vlm_slice(&c, tt, 0, 4, 8) && c.failed, "slice inside a group of %s accepted", vlm_dtype_name(t));
     vlm_compute_free(&c);
     free(w); free(tab.data);
 }
@@ -218,6 +261,8 @@ static void test_rows(vlm_backend *be, vlm_dtype t) {
 int main(void) {
     test_codec(VLM_Q8_0);
     test_codec(VLM_Q4_0);
+    test_r8_layout(VLM_Q8_0, VLM_Q8_0R8);
+    test_r8_layout(VLM_Q4_0, VLM_Q4_0R8);
     const char *kernels;
     for (int v = 0; (kernels = vlm_cpu_kernel_name(v)); v++)
         for (int threads = 1; threads <= 2; threads++)
@@ -227,13 +272,16 @@ int main(void) {
                 vlm_backend *be = vlm_backend_cpu_new(&cp, &err);
                 CHECK(be != NULL, "backend %s: %s", kernels, err.msg);
                 if (!be) continue;
-                for (int q = 0; q < 2; q++) {
-                    vlm_dtype t = q ? VLM_Q4_0 : VLM_Q8_0;
-                    test_product(be, bf16, t, 1, 37, 256, 0);
+                static const vlm_dtype types[] = {VLM_Q8_0, VLM_Q4_0, VLM_Q8_0R8, VLM_Q4_0R8};
+                for (int q = 0; q < 4; q++) {
+                    vlm_dtype t = types[q];
+                    int r8 = vlm_dtype_rows(t) == 8; /* row counts in whole groups */
+                    test_product(be, bf16, t, 1, r8 ? 40 : 37, 256, 0);
                     test_product(be, bf16, t, 1, 40, 77, 1);
-                    test_product(be, bf16, t, 3, 33, 301, 1);
+                    test_product(be, bf16, t, 3, r8 ? 32 : 33, 301, 1);
+                    test_product(be, bf16, t, 4, 24, 96, 1);
                     test_product(be, bf16, t, 5, 16, 64, 0);
-                    test_product(be, bf16, t, 64, 150, 77, 1);
+                    test_product(be, bf16, t, 64, r8 ? 152 : 150, 77, 1);
                     test_product(be, bf16, t, 64, 40, 512, 0);
                     if (!bf16 && threads == 1) test_rows(be, t);
                 }

@@ -78,6 +78,17 @@ float vlm_get_f32(const vlm_tensor *t, int64_t flat) {
         vlm_dequantize_row(t->dtype, (const char *)t->data + vlm_dtype_bytes(t->dtype, o - o % 32), 32, blk);
         return blk[o % 32];
     }
+    case VLM_Q8_0R8: case VLM_Q4_0R8: { /* the block of row o / ld, out of its group */
+        int64_t ld = t->stride[t->ndim - 2], row = o / ld, k = o % ld;
+        vlm_dtype u = vlm_dtype_unpacked(t->dtype);
+        size_t bs = vlm_dtype_size(u);
+        const unsigned char *g = (const unsigned char *)t->data + vlm_dtype_bytes(u, (row - row % 8) * ld);
+        unsigned char rows[8 * 34];
+        float blk[32];
+        vlm_unpack_r8(t->dtype, g + (size_t)(k / 32) * 8 * bs, 32, rows);
+        vlm_dequantize_row(u, rows + (size_t)(row % 8) * bs, 32, blk);
+        return blk[k % 32];
+    }
     default: return 0;
     }
 }
@@ -234,6 +245,8 @@ vlm_tensor *vlm_reshape(vlm_compute *c, vlm_tensor *t, int ndim, const int64_t *
     CORE_REQUIRE(c, n == vlm_nelem(t), "reshape to %lld elements from %lld", (long long)n, (long long)vlm_nelem(t));
     CORE_REQUIRE(c, vlm_dtype_block(t->dtype) == 1 || shape[ndim - 1] == t->shape[t->ndim - 1],
                  "reshape of %s must keep its rows", vlm_dtype_name(t->dtype));
+    CORE_REQUIRE(c, vlm_dtype_rows(t->dtype) == 1 || (ndim >= 2 && t->ndim >= 2 && shape[ndim - 2] == t->shape[t->ndim - 2]),
+                 "reshape of %s must keep its row groups", vlm_dtype_name(t->dtype));
     vlm_tensor *v = core_header(c);
     if (v) *v = vlm_tensor_make(t->dtype, ndim, shape, t->data);
     return v;
@@ -260,7 +273,7 @@ vlm_tensor *vlm_permute(vlm_compute *c, vlm_tensor *t, const int *perm) {
     for (int i = 0; i < t->ndim; i++) {
         CORE_REQUIRE(c, perm[i] >= 0 && perm[i] < t->ndim && !(seen & (1 << perm[i])), "bad permutation");
         seen |= 1 << perm[i];
-        CORE_REQUIRE(c, vlm_dtype_block(t->dtype) == 1 || i != t->ndim - 1 || perm[i] == i,
+        CORE_REQUIRE(c, vlm_dtype_block(t->dtype) == 1 || i < t->ndim - 1 - (vlm_dtype_rows(t->dtype) > 1) || perm[i] == i,
                      "permute of %s must keep its rows", vlm_dtype_name(t->dtype));
         v->shape[i] = t->shape[perm[i]];
         v->stride[i] = t->stride[perm[i]];
@@ -285,6 +298,8 @@ vlm_tensor *vlm_slice(vlm_compute *c, vlm_tensor *t, int dim, int64_t start, int
                  (long long)(dim >= 0 && dim < t->ndim ? t->shape[dim] : -1));
     CORE_REQUIRE(c, vlm_dtype_block(t->dtype) == 1 || (t->stride[dim] * start) % vlm_dtype_block(t->dtype) == 0,
                  "slice of %s inside a block", vlm_dtype_name(t->dtype));
+    CORE_REQUIRE(c, vlm_dtype_rows(t->dtype) == 1 || dim != t->ndim - 2 || (start % 8 == 0 && len % 8 == 0),
+                 "slice of %s inside a group of 8 rows", vlm_dtype_name(t->dtype));
     vlm_tensor *v = core_view(c, t);
     if (!v) return NULL;
     v->data = (char *)t->data + vlm_dtype_bytes(t->dtype, start * t->stride[dim]);

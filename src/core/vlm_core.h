@@ -92,6 +92,13 @@ typedef enum vlm_dtype {
      * next stride counts padded elements (vlm_tensor_make does this). */
     VLM_Q8_0, /* d, 32 int8 q:                              x = d * q */
     VLM_Q4_0, /* d, 16 bytes, byte j = q[j] | q[j+16] << 4:  x = d * (q - 8) */
+    /* The same blocks with each group of 8 rows interleaved block by block
+     * (README: the 8 scales, then the codes 4 per row in turn), so that a
+     * kernel reads 8 rows' codes and scales in whole vectors. A compute
+     * layout made at load (vlm_repack_r8), not a storage format; row
+     * counts and row views come in multiples of 8. */
+    VLM_Q8_0R8,
+    VLM_Q4_0R8,
     VLM_NTYPES
 } vlm_dtype;
 
@@ -105,6 +112,14 @@ size_t vlm_dtype_bytes(vlm_dtype t, int64_t n);
  * elements taken as 0), and back. t is VLM_Q8_0 or VLM_Q4_0. */
 void vlm_quantize_row(vlm_dtype t, const float *x, int64_t n, void *blocks);
 void vlm_dequantize_row(vlm_dtype t, const void *blocks, int64_t n, float *x);
+/* Rows interleaved per group: 8 for the R8 types, else 1; and the block
+ * format an R8 type interleaves (t itself for the others). */
+int vlm_dtype_rows(vlm_dtype t);
+vlm_dtype vlm_dtype_unpacked(vlm_dtype t);
+/* 8 consecutive rows of K elements of a block type (each
+ * vlm_dtype_bytes(t, K) bytes) into one group of its R8 layout, and back. */
+void vlm_repack_r8(vlm_dtype t, const void *rows, int64_t K, void *group);
+void vlm_unpack_r8(vlm_dtype t, const void *group, int64_t K, void *rows);
 /* "q8_0" / "q4_0" -> the dtype; -1 for any other name. */
 int vlm_quant_from_name(const char *name, vlm_dtype *out);
 const char *vlm_dtype_name(vlm_dtype t); /* safetensors spelling: "F32", "BF16", ... */

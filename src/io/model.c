@@ -206,33 +206,51 @@ vlm_tensor *vlm_weight(vlm_model *m, const char *name, int ndim, const int64_t *
 
 typedef struct model_quant_arg {
     const vlm_tensor *src;
-    vlm_tensor *dst;
+    vlm_tensor *dst; /* a block type, or its R8 layout (then the items are groups of 8 rows) */
 } model_quant_arg;
 
-/* Rows [r0, r1) of src into dst's blocks, 1024 elements (32 blocks) at a
- * time so that no row-sized buffer is needed. */
-static void model_quant_rows(void *p, int64_t r0, int64_t r1, int thread) {
+/* n elements of row r of src from element k0, to f32 */
+static void model_src_f32(const vlm_tensor *src, int64_t r, int64_t k0, int64_t n, float *buf) {
+    size_t es = vlm_dtype_size(src->dtype);
+    const unsigned char *s = (const unsigned char *)src->data + (size_t)(r * src->stride[0] + k0) * es;
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t h;
+        if (src->dtype == VLM_F32) memcpy(&buf[i], s + (size_t)i * 4, 4);
+        else {
+            memcpy(&h, s + (size_t)i * 2, 2);
+            buf[i] = src->dtype == VLM_F16 ? vlm_f16_to_f32(h) : vlm_bf16_to_f32(h);
+        }
+    }
+}
+
+/* Items [i0, i1) (rows, or groups of 8 rows for an R8 dst) of src into dst's
+ * blocks, a few blocks at a time so that no row-sized buffer is needed. */
+static void model_quant_rows(void *p, int64_t i0, int64_t i1, int thread) {
     (void)thread;
     const model_quant_arg *A = (const model_quant_arg *)p;
     const vlm_tensor *src = A->src;
+    vlm_dtype t = A->dst->dtype, u = vlm_dtype_unpacked(t);
     int64_t K = src->shape[1];
-    size_t es = vlm_dtype_size(src->dtype), row_bytes = vlm_dtype_bytes(A->dst->dtype, K);
+    size_t row_bytes = vlm_dtype_bytes(u, K), bs = vlm_dtype_size(u);
+    unsigned char *dst = (unsigned char *)A->dst->data;
     float buf[1024];
-    for (int64_t r = r0; r < r1; r++) {
-        const unsigned char *s = (const unsigned char *)src->data + (size_t)(r * src->stride[0]) * es;
-        unsigned char *d = (unsigned char *)A->dst->data + (size_t)r * row_bytes;
+    for (int64_t it = i0; it < i1; it++) {
+        if (vlm_dtype_rows(t) == 8) { /* block by block: 8 rows' blocks, then interleaved */
+            unsigned char blocks[8 * 34];
+            for (int64_t k = 0; k < K; k += 32) {
+                int64_t n = K - k < 32 ? K - k : 32;
+                for (int r = 0; r < 8; r++) {
+                    model_src_f32(src, it * 8 + r, k, n, buf);
+                    vlm_quantize_row(u, buf, n, blocks + r * bs);
+                }
+                vlm_repack_r8(t, blocks, 32, dst + (size_t)it * 8 * row_bytes + (size_t)(k / 32) * 8 * bs);
+            }
+            continue;
+        }
         for (int64_t k = 0; k < K; k += 1024) {
             int64_t n = K - k < 1024 ? K - k : 1024;
-            for (int64_t i = 0; i < n; i++) {
-                const unsigned char *e = s + (size_t)(k + i) * es;
-                uint16_t h;
-                if (src->dtype == VLM_F32) memcpy(&buf[i], e, 4);
-                else {
-                    memcpy(&h, e, 2);
-                    buf[i] = src->dtype == VLM_F16 ? vlm_f16_to_f32(h) : vlm_bf16_to_f32(h);
-                }
-            }
-            vlm_quantize_row(A->dst->dtype, buf, n, d + vlm_dtype_bytes(A->dst->dtype, k));
+            model_src_f32(src, it, k, n, buf);
+            vlm_quantize_row(u, buf, n, dst + (size_t)it * row_bytes + vlm_dtype_bytes(u, k));
         }
     }
 }
@@ -247,10 +265,13 @@ static vlm_dtype model_quant_for(const vlm_model *m, vlm_linear_role role) {
 static vlm_tensor *model_quantize(vlm_model *m, const vlm_tensor *src, vlm_dtype q) {
     vlm_tensor *dst = (vlm_tensor *)vlm_arena_alloc(&m->arena, sizeof *dst);
     if (!dst) return NULL;
+    /* the CPU kernels read groups of 8 rows interleaved (vlm_repack_r8) */
+    int r8 = src->shape[0] % 8 == 0 && m->be && m->be->name && !strcmp(m->be->name, "cpu");
+    if (r8) q = q == VLM_Q8_0 ? VLM_Q8_0R8 : VLM_Q4_0R8;
     *dst = vlm_tensor_make(q, 2, src->shape, NULL);
     if (!(dst->data = vlm_arena_alloc(&m->arena, vlm_nbytes(dst)))) return NULL;
     model_quant_arg A = {src, dst};
-    vlm_cpu_parallel_for(m->be, src->shape[0], 16, model_quant_rows, &A);
+    vlm_cpu_parallel_for(m->be, r8 ? src->shape[0] / 8 : src->shape[0], r8 ? 2 : 16, model_quant_rows, &A);
     m->quant_tensors++;
     m->quant_bytes += vlm_nbytes(dst);
     return dst;

@@ -52,11 +52,11 @@ CPU_KFN void cpu_pack_panels(float *dst, const char *w, vlm_dtype wt, int64_t ld
     int64_t K8 = K & ~(int64_t)7, nb16 = (nb + CPU_NR - 1) / CPU_NR * CPU_NR;
     for (int64_t n0 = 0; n0 < nb16; n0 += 8) {
         const float *r[8];
+        int64_t have = nb - n0 < 8 ? (nb - n0 > 0 ? nb - n0 : 0) : 8; /* R8 types: 0 or 8 */
+        cpu_rows_to_f32(rows, K, w, wt, ldw, n0, have, K, round);
         for (int j = 0; j < 8; j++) {
-            float *buf = rows + j * K;
-            if (n0 + j < nb) cpu_to_f32_round(buf, w + cpu_bytes(wt, (n0 + j) * ldw), wt, K, round);
-            else memset(buf, 0, sizeof(float) * (size_t)K);
-            r[j] = buf;
+            if (j >= have) memset(rows + j * K, 0, sizeof(float) * (size_t)K);
+            r[j] = rows + j * K;
         }
         float *d = dst + n0 / CPU_NR * CPU_NR * K + n0 % CPU_NR;
         for (int64_t k = 0; k < K8; k += 8) cpu_pack_8x8(d + k * CPU_NR, r, k);

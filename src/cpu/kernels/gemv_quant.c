@@ -14,11 +14,13 @@
 
 #define CPU_QROWS 4 /* rows of x sharing one pass over a weight row */
 
-/* Row r of the quantized x: K32 codes, then K32 / 32 scales. */
-static inline int64_t cpu_xq_row_bytes(int64_t K32) { return K32 + K32 / 32 * 4; }
+/* Row r of the quantized x: K32 codes, then per block its scale d and
+ * c = 8 d (sum of its codes): q4_0's codes are used unsigned (0..15, one
+ * vpmaddubsw without sign fixes) and c takes their offset of 8 back out. */
+static inline int64_t cpu_xq_row_bytes(int64_t K32) { return K32 + K32 / 32 * 8; }
 
-/* x[0..K) into codes q[0..K32) and scales d[0..K32/32). */
-static void cpu_quant_act(const float *x, int64_t K, int8_t *q, float *d) {
+/* x[0..K) into codes q[0..K32), scales d[0..K32/32) and offsets c[0..K32/32). */
+static void cpu_quant_act(const float *x, int64_t K, int8_t *q, float *d, float *c) {
     for (int64_t i = 0; i < K; i += 32) {
         float blk[32];
         const float *b = x + i;
@@ -42,16 +44,24 @@ static void cpu_quant_act(const float *x, int64_t K, int8_t *q, float *d) {
         __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
         p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256((__m256i *)(q + i), p);
+        __m256i sum = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), p), _mm256_set1_epi16(1));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
         d[i / 32] = dd;
+        c[i / 32] = 8.0f * dd * (float)_mm_cvtsi128_si32(s4);
 #else
         float amax = 0;
         for (int j = 0; j < 32; j++) amax = fabsf(b[j]) > amax ? fabsf(b[j]) : amax;
         float dd = amax / 127.0f, id = dd != 0 ? 1.0f / dd : 0.0f;
+        int32_t sum = 0;
         for (int j = 0; j < 32; j++) {
             float v = nearbyintf(b[j] * id);
             q[i + j] = (int8_t)(v == v ? v : 0);
+            sum += q[i + j];
         }
         d[i / 32] = dd;
+        c[i / 32] = 8.0f * dd * (float)sum;
 #endif
     }
 }
@@ -63,34 +73,48 @@ static inline __m256i cpu_dot32_i8(__m256i w, __m256i x) {
     __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
     return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
 }
-static inline __attribute__((always_inline)) __m256i cpu_codes(const unsigned char *b, const vlm_dtype wt) {
-    return wt == VLM_Q8_0 ? cpu_codes_q8(b) : cpu_codes_q4(b);
+/* q4_0's 32 codes unsigned (0..15) */
+static inline __m256i cpu_codes_q4u(const unsigned char *b) {
+    __m128i p = _mm_loadu_si128((const __m128i *)(b + 2));
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(p, 4), p), _mm256_set1_epi8(15));
+}
+/* One block's int32 lanes: q8_0 signed codes by the sign trick, q4_0
+ * unsigned codes directly (the offset is in the caller's correction). */
+static inline __attribute__((always_inline)) __m256i cpu_block_dot(const unsigned char *b, __m256i x, const vlm_dtype wt) {
+    if (wt == VLM_Q8_0) return cpu_dot32_i8(cpu_codes_q8(b), x);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(cpu_codes_q4u(b), x), _mm256_set1_epi16(1));
 }
 #endif
 
 /* res[r] = x_r . w for m <= CPU_QROWS quantized rows of x (codes xc[r],
- * scales xd[r]) and one weight row of nblk blocks. */
+ * scales xd[r], q4_0 offsets xo[r]) and one weight row of nblk blocks. */
 static inline __attribute__((always_inline)) void cpu_qdot_impl(const unsigned char *w, const vlm_dtype wt, int64_t nblk,
                                                                const int8_t *const *xc, const float *const *xd,
-                                                               const int m, float *res) {
+                                                               const float *const *xo, const int m, float *res) {
     const size_t bs = wt == VLM_Q8_0 ? 34 : 18;
+    const int q4 = wt == VLM_Q4_0;
+    float corr[CPU_QROWS] = {0}; /* q4_0: sum over blocks of d_w * 8 d_x (sum of x's codes) */
 #if CPU_AVX2
     if (m == 1) { /* two blocks per step, two accumulators: the latency of one chain hidden by the other */
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
         int64_t b = 0;
         for (; b + 2 <= nblk; b += 2) {
             const unsigned char *w0 = w + b * bs, *w1 = w0 + bs;
-            __m256i d0 = cpu_dot32_i8(cpu_codes(w0, wt), _mm256_loadu_si256((const __m256i *)(xc[0] + b * 32)));
-            __m256i d1 = cpu_dot32_i8(cpu_codes(w1, wt), _mm256_loadu_si256((const __m256i *)(xc[0] + b * 32 + 32)));
-            a0 = _mm256_fmadd_ps(_mm256_set1_ps(cpu_block_scale(w0) * xd[0][b]), _mm256_cvtepi32_ps(d0), a0);
-            a1 = _mm256_fmadd_ps(_mm256_set1_ps(cpu_block_scale(w1) * xd[0][b + 1]), _mm256_cvtepi32_ps(d1), a1);
+            __m256i d0 = cpu_block_dot(w0, _mm256_loadu_si256((const __m256i *)(xc[0] + b * 32)), wt);
+            __m256i d1 = cpu_block_dot(w1, _mm256_loadu_si256((const __m256i *)(xc[0] + b * 32 + 32)), wt);
+            float s0 = cpu_block_scale(w0), s1 = cpu_block_scale(w1);
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(s0 * xd[0][b]), _mm256_cvtepi32_ps(d0), a0);
+            a1 = _mm256_fmadd_ps(_mm256_set1_ps(s1 * xd[0][b + 1]), _mm256_cvtepi32_ps(d1), a1);
+            if (q4) corr[0] += s0 * xo[0][b] + s1 * xo[0][b + 1];
         }
         for (; b < nblk; b++) {
             const unsigned char *w0 = w + b * bs;
-            __m256i d0 = cpu_dot32_i8(cpu_codes(w0, wt), _mm256_loadu_si256((const __m256i *)(xc[0] + b * 32)));
-            a0 = _mm256_fmadd_ps(_mm256_set1_ps(cpu_block_scale(w0) * xd[0][b]), _mm256_cvtepi32_ps(d0), a0);
+            __m256i d0 = cpu_block_dot(w0, _mm256_loadu_si256((const __m256i *)(xc[0] + b * 32)), wt);
+            float s0 = cpu_block_scale(w0);
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(s0 * xd[0][b]), _mm256_cvtepi32_ps(d0), a0);
+            if (q4) corr[0] += s0 * xo[0][b];
         }
-        res[0] = cpu_hsum(_mm256_add_ps(a0, a1));
+        res[0] = cpu_hsum(_mm256_add_ps(a0, a1)) - corr[0];
         return;
     }
     __m256 acc[CPU_QROWS];
@@ -98,46 +122,143 @@ static inline __attribute__((always_inline)) void cpu_qdot_impl(const unsigned c
     for (int r = 0; r < m; r++) acc[r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nblk; b++) {
         const unsigned char *wb = w + b * bs;
-        __m256i wc = cpu_codes(wb, wt), aw = _mm256_sign_epi8(wc, wc);
         float dw = cpu_block_scale(wb);
+        __m256i wc = q4 ? cpu_codes_q4u(wb) : cpu_codes_q8(wb), aw = q4 ? wc : _mm256_sign_epi8(wc, wc);
 #pragma GCC unroll 4
         for (int r = 0; r < m; r++) {
             __m256i xv = _mm256_loadu_si256((const __m256i *)(xc[r] + b * 32));
-            __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, wc)), _mm256_set1_epi16(1));
+            __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, q4 ? xv : _mm256_sign_epi8(xv, wc)), _mm256_set1_epi16(1));
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xd[r][b]), _mm256_cvtepi32_ps(s), acc[r]);
+            if (q4) corr[r] += dw * xo[r][b];
         }
     }
 #pragma GCC unroll 4
-    for (int r = 0; r < m; r++) res[r] = cpu_hsum(acc[r]);
+    for (int r = 0; r < m; r++) res[r] = cpu_hsum(acc[r]) - corr[r];
 #else
     for (int r = 0; r < m; r++) res[r] = 0;
     for (int64_t b = 0; b < nblk; b++) {
         const unsigned char *wb = w + b * bs;
-        int8_t wc[32];
-        for (int j = 0; j < 32; j++)
-            wc[j] = wt == VLM_Q8_0 ? (int8_t)wb[2 + j] : (int8_t)((wb[2 + j % 16] >> (j < 16 ? 0 : 4) & 15) - 8);
+        int32_t wc[32];
+        for (int j = 0; j < 32; j++) wc[j] = q4 ? wb[2 + j % 16] >> (j < 16 ? 0 : 4) & 15 : (int8_t)wb[2 + j];
         float dw = cpu_block_scale(wb);
         for (int r = 0; r < m; r++) {
             int32_t s = 0;
-            for (int j = 0; j < 32; j++) s += (int32_t)wc[j] * xc[r][b * 32 + j];
+            for (int j = 0; j < 32; j++) s += wc[j] * xc[r][b * 32 + j];
             res[r] += dw * xd[r][b] * (float)s;
+            if (q4) corr[r] += dw * xo[r][b];
+        }
+    }
+    for (int r = 0; r < m; r++) res[r] -= corr[r];
+#endif
+}
+
+static void cpu_qdot(const unsigned char *w, vlm_dtype wt, int64_t nblk, const int8_t *const *xc,
+                     const float *const *xd, const float *const *xo, int m, float *res) {
+#define CPU_QDOT_CASES(WT)                                                  \
+    switch (m) {                                                            \
+    case 1: cpu_qdot_impl(w, WT, nblk, xc, xd, xo, 1, res); return;         \
+    case 2: cpu_qdot_impl(w, WT, nblk, xc, xd, xo, 2, res); return;         \
+    case 3: cpu_qdot_impl(w, WT, nblk, xc, xd, xo, 3, res); return;         \
+    default: cpu_qdot_impl(w, WT, nblk, xc, xd, xo, 4, res); return;        \
+    }
+    if (wt == VLM_Q8_0) CPU_QDOT_CASES(VLM_Q8_0)
+    CPU_QDOT_CASES(VLM_Q4_0)
+#undef CPU_QDOT_CASES
+}
+
+/* R8 groups (vlm_repack_r8): res[r][j] = x_r . row j of the group, for 8
+ * rows at once. A group block's 8 scales convert in one instruction, and
+ * each 32-byte chunk of codes (4 codes of each of the 8 rows) meets x's 4
+ * codes broadcast to every lane, so a block of 8 rows costs about what one
+ * row's block costs in the plain layout. */
+static inline __attribute__((always_inline)) void cpu_qdot8_impl(const unsigned char *g, const vlm_dtype wt, int64_t nblk,
+                                                                const int8_t *const *xc, const float *const *xd,
+                                                                const float *const *xo, const int m,
+                                                                float res[][8]) {
+    const int q4 = wt == VLM_Q4_0R8;
+    const size_t gbs = q4 ? 8 * 18 : 8 * 34;
+#if CPU_AVX2
+    const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(15);
+    __m256 acc[CPU_QROWS];
+#pragma GCC unroll 4
+    for (int r = 0; r < m; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++, g += gbs) {
+        __m256 s = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));
+        __m256i a[CPU_QROWS];
+#pragma GCC unroll 4
+        for (int r = 0; r < m; r++) a[r] = _mm256_setzero_si256();
+        if (q4) { /* unsigned codes: 8 pair sums of at most 2 * 15 * 127 stay within int16 */
+#pragma GCC unroll 4
+            for (int t = 0; t < 4; t++) {
+                __m256i P = _mm256_loadu_si256((const __m256i *)(g + 16 + 32 * t));
+                __m256i lo = _mm256_and_si256(P, low4), hi = _mm256_and_si256(_mm256_srli_epi16(P, 4), low4);
+#pragma GCC unroll 4
+                for (int r = 0; r < m; r++) {
+                    int32_t xl, xh;
+                    memcpy(&xl, xc[r] + b * 32 + 4 * t, 4);
+                    memcpy(&xh, xc[r] + b * 32 + 16 + 4 * t, 4);
+                    a[r] = _mm256_add_epi16(a[r], _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(xl)),
+                                                                   _mm256_maddubs_epi16(hi, _mm256_set1_epi32(xh))));
+                }
+            }
+#pragma GCC unroll 4
+            for (int r = 0; r < m; r++) {
+                __m256 f = _mm256_fmsub_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(a[r], ones)), _mm256_set1_ps(xd[r][b]),
+                                           _mm256_set1_ps(xo[r][b]));
+                acc[r] = _mm256_fmadd_ps(s, f, acc[r]);
+            }
+        } else {
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; c++) {
+                __m256i W = _mm256_loadu_si256((const __m256i *)(g + 16 + 32 * c)), aw = _mm256_sign_epi8(W, W);
+#pragma GCC unroll 4
+                for (int r = 0; r < m; r++) {
+                    int32_t xv;
+                    memcpy(&xv, xc[r] + b * 32 + 4 * c, 4);
+                    __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(_mm256_set1_epi32(xv), W));
+                    a[r] = _mm256_add_epi32(a[r], _mm256_madd_epi16(p, ones));
+                }
+            }
+#pragma GCC unroll 4
+            for (int r = 0; r < m; r++)
+                acc[r] = _mm256_fmadd_ps(s, _mm256_mul_ps(_mm256_cvtepi32_ps(a[r]), _mm256_set1_ps(xd[r][b])), acc[r]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < m; r++) _mm256_storeu_ps(res[r], acc[r]);
+#else
+    vlm_dtype u = vlm_dtype_unpacked(wt);
+    for (int r = 0; r < m; r++)
+        for (int j = 0; j < 8; j++) res[r][j] = 0;
+    for (int64_t b = 0; b < nblk; b++, g += gbs) {
+        unsigned char rows[8 * 34];
+        vlm_unpack_r8(wt, g, 32, rows);
+        for (int j = 0; j < 8; j++) {
+            const unsigned char *wb = rows + j * vlm_dtype_size(u);
+            float dw = cpu_block_scale(wb);
+            for (int r = 0; r < m; r++) {
+                int32_t sum = 0;
+                for (int i = 0; i < 32; i++)
+                    sum += (q4 ? wb[2 + i % 16] >> (i < 16 ? 0 : 4) & 15 : (int8_t)wb[2 + i]) * xc[r][b * 32 + i];
+                res[r][j] += dw * xd[r][b] * (float)sum - (q4 ? dw * xo[r][b] : 0.0f);
+            }
         }
     }
 #endif
 }
 
-static void cpu_qdot(const unsigned char *w, vlm_dtype wt, int64_t nblk, const int8_t *const *xc,
-                     const float *const *xd, int m, float *res) {
-#define CPU_QDOT_CASES(WT)                                                  \
-    switch (m) {                                                            \
-    case 1: cpu_qdot_impl(w, WT, nblk, xc, xd, 1, res); return;             \
-    case 2: cpu_qdot_impl(w, WT, nblk, xc, xd, 2, res); return;             \
-    case 3: cpu_qdot_impl(w, WT, nblk, xc, xd, 3, res); return;             \
-    default: cpu_qdot_impl(w, WT, nblk, xc, xd, 4, res); return;            \
+static void cpu_qdot8(const unsigned char *g, vlm_dtype wt, int64_t nblk, const int8_t *const *xc,
+                      const float *const *xd, const float *const *xo, int m, float res[][8]) {
+#define CPU_QDOT8_CASES(WT)                                                  \
+    switch (m) {                                                             \
+    case 1: cpu_qdot8_impl(g, WT, nblk, xc, xd, xo, 1, res); return;         \
+    case 2: cpu_qdot8_impl(g, WT, nblk, xc, xd, xo, 2, res); return;         \
+    case 3: cpu_qdot8_impl(g, WT, nblk, xc, xd, xo, 3, res); return;         \
+    default: cpu_qdot8_impl(g, WT, nblk, xc, xd, xo, 4, res); return;        \
     }
-    if (wt == VLM_Q8_0) CPU_QDOT_CASES(VLM_Q8_0)
-    CPU_QDOT_CASES(VLM_Q4_0)
-#undef CPU_QDOT_CASES
+    if (wt == VLM_Q8_0R8) CPU_QDOT8_CASES(VLM_Q8_0R8)
+    CPU_QDOT8_CASES(VLM_Q4_0R8)
+#undef CPU_QDOT8_CASES
 }
 
 typedef struct cpu_qmv_arg {
@@ -151,21 +272,45 @@ typedef struct cpu_qmv_arg {
     int64_t ldo;
 } cpu_qmv_arg;
 
+/* x rows [m0, m0 + mm) of the quantized input */
+static void cpu_qmv_rows(const cpu_qmv_arg *A, int64_t m0, int mm, const int8_t **xc, const float **xd, const float **xo) {
+    for (int r = 0; r < mm; r++) {
+        const unsigned char *row = A->xq + (m0 + r) * A->xrow;
+        xc[r] = (const int8_t *)row;
+        xd[r] = (const float *)(row + A->nblk * 32);
+        xo[r] = xd[r] + A->nblk;
+    }
+}
+
+/* items: groups of 8 rows of an R8 weight */
+static void cpu_qmv8_fn(void *p, int64_t g0, int64_t g1, int tid) {
+    (void)tid;
+    const cpu_qmv_arg *A = (const cpu_qmv_arg *)p;
+    for (int64_t m0 = 0; m0 < A->M; m0 += CPU_QROWS) {
+        int mm = A->M - m0 < CPU_QROWS ? (int)(A->M - m0) : CPU_QROWS;
+        const int8_t *xc[CPU_QROWS];
+        const float *xd[CPU_QROWS], *xo[CPU_QROWS];
+        cpu_qmv_rows(A, m0, mm, xc, xd, xo);
+        for (int64_t g = g0; g < g1; g++) {
+            float res[CPU_QROWS][8];
+            cpu_qdot8(A->w + g * 8 * A->wrow, A->wt, A->nblk, xc, xd, xo, mm, res);
+            for (int r = 0; r < mm; r++)
+                for (int j = 0; j < 8; j++) A->out[(m0 + r) * A->ldo + g * 8 + j] = res[r][j] + (A->bias ? A->bias[g * 8 + j] : 0.0f);
+        }
+    }
+}
+
 static void cpu_qmv_fn(void *p, int64_t n0, int64_t n1, int tid) {
     (void)tid;
     const cpu_qmv_arg *A = (const cpu_qmv_arg *)p;
     for (int64_t m0 = 0; m0 < A->M; m0 += CPU_QROWS) {
         int mm = A->M - m0 < CPU_QROWS ? (int)(A->M - m0) : CPU_QROWS;
         const int8_t *xc[CPU_QROWS];
-        const float *xd[CPU_QROWS];
-        for (int r = 0; r < mm; r++) {
-            const unsigned char *row = A->xq + (m0 + r) * A->xrow;
-            xc[r] = (const int8_t *)row;
-            xd[r] = (const float *)(row + A->nblk * 32);
-        }
+        const float *xd[CPU_QROWS], *xo[CPU_QROWS];
+        cpu_qmv_rows(A, m0, mm, xc, xd, xo);
         for (int64_t n = n0; n < n1; n++) {
             float res[CPU_QROWS];
-            cpu_qdot(A->w + n * A->wrow, A->wt, A->nblk, xc, xd, mm, res);
+            cpu_qdot(A->w + n * A->wrow, A->wt, A->nblk, xc, xd, xo, mm, res);
             float b = A->bias ? A->bias[n] : 0.0f;
             for (int r = 0; r < mm; r++) A->out[(m0 + r) * A->ldo + n] = res[r] + b;
         }
@@ -181,9 +326,11 @@ CPU_KFN vlm_status cpu_mm_quant(cpu_ctx *ctx, int64_t M, int64_t N, int64_t K, c
     unsigned char *xq = (unsigned char *)cpu_xq(ctx, (size_t)((M * xrow + 3) / 4));
     if (!xq) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of memory quantizing a matmul input");
     for (int64_t m = 0; m < M; m++)
-        cpu_quant_act(x + m * lda, K, (int8_t *)(xq + m * xrow), (float *)(xq + m * xrow + K32));
+        cpu_quant_act(x + m * lda, K, (int8_t *)(xq + m * xrow), (float *)(xq + m * xrow + K32),
+                      (float *)(xq + m * xrow + K32) + K32 / 32);
     cpu_qmv_arg A = {M, K32 / 32, xrow, xq, (const unsigned char *)w, wt, cpu_bytes(wt, ldw), bias, out, ldo};
     int64_t min_n = 16384 / (K * M) + 1;
-    cpu_parallel(ctx, N, min_n, cpu_qmv_fn, &A);
+    if (vlm_dtype_rows(wt) == 8) cpu_parallel(ctx, N / 8, min_n / 8 + 1, cpu_qmv8_fn, &A);
+    else cpu_parallel(ctx, N, min_n, cpu_qmv_fn, &A);
     return VLM_OK;
 }

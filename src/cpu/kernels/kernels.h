@@ -60,7 +60,7 @@ static inline float cpu_hmax(__m256 v) {
 /* Bytes from a row's start to element n of it (block types: n a multiple
  * of 32, or the row's end). */
 static inline int64_t cpu_bytes(vlm_dtype t, int64_t n) {
-    if (t == VLM_Q8_0 || t == VLM_Q4_0) return (n + 31) / 32 * (int64_t)vlm_dtype_size(t);
+    if (vlm_dtype_block(t) == 32) return (n + 31) / 32 * (int64_t)vlm_dtype_size(t);
     return n * (int64_t)vlm_dtype_size(t);
 }
 
@@ -75,9 +75,15 @@ static inline __m256i cpu_codes_q4(const unsigned char *b) {
 }
 #endif
 static inline float cpu_block_scale(const unsigned char *b) {
+#if CPU_AVX2
+    int32_t v; /* the scale and two code bytes in one 32-bit load (a block is at least 18 bytes) */
+    memcpy(&v, b, 4);
+    return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(v)));
+#else
     uint16_t h;
     memcpy(&h, b, 2);
     return cpu_h2f(h);
+#endif
 }
 
 /* n elements of a block-quantized row to f32. */
@@ -96,6 +102,27 @@ static inline void cpu_dequant(float *dst, const unsigned char *src, vlm_dtype t
 #endif
     if (i < n) vlm_dequantize_row(t, src, n - i, dst + i);
 }
+
+/* The 8 rows of an R8 group (K elements each) to f32 rows dst + r * ldd:
+ * block by block, the group's blocks back to 8 plain ones, then those. */
+static inline void cpu_dequant_r8(float *dst, int64_t ldd, const unsigned char *group, vlm_dtype t, int64_t K) {
+    vlm_dtype u = vlm_dtype_unpacked(t);
+    size_t bs = vlm_dtype_size(u), ncode = bs - 2;
+    for (int64_t b = 0; b * 32 < K; b++, group += 8 * bs) {
+        unsigned char blk[8][34];
+        for (int r = 0; r < 8; r++) memcpy(blk[r], group + 2 * r, 2);
+        for (size_t c = 0; c < ncode / 4; c++) /* chunk c: 4 code bytes of each row in turn */
+            for (int r = 0; r < 8; r++) memcpy(blk[r] + 2 + 4 * c, group + 16 + 32 * c + 4 * r, 4);
+        int64_t n = K - b * 32 < 32 ? K - b * 32 : 32;
+        for (int r = 0; r < 8; r++) cpu_dequant(dst + r * ldd + b * 32, blk[r], u, n);
+    }
+}
+
+/* Rows [n0, n0 + n) of a weight w (row stride ldw elements, any float or
+ * block type) to f32 rows dst + i * ldd; R8 types: n0 and n multiples of 8.
+ * round: to bf16 (bf16 compute on f16/f32 weights). */
+static inline void cpu_rows_to_f32(float *dst, int64_t ldd, const char *w, vlm_dtype wt, int64_t ldw, int64_t n0,
+                                   int64_t n, int64_t K, int round);
 
 /* Contiguous conversion of n elements to f32. */
 static inline void cpu_to_f32(float *dst, const void *src, vlm_dtype t, int64_t n) {
@@ -156,6 +183,15 @@ static inline void cpu_round_bf16(float *x, int64_t n) {
 static inline void cpu_to_f32_round(float *dst, const void *src, vlm_dtype t, int64_t n, int round) {
     cpu_to_f32(dst, src, t, n);
     if (round && (t == VLM_F32 || t == VLM_F16)) cpu_round_bf16(dst, n);
+}
+
+static inline void cpu_rows_to_f32(float *dst, int64_t ldd, const char *w, vlm_dtype wt, int64_t ldw, int64_t n0,
+                                   int64_t n, int64_t K, int round) {
+    if (vlm_dtype_rows(wt) == 8) {
+        for (int64_t i = 0; i < n; i += 8) cpu_dequant_r8(dst + i * ldd, ldd, (const unsigned char *)w + cpu_bytes(wt, (n0 + i) * ldw), wt, K);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) cpu_to_f32_round(dst + i * ldd, w + cpu_bytes(wt, (n0 + i) * ldw), wt, K, round);
 }
 
 /* Strided load of n elements (stride in elements, may be 0) to f32. */

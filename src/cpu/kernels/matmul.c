@@ -143,8 +143,7 @@ static void cpu_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
             wp = (const float *)wt0;
             ldb = A->ldw;
         } else if (have != nt)
-            for (int64_t n = 0; n < nb; n++)
-                cpu_to_f32_round(s + n * A->K, wt0 + cpu_bytes(A->wt, n * A->ldw), A->wt, A->K, A->round_w);
+            cpu_rows_to_f32(s, A->K, wt0, A->wt, A->ldw, 0, nb, A->K, A->round_w);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mb, (int)nb, (int)A->K, 1.0f, A->x + m0 * A->lda,
                     (int)A->lda, wp, (int)ldb, 0.0f, o, (int)A->ldo);
 #endif

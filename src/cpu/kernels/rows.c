@@ -40,7 +40,6 @@ CPU_KFN vlm_status cpu_op_concat(cpu_ctx *ctx, const vlm_op *op, vlm_error *err)
 }
 
 CPU_KFN vlm_status cpu_op_get_rows(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
-    (void)ctx;
     const vlm_tensor *tab = op->a, *ids = op->b;
     int64_t V = tab->shape[0], D = tab->shape[1], n = ids->shape[0];
     float *out = (float *)op->out->data;
@@ -48,6 +47,15 @@ CPU_KFN vlm_status cpu_op_get_rows(cpu_ctx *ctx, const vlm_op *op, vlm_error *er
         int64_t id = cpu_get_int(ids->data, ids->dtype, r * ids->stride[0]);
         if (id < 0 || id >= V)
             return vlm_error_set(err, VLM_ERR_ARG, "get_rows: id %lld out of range [0, %lld)", (long long)id, (long long)V);
+    }
+    if (vlm_dtype_rows(tab->dtype) == 8) { /* the row's group to f32, then the row */
+        if (cpu_reserve(ctx, (size_t)(8 * D))) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
+        for (int64_t r = 0; r < n; r++) {
+            int64_t id = cpu_get_int(ids->data, ids->dtype, r * ids->stride[0]);
+            cpu_rows_to_f32(ctx->tscratch[0], D, (const char *)tab->data, tab->dtype, tab->stride[0], id - id % 8, 8, D, 0);
+            memcpy(out + r * D, ctx->tscratch[0] + id % 8 * D, sizeof(float) * (size_t)D);
+        }
+        return VLM_OK;
     }
     for (int64_t r = 0; r < n; r++) {
         int64_t id = cpu_get_int(ids->data, ids->dtype, r * ids->stride[0]);
