@@ -3362,13 +3362,15 @@ vlm_tensor *vlm_weight(vlm_model *m, const char *name, int ndim, const int64_t *
 /* ------------------------------------------------------------------ quantize at load */
 
 typedef struct model_quant_arg {
-    const vlm_tensor *src;
-    vlm_tensor *dst; /* a block type, or its R8 layout (then the items are groups of 8 rows) */
+    const vlm_tensor *src; /* row r of dst comes from row r % src->shape[0] (made-up weights repeat) */
+    vlm_tensor *dst;       /* a block type, or its R8 layout (then the items are groups of 8 rows) */
+    int release;           /* src is mmap'd: drop its pages once read */
 } model_quant_arg;
 
 /* n elements of row r of src from element k0, to f32 */
 static void model_src_f32(const vlm_tensor *src, int64_t r, int64_t k0, int64_t n, float *buf) {
     size_t es = vlm_dtype_size(src->dtype);
+    r %= src->shape[0];
     const unsigned char *s = (const unsigned char *)src->data + (size_t)(r * src->stride[0] + k0) * es;
     for (int64_t i = 0; i < n; i++) {
         uint16_t h;
@@ -3410,6 +3412,11 @@ static void model_quant_rows(void *p, int64_t i0, int64_t i1, int thread) {
             vlm_quantize_row(u, buf, n, dst + (size_t)it * row_bytes + vlm_dtype_bytes(u, k));
         }
     }
+    if (A->release) { /* so that a large table is never resident twice */
+        int64_t rows = vlm_dtype_rows(t);
+        vlm_map_release((const char *)src->data + (size_t)(i0 * rows * src->stride[0]) * vlm_dtype_size(src->dtype),
+                        (size_t)((i1 - i0) * rows * src->stride[0]) * vlm_dtype_size(src->dtype));
+    }
 }
 
 static vlm_dtype model_quant_for(const vlm_model *m, vlm_linear_role role) {
@@ -3419,16 +3426,16 @@ static vlm_dtype model_quant_for(const vlm_model *m, vlm_linear_role role) {
 
 /* src (2-D, f32/f16/bf16, unit inner stride) quantized to q in the model's
  * arena; NULL when out of memory. */
-static vlm_tensor *model_quantize(vlm_model *m, const vlm_tensor *src, vlm_dtype q) {
+static vlm_tensor *model_quantize(vlm_model *m, const vlm_tensor *src, int64_t rows, vlm_dtype q) {
     vlm_tensor *dst = (vlm_tensor *)vlm_arena_alloc(&m->arena, sizeof *dst);
     if (!dst) return NULL;
     /* the CPU kernels read groups of 8 rows interleaved (vlm_repack_r8) */
-    int r8 = src->shape[0] % 8 == 0 && m->be && m->be->name && !strcmp(m->be->name, "cpu");
+    int r8 = rows % 8 == 0 && m->be && m->be->name && !strcmp(m->be->name, "cpu");
     if (r8) q = q == VLM_Q8_0 ? VLM_Q8_0R8 : VLM_Q4_0R8;
-    *dst = vlm_tensor_make(q, 2, src->shape, NULL);
+    *dst = vlm_tensor_make(q, 2, (const int64_t[]){rows, src->shape[1]}, NULL);
     if (!(dst->data = vlm_arena_alloc(&m->arena, vlm_nbytes(dst)))) return NULL;
-    model_quant_arg A = {src, dst};
-    vlm_cpu_parallel_for(m->be, r8 ? src->shape[0] / 8 : src->shape[0], r8 ? 2 : 16, model_quant_rows, &A);
+    model_quant_arg A = {src, dst, !m->random_weights};
+    vlm_cpu_parallel_for(m->be, r8 ? rows / 8 : rows, r8 ? 2 : 16, model_quant_rows, &A);
     m->quant_tensors++;
     m->quant_bytes += vlm_nbytes(dst);
     return dst;
@@ -3442,12 +3449,8 @@ static int model_quantizable(const vlm_tensor *t) {
 vlm_tensor *vlm_quantize_weight(vlm_model *m, vlm_tensor *t, vlm_linear_role role, const char *name, vlm_error *err) {
     vlm_dtype q = model_quant_for(m, role);
     if (!t || !q || !model_quantizable(t)) return t;
-    vlm_tensor *d = model_quantize(m, t, q);
-    if (!d) {
-        vlm_error_set(err, VLM_ERR_OOM, "out of memory quantizing weight %s", name);
-        return NULL;
-    }
-    if (!m->random_weights) vlm_map_release(t->data, vlm_nbytes(t)); /* read again from the file if still used */
+    vlm_tensor *d = model_quantize(m, t, t->shape[0], q); /* releases t's mmap'd pages as it goes */
+    if (!d) vlm_error_set(err, VLM_ERR_OOM, "out of memory quantizing weight %s", name);
     return d;
 }
 
@@ -3461,13 +3464,15 @@ vlm_tensor *vlm_weight_linear(vlm_model *m, const char *name, int64_t out, int64
         if (t) model_progress(m, vlm_nbytes(t));
         return vlm_quantize_weight(m, t, role, name, err);
     }
-    /* made up straight into a temporary, so that no float copy stays */
-    vlm_tensor src = vlm_tensor_make(m->random_dtype, 2, shape, NULL);
+    if (out == 0 || in == 0) return vlm_weight(m, name, 2, shape, err);
+    /* made up: 64 rows in a temporary, repeated (the values only need to be
+     * plausible), so that no float copy of a large table is ever resident */
+    vlm_tensor src = vlm_tensor_make(m->random_dtype, 2, (const int64_t[]){out < 64 ? out : 64, in}, NULL);
     src.data = malloc(vlm_nbytes(&src) ? vlm_nbytes(&src) : 1);
     vlm_tensor *d = NULL;
     if (src.data) {
         model_random_fill(m, &src, 2);
-        d = model_quantizable(&src) ? model_quantize(m, &src, q) : NULL;
+        d = model_quantize(m, &src, out, q);
     }
     free(src.data);
     if (!d) vlm_error_set(err, VLM_ERR_OOM, "out of memory for weight %s", name);
