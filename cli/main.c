@@ -15,6 +15,7 @@ static const struct {
     {"bench", cmd_bench, "measure vision encode, prefill and decode speed"},
     {"tokenize", cmd_tokenize, "encode text to ids or decode ids to text"},
     {"preprocess", cmd_preprocess, "run an image processor and write its outputs"},
+    {"quantize", cmd_quantize, "write a model folder with quantized weights"},
 };
 
 static void usage(FILE *f) {

@@ -267,7 +267,7 @@ static vlm_dtype g4_stored_dtype(const vlm_loader *ld, const char *name) {
     char full[512];
     snprintf(full, sizeof full, "%s%s", ld->prefix ? ld->prefix : "", name);
     const vlm_st_entry *e = ld->m->random_weights ? NULL : vlm_st_find(&ld->m->weights, full);
-    return e ? e->dtype : ld->m->random_dtype;
+    return e ? e->orig_dtype : ld->m->random_dtype; /* a quantized folder records it */
 }
 
 static vlm_status g4_load(vlm_model *m, vlm_error *err) {

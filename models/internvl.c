@@ -298,7 +298,8 @@ static vlm_status ivl_load_text(vlm_model *m, ivl_model *q, vlm_error *err) {
     /* lm_head: separate when the checkpoint has one; tied otherwise. */
     const char *heads[] = {"lm_head.weight", "language_model.lm_head.weight"};
     vlm_tensor *head = NULL;
-    for (int i = 0; i < 2 && !head; i++) head = vlm_weight_opt(m, heads[i]); /* made-up weights: none */
+    int hi = 0;
+    for (; hi < 2 && !(head = vlm_weight_opt(m, heads[hi])); hi++) {} /* made-up weights: none */
     int tied = vlm_json_bool(vlm_json_get(tc, "tie_word_embeddings"), 0) ||
                (!q->original && vlm_json_bool(vlm_json_get(cfg, "tie_word_embeddings"), 0));
     if (head && (head->ndim != 2 || head->shape[0] != m->vocab_size || head->shape[1] != t->hidden))
@@ -307,7 +308,7 @@ static vlm_status ivl_load_text(vlm_model *m, ivl_model *q, vlm_error *err) {
     for (int l = 0; bias && !qwen2 && l < t->n_layers; l++) /* Qwen3 / Llama attention_bias also biases o_proj */
         t->layers[l].o_b = vlm_ld(&ld, VLM_SHAPE1(t->hidden), "layers.%d.self_attn.o_proj.bias", l);
     if (err->code) return err->code;
-    if (head) t->lm_head = vlm_quantize_weight(m, head, VLM_LINEAR_OUTPUT, "lm_head", err);
+    if (head) t->lm_head = vlm_quantize_weight(m, head, VLM_LINEAR_OUTPUT, heads[hi], err);
     else if (!tied)
         t->lm_head = vlm_weight_linear(m, q->original ? "language_model.lm_head.weight" : "lm_head.weight", m->vocab_size,
                                        t->hidden, VLM_LINEAR_OUTPUT, err);

@@ -13,6 +13,7 @@
 #include "test_util.h"
 
 #include <stdint.h>
+#include <unistd.h>
 
 static unsigned long long rng = 777;
 
@@ -258,7 +259,58 @@ static void test_rows(vlm_backend *be, vlm_dtype t) {
     free(w); free(tab.data);
 }
 
+/* vlm_st_write_meta + vlm_st_open: a quantized weight stored as U8 with its
+ * description in the metadata opens as the block type; descriptions that
+ * do not fit the stored bytes are format errors. */
+static void test_saved(void) {
+    char dir[64] = "/tmp/vlm_test_quant_XXXXXX", path[128];
+    if (!mkdtemp(dir)) { CHECK(0, "mkdtemp"); return; }
+    snprintf(path, sizeof path, "%s/q.safetensors", dir);
+    float *w;
+    vlm_tensor q = quant_weight(VLM_Q4_0R8, 16, 77, &w);
+    vlm_tensor u8 = vlm_tensor_make(VLM_U8, 2, (const int64_t[]){16, (int64_t)vlm_dtype_bytes(VLM_Q4_0, 77)}, q.data);
+    float bias[3] = {1, 2, 3};
+    vlm_tensor b = vlm_tensor_make(VLM_F32, 1, (const int64_t[]){3}, bias);
+    const char *names[2] = {"w", "b"};
+    const vlm_tensor *ts[2] = {&u8, &b};
+    static const struct { const char *desc; int ok; } cases[] = {
+        {"Q4_0R8 16 77 BF16", 1}, {"Q4_0R8 16 100 BF16", 0}, {"Q4_0R8 8 77 BF16", 0}, {"Q4_0 16 77 F16", 1},
+        {"Q8_0 16 77 BF16", 0},   {"Q9_9 16 77 BF16", 0},    {"Q4_0R8 16 77 Q4_0", 0}, {"Q4_0R8 16", 0},
+        {"BF16 16 77 BF16", 0},   {"Q4_0R8 -16 77 BF16", 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *key = "vlm:w", *val = cases[i].desc;
+        vlm_error err = {0};
+        CHECK(vlm_st_write_meta(path, 2, names, ts, 1, &key, &val, &err) == VLM_OK, "write: %s", err.msg);
+        vlm_safetensors st = {0};
+        vlm_status s = vlm_st_open(&st, path, &err);
+        const vlm_st_entry *e = s == VLM_OK ? vlm_st_find(&st, "w") : NULL;
+        if (cases[i].ok) {
+            vlm_dtype want = strncmp(val, "Q4_0R8", 6) ? VLM_Q4_0 : VLM_Q4_0R8;
+            CHECK(e && e->dtype == want && e->shape[0] == 16 && e->shape[1] == 77 &&
+                  e->orig_dtype == (strstr(val, " F16") ? VLM_F16 : VLM_BF16), "'%s': opened as %s [%lld, %lld] (%s)",
+                  val, e ? vlm_dtype_name(e->dtype) : "-", e ? (long long)e->shape[0] : -1, e ? (long long)e->shape[1] : -1,
+                  err.msg);
+            if (e && want == VLM_Q4_0R8) {
+                vlm_tensor t = vlm_st_tensor(e);
+                int same = 1;
+                for (int64_t k = 0; k < 16 * 77; k++) same &= vlm_get_f32(&t, k) == w[k];
+                CHECK(same, "'%s': values differ after the round trip", val);
+            }
+            const vlm_st_entry *eb = vlm_st_find(&st, "b");
+            CHECK(eb && eb->dtype == VLM_F32 && eb->orig_dtype == VLM_F32, "a plain tensor beside it");
+        } else
+            CHECK(s == VLM_ERR_FORMAT && strstr(err.msg, "quantization metadata"), "'%s' accepted: %s", val, err.msg);
+        vlm_st_close(&st);
+    }
+    remove(path);
+    rmdir(dir);
+    free(w);
+    free(q.data);
+}
+
 int main(void) {
+    test_saved();
     test_codec(VLM_Q8_0);
     test_codec(VLM_Q4_0);
     test_r8_layout(VLM_Q8_0, VLM_Q8_0R8);

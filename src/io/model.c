@@ -132,6 +132,8 @@ void vlm_model_free(vlm_model *m) {
     if (m->arch && m->impl && m->arch->unload) m->arch->unload(m);
     vlm_st_close(&m->weights);
     vlm_json_free(m->config);
+    for (int i = 0; i < m->n_quantized; i++) free(m->quantized[i].name);
+    free(m->quantized);
     vlm_arena_free(&m->arena);
     if (m->own_backend && m->be) m->be->destroy(m->be);
     free(m->dir);
@@ -284,6 +286,19 @@ static vlm_tensor *model_quantize(vlm_model *m, const vlm_tensor *src, int64_t r
     return dst;
 }
 
+static vlm_status model_record(vlm_model *m, const char *name, const vlm_tensor *t) {
+    if ((m->n_quantized & (m->n_quantized - 1)) == 0) { /* capacity doubles at powers of two */
+        void *p = realloc(m->quantized, sizeof *m->quantized * (size_t)(m->n_quantized ? 2 * m->n_quantized : 1));
+        if (!p) return VLM_ERR_OOM;
+        m->quantized = p;
+    }
+    char *copy = vlm_strdup(name);
+    if (!copy) return VLM_ERR_OOM;
+    m->quantized[m->n_quantized].name = copy;
+    m->quantized[m->n_quantized++].t = t;
+    return VLM_OK;
+}
+
 static int model_quantizable(const vlm_tensor *t) {
     return t->ndim == 2 && (t->dtype == VLM_F32 || t->dtype == VLM_F16 || t->dtype == VLM_BF16) && t->stride[1] == 1 &&
            t->shape[1] > 0;
@@ -293,7 +308,10 @@ vlm_tensor *vlm_quantize_weight(vlm_model *m, vlm_tensor *t, vlm_linear_role rol
     vlm_dtype q = model_quant_for(m, role);
     if (!t || !q || !model_quantizable(t)) return t;
     vlm_tensor *d = model_quantize(m, t, t->shape[0], q); /* releases t's mmap'd pages as it goes */
-    if (!d) vlm_error_set(err, VLM_ERR_OOM, "out of memory quantizing weight %s", name);
+    if (!d || model_record(m, name, d) != VLM_OK) {
+        vlm_error_set(err, VLM_ERR_OOM, "out of memory quantizing weight %s", name);
+        return NULL;
+    }
     return d;
 }
 

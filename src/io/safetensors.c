@@ -93,6 +93,32 @@ static vlm_st_entry *st_list_push(st_list *l) {
 
 /* ------------------------------------------------------------------ one file */
 
+/* A quantized weight's metadata (vlm_st_write_meta) applied to its entry,
+ * checked against the bytes stored. */
+static vlm_status st_apply_quant(vlm_st_entry *e, const vlm_json *meta, const char *path, vlm_error *err) {
+    size_t kn = strlen(e->name) + 5;
+    char *key = malloc(kn);
+    if (!key) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    snprintf(key, kn, "vlm:%s", e->name);
+    const char *v = vlm_json_str(vlm_json_get(meta, key), NULL);
+    free(key);
+    if (!v) return VLM_OK;
+    char dts[16], ods[16];
+    long long N, K;
+    vlm_dtype t, o;
+    if (sscanf(v, "%15s %lld %lld %15s", dts, &N, &K, ods) != 4 || vlm_dtype_from_name(dts, &t) || vlm_dtype_block(t) == 1 ||
+        vlm_dtype_from_name(ods, &o) || vlm_dtype_block(o) != 1 || N < 0 || K <= 0 || K >= (1LL << 31) ||
+        N % vlm_dtype_rows(t) || e->dtype != VLM_U8 || e->ndim != 2 || e->shape[0] != N ||
+        e->shape[1] != (int64_t)vlm_dtype_bytes(t, K))
+        return vlm_error_set(err, VLM_ERR_FORMAT, "%s: tensor '%s': quantization metadata \"%s\" does not fit its %s [%lld, %lld]",
+                             path, e->name, v, vlm_dtype_name(e->dtype), (long long)e->shape[0],
+                             (long long)(e->ndim > 1 ? e->shape[1] : -1));
+    e->dtype = t;
+    e->shape[1] = K;
+    e->orig_dtype = o;
+    return VLM_OK;
+}
+
 /* Maps `path`, validates its header and appends its tensors to `list`.
  * `metadata`: where to store "__metadata__" (NULL to drop it). */
 static vlm_status st_open_file(vlm_st_file *f, const char *path, st_list *list, vlm_json **metadata, vlm_error *err) {
@@ -131,10 +157,12 @@ static vlm_status st_open_file(vlm_st_file *f, const char *path, st_list *list, 
     uint64_t data_size = size - 8 - hlen;
     vlm_status st = VLM_OK;
     int first = list->n, n_tensors = 0;
+    const vlm_json *fmeta = NULL; /* this file's __metadata__ */
     for (int i = 0; i < h->n && st == VLM_OK; i++) {
         vlm_json *it = &h->items[i];
         const char *name = it->key;
         if (!strcmp(name, "__metadata__")) {
+            fmeta = it;
             if (it->type != VLM_JSON_OBJECT) {
                 st = vlm_error_set(err, VLM_ERR_FORMAT, "%s: __metadata__ is not an object", path);
                 break;
@@ -154,6 +182,7 @@ static vlm_status st_open_file(vlm_st_file *f, const char *path, st_list *list, 
                 it->n = 0;
                 it->items = NULL;
                 *metadata = m;
+                fmeta = m;
             }
             continue;
         }
@@ -222,10 +251,12 @@ static vlm_status st_open_file(vlm_st_file *f, const char *path, st_list *list, 
         }
         e->data = data + ob;
         e->nbytes = (size_t)nbytes;
+        e->orig_dtype = dt;
         e->name = vlm_strdup(name);
         if (!e->name) { st = vlm_error_set(err, VLM_ERR_OOM, "out of memory"); break; }
         n_tensors++;
     }
+    for (int i = first; i < list->n && st == VLM_OK && fmeta; i++) st = st_apply_quant(&list->v[i], fmeta, path, err);
     vlm_json_free(h);
     if (st != VLM_OK) return st;
     /* The tensors must tile the data section: no overlaps, no gaps. */
@@ -439,9 +470,16 @@ static int st_cmp_witem_layout(const void *a, const void *b) {
 
 vlm_status vlm_st_write(const char *path, int n, const char *const *names,
                         const vlm_tensor *const *tensors, vlm_error *err) {
+    return vlm_st_write_meta(path, n, names, tensors, 0, NULL, NULL, err);
+}
+
+vlm_status vlm_st_write_meta(const char *path, int n, const char *const *names, const vlm_tensor *const *tensors,
+                             int n_meta, const char *const *keys, const char *const *values, vlm_error *err) {
     VLM_ERROR_BEGIN(err);
-    if (!path || n < 0 || (n > 0 && (!names || !tensors)))
+    if (!path || n < 0 || (n > 0 && (!names || !tensors)) || n_meta < 0 || (n_meta > 0 && (!keys || !values)))
         return vlm_error_set(err, VLM_ERR_ARG, "vlm_st_write: bad arguments");
+    for (int i = 0; i < n_meta; i++)
+        if (!keys[i] || !values[i]) return vlm_error_set(err, VLM_ERR_ARG, "vlm_st_write: metadata %d is missing", i);
     st_witem *items = calloc((size_t)n + 1, sizeof *items);
     if (!items) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
     vlm_status s = VLM_OK;
@@ -474,6 +512,16 @@ vlm_status vlm_st_write(const char *path, int n, const char *const *names,
     qsort(items, (size_t)n, sizeof *items, st_cmp_witem_layout);
     vlm_buf h = {0};
     vlm_buf_str(&h, "{");
+    if (n_meta) {
+        vlm_buf_str(&h, "\"__metadata__\":{");
+        for (int i = 0; i < n_meta; i++) {
+            if (i) vlm_buf_str(&h, ",");
+            st_buf_json_string(&h, keys[i]);
+            vlm_buf_str(&h, ":");
+            st_buf_json_string(&h, values[i]);
+        }
+        vlm_buf_str(&h, n ? "}," : "}");
+    }
     uint64_t off = 0;
     char num[64];
     for (int i = 0; i < n; i++) {

@@ -62,6 +62,7 @@ typedef struct vlm_st_entry {
     int64_t shape[VLM_MAX_DIMS];
     const void *data; /* inside the mmap */
     size_t nbytes;
+    vlm_dtype orig_dtype; /* before `vlm quantize` quantized it; else dtype */
 } vlm_st_entry;
 
 typedef struct vlm_st_file vlm_st_file;
@@ -83,6 +84,14 @@ vlm_tensor vlm_st_tensor(const vlm_st_entry *e);
 /* Writes contiguous host tensors as one .safetensors file. */
 vlm_status vlm_st_write(const char *path, int n, const char *const *names,
                         const vlm_tensor *const *tensors, vlm_error *err);
+/* The same with "__metadata__" string pairs keys[i]: values[i].
+ *
+ * Quantized weights (`vlm quantize`): a tensor stored as U8 [N, B] whose
+ * metadata has "vlm:<name>": "<DTYPE> <N> <K> <ORIGINAL DTYPE>" (DTYPE a
+ * block type, B its bytes for K values) opens as DTYPE [N, K]; a claim that
+ * does not fit the stored bytes is a format error. */
+vlm_status vlm_st_write_meta(const char *path, int n, const char *const *names, const vlm_tensor *const *tensors,
+                             int n_meta, const char *const *keys, const char *const *values, vlm_error *err);
 
 /* ------------------------------------------------------------------ models */
 
@@ -150,6 +159,11 @@ struct vlm_model {
     int quant_vision;
     int64_t quant_tensors;     /* weights quantized, and their bytes now */
     size_t quant_bytes;
+    struct vlm_quantized {     /* each quantized weight under its checkpoint name (vlm quantize) */
+        char *name;
+        const vlm_tensor *t;
+    } *quantized;
+    int n_quantized;
     void (*progress)(void *user, int64_t done, int64_t total);
     void *progress_user;
     int64_t progress_done, progress_total; /* bytes of the checkpoint's tensors */
