@@ -654,10 +654,10 @@ vlm_status vlm_st_write(const char *path, int n, const char *const *names,
                         const vlm_tensor *const *tensors, vlm_error *err);
 /* The same with "__metadata__" string pairs keys[i]: values[i].
  *
- * Quantized weights (`vlm quantize`): a tensor stored as U8 [N, B] whose
- * metadata has "vlm:<name>": "<DTYPE> <N> <K> <ORIGINAL DTYPE>" (DTYPE a
- * block type, B its bytes for K values) opens as DTYPE [N, K]; a claim that
- * does not fit the stored bytes is a format error. */
+ * Quantized weights (`vlm quantize`): a tensor stored as U8 [..., N, B]
+ * whose metadata has "vlm:<name>": "<DTYPE> ... <N> <K> <ORIGINAL DTYPE>"
+ * (DTYPE a block type, B its bytes for K values) opens as DTYPE [..., N, K];
+ * a claim that does not fit the stored bytes is a format error. */
 vlm_status vlm_st_write_meta(const char *path, int n, const char *const *names, const vlm_tensor *const *tensors,
                              int n_meta, const char *const *keys, const char *const *values, vlm_error *err);
 
@@ -796,7 +796,8 @@ typedef enum vlm_linear_role {
 vlm_tensor *vlm_weight_linear(vlm_model *m, const char *name, int64_t out, int64_t in, vlm_linear_role role,
                               vlm_error *err);
 /* An already loaded weight t quantized as vlm_weight_linear would (t itself
- * when the role asks for none, or t is not a 2-D float matrix); NULL with
+ * when the role asks for none, or t is not a float matrix [N, K] or a
+ * contiguous stack of experts [E, N, K]); NULL with
  * err set when out of memory. For weights found by other means (an
  * lm_head under one of several names). */
 vlm_tensor *vlm_quantize_weight(vlm_model *m, vlm_tensor *t, vlm_linear_role role, const char *name, vlm_error *err);
@@ -2036,8 +2037,8 @@ vlm_tensor *vlm_matmul_id(vlm_compute *c, vlm_tensor *x, vlm_tensor *w, vlm_tens
     int64_t T = ids->shape[0], k = ids->shape[1], N = w->shape[1], K = w->shape[2];
     CORE_REQUIRE(c, x->shape[1] == K && (x->shape[0] == T || x->shape[0] == T * k), "matmul_id shapes");
     CORE_REQUIRE(c, vlm_is_contiguous(x) && vlm_is_contiguous(w) && vlm_is_contiguous(ids), "matmul_id needs contiguous inputs");
-    CORE_REQUIRE(c, core_is_float(x->dtype) && core_is_weight(w) && vlm_dtype_rows(w->dtype) == 1, "matmul_id of %s x %s",
-                 vlm_dtype_name(x->dtype), vlm_dtype_name(w->dtype));
+    CORE_REQUIRE(c, core_is_float(x->dtype) && core_is_weight(w), "matmul_id of %s x %s", vlm_dtype_name(x->dtype),
+                 vlm_dtype_name(w->dtype));
     vlm_op op = {.kind = VLM_OP_MATMUL_ID, .a = x, .b = w, .aux = ids};
     op.out = vlm_new_3d(c, VLM_F32, T, k, N);
     return op.out ? core_run(c, &op) : NULL;
@@ -3442,16 +3443,22 @@ static vlm_dtype model_quant_for(const vlm_model *m, vlm_linear_role role) {
 
 /* src (2-D, f32/f16/bf16, unit inner stride) quantized to q in the model's
  * arena; NULL when out of memory. */
-static vlm_tensor *model_quantize(vlm_model *m, const vlm_tensor *src, int64_t rows, vlm_dtype q) {
+/* src's rows (a 2-D view; row r taken from r % its rows) quantized to q:
+ * a tensor of `ndim` dims shaped as `shape` (experts: [E, N, K], whose
+ * rows are src's E * N) in the model's arena; NULL when out of memory. */
+static vlm_tensor *model_quantize(vlm_model *m, const vlm_tensor *src, int ndim, const int64_t *shape, vlm_dtype q) {
     vlm_tensor *dst = (vlm_tensor *)vlm_arena_alloc(&m->arena, sizeof *dst);
     if (!dst) return NULL;
+    int64_t rows = 1, per = shape[ndim - 2]; /* rows per matrix: groups of 8 must not straddle two */
+    for (int d = 0; d < ndim - 1; d++) rows *= shape[d];
     /* the CPU kernels read groups of 8 rows interleaved (vlm_repack_r8) */
-    int r8 = rows % 8 == 0 && m->be && m->be->name && !strcmp(m->be->name, "cpu");
+    int r8 = per % 8 == 0 && m->be && m->be->name && !strcmp(m->be->name, "cpu");
     if (r8) q = q == VLM_Q8_0 ? VLM_Q8_0R8 : VLM_Q4_0R8;
     *dst = vlm_tensor_make(q, 2, (const int64_t[]){rows, src->shape[1]}, NULL);
     if (!(dst->data = vlm_arena_alloc(&m->arena, vlm_nbytes(dst)))) return NULL;
     model_quant_arg A = {src, dst, !m->random_weights};
     vlm_cpu_parallel_for(m->be, r8 ? rows / 8 : rows, r8 ? 2 : 16, model_quant_rows, &A);
+    *dst = vlm_tensor_make(q, ndim, shape, dst->data);
     m->quant_tensors++;
     m->quant_bytes += vlm_nbytes(dst);
     return dst;
@@ -3471,14 +3478,17 @@ static vlm_status model_record(vlm_model *m, const char *name, const vlm_tensor 
 }
 
 static int model_quantizable(const vlm_tensor *t) {
-    return t->ndim == 2 && (t->dtype == VLM_F32 || t->dtype == VLM_F16 || t->dtype == VLM_BF16) && t->stride[1] == 1 &&
-           t->shape[1] > 0;
+    return (t->ndim == 2 || (t->ndim == 3 && vlm_is_contiguous(t))) &&
+           (t->dtype == VLM_F32 || t->dtype == VLM_F16 || t->dtype == VLM_BF16) && t->stride[t->ndim - 1] == 1 &&
+           t->shape[t->ndim - 1] > 0 && t->shape[t->ndim - 2] > 0;
 }
 
 vlm_tensor *vlm_quantize_weight(vlm_model *m, vlm_tensor *t, vlm_linear_role role, const char *name, vlm_error *err) {
     vlm_dtype q = model_quant_for(m, role);
     if (!t || !q || !model_quantizable(t)) return t;
-    vlm_tensor *d = model_quantize(m, t, t->shape[0], q); /* releases t's mmap'd pages as it goes */
+    vlm_tensor rows = *t; /* a matrix, or experts [E, N, K] as E * N rows */
+    if (t->ndim == 3) rows = vlm_tensor_make(t->dtype, 2, (const int64_t[]){t->shape[0] * t->shape[1], t->shape[2]}, t->data);
+    vlm_tensor *d = model_quantize(m, &rows, t->ndim, t->shape, q); /* releases t's mmap'd pages as it goes */
     if (!d || model_record(m, name, d) != VLM_OK) {
         vlm_error_set(err, VLM_ERR_OOM, "out of memory quantizing weight %s", name);
         return NULL;
@@ -3504,7 +3514,7 @@ vlm_tensor *vlm_weight_linear(vlm_model *m, const char *name, int64_t out, int64
     vlm_tensor *d = NULL;
     if (src.data) {
         model_random_fill(m, &src, 2);
-        d = model_quantize(m, &src, out, q);
+        d = model_quantize(m, &src, 2, shape, q);
     }
     free(src.data);
     if (!d) vlm_error_set(err, VLM_ERR_OOM, "out of memory for weight %s", name);
@@ -3664,18 +3674,29 @@ static vlm_status st_apply_quant(vlm_st_entry *e, const vlm_json *meta, const ch
     const char *v = vlm_json_str(vlm_json_get(meta, key), NULL);
     free(key);
     if (!v) return VLM_OK;
-    char dts[16], ods[16];
-    long long N, K;
-    vlm_dtype t, o;
-    if (sscanf(v, "%15s %lld %lld %15s", dts, &N, &K, ods) != 4 || vlm_dtype_from_name(dts, &t) || vlm_dtype_block(t) == 1 ||
-        vlm_dtype_from_name(ods, &o) || vlm_dtype_block(o) != 1 || N < 0 || K <= 0 || K >= (1LL << 31) ||
-        N % vlm_dtype_rows(t) || e->dtype != VLM_U8 || e->ndim != 2 || e->shape[0] != N ||
-        e->shape[1] != (int64_t)vlm_dtype_bytes(t, K))
-        return vlm_error_set(err, VLM_ERR_FORMAT, "%s: tensor '%s': quantization metadata \"%s\" does not fit its %s [%lld, %lld]",
-                             path, e->name, v, vlm_dtype_name(e->dtype), (long long)e->shape[0],
-                             (long long)(e->ndim > 1 ? e->shape[1] : -1));
+    /* "<DTYPE> <d0> ... <dn-1> <ORIGINAL>": the dims of the values, the
+     * stored U8 tensor having the same but the last in bytes */
+    char tok[VLM_MAX_DIMS + 2][24];
+    int nt = 0, used = 0, off = 0;
+    while (nt < VLM_MAX_DIMS + 2 && sscanf(v + off, "%23s%n", tok[nt], &used) == 1) { nt++; off += used; }
+    int nd = nt - 2, bad = nt < 4 || sscanf(v + off, "%23s", tok[0]) == 1 || nd != e->ndim || e->dtype != VLM_U8;
+    vlm_dtype t = VLM_U8, o = VLM_U8;
+    int64_t dims[VLM_MAX_DIMS];
+    if (!bad) bad = vlm_dtype_from_name(tok[0], &t) || vlm_dtype_block(t) == 1 || vlm_dtype_from_name(tok[nt - 1], &o) ||
+                    vlm_dtype_block(o) != 1;
+    for (int d = 0; !bad && d < nd; d++) {
+        char *end;
+        long long x = strtoll(tok[1 + d], &end, 10);
+        bad = *end || x < 0 || x >= (1LL << 31) || (d == nd - 1 && x == 0);
+        dims[d] = x;
+        if (!bad && d < nd - 1) bad = e->shape[d] != x;
+    }
+    if (!bad) bad = dims[nd - 2] % vlm_dtype_rows(t) || e->shape[nd - 1] != (int64_t)vlm_dtype_bytes(t, dims[nd - 1]);
+    if (bad)
+        return vlm_error_set(err, VLM_ERR_FORMAT, "%s: tensor '%s': quantization metadata \"%s\" does not fit its %s tensor",
+                             path, e->name, v, vlm_dtype_name(e->dtype));
     e->dtype = t;
-    e->shape[1] = K;
+    e->shape[nd - 1] = dims[nd - 1];
     e->orig_dtype = o;
     return VLM_OK;
 }

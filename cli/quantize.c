@@ -120,15 +120,20 @@ int cmd_quantize(int argc, char **argv) {
         for (int q = 0; q < m->n_quantized; q++) {
             const vlm_tensor *t = m->quantized[q].t;
             if (strcmp(m->quantized[q].name, e->name)) continue;
-            char *key = malloc(strlen(e->name) + 5), *val = malloc(96);
+            char *key = malloc(strlen(e->name) + 5), *val = malloc(160);
             if (!key || !val) { free(key); free(val); fprintf(stderr, "vlm quantize: out of memory\n"); goto done; }
             sprintf(key, "vlm:%s", e->name);
-            snprintf(val, 96, "%s %lld %lld %s", vlm_dtype_name(t->dtype), (long long)t->shape[0], (long long)t->shape[1],
-                     vlm_dtype_name(e->dtype));
+            int64_t shape[VLM_MAX_DIMS];
+            int len = snprintf(val, 160, "%s", vlm_dtype_name(t->dtype));
+            for (int d = 0; d < t->ndim; d++) {
+                len += snprintf(val + len, (size_t)(160 - len), " %lld", (long long)t->shape[d]);
+                shape[d] = t->shape[d];
+            }
+            snprintf(val + len, (size_t)(160 - len), " %s", vlm_dtype_name(e->dtype));
+            shape[t->ndim - 1] = (int64_t)vlm_dtype_bytes(t->dtype, t->shape[t->ndim - 1]);
             keys[n_meta] = key;
             vals[n_meta++] = val;
-            views[i] = vlm_tensor_make(VLM_U8, 2, (const int64_t[]){t->shape[0], (int64_t)vlm_dtype_bytes(t->dtype, t->shape[1])},
-                                       t->data);
+            views[i] = vlm_tensor_make(VLM_U8, t->ndim, shape, t->data);
             break;
         }
         after += vlm_nbytes(&views[i]);

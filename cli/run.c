@@ -23,7 +23,9 @@ static int run_usage(int rc) {
             "  -t N          threads, 1 to the number of cores (default: all cores)\n"
             "  -c N          context length (default 4096)\n"
             "  --ignore-eos  keep going past end-of-sequence tokens\n"
-            "  --verbose     timings on stderr\n");
+            "  --verbose     timings on stderr\n"
+            "  --quant Q     quantize the text decoder's linear weights at load: q8_0 or q4_0\n"
+            "                (README, \"Quantized weights\"); --quant-vision: the vision tower's too\n");
     return rc;
 }
 
@@ -81,6 +83,13 @@ static void cli_progress(void *user, int done, int total, int images_done, int i
         fprintf(stderr, "\r%60s\r", "");
 }
 
+/* Loading progress on a terminal: quantizing at load takes seconds. */
+static void cli_load_progress(void *user, int64_t done, int64_t total) {
+    (void)user;
+    if (total > 0 && done < total) fprintf(stderr, "\r[loading %3.0f%%]", 100.0 * (double)done / (double)total);
+    else fprintf(stderr, "\r%20s\r", "");
+}
+
 void cli_opts_init(cli_opts *o) {
     memset(o, 0, sizeof *o);
     o->gen = vlm_generate_default();
@@ -90,7 +99,8 @@ void cli_opts_init(cli_opts *o) {
 }
 
 int cli_open(const cli_opts *o, vlm_engine **e, vlm_session **s, vlm_error *err) {
-    vlm_engine_params ep = {.n_threads = o->threads, .quant = o->quant, .quant_vision = o->quant_vision};
+    vlm_engine_params ep = {.n_threads = o->threads, .quant = o->quant, .quant_vision = o->quant_vision,
+                            .load_progress = o->quant && isatty(2) ? cli_load_progress : NULL};
     if (vlm_engine_open(e, o->model, &ep, err) != VLM_OK) return 1;
     vlm_session_params sp = {.n_ctx = o->ctx, .kv_dtype = o->kv_f16 ? VLM_F16 : VLM_F32, .system = o->system};
     if (vlm_session_new(*e, &sp, s, err) != VLM_OK) { vlm_engine_close(*e); *e = NULL; return 1; }

@@ -40,6 +40,15 @@ vlm_tensor *vlm_ld_linear(vlm_loader *ld, int64_t out, int64_t in, const char *f
     return vlm_weight_linear(ld->m, name, out, in, ld->role, ld->err);
 }
 
+vlm_tensor *vlm_ld_quantize(vlm_loader *ld, vlm_tensor *t, const char *fmt, ...) {
+    char name[512];
+    va_list ap;
+    va_start(ap, fmt);
+    common_name(ld, name, sizeof name, fmt, ap);
+    va_end(ap);
+    return vlm_quantize_weight(ld->m, t, ld->role, name, ld->err);
+}
+
 vlm_tensor *vlm_ld_opt(vlm_loader *ld, const char *fmt, ...) {
     char name[512];
     va_list ap;

@@ -32,6 +32,9 @@ vlm_tensor *vlm_ld_opt(vlm_loader *ld, const char *fmt, ...);
 /* A linear weight [out, in]: vlm_ld, quantized when the model quantizes
  * weights of the loader's role (vlm_weight_linear). */
 vlm_tensor *vlm_ld_linear(vlm_loader *ld, int64_t out, int64_t in, const char *fmt, ...);
+/* A weight the caller loaded (or made from) prefix + fmt, e.g. a stack of
+ * experts [E, N, K]: quantized as the loader's role asks (vlm_quantize_weight). */
+vlm_tensor *vlm_ld_quantize(vlm_loader *ld, vlm_tensor *t, const char *fmt, ...);
 /* Shape helpers for vlm_ld. */
 #define VLM_SHAPE1(a) 1, (const int64_t[]){(a)}
 #define VLM_SHAPE2(a, b) 2, (const int64_t[]){(a), (b)}

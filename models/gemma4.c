@@ -332,8 +332,10 @@ static vlm_status g4_load(vlm_model *m, vlm_error *err) {
             L->router_scale = vlm_ld(&ld, VLM_SHAPE1(Hd), "layers.%d.router.scale", l);
             L->router_proj = vlm_ld(&ld, VLM_SHAPE2(E, Hd), "layers.%d.router.proj.weight", l);
             L->expert_scale = vlm_ld(&ld, VLM_SHAPE1(E), "layers.%d.router.per_expert_scale", l);
-            L->gate_up_e = vlm_ld(&ld, VLM_SHAPE3(E, 2 * MI, Hd), "layers.%d.experts.gate_up_proj", l);
-            L->down_e = vlm_ld(&ld, VLM_SHAPE3(E, Hd, MI), "layers.%d.experts.down_proj", l);
+            L->gate_up_e = vlm_ld_quantize(&ld, vlm_ld(&ld, VLM_SHAPE3(E, 2 * MI, Hd), "layers.%d.experts.gate_up_proj", l),
+                                           "layers.%d.experts.gate_up_proj", l);
+            L->down_e = vlm_ld_quantize(&ld, vlm_ld(&ld, VLM_SHAPE3(E, Hd, MI), "layers.%d.experts.down_proj", l),
+                                        "layers.%d.experts.down_proj", l);
             L->post_ffw_norm_1 = vlm_ld(&ld, VLM_SHAPE1(Hd), "layers.%d.post_feedforward_layernorm_1.weight", l);
             L->pre_ffw_norm_2 = vlm_ld(&ld, VLM_SHAPE1(Hd), "layers.%d.pre_feedforward_layernorm_2.weight", l);
             L->post_ffw_norm_2 = vlm_ld(&ld, VLM_SHAPE1(Hd), "layers.%d.post_feedforward_layernorm_2.weight", l);

@@ -200,11 +200,13 @@ static vlm_status q3_load_moe(vlm_loader *ld, const q3_model *q, int l, q3_moe *
         vlm_tensor *gu = vlm_ld(ld, VLM_SHAPE3(n, H, 2 * I), "layers.%d.mlp.experts.gate_up_proj", l);
         E->gate_up = gu ? q3_transpose_experts(ld->m, gu, ld->err) : NULL;
         E->down = E->gate_up ? q3_transpose_experts(ld->m, d, ld->err) : NULL;
-        return ld->err->code;
+    } else { /* transformers 5 layout, used in place: gate_up [E, 2I, H] (rows: gate, then up), down [E, H, I] */
+        E->gate_up = vlm_ld(ld, VLM_SHAPE3(n, 2 * I, H), "layers.%d.mlp.experts.gate_up_proj", l);
+        E->down = vlm_ld(ld, VLM_SHAPE3(n, H, I), "layers.%d.mlp.experts.down_proj", l);
     }
-    /* transformers 5 layout, used in place: gate_up [E, 2I, H] (rows: gate, then up), down [E, H, I] */
-    E->gate_up = vlm_ld(ld, VLM_SHAPE3(n, 2 * I, H), "layers.%d.mlp.experts.gate_up_proj", l);
-    E->down = vlm_ld(ld, VLM_SHAPE3(n, H, I), "layers.%d.mlp.experts.down_proj", l);
+    /* quantized (--quant) once in the transformers 5 layout, which a saved folder then stores */
+    E->gate_up = vlm_ld_quantize(ld, E->gate_up, "layers.%d.mlp.experts.gate_up_proj", l);
+    E->down = vlm_ld_quantize(ld, E->down, "layers.%d.mlp.experts.down_proj", l);
     return ld->err->code;
 }
 

@@ -12,7 +12,7 @@ T=${1:-build}/check_quantize
 rm -rf "$T"
 mkdir -p "$T"
 bad=0
-for spec in qwen2_5_vl:q4_0: gemma4:q8_0: internvl_orig:q4_0: idefics3:q8_0:--quant-vision qwen3_vl_moe:q4_0:; do
+for spec in qwen2_5_vl:q4_0: gemma4:q8_0: gemma4_moe:q4_0: internvl_orig:q4_0: idefics3:q8_0:--quant-vision qwen3_vl_moe:q4_0:; do
     c=${spec%%:*}; rest=${spec#*:}; q=${rest%%:*}; extra=${rest#*:}
     d="$T/$c-$q"
     mkdir -p "$d"

@@ -229,6 +229,51 @@ static void test_product(vlm_backend *be, int bf16, vlm_dtype t, int64_t M, int6
     free(w); free(x); free(xr); free(bias); free(wq.data);
 }
 
+/* MoE: out[t, j] = x[t] . w[ids[t, j]]^T with quantized experts [E, N, K]
+ * (each expert quantized as a matrix), against the double product; the
+ * rows each expert gets (< 32) go through the int8 GEMV, so the reference
+ * quantizes x too. */
+static void test_experts(vlm_backend *be, int bf16, vlm_dtype t) {
+    int64_t E = 4, N = 24, K = 77, T = 3, k = 2;
+    float *w[4], *x = malloc(sizeof(float) * (size_t)(T * K)), *xr = malloc(sizeof(float) * (size_t)(T * K));
+    vlm_tensor q[4];
+    size_t mb = (size_t)N * vlm_dtype_bytes(vlm_dtype_unpacked(t), K);
+    unsigned char *all = malloc(mb * (size_t)E);
+    for (int e = 0; e < E; e++) {
+        q[e] = quant_weight(t, N, K, &w[e]);
+        memcpy(all + (size_t)e * mb, q[e].data, mb);
+    }
+    fill(x, T * K, 1.0f);
+    for (int64_t i = 0; i < T * K; i++) xr[i] = bf16 ? ref_bf16(x[i]) : x[i];
+    for (int64_t r = 0; r < T; r++) ref_quant_act(xr + r * K, K, xr + r * K);
+    int32_t ids[6] = {2, 0, 2, 3, 1, 2};
+    vlm_compute c;
+    vlm_compute_init(&c, be);
+    vlm_tensor *xt = vlm_from_host(&c, VLM_F32, 2, (const int64_t[]){T, K}, x);
+    vlm_tensor *it = vlm_from_host(&c, VLM_I32, 2, (const int64_t[]){T, k}, ids);
+    vlm_tensor *wt = vlm_new_3d(&c, t, E, N, K);
+    if (wt) be->upload(be, wt->data, all, mb * (size_t)E);
+    vlm_tensor *out = vlm_matmul_id(&c, xt, wt, it);
+    CHECK(out != NULL, "matmul_id %s: %s", vlm_dtype_name(t), c.err.msg);
+    int bad = 0;
+    for (int64_t r = 0; out && r < T; r++)
+        for (int64_t j = 0; j < k; j++)
+            for (int64_t n = 0; n < N; n++) {
+                const float *we = w[ids[r * k + j]] + n * K;
+                double ref = 0, absum = 0;
+                for (int64_t i = 0; i < K; i++) {
+                    ref += (double)xr[r * K + i] * we[i];
+                    absum += fabs((double)xr[r * K + i] * we[i]);
+                }
+                bad += !(fabs(vlm_get_f32(out, (r * k + j) * N + n) - ref) <= 1e-5 * absum + 1e-7);
+            }
+    CHECK(bad == 0, "matmul_id %s%s on %s: %d outputs off the double product", bf16 ? "bf16 " : "", vlm_dtype_name(t),
+          be->kernels, bad);
+    vlm_compute_free(&c);
+    for (int e = 0; e < E; e++) { free(w[e]); free(q[e].data); }
+    free(all); free(x); free(xr);
+}
+
 /* get_rows and vlm_get_f32 read the dequantized values exactly. */
 static void test_rows(vlm_backend *be, vlm_dtype t) {
     float *w;
@@ -336,6 +381,7 @@ int main(void) {
                     test_product(be, bf16, t, 64, r8 ? 152 : 150, 77, 1);
                     test_product(be, bf16, t, 64, 40, 512, 0);
                     if (!bf16 && threads == 1) test_rows(be, t);
+                    test_experts(be, bf16, t);
                 }
                 be->destroy(be);
             }

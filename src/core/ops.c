@@ -124,8 +124,8 @@ vlm_tensor *vlm_matmul_id(vlm_compute *c, vlm_tensor *x, vlm_tensor *w, vlm_tens
     int64_t T = ids->shape[0], k = ids->shape[1], N = w->shape[1], K = w->shape[2];
     CORE_REQUIRE(c, x->shape[1] == K && (x->shape[0] == T || x->shape[0] == T * k), "matmul_id shapes");
     CORE_REQUIRE(c, vlm_is_contiguous(x) && vlm_is_contiguous(w) && vlm_is_contiguous(ids), "matmul_id needs contiguous inputs");
-    CORE_REQUIRE(c, core_is_float(x->dtype) && core_is_weight(w) && vlm_dtype_rows(w->dtype) == 1, "matmul_id of %s x %s",
-                 vlm_dtype_name(x->dtype), vlm_dtype_name(w->dtype));
+    CORE_REQUIRE(c, core_is_float(x->dtype) && core_is_weight(w), "matmul_id of %s x %s", vlm_dtype_name(x->dtype),
+                 vlm_dtype_name(w->dtype));
     vlm_op op = {.kind = VLM_OP_MATMUL_ID, .a = x, .b = w, .aux = ids};
     op.out = vlm_new_3d(c, VLM_F32, T, k, N);
     return op.out ? core_run(c, &op) : NULL;

@@ -271,16 +271,22 @@ static vlm_dtype model_quant_for(const vlm_model *m, vlm_linear_role role) {
 
 /* src (2-D, f32/f16/bf16, unit inner stride) quantized to q in the model's
  * arena; NULL when out of memory. */
-static vlm_tensor *model_quantize(vlm_model *m, const vlm_tensor *src, int64_t rows, vlm_dtype q) {
+/* src's rows (a 2-D view; row r taken from r % its rows) quantized to q:
+ * a tensor of `ndim` dims shaped as `shape` (experts: [E, N, K], whose
+ * rows are src's E * N) in the model's arena; NULL when out of memory. */
+static vlm_tensor *model_quantize(vlm_model *m, const vlm_tensor *src, int ndim, const int64_t *shape, vlm_dtype q) {
     vlm_tensor *dst = (vlm_tensor *)vlm_arena_alloc(&m->arena, sizeof *dst);
     if (!dst) return NULL;
+    int64_t rows = 1, per = shape[ndim - 2]; /* rows per matrix: groups of 8 must not straddle two */
+    for (int d = 0; d < ndim - 1; d++) rows *= shape[d];
     /* the CPU kernels read groups of 8 rows interleaved (vlm_repack_r8) */
-    int r8 = rows % 8 == 0 && m->be && m->be->name && !strcmp(m->be->name, "cpu");
+    int r8 = per % 8 == 0 && m->be && m->be->name && !strcmp(m->be->name, "cpu");
     if (r8) q = q == VLM_Q8_0 ? VLM_Q8_0R8 : VLM_Q4_0R8;
     *dst = vlm_tensor_make(q, 2, (const int64_t[]){rows, src->shape[1]}, NULL);
     if (!(dst->data = vlm_arena_alloc(&m->arena, vlm_nbytes(dst)))) return NULL;
     model_quant_arg A = {src, dst, !m->random_weights};
     vlm_cpu_parallel_for(m->be, r8 ? rows / 8 : rows, r8 ? 2 : 16, model_quant_rows, &A);
+    *dst = vlm_tensor_make(q, ndim, shape, dst->data);
     m->quant_tensors++;
     m->quant_bytes += vlm_nbytes(dst);
     return dst;
@@ -300,14 +306,17 @@ static vlm_status model_record(vlm_model *m, const char *name, const vlm_tensor 
 }
 
 static int model_quantizable(const vlm_tensor *t) {
-    return t->ndim == 2 && (t->dtype == VLM_F32 || t->dtype == VLM_F16 || t->dtype == VLM_BF16) && t->stride[1] == 1 &&
-           t->shape[1] > 0;
+    return (t->ndim == 2 || (t->ndim == 3 && vlm_is_contiguous(t))) &&
+           (t->dtype == VLM_F32 || t->dtype == VLM_F16 || t->dtype == VLM_BF16) && t->stride[t->ndim - 1] == 1 &&
+           t->shape[t->ndim - 1] > 0 && t->shape[t->ndim - 2] > 0;
 }
 
 vlm_tensor *vlm_quantize_weight(vlm_model *m, vlm_tensor *t, vlm_linear_role role, const char *name, vlm_error *err) {
     vlm_dtype q = model_quant_for(m, role);
     if (!t || !q || !model_quantizable(t)) return t;
-    vlm_tensor *d = model_quantize(m, t, t->shape[0], q); /* releases t's mmap'd pages as it goes */
+    vlm_tensor rows = *t; /* a matrix, or experts [E, N, K] as E * N rows */
+    if (t->ndim == 3) rows = vlm_tensor_make(t->dtype, 2, (const int64_t[]){t->shape[0] * t->shape[1], t->shape[2]}, t->data);
+    vlm_tensor *d = model_quantize(m, &rows, t->ndim, t->shape, q); /* releases t's mmap'd pages as it goes */
     if (!d || model_record(m, name, d) != VLM_OK) {
         vlm_error_set(err, VLM_ERR_OOM, "out of memory quantizing weight %s", name);
         return NULL;
@@ -333,7 +342,7 @@ vlm_tensor *vlm_weight_linear(vlm_model *m, const char *name, int64_t out, int64
     vlm_tensor *d = NULL;
     if (src.data) {
         model_random_fill(m, &src, 2);
-        d = model_quantize(m, &src, out, q);
+        d = model_quantize(m, &src, 2, shape, q);
     }
     free(src.data);
     if (!d) vlm_error_set(err, VLM_ERR_OOM, "out of memory for weight %s", name);

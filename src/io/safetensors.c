@@ -103,18 +103,29 @@ static vlm_status st_apply_quant(vlm_st_entry *e, const vlm_json *meta, const ch
     const char *v = vlm_json_str(vlm_json_get(meta, key), NULL);
     free(key);
     if (!v) return VLM_OK;
-    char dts[16], ods[16];
-    long long N, K;
-    vlm_dtype t, o;
-    if (sscanf(v, "%15s %lld %lld %15s", dts, &N, &K, ods) != 4 || vlm_dtype_from_name(dts, &t) || vlm_dtype_block(t) == 1 ||
-        vlm_dtype_from_name(ods, &o) || vlm_dtype_block(o) != 1 || N < 0 || K <= 0 || K >= (1LL << 31) ||
-        N % vlm_dtype_rows(t) || e->dtype != VLM_U8 || e->ndim != 2 || e->shape[0] != N ||
-        e->shape[1] != (int64_t)vlm_dtype_bytes(t, K))
-        return vlm_error_set(err, VLM_ERR_FORMAT, "%s: tensor '%s': quantization metadata \"%s\" does not fit its %s [%lld, %lld]",
-                             path, e->name, v, vlm_dtype_name(e->dtype), (long long)e->shape[0],
-                             (long long)(e->ndim > 1 ? e->shape[1] : -1));
+    /* "<DTYPE> <d0> ... <dn-1> <ORIGINAL>": the dims of the values, the
+     * stored U8 tensor having the same but the last in bytes */
+    char tok[VLM_MAX_DIMS + 2][24];
+    int nt = 0, used = 0, off = 0;
+    while (nt < VLM_MAX_DIMS + 2 && sscanf(v + off, "%23s%n", tok[nt], &used) == 1) { nt++; off += used; }
+    int nd = nt - 2, bad = nt < 4 || sscanf(v + off, "%23s", tok[0]) == 1 || nd != e->ndim || e->dtype != VLM_U8;
+    vlm_dtype t = VLM_U8, o = VLM_U8;
+    int64_t dims[VLM_MAX_DIMS];
+    if (!bad) bad = vlm_dtype_from_name(tok[0], &t) || vlm_dtype_block(t) == 1 || vlm_dtype_from_name(tok[nt - 1], &o) ||
+                    vlm_dtype_block(o) != 1;
+    for (int d = 0; !bad && d < nd; d++) {
+        char *end;
+        long long x = strtoll(tok[1 + d], &end, 10);
+        bad = *end || x < 0 || x >= (1LL << 31) || (d == nd - 1 && x == 0);
+        dims[d] = x;
+        if (!bad && d < nd - 1) bad = e->shape[d] != x;
+    }
+    if (!bad) bad = dims[nd - 2] % vlm_dtype_rows(t) || e->shape[nd - 1] != (int64_t)vlm_dtype_bytes(t, dims[nd - 1]);
+    if (bad)
+        return vlm_error_set(err, VLM_ERR_FORMAT, "%s: tensor '%s': quantization metadata \"%s\" does not fit its %s tensor",
+                             path, e->name, v, vlm_dtype_name(e->dtype));
     e->dtype = t;
-    e->shape[1] = K;
+    e->shape[nd - 1] = dims[nd - 1];
     e->orig_dtype = o;
     return VLM_OK;
 }

@@ -86,10 +86,10 @@ vlm_status vlm_st_write(const char *path, int n, const char *const *names,
                         const vlm_tensor *const *tensors, vlm_error *err);
 /* The same with "__metadata__" string pairs keys[i]: values[i].
  *
- * Quantized weights (`vlm quantize`): a tensor stored as U8 [N, B] whose
- * metadata has "vlm:<name>": "<DTYPE> <N> <K> <ORIGINAL DTYPE>" (DTYPE a
- * block type, B its bytes for K values) opens as DTYPE [N, K]; a claim that
- * does not fit the stored bytes is a format error. */
+ * Quantized weights (`vlm quantize`): a tensor stored as U8 [..., N, B]
+ * whose metadata has "vlm:<name>": "<DTYPE> ... <N> <K> <ORIGINAL DTYPE>"
+ * (DTYPE a block type, B its bytes for K values) opens as DTYPE [..., N, K];
+ * a claim that does not fit the stored bytes is a format error. */
 vlm_status vlm_st_write_meta(const char *path, int n, const char *const *names, const vlm_tensor *const *tensors,
                              int n_meta, const char *const *keys, const char *const *values, vlm_error *err);
 
@@ -228,7 +228,8 @@ typedef enum vlm_linear_role {
 vlm_tensor *vlm_weight_linear(vlm_model *m, const char *name, int64_t out, int64_t in, vlm_linear_role role,
                               vlm_error *err);
 /* An already loaded weight t quantized as vlm_weight_linear would (t itself
- * when the role asks for none, or t is not a 2-D float matrix); NULL with
+ * when the role asks for none, or t is not a float matrix [N, K] or a
+ * contiguous stack of experts [E, N, K]); NULL with
  * err set when out of memory. For weights found by other means (an
  * lm_head under one of several names). */
 vlm_tensor *vlm_quantize_weight(vlm_model *m, vlm_tensor *t, vlm_linear_role role, const char *name, vlm_error *err);

@@ -13,7 +13,7 @@ typedef struct cpu_moe_arg {
     const char *w;
     vlm_dtype wt;
     float *out;
-    int round_w; /* bf16 compute on f16/f32 experts; or block-quantized experts, converted a row at a time */
+    int round_w; /* bf16 compute on f16/f32 experts */
 } cpu_moe_arg;
 
 static void cpu_moe_fn(void *p, int64_t i0, int64_t i1, int tid) {
@@ -23,7 +23,7 @@ static void cpu_moe_fn(void *p, int64_t i0, int64_t i1, int tid) {
         const char *wr = A->w + cpu_bytes(A->wt, (e * A->N + n) * A->ldw);
         vlm_dtype wt = A->wt;
         if (A->round_w) {
-            cpu_to_f32_round(A->ctx->tscratch[tid], wr, wt, A->K, A->ctx->bf16);
+            cpu_to_f32_round(A->ctx->tscratch[tid], wr, wt, A->K, 1);
             wr = (const char *)A->ctx->tscratch[tid];
             wt = VLM_F32;
         }
@@ -48,7 +48,10 @@ CPU_KFN vlm_status cpu_op_matmul_id(cpu_ctx *ctx, const vlm_op *op, vlm_error *e
         if (id[i] < 0 || id[i] >= E)
             return vlm_error_set(err, VLM_ERR_ARG, "matmul_id: expert id %d out of range [0, %lld)", id[i], (long long)E);
     if (TK == 0 || N == 0) return VLM_OK;
-    int small = TK <= 64;
+    /* decode-sized calls share one parallel region over all (expert, row)
+     * items; quantized experts go expert by expert to cpu_mm, whose int8
+     * GEMV reads their blocks as they are */
+    int small = TK <= 64 && vlm_dtype_block(w->dtype) == 1;
     /* shared scratch: order[TK], estart[TK+1] (int64), elist[TK] (int32), counts[E] (int64), then x rows */
     size_t idx_floats = (size_t)(TK * 2 + (TK + 1) * 2 + TK + E * 2 + 32);
     int64_t *counts = NULL;
@@ -89,15 +92,14 @@ CPU_KFN vlm_status cpu_op_matmul_id(cpu_ctx *ctx, const vlm_op *op, vlm_error *e
     estart[ei] = pos;
     float *out = (float *)op->out->data;
     int64_t ldw = w->stride[1];
-    int quant = vlm_dtype_block(w->dtype) > 1;
     if (small) {
         for (int64_t s = 0; s < TK; s++) {
             int64_t row = per_slot ? order[s] : order[s] / k;
             cpu_load(xg + s * K, x->data, x->dtype, row * K, 1, K);
         }
         if (ctx->bf16) cpu_round_bf16(xg, TK * K);
-        cpu_moe_arg A = {ctx,    order,    estart,   elist, N, K, ldw, xg, (const char *)w->data, w->dtype,
-                         out,    quant || (ctx->bf16 && w->dtype != VLM_BF16)};
+        cpu_moe_arg A = {ctx, order, estart, elist, N, K, ldw, xg, (const char *)w->data, w->dtype, out,
+                         ctx->bf16 && w->dtype != VLM_BF16};
         if (A.round_w && cpu_reserve(ctx, (size_t)K)) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
         int64_t min_items = 16384 / (K * (TK / (ne ? ne : 1))) + 1;
         cpu_parallel(ctx, ne * N, min_items, cpu_moe_fn, &A);
