@@ -1601,18 +1601,20 @@ static inline __attribute__((always_inline)) void cpu_scalar_qdot_impl(const uns
 #endif
 }
 
+/* A kernel called with the weight type and the row count as constants, so
+ * that each combination compiles to its own loop. */
+#define CPU_QCASES(FN, W, WT, RES)                                          \
+    switch (m) {                                                            \
+    case 1: FN(W, WT, nblk, xc, xd, xo, 1, RES); return;                    \
+    case 2: FN(W, WT, nblk, xc, xd, xo, 2, RES); return;                    \
+    case 3: FN(W, WT, nblk, xc, xd, xo, 3, RES); return;                    \
+    default: FN(W, WT, nblk, xc, xd, xo, 4, RES); return;                   \
+    }
+
 static void cpu_scalar_qdot(const unsigned char *w, vlm_dtype wt, int64_t nblk, const int8_t *const *xc,
                      const float *const *xd, const float *const *xo, int m, float *res) {
-#define CPU_QDOT_CASES(WT)                                                  \
-    switch (m) {                                                            \
-    case 1: cpu_scalar_qdot_impl(w, WT, nblk, xc, xd, xo, 1, res); return;         \
-    case 2: cpu_scalar_qdot_impl(w, WT, nblk, xc, xd, xo, 2, res); return;         \
-    case 3: cpu_scalar_qdot_impl(w, WT, nblk, xc, xd, xo, 3, res); return;         \
-    default: cpu_scalar_qdot_impl(w, WT, nblk, xc, xd, xo, 4, res); return;        \
-    }
-    if (wt == VLM_Q8_0) CPU_QDOT_CASES(VLM_Q8_0)
-    CPU_QDOT_CASES(VLM_Q4_0)
-#undef CPU_QDOT_CASES
+    if (wt == VLM_Q8_0) CPU_QCASES(cpu_scalar_qdot_impl, w, VLM_Q8_0, res)
+    CPU_QCASES(cpu_scalar_qdot_impl, w, VLM_Q4_0, res)
 }
 
 /* R8 groups (vlm_repack_r8): res[r][j] = x_r . row j of the group, for 8
@@ -1698,17 +1700,10 @@ static inline __attribute__((always_inline)) void cpu_scalar_qdot8_impl(const un
 
 static void cpu_scalar_qdot8(const unsigned char *g, vlm_dtype wt, int64_t nblk, const int8_t *const *xc,
                       const float *const *xd, const float *const *xo, int m, float res[][8]) {
-#define CPU_QDOT8_CASES(WT)                                                  \
-    switch (m) {                                                             \
-    case 1: cpu_scalar_qdot8_impl(g, WT, nblk, xc, xd, xo, 1, res); return;         \
-    case 2: cpu_scalar_qdot8_impl(g, WT, nblk, xc, xd, xo, 2, res); return;         \
-    case 3: cpu_scalar_qdot8_impl(g, WT, nblk, xc, xd, xo, 3, res); return;         \
-    default: cpu_scalar_qdot8_impl(g, WT, nblk, xc, xd, xo, 4, res); return;        \
-    }
-    if (wt == VLM_Q8_0R8) CPU_QDOT8_CASES(VLM_Q8_0R8)
-    CPU_QDOT8_CASES(VLM_Q4_0R8)
-#undef CPU_QDOT8_CASES
+    if (wt == VLM_Q8_0R8) CPU_QCASES(cpu_scalar_qdot8_impl, g, VLM_Q8_0R8, res)
+    CPU_QCASES(cpu_scalar_qdot8_impl, g, VLM_Q4_0R8, res)
 }
+#undef CPU_QCASES
 
 typedef struct cpu_scalar_qmv_arg {
     int64_t M, nblk, xrow; /* rows of x, blocks per row, bytes per quantized row of x */
@@ -1731,37 +1726,25 @@ static void cpu_scalar_qmv_rows(const cpu_scalar_qmv_arg *A, int64_t m0, int mm,
     }
 }
 
-/* items: groups of 8 rows of an R8 weight */
-static void cpu_scalar_qmv8_fn(void *p, int64_t g0, int64_t g1, int tid) {
+/* items: rows of w, or groups of 8 rows of an R8 weight */
+static void cpu_scalar_qmv_fn(void *p, int64_t i0, int64_t i1, int tid) {
     (void)tid;
     const cpu_scalar_qmv_arg *A = (const cpu_scalar_qmv_arg *)p;
+    const int R = vlm_dtype_rows(A->wt);
     for (int64_t m0 = 0; m0 < A->M; m0 += CPU_QROWS) {
         int mm = A->M - m0 < CPU_QROWS ? (int)(A->M - m0) : CPU_QROWS;
         const int8_t *xc[CPU_QROWS];
         const float *xd[CPU_QROWS], *xo[CPU_QROWS];
         cpu_scalar_qmv_rows(A, m0, mm, xc, xd, xo);
-        for (int64_t g = g0; g < g1; g++) {
-            float res[CPU_QROWS][8];
-            cpu_scalar_qdot8(A->w + g * 8 * A->wrow, A->wt, A->nblk, xc, xd, xo, mm, res);
+        for (int64_t it = i0; it < i1; it++) {
+            float res[CPU_QROWS][8], one[CPU_QROWS];
+            if (R == 8) cpu_scalar_qdot8(A->w + it * 8 * A->wrow, A->wt, A->nblk, xc, xd, xo, mm, res);
+            else {
+                cpu_scalar_qdot(A->w + it * A->wrow, A->wt, A->nblk, xc, xd, xo, mm, one);
+                for (int r = 0; r < mm; r++) res[r][0] = one[r];
+            }
             for (int r = 0; r < mm; r++)
-                for (int j = 0; j < 8; j++) A->out[(m0 + r) * A->ldo + g * 8 + j] = res[r][j] + (A->bias ? A->bias[g * 8 + j] : 0.0f);
-        }
-    }
-}
-
-static void cpu_scalar_qmv_fn(void *p, int64_t n0, int64_t n1, int tid) {
-    (void)tid;
-    const cpu_scalar_qmv_arg *A = (const cpu_scalar_qmv_arg *)p;
-    for (int64_t m0 = 0; m0 < A->M; m0 += CPU_QROWS) {
-        int mm = A->M - m0 < CPU_QROWS ? (int)(A->M - m0) : CPU_QROWS;
-        const int8_t *xc[CPU_QROWS];
-        const float *xd[CPU_QROWS], *xo[CPU_QROWS];
-        cpu_scalar_qmv_rows(A, m0, mm, xc, xd, xo);
-        for (int64_t n = n0; n < n1; n++) {
-            float res[CPU_QROWS];
-            cpu_scalar_qdot(A->w + n * A->wrow, A->wt, A->nblk, xc, xd, xo, mm, res);
-            float b = A->bias ? A->bias[n] : 0.0f;
-            for (int r = 0; r < mm; r++) A->out[(m0 + r) * A->ldo + n] = res[r] + b;
+                for (int j = 0; j < R; j++) A->out[(m0 + r) * A->ldo + it * R + j] = res[r][j] + (A->bias ? A->bias[it * R + j] : 0.0f);
         }
     }
 }
@@ -1779,8 +1762,8 @@ CPU_KFN vlm_status cpu_scalar_mm_quant(cpu_ctx *ctx, int64_t M, int64_t N, int64
                       (float *)(xq + m * xrow + K32) + K32 / 32);
     cpu_scalar_qmv_arg A = {M, K32 / 32, xrow, xq, (const unsigned char *)w, wt, cpu_scalar_bytes(wt, ldw), bias, out, ldo};
     int64_t min_n = 16384 / (K * M) + 1;
-    if (vlm_dtype_rows(wt) == 8) cpu_parallel(ctx, N / 8, min_n / 8 + 1, cpu_scalar_qmv8_fn, &A);
-    else cpu_parallel(ctx, N, min_n, cpu_scalar_qmv_fn, &A);
+    int64_t R = vlm_dtype_rows(wt);
+    cpu_parallel(ctx, N / R, min_n / R + 1, cpu_scalar_qmv_fn, &A);
     return VLM_OK;
 }
 /* Matrix products: a SIMD GEMV that reads f32/f16/bf16 weights directly
@@ -3975,18 +3958,20 @@ static inline __attribute__((always_inline)) void cpu_avx2_qdot_impl(const unsig
 #endif
 }
 
+/* A kernel called with the weight type and the row count as constants, so
+ * that each combination compiles to its own loop. */
+#define CPU_QCASES(FN, W, WT, RES)                                          \
+    switch (m) {                                                            \
+    case 1: FN(W, WT, nblk, xc, xd, xo, 1, RES); return;                    \
+    case 2: FN(W, WT, nblk, xc, xd, xo, 2, RES); return;                    \
+    case 3: FN(W, WT, nblk, xc, xd, xo, 3, RES); return;                    \
+    default: FN(W, WT, nblk, xc, xd, xo, 4, RES); return;                   \
+    }
+
 static void cpu_avx2_qdot(const unsigned char *w, vlm_dtype wt, int64_t nblk, const int8_t *const *xc,
                      const float *const *xd, const float *const *xo, int m, float *res) {
-#define CPU_QDOT_CASES(WT)                                                  \
-    switch (m) {                                                            \
-    case 1: cpu_avx2_qdot_impl(w, WT, nblk, xc, xd, xo, 1, res); return;         \
-    case 2: cpu_avx2_qdot_impl(w, WT, nblk, xc, xd, xo, 2, res); return;         \
-    case 3: cpu_avx2_qdot_impl(w, WT, nblk, xc, xd, xo, 3, res); return;         \
-    default: cpu_avx2_qdot_impl(w, WT, nblk, xc, xd, xo, 4, res); return;        \
-    }
-    if (wt == VLM_Q8_0) CPU_QDOT_CASES(VLM_Q8_0)
-    CPU_QDOT_CASES(VLM_Q4_0)
-#undef CPU_QDOT_CASES
+    if (wt == VLM_Q8_0) CPU_QCASES(cpu_avx2_qdot_impl, w, VLM_Q8_0, res)
+    CPU_QCASES(cpu_avx2_qdot_impl, w, VLM_Q4_0, res)
 }
 
 /* R8 groups (vlm_repack_r8): res[r][j] = x_r . row j of the group, for 8
@@ -4072,17 +4057,10 @@ static inline __attribute__((always_inline)) void cpu_avx2_qdot8_impl(const unsi
 
 static void cpu_avx2_qdot8(const unsigned char *g, vlm_dtype wt, int64_t nblk, const int8_t *const *xc,
                       const float *const *xd, const float *const *xo, int m, float res[][8]) {
-#define CPU_QDOT8_CASES(WT)                                                  \
-    switch (m) {                                                             \
-    case 1: cpu_avx2_qdot8_impl(g, WT, nblk, xc, xd, xo, 1, res); return;         \
-    case 2: cpu_avx2_qdot8_impl(g, WT, nblk, xc, xd, xo, 2, res); return;         \
-    case 3: cpu_avx2_qdot8_impl(g, WT, nblk, xc, xd, xo, 3, res); return;         \
-    default: cpu_avx2_qdot8_impl(g, WT, nblk, xc, xd, xo, 4, res); return;        \
-    }
-    if (wt == VLM_Q8_0R8) CPU_QDOT8_CASES(VLM_Q8_0R8)
-    CPU_QDOT8_CASES(VLM_Q4_0R8)
-#undef CPU_QDOT8_CASES
+    if (wt == VLM_Q8_0R8) CPU_QCASES(cpu_avx2_qdot8_impl, g, VLM_Q8_0R8, res)
+    CPU_QCASES(cpu_avx2_qdot8_impl, g, VLM_Q4_0R8, res)
 }
+#undef CPU_QCASES
 
 typedef struct cpu_avx2_qmv_arg {
     int64_t M, nblk, xrow; /* rows of x, blocks per row, bytes per quantized row of x */
@@ -4105,37 +4083,25 @@ static void cpu_avx2_qmv_rows(const cpu_avx2_qmv_arg *A, int64_t m0, int mm, con
     }
 }
 
-/* items: groups of 8 rows of an R8 weight */
-static void cpu_avx2_qmv8_fn(void *p, int64_t g0, int64_t g1, int tid) {
+/* items: rows of w, or groups of 8 rows of an R8 weight */
+static void cpu_avx2_qmv_fn(void *p, int64_t i0, int64_t i1, int tid) {
     (void)tid;
     const cpu_avx2_qmv_arg *A = (const cpu_avx2_qmv_arg *)p;
+    const int R = vlm_dtype_rows(A->wt);
     for (int64_t m0 = 0; m0 < A->M; m0 += CPU_QROWS) {
         int mm = A->M - m0 < CPU_QROWS ? (int)(A->M - m0) : CPU_QROWS;
         const int8_t *xc[CPU_QROWS];
         const float *xd[CPU_QROWS], *xo[CPU_QROWS];
         cpu_avx2_qmv_rows(A, m0, mm, xc, xd, xo);
-        for (int64_t g = g0; g < g1; g++) {
-            float res[CPU_QROWS][8];
-            cpu_avx2_qdot8(A->w + g * 8 * A->wrow, A->wt, A->nblk, xc, xd, xo, mm, res);
+        for (int64_t it = i0; it < i1; it++) {
+            float res[CPU_QROWS][8], one[CPU_QROWS];
+            if (R == 8) cpu_avx2_qdot8(A->w + it * 8 * A->wrow, A->wt, A->nblk, xc, xd, xo, mm, res);
+            else {
+                cpu_avx2_qdot(A->w + it * A->wrow, A->wt, A->nblk, xc, xd, xo, mm, one);
+                for (int r = 0; r < mm; r++) res[r][0] = one[r];
+            }
             for (int r = 0; r < mm; r++)
-                for (int j = 0; j < 8; j++) A->out[(m0 + r) * A->ldo + g * 8 + j] = res[r][j] + (A->bias ? A->bias[g * 8 + j] : 0.0f);
-        }
-    }
-}
-
-static void cpu_avx2_qmv_fn(void *p, int64_t n0, int64_t n1, int tid) {
-    (void)tid;
-    const cpu_avx2_qmv_arg *A = (const cpu_avx2_qmv_arg *)p;
-    for (int64_t m0 = 0; m0 < A->M; m0 += CPU_QROWS) {
-        int mm = A->M - m0 < CPU_QROWS ? (int)(A->M - m0) : CPU_QROWS;
-        const int8_t *xc[CPU_QROWS];
-        const float *xd[CPU_QROWS], *xo[CPU_QROWS];
-        cpu_avx2_qmv_rows(A, m0, mm, xc, xd, xo);
-        for (int64_t n = n0; n < n1; n++) {
-            float res[CPU_QROWS];
-            cpu_avx2_qdot(A->w + n * A->wrow, A->wt, A->nblk, xc, xd, xo, mm, res);
-            float b = A->bias ? A->bias[n] : 0.0f;
-            for (int r = 0; r < mm; r++) A->out[(m0 + r) * A->ldo + n] = res[r] + b;
+                for (int j = 0; j < R; j++) A->out[(m0 + r) * A->ldo + it * R + j] = res[r][j] + (A->bias ? A->bias[it * R + j] : 0.0f);
         }
     }
 }
@@ -4153,8 +4119,8 @@ CPU_KFN vlm_status cpu_avx2_mm_quant(cpu_ctx *ctx, int64_t M, int64_t N, int64_t
                       (float *)(xq + m * xrow + K32) + K32 / 32);
     cpu_avx2_qmv_arg A = {M, K32 / 32, xrow, xq, (const unsigned char *)w, wt, cpu_avx2_bytes(wt, ldw), bias, out, ldo};
     int64_t min_n = 16384 / (K * M) + 1;
-    if (vlm_dtype_rows(wt) == 8) cpu_parallel(ctx, N / 8, min_n / 8 + 1, cpu_avx2_qmv8_fn, &A);
-    else cpu_parallel(ctx, N, min_n, cpu_avx2_qmv_fn, &A);
+    int64_t R = vlm_dtype_rows(wt);
+    cpu_parallel(ctx, N / R, min_n / R + 1, cpu_avx2_qmv_fn, &A);
     return VLM_OK;
 }
 /* Matrix products: a SIMD GEMV that reads f32/f16/bf16 weights directly
