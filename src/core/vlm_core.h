@@ -94,9 +94,9 @@ typedef enum vlm_dtype {
     VLM_Q4_0, /* d, 16 bytes, byte j = q[j] | q[j+16] << 4:  x = d * (q - 8) */
     /* The same blocks with each group of 8 rows interleaved block by block
      * (README: the 8 scales, then the codes 4 per row in turn), so that a
-     * kernel reads 8 rows' codes and scales in whole vectors. A compute
-     * layout made at load (vlm_repack_r8), not a storage format; row
-     * counts and row views come in multiples of 8. */
+     * kernel reads 8 rows' codes and scales in whole vectors: the CPU's
+     * compute layout, made at load (vlm_repack_r8) and stored as such by
+     * `vlm quantize`; row counts and row views come in multiples of 8. */
     VLM_Q8_0R8,
     VLM_Q4_0R8,
     VLM_NTYPES
