@@ -725,8 +725,7 @@ struct vlm_model {
     /* quantize at load (vlm_weight_linear): the format, or 0 for none */
     vlm_dtype quant;
     int quant_vision;
-    int64_t quant_tensors;     /* weights quantized, and their bytes now */
-    size_t quant_bytes;
+    size_t quant_bytes;        /* the quantized weights' bytes */
     struct vlm_quantized {     /* each quantized weight under its checkpoint name (vlm quantize) */
         char *name;
         const vlm_tensor *t;
@@ -2336,17 +2335,10 @@ void vlm_dequantize_row(vlm_dtype t, const void *blocks, int64_t n, float *x) {
 int vlm_dtype_rows(vlm_dtype t) { return t == VLM_Q8_0R8 || t == VLM_Q4_0R8 ? 8 : 1; }
 vlm_dtype vlm_dtype_unpacked(vlm_dtype t) { return t == VLM_Q8_0R8 ? VLM_Q8_0 : t == VLM_Q4_0R8 ? VLM_Q4_0 : t; }
 
-/* Byte j (0..255 for q8_0, 0..127 for q4_0) of a group block's codes, as
- * (row, byte of that row's block codes). q8_0: chunk c = j / 32 holds codes
- * 4c..4c+3 of each row in turn. q4_0: chunk t = j / 32 holds, per row in
- * turn, bytes 4t..4t+3 of its 16 (codes 4t+i in the low nibbles, 16+4t+i in
- * the high ones). Both: row (j % 32) / 4, byte 4 (j / 32) + j % 4. */
-static void r8_where(int64_t j, int *row, int *byte) {
-    *row = (int)(j % 32 / 4);
-    *byte = (int)(j / 32 * 4 + j % 4);
-}
-
-/* pack: rows -> group, else group -> rows */
+/* pack: rows -> group, else group -> rows. A group block is the 8 rows'
+ * scales, then the code bytes in chunks of 32: chunk c holds bytes
+ * 4c..4c+3 of each row's block codes in turn (q8_0: codes 4c..4c+3; q4_0:
+ * the bytes holding codes 4c+i and 16+4c+i). */
 static void r8_move(vlm_dtype t, const unsigned char *src, int64_t K, unsigned char *dst, int pack) {
     size_t bs = vlm_dtype_size(t), row = vlm_dtype_bytes(t, K), ncode = bs - 2;
     for (int64_t b = 0; b < (K + 31) / 32; b++) {
@@ -2355,13 +2347,10 @@ static void r8_move(vlm_dtype t, const unsigned char *src, int64_t K, unsigned c
             unsigned char *blk = (unsigned char *)(pack ? src : dst) + r * row + (size_t)b * bs;
             if (pack) memcpy(g + 2 * r, blk, 2);
             else memcpy(blk, g + 2 * r, 2);
-        }
-        for (size_t j = 0; j < 8 * ncode; j++) {
-            int r, byte;
-            r8_where((int64_t)j, &r, &byte);
-            unsigned char *blk = (unsigned char *)(pack ? src : dst) + r * row + (size_t)b * bs;
-            if (pack) g[16 + j] = blk[2 + byte];
-            else blk[2 + byte] = g[16 + j];
+            for (size_t c = 0; c < ncode / 4; c++) {
+                if (pack) memcpy(g + 16 + 32 * c + 4 * r, blk + 2 + 4 * c, 4);
+                else memcpy(blk + 2 + 4 * c, g + 16 + 32 * c + 4 * r, 4);
+            }
         }
     }
 }
@@ -3441,8 +3430,6 @@ static vlm_dtype model_quant_for(const vlm_model *m, vlm_linear_role role) {
     return role == VLM_LINEAR_OUTPUT ? VLM_Q8_0 : m->quant;
 }
 
-/* src (2-D, f32/f16/bf16, unit inner stride) quantized to q in the model's
- * arena; NULL when out of memory. */
 /* src's rows (a 2-D view; row r taken from r % its rows) quantized to q:
  * a tensor of `ndim` dims shaped as `shape` (experts: [E, N, K], whose
  * rows are src's E * N) in the model's arena; NULL when out of memory. */
@@ -3454,12 +3441,10 @@ static vlm_tensor *model_quantize(vlm_model *m, const vlm_tensor *src, int ndim,
     /* the CPU kernels read groups of 8 rows interleaved (vlm_repack_r8) */
     int r8 = per % 8 == 0 && m->be && m->be->name && !strcmp(m->be->name, "cpu");
     if (r8) q = q == VLM_Q8_0 ? VLM_Q8_0R8 : VLM_Q4_0R8;
-    *dst = vlm_tensor_make(q, 2, (const int64_t[]){rows, src->shape[1]}, NULL);
+    *dst = vlm_tensor_make(q, ndim, shape, NULL);
     if (!(dst->data = vlm_arena_alloc(&m->arena, vlm_nbytes(dst)))) return NULL;
     model_quant_arg A = {src, dst, !m->random_weights};
     vlm_cpu_parallel_for(m->be, r8 ? rows / 8 : rows, r8 ? 2 : 16, model_quant_rows, &A);
-    *dst = vlm_tensor_make(q, ndim, shape, dst->data);
-    m->quant_tensors++;
     m->quant_bytes += vlm_nbytes(dst);
     return dst;
 }
@@ -3501,11 +3486,7 @@ vlm_tensor *vlm_weight_linear(vlm_model *m, const char *name, int64_t out, int64
     const int64_t shape[2] = {out, in};
     vlm_dtype q = model_quant_for(m, role);
     if (!q) return vlm_weight(m, name, 2, shape, err);
-    if (!m->random_weights) {
-        vlm_tensor *t = model_weight(m, name, 2, shape, err);
-        if (t) model_progress(m, vlm_nbytes(t));
-        return vlm_quantize_weight(m, t, role, name, err);
-    }
+    if (!m->random_weights) return vlm_quantize_weight(m, vlm_weight(m, name, 2, shape, err), role, name, err);
     if (out == 0 || in == 0) return vlm_weight(m, name, 2, shape, err);
     /* made up: 64 rows in a temporary, repeated (the values only need to be
      * plausible), so that no float copy of a large table is ever resident */

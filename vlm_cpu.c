@@ -489,22 +489,14 @@ static inline void cpu_scalar_dequant(float *dst, const unsigned char *src, vlm_
  * block by block, the group's blocks back to 8 plain ones, then those. */
 static inline void cpu_scalar_dequant_r8(float *dst, int64_t ldd, const unsigned char *group, vlm_dtype t, int64_t K) {
     vlm_dtype u = vlm_dtype_unpacked(t);
-    size_t bs = vlm_dtype_size(u), ncode = bs - 2;
+    size_t bs = vlm_dtype_size(u);
     for (int64_t b = 0; b * 32 < K; b++, group += 8 * bs) {
-        unsigned char blk[8][34];
-        for (int r = 0; r < 8; r++) memcpy(blk[r], group + 2 * r, 2);
-        for (size_t c = 0; c < ncode / 4; c++) /* chunk c: 4 code bytes of each row in turn */
-            for (int r = 0; r < 8; r++) memcpy(blk[r] + 2 + 4 * c, group + 16 + 32 * c + 4 * r, 4);
+        unsigned char blk[8 * 34];
+        vlm_unpack_r8(t, group, 32, blk);
         int64_t n = K - b * 32 < 32 ? K - b * 32 : 32;
-        for (int r = 0; r < 8; r++) cpu_scalar_dequant(dst + r * ldd + b * 32, blk[r], u, n);
+        for (int r = 0; r < 8; r++) cpu_scalar_dequant(dst + r * ldd + b * 32, blk + r * bs, u, n);
     }
 }
-
-/* Rows [n0, n0 + n) of a weight w (row stride ldw elements, any float or
- * block type) to f32 rows dst + i * ldd; R8 types: n0 and n multiples of 8.
- * round: to bf16 (bf16 compute on f16/f32 weights). */
-static inline void cpu_scalar_rows_to_f32(float *dst, int64_t ldd, const char *w, vlm_dtype wt, int64_t ldw, int64_t n0,
-                                   int64_t n, int64_t K, int round);
 
 /* Contiguous conversion of n elements to f32. */
 static inline void cpu_scalar_to_f32(float *dst, const void *src, vlm_dtype t, int64_t n) {
@@ -567,6 +559,9 @@ static inline void cpu_scalar_to_f32_round(float *dst, const void *src, vlm_dtyp
     if (round && (t == VLM_F32 || t == VLM_F16)) cpu_scalar_round_bf16(dst, n);
 }
 
+/* Rows [n0, n0 + n) of a weight w (row stride ldw elements, any float or
+ * block type) to f32 rows dst + i * ldd; R8 types: n0 and n multiples of 8.
+ * round: to bf16 (bf16 compute on f16/f32 weights). */
 static inline void cpu_scalar_rows_to_f32(float *dst, int64_t ldd, const char *w, vlm_dtype wt, int64_t ldw, int64_t n0,
                                    int64_t n, int64_t K, int round) {
     if (vlm_dtype_rows(wt) == 8) {
@@ -1677,22 +1672,20 @@ static inline __attribute__((always_inline)) void cpu_scalar_qdot8_impl(const un
     }
 #pragma GCC unroll 4
     for (int r = 0; r < m; r++) _mm256_storeu_ps(res[r], acc[r]);
-#else
+#else /* each block back to 8 plain ones, each through the row kernel */
     vlm_dtype u = vlm_dtype_unpacked(wt);
     for (int r = 0; r < m; r++)
         for (int j = 0; j < 8; j++) res[r][j] = 0;
     for (int64_t b = 0; b < nblk; b++, g += gbs) {
         unsigned char rows[8 * 34];
         vlm_unpack_r8(wt, g, 32, rows);
+        const int8_t *xcb[CPU_QROWS];
+        const float *xdb[CPU_QROWS], *xob[CPU_QROWS];
+        for (int r = 0; r < m; r++) xcb[r] = xc[r] + b * 32, xdb[r] = xd[r] + b, xob[r] = xo[r] + b;
         for (int j = 0; j < 8; j++) {
-            const unsigned char *wb = rows + j * vlm_dtype_size(u);
-            float dw = cpu_scalar_block_scale(wb);
-            for (int r = 0; r < m; r++) {
-                int32_t sum = 0;
-                for (int i = 0; i < 32; i++)
-                    sum += (q4 ? wb[2 + i % 16] >> (i < 16 ? 0 : 4) & 15 : (int8_t)wb[2 + i]) * xc[r][b * 32 + i];
-                res[r][j] += dw * xd[r][b] * (float)sum - (q4 ? dw * xo[r][b] : 0.0f);
-            }
+            float one[CPU_QROWS];
+            cpu_scalar_qdot_impl(rows + j * vlm_dtype_size(u), u, 1, xcb, xdb, xob, m, one);
+            for (int r = 0; r < m; r++) res[r][j] += one[r];
         }
     }
 #endif
@@ -1951,7 +1944,7 @@ CPU_KFN vlm_status cpu_scalar_mm(cpu_ctx *ctx, int64_t M, int64_t N, int64_t K, 
     cpu_scalar_mm_arg A = {ctx, M, N, K, x, lda, (const char *)w, wt, ldw, bias, out, ldo, 0, 0, 0,
                     ctx->bf16 && (wt == VLM_F32 || wt == VLM_F16)};
     if (M < CPU_GEMM_MIN_M && vlm_dtype_block(wt) > 1) return cpu_scalar_mm_quant(ctx, M, N, K, x, lda, w, wt, ldw, bias, out, ldo, err);
-    if (M < CPU_GEMM_MIN_M && vlm_dtype_block(wt) == 1) {
+    if (M < CPU_GEMM_MIN_M) {
         if (A.round_w && cpu_reserve(ctx, (size_t)K)) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
         int64_t min_n = 16384 / (K * M) + 1;
         cpu_parallel(ctx, N, min_n, cpu_scalar_gemv_fn, &A);
@@ -2846,22 +2839,14 @@ static inline void cpu_avx2_dequant(float *dst, const unsigned char *src, vlm_dt
  * block by block, the group's blocks back to 8 plain ones, then those. */
 static inline void cpu_avx2_dequant_r8(float *dst, int64_t ldd, const unsigned char *group, vlm_dtype t, int64_t K) {
     vlm_dtype u = vlm_dtype_unpacked(t);
-    size_t bs = vlm_dtype_size(u), ncode = bs - 2;
+    size_t bs = vlm_dtype_size(u);
     for (int64_t b = 0; b * 32 < K; b++, group += 8 * bs) {
-        unsigned char blk[8][34];
-        for (int r = 0; r < 8; r++) memcpy(blk[r], group + 2 * r, 2);
-        for (size_t c = 0; c < ncode / 4; c++) /* chunk c: 4 code bytes of each row in turn */
-            for (int r = 0; r < 8; r++) memcpy(blk[r] + 2 + 4 * c, group + 16 + 32 * c + 4 * r, 4);
+        unsigned char blk[8 * 34];
+        vlm_unpack_r8(t, group, 32, blk);
         int64_t n = K - b * 32 < 32 ? K - b * 32 : 32;
-        for (int r = 0; r < 8; r++) cpu_avx2_dequant(dst + r * ldd + b * 32, blk[r], u, n);
+        for (int r = 0; r < 8; r++) cpu_avx2_dequant(dst + r * ldd + b * 32, blk + r * bs, u, n);
     }
 }
-
-/* Rows [n0, n0 + n) of a weight w (row stride ldw elements, any float or
- * block type) to f32 rows dst + i * ldd; R8 types: n0 and n multiples of 8.
- * round: to bf16 (bf16 compute on f16/f32 weights). */
-static inline void cpu_avx2_rows_to_f32(float *dst, int64_t ldd, const char *w, vlm_dtype wt, int64_t ldw, int64_t n0,
-                                   int64_t n, int64_t K, int round);
 
 /* Contiguous conversion of n elements to f32. */
 static inline void cpu_avx2_to_f32(float *dst, const void *src, vlm_dtype t, int64_t n) {
@@ -2924,6 +2909,9 @@ static inline void cpu_avx2_to_f32_round(float *dst, const void *src, vlm_dtype 
     if (round && (t == VLM_F32 || t == VLM_F16)) cpu_avx2_round_bf16(dst, n);
 }
 
+/* Rows [n0, n0 + n) of a weight w (row stride ldw elements, any float or
+ * block type) to f32 rows dst + i * ldd; R8 types: n0 and n multiples of 8.
+ * round: to bf16 (bf16 compute on f16/f32 weights). */
 static inline void cpu_avx2_rows_to_f32(float *dst, int64_t ldd, const char *w, vlm_dtype wt, int64_t ldw, int64_t n0,
                                    int64_t n, int64_t K, int round) {
     if (vlm_dtype_rows(wt) == 8) {
@@ -4034,22 +4022,20 @@ static inline __attribute__((always_inline)) void cpu_avx2_qdot8_impl(const unsi
     }
 #pragma GCC unroll 4
     for (int r = 0; r < m; r++) _mm256_storeu_ps(res[r], acc[r]);
-#else
+#else /* each block back to 8 plain ones, each through the row kernel */
     vlm_dtype u = vlm_dtype_unpacked(wt);
     for (int r = 0; r < m; r++)
         for (int j = 0; j < 8; j++) res[r][j] = 0;
     for (int64_t b = 0; b < nblk; b++, g += gbs) {
         unsigned char rows[8 * 34];
         vlm_unpack_r8(wt, g, 32, rows);
+        const int8_t *xcb[CPU_QROWS];
+        const float *xdb[CPU_QROWS], *xob[CPU_QROWS];
+        for (int r = 0; r < m; r++) xcb[r] = xc[r] + b * 32, xdb[r] = xd[r] + b, xob[r] = xo[r] + b;
         for (int j = 0; j < 8; j++) {
-            const unsigned char *wb = rows + j * vlm_dtype_size(u);
-            float dw = cpu_avx2_block_scale(wb);
-            for (int r = 0; r < m; r++) {
-                int32_t sum = 0;
-                for (int i = 0; i < 32; i++)
-                    sum += (q4 ? wb[2 + i % 16] >> (i < 16 ? 0 : 4) & 15 : (int8_t)wb[2 + i]) * xc[r][b * 32 + i];
-                res[r][j] += dw * xd[r][b] * (float)sum - (q4 ? dw * xo[r][b] : 0.0f);
-            }
+            float one[CPU_QROWS];
+            cpu_avx2_qdot_impl(rows + j * vlm_dtype_size(u), u, 1, xcb, xdb, xob, m, one);
+            for (int r = 0; r < m; r++) res[r][j] += one[r];
         }
     }
 #endif
@@ -4308,7 +4294,7 @@ CPU_KFN vlm_status cpu_avx2_mm(cpu_ctx *ctx, int64_t M, int64_t N, int64_t K, co
     cpu_avx2_mm_arg A = {ctx, M, N, K, x, lda, (const char *)w, wt, ldw, bias, out, ldo, 0, 0, 0,
                     ctx->bf16 && (wt == VLM_F32 || wt == VLM_F16)};
     if (M < CPU_GEMM_MIN_M && vlm_dtype_block(wt) > 1) return cpu_avx2_mm_quant(ctx, M, N, K, x, lda, w, wt, ldw, bias, out, ldo, err);
-    if (M < CPU_GEMM_MIN_M && vlm_dtype_block(wt) == 1) {
+    if (M < CPU_GEMM_MIN_M) {
         if (A.round_w && cpu_reserve(ctx, (size_t)K)) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
         int64_t min_n = 16384 / (K * M) + 1;
         cpu_parallel(ctx, N, min_n, cpu_avx2_gemv_fn, &A);

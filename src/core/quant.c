@@ -66,17 +66,10 @@ void vlm_dequantize_row(vlm_dtype t, const void *blocks, int64_t n, float *x) {
 int vlm_dtype_rows(vlm_dtype t) { return t == VLM_Q8_0R8 || t == VLM_Q4_0R8 ? 8 : 1; }
 vlm_dtype vlm_dtype_unpacked(vlm_dtype t) { return t == VLM_Q8_0R8 ? VLM_Q8_0 : t == VLM_Q4_0R8 ? VLM_Q4_0 : t; }
 
-/* Byte j (0..255 for q8_0, 0..127 for q4_0) of a group block's codes, as
- * (row, byte of that row's block codes). q8_0: chunk c = j / 32 holds codes
- * 4c..4c+3 of each row in turn. q4_0: chunk t = j / 32 holds, per row in
- * turn, bytes 4t..4t+3 of its 16 (codes 4t+i in the low nibbles, 16+4t+i in
- * the high ones). Both: row (j % 32) / 4, byte 4 (j / 32) + j % 4. */
-static void r8_where(int64_t j, int *row, int *byte) {
-    *row = (int)(j % 32 / 4);
-    *byte = (int)(j / 32 * 4 + j % 4);
-}
-
-/* pack: rows -> group, else group -> rows */
+/* pack: rows -> group, else group -> rows. A group block is the 8 rows'
+ * scales, then the code bytes in chunks of 32: chunk c holds bytes
+ * 4c..4c+3 of each row's block codes in turn (q8_0: codes 4c..4c+3; q4_0:
+ * the bytes holding codes 4c+i and 16+4c+i). */
 static void r8_move(vlm_dtype t, const unsigned char *src, int64_t K, unsigned char *dst, int pack) {
     size_t bs = vlm_dtype_size(t), row = vlm_dtype_bytes(t, K), ncode = bs - 2;
     for (int64_t b = 0; b < (K + 31) / 32; b++) {
@@ -85,13 +78,10 @@ static void r8_move(vlm_dtype t, const unsigned char *src, int64_t K, unsigned c
             unsigned char *blk = (unsigned char *)(pack ? src : dst) + r * row + (size_t)b * bs;
             if (pack) memcpy(g + 2 * r, blk, 2);
             else memcpy(blk, g + 2 * r, 2);
-        }
-        for (size_t j = 0; j < 8 * ncode; j++) {
-            int r, byte;
-            r8_where((int64_t)j, &r, &byte);
-            unsigned char *blk = (unsigned char *)(pack ? src : dst) + r * row + (size_t)b * bs;
-            if (pack) g[16 + j] = blk[2 + byte];
-            else blk[2 + byte] = g[16 + j];
+            for (size_t c = 0; c < ncode / 4; c++) {
+                if (pack) memcpy(g + 16 + 32 * c + 4 * r, blk + 2 + 4 * c, 4);
+                else memcpy(blk + 2 + 4 * c, g + 16 + 32 * c + 4 * r, 4);
+            }
         }
     }
 }

@@ -269,8 +269,6 @@ static vlm_dtype model_quant_for(const vlm_model *m, vlm_linear_role role) {
     return role == VLM_LINEAR_OUTPUT ? VLM_Q8_0 : m->quant;
 }
 
-/* src (2-D, f32/f16/bf16, unit inner stride) quantized to q in the model's
- * arena; NULL when out of memory. */
 /* src's rows (a 2-D view; row r taken from r % its rows) quantized to q:
  * a tensor of `ndim` dims shaped as `shape` (experts: [E, N, K], whose
  * rows are src's E * N) in the model's arena; NULL when out of memory. */
@@ -282,12 +280,10 @@ static vlm_tensor *model_quantize(vlm_model *m, const vlm_tensor *src, int ndim,
     /* the CPU kernels read groups of 8 rows interleaved (vlm_repack_r8) */
     int r8 = per % 8 == 0 && m->be && m->be->name && !strcmp(m->be->name, "cpu");
     if (r8) q = q == VLM_Q8_0 ? VLM_Q8_0R8 : VLM_Q4_0R8;
-    *dst = vlm_tensor_make(q, 2, (const int64_t[]){rows, src->shape[1]}, NULL);
+    *dst = vlm_tensor_make(q, ndim, shape, NULL);
     if (!(dst->data = vlm_arena_alloc(&m->arena, vlm_nbytes(dst)))) return NULL;
     model_quant_arg A = {src, dst, !m->random_weights};
     vlm_cpu_parallel_for(m->be, r8 ? rows / 8 : rows, r8 ? 2 : 16, model_quant_rows, &A);
-    *dst = vlm_tensor_make(q, ndim, shape, dst->data);
-    m->quant_tensors++;
     m->quant_bytes += vlm_nbytes(dst);
     return dst;
 }
@@ -329,11 +325,7 @@ vlm_tensor *vlm_weight_linear(vlm_model *m, const char *name, int64_t out, int64
     const int64_t shape[2] = {out, in};
     vlm_dtype q = model_quant_for(m, role);
     if (!q) return vlm_weight(m, name, 2, shape, err);
-    if (!m->random_weights) {
-        vlm_tensor *t = model_weight(m, name, 2, shape, err);
-        if (t) model_progress(m, vlm_nbytes(t));
-        return vlm_quantize_weight(m, t, role, name, err);
-    }
+    if (!m->random_weights) return vlm_quantize_weight(m, vlm_weight(m, name, 2, shape, err), role, name, err);
     if (out == 0 || in == 0) return vlm_weight(m, name, 2, shape, err);
     /* made up: 64 rows in a temporary, repeated (the values only need to be
      * plausible), so that no float copy of a large table is ever resident */

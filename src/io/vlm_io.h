@@ -157,8 +157,7 @@ struct vlm_model {
     /* quantize at load (vlm_weight_linear): the format, or 0 for none */
     vlm_dtype quant;
     int quant_vision;
-    int64_t quant_tensors;     /* weights quantized, and their bytes now */
-    size_t quant_bytes;
+    size_t quant_bytes;        /* the quantized weights' bytes */
     struct vlm_quantized {     /* each quantized weight under its checkpoint name (vlm quantize) */
         char *name;
         const vlm_tensor *t;

@@ -228,22 +228,20 @@ static inline __attribute__((always_inline)) void cpu_qdot8_impl(const unsigned 
     }
 #pragma GCC unroll 4
     for (int r = 0; r < m; r++) _mm256_storeu_ps(res[r], acc[r]);
-#else
+#else /* each block back to 8 plain ones, each through the row kernel */
     vlm_dtype u = vlm_dtype_unpacked(wt);
     for (int r = 0; r < m; r++)
         for (int j = 0; j < 8; j++) res[r][j] = 0;
     for (int64_t b = 0; b < nblk; b++, g += gbs) {
         unsigned char rows[8 * 34];
         vlm_unpack_r8(wt, g, 32, rows);
+        const int8_t *xcb[CPU_QROWS];
+        const float *xdb[CPU_QROWS], *xob[CPU_QROWS];
+        for (int r = 0; r < m; r++) xcb[r] = xc[r] + b * 32, xdb[r] = xd[r] + b, xob[r] = xo[r] + b;
         for (int j = 0; j < 8; j++) {
-            const unsigned char *wb = rows + j * vlm_dtype_size(u);
-            float dw = cpu_block_scale(wb);
-            for (int r = 0; r < m; r++) {
-                int32_t sum = 0;
-                for (int i = 0; i < 32; i++)
-                    sum += (q4 ? wb[2 + i % 16] >> (i < 16 ? 0 : 4) & 15 : (int8_t)wb[2 + i]) * xc[r][b * 32 + i];
-                res[r][j] += dw * xd[r][b] * (float)sum - (q4 ? dw * xo[r][b] : 0.0f);
-            }
+            float one[CPU_QROWS];
+            cpu_qdot_impl(rows + j * vlm_dtype_size(u), u, 1, xcb, xdb, xob, m, one);
+            for (int r = 0; r < m; r++) res[r][j] += one[r];
         }
     }
 #endif

@@ -107,22 +107,14 @@ static inline void cpu_dequant(float *dst, const unsigned char *src, vlm_dtype t
  * block by block, the group's blocks back to 8 plain ones, then those. */
 static inline void cpu_dequant_r8(float *dst, int64_t ldd, const unsigned char *group, vlm_dtype t, int64_t K) {
     vlm_dtype u = vlm_dtype_unpacked(t);
-    size_t bs = vlm_dtype_size(u), ncode = bs - 2;
+    size_t bs = vlm_dtype_size(u);
     for (int64_t b = 0; b * 32 < K; b++, group += 8 * bs) {
-        unsigned char blk[8][34];
-        for (int r = 0; r < 8; r++) memcpy(blk[r], group + 2 * r, 2);
-        for (size_t c = 0; c < ncode / 4; c++) /* chunk c: 4 code bytes of each row in turn */
-            for (int r = 0; r < 8; r++) memcpy(blk[r] + 2 + 4 * c, group + 16 + 32 * c + 4 * r, 4);
+        unsigned char blk[8 * 34];
+        vlm_unpack_r8(t, group, 32, blk);
         int64_t n = K - b * 32 < 32 ? K - b * 32 : 32;
-        for (int r = 0; r < 8; r++) cpu_dequant(dst + r * ldd + b * 32, blk[r], u, n);
+        for (int r = 0; r < 8; r++) cpu_dequant(dst + r * ldd + b * 32, blk + r * bs, u, n);
     }
 }
-
-/* Rows [n0, n0 + n) of a weight w (row stride ldw elements, any float or
- * block type) to f32 rows dst + i * ldd; R8 types: n0 and n multiples of 8.
- * round: to bf16 (bf16 compute on f16/f32 weights). */
-static inline void cpu_rows_to_f32(float *dst, int64_t ldd, const char *w, vlm_dtype wt, int64_t ldw, int64_t n0,
-                                   int64_t n, int64_t K, int round);
 
 /* Contiguous conversion of n elements to f32. */
 static inline void cpu_to_f32(float *dst, const void *src, vlm_dtype t, int64_t n) {
@@ -185,6 +177,9 @@ static inline void cpu_to_f32_round(float *dst, const void *src, vlm_dtype t, in
     if (round && (t == VLM_F32 || t == VLM_F16)) cpu_round_bf16(dst, n);
 }
 
+/* Rows [n0, n0 + n) of a weight w (row stride ldw elements, any float or
+ * block type) to f32 rows dst + i * ldd; R8 types: n0 and n multiples of 8.
+ * round: to bf16 (bf16 compute on f16/f32 weights). */
 static inline void cpu_rows_to_f32(float *dst, int64_t ldd, const char *w, vlm_dtype wt, int64_t ldw, int64_t n0,
                                    int64_t n, int64_t K, int round) {
     if (vlm_dtype_rows(wt) == 8) {

@@ -184,7 +184,7 @@ CPU_KFN vlm_status cpu_mm(cpu_ctx *ctx, int64_t M, int64_t N, int64_t K, const f
     cpu_mm_arg A = {ctx, M, N, K, x, lda, (const char *)w, wt, ldw, bias, out, ldo, 0, 0, 0,
                     ctx->bf16 && (wt == VLM_F32 || wt == VLM_F16)};
     if (M < CPU_GEMM_MIN_M && vlm_dtype_block(wt) > 1) return cpu_mm_quant(ctx, M, N, K, x, lda, w, wt, ldw, bias, out, ldo, err);
-    if (M < CPU_GEMM_MIN_M && vlm_dtype_block(wt) == 1) {
+    if (M < CPU_GEMM_MIN_M) {
         if (A.round_w && cpu_reserve(ctx, (size_t)K)) return vlm_error_set(err, VLM_ERR_OOM, "cpu: out of scratch memory");
         int64_t min_n = 16384 / (K * M) + 1;
         cpu_parallel(ctx, N, min_n, cpu_gemv_fn, &A);
