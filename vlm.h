@@ -203,6 +203,9 @@ typedef enum vlm_dtype {
      * next stride counts padded elements (vlm_tensor_make does this). */
     VLM_Q8_0, /* d, 32 int8 q:                              x = d * q */
     VLM_Q4_0, /* d, 16 bytes, byte j = q[j] | q[j+16] << 4:  x = d * (q - 8) */
+    /* q4_0's codes with a zero point per block (AWQ's form, which repacks
+     * into it exactly): d, the 16 code bytes as q4_0's, then z (0..15). */
+    VLM_Q4_Z, /* d, 16 bytes as q4_0, u8 z:                 x = d * (q - z) */
     /* The same blocks with each group of 8 rows interleaved block by block
      * (README: the 8 scales, then the codes 4 per row in turn), so that a
      * kernel reads 8 rows' codes and scales in whole vectors: the CPU's
@@ -210,6 +213,7 @@ typedef enum vlm_dtype {
      * `vlm quantize`; row counts and row views come in multiples of 8. */
     VLM_Q8_0R8,
     VLM_Q4_0R8,
+    VLM_Q4_ZR8, /* the 8 scales, the codes as Q4_0R8's, then the 8 zero points */
     VLM_NTYPES
 } vlm_dtype;
 
@@ -220,7 +224,7 @@ int vlm_dtype_block(vlm_dtype t);    /* elements per block: 32 for block types, 
 size_t vlm_dtype_bytes(vlm_dtype t, int64_t n);
 /* The quantized formats' reference (scalar) codecs, also used at load:
  * n floats into ceil(n / 32) blocks of t (the last block's missing
- * elements taken as 0), and back. t is VLM_Q8_0 or VLM_Q4_0. */
+ * elements taken as 0), and back. t is VLM_Q8_0, VLM_Q4_0 or VLM_Q4_Z. */
 void vlm_quantize_row(vlm_dtype t, const float *x, int64_t n, void *blocks);
 void vlm_dequantize_row(vlm_dtype t, const void *blocks, int64_t n, float *x);
 /* Rows interleaved per group: 8 for the R8 types, else 1; and the block
@@ -231,6 +235,15 @@ vlm_dtype vlm_dtype_unpacked(vlm_dtype t);
  * vlm_dtype_bytes(t, K) bytes) into one group of its R8 layout, and back. */
 void vlm_repack_r8(vlm_dtype t, const void *rows, int64_t K, void *group);
 void vlm_unpack_r8(vlm_dtype t, const void *group, int64_t K, void *rows);
+/* AWQ checkpoints (AutoAWQ's GEMM layout, as the Hub publishes them): a
+ * linear of K inputs and N outputs is qweight int32 [K, N/8] and qzeros
+ * int32 [K/G, N/8], 8 4-bit values per word (AutoAWQ's nibble order), and
+ * scales f16 [K/G, N]; w[n][k] = scales[k/G][n] * (q[k][n] - z[k/G][n]).
+ * Rows [8 j0, 8 j1) of w into dst as VLM_Q4_Z rows or VLM_Q4_ZR8 groups,
+ * exactly (the scale copied, the zero point kept). G a multiple of 32 and
+ * K of G; the arrays may be unaligned. */
+void vlm_awq_repack(vlm_dtype t, const void *qweight, const void *qzeros, const void *scales, int64_t K,
+                    int64_t N, int64_t G, int64_t j0, int64_t j1, void *dst);
 /* "q8_0" / "q4_0" -> the dtype; -1 for any other name. */
 int vlm_quant_from_name(const char *name, vlm_dtype *out);
 const char *vlm_dtype_name(vlm_dtype t); /* safetensors spelling: "F32", "BF16", ... */
@@ -731,6 +744,10 @@ struct vlm_model {
         const vlm_tensor *t;
     } *quantized;
     int n_quantized;
+    /* an AWQ checkpoint (config.json's quantization_config): its group
+     * size, 0 for none; the modules it left unquantized (a JSON array) */
+    int awq_group;
+    const vlm_json *awq_skip;
     void (*progress)(void *user, int64_t done, int64_t total);
     void *progress_user;
     int64_t progress_done, progress_total; /* bytes of the checkpoint's tensors */
@@ -791,7 +808,10 @@ typedef enum vlm_linear_role {
 /* A linear weight [out, in] (or a table a matmul or row lookup reads): as
  * vlm_weight, quantized to the model's format when one is set and the role
  * asks for it. The rows are quantized on the backend's threads into memory
- * the model owns, and the mmap'd source pages are released after. */
+ * the model owns, and the mmap'd source pages are released after. In an
+ * AWQ checkpoint, a module stored as NAME-without-".weight" + .qweight,
+ * .qzeros, .scales (and not in modules_to_not_convert) is repacked into
+ * q4_z instead, exactly. */
 vlm_tensor *vlm_weight_linear(vlm_model *m, const char *name, int64_t out, int64_t in, vlm_linear_role role,
                               vlm_error *err);
 /* An already loaded weight t quantized as vlm_weight_linear would (t itself
@@ -1732,7 +1752,8 @@ static const struct { const char *name; size_t size; int block; } core_dtypes[VL
     [VLM_F32] = {"F32", 4, 1}, [VLM_F16] = {"F16", 2, 1}, [VLM_BF16] = {"BF16", 2, 1},
     [VLM_I32] = {"I32", 4, 1}, [VLM_I64] = {"I64", 8, 1}, [VLM_U8] = {"U8", 1, 1}, [VLM_I8] = {"I8", 1, 1},
     [VLM_BOOL] = {"BOOL", 1, 1}, [VLM_Q8_0] = {"Q8_0", 34, 32}, [VLM_Q4_0] = {"Q4_0", 18, 32},
-    [VLM_Q8_0R8] = {"Q8_0R8", 34, 32}, [VLM_Q4_0R8] = {"Q4_0R8", 18, 32},
+    [VLM_Q4_Z] = {"Q4_Z", 19, 32}, [VLM_Q8_0R8] = {"Q8_0R8", 34, 32}, [VLM_Q4_0R8] = {"Q4_0R8", 18, 32},
+    [VLM_Q4_ZR8] = {"Q4_ZR8", 19, 32},
 };
 
 size_t vlm_dtype_size(vlm_dtype t) { return (unsigned)t < VLM_NTYPES ? core_dtypes[t].size : 0; }
@@ -2296,6 +2317,25 @@ static void quant_block(vlm_dtype t, const float *src, unsigned char *dst) {
         for (int i = 0; i < 32; i++) dst[2 + i] = (unsigned char)(int8_t)quant_code(src[i] * id, -127, 127);
         return;
     }
+    if (t == VLM_Q4_Z) {
+        /* the range [min, max] widened to hold 0 in 15 steps: 0 gets code z
+         * and comes back exactly */
+        float lo = 0, hi = 0;
+        for (int i = 0; i < 32; i++) {
+            lo = src[i] < lo ? src[i] : lo;
+            hi = src[i] > hi ? src[i] : hi;
+        }
+        uint16_t dh = vlm_f32_to_f16((hi - lo) / 15.0f);
+        float d = vlm_f16_to_f32(dh), id = d != 0 ? 1.0f / d : 0.0f;
+        int z = quant_code(-lo * id, 0, 15);
+        memcpy(dst, &dh, 2);
+        for (int j = 0; j < 16; j++) {
+            int a = quant_code(src[j] * id + (float)z, 0, 15), b = quant_code(src[j + 16] * id + (float)z, 0, 15);
+            dst[2 + j] = (unsigned char)(a | b << 4);
+        }
+        dst[18] = (unsigned char)z;
+        return;
+    }
     /* q4_0: the element of largest magnitude m gets code 0 (d = m / -8), so
      * the 16 codes cover [-8d, 7d] with the extreme value exact */
     float m = 0;
@@ -2326,21 +2366,25 @@ void vlm_dequantize_row(vlm_dtype t, const void *blocks, int64_t n, float *x) {
         uint16_t dh;
         memcpy(&dh, src, 2);
         float d = vlm_f16_to_f32(dh), v[32];
+        int z = t == VLM_Q4_Z ? src[18] : 8;
         for (int j = 0; j < 32; j++)
-            v[j] = t == VLM_Q8_0 ? d * (float)(int8_t)src[2 + j] : d * (float)((src[2 + j % 16] >> (j < 16 ? 0 : 4) & 15) - 8);
+            v[j] = t == VLM_Q8_0 ? d * (float)(int8_t)src[2 + j] : d * (float)((src[2 + j % 16] >> (j < 16 ? 0 : 4) & 15) - z);
         memcpy(x + i, v, sizeof(float) * (size_t)(n - i < 32 ? n - i : 32));
     }
 }
 
-int vlm_dtype_rows(vlm_dtype t) { return t == VLM_Q8_0R8 || t == VLM_Q4_0R8 ? 8 : 1; }
-vlm_dtype vlm_dtype_unpacked(vlm_dtype t) { return t == VLM_Q8_0R8 ? VLM_Q8_0 : t == VLM_Q4_0R8 ? VLM_Q4_0 : t; }
+int vlm_dtype_rows(vlm_dtype t) { return t == VLM_Q8_0R8 || t == VLM_Q4_0R8 || t == VLM_Q4_ZR8 ? 8 : 1; }
+vlm_dtype vlm_dtype_unpacked(vlm_dtype t) {
+    return t == VLM_Q8_0R8 ? VLM_Q8_0 : t == VLM_Q4_0R8 ? VLM_Q4_0 : t == VLM_Q4_ZR8 ? VLM_Q4_Z : t;
+}
 
 /* pack: rows -> group, else group -> rows. A group block is the 8 rows'
  * scales, then the code bytes in chunks of 32: chunk c holds bytes
- * 4c..4c+3 of each row's block codes in turn (q8_0: codes 4c..4c+3; q4_0:
- * the bytes holding codes 4c+i and 16+4c+i). */
+ * 4c..4c+3 of each row's block codes in turn (q8_0: codes 4c..4c+3; q4_0
+ * and q4_z: the bytes holding codes 4c+i and 16+4c+i), then (q4_z) the 8
+ * rows' zero points. */
 static void r8_move(vlm_dtype t, const unsigned char *src, int64_t K, unsigned char *dst, int pack) {
-    size_t bs = vlm_dtype_size(t), row = vlm_dtype_bytes(t, K), ncode = bs - 2;
+    size_t bs = vlm_dtype_size(t), row = vlm_dtype_bytes(t, K), ncode = t == VLM_Q8_0 ? 32 : 16;
     for (int64_t b = 0; b < (K + 31) / 32; b++) {
         unsigned char *g = (unsigned char *)(pack ? dst : src) + (size_t)b * 8 * bs;
         for (int r = 0; r < 8; r++) {
@@ -2350,6 +2394,10 @@ static void r8_move(vlm_dtype t, const unsigned char *src, int64_t K, unsigned c
             for (size_t c = 0; c < ncode / 4; c++) {
                 if (pack) memcpy(g + 16 + 32 * c + 4 * r, blk + 2 + 4 * c, 4);
                 else memcpy(blk + 2 + 4 * c, g + 16 + 32 * c + 4 * r, 4);
+            }
+            if (bs > ncode + 2) { /* q4_z's zero point */
+                if (pack) g[16 + 8 * ncode + r] = blk[2 + ncode];
+                else blk[2 + ncode] = g[16 + 8 * ncode + r];
             }
         }
     }
@@ -2366,6 +2414,41 @@ int vlm_quant_from_name(const char *name, vlm_dtype *out) {
     if (name && !strcmp(name, "q8_0")) { *out = VLM_Q8_0; return 0; }
     if (name && !strcmp(name, "q4_0")) { *out = VLM_Q4_0; return 0; }
     return -1;
+}
+
+/* AutoAWQ's nibble order: output 8j + c of a packed word is in bits
+ * 4 awq_nibble[c] .. +3 (it packs outputs {0, 2, 4, 6, 1, 3, 5, 7} into
+ * nibbles 0..7). */
+static const int awq_nibble[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+
+static unsigned awq_code(const void *words, int64_t at, int c) {
+    uint32_t w;
+    memcpy(&w, (const unsigned char *)words + 4 * at, 4); /* mmap'd: any alignment */
+    return w >> (4 * awq_nibble[c]) & 15u;
+}
+
+void vlm_awq_repack(vlm_dtype t, const void *qweight, const void *qzeros, const void *scales, int64_t K,
+                    int64_t N, int64_t G, int64_t j0, int64_t j1, void *dst) {
+    const int64_t W = N / 8; /* packed words per input row */
+    const size_t bs = vlm_dtype_size(VLM_Q4_Z), row = vlm_dtype_bytes(VLM_Q4_Z, K);
+    for (int64_t j = j0; j < j1; j++) {
+        unsigned char *group = (unsigned char *)dst + (size_t)(j - j0) * 8 * row;
+        for (int64_t b = 0; b < K / 32; b++) {
+            unsigned char blk[8 * 19], code[8][32];
+            int64_t g = b * 32 / G;
+            for (int k = 0; k < 32; k++)
+                for (int c = 0; c < 8; c++) code[c][k] = (unsigned char)awq_code(qweight, (b * 32 + k) * W + j, c);
+            for (int c = 0; c < 8; c++) {
+                unsigned char *o = blk + c * bs;
+                memcpy(o, (const unsigned char *)scales + 2 * (size_t)(g * N + 8 * j + c), 2);
+                for (int i = 0; i < 16; i++) o[2 + i] = (unsigned char)(code[c][i] | code[c][i + 16] << 4);
+                o[18] = (unsigned char)awq_code(qzeros, g * W + j, c);
+            }
+            if (t == VLM_Q4_ZR8) vlm_repack_r8(t, blk, 32, group + (size_t)b * 8 * bs);
+            else
+                for (int c = 0; c < 8; c++) memcpy(group + c * row + (size_t)b * bs, blk + c * bs, bs);
+        }
+    }
 }
 /* ---- src/core/tensor.c ---- */
 /* Tensors, the arena, the compute context, views, named host tensors. */
@@ -2441,12 +2524,12 @@ float vlm_get_f32(const vlm_tensor *t, int64_t flat) {
     case VLM_I64: return (float)((const int64_t *)t->data)[o];
     case VLM_U8: case VLM_BOOL: return (float)((const uint8_t *)t->data)[o];
     case VLM_I8: return (float)((const int8_t *)t->data)[o];
-    case VLM_Q8_0: case VLM_Q4_0: { /* o is a multiple of 32 plus the index in its block */
+    case VLM_Q8_0: case VLM_Q4_0: case VLM_Q4_Z: { /* o is a multiple of 32 plus the index in its block */
         float blk[32];
         vlm_dequantize_row(t->dtype, (const char *)t->data + vlm_dtype_bytes(t->dtype, o - o % 32), 32, blk);
         return blk[o % 32];
     }
-    case VLM_Q8_0R8: case VLM_Q4_0R8: { /* the block of row o / ld, out of its group */
+    case VLM_Q8_0R8: case VLM_Q4_0R8: case VLM_Q4_ZR8: { /* the block of row o / ld, out of its group */
         int64_t ld = t->stride[t->ndim - 2], row = o / ld, k = o % ld;
         vlm_dtype u = vlm_dtype_unpacked(t->dtype);
         size_t bs = vlm_dtype_size(u);
@@ -3227,6 +3310,33 @@ static vlm_status model_check_sizes(const vlm_json *j, const char *path, vlm_err
     return VLM_OK;
 }
 
+/* config.json's quantization_config: AWQ (4-bit, GEMM layout, zero points,
+ * groups of a multiple of 32) or vlm quantize's own; any other method is
+ * refused here rather than as a missing weight later. */
+static vlm_status model_read_quant_config(vlm_model *m, vlm_error *err) {
+    const vlm_json *q = vlm_json_get(m->config, "quantization_config");
+    if (!q) return VLM_OK;
+    const char *method = vlm_json_str(vlm_json_get(q, "quant_method"), "");
+    if (!strcmp(method, "vlm")) return VLM_OK; /* the tensors describe themselves */
+    if (strcmp(method, "awq"))
+        return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "config.json: quantization method '%s' is not supported (awq is)",
+                             method);
+    double bits = vlm_json_num(vlm_json_get(q, "bits"), 4), group = vlm_json_num(vlm_json_get(q, "group_size"), 128);
+    const char *version = vlm_json_str(vlm_json_get(q, "version"), "gemm");
+    int zero_point = vlm_json_bool(vlm_json_get(q, "zero_point"), 1);
+    int gemm = !strcmp(version, "gemm") || !strcmp(version, "GEMM"); /* transformers' spelling, AutoAWQ's */
+    if (bits != 4 || !gemm || !zero_point)
+        return vlm_error_set(err, VLM_ERR_UNSUPPORTED,
+                             "config.json: AWQ with %g bits, version '%s'%s: only 4-bit GEMM with zero points is supported",
+                             bits, version, zero_point ? "" : ", no zero point");
+    if (!(group >= 32 && group <= 65536 && group == (double)(int)group && (int)group % 32 == 0))
+        return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "config.json: AWQ group size %g: only multiples of 32 are supported",
+                             group);
+    m->awq_group = (int)group;
+    m->awq_skip = vlm_json_get(q, "modules_to_not_convert");
+    return VLM_OK;
+}
+
 vlm_status vlm_model_load(vlm_model **out, const char *dir, const vlm_model_params *p, vlm_error *err) {
     VLM_ERROR_BEGIN(err);
     *out = NULL;
@@ -3267,6 +3377,7 @@ vlm_status vlm_model_load(vlm_model **out, const char *dir, const vlm_model_para
         m->own_backend = 1;
     }
     model_read_eos(m);
+    if ((s = model_read_quant_config(m, err)) != VLM_OK) goto fail;
     if (p && (p->quant == VLM_Q8_0 || p->quant == VLM_Q4_0)) {
         m->quant = p->quant;
         m->quant_vision = p->quant_vision;
@@ -3481,9 +3592,97 @@ vlm_tensor *vlm_quantize_weight(vlm_model *m, vlm_tensor *t, vlm_linear_role rol
     return d;
 }
 
+/* ------------------------------------------------------------------ AWQ checkpoints */
+
+typedef struct model_awq_arg {
+    const vlm_tensor *qweight, *qzeros, *scales;
+    vlm_tensor *dst;
+    int64_t group;
+} model_awq_arg;
+
+/* groups of 8 rows (one packed word column) [j0, j1) */
+static void model_awq_rows(void *p, int64_t j0, int64_t j1, int tid) {
+    (void)tid;
+    const model_awq_arg *A = (const model_awq_arg *)p;
+    int64_t K = A->dst->shape[1], N = A->dst->shape[0];
+    vlm_awq_repack(A->dst->dtype, A->qweight->data, A->qzeros->data, A->scales->data, K, N, A->group, j0, j1,
+                   (char *)A->dst->data + (size_t)j0 * 8 * vlm_dtype_bytes(VLM_Q4_Z, K));
+}
+
+/* modules_to_not_convert: as transformers and vLLM read it, an entry that
+ * occurs in the module's name */
+static int model_awq_skipped(const vlm_model *m, const char *module) {
+    for (int i = 0; m->awq_skip && i < m->awq_skip->n; i++) {
+        const char *s = vlm_json_str(vlm_json_at(m->awq_skip, i), NULL);
+        if (s && *s && strstr(module, s)) return 1;
+    }
+    return 0;
+}
+
+static vlm_tensor *model_awq_part(vlm_model *m, const char *module, const char *part, vlm_dtype dt, int64_t d0,
+                                  int64_t d1, vlm_error *err) {
+    char name[600];
+    snprintf(name, sizeof name, "%s.%s", module, part);
+    vlm_tensor *t = vlm_weight_opt(m, name);
+    if (!t) vlm_error_set(err, VLM_ERR_FORMAT, "AWQ weight %s not found in the checkpoint", name);
+    else if (t->dtype != dt || t->ndim != 2 || t->shape[0] != d0 || t->shape[1] != d1) {
+        vlm_error_set(err, VLM_ERR_FORMAT, "AWQ weight %s is %s [%lld, %lld], the config implies %s [%lld, %lld]", name,
+                      vlm_dtype_name(t->dtype), (long long)t->shape[0], (long long)(t->ndim > 1 ? t->shape[1] : 0),
+                      vlm_dtype_name(dt), (long long)d0, (long long)d1);
+        t = NULL;
+    }
+    return t;
+}
+
+/* The linear `name` (...weight) of an AWQ checkpoint as q4_z; NULL with no
+ * error when the module is stored unquantized. */
+static vlm_tensor *model_awq_linear(vlm_model *m, const char *name, int64_t out, int64_t in, vlm_error *err) {
+    char module[512], probe[600];
+    size_t n = strlen(name);
+    if (n < 8 || n - 7 >= sizeof module || strcmp(name + n - 7, ".weight")) return NULL;
+    memcpy(module, name, n - 7);
+    module[n - 7] = 0;
+    snprintf(probe, sizeof probe, "%s.qweight", module);
+    if (model_awq_skipped(m, module) || !vlm_st_find(&m->weights, probe)) return NULL;
+    int64_t G = m->awq_group;
+    if (out % 8 || in % G) {
+        vlm_error_set(err, VLM_ERR_FORMAT, "AWQ weight %s: [%lld, %lld] does not split into 8 outputs per word and groups of %lld inputs",
+                      module, (long long)out, (long long)in, (long long)G);
+        return NULL;
+    }
+    model_awq_arg A = {model_awq_part(m, module, "qweight", VLM_I32, in, out / 8, err), NULL, NULL, NULL, G};
+    if (A.qweight) A.qzeros = model_awq_part(m, module, "qzeros", VLM_I32, in / G, out / 8, err);
+    if (A.qzeros) A.scales = model_awq_part(m, module, "scales", VLM_F16, in / G, out, err);
+    if (!A.scales) return NULL;
+    /* the CPU kernels read groups of 8 rows interleaved, as for q4_0 */
+    int r8 = m->be && m->be->name && !strcmp(m->be->name, "cpu");
+    vlm_tensor *dst = (vlm_tensor *)vlm_arena_alloc(&m->arena, sizeof *dst);
+    if (dst) {
+        *dst = vlm_tensor_make(r8 ? VLM_Q4_ZR8 : VLM_Q4_Z, 2, (const int64_t[]){out, in}, NULL);
+        dst->data = vlm_arena_alloc(&m->arena, vlm_nbytes(dst));
+    }
+    if (!dst || !dst->data) {
+        vlm_error_set(err, VLM_ERR_OOM, "out of memory for AWQ weight %s", module);
+        return NULL;
+    }
+    A.dst = dst;
+    vlm_cpu_parallel_for(m->be, out / 8, 4, model_awq_rows, &A);
+    const vlm_tensor *parts[3] = {A.qweight, A.qzeros, A.scales};
+    for (int i = 0; i < 3; i++) {
+        vlm_map_release(parts[i]->data, vlm_nbytes(parts[i]));
+        model_progress(m, vlm_nbytes(parts[i]));
+    }
+    m->quant_bytes += vlm_nbytes(dst);
+    return dst;
+}
+
 vlm_tensor *vlm_weight_linear(vlm_model *m, const char *name, int64_t out, int64_t in, vlm_linear_role role,
                               vlm_error *err) {
     const int64_t shape[2] = {out, in};
+    if (m->awq_group && !m->random_weights) {
+        vlm_tensor *t = model_awq_linear(m, name, out, in, err);
+        if (t || err->code) return t;
+    }
     vlm_dtype q = model_quant_for(m, role);
     if (!q) return vlm_weight(m, name, 2, shape, err);
     if (!m->random_weights) return vlm_quantize_weight(m, vlm_weight(m, name, 2, shape, err), role, name, err);

@@ -280,15 +280,19 @@ int cmd_bench(int argc, char **argv) {
     m->be->profile = NULL;
     if (!ok) fprintf(stderr, "vlm bench: %s\n", s.c.err.msg);
     else {
-        printf("{\"arch\":\"%s\",\"threads\":%d,\"kernels\":\"%s\",\"compute\":\"%s\",\"weights\":\"%s%s\",\"quantized_mib\":%.1f,\"load_s\":%.2f,\"vision_ms\":%.1f,"
+        /* the format: an AWQ checkpoint's, --quant's on top of it or alone, or as stored */
+        char weights[64];
+        snprintf(weights, sizeof weights, "%s%s%s%s", m->awq_group ? "awq" : "", m->awq_group && quant ? "+" : "",
+                 quant ? quant : m->awq_group ? "" : random_w ? vlm_dtype_name(dtype) : "checkpoint",
+                 quant && quant_vision ? "+vision" : "");
+        printf("{\"arch\":\"%s\",\"threads\":%d,\"kernels\":\"%s\",\"compute\":\"%s\",\"weights\":\"%s\",\"quantized_mib\":%.1f,\"load_s\":%.2f,\"vision_ms\":%.1f,"
                "\"prefill_tokens\":%d,\"prefill_tok_s\":%.2f,\"decode_tokens\":%d,\"decode_tok_s\":%.2f,"
                "\"vision_cpu_s\":%.2f,\"prefill_cpu_s\":%.2f,\"decode_cpu_s\":%.2f,"
                "\"vision_tiles\":%d,\"vision_tokens\":%d,\"kv_cache_mib\":%.2f,\"kv_ctx\":%d,\"peak_rss_mib\":%.0f,"
                "\"matmul_peak_gflops\":%.1f,\"vision_gflops\":%.1f,\"vision_matmul_gflops\":%.1f,"
                "\"prefill_gflops\":%.1f,\"prefill_matmul_gflops\":%.1f,\"int8_matmul_peak_gops\":%.1f,"
                "\"read_bw_gbs\":%.1f,\"weight_bytes_per_token\":%.0f,\"decode_bw_fraction\":%.2f",
-               m->arch->name, m->be->n_threads, m->be->kernels ? m->be->kernels : "?", m->be->compute ? m->be->compute : "?", quant ? quant : random_w ? vlm_dtype_name(dtype) : "checkpoint",
-               quant && quant_vision ? "+vision" : "", m->quant_bytes / 1048576.0, t_load, vision_ms,
+               m->arch->name, m->be->n_threads, m->be->kernels ? m->be->kernels : "?", m->be->compute ? m->be->compute : "?", weights, m->quant_bytes / 1048576.0, t_load, vision_ms,
                n_prompt, n_prompt / t_prefill, n_gen, n_gen / t_decode, vision_ms >= 0 ? vision_cpu : 0.0, cpu_prefill, cpu_decode, vision_tiles, vision_tokens,
                kv_bytes / 1048576.0, s.n_ctx, bench_peak_rss_mib(), peak,
                vision_ms > 0 ? prof_sum(&pv, 1) / (vision_ms / 1e3) / 1e9 : 0.0,

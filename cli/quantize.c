@@ -90,6 +90,17 @@ int cmd_quantize(int argc, char **argv) {
         fprintf(stderr, "vlm quantize: unknown --type '%s' (q8_0 or q4_0)\n", type);
         return 2;
     }
+    vlm_error cerr = {0};
+    char cfg_path[4096];
+    snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
+    vlm_json *cfg = vlm_json_load(cfg_path, &cerr);
+    int quantized = vlm_json_get(cfg, "quantization_config") != NULL;
+    vlm_json_free(cfg);
+    if (quantized) { /* AWQ or our own: its weights are quantized already */
+        fprintf(stderr, "vlm quantize: %s is quantized already (config.json has a quantization_config); it loads as it is\n",
+                dir);
+        return 1;
+    }
     if (mkdir(out, 0777) != 0 && errno != EEXIST) {
         fprintf(stderr, "vlm quantize: cannot create %s: %s\n", out, strerror(errno));
         return 1;

@@ -39,4 +39,7 @@ done
 grep -q "unknown --type 'q5_1'" "$T/err.log" || { echo "FAIL unknown type: $(cat "$T/err.log")"; bad=1; }
 "$VLM" quantize -m "$T/none" -o "$T/y" --type q8_0 2> "$T/err.log" && bad=1
 [ -s "$T/err.log" ] && [ ! -f "$T/y/model.safetensors" ] || { echo "FAIL missing model: $(cat "$T/err.log")"; bad=1; }
+# an AWQ checkpoint (or a folder vlm quantize wrote) is refused: quantized already
+"$VLM" quantize -m tests/awq/qwen2_5_vl/model -o "$T/z" --type q4_0 2> "$T/err.log" && bad=1
+grep -q "quantized already" "$T/err.log" && [ ! -e "$T/z" ] || { echo "FAIL AWQ input: $(cat "$T/err.log")"; bad=1; }
 exit $bad

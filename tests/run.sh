@@ -33,6 +33,15 @@ for k in $(VLM_KERNELS= "$BUILD/vlm" info --cpu | sed -n 's/^runs *//p'); do
   done
   first=0
 done
+# AWQ checkpoints (tools/pack_awq.py) under each kernel variant
+for k in $(VLM_KERNELS= "$BUILD/vlm" info --cpu | sed -n 's/^runs *//p'); do
+    for d in tests/awq/*/; do
+        c=$(basename "$d")_awq@$k
+        if VLM_KERNELS=$k "$BUILD/vlm" golden "$d" > "$BUILD/golden_$c.log" 2>&1; then
+            pass=$((pass+1)); echo "PASS golden:$c $(tail -n 1 "$BUILD/golden_$c.log")"
+        else fail=$((fail+1)); failed="$failed golden:$c"; echo "FAIL golden:$c"; tail -n 5 "$BUILD/golden_$c.log"; fi
+    done
+done
 # quantized weights on the default kernels: errors against the f32
 # reference within the case's noise bound (cli/golden.c), tokens reported
 for q in q8_0 q4_0; do

@@ -51,34 +51,54 @@ static void ref_q4_block(const float *x, unsigned char *out) {
     for (int j = 0; j < 16; j++)
         out[2 + j] = (unsigned char)(ref_clamp(x[j] * id + 8.0f, 0, 15) | ref_clamp(x[j + 16] * id + 8.0f, 0, 15) << 4);
 }
+/* README: q4_z block = f16 d, 16 bytes as q4_0's, then the zero point z;
+ * lo = min(0, min x), hi = max(0, max x), d = f16((hi - lo) / 15),
+ * z = clamp(round(-lo / d), 0, 15), q = clamp(round(x / d) + z, 0, 15);
+ * x = d * (q - z). */
+static void ref_q4z_block(const float *x, unsigned char *out) {
+    float lo = 0, hi = 0;
+    for (int i = 0; i < 32; i++) { if (x[i] < lo) lo = x[i]; if (x[i] > hi) hi = x[i]; }
+    uint16_t dh = vlm_f32_to_f16((hi - lo) / 15.0f);
+    float d = ref_f16(dh), id = d != 0 ? 1.0f / d : 0;
+    int z = ref_clamp(-lo * id, 0, 15);
+    out[0] = (unsigned char)(dh & 0xff);
+    out[1] = (unsigned char)(dh >> 8);
+    for (int j = 0; j < 16; j++)
+        out[2 + j] = (unsigned char)(ref_clamp(x[j] * id + (float)z, 0, 15) | ref_clamp(x[j + 16] * id + (float)z, 0, 15) << 4);
+    out[18] = (unsigned char)z;
+}
 static float ref_deq(vlm_dtype t, const unsigned char *blk, int j) {
     float d = ref_f16((uint16_t)(blk[0] | blk[1] << 8));
     if (t == VLM_Q8_0) return d * (float)(signed char)blk[2 + j];
     int q = j < 16 ? blk[2 + j] & 15 : blk[2 + j - 16] >> 4;
-    return d * (float)(q - 8);
+    return d * (float)(q - (t == VLM_Q4_Z ? blk[18] : 8));
 }
-static size_t ref_block_bytes(vlm_dtype t) { return t == VLM_Q8_0 ? 34 : 18; }
+static size_t ref_block_bytes(vlm_dtype t) { return t == VLM_Q8_0 ? 34 : t == VLM_Q4_Z ? 19 : 18; }
 
 static void ref_quantize(vlm_dtype t, const float *x, int64_t n, unsigned char *out) {
     for (int64_t i = 0; i < n; i += 32) {
         float b[32] = {0};
         for (int64_t j = 0; j < 32 && i + j < n; j++) b[j] = x[i + j];
         if (t == VLM_Q8_0) ref_q8_block(b, out + i / 32 * 34);
+        else if (t == VLM_Q4_Z) ref_q4z_block(b, out + i / 32 * 19);
         else ref_q4_block(b, out + i / 32 * 18);
     }
 }
 
 /* README: an R8 group interleaves 8 rows block by block: for block b, the
  * 8 rows' f16 scales, then the code bytes in chunks of 32: chunk c holds
- * bytes 4c..4c+3 of each row's block codes in row order. */
+ * bytes 4c..4c+3 of each row's block codes in row order; then (q4_z) the 8
+ * rows' zero points. */
 static void ref_repack_r8(vlm_dtype t, const unsigned char *rows, int64_t K, unsigned char *group) {
-    size_t bs = ref_block_bytes(t), ncode = bs - 2, row = (size_t)((K + 31) / 32) * bs;
+    size_t bs = ref_block_bytes(t), ncode = t == VLM_Q8_0 ? 32 : 16, row = (size_t)((K + 31) / 32) * bs;
     for (int64_t b = 0; b < (K + 31) / 32; b++) {
         unsigned char *g = group + b * 8 * bs;
         for (int r = 0; r < 8; r++) { g[2 * r] = rows[r * row + b * bs]; g[2 * r + 1] = rows[r * row + b * bs + 1]; }
         for (size_t c = 0; c < ncode / 4; c++)
             for (int r = 0; r < 8; r++)
                 for (int i = 0; i < 4; i++) g[16 + 32 * c + 4 * r + i] = rows[r * row + b * bs + 2 + 4 * c + i];
+        if (t == VLM_Q4_Z)
+            for (int r = 0; r < 8; r++) g[16 + 128 + r] = rows[r * row + b * bs + 18];
     }
 }
 
@@ -115,10 +135,12 @@ static void test_codec(vlm_dtype t) {
         float *x = malloc(sizeof(float) * (size_t)n), *back = malloc(sizeof(float) * (size_t)n);
         unsigned char *got = calloc((size_t)nb, ref_block_bytes(t)), *want = calloc((size_t)nb, ref_block_bytes(t));
         fill(x, n, li == 2 ? 30.0f : 1.0f);
-        if (n >= 96) { /* special blocks: all zero, one negative extreme, one positive extreme, ties */
+        if (n >= 96) { /* special blocks: all zero, one negative extreme, ties */
             for (int j = 0; j < 32; j++) { x[j] = 0; x[32 + j] *= 0.1f; x[64 + j] = (float)(j - 16) * 0.25f; }
             x[40] = -5.0f;
         }
+        if (n >= 128) /* all positive: q4_z's range still starts at 0 */
+            for (int j = 0; j < 32; j++) x[96 + j] = 2.0f + 0.05f * (float)j;
         vlm_quantize_row(t, x, n, got);
         ref_quantize(t, x, n, want);
         CHECK(!memcmp(got, want, (size_t)nb * ref_block_bytes(t)), "%s n=%lld: blocks differ from the documented layout",
@@ -130,15 +152,17 @@ static void test_codec(vlm_dtype t) {
             float r = ref_deq(t, blk, (int)(i % 32)), d = fabsf(ref_f16((uint16_t)(blk[0] | blk[1] << 8)));
             if (back[i] != r) exact = 0;
             /* q8_0: half a step (plus the f16 rounding of d); q4_0: a whole
-             * step at the clamped end (x = -m codes as 7d, not 8d) */
+             * step at the clamped end (x = -m codes as 7d, not 8d); q4_z:
+             * half a step, and a whole one where z's rounding clamps a code */
             float bound = t == VLM_Q8_0 ? 0.5f * d + fabsf(x[i]) * 1e-3f : d * 1.001f;
             if (!(fabsf(back[i] - x[i]) <= bound + 1e-30f)) within = 0;
         }
         CHECK(exact, "%s n=%lld: dequantized values differ from the layout's", name, (long long)n);
         CHECK(within, "%s n=%lld: a value is off by more than the block's step", name, (long long)n);
-        if (n >= 96) { /* the all-zero block has d = 0; the extreme of block 1 is exact */
+        if (n >= 96) { /* the all-zero block has d = 0; the extreme of block 1 is exact (q4_z: within a step) */
             CHECK(ref_f16((uint16_t)(got[0] | got[1] << 8)) == 0 && back[0] == 0, "%s: zero block", name);
-            CHECK(fabsf(back[40] + 5.0f) <= 5.0f * 1e-3f, "%s: the block's extreme %g", name, back[40]);
+            CHECK(fabsf(back[40] + 5.0f) <= (t == VLM_Q4_Z ? 5.0f / 15 : 5.0f * 1e-3f), "%s: the block's extreme %g", name,
+                  back[40]);
         }
         free(x); free(back); free(got); free(want);
     }
@@ -304,6 +328,53 @@ static void test_rows(vlm_backend *be, vlm_dtype t) {
     free(w); free(tab.data);
 }
 
+/* AWQ: words packed as AutoAWQ's WQLinear_GEMM.from_linear documents it
+ * (for each word column, outputs order_map = {0, 2, 4, 6, 1, 3, 5, 7} into
+ * nibbles 0..7), stored at an odd address as an mmap'd file may have them;
+ * vlm_awq_repack gives q4_z rows / groups whose values are exactly
+ * scale * (q - zero). */
+static void awq_pack(const int *codes, int64_t rows, int64_t N, unsigned char *out) {
+    static const int order_map[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t col = 0; col < N / 8; col++) {
+            uint32_t w = 0;
+            for (int i = 0; i < 8; i++) w |= (uint32_t)codes[r * N + col * 8 + order_map[i]] << (4 * i);
+            memcpy(out + 4 * (r * (N / 8) + col), &w, 4);
+        }
+}
+
+static void test_awq(void) {
+    const int64_t K = 128, N = 24, G = 64;
+    int *q = malloc(sizeof(int) * (size_t)(K * N)), *z = malloc(sizeof(int) * (size_t)(K / G * N));
+    uint16_t *sc = malloc(2 * (size_t)(K / G * N));
+    unsigned char *buf = malloc(1 + 4 * (size_t)(K * N / 8) + 4 * (size_t)(K / G * N / 8) + 2 * (size_t)(K / G * N) + 8);
+    for (int64_t i = 0; i < K * N; i++) q[i] = (int)(test_randf(&rng) * 8 + 8) & 15;
+    for (int64_t i = 0; i < K / G * N; i++) {
+        z[i] = (int)(test_randf(&rng) * 8 + 8) & 15;
+        sc[i] = vlm_f32_to_f16(0.01f + 0.05f * fabsf(test_randf(&rng)));
+    }
+    unsigned char *qw = buf + 1, *qz = qw + 4 * K * N / 8, *ss = qz + 4 * K / G * N / 8;
+    awq_pack(q, K, N, qw);
+    awq_pack(z, K / G, N, qz);
+    memcpy(ss, sc, 2 * (size_t)(K / G * N));
+    for (int r8 = 0; r8 < 2; r8++) {
+        vlm_dtype t = r8 ? VLM_Q4_ZR8 : VLM_Q4_Z;
+        vlm_tensor w = vlm_tensor_make(t, 2, (const int64_t[]){N, K}, NULL);
+        w.data = malloc(vlm_nbytes(&w));
+        vlm_awq_repack(t, qw, qz, ss, K, N, G, 0, 1, w.data); /* two calls, as threads split it */
+        vlm_awq_repack(t, qw, qz, ss, K, N, G, 1, N / 8, (char *)w.data + 8 * vlm_dtype_bytes(VLM_Q4_Z, K));
+        int exact = 1;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t k = 0; k < K; k++) {
+                float want = vlm_f16_to_f32(sc[k / G * N + n]) * (float)(q[k * N + n] - z[k / G * N + n]);
+                exact &= vlm_get_f32(&w, n * K + k) == want;
+            }
+        CHECK(exact, "AWQ repacked into %s: values differ from scale * (q - zero)", vlm_dtype_name(t));
+        free(w.data);
+    }
+    free(q); free(z); free(sc); free(buf);
+}
+
 /* vlm_st_write_meta + vlm_st_open: a quantized weight stored as U8 with its
  * description in the metadata opens as the block type; descriptions that
  * do not fit the stored bytes are format errors. */
@@ -358,8 +429,11 @@ int main(void) {
     test_saved();
     test_codec(VLM_Q8_0);
     test_codec(VLM_Q4_0);
+    test_codec(VLM_Q4_Z);
     test_r8_layout(VLM_Q8_0, VLM_Q8_0R8);
     test_r8_layout(VLM_Q4_0, VLM_Q4_0R8);
+    test_r8_layout(VLM_Q4_Z, VLM_Q4_ZR8);
+    test_awq();
     const char *kernels;
     for (int v = 0; (kernels = vlm_cpu_kernel_name(v)); v++)
         for (int threads = 1; threads <= 2; threads++)
@@ -369,8 +443,8 @@ int main(void) {
                 vlm_backend *be = vlm_backend_cpu_new(&cp, &err);
                 CHECK(be != NULL, "backend %s: %s", kernels, err.msg);
                 if (!be) continue;
-                static const vlm_dtype types[] = {VLM_Q8_0, VLM_Q4_0, VLM_Q8_0R8, VLM_Q4_0R8};
-                for (int q = 0; q < 4; q++) {
+                static const vlm_dtype types[] = {VLM_Q8_0, VLM_Q4_0, VLM_Q4_Z, VLM_Q8_0R8, VLM_Q4_0R8, VLM_Q4_ZR8};
+                for (int q = 0; q < 6; q++) {
                     vlm_dtype t = types[q];
                     int r8 = vlm_dtype_rows(t) == 8; /* row counts in whole groups */
                     test_product(be, bf16, t, 1, r8 ? 40 : 37, 256, 0);

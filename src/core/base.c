@@ -96,7 +96,8 @@ static const struct { const char *name; size_t size; int block; } core_dtypes[VL
     [VLM_F32] = {"F32", 4, 1}, [VLM_F16] = {"F16", 2, 1}, [VLM_BF16] = {"BF16", 2, 1},
     [VLM_I32] = {"I32", 4, 1}, [VLM_I64] = {"I64", 8, 1}, [VLM_U8] = {"U8", 1, 1}, [VLM_I8] = {"I8", 1, 1},
     [VLM_BOOL] = {"BOOL", 1, 1}, [VLM_Q8_0] = {"Q8_0", 34, 32}, [VLM_Q4_0] = {"Q4_0", 18, 32},
-    [VLM_Q8_0R8] = {"Q8_0R8", 34, 32}, [VLM_Q4_0R8] = {"Q4_0R8", 18, 32},
+    [VLM_Q4_Z] = {"Q4_Z", 19, 32}, [VLM_Q8_0R8] = {"Q8_0R8", 34, 32}, [VLM_Q4_0R8] = {"Q4_0R8", 18, 32},
+    [VLM_Q4_ZR8] = {"Q4_ZR8", 19, 32},
 };
 
 size_t vlm_dtype_size(vlm_dtype t) { return (unsigned)t < VLM_NTYPES ? core_dtypes[t].size : 0; }

@@ -27,6 +27,25 @@ static void quant_block(vlm_dtype t, const float *src, unsigned char *dst) {
         for (int i = 0; i < 32; i++) dst[2 + i] = (unsigned char)(int8_t)quant_code(src[i] * id, -127, 127);
         return;
     }
+    if (t == VLM_Q4_Z) {
+        /* the range [min, max] widened to hold 0 in 15 steps: 0 gets code z
+         * and comes back exactly */
+        float lo = 0, hi = 0;
+        for (int i = 0; i < 32; i++) {
+            lo = src[i] < lo ? src[i] : lo;
+            hi = src[i] > hi ? src[i] : hi;
+        }
+        uint16_t dh = vlm_f32_to_f16((hi - lo) / 15.0f);
+        float d = vlm_f16_to_f32(dh), id = d != 0 ? 1.0f / d : 0.0f;
+        int z = quant_code(-lo * id, 0, 15);
+        memcpy(dst, &dh, 2);
+        for (int j = 0; j < 16; j++) {
+            int a = quant_code(src[j] * id + (float)z, 0, 15), b = quant_code(src[j + 16] * id + (float)z, 0, 15);
+            dst[2 + j] = (unsigned char)(a | b << 4);
+        }
+        dst[18] = (unsigned char)z;
+        return;
+    }
     /* q4_0: the element of largest magnitude m gets code 0 (d = m / -8), so
      * the 16 codes cover [-8d, 7d] with the extreme value exact */
     float m = 0;
@@ -57,21 +76,25 @@ void vlm_dequantize_row(vlm_dtype t, const void *blocks, int64_t n, float *x) {
         uint16_t dh;
         memcpy(&dh, src, 2);
         float d = vlm_f16_to_f32(dh), v[32];
+        int z = t == VLM_Q4_Z ? src[18] : 8;
         for (int j = 0; j < 32; j++)
-            v[j] = t == VLM_Q8_0 ? d * (float)(int8_t)src[2 + j] : d * (float)((src[2 + j % 16] >> (j < 16 ? 0 : 4) & 15) - 8);
+            v[j] = t == VLM_Q8_0 ? d * (float)(int8_t)src[2 + j] : d * (float)((src[2 + j % 16] >> (j < 16 ? 0 : 4) & 15) - z);
         memcpy(x + i, v, sizeof(float) * (size_t)(n - i < 32 ? n - i : 32));
     }
 }
 
-int vlm_dtype_rows(vlm_dtype t) { return t == VLM_Q8_0R8 || t == VLM_Q4_0R8 ? 8 : 1; }
-vlm_dtype vlm_dtype_unpacked(vlm_dtype t) { return t == VLM_Q8_0R8 ? VLM_Q8_0 : t == VLM_Q4_0R8 ? VLM_Q4_0 : t; }
+int vlm_dtype_rows(vlm_dtype t) { return t == VLM_Q8_0R8 || t == VLM_Q4_0R8 || t == VLM_Q4_ZR8 ? 8 : 1; }
+vlm_dtype vlm_dtype_unpacked(vlm_dtype t) {
+    return t == VLM_Q8_0R8 ? VLM_Q8_0 : t == VLM_Q4_0R8 ? VLM_Q4_0 : t == VLM_Q4_ZR8 ? VLM_Q4_Z : t;
+}
 
 /* pack: rows -> group, else group -> rows. A group block is the 8 rows'
  * scales, then the code bytes in chunks of 32: chunk c holds bytes
- * 4c..4c+3 of each row's block codes in turn (q8_0: codes 4c..4c+3; q4_0:
- * the bytes holding codes 4c+i and 16+4c+i). */
+ * 4c..4c+3 of each row's block codes in turn (q8_0: codes 4c..4c+3; q4_0
+ * and q4_z: the bytes holding codes 4c+i and 16+4c+i), then (q4_z) the 8
+ * rows' zero points. */
 static void r8_move(vlm_dtype t, const unsigned char *src, int64_t K, unsigned char *dst, int pack) {
-    size_t bs = vlm_dtype_size(t), row = vlm_dtype_bytes(t, K), ncode = bs - 2;
+    size_t bs = vlm_dtype_size(t), row = vlm_dtype_bytes(t, K), ncode = t == VLM_Q8_0 ? 32 : 16;
     for (int64_t b = 0; b < (K + 31) / 32; b++) {
         unsigned char *g = (unsigned char *)(pack ? dst : src) + (size_t)b * 8 * bs;
         for (int r = 0; r < 8; r++) {
@@ -81,6 +104,10 @@ static void r8_move(vlm_dtype t, const unsigned char *src, int64_t K, unsigned c
             for (size_t c = 0; c < ncode / 4; c++) {
                 if (pack) memcpy(g + 16 + 32 * c + 4 * r, blk + 2 + 4 * c, 4);
                 else memcpy(blk + 2 + 4 * c, g + 16 + 32 * c + 4 * r, 4);
+            }
+            if (bs > ncode + 2) { /* q4_z's zero point */
+                if (pack) g[16 + 8 * ncode + r] = blk[2 + ncode];
+                else blk[2 + ncode] = g[16 + 8 * ncode + r];
             }
         }
     }
@@ -97,4 +124,39 @@ int vlm_quant_from_name(const char *name, vlm_dtype *out) {
     if (name && !strcmp(name, "q8_0")) { *out = VLM_Q8_0; return 0; }
     if (name && !strcmp(name, "q4_0")) { *out = VLM_Q4_0; return 0; }
     return -1;
+}
+
+/* AutoAWQ's nibble order: output 8j + c of a packed word is in bits
+ * 4 awq_nibble[c] .. +3 (it packs outputs {0, 2, 4, 6, 1, 3, 5, 7} into
+ * nibbles 0..7). */
+static const int awq_nibble[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+
+static unsigned awq_code(const void *words, int64_t at, int c) {
+    uint32_t w;
+    memcpy(&w, (const unsigned char *)words + 4 * at, 4); /* mmap'd: any alignment */
+    return w >> (4 * awq_nibble[c]) & 15u;
+}
+
+void vlm_awq_repack(vlm_dtype t, const void *qweight, const void *qzeros, const void *scales, int64_t K,
+                    int64_t N, int64_t G, int64_t j0, int64_t j1, void *dst) {
+    const int64_t W = N / 8; /* packed words per input row */
+    const size_t bs = vlm_dtype_size(VLM_Q4_Z), row = vlm_dtype_bytes(VLM_Q4_Z, K);
+    for (int64_t j = j0; j < j1; j++) {
+        unsigned char *group = (unsigned char *)dst + (size_t)(j - j0) * 8 * row;
+        for (int64_t b = 0; b < K / 32; b++) {
+            unsigned char blk[8 * 19], code[8][32];
+            int64_t g = b * 32 / G;
+            for (int k = 0; k < 32; k++)
+                for (int c = 0; c < 8; c++) code[c][k] = (unsigned char)awq_code(qweight, (b * 32 + k) * W + j, c);
+            for (int c = 0; c < 8; c++) {
+                unsigned char *o = blk + c * bs;
+                memcpy(o, (const unsigned char *)scales + 2 * (size_t)(g * N + 8 * j + c), 2);
+                for (int i = 0; i < 16; i++) o[2 + i] = (unsigned char)(code[c][i] | code[c][i + 16] << 4);
+                o[18] = (unsigned char)awq_code(qzeros, g * W + j, c);
+            }
+            if (t == VLM_Q4_ZR8) vlm_repack_r8(t, blk, 32, group + (size_t)b * 8 * bs);
+            else
+                for (int c = 0; c < 8; c++) memcpy(group + c * row + (size_t)b * bs, blk + c * bs, bs);
+        }
+    }
 }

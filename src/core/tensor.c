@@ -73,12 +73,12 @@ float vlm_get_f32(const vlm_tensor *t, int64_t flat) {
     case VLM_I64: return (float)((const int64_t *)t->data)[o];
     case VLM_U8: case VLM_BOOL: return (float)((const uint8_t *)t->data)[o];
     case VLM_I8: return (float)((const int8_t *)t->data)[o];
-    case VLM_Q8_0: case VLM_Q4_0: { /* o is a multiple of 32 plus the index in its block */
+    case VLM_Q8_0: case VLM_Q4_0: case VLM_Q4_Z: { /* o is a multiple of 32 plus the index in its block */
         float blk[32];
         vlm_dequantize_row(t->dtype, (const char *)t->data + vlm_dtype_bytes(t->dtype, o - o % 32), 32, blk);
         return blk[o % 32];
     }
-    case VLM_Q8_0R8: case VLM_Q4_0R8: { /* the block of row o / ld, out of its group */
+    case VLM_Q8_0R8: case VLM_Q4_0R8: case VLM_Q4_ZR8: { /* the block of row o / ld, out of its group */
         int64_t ld = t->stride[t->ndim - 2], row = o / ld, k = o % ld;
         vlm_dtype u = vlm_dtype_unpacked(t->dtype);
         size_t bs = vlm_dtype_size(u);

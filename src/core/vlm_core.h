@@ -92,6 +92,9 @@ typedef enum vlm_dtype {
      * next stride counts padded elements (vlm_tensor_make does this). */
     VLM_Q8_0, /* d, 32 int8 q:                              x = d * q */
     VLM_Q4_0, /* d, 16 bytes, byte j = q[j] | q[j+16] << 4:  x = d * (q - 8) */
+    /* q4_0's codes with a zero point per block (AWQ's form, which repacks
+     * into it exactly): d, the 16 code bytes as q4_0's, then z (0..15). */
+    VLM_Q4_Z, /* d, 16 bytes as q4_0, u8 z:                 x = d * (q - z) */
     /* The same blocks with each group of 8 rows interleaved block by block
      * (README: the 8 scales, then the codes 4 per row in turn), so that a
      * kernel reads 8 rows' codes and scales in whole vectors: the CPU's
@@ -99,6 +102,7 @@ typedef enum vlm_dtype {
      * `vlm quantize`; row counts and row views come in multiples of 8. */
     VLM_Q8_0R8,
     VLM_Q4_0R8,
+    VLM_Q4_ZR8, /* the 8 scales, the codes as Q4_0R8's, then the 8 zero points */
     VLM_NTYPES
 } vlm_dtype;
 
@@ -109,7 +113,7 @@ int vlm_dtype_block(vlm_dtype t);    /* elements per block: 32 for block types, 
 size_t vlm_dtype_bytes(vlm_dtype t, int64_t n);
 /* The quantized formats' reference (scalar) codecs, also used at load:
  * n floats into ceil(n / 32) blocks of t (the last block's missing
- * elements taken as 0), and back. t is VLM_Q8_0 or VLM_Q4_0. */
+ * elements taken as 0), and back. t is VLM_Q8_0, VLM_Q4_0 or VLM_Q4_Z. */
 void vlm_quantize_row(vlm_dtype t, const float *x, int64_t n, void *blocks);
 void vlm_dequantize_row(vlm_dtype t, const void *blocks, int64_t n, float *x);
 /* Rows interleaved per group: 8 for the R8 types, else 1; and the block
@@ -120,6 +124,15 @@ vlm_dtype vlm_dtype_unpacked(vlm_dtype t);
  * vlm_dtype_bytes(t, K) bytes) into one group of its R8 layout, and back. */
 void vlm_repack_r8(vlm_dtype t, const void *rows, int64_t K, void *group);
 void vlm_unpack_r8(vlm_dtype t, const void *group, int64_t K, void *rows);
+/* AWQ checkpoints (AutoAWQ's GEMM layout, as the Hub publishes them): a
+ * linear of K inputs and N outputs is qweight int32 [K, N/8] and qzeros
+ * int32 [K/G, N/8], 8 4-bit values per word (AutoAWQ's nibble order), and
+ * scales f16 [K/G, N]; w[n][k] = scales[k/G][n] * (q[k][n] - z[k/G][n]).
+ * Rows [8 j0, 8 j1) of w into dst as VLM_Q4_Z rows or VLM_Q4_ZR8 groups,
+ * exactly (the scale copied, the zero point kept). G a multiple of 32 and
+ * K of G; the arrays may be unaligned. */
+void vlm_awq_repack(vlm_dtype t, const void *qweight, const void *qzeros, const void *scales, int64_t K,
+                    int64_t N, int64_t G, int64_t j0, int64_t j1, void *dst);
 /* "q8_0" / "q4_0" -> the dtype; -1 for any other name. */
 int vlm_quant_from_name(const char *name, vlm_dtype *out);
 const char *vlm_dtype_name(vlm_dtype t); /* safetensors spelling: "F32", "BF16", ... */

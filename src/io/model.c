@@ -66,6 +66,33 @@ static vlm_status model_check_sizes(const vlm_json *j, const char *path, vlm_err
     return VLM_OK;
 }
 
+/* config.json's quantization_config: AWQ (4-bit, GEMM layout, zero points,
+ * groups of a multiple of 32) or vlm quantize's own; any other method is
+ * refused here rather than as a missing weight later. */
+static vlm_status model_read_quant_config(vlm_model *m, vlm_error *err) {
+    const vlm_json *q = vlm_json_get(m->config, "quantization_config");
+    if (!q) return VLM_OK;
+    const char *method = vlm_json_str(vlm_json_get(q, "quant_method"), "");
+    if (!strcmp(method, "vlm")) return VLM_OK; /* the tensors describe themselves */
+    if (strcmp(method, "awq"))
+        return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "config.json: quantization method '%s' is not supported (awq is)",
+                             method);
+    double bits = vlm_json_num(vlm_json_get(q, "bits"), 4), group = vlm_json_num(vlm_json_get(q, "group_size"), 128);
+    const char *version = vlm_json_str(vlm_json_get(q, "version"), "gemm");
+    int zero_point = vlm_json_bool(vlm_json_get(q, "zero_point"), 1);
+    int gemm = !strcmp(version, "gemm") || !strcmp(version, "GEMM"); /* transformers' spelling, AutoAWQ's */
+    if (bits != 4 || !gemm || !zero_point)
+        return vlm_error_set(err, VLM_ERR_UNSUPPORTED,
+                             "config.json: AWQ with %g bits, version '%s'%s: only 4-bit GEMM with zero points is supported",
+                             bits, version, zero_point ? "" : ", no zero point");
+    if (!(group >= 32 && group <= 65536 && group == (double)(int)group && (int)group % 32 == 0))
+        return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "config.json: AWQ group size %g: only multiples of 32 are supported",
+                             group);
+    m->awq_group = (int)group;
+    m->awq_skip = vlm_json_get(q, "modules_to_not_convert");
+    return VLM_OK;
+}
+
 vlm_status vlm_model_load(vlm_model **out, const char *dir, const vlm_model_params *p, vlm_error *err) {
     VLM_ERROR_BEGIN(err);
     *out = NULL;
@@ -106,6 +133,7 @@ vlm_status vlm_model_load(vlm_model **out, const char *dir, const vlm_model_para
         m->own_backend = 1;
     }
     model_read_eos(m);
+    if ((s = model_read_quant_config(m, err)) != VLM_OK) goto fail;
     if (p && (p->quant == VLM_Q8_0 || p->quant == VLM_Q4_0)) {
         m->quant = p->quant;
         m->quant_vision = p->quant_vision;
@@ -320,9 +348,97 @@ vlm_tensor *vlm_quantize_weight(vlm_model *m, vlm_tensor *t, vlm_linear_role rol
     return d;
 }
 
+/* ------------------------------------------------------------------ AWQ checkpoints */
+
+typedef struct model_awq_arg {
+    const vlm_tensor *qweight, *qzeros, *scales;
+    vlm_tensor *dst;
+    int64_t group;
+} model_awq_arg;
+
+/* groups of 8 rows (one packed word column) [j0, j1) */
+static void model_awq_rows(void *p, int64_t j0, int64_t j1, int tid) {
+    (void)tid;
+    const model_awq_arg *A = (const model_awq_arg *)p;
+    int64_t K = A->dst->shape[1], N = A->dst->shape[0];
+    vlm_awq_repack(A->dst->dtype, A->qweight->data, A->qzeros->data, A->scales->data, K, N, A->group, j0, j1,
+                   (char *)A->dst->data + (size_t)j0 * 8 * vlm_dtype_bytes(VLM_Q4_Z, K));
+}
+
+/* modules_to_not_convert: as transformers and vLLM read it, an entry that
+ * occurs in the module's name */
+static int model_awq_skipped(const vlm_model *m, const char *module) {
+    for (int i = 0; m->awq_skip && i < m->awq_skip->n; i++) {
+        const char *s = vlm_json_str(vlm_json_at(m->awq_skip, i), NULL);
+        if (s && *s && strstr(module, s)) return 1;
+    }
+    return 0;
+}
+
+static vlm_tensor *model_awq_part(vlm_model *m, const char *module, const char *part, vlm_dtype dt, int64_t d0,
+                                  int64_t d1, vlm_error *err) {
+    char name[600];
+    snprintf(name, sizeof name, "%s.%s", module, part);
+    vlm_tensor *t = vlm_weight_opt(m, name);
+    if (!t) vlm_error_set(err, VLM_ERR_FORMAT, "AWQ weight %s not found in the checkpoint", name);
+    else if (t->dtype != dt || t->ndim != 2 || t->shape[0] != d0 || t->shape[1] != d1) {
+        vlm_error_set(err, VLM_ERR_FORMAT, "AWQ weight %s is %s [%lld, %lld], the config implies %s [%lld, %lld]", name,
+                      vlm_dtype_name(t->dtype), (long long)t->shape[0], (long long)(t->ndim > 1 ? t->shape[1] : 0),
+                      vlm_dtype_name(dt), (long long)d0, (long long)d1);
+        t = NULL;
+    }
+    return t;
+}
+
+/* The linear `name` (...weight) of an AWQ checkpoint as q4_z; NULL with no
+ * error when the module is stored unquantized. */
+static vlm_tensor *model_awq_linear(vlm_model *m, const char *name, int64_t out, int64_t in, vlm_error *err) {
+    char module[512], probe[600];
+    size_t n = strlen(name);
+    if (n < 8 || n - 7 >= sizeof module || strcmp(name + n - 7, ".weight")) return NULL;
+    memcpy(module, name, n - 7);
+    module[n - 7] = 0;
+    snprintf(probe, sizeof probe, "%s.qweight", module);
+    if (model_awq_skipped(m, module) || !vlm_st_find(&m->weights, probe)) return NULL;
+    int64_t G = m->awq_group;
+    if (out % 8 || in % G) {
+        vlm_error_set(err, VLM_ERR_FORMAT, "AWQ weight %s: [%lld, %lld] does not split into 8 outputs per word and groups of %lld inputs",
+                      module, (long long)out, (long long)in, (long long)G);
+        return NULL;
+    }
+    model_awq_arg A = {model_awq_part(m, module, "qweight", VLM_I32, in, out / 8, err), NULL, NULL, NULL, G};
+    if (A.qweight) A.qzeros = model_awq_part(m, module, "qzeros", VLM_I32, in / G, out / 8, err);
+    if (A.qzeros) A.scales = model_awq_part(m, module, "scales", VLM_F16, in / G, out, err);
+    if (!A.scales) return NULL;
+    /* the CPU kernels read groups of 8 rows interleaved, as for q4_0 */
+    int r8 = m->be && m->be->name && !strcmp(m->be->name, "cpu");
+    vlm_tensor *dst = (vlm_tensor *)vlm_arena_alloc(&m->arena, sizeof *dst);
+    if (dst) {
+        *dst = vlm_tensor_make(r8 ? VLM_Q4_ZR8 : VLM_Q4_Z, 2, (const int64_t[]){out, in}, NULL);
+        dst->data = vlm_arena_alloc(&m->arena, vlm_nbytes(dst));
+    }
+    if (!dst || !dst->data) {
+        vlm_error_set(err, VLM_ERR_OOM, "out of memory for AWQ weight %s", module);
+        return NULL;
+    }
+    A.dst = dst;
+    vlm_cpu_parallel_for(m->be, out / 8, 4, model_awq_rows, &A);
+    const vlm_tensor *parts[3] = {A.qweight, A.qzeros, A.scales};
+    for (int i = 0; i < 3; i++) {
+        vlm_map_release(parts[i]->data, vlm_nbytes(parts[i]));
+        model_progress(m, vlm_nbytes(parts[i]));
+    }
+    m->quant_bytes += vlm_nbytes(dst);
+    return dst;
+}
+
 vlm_tensor *vlm_weight_linear(vlm_model *m, const char *name, int64_t out, int64_t in, vlm_linear_role role,
                               vlm_error *err) {
     const int64_t shape[2] = {out, in};
+    if (m->awq_group && !m->random_weights) {
+        vlm_tensor *t = model_awq_linear(m, name, out, in, err);
+        if (t || err->code) return t;
+    }
     vlm_dtype q = model_quant_for(m, role);
     if (!q) return vlm_weight(m, name, 2, shape, err);
     if (!m->random_weights) return vlm_quantize_weight(m, vlm_weight(m, name, 2, shape, err), role, name, err);

@@ -163,6 +163,10 @@ struct vlm_model {
         const vlm_tensor *t;
     } *quantized;
     int n_quantized;
+    /* an AWQ checkpoint (config.json's quantization_config): its group
+     * size, 0 for none; the modules it left unquantized (a JSON array) */
+    int awq_group;
+    const vlm_json *awq_skip;
     void (*progress)(void *user, int64_t done, int64_t total);
     void *progress_user;
     int64_t progress_done, progress_total; /* bytes of the checkpoint's tensors */
@@ -223,7 +227,10 @@ typedef enum vlm_linear_role {
 /* A linear weight [out, in] (or a table a matmul or row lookup reads): as
  * vlm_weight, quantized to the model's format when one is set and the role
  * asks for it. The rows are quantized on the backend's threads into memory
- * the model owns, and the mmap'd source pages are released after. */
+ * the model owns, and the mmap'd source pages are released after. In an
+ * AWQ checkpoint, a module stored as NAME-without-".weight" + .qweight,
+ * .qzeros, .scales (and not in modules_to_not_convert) is repacked into
+ * q4_z instead, exactly. */
 vlm_tensor *vlm_weight_linear(vlm_model *m, const char *name, int64_t out, int64_t in, vlm_linear_role role,
                               vlm_error *err);
 /* An already loaded weight t quantized as vlm_weight_linear would (t itself

@@ -1,4 +1,4 @@
-/* Products of few rows of x with block-quantized weights (q8_0, q4_0), as
+/* Products of few rows of x with block-quantized weights (q8_0, q4_0, q4_z), as
  * llama.cpp does them: each row of x is quantized per block of 32 to int8
  * codes with an f32 scale (the activation rule below), a weight block's
  * codes meet x's in an exact int32 dot product, and the two scales multiply
@@ -16,7 +16,8 @@
 
 /* Row r of the quantized x: K32 codes, then per block its scale d and
  * c = 8 d (sum of its codes): q4_0's codes are used unsigned (0..15, one
- * vpmaddubsw without sign fixes) and c takes their offset of 8 back out. */
+ * vpmaddubsw without sign fixes) and c takes their offset of 8 back out
+ * (q4_z's zero point z: c z / 8). */
 static inline int64_t cpu_xq_row_bytes(int64_t K32) { return K32 + K32 / 32 * 8; }
 
 /* x[0..K) into codes q[0..K32), scales d[0..K32/32) and offsets c[0..K32/32). */
@@ -78,8 +79,8 @@ static inline __m256i cpu_codes_q4u(const unsigned char *b) {
     __m128i p = _mm_loadu_si128((const __m128i *)(b + 2));
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(p, 4), p), _mm256_set1_epi8(15));
 }
-/* One block's int32 lanes: q8_0 signed codes by the sign trick, q4_0
- * unsigned codes directly (the offset is in the caller's correction). */
+/* One block's int32 lanes: q8_0 signed codes by the sign trick, q4_0 and
+ * q4_z unsigned codes directly (the offset is in the caller's correction). */
 static inline __attribute__((always_inline)) __m256i cpu_block_dot(const unsigned char *b, __m256i x, const vlm_dtype wt) {
     if (wt == VLM_Q8_0) return cpu_dot32_i8(cpu_codes_q8(b), x);
     return _mm256_madd_epi16(_mm256_maddubs_epi16(cpu_codes_q4u(b), x), _mm256_set1_epi16(1));
@@ -91,9 +92,11 @@ static inline __attribute__((always_inline)) __m256i cpu_block_dot(const unsigne
 static inline __attribute__((always_inline)) void cpu_qdot_impl(const unsigned char *w, const vlm_dtype wt, int64_t nblk,
                                                                const int8_t *const *xc, const float *const *xd,
                                                                const float *const *xo, const int m, float *res) {
-    const size_t bs = wt == VLM_Q8_0 ? 34 : 18;
-    const int q4 = wt == VLM_Q4_0;
-    float corr[CPU_QROWS] = {0}; /* q4_0: sum over blocks of d_w * 8 d_x (sum of x's codes) */
+    const size_t bs = vlm_dtype_size(wt);
+    const int q4 = wt != VLM_Q8_0;
+    /* q4: sum over blocks of d_w * z d_x (sum of x's codes), z = 8 or the block's */
+    float corr[CPU_QROWS] = {0};
+#define CPU_QOFF(blk) (wt == VLM_Q4_Z ? (float)(blk)[18] * 0.125f : 1.0f)
 #if CPU_AVX2
     if (m == 1) { /* two blocks per step, two accumulators: the latency of one chain hidden by the other */
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
@@ -105,14 +108,14 @@ static inline __attribute__((always_inline)) void cpu_qdot_impl(const unsigned c
             float s0 = cpu_block_scale(w0), s1 = cpu_block_scale(w1);
             a0 = _mm256_fmadd_ps(_mm256_set1_ps(s0 * xd[0][b]), _mm256_cvtepi32_ps(d0), a0);
             a1 = _mm256_fmadd_ps(_mm256_set1_ps(s1 * xd[0][b + 1]), _mm256_cvtepi32_ps(d1), a1);
-            if (q4) corr[0] += s0 * xo[0][b] + s1 * xo[0][b + 1];
+            if (q4) corr[0] += s0 * xo[0][b] * CPU_QOFF(w0) + s1 * xo[0][b + 1] * CPU_QOFF(w1);
         }
         for (; b < nblk; b++) {
             const unsigned char *w0 = w + b * bs;
             __m256i d0 = cpu_block_dot(w0, _mm256_loadu_si256((const __m256i *)(xc[0] + b * 32)), wt);
             float s0 = cpu_block_scale(w0);
             a0 = _mm256_fmadd_ps(_mm256_set1_ps(s0 * xd[0][b]), _mm256_cvtepi32_ps(d0), a0);
-            if (q4) corr[0] += s0 * xo[0][b];
+            if (q4) corr[0] += s0 * xo[0][b] * CPU_QOFF(w0);
         }
         res[0] = cpu_hsum(_mm256_add_ps(a0, a1)) - corr[0];
         return;
@@ -122,14 +125,14 @@ static inline __attribute__((always_inline)) void cpu_qdot_impl(const unsigned c
     for (int r = 0; r < m; r++) acc[r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nblk; b++) {
         const unsigned char *wb = w + b * bs;
-        float dw = cpu_block_scale(wb);
+        float dw = cpu_block_scale(wb), off = CPU_QOFF(wb);
         __m256i wc = q4 ? cpu_codes_q4u(wb) : cpu_codes_q8(wb), aw = q4 ? wc : _mm256_sign_epi8(wc, wc);
 #pragma GCC unroll 4
         for (int r = 0; r < m; r++) {
             __m256i xv = _mm256_loadu_si256((const __m256i *)(xc[r] + b * 32));
             __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, q4 ? xv : _mm256_sign_epi8(xv, wc)), _mm256_set1_epi16(1));
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xd[r][b]), _mm256_cvtepi32_ps(s), acc[r]);
-            if (q4) corr[r] += dw * xo[r][b];
+            if (q4) corr[r] += dw * xo[r][b] * off;
         }
     }
 #pragma GCC unroll 4
@@ -140,16 +143,17 @@ static inline __attribute__((always_inline)) void cpu_qdot_impl(const unsigned c
         const unsigned char *wb = w + b * bs;
         int32_t wc[32];
         for (int j = 0; j < 32; j++) wc[j] = q4 ? wb[2 + j % 16] >> (j < 16 ? 0 : 4) & 15 : (int8_t)wb[2 + j];
-        float dw = cpu_block_scale(wb);
+        float dw = cpu_block_scale(wb), off = CPU_QOFF(wb);
         for (int r = 0; r < m; r++) {
             int32_t s = 0;
             for (int j = 0; j < 32; j++) s += wc[j] * xc[r][b * 32 + j];
             res[r] += dw * xd[r][b] * (float)s;
-            if (q4) corr[r] += dw * xo[r][b];
+            if (q4) corr[r] += dw * xo[r][b] * off;
         }
     }
     for (int r = 0; r < m; r++) res[r] -= corr[r];
 #endif
+#undef CPU_QOFF
 }
 
 /* A kernel called with the weight type and the row count as constants, so
@@ -165,6 +169,7 @@ static inline __attribute__((always_inline)) void cpu_qdot_impl(const unsigned c
 static void cpu_qdot(const unsigned char *w, vlm_dtype wt, int64_t nblk, const int8_t *const *xc,
                      const float *const *xd, const float *const *xo, int m, float *res) {
     if (wt == VLM_Q8_0) CPU_QCASES(cpu_qdot_impl, w, VLM_Q8_0, res)
+    if (wt == VLM_Q4_Z) CPU_QCASES(cpu_qdot_impl, w, VLM_Q4_Z, res)
     CPU_QCASES(cpu_qdot_impl, w, VLM_Q4_0, res)
 }
 
@@ -177,9 +182,9 @@ static inline __attribute__((always_inline)) void cpu_qdot8_impl(const unsigned 
                                                                 const int8_t *const *xc, const float *const *xd,
                                                                 const float *const *xo, const int m,
                                                                 float res[][8]) {
-    const int q4 = wt == VLM_Q4_0R8;
-    const size_t gbs = q4 ? 8 * 18 : 8 * 34;
+    const size_t gbs = 8 * vlm_dtype_size(wt);
 #if CPU_AVX2
+    const int q4 = wt != VLM_Q8_0R8;
     const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(15);
     __m256 acc[CPU_QROWS];
 #pragma GCC unroll 4
@@ -203,10 +208,17 @@ static inline __attribute__((always_inline)) void cpu_qdot8_impl(const unsigned 
                                                                    _mm256_maddubs_epi16(hi, _mm256_set1_epi32(xh))));
                 }
             }
+            /* q4_z: the 8 rows' zero points over q4_0's 8 */
+            __m256 z = wt == VLM_Q4_ZR8 ? _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                                                            (const __m128i *)(g + 16 + 128)))),
+                                                        _mm256_set1_ps(0.125f))
+                                        : _mm256_setzero_ps();
 #pragma GCC unroll 4
             for (int r = 0; r < m; r++) {
-                __m256 f = _mm256_fmsub_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(a[r], ones)), _mm256_set1_ps(xd[r][b]),
-                                           _mm256_set1_ps(xo[r][b]));
+                __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(a[r], ones)), f;
+                if (wt == VLM_Q4_ZR8)
+                    f = _mm256_fnmadd_ps(z, _mm256_set1_ps(xo[r][b]), _mm256_mul_ps(dot, _mm256_set1_ps(xd[r][b])));
+                else f = _mm256_fmsub_ps(dot, _mm256_set1_ps(xd[r][b]), _mm256_set1_ps(xo[r][b]));
                 acc[r] = _mm256_fmadd_ps(s, f, acc[r]);
             }
         } else {
@@ -250,6 +262,7 @@ static inline __attribute__((always_inline)) void cpu_qdot8_impl(const unsigned 
 static void cpu_qdot8(const unsigned char *g, vlm_dtype wt, int64_t nblk, const int8_t *const *xc,
                       const float *const *xd, const float *const *xo, int m, float res[][8]) {
     if (wt == VLM_Q8_0R8) CPU_QCASES(cpu_qdot8_impl, g, VLM_Q8_0R8, res)
+    if (wt == VLM_Q4_ZR8) CPU_QCASES(cpu_qdot8_impl, g, VLM_Q4_ZR8, res)
     CPU_QCASES(cpu_qdot8_impl, g, VLM_Q4_0R8, res)
 }
 #undef CPU_QCASES

@@ -64,14 +64,15 @@ static inline int64_t cpu_bytes(vlm_dtype t, int64_t n) {
     return n * (int64_t)vlm_dtype_size(t);
 }
 
-/* The 32 codes of a block as int8: q8_0 as stored, q4_0 minus 8 (the low
- * nibbles are elements 0..15, the high ones 16..31). */
+/* The 32 codes of a block as int8: q8_0 as stored, q4_0 minus 8 and q4_z
+ * minus its zero point (the low nibbles are elements 0..15, the high ones
+ * 16..31). */
 #if CPU_AVX2
 static inline __m256i cpu_codes_q8(const unsigned char *b) { return _mm256_loadu_si256((const __m256i *)(b + 2)); }
-static inline __m256i cpu_codes_q4(const unsigned char *b) {
+static inline __m256i cpu_codes_q4(const unsigned char *b, int zero) {
     __m128i p = _mm_loadu_si128((const __m128i *)(b + 2));
     __m256i v = _mm256_set_m128i(_mm_srli_epi16(p, 4), p);
-    return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(15)), _mm256_set1_epi8(8));
+    return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(15)), _mm256_set1_epi8((char)zero));
 }
 #endif
 static inline float cpu_block_scale(const unsigned char *b) {
@@ -91,7 +92,7 @@ static inline void cpu_dequant(float *dst, const unsigned char *src, vlm_dtype t
     int64_t i = 0;
 #if CPU_AVX2
     for (size_t bs = vlm_dtype_size(t); i + 32 <= n; i += 32, src += bs) {
-        __m256i q = t == VLM_Q8_0 ? cpu_codes_q8(src) : cpu_codes_q4(src);
+        __m256i q = t == VLM_Q8_0 ? cpu_codes_q8(src) : cpu_codes_q4(src, t == VLM_Q4_Z ? src[18] : 8);
         __m256 d = _mm256_set1_ps(cpu_block_scale(src));
         __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
         _mm256_storeu_ps(dst + i, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo))));
@@ -120,7 +121,7 @@ static inline void cpu_dequant_r8(float *dst, int64_t ldd, const unsigned char *
 static inline void cpu_to_f32(float *dst, const void *src, vlm_dtype t, int64_t n) {
     int64_t i = 0;
     switch (t) {
-    case VLM_Q8_0: case VLM_Q4_0: cpu_dequant(dst, (const unsigned char *)src, t, n); return;
+    case VLM_Q8_0: case VLM_Q4_0: case VLM_Q4_Z: cpu_dequant(dst, (const unsigned char *)src, t, n); return;
     case VLM_F32: memcpy(dst, src, (size_t)n * 4); return;
     case VLM_F16: {
         const uint16_t *s = (const uint16_t *)src;
