@@ -1,12 +1,40 @@
 # vlm — build: `make`, tests: `make test`, sanitizers: `make test SAN=1`,
-# CUDA backend: `make CUDA=1` (needs nvcc).
+# CUDA backend: `make CUDA=1` (needs nvcc), ARM64: `make TARGET=aarch64`.
 CC      ?= cc
 ARCH    ?= -march=native
 OPT     ?= -O2
+BUILD   ?= build
+
+# Other machines, cross-built and tested under emulation: the build goes to
+# build-TARGET/, and `make test` runs every binary through RUNNER.
+# aarch64 (Debian: gcc-aarch64-linux-gnu, qemu-user): a baseline ARMv8-A
+# build whose kernels pick NEON, dot-product, i8mm or bf16 at run time; no
+# OpenBLAS (our own GEMM engine) and no libedit.
+ifeq ($(TARGET),aarch64)
+  CC     := aarch64-linux-gnu-gcc
+  ARCH   := -march=armv8-a
+  BUILD  := build-aarch64
+  BLAS   := 0
+  RUNNER := env QEMU_LD_PREFIX=/usr/aarch64-linux-gnu qemu-aarch64 -cpu max
+else ifneq ($(TARGET),)
+  $(error unknown TARGET '$(TARGET)' (aarch64))
+endif
 CFLAGS  += -std=c11 -g $(OPT) $(ARCH) -Wall -Wextra -Wpedantic \
            -D_GNU_SOURCE -Isrc -I. -Icli -pthread
-LDLIBS  += -lopenblas -lm -lpthread
-BUILD   ?= build
+LDLIBS  += -lm -lpthread
+
+# Optional: OpenBLAS, the portable kernel variant's sgemm for large products
+# where it is found; `make BLAS=0` (into build-noblas/) uses our own GEMM
+# engine there too, as builds without it do.
+ifeq ($(origin BLAS),undefined)
+  BLAS := $(shell printf '\#include <cblas.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 && echo 1 || echo 0)
+else ifeq ($(BLAS)$(TARGET),0)
+  BUILD := build-noblas
+endif
+ifeq ($(BLAS),1)
+  CFLAGS += -DVLM_HAVE_BLAS
+  LDLIBS := -lopenblas $(LDLIBS)
+endif
 
 ifeq ($(SAN),1)
   BUILD  := build-san
@@ -30,7 +58,9 @@ ifeq ($(SAN),thread)
 endif
 
 # Optional: libedit (line editing and history in `vlm chat`), detected.
-HAVE_LIBEDIT := $(shell printf '\#include <editline/readline.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 && echo 1)
+ifeq ($(TARGET),)
+  HAVE_LIBEDIT := $(shell printf '\#include <editline/readline.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 && echo 1)
+endif
 ifeq ($(HAVE_LIBEDIT),1)
   CLI_CFLAGS += -DVLM_HAVE_LIBEDIT
   CLI_LDLIBS += -ledit
@@ -41,7 +71,11 @@ LIB_SRC  := $(foreach d,$(SUBSYSTEMS),$(wildcard src/$(d)/*.c)) $(wildcard model
             $(filter-out src/cpu/variant.c,$(wildcard src/cpu/*.c))
 # The kernel families (src/cpu/kernels/) compiled once per instruction set,
 # chosen at run time (src/cpu/variant.c sets each one's target).
-CPU_VARIANTS := scalar avx2
+ifneq ($(findstring aarch64,$(shell $(CC) -dumpmachine)),)
+  CPU_VARIANTS := scalar neon dotprod
+else
+  CPU_VARIANTS := scalar avx2
+endif
 CLI_SRC  := $(wildcard cli/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
 EX_SRC   := $(wildcard examples/*.c)
@@ -61,7 +95,11 @@ ifeq ($(CUDA),1)
 endif
 
 .PHONY: all test tsan coverage mutate examples clean amalgamate check-amalgamation
+ifeq ($(TARGET),)
 all: vlm.h vlm_cpu.c $(BUILD)/libvlm.a vlm
+else
+all: vlm.h vlm_cpu.c $(BUILD)/libvlm.a $(BUILD)/vlm
+endif
 
 $(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -105,7 +143,7 @@ vlm_cpu.c: $(wildcard src/cpu/* src/cpu/kernels/*) tools/amalgamate.sh
 	sh tools/amalgamate.sh cpu > $@.tmp && mv $@.tmp $@
 
 test: vlm.h vlm_cpu.c $(TEST_BIN) $(BUILD)/vlm $(EX_BIN)
-	sh tests/run.sh $(BUILD)
+	VLM_RUNNER="$(RUNNER)" sh tests/run.sh $(BUILD)
 
 TSAN_TESTS := test_threads test_api test_api_contract test_ops
 tsan:
@@ -124,7 +162,7 @@ coverage:
 	sh tools/coverage.sh build-cov
 
 clean:
-	rm -rf build build-san build-tsan build-cov build-mut vlm
+	rm -rf build build-san build-tsan build-cov build-mut build-noblas build-aarch64 vlm
 
 # libFuzzer targets for the JSON and safetensors header parsers (clang);
 # not part of `make test`. Run e.g.

@@ -81,7 +81,10 @@ int vlm_cpu_count(void);  /* online logical CPUs, at least 1 */
 #define VLM_CPU_AVX512VNNI (1u << 3)
 #define VLM_CPU_AMX_BF16   (1u << 4) /* and the OS lets this process use the tiles */
 #define VLM_CPU_AMX_INT8   (1u << 5)
-#define VLM_CPU_NEON       (1u << 8)
+#define VLM_CPU_NEON       (1u << 8) /* AArch64's Advanced SIMD, always there */
+#define VLM_CPU_DOTPROD    (1u << 9) /* SDOT/UDOT */
+#define VLM_CPU_I8MM       (1u << 10) /* SMMLA */
+#define VLM_CPU_ARM_BF16   (1u << 11) /* BFDOT/BFMMLA */
 unsigned vlm_cpu_features(void);
 
 /* ------------------------------------------------------------------ threads */
@@ -1602,7 +1605,18 @@ unsigned vlm_cpu_features(void) {
     if (tiles && ((d7 >> 25) & 1)) f |= VLM_CPU_AMX_INT8;
     return f;
 }
-#elif defined(__aarch64__)
+#elif defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+unsigned vlm_cpu_features(void) {
+    /* the kernel's hwcaps: HWCAP_ASIMDDP, HWCAP2_I8MM, HWCAP2_BF16 */
+    unsigned long h = getauxval(AT_HWCAP), h2 = getauxval(AT_HWCAP2);
+    unsigned f = VLM_CPU_NEON;
+    if (h & (1ul << 20)) f |= VLM_CPU_DOTPROD;
+    if (h2 & (1ul << 13)) f |= VLM_CPU_I8MM;
+    if (h2 & (1ul << 14)) f |= VLM_CPU_ARM_BF16;
+    return f;
+}
+#elif defined(__aarch64__) /* elsewhere (macOS, untested): the baseline */
 unsigned vlm_cpu_features(void) { return VLM_CPU_NEON; }
 #else
 unsigned vlm_cpu_features(void) { return 0; }

@@ -11,7 +11,7 @@ static void info_cpu(void) {
     static const struct { unsigned bit; const char *name; } feats[] = {
         {VLM_CPU_AVX2, "avx2+fma+f16c"}, {VLM_CPU_AVX512F, "avx512f"}, {VLM_CPU_AVX512BF16, "avx512_bf16"},
         {VLM_CPU_AVX512VNNI, "avx512_vnni"}, {VLM_CPU_AMX_BF16, "amx_bf16"}, {VLM_CPU_AMX_INT8, "amx_int8"},
-        {VLM_CPU_NEON, "neon"}};
+        {VLM_CPU_NEON, "neon"}, {VLM_CPU_DOTPROD, "dotprod"}, {VLM_CPU_I8MM, "i8mm"}, {VLM_CPU_ARM_BF16, "bf16"}};
     unsigned f = vlm_cpu_features();
     printf("cpu            %d logical cores; features:", vlm_cpu_count());
     for (size_t i = 0; i < sizeof feats / sizeof feats[0]; i++)
@@ -25,8 +25,11 @@ static void info_cpu(void) {
         return;
     }
     const char *forced = getenv("VLM_KERNELS");
-    printf("kernels        %s (%s)\n", be->kernels,
-           forced && *forced ? "forced by VLM_KERNELS" : "the fastest this CPU runs; VLM_KERNELS=scalar|avx2 forces one");
+    char names[128] = "";
+    for (int i = 0; vlm_cpu_kernel_name(i); i++)
+        snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? "|" : "", vlm_cpu_kernel_name(i));
+    printf("kernels        %s (%s%s%s)\n", be->kernels, forced && *forced ? "forced by VLM_KERNELS" : "the fastest this CPU runs; VLM_KERNELS=",
+           forced && *forced ? "" : names, forced && *forced ? "" : " forces one");
     printf("compute        %s (default; --compute / vlm_engine_params.compute: f32 or bf16)\n", be->compute);
     const char *paths = vlm_cpu_kernel_paths(be->kernels);
     for (const char *l = paths; l && *l;) { /* one "  path  kernel" line each */

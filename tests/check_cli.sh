@@ -55,6 +55,6 @@ printf '@%s' "$q" > "$d/at.txt"
 "$V" run -m $M -n 6 -p @"$d/at.txt" > "$d/at_file.txt" 2>/dev/null || bad=1
 "$V" run -m $M -n 6 -p @@"$q" > "$d/at_at.txt" 2>/dev/null || bad=1
 cmp -s "$d/at_file.txt" "$d/at_at.txt" || { echo "FAIL: -p @@TEXT is not the text @TEXT"; bad=1; }
-"$V" info --cpu | grep -qE '^kernels +(avx2|scalar)' || { echo "FAIL: vlm info --cpu names no kernels"; bad=1; }
+"$V" info --cpu | grep -qE '^kernels +(avx2|scalar|neon|dotprod)' || { echo "FAIL: vlm info --cpu names no kernels"; bad=1; }
 [ $bad -eq 0 ] && echo "cli: every bad number is one line naming its option; -p @FILE, -p - and -p @@ as promised"
 exit $bad

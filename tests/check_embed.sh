@@ -19,7 +19,7 @@ IMG=tests/golden/qwen2_5_vl/image.png
 [ -s "$d/makefile.txt" ] || { echo "the Makefile's caption printed nothing"; exit 1; }
 printf '#define VLM_IMPLEMENTATION\n#include "vlm.h"\n' > "$d/vlm_impl.c"
 STRICT="-std=c11 -O1 -Wall -Wextra -Wpedantic -Werror -I."
-LIBS="-lopenblas -lm -lpthread"
+LIBS="-lm -lpthread"
 n=0
 for cc in gcc clang; do
     command -v $cc >/dev/null || continue

@@ -382,7 +382,10 @@ static void test_roundtrip_fuzz(vlm_tokenizer *t, const char *name, int nfc) {
 
 /* Loading from a directory (tokenizer.json + tokenizer_config.json) and the CLI. */
 static void test_dir_and_cli(const char *build) {
-    char dir[300], cmd[4096], path[400];
+    char dir[300], cmd[4096], path[400], vlm[400];
+    /* the CLI: $VLM_BIN where tests/run.sh says (a wrapper under emulation) */
+    snprintf(vlm, sizeof vlm, "%s", getenv("VLM_BIN") ? getenv("VLM_BIN") : "");
+    if (!vlm[0]) snprintf(vlm, sizeof vlm, "%s/vlm", build);
     snprintf(dir, sizeof dir, "%s/tests/tok_smolvlm", build);
     snprintf(cmd, sizeof cmd, "mkdir -p %s && gzip -dc " DATA "smolvlm/tokenizer.json.gz > %s/tokenizer.json && cp " DATA "smolvlm/tokenizer_config.json %s/",
              dir, dir, dir);
@@ -405,7 +408,7 @@ static void test_dir_and_cli(const char *build) {
     }
     /* CLI: encode, then decode the ids back. */
     snprintf(path, sizeof path, "%s/tests/tok_cli.txt", build);
-    snprintf(cmd, sizeof cmd, "%s/vlm tokenize -t %s 'Hello world <|im_start|>' > %s", build, dir, path);
+    snprintf(cmd, sizeof cmd, "%s tokenize -t %s 'Hello world <|im_start|>' > %s", vlm, dir, path);
     CHECK(system(cmd) == 0, "vlm tokenize failed");
     size_t len;
     char *ids = read_file(path, &len);
@@ -415,7 +418,7 @@ static void test_dir_and_cli(const char *build) {
     for (int i = 0; i < want.n; i++) snprintf(expect + strlen(expect), sizeof expect - strlen(expect), i ? " %d" : "%d", want.ids[i]);
     strcat(expect, "\n");
     CHECK(ids && !strcmp(ids, expect), "CLI ids '%s' want '%s'", ids ? ids : "", expect);
-    snprintf(cmd, sizeof cmd, "%s/vlm tokenize -t %s --decode -f %s > %s.dec", build, dir, path, path);
+    snprintf(cmd, sizeof cmd, "%s tokenize -t %s --decode -f %s > %s.dec", vlm, dir, path, path);
     CHECK(system(cmd) == 0, "vlm tokenize --decode failed");
     snprintf(cmd, sizeof cmd, "%s.dec", path);
     char *dec = read_file(cmd, &len);
@@ -424,13 +427,13 @@ static void test_dir_and_cli(const char *build) {
     snprintf(path, sizeof path, "%s/tests/tok_chat.json", build);
     FILE *cf = fopen(path, "w");
     if (cf) { fputs("[{\"role\": \"user\", \"content\": [{\"type\": \"image\"}, {\"type\": \"text\", \"text\": \"Hi\"}]}]", cf); fclose(cf); }
-    snprintf(cmd, sizeof cmd, "%s/vlm tokenize -t %s --chat %s --render > %s.out", build, dir, path, path);
+    snprintf(cmd, sizeof cmd, "%s tokenize -t %s --chat %s --render > %s.out", vlm, dir, path, path);
     CHECK(system(cmd) == 0, "vlm tokenize --chat failed");
     snprintf(cmd, sizeof cmd, "%s.out", path);
     char *rendered = read_file(cmd, &len);
     CHECK(rendered && !strcmp(rendered, "<|im_start|>User:<image>Hi<end_of_utterance>\nAssistant:"), "CLI chat '%s'", rendered ? rendered : "");
     free(rendered);
-    snprintf(cmd, sizeof cmd, "%s/vlm tokenize --help > /dev/null && ! %s/vlm tokenize -t /nonexistent x 2>/dev/null", build, build);
+    snprintf(cmd, sizeof cmd, "%s tokenize --help > /dev/null && ! %s tokenize -t /nonexistent x 2>/dev/null", vlm, vlm);
     CHECK(system(cmd) == 0, "CLI --help / error exit");
     free(ids);
     free(dec);

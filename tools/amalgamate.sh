@@ -43,9 +43,14 @@ if [ "$1" = cpu ]; then
     # cpu.h and pool.c, so the copies live side by side in one file.
     shared=$(cat src/cpu/cpu.h src/cpu/pool.c | grep -o 'cpu_[A-Za-z0-9_]*' | sort -u | tr '\n' ' ')
     base_seen=$seen
-    for v in scalar avx2; do
+    for v in scalar avx2 neon dotprod; do
         V=$(echo $v | tr a-z A-Z)
         echo "/* ---- src/cpu/variant.c: $v ---- */"
+        case $v in # each instruction set's copies only where it exists
+        avx2) echo "#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)" ;;
+        neon|dotprod) echo "#if defined(__aarch64__)" ;;
+        *) echo "#if 1" ;;
+        esac
         echo "#define CPU_VARIANT_$V 1"
         seen=$base_seen
         inline_header < src/cpu/variant.c |
@@ -53,6 +58,7 @@ if [ "$1" = cpu ]; then
                 s/\bcpu_(\w+)/$s{"cpu_$1"} ? "cpu_$1" : "cpu_$ENV{V}_$1"/ge'
         echo "#undef CPU_VARIANT_$V"
         echo "#undef VLM_CPU_KERNELS_H"
+        echo "#endif"
     done
     echo "/* ---- src/cpu/backend.c ---- */"
     inline_header < src/cpu/backend.c

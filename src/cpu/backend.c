@@ -22,9 +22,28 @@ static const cpu_variant cpu_variants[] = {
      "int8 matmul       int16 pairs, vpmaddwd, 6x16 tile (gemm_i8.c)\n"
      "attention         flash tiles on the GEMM engine; decode rows on sgemm\n"
      "element-wise      AVX2: exp, softmax, GELU (tanh, erf), SiLU, tanh, RMS sums; others C\n"},
+#elif defined(__aarch64__)
+    {"dotprod", VLM_CPU_NEON | VLM_CPU_DOTPROD, cpu_exec_dotprod, 0,
+     "matmul, 32+ rows  packed-panel GEMM, 6x16 NEON FMA tile (gemm.c)\n"
+     "matmul, 1-31 rows NEON dot products on the weights as stored\n"
+     "quantized GEMV    SDOT on 8 interleaved rows (gemv_quant.c)\n"
+     "int8 matmul       portable C\n"
+     "attention         flash tiles on the GEMM engine; decode rows on NEON dots\n"
+     "element-wise      portable C\n"},
+    {"neon", VLM_CPU_NEON, cpu_exec_neon, 0,
+     "matmul, 32+ rows  packed-panel GEMM, 6x16 NEON FMA tile (gemm.c)\n"
+     "matmul, 1-31 rows NEON dot products on the weights as stored\n"
+     "quantized GEMV    NEON widening int8 products, row by row\n"
+     "int8 matmul       portable C\n"
+     "attention         flash tiles on the GEMM engine; decode rows on NEON dots\n"
+     "element-wise      portable C\n"},
 #endif
     {"scalar", 0, cpu_exec_scalar, 0,
+#if defined(VLM_HAVE_BLAS)
      "matmul, 32+ rows  OpenBLAS sgemm on tiles converted to f32\n"
+#else
+     "matmul, 32+ rows  packed-panel GEMM, portable C tile (gemm.c)\n"
+#endif
      "matmul, 1-31 rows portable C GEMV\n"
      "int8 matmul       portable C\n"
      "attention         flash tiles on sgemm\n"
@@ -176,8 +195,10 @@ vlm_backend *vlm_backend_cpu_new(const vlm_cpu_params *p, vlm_error *err) {
         vlm_error_set(err, VLM_ERR_OOM, "out of memory for the CPU backend");
         return NULL;
     }
+#if defined(VLM_HAVE_BLAS)
     /* Our threads split the work; each BLAS call runs single-threaded. */
     openblas_set_num_threads(1);
+#endif
     for (int i = 1; i < n_threads; i++) {
         cpu_worker_arg *wa = (cpu_worker_arg *)malloc(sizeof *wa);
         if (wa) { wa->ctx = ctx; wa->id = i; }

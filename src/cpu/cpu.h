@@ -31,7 +31,9 @@
 
 #include "core/vlm_core.h"
 
+#if defined(VLM_HAVE_BLAS)
 #include <cblas.h>
+#endif
 #include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -99,6 +101,11 @@ CPU_FN float *cpu_xq(cpu_ctx *ctx, size_t n);
  * VLM_KERNELS or the caller's choice. */
 typedef vlm_status (*cpu_exec_fn)(cpu_ctx *ctx, const vlm_op *op, vlm_error *err);
 CPU_FN vlm_status cpu_exec_scalar(cpu_ctx *ctx, const vlm_op *op, vlm_error *err);
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64) /* each instruction set's where it exists */
 CPU_FN vlm_status cpu_exec_avx2(cpu_ctx *ctx, const vlm_op *op, vlm_error *err);
+#elif defined(__aarch64__)
+CPU_FN vlm_status cpu_exec_neon(cpu_ctx *ctx, const vlm_op *op, vlm_error *err);
+CPU_FN vlm_status cpu_exec_dotprod(cpu_ctx *ctx, const vlm_op *op, vlm_error *err);
+#endif
 
 #endif /* VLM_CPU_H */

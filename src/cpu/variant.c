@@ -11,15 +11,37 @@
 #else
 #define CPU_X86 0
 #endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#define CPU_ARM64 1
+#else
+#define CPU_ARM64 0
+#endif
 
+/* Each variant elsewhere (avx2 on ARM, neon on x86) is a portable copy
+ * that is never picked. */
 #if defined(CPU_VARIANT_AVX2)
 #define CPU_EXEC cpu_exec_avx2
-#define CPU_AVX2 CPU_X86 /* elsewhere a portable copy that is never picked */
+#define CPU_AVX2 CPU_X86
+#define CPU_NEON 0
+#define CPU_DOTPROD 0
 #elif defined(CPU_VARIANT_SCALAR)
 #define CPU_EXEC cpu_exec_scalar
 #define CPU_AVX2 0
+#define CPU_NEON 0
+#define CPU_DOTPROD 0
+#elif defined(CPU_VARIANT_NEON)
+#define CPU_EXEC cpu_exec_neon
+#define CPU_AVX2 0
+#define CPU_NEON CPU_ARM64
+#define CPU_DOTPROD 0
+#elif defined(CPU_VARIANT_DOTPROD)
+#define CPU_EXEC cpu_exec_dotprod
+#define CPU_AVX2 0
+#define CPU_NEON CPU_ARM64
+#define CPU_DOTPROD CPU_ARM64
 #else
-#error "define CPU_VARIANT_SCALAR or CPU_VARIANT_AVX2"
+#error "define CPU_VARIANT_SCALAR, _AVX2, _NEON or _DOTPROD"
 #endif
 #if CPU_AVX2
 #if defined(__clang__)
@@ -27,6 +49,15 @@
 #else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
+#endif
+#endif
+
+#if CPU_DOTPROD
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("dotprod"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("arch=armv8.2-a+dotprod")
 #endif
 #endif
 
@@ -68,7 +99,7 @@ CPU_FN vlm_status CPU_EXEC(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
     }
 }
 
-#if CPU_AVX2
+#if CPU_AVX2 || CPU_DOTPROD
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -76,5 +107,8 @@ CPU_FN vlm_status CPU_EXEC(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
 #endif
 #endif
 #undef CPU_AVX2
+#undef CPU_NEON
+#undef CPU_DOTPROD
 #undef CPU_EXEC
 #undef CPU_X86
+#undef CPU_ARM64

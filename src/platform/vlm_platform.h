@@ -59,7 +59,10 @@ int vlm_cpu_count(void);  /* online logical CPUs, at least 1 */
 #define VLM_CPU_AVX512VNNI (1u << 3)
 #define VLM_CPU_AMX_BF16   (1u << 4) /* and the OS lets this process use the tiles */
 #define VLM_CPU_AMX_INT8   (1u << 5)
-#define VLM_CPU_NEON       (1u << 8)
+#define VLM_CPU_NEON       (1u << 8) /* AArch64's Advanced SIMD, always there */
+#define VLM_CPU_DOTPROD    (1u << 9) /* SDOT/UDOT */
+#define VLM_CPU_I8MM       (1u << 10) /* SMMLA */
+#define VLM_CPU_ARM_BF16   (1u << 11) /* BFDOT/BFMMLA */
 unsigned vlm_cpu_features(void);
 
 /* ------------------------------------------------------------------ threads */

@@ -157,10 +157,11 @@ static void cpu_fa_fn(void *p, int64_t i0, int64_t i1, int tid) {
         int64_t g = gt / A->ntiles, t0 = (gt % A->ntiles) * A->Tq;
         int64_t jbeg = part * A->part_len, jend = jbeg + A->part_len < A->S ? jbeg + A->part_len : A->S;
         int64_t tq = A->T - t0 < A->Tq ? A->T - t0 : A->Tq, R = tq * G;
-        /* the GEMM engine for tiles of many rows (prefill, vision); sgemm for
-         * the few rows of decode, where packing K and V costs more than it
-         * saves (measured: 11 vs 15 GFLOP/s per CPU-second at T=1) */
-        int own = CPU_AVX2 && R >= CPU_FA_OWN_ROWS;
+        /* the GEMM engine for tiles of many rows (prefill, vision); sgemm (or
+         * without a BLAS, dot and axpy rows) for the few rows of decode,
+         * where packing K and V costs more than it saves (measured: 11 vs 15
+         * GFLOP/s per CPU-second at T=1) */
+        int own = CPU_PACKED && R >= CPU_FA_OWN_ROWS;
         for (int64_t ti = 0; ti < tq; ti++)
             for (int64_t gi = 0; gi < G; gi++) {
                 cpu_load(Q + (ti * G + gi) * D, q->data, q->dtype, (t0 + ti) * q->stride[0] + (g * G + gi) * q->stride[1], 1, D);
@@ -194,7 +195,7 @@ static void cpu_fa_fn(void *p, int64_t i0, int64_t i1, int tid) {
             const char *vbase = (const char *)v->data + (jb * v->stride[0] + g * v->stride[1]) * (int64_t)ev;
             const float *Kb = NULL, *Vb = NULL;
             int64_t ldk = 0, ldv = 0;
-#if CPU_AVX2
+#if CPU_PACKED
             if (own) {
                 cpu_pack_panels(Kf, kbase, k->dtype, k->stride[0], nc, D, 0, row);
                 cpu_gemm_panels(Q, D, R, Kf, nc, D, P, BK, 0);
@@ -211,8 +212,7 @@ static void cpu_fa_fn(void *p, int64_t i0, int64_t i1, int tid) {
                     for (int64_t jj = 0; jj < nc; jj++) cpu_to_f32(Vf + jj * Dv, vbase + jj * v->stride[0] * (int64_t)ev, v->dtype, Dv);
                     Vb = Vf; ldv = Dv;
                 }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)nc, (int)D, ap->scale, Q, (int)D, Kb, (int)ldk,
-                            0.0f, P, (int)BK);
+                cpu_sgemm(1, R, nc, D, ap->scale, Q, D, Kb, ldk, 0.0f, P, BK);
             }
             for (int64_t r = 0; r < R; r++) {
                 float *pr = P + r * BK;
@@ -234,14 +234,13 @@ static void cpu_fa_fn(void *p, int64_t i0, int64_t i1, int tid) {
                 }
                 lrow[r] += cpu_exp_sub_sum(pr, pr, mrow[r], nc);
             }
-#if CPU_AVX2
+#if CPU_PACKED
             if (own) {
                 cpu_pack_panels_kmajor(Vf, vbase, v->dtype, v->stride[0], nc, Dv, row);
                 cpu_gemm_panels(P, BK, R, Vf, Dv, nc, O, Dv, 1);
             } else
 #endif
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)Dv, (int)nc, 1.0f, P, (int)BK, Vb, (int)ldv,
-                        1.0f, O, (int)Dv);
+            cpu_sgemm(0, R, Dv, nc, 1.0f, P, BK, Vb, ldv, 1.0f, O, Dv);
         }
         if (A->nparts > 1) { /* partial result, merged by cpu_fa_merge */
             float *dst = A->part + item * A->R * (Dv + 2);

@@ -1,4 +1,6 @@
-/* The f32 GEMM engine for many rows (AVX2+FMA): out[M, N] = x[M, K] . w[N, K]^T.
+/* The f32 GEMM engine for many rows: out[M, N] = x[M, K] . w[N, K]^T, with
+ * an AVX2+FMA register tile, or a portable one where the build has no BLAS
+ * to call instead (CPU_PACKED).
  *
  * Why our own: OpenBLAS's speed depends on it knowing the CPU (Debian's
  * 0.3.21 runs its Haswell kernels on Zen 5 at half the speed). Measured on
@@ -15,12 +17,13 @@
  * in one fixed order: results do not depend on the thread count. */
 #include "cpu/kernels/kernels.h"
 
-#if CPU_AVX2
+#if CPU_PACKED
 
 #define CPU_NR 16  /* columns of a panel: two vectors of 8 */
 #define CPU_MR 6   /* rows of x per register tile */
 #define CPU_KC 256 /* k per block */
 
+#if CPU_AVX2
 /* 8 rows r[0..8) of 8 floats, transposed into d[k * CPU_NR + j] for k < 8
  * (one 8-column half of a panel) */
 static inline void cpu_pack_8x8(float *d, const float *const r[8], int64_t k0) {
@@ -42,6 +45,12 @@ static inline void cpu_pack_8x8(float *d, const float *const r[8], int64_t k0) {
     _mm256_store_ps(d + 6 * CPU_NR, _mm256_permute2f128_ps(u2, u6, 0x31));
     _mm256_store_ps(d + 7 * CPU_NR, _mm256_permute2f128_ps(u3, u7, 0x31));
 }
+#else
+static inline void cpu_pack_8x8(float *d, const float *const r[8], int64_t k0) {
+    for (int k = 0; k < 8; k++)
+        for (int j = 0; j < 8; j++) d[k * CPU_NR + j] = r[j][k0 + k];
+}
+#endif
 
 /* Rows [0, nb) of w (row stride ldw, any float dtype) into panels
  * dst[p][k][16] (p < ceil(nb / 16)), zero-padded. rows: 8 * K floats of
@@ -88,6 +97,7 @@ CPU_KFN void cpu_pack_panels_kmajor(float *dst, const char *src, vlm_dtype t, in
 }
 
 /* c[6][16] (row stride ldc) = (acc ? c : 0) + a[r][0..kc) . b[kc][16] for the 6 rows a[r] */
+#if CPU_AVX2
 static inline __attribute__((always_inline)) void cpu_gemm_6x16(const float *const a[CPU_MR], const float *b, int64_t kc,
                                                                float *c, int64_t ldc, int acc) {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
@@ -121,6 +131,43 @@ static inline __attribute__((always_inline)) void cpu_gemm_6x16(const float *con
     CPU_GEMM_STORE(5, c50, c51);
 #undef CPU_GEMM_STORE
 }
+#elif CPU_NEON
+/* 24 accumulators and 4 panel vectors of AArch64's 32 registers */
+static inline __attribute__((always_inline)) void cpu_gemm_6x16(const float *const a[CPU_MR], const float *b, int64_t kc,
+                                                               float *c, int64_t ldc, int acc) {
+    float32x4_t t[CPU_MR][4];
+    for (int r = 0; r < CPU_MR; r++)
+        for (int j = 0; j < 4; j++) t[r][j] = vdupq_n_f32(0);
+    for (int64_t k = 0; k < kc; k++) {
+        float32x4_t b0 = vld1q_f32(b + CPU_NR * k), b1 = vld1q_f32(b + CPU_NR * k + 4), b2 = vld1q_f32(b + CPU_NR * k + 8),
+                    b3 = vld1q_f32(b + CPU_NR * k + 12);
+#pragma GCC unroll 6
+        for (int r = 0; r < CPU_MR; r++) {
+            float av = a[r][k];
+            t[r][0] = vfmaq_n_f32(t[r][0], b0, av);
+            t[r][1] = vfmaq_n_f32(t[r][1], b1, av);
+            t[r][2] = vfmaq_n_f32(t[r][2], b2, av);
+            t[r][3] = vfmaq_n_f32(t[r][3], b3, av);
+        }
+    }
+    for (int r = 0; r < CPU_MR; r++)
+        for (int j = 0; j < 4; j++) {
+            float *cr = c + r * ldc + 4 * j;
+            vst1q_f32(cr, acc ? vaddq_f32(vld1q_f32(cr), t[r][j]) : t[r][j]);
+        }
+}
+#else /* the same tile in C, for the compiler to vectorize */
+static inline void cpu_gemm_6x16(const float *const a[CPU_MR], const float *b, int64_t kc, float *c, int64_t ldc, int acc) {
+    float t[CPU_MR][CPU_NR] = {{0}};
+    for (int64_t k = 0; k < kc; k++)
+        for (int r = 0; r < CPU_MR; r++) {
+            float av = a[r][k];
+            for (int j = 0; j < CPU_NR; j++) t[r][j] += av * b[CPU_NR * k + j];
+        }
+    for (int r = 0; r < CPU_MR; r++)
+        for (int j = 0; j < CPU_NR; j++) c[r * ldc + j] = (acc ? c[r * ldc + j] : 0.0f) + t[r][j];
+}
+#endif
 
 /* A partial tile (mr < 6 rows or nr < 16 columns): the full tile into a
  * copy, missing rows of x repeating the last one. */
@@ -157,4 +204,4 @@ CPU_KFN void cpu_gemm_panels(const float *a, int64_t lda, int64_t mb, const floa
     }
 }
 
-#endif /* CPU_AVX2 */
+#endif /* CPU_PACKED */

@@ -86,6 +86,29 @@ static inline __attribute__((always_inline)) __m256i cpu_block_dot(const unsigne
     return _mm256_madd_epi16(_mm256_maddubs_epi16(cpu_codes_q4u(b), x), _mm256_set1_epi16(1));
 }
 #endif
+#if CPU_NEON
+/* One block's codes (q4: unsigned, as above) times x's 32: SDOT where the
+ * CPU has it, else widening products (|w x| <= 127 * 127: pairs fit int16). */
+static inline __attribute__((always_inline)) int32_t cpu_block_dot_neon(const unsigned char *b, const int8_t *x,
+                                                                      const vlm_dtype wt) {
+    int8x16_t w0, w1, x0 = vld1q_s8(x), x1 = vld1q_s8(x + 16);
+    if (wt == VLM_Q8_0) {
+        w0 = vld1q_s8((const int8_t *)b + 2);
+        w1 = vld1q_s8((const int8_t *)b + 18);
+    } else {
+        uint8x16_t p = vld1q_u8(b + 2);
+        w0 = vreinterpretq_s8_u8(vandq_u8(p, vdupq_n_u8(15)));
+        w1 = vreinterpretq_s8_u8(vshrq_n_u8(p, 4));
+    }
+#if CPU_DOTPROD
+    return vaddvq_s32(vdotq_s32(vdotq_s32(vdupq_n_s32(0), w0, x0), w1, x1));
+#else
+    int16x8_t p0 = vmlal_high_s8(vmull_s8(vget_low_s8(w0), vget_low_s8(x0)), w0, x0);
+    int16x8_t p1 = vmlal_high_s8(vmull_s8(vget_low_s8(w1), vget_low_s8(x1)), w1, x1);
+    return vaddvq_s32(vpadalq_s16(vpaddlq_s16(p0), p1));
+#endif
+}
+#endif
 
 /* res[r] = x_r . w for m <= CPU_QROWS quantized rows of x (codes xc[r],
  * scales xd[r], q4_0 offsets xo[r]) and one weight row of nblk blocks. */
@@ -137,6 +160,18 @@ static inline __attribute__((always_inline)) void cpu_qdot_impl(const unsigned c
     }
 #pragma GCC unroll 4
     for (int r = 0; r < m; r++) res[r] = cpu_hsum(acc[r]) - corr[r];
+#elif CPU_NEON
+    for (int r = 0; r < m; r++) res[r] = 0;
+    for (int64_t b = 0; b < nblk; b++) {
+        const unsigned char *wb = w + b * bs;
+        float dw = cpu_block_scale(wb), off = CPU_QOFF(wb);
+#pragma GCC unroll 4
+        for (int r = 0; r < m; r++) {
+            res[r] += dw * xd[r][b] * (float)cpu_block_dot_neon(wb, xc[r] + b * 32, wt);
+            if (q4) corr[r] += dw * xo[r][b] * off;
+        }
+    }
+    for (int r = 0; r < m; r++) res[r] -= corr[r];
 #else
     for (int r = 0; r < m; r++) res[r] = 0;
     for (int64_t b = 0; b < nblk; b++) {
@@ -240,6 +275,69 @@ static inline __attribute__((always_inline)) void cpu_qdot8_impl(const unsigned 
     }
 #pragma GCC unroll 4
     for (int r = 0; r < m; r++) _mm256_storeu_ps(res[r], acc[r]);
+#elif CPU_DOTPROD
+    /* a 32-byte chunk is 4 codes of rows 0-3, then of rows 4-7: one SDOT by
+     * x's 4 codes (broadcast) gives 4 rows' partial sums */
+    const int q4 = wt != VLM_Q8_0R8;
+    float32x4_t acc[CPU_QROWS][2];
+    for (int r = 0; r < m; r++) acc[r][0] = acc[r][1] = vdupq_n_f32(0);
+    for (int64_t b = 0; b < nblk; b++, g += gbs) {
+        float32x4_t s0 = vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(g))), s1 = vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(g + 8)));
+        int32x4_t a[CPU_QROWS][2];
+        for (int r = 0; r < m; r++) a[r][0] = a[r][1] = vdupq_n_s32(0);
+        if (q4) {
+#pragma GCC unroll 4
+            for (int t = 0; t < 4; t++) {
+                uint8x16_t P0 = vld1q_u8(g + 16 + 32 * t), P1 = vld1q_u8(g + 32 + 32 * t), low4 = vdupq_n_u8(15);
+                int8x16_t l0 = vreinterpretq_s8_u8(vandq_u8(P0, low4)), h0 = vreinterpretq_s8_u8(vshrq_n_u8(P0, 4));
+                int8x16_t l1 = vreinterpretq_s8_u8(vandq_u8(P1, low4)), h1 = vreinterpretq_s8_u8(vshrq_n_u8(P1, 4));
+#pragma GCC unroll 4
+                for (int r = 0; r < m; r++) {
+                    int32_t xl, xh;
+                    memcpy(&xl, xc[r] + b * 32 + 4 * t, 4);
+                    memcpy(&xh, xc[r] + b * 32 + 16 + 4 * t, 4);
+                    int8x16_t vl = vreinterpretq_s8_s32(vdupq_n_s32(xl)), vh = vreinterpretq_s8_s32(vdupq_n_s32(xh));
+                    a[r][0] = vdotq_s32(vdotq_s32(a[r][0], l0, vl), h0, vh);
+                    a[r][1] = vdotq_s32(vdotq_s32(a[r][1], l1, vl), h1, vh);
+                }
+            }
+            float32x4_t z0 = vdupq_n_f32(1), z1 = z0; /* q4_0: 8 d_x (sum of x's codes) once; q4_z: z / 8 of it */
+            if (wt == VLM_Q4_ZR8) {
+                uint16x8_t z = vmovl_u8(vld1_u8(g + 16 + 128));
+                z0 = vmulq_n_f32(vcvtq_f32_u32(vmovl_u16(vget_low_u16(z))), 0.125f);
+                z1 = vmulq_n_f32(vcvtq_f32_u32(vmovl_high_u16(z)), 0.125f);
+            }
+#pragma GCC unroll 4
+            for (int r = 0; r < m; r++) {
+                float32x4_t f0 = vfmsq_n_f32(vmulq_n_f32(vcvtq_f32_s32(a[r][0]), xd[r][b]), z0, xo[r][b]);
+                float32x4_t f1 = vfmsq_n_f32(vmulq_n_f32(vcvtq_f32_s32(a[r][1]), xd[r][b]), z1, xo[r][b]);
+                acc[r][0] = vfmaq_f32(acc[r][0], s0, f0);
+                acc[r][1] = vfmaq_f32(acc[r][1], s1, f1);
+            }
+        } else {
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; c++) {
+                int8x16_t W0 = vld1q_s8((const int8_t *)g + 16 + 32 * c), W1 = vld1q_s8((const int8_t *)g + 32 + 32 * c);
+#pragma GCC unroll 4
+                for (int r = 0; r < m; r++) {
+                    int32_t xv;
+                    memcpy(&xv, xc[r] + b * 32 + 4 * c, 4);
+                    int8x16_t v = vreinterpretq_s8_s32(vdupq_n_s32(xv));
+                    a[r][0] = vdotq_s32(a[r][0], W0, v);
+                    a[r][1] = vdotq_s32(a[r][1], W1, v);
+                }
+            }
+#pragma GCC unroll 4
+            for (int r = 0; r < m; r++) {
+                acc[r][0] = vfmaq_f32(acc[r][0], s0, vmulq_n_f32(vcvtq_f32_s32(a[r][0]), xd[r][b]));
+                acc[r][1] = vfmaq_f32(acc[r][1], s1, vmulq_n_f32(vcvtq_f32_s32(a[r][1]), xd[r][b]));
+            }
+        }
+    }
+    for (int r = 0; r < m; r++) {
+        vst1q_f32(res[r], acc[r][0]);
+        vst1q_f32(res[r] + 4, acc[r][1]);
+    }
 #else /* each block back to 8 plain ones, each through the row kernel */
     vlm_dtype u = vlm_dtype_unpacked(wt);
     for (int r = 0; r < m; r++)

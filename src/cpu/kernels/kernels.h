@@ -14,6 +14,16 @@
 #if CPU_AVX2
 #include <immintrin.h>
 #endif
+/* The packed-panel GEMM engine (gemm.c) takes the products of many rows in
+ * every variant except the portable one of a build with a BLAS, which
+ * calls its sgemm there (VLM_HAVE_BLAS: the Makefile defines it when it
+ * finds OpenBLAS). */
+#if defined(VLM_HAVE_BLAS)
+#define CPU_BLAS 1
+#else
+#define CPU_BLAS 0
+#endif
+#define CPU_PACKED (CPU_AVX2 || !CPU_BLAS)
 
 /* Functions one family calls in another: one translation unit per variant,
  * so static. */
@@ -24,6 +34,8 @@
 static inline float cpu_h2f(uint16_t h) {
 #if CPU_AVX2
     return _cvtsh_ss(h);
+#elif CPU_NEON
+    return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0);
 #else
     return vlm_f16_to_f32(h);
 #endif
@@ -54,6 +66,28 @@ static inline float cpu_hmax(__m256 v) {
     lo = _mm_max_ps(lo, _mm_movehl_ps(lo, lo));
     lo = _mm_max_ss(lo, _mm_movehdup_ps(lo));
     return _mm_cvtss_f32(lo);
+}
+#endif
+#if CPU_NEON /* 4 weights of a row to f32 */
+static inline float32x4_t cpu_load4_f16(const uint16_t *p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+static inline float32x4_t cpu_load4_bf16(const uint16_t *p) {
+    return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16));
+}
+static inline float32x4_t cpu_load4w(const void *w, int64_t i, vlm_dtype t) {
+    if (t == VLM_BF16) return cpu_load4_bf16((const uint16_t *)w + i);
+    if (t == VLM_F16) return cpu_load4_f16((const uint16_t *)w + i);
+    return vld1q_f32((const float *)w + i);
+}
+/* sum of a[i] * w[i], i < n4 (a multiple of 16), over 4 chains */
+static inline __attribute__((always_inline)) float cpu_dot_neon(const float *a, const void *w, vlm_dtype t, int64_t n16) {
+    float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
+    for (int64_t i = 0; i < n16; i += 16) {
+        s0 = vfmaq_f32(s0, vld1q_f32(a + i), cpu_load4w(w, i, t));
+        s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), cpu_load4w(w, i + 4, t));
+        s2 = vfmaq_f32(s2, vld1q_f32(a + i + 8), cpu_load4w(w, i + 8, t));
+        s3 = vfmaq_f32(s3, vld1q_f32(a + i + 12), cpu_load4w(w, i + 12, t));
+    }
+    return vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3)));
 }
 #endif
 
@@ -219,6 +253,9 @@ static inline float cpu_dot_f32(const float *a, const float *b, int64_t n) {
     }
     for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
     s = cpu_hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+#elif CPU_NEON
+    i = n & ~(int64_t)15;
+    s = cpu_dot_neon(a, b, VLM_F32, i);
 #endif
     for (; i < n; i++) s += a[i] * b[i];
     return s;
@@ -237,6 +274,9 @@ static inline float cpu_dot_bf16(const float *a, const uint16_t *b, int64_t n) {
     }
     for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), cpu_load8_bf16(b + i), s0);
     s = cpu_hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+#elif CPU_NEON
+    i = n & ~(int64_t)15;
+    s = cpu_dot_neon(a, b, VLM_BF16, i);
 #endif
     for (; i < n; i++) s += a[i] * cpu_b2f(b[i]);
     return s;
@@ -255,6 +295,9 @@ static inline float cpu_dot_f16(const float *a, const uint16_t *b, int64_t n) {
     }
     for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), cpu_load8_f16(b + i), s0);
     s = cpu_hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+#elif CPU_NEON
+    i = n & ~(int64_t)15;
+    s = cpu_dot_neon(a, b, VLM_F16, i);
 #endif
     for (; i < n; i++) s += a[i] * cpu_h2f(b[i]);
     return s;
@@ -282,6 +325,8 @@ static inline void cpu_axpy(float *y, float a, const void *x, vlm_dtype t, int64
     else if (t == VLM_BF16)
         for (; i + 8 <= n; i += 8)
             _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, cpu_load8_bf16((const uint16_t *)x + i), _mm256_loadu_ps(y + i)));
+#elif CPU_NEON
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), cpu_load4w(x, i, t), a));
 #endif
     if (t == VLM_F32) for (; i < n; i++) y[i] += a * ((const float *)x)[i];
     else if (t == VLM_F16) for (; i < n; i++) y[i] += a * cpu_h2f(((const uint16_t *)x)[i]);
@@ -293,8 +338,34 @@ static inline void cpu_scale_inplace(float *y, float a, int64_t n) {
 #if CPU_AVX2
     __m256 va = _mm256_set1_ps(a);
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(va, _mm256_loadu_ps(y + i)));
+#elif CPU_NEON
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vmulq_n_f32(vld1q_f32(y + i), a));
 #endif
     for (; i < n; i++) y[i] *= a;
+}
+
+/* C[M][N] = alpha A[M][K] . op(B) + beta C (beta 0: C is not read), op(B) =
+ * B[N][K] transposed (trans_b) or B[K][N]: the BLAS's sgemm where the build
+ * has one, else row by row on the dot and axpy kernels (the few rows of
+ * attention in decode; larger products go to the packed engine). */
+static inline void cpu_sgemm(int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                             const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+#if CPU_BLAS
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K, alpha, A,
+                (int)lda, B, (int)ldb, beta, C, (int)ldc);
+#else
+    for (int64_t m = 0; m < M; m++) {
+        float *c = C + m * ldc;
+        const float *a = A + m * lda;
+        if (trans_b) {
+            for (int64_t n = 0; n < N; n++) c[n] = alpha * cpu_dot_f32(a, B + n * ldb, K) + (beta != 0 ? beta * c[n] : 0.0f);
+            continue;
+        }
+        if (beta == 0) memset(c, 0, sizeof(float) * (size_t)N);
+        else if (beta != 1) cpu_scale_inplace(c, beta, N);
+        for (int64_t k = 0; k < K; k++) cpu_axpy(c, alpha * a[k], B + k * ldb, VLM_F32, N);
+    }
+#endif
 }
 
 static inline float cpu_max(const float *x, int64_t n) {
@@ -456,8 +527,8 @@ CPU_KFN void cpu_norm_rows(void *p, int64_t r0, int64_t r1, int tid);
 CPU_KFN void cpu_softmax_rows(void *p, int64_t r0, int64_t r1, int tid);
 CPU_KFN vlm_status cpu_op_rows(cpu_ctx *ctx, const vlm_op *op, vlm_error *err, vlm_parallel_fn fn, int work);
 CPU_KFN vlm_status cpu_op_rope(cpu_ctx *ctx, const vlm_op *op, vlm_error *err);
-/* gemm.c (the AVX2 variant's engine for many rows) */
-#if CPU_AVX2
+/* gemm.c (the engine for many rows; see CPU_PACKED) */
+#if CPU_PACKED
 CPU_KFN void cpu_pack_panels(float *dst, const char *w, vlm_dtype wt, int64_t ldw, int64_t nb, int64_t K, int round, float *row);
 CPU_KFN void cpu_pack_panels_kmajor(float *dst, const char *src, vlm_dtype t, int64_t ld, int64_t nk, int64_t ncols, float *row);
 CPU_KFN void cpu_gemm_panels(const float *a, int64_t lda, int64_t mb, const float *panels, int64_t nb, int64_t K, float *c, int64_t ldc, int acc);

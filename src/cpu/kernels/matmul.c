@@ -132,7 +132,7 @@ static void cpu_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
         int64_t m0 = mt * A->mb, mb = A->M - m0 < A->mb ? A->M - m0 : A->mb;
         const char *wt0 = A->w + cpu_bytes(A->wt, n0 * A->ldw);
         float *o = A->out + m0 * A->ldo + n0;
-#if CPU_AVX2
+#if CPU_PACKED
         if (have != nt) /* the panels, then 8 rows of conversion scratch */
             cpu_pack_panels(s, wt0, A->wt, A->ldw, nb, A->K, A->round_w, s + (A->nb + 15) / 16 * 16 * A->K);
         cpu_gemm_panels(A->x + m0 * A->lda, A->lda, mb, s, nb, A->K, o, A->ldo, 0);
@@ -144,8 +144,7 @@ static void cpu_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
             ldb = A->ldw;
         } else if (have != nt)
             cpu_rows_to_f32(s, A->K, wt0, A->wt, A->ldw, 0, nb, A->K, A->round_w);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mb, (int)nb, (int)A->K, 1.0f, A->x + m0 * A->lda,
-                    (int)A->lda, wp, (int)ldb, 0.0f, o, (int)A->ldo);
+        cpu_sgemm(1, mb, nb, A->K, 1.0f, A->x + m0 * A->lda, A->lda, wp, ldb, 0.0f, o, A->ldo);
 #endif
         have = nt;
         if (A->bias)
@@ -157,7 +156,7 @@ static void cpu_gemm_fn(void *p, int64_t t0, int64_t t1, int tid) {
 /* Scratch per thread: AVX2, the panels of a w tile and 8 conversion rows;
  * otherwise the w tile in f32. */
 static size_t cpu_gemm_scratch(int64_t nb, int64_t K) {
-    return (size_t)((CPU_AVX2 ? (nb + 15) / 16 * 16 + 8 : nb) * K);
+    return (size_t)((CPU_PACKED ? (nb + 15) / 16 * 16 + 8 : nb) * K);
 }
 
 /* out[M, N] (row stride ldo) = x[M, K] . w[N, K]^T + bias. x f32 with row stride lda. */
@@ -192,7 +191,7 @@ CPU_KFN vlm_status cpu_mm(cpu_ctx *ctx, int64_t M, int64_t N, int64_t K, const f
     }
     /* Tiles: nb rows of w times mb rows of x. The tiling must not depend on
      * the thread count so that results are identical for any n_threads. */
-#if CPU_AVX2
+#if CPU_PACKED
     int64_t nb = 128; /* packed: 128 x K f32 per thread */
     A.mb = M >= 192 ? 96 : M;
 #else
