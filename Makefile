@@ -1,5 +1,6 @@
 # vlm — build: `make`, tests: `make test`, sanitizers: `make test SAN=1`,
-# CUDA backend: `make CUDA=1` (needs nvcc), ARM64: `make TARGET=aarch64`.
+# CUDA backend: `make CUDA=1` (needs nvcc), ARM64: `make TARGET=aarch64`,
+# Windows: `make TARGET=windows`.
 CC      ?= cc
 ARCH    ?= -march=native
 OPT     ?= -O2
@@ -8,7 +9,7 @@ BUILD   ?= build
 # Other machines, cross-built and tested under emulation: the build goes to
 # build-TARGET/, and `make test` runs every binary through RUNNER.
 # aarch64 (Debian: gcc-aarch64-linux-gnu, qemu-user): a baseline ARMv8-A
-# build whose kernels pick NEON, dot-product, i8mm or bf16 at run time; no
+# build whose kernels pick NEON or dot-product at run time; no
 # OpenBLAS (our own GEMM engine) and no libedit.
 ifeq ($(TARGET),aarch64)
   CC     := aarch64-linux-gnu-gcc
@@ -16,8 +17,22 @@ ifeq ($(TARGET),aarch64)
   BUILD  := build-aarch64
   BLAS   := 0
   RUNNER := env QEMU_LD_PREFIX=/usr/aarch64-linux-gnu qemu-aarch64 -cpu max
+# windows (Debian: mingw-w64, wine): x86-64 executables (.exe), linked
+# statically, run by Wine; stb's headers found through a folder of the
+# build (the cross compiler does not search /usr/include).
+else ifeq ($(TARGET),windows)
+  CC     := x86_64-w64-mingw32-gcc
+  ARCH   := -march=x86-64
+  BUILD  := build-windows
+  BLAS   := 0
+  EXE    := .exe
+  CFLAGS += -I$(BUILD)/include -D__USE_MINGW_ANSI_STDIO=1
+  LDFLAGS += -static
+  LDLIBS += -lpsapi
+  RUNNER := env WINEDEBUG=-all WINEPREFIX=$(CURDIR)/$(BUILD)/wine wine
+  STB_DIR := $(BUILD)/include/stb
 else ifneq ($(TARGET),)
-  $(error unknown TARGET '$(TARGET)' (aarch64))
+  $(error unknown TARGET '$(TARGET)' (aarch64, windows))
 endif
 CFLAGS  += -std=c11 -g $(OPT) $(ARCH) -Wall -Wextra -Wpedantic \
            -D_GNU_SOURCE -Isrc -I. -Icli -pthread
@@ -82,8 +97,8 @@ EX_SRC   := $(wildcard examples/*.c)
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CPU_VARIANTS:%=$(BUILD)/src/cpu/variant_%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
-TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
-EX_BIN   := $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%$(EXE))
+EX_BIN   := $(EX_SRC:examples/%.c=$(BUILD)/examples/%$(EXE))
 HEADERS  := $(wildcard src/*.h src/*/*.h src/*/*/*.h)
 
 ifeq ($(CUDA),1)
@@ -98,12 +113,18 @@ endif
 ifeq ($(TARGET),)
 all: vlm.h vlm_cpu.c $(BUILD)/libvlm.a vlm
 else
-all: vlm.h vlm_cpu.c $(BUILD)/libvlm.a $(BUILD)/vlm
+all: vlm.h vlm_cpu.c $(BUILD)/libvlm.a $(BUILD)/vlm$(EXE)
 endif
 
-$(BUILD)/%.o: %.c $(HEADERS)
+$(BUILD)/%.o: %.c $(HEADERS) | $(STB_DIR)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+ifneq ($(STB_DIR),)
+$(STB_DIR):
+	@mkdir -p $(dir $@)
+	ln -sfn /usr/include/stb $@
+endif
 
 $(BUILD)/src/cpu/variant_%.o: src/cpu/variant.c $(wildcard src/cpu/kernels/*) $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -123,14 +144,14 @@ $(BUILD)/cli/%.o: cli/%.c $(HEADERS) cli/cli.h
 vlm: $(CLI_OBJ) $(BUILD)/libvlm.a
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libvlm.a $(LDLIBS) $(CLI_LDLIBS)
 
-$(BUILD)/vlm: $(CLI_OBJ) $(BUILD)/libvlm.a
+$(BUILD)/vlm$(EXE): $(CLI_OBJ) $(BUILD)/libvlm.a
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libvlm.a $(LDLIBS) $(CLI_LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c $(BUILD)/libvlm.a $(HEADERS) tests/test_util.h
+$(BUILD)/tests/%$(EXE): tests/%.c $(BUILD)/libvlm.a $(HEADERS) tests/test_util.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libvlm.a $(LDLIBS)
 
-$(BUILD)/examples/%: examples/%.c $(BUILD)/libvlm.a $(HEADERS)
+$(BUILD)/examples/%$(EXE): examples/%.c $(BUILD)/libvlm.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libvlm.a $(LDLIBS)
 
@@ -142,7 +163,7 @@ vlm.h: $(HEADERS) $(wildcard src/*/*.c) tools/amalgamate.sh
 vlm_cpu.c: $(wildcard src/cpu/* src/cpu/kernels/*) tools/amalgamate.sh
 	sh tools/amalgamate.sh cpu > $@.tmp && mv $@.tmp $@
 
-test: vlm.h vlm_cpu.c $(TEST_BIN) $(BUILD)/vlm $(EX_BIN)
+test: vlm.h vlm_cpu.c $(TEST_BIN) $(BUILD)/vlm$(EXE) $(EX_BIN)
 	VLM_RUNNER="$(RUNNER)" sh tests/run.sh $(BUILD)
 
 TSAN_TESTS := test_threads test_api test_api_contract test_ops
@@ -162,7 +183,7 @@ coverage:
 	sh tools/coverage.sh build-cov
 
 clean:
-	rm -rf build build-san build-tsan build-cov build-mut build-noblas build-aarch64 vlm
+	rm -rf build build-san build-tsan build-cov build-mut build-noblas build-aarch64 build-windows vlm
 
 # libFuzzer targets for the JSON and safetensors header parsers (clang);
 # not part of `make test`. Run e.g.

@@ -20,11 +20,11 @@
 #ifndef VLM_H
 #define VLM_H
 
-/* src/platform — everything the library asks of the operating system, in
- * one place: files and their mapping, threads, clocks, CPU facts, aligned
- * memory. The rest of the library is plain C11 over these functions, so a
- * port (Windows, ARM64) adds one implementation file next to posix.c and
- * touches nothing else.
+/* src/platform — everything the library (and the CLI) asks of the
+ * operating system, in one place: files and their mapping, directories,
+ * threads, clocks, CPU facts, aligned memory. The rest is plain C11 over
+ * these functions: posix.c and win32.c implement them (each compiles to
+ * nothing on the other), cpu.c finds the CPU's features.
  *
  * The public vlm.h declares these with no system header beyond <stddef.h>:
  * an embedder's file that defines VLM_IMPLEMENTATION compiles with its own
@@ -73,6 +73,19 @@ void vlm_map_release(const void *p, size_t n);
 
 double vlm_time_s(void);  /* monotonic seconds from an arbitrary origin */
 int vlm_cpu_count(void);  /* online logical CPUs, at least 1 */
+double vlm_cpu_time_s(void);   /* CPU seconds this process used, all threads */
+double vlm_peak_rss_mib(void); /* this process's peak resident memory; 0 if unknown */
+
+/* ------------------------------------------------------------------ directories and terminals */
+
+int vlm_make_dir(const char *path); /* 0 when made or already a directory */
+/* fn(user, name) for each entry of dir but "." and "..", in no set order,
+ * until it returns non-zero; -1 if dir cannot be read, else fn's last value. */
+int vlm_list_dir(const char *dir, int (*fn)(void *user, const char *name), void *user);
+int vlm_is_terminal(int fd); /* fd 0, 1, 2: stdin, stdout, stderr */
+/* fn(SIGINT) on Ctrl-C; a read waiting at a prompt then returns (no
+ * restart), so an interactive loop sees it. */
+void vlm_on_interrupt(void (*fn)(int));
 
 /* CPU features the kernels may use, found at run time (bits of vlm_cpu_features). */
 #define VLM_CPU_AVX2       (1u << 0) /* with FMA and F16C */
@@ -156,7 +169,9 @@ typedef struct vlm_error {
 
 /* Records the first error (later ones are ignored until cleared) and returns code. */
 vlm_status vlm_error_set(vlm_error *err, vlm_status code, const char *fmt, ...)
-#if defined(__GNUC__)
+#if defined(__MINGW32__) /* C99 formats (%zu) through MinGW's own printf */
+    __attribute__((format(gnu_printf, 3, 4)))
+#elif defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
@@ -1464,6 +1479,75 @@ void vlm_session_forget_cache(vlm_session *s);
 #endif /* VLM_H */
 
 #ifdef VLM_IMPLEMENTATION
+/* ---- src/platform/portable.c ---- */
+/* What the platform layer does alike on every OS: strings, and the CPU's
+ * features the kernels may use (vlm_cpu_features): the x86 CPUID and XCR0
+ * bits anywhere; on ARM64 the OS's word (Linux's hwcaps, Windows'
+ * processor features). */
+
+#include <stdlib.h>
+#include <string.h>
+
+char *vlm_strdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *p = (char *)malloc(n);
+    if (p) memcpy(p, s, n);
+    return p;
+}
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+static uint64_t plat_xgetbv(unsigned idx) {
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(idx));
+    return ((uint64_t)hi << 32) | lo;
+}
+unsigned vlm_cpu_features(void) {
+    unsigned a, b, c, d, f = 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    int osxsave = (c >> 27) & 1, fma = (c >> 12) & 1, f16c = (c >> 29) & 1;
+    if (!osxsave) return 0;
+    uint64_t xcr0 = plat_xgetbv(0);
+    int ymm = (xcr0 & 6) == 6, zmm = (xcr0 & 0xe6) == 0xe6, tiles = (xcr0 & 0x60000) == 0x60000;
+    if (__get_cpuid_max(0, NULL) < 7) return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    unsigned b7 = b, c7 = c, d7 = d;
+    if (ymm && fma && f16c && ((b7 >> 5) & 1)) f |= VLM_CPU_AVX2;
+    if (zmm && ((b7 >> 16) & 1)) {
+        f |= VLM_CPU_AVX512F;
+        if ((c7 >> 11) & 1) f |= VLM_CPU_AVX512VNNI;
+        __cpuid_count(7, 1, a, b, c, d);
+        if ((a >> 5) & 1) f |= VLM_CPU_AVX512BF16;
+    }
+    /* AMX also needs the kernel's permission (arch_prctl), asked for by the
+     * kernels that use it; here: the CPU has it and XCR0 enables the tiles. */
+    if (tiles && ((d7 >> 22) & 1)) f |= VLM_CPU_AMX_BF16;
+    if (tiles && ((d7 >> 25) & 1)) f |= VLM_CPU_AMX_INT8;
+    return f;
+}
+#elif defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+unsigned vlm_cpu_features(void) {
+    /* the kernel's hwcaps: HWCAP_ASIMDDP, HWCAP2_I8MM, HWCAP2_BF16 */
+    unsigned long h = getauxval(AT_HWCAP), h2 = getauxval(AT_HWCAP2);
+    unsigned f = VLM_CPU_NEON;
+    if (h & (1ul << 20)) f |= VLM_CPU_DOTPROD;
+    if (h2 & (1ul << 13)) f |= VLM_CPU_I8MM;
+    if (h2 & (1ul << 14)) f |= VLM_CPU_ARM_BF16;
+    return f;
+}
+#elif defined(__aarch64__) && defined(_WIN32) /* untested */
+#include <windows.h>
+unsigned vlm_cpu_features(void) {
+    unsigned f = VLM_CPU_NEON;
+    if (IsProcessorFeaturePresent(PF_ARM_V82_DP_INSTRUCTIONS_AVAILABLE)) f |= VLM_CPU_DOTPROD;
+    return f;
+}
+#elif defined(__aarch64__) /* elsewhere (macOS, untested): the baseline */
+unsigned vlm_cpu_features(void) { return VLM_CPU_NEON; }
+#else
+unsigned vlm_cpu_features(void) { return 0; }
+#endif
 /* ---- src/platform/posix.c ---- */
 /* The platform layer on POSIX systems (Linux, macOS, the BSDs).
  *
@@ -1473,15 +1557,19 @@ void vlm_session_forget_cache(vlm_session *s);
  * <sys/stat.h> and <pthread.h> declare in that mode, and falls back where a
  * newer name may be hidden (O_CLOEXEC, CLOCK_MONOTONIC). */
 
+#if !defined(_WIN32)
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1496,12 +1584,6 @@ void *vlm_aligned_alloc(size_t align, size_t n) {
 
 void vlm_aligned_free(void *p) { free(p); }
 
-char *vlm_strdup(const char *s) {
-    size_t n = strlen(s) + 1;
-    char *p = (char *)malloc(n);
-    if (p) memcpy(p, s, n);
-    return p;
-}
 
 /* ------------------------------------------------------------------ files */
 
@@ -1575,52 +1657,53 @@ int vlm_cpu_count(void) {
     return n > 0 ? (int)(n > 4096 ? 4096 : n) : 1;
 }
 
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#include <cpuid.h>
-static uint64_t plat_xgetbv(unsigned idx) {
-    unsigned lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(idx));
-    return ((uint64_t)hi << 32) | lo;
+double vlm_cpu_time_s(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
 }
-unsigned vlm_cpu_features(void) {
-    unsigned a, b, c, d, f = 0;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
-    int osxsave = (c >> 27) & 1, fma = (c >> 12) & 1, f16c = (c >> 29) & 1;
-    if (!osxsave) return 0;
-    uint64_t xcr0 = plat_xgetbv(0);
-    int ymm = (xcr0 & 6) == 6, zmm = (xcr0 & 0xe6) == 0xe6, tiles = (xcr0 & 0x60000) == 0x60000;
-    if (__get_cpuid_max(0, NULL) < 7) return 0;
-    __cpuid_count(7, 0, a, b, c, d);
-    unsigned b7 = b, c7 = c, d7 = d;
-    if (ymm && fma && f16c && ((b7 >> 5) & 1)) f |= VLM_CPU_AVX2;
-    if (zmm && ((b7 >> 16) & 1)) {
-        f |= VLM_CPU_AVX512F;
-        if ((c7 >> 11) & 1) f |= VLM_CPU_AVX512VNNI;
-        __cpuid_count(7, 1, a, b, c, d);
-        if ((a >> 5) & 1) f |= VLM_CPU_AVX512BF16;
-    }
-    /* AMX also needs the kernel's permission (arch_prctl), asked for by the
-     * kernels that use it; here: the CPU has it and XCR0 enables the tiles. */
-    if (tiles && ((d7 >> 22) & 1)) f |= VLM_CPU_AMX_BF16;
-    if (tiles && ((d7 >> 25) & 1)) f |= VLM_CPU_AMX_INT8;
-    return f;
-}
-#elif defined(__aarch64__) && defined(__linux__)
-#include <sys/auxv.h>
-unsigned vlm_cpu_features(void) {
-    /* the kernel's hwcaps: HWCAP_ASIMDDP, HWCAP2_I8MM, HWCAP2_BF16 */
-    unsigned long h = getauxval(AT_HWCAP), h2 = getauxval(AT_HWCAP2);
-    unsigned f = VLM_CPU_NEON;
-    if (h & (1ul << 20)) f |= VLM_CPU_DOTPROD;
-    if (h2 & (1ul << 13)) f |= VLM_CPU_I8MM;
-    if (h2 & (1ul << 14)) f |= VLM_CPU_ARM_BF16;
-    return f;
-}
-#elif defined(__aarch64__) /* elsewhere (macOS, untested): the baseline */
-unsigned vlm_cpu_features(void) { return VLM_CPU_NEON; }
+
+double vlm_peak_rss_mib(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+#if defined(__APPLE__)
+    return ru.ru_maxrss / 1048576.0; /* bytes there */
 #else
-unsigned vlm_cpu_features(void) { return 0; }
+    return ru.ru_maxrss / 1024.0; /* KiB */
 #endif
+}
+
+/* ------------------------------------------------------------------ directories and terminals */
+
+int vlm_make_dir(const char *path) {
+    if (mkdir(path, 0777) == 0) return 0;
+    return vlm_path_kind(path) == 2 ? 0 : -1;
+}
+
+int vlm_list_dir(const char *dir, int (*fn)(void *user, const char *name), void *user) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    struct dirent *ent;
+    int rc = 0;
+    while (rc == 0 && (ent = readdir(d)))
+        if (strcmp(ent->d_name, ".") && strcmp(ent->d_name, "..")) rc = fn(user, ent->d_name);
+    closedir(d);
+    return rc;
+}
+
+int vlm_is_terminal(int fd) { return isatty(fd); }
+
+void vlm_on_interrupt(void (*fn)(int)) {
+#if defined(SA_RESTART) /* sigaction is hidden in a strict build */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = fn; /* no SA_RESTART */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+#else
+    signal(SIGINT, fn);
+#endif
+}
 
 /* ------------------------------------------------------------------ threads */
 
@@ -1668,6 +1751,196 @@ void vlm_cond_free(vlm_cond *c) {
 void vlm_cond_wait(vlm_cond *c, vlm_mutex *m) { pthread_cond_wait(&c->c, &m->m); }
 void vlm_cond_signal(vlm_cond *c) { pthread_cond_signal(&c->c); }
 void vlm_cond_broadcast(vlm_cond *c) { pthread_cond_broadcast(&c->c); }
+#else
+typedef int vlm_platform_posix_unused; /* Windows: win32.c */
+#endif
+/* ---- src/platform/win32.c ---- */
+/* The platform layer on Windows (built with MinGW-w64, tested under Wine):
+ * files mapped through CreateFileMapping, threads, SRW locks and condition
+ * variables, the performance counter. On other systems it compiles to
+ * nothing (posix.c serves them). */
+
+#if defined(_WIN32)
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
+#include <psapi.h>
+
+#include <io.h>
+#include <malloc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ memory and strings */
+
+void *vlm_aligned_alloc(size_t align, size_t n) { return _aligned_malloc(n ? n : 1, align); }
+void vlm_aligned_free(void *p) { _aligned_free(p); }
+
+
+/* ------------------------------------------------------------------ files */
+
+int vlm_path_kind(const char *path) {
+    DWORD a = path ? GetFileAttributesA(path) : INVALID_FILE_ATTRIBUTES;
+    if (a == INVALID_FILE_ATTRIBUTES) return 0;
+    return (a & FILE_ATTRIBUTE_DIRECTORY) ? 2 : 1;
+}
+
+static void plat_why(char *why, size_t why_n, const char *what) {
+    snprintf(why, why_n, "%s (Windows error %lu)", what, (unsigned long)GetLastError());
+}
+
+int vlm_map_file(const char *path, vlm_mapped_file *out, char *why, size_t why_n) {
+    out->data = NULL;
+    out->size = 0;
+    HANDLE f = CreateFileA(path, GENERIC_READ, FILE_SHARE_READ, NULL, OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL, NULL);
+    if (f == INVALID_HANDLE_VALUE) { plat_why(why, why_n, "cannot open"); return -1; }
+    LARGE_INTEGER size;
+    if (!GetFileSizeEx(f, &size)) { plat_why(why, why_n, "cannot stat"); CloseHandle(f); return -1; }
+    if ((unsigned long long)size.QuadPart > (unsigned long long)SIZE_MAX) {
+        snprintf(why, why_n, "file too large to map");
+        CloseHandle(f);
+        return -1;
+    }
+    if (size.QuadPart == 0) { CloseHandle(f); return 0; }
+    HANDLE m = CreateFileMappingA(f, NULL, PAGE_READONLY, 0, 0, NULL);
+    CloseHandle(f); /* the mapping keeps the file open */
+    if (!m) { plat_why(why, why_n, "cannot map"); return -1; }
+    void *p = MapViewOfFile(m, FILE_MAP_READ, 0, 0, 0);
+    CloseHandle(m); /* the view keeps the mapping */
+    if (!p) { plat_why(why, why_n, "cannot map a view"); return -1; }
+    out->data = p;
+    out->size = (size_t)size.QuadPart;
+    return 0;
+}
+
+void vlm_unmap_file(vlm_mapped_file *f) {
+    if (f->data) UnmapViewOfFile(f->data);
+    f->data = NULL;
+    f->size = 0;
+}
+
+/* Unlocking pages that are not locked takes them out of the working set. */
+void vlm_map_release(const void *p, size_t n) {
+    SYSTEM_INFO si;
+    GetSystemInfo(&si);
+    uintptr_t page = si.dwPageSize, b = ((uintptr_t)p + page - 1) & ~(page - 1), e = ((uintptr_t)p + n) & ~(page - 1);
+    if (e > b) VirtualUnlock((void *)b, e - b);
+}
+
+/* ------------------------------------------------------------------ time and CPU */
+
+double vlm_time_s(void) {
+    LARGE_INTEGER c, f;
+    QueryPerformanceCounter(&c);
+    QueryPerformanceFrequency(&f);
+    return (double)c.QuadPart / (double)f.QuadPart;
+}
+
+int vlm_cpu_count(void) {
+    DWORD n = GetActiveProcessorCount(ALL_PROCESSOR_GROUPS);
+    return n > 0 ? (int)(n > 4096 ? 4096 : n) : 1;
+}
+
+double vlm_cpu_time_s(void) {
+    FILETIME c, e, k, u; /* 100 ns units */
+    if (!GetProcessTimes(GetCurrentProcess(), &c, &e, &k, &u)) return 0;
+    ULARGE_INTEGER kk = {{k.dwLowDateTime, k.dwHighDateTime}}, uu = {{u.dwLowDateTime, u.dwHighDateTime}};
+    return (double)(kk.QuadPart + uu.QuadPart) * 1e-7;
+}
+
+double vlm_peak_rss_mib(void) {
+    PROCESS_MEMORY_COUNTERS pmc;
+    if (!GetProcessMemoryInfo(GetCurrentProcess(), &pmc, sizeof pmc)) return 0;
+    return (double)pmc.PeakWorkingSetSize / 1048576.0;
+}
+
+/* ------------------------------------------------------------------ directories and terminals */
+
+int vlm_make_dir(const char *path) {
+    if (CreateDirectoryA(path, NULL)) return 0;
+    return vlm_path_kind(path) == 2 ? 0 : -1;
+}
+
+int vlm_list_dir(const char *dir, int (*fn)(void *user, const char *name), void *user) {
+    char pattern[4096];
+    snprintf(pattern, sizeof pattern, "%s\\*", dir);
+    WIN32_FIND_DATAA d;
+    HANDLE h = FindFirstFileA(pattern, &d);
+    if (h == INVALID_HANDLE_VALUE) return vlm_path_kind(dir) == 2 ? 0 : -1; /* an empty folder has no entry */
+    int rc = 0;
+    do
+        if (strcmp(d.cFileName, ".") && strcmp(d.cFileName, "..")) rc = fn(user, d.cFileName);
+    while (rc == 0 && FindNextFileA(h, &d));
+    FindClose(h);
+    return rc;
+}
+
+int vlm_is_terminal(int fd) { return _isatty(fd) != 0; }
+
+void vlm_on_interrupt(void (*fn)(int)) { signal(SIGINT, fn); }
+
+/* ------------------------------------------------------------------ threads */
+
+struct vlm_thread {
+    HANDLE h;
+    void *(*fn)(void *);
+    void *arg;
+};
+struct vlm_mutex { SRWLOCK l; };
+struct vlm_cond { CONDITION_VARIABLE c; };
+
+static DWORD WINAPI plat_thread_main(LPVOID p) {
+    vlm_thread *t = (vlm_thread *)p;
+    t->fn(t->arg);
+    return 0;
+}
+
+vlm_thread *vlm_thread_start(void *(*fn)(void *), void *arg) {
+    vlm_thread *t = (vlm_thread *)malloc(sizeof *t);
+    if (!t) return NULL;
+    t->fn = fn;
+    t->arg = arg;
+    t->h = CreateThread(NULL, 0, plat_thread_main, t, 0, NULL);
+    if (!t->h) { free(t); return NULL; }
+    return t;
+}
+
+void vlm_thread_join(vlm_thread *t) {
+    if (!t) return;
+    WaitForSingleObject(t->h, INFINITE);
+    CloseHandle(t->h);
+    free(t);
+}
+
+void vlm_thread_yield(void) { SwitchToThread(); }
+
+vlm_mutex *vlm_mutex_new(void) {
+    vlm_mutex *m = (vlm_mutex *)malloc(sizeof *m);
+    if (m) InitializeSRWLock(&m->l);
+    return m;
+}
+void vlm_mutex_free(vlm_mutex *m) { free(m); }
+void vlm_mutex_lock(vlm_mutex *m) { AcquireSRWLockExclusive(&m->l); }
+void vlm_mutex_unlock(vlm_mutex *m) { ReleaseSRWLockExclusive(&m->l); }
+
+vlm_cond *vlm_cond_new(void) {
+    vlm_cond *c = (vlm_cond *)malloc(sizeof *c);
+    if (c) InitializeConditionVariable(&c->c);
+    return c;
+}
+void vlm_cond_free(vlm_cond *c) { free(c); }
+void vlm_cond_wait(vlm_cond *c, vlm_mutex *m) { SleepConditionVariableSRW(&c->c, &m->l, INFINITE, 0); }
+void vlm_cond_signal(vlm_cond *c) { WakeConditionVariable(&c->c); }
+void vlm_cond_broadcast(vlm_cond *c) { WakeAllConditionVariable(&c->c); }
+#else
+typedef int vlm_platform_win32_unused; /* elsewhere: posix.c */
+#endif
 /* ---- src/core/base.c ---- */
 /* Errors, the byte buffer and UTF-8 encoder, dtypes and their conversions. */
 
@@ -2850,9 +3123,9 @@ static void json_fail(json_parser *p, size_t at, const char *msg) {
         if (p->s[i] == '\n') { line++; col = 1; }
         else col++;
     }
-    const char *near = at >= p->len ? "end of input" : NULL;
+    int at_end = at >= p->len;
     char c = at < p->len ? p->s[at] : 0;
-    if (near)
+    if (at_end)
         vlm_error_set(p->err, VLM_ERR_FORMAT, "%s%sJSON line %d, column %d: %s (at end of input)",
                       p->what ? p->what : "", p->what ? ": " : "", line, col, msg);
     else if ((unsigned char)c >= 0x20 && (unsigned char)c < 0x7f)
@@ -3025,7 +3298,7 @@ static void json_parse_number(json_parser *p, vlm_json *j) {
         while (i < p->len && json_is_digit(p->s[i])) i++;
     }
     size_t n = i - start;
-    char small[64], *buf = n < sizeof small ? small : malloc(n + 1);
+    char stack_buf[64], *buf = n < sizeof stack_buf ? stack_buf : malloc(n + 1);
     if (!buf) { json_oom(p); return; }
     memcpy(buf, p->s + start, n);
     buf[n] = 0;
@@ -3035,7 +3308,7 @@ static void json_parse_number(json_parser *p, vlm_json *j) {
         for (size_t k = 0; k < n; k++) if (buf[k] == '.') buf[k] = dp[0];
     errno = 0;
     double v = strtod(buf, NULL);
-    if (buf != small) free(buf);
+    if (buf != stack_buf) free(buf);
     if (isinf(v)) { json_fail(p, start, "number out of range"); return; }
     j->type = VLM_JSON_NUMBER;
     j->num = v;

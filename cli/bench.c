@@ -3,31 +3,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <time.h>
 
 #include "cli.h"
 #include "vlm.h"
 
-static double bench_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
+static double bench_now(void) { return vlm_time_s(); }
 /* CPU seconds of the process (all threads): on a busy machine the wall
  * clock counts time spent waiting for a core, this does not. */
-static double bench_cpu(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
-}
-
-static double bench_peak_rss_mib(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss / 1024.0; /* Linux: KiB */
-}
+static double bench_cpu(void) { return vlm_cpu_time_s(); }
+static double bench_peak_rss_mib(void) { return vlm_peak_rss_mib(); }
 
 static int bench_usage(int rc) {
     fprintf(rc ? stderr : stdout,

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
 #include "vlm.h"
@@ -82,12 +81,8 @@ int cmd_chat(int argc, char **argv) {
     o.gen.stop = o.stop;
     o.gen.n_stop = o.n_stop;
     o.gen.cancel = &chat_cancel;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = chat_on_sigint; /* no SA_RESTART: a read at the prompt returns */
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    int tty = isatty(0);
+    vlm_on_interrupt(chat_on_sigint);
+    int tty = vlm_is_terminal(0);
     for (;;) {
         char *line = cli_read_line("> ", tty);
         if (!line || chat_quit) { free(line); break; }

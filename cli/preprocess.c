@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include "cli.h"
 #include "vlm.h"
 
@@ -58,16 +57,14 @@ int cmd_preprocess(int argc, char **argv) {
     if (tv) p.backend = VLM_BACKEND_TORCHVISION;
     for (int i = 0; i < n; i++)
         if (vlm_image_load(&ims[i], paths[i], &err)) goto fail;
-    struct timespec t0, t1;
     int reps = bench > 0 ? bench : 1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = vlm_time_s();
     for (int r = 0; r < reps; r++) {
         vlm_image_features_free(&f);
         vlm_status s = video ? vlm_video_preprocess(&p, ims, n, &f, &err) : vlm_image_preprocess(&p, ims, n, &f, &err);
         if (s) goto fail;
     }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double ms = ((t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6) / reps;
+    double ms = (vlm_time_s() - t0) * 1e3 / reps;
     printf("%s (%s)\n", p.type, video ? "video" : "images");
     for (int i = 0; i < f.n; i++) {
         const vlm_tensor *t = &f.tensors[i];

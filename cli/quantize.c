@@ -1,12 +1,8 @@
 /* vlm quantize: a model folder with its weights quantized once, so that it
  * loads mmap'd with no work (README, "Quantized weights"). */
-#include <dirent.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 
 #include "cli.h"
 #include "vlm.h"
@@ -20,11 +16,7 @@ static int quantize_usage(int rc) {
     return rc;
 }
 
-static double quantize_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+static double quantize_now(void) { return vlm_time_s(); }
 
 /* src to dst; config.json with "quantization_config" added before its last '}' */
 static int quantize_copy(const char *src, const char *dst, const char *config_add) {
@@ -48,26 +40,27 @@ static int quantize_copy(const char *src, const char *dst, const char *config_ad
 }
 
 /* Every file of dir but the weights, config.json amended. */
-static int quantize_copy_files(const char *dir, const char *out, const char *config_add) {
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    struct dirent *ent;
-    int rc = 0;
-    while (rc == 0 && (ent = readdir(d))) {
-        const char *nm = ent->d_name;
-        size_t len = strlen(nm);
-        if (nm[0] == '.' || (len > 12 && !strcmp(nm + len - 12, ".safetensors")) ||
-            !strcmp(nm, "model.safetensors.index.json"))
-            continue;
-        char src[4096], dst[4096];
-        snprintf(src, sizeof src, "%s/%s", dir, nm);
-        snprintf(dst, sizeof dst, "%s/%s", out, nm);
-        if (vlm_path_kind(src) != 1) continue;
-        rc = quantize_copy(src, dst, !strcmp(nm, "config.json") ? config_add : NULL);
-        if (rc) fprintf(stderr, "vlm quantize: cannot copy %s to %s\n", src, dst);
-    }
-    closedir(d);
+typedef struct quantize_copy_arg {
+    const char *dir, *out, *config_add;
+} quantize_copy_arg;
+
+static int quantize_copy_one(void *user, const char *nm) {
+    const quantize_copy_arg *A = (const quantize_copy_arg *)user;
+    size_t len = strlen(nm);
+    if (nm[0] == '.' || (len > 12 && !strcmp(nm + len - 12, ".safetensors")) || !strcmp(nm, "model.safetensors.index.json"))
+        return 0;
+    char src[4096], dst[4096];
+    snprintf(src, sizeof src, "%s/%s", A->dir, nm);
+    snprintf(dst, sizeof dst, "%s/%s", A->out, nm);
+    if (vlm_path_kind(src) != 1) return 0;
+    int rc = quantize_copy(src, dst, !strcmp(nm, "config.json") ? A->config_add : NULL);
+    if (rc) fprintf(stderr, "vlm quantize: cannot copy %s to %s\n", src, dst);
     return rc;
+}
+
+static int quantize_copy_files(const char *dir, const char *out, const char *config_add) {
+    quantize_copy_arg A = {dir, out, config_add};
+    return vlm_list_dir(dir, quantize_copy_one, &A);
 }
 
 int cmd_quantize(int argc, char **argv) {
@@ -101,8 +94,8 @@ int cmd_quantize(int argc, char **argv) {
                 dir);
         return 1;
     }
-    if (mkdir(out, 0777) != 0 && errno != EEXIST) {
-        fprintf(stderr, "vlm quantize: cannot create %s: %s\n", out, strerror(errno));
+    if (vlm_make_dir(out) != 0) {
+        fprintf(stderr, "vlm quantize: cannot create %s\n", out);
         return 1;
     }
     vlm_error err = {0};

@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
 #include "vlm.h"
@@ -95,12 +94,12 @@ void cli_opts_init(cli_opts *o) {
     o->gen = vlm_generate_default();
     o->gen.sampling.temperature = 0;
     o->ctx = 4096;
-    if (isatty(2)) o->gen.progress = cli_progress;
+    if (vlm_is_terminal(2)) o->gen.progress = cli_progress;
 }
 
 int cli_open(const cli_opts *o, vlm_engine **e, vlm_session **s, vlm_error *err) {
     vlm_engine_params ep = {.n_threads = o->threads, .quant = o->quant, .quant_vision = o->quant_vision,
-                            .load_progress = o->quant && isatty(2) ? cli_load_progress : NULL};
+                            .load_progress = o->quant && vlm_is_terminal(2) ? cli_load_progress : NULL};
     if (vlm_engine_open(e, o->model, &ep, err) != VLM_OK) return 1;
     vlm_session_params sp = {.n_ctx = o->ctx, .kv_dtype = o->kv_f16 ? VLM_F16 : VLM_F32, .system = o->system};
     if (vlm_session_new(*e, &sp, s, err) != VLM_OK) { vlm_engine_close(*e); *e = NULL; return 1; }

@@ -2,7 +2,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "vlm.h"
 #include "cli.h"
@@ -136,14 +135,13 @@ int cmd_tokenize(int argc, char **argv) {
         vlm_tokens_free(&ids);
     } else {
         vlm_tokens ids = {0};
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
+        double t0 = vlm_time_s(), t1 = t0;
         int flags = (add_special ? VLM_TOK_ADD_SPECIAL : 0) | (no_parse ? VLM_TOK_NO_PARSE_SPECIAL : 0);
         if (vlm_tokenize(tok, text, len, flags, &ids, &err)) {
             fprintf(stderr, "vlm tokenize: %s\n", err.msg);
             rc = 1;
         } else {
-            clock_gettime(CLOCK_MONOTONIC, &t1);
+            t1 = vlm_time_s();
             for (int i = 0; i < ids.n; i++) {
                 if (i) fputc(' ', stdout);
                 if (pieces) fputs(vlm_token_to_piece(tok, ids.ids[i]), stdout);
@@ -151,7 +149,7 @@ int cmd_tokenize(int argc, char **argv) {
             }
             fputc('\n', stdout);
             if (timing) {
-                double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+                double s = t1 - t0;
                 fprintf(stderr, "%zu bytes -> %d tokens in %.3f s (%.2f MB/s)\n", len, ids.n, s, s > 0 ? (double)len / 1e6 / s : 0.0);
             }
         }

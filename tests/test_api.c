@@ -197,7 +197,9 @@ static void test_bad_inputs(vlm_engine *e) {
     vlm_error_clear(&err);
     CHECK(vlm_engine_open(&x, "tests", NULL, &err) != VLM_OK && err.msg[0], "wrong dir: %s", err.msg);
     /* unknown architecture */
-    system("mkdir -p build/test_api_bad && cp " MODEL "/*.json build/test_api_bad/");
+    vlm_make_dir("build");
+    vlm_make_dir("build/test_api_bad");
+    if (TEST_SHELL) system("cp " MODEL "/*.json build/test_api_bad/");
     const char *cfg = "{\"architectures\": [\"FooBarForCausalLM\"], \"model_type\": \"foobar\"}";
     write_file("build/test_api_bad/config.json", cfg, strlen(cfg));
     vlm_error_clear(&err);
@@ -224,6 +226,7 @@ static void test_bad_inputs(vlm_engine *e) {
 
 /* The CLI: each bad input is one clear line on stderr and a non-zero exit. */
 static void test_cli(void) {
+    TEST_NEEDS_SHELL("the CLI's exit codes through system()");
     const char *bin = getenv("VLM_BIN") ? getenv("VLM_BIN") : "build/vlm";
     const char *cases[][2] = {
         {"run -m /nonexistent/model -p hi", "missing model"},

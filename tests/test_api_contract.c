@@ -244,6 +244,7 @@ static void test_retry_after_context(vlm_engine *e) {
 /* A model folder's chat template is a program: a runaway one ends the call
  * with VLM_ERR_LIMIT, and the budgets can be set through the engine. */
 static void test_template_budget(void) {
+    TEST_NEEDS_SHELL("a copy of the tiny model made with cp and ln");
     if (system("rm -rf build/runaway && mkdir -p build/runaway && cp " MODEL "/*.json build/runaway/ && "
                "ln -sf ../../" MODEL "/model.safetensors build/runaway/model.safetensors") != 0) {
         CHECK(0, "copy the tiny model");
@@ -341,6 +342,7 @@ static void test_image_budget(void) {
  * config) must fail engine_open with a one-line error naming the key,
  * before any allocation sized by the lie. */
 static void test_config_lies(void) {
+    TEST_NEEDS_SHELL("configs edited with sed");
     static const struct { const char *sed, *want; vlm_status code; } cases[] = {
         {"s/\"num_hidden_layers\": 2/\"num_hidden_layers\": 1000000000/", "num_hidden_layers", VLM_ERR_CONFIG},
         {"s/\"num_hidden_layers\": 2/\"num_hidden_layers\": 3/", "layers.2", VLM_ERR_FORMAT},

@@ -243,6 +243,7 @@ static void test_system(vlm_engine *e, const fam_case *fc) {
  * next turn goes on from the cache (the eos token was never run) and agrees
  * with a recompute. */
 static void test_eos(vlm_engine *e0, const fam_case *fc) {
+    TEST_NEEDS_SHELL("a copy of the model folder made with cp and ln");
     vlm_error err = {0};
     char image[512], dir[512], cmd[8192];
     snprintf(image, sizeof image, "%s/image.png", fc->golden);

@@ -104,6 +104,7 @@ static void test_tensors(void) {
 }
 
 int main(void) {
+    TEST_MAIN_NEEDS_SHELL("AWQ folders edited with sed, cp and ln");
     test_config();
     test_tensors();
     TEST_MAIN_END();

@@ -959,7 +959,7 @@ static void bw_fn(void *p, int64_t b, int64_t e, int thread) {
 static int bench(int only_attn) {
     const int64_t N = 4096, K = 4096;
     const size_t total = (size_t)256 << 20;
-    char *pool = (char *)aligned_alloc(64, total);
+    char *pool = (char *)vlm_aligned_alloc(64, total);
     for (size_t i = 0; i < total / 4; i++) ((float *)pool)[i] = test_randf(&rng) * 0.01f;
     for (int nt = 1; nt <= 2; nt++) {
         vlm_error err = {0};
@@ -1043,7 +1043,7 @@ static int bench(int only_attn) {
         vlm_compute_free(&c);
         be->destroy(be);
     }
-    free(pool);
+    vlm_aligned_free(pool);
     return 0;
 }
 

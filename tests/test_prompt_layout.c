@@ -316,6 +316,7 @@ static void test_from_features(void) {
 }
 
 int main(void) {
+    TEST_MAIN_NEEDS_SHELL("the tokenizers are read through gzip");
     test_from_features();
     vlm_tokenizer *qwen = load_tok("qwen3"), *smol = load_tok("smolvlm");
     static const char *const cases[] = {"qwen2_5_vl", "qwen2_5_vl_multi", "qwen2_5_vl_video", "qwen2_5_vl_bf16", "qwen3_vl",

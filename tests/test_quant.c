@@ -13,7 +13,6 @@
 #include "test_util.h"
 
 #include <stdint.h>
-#include <unistd.h>
 
 static unsigned long long rng = 777;
 
@@ -380,7 +379,7 @@ static void test_awq(void) {
  * do not fit the stored bytes are format errors. */
 static void test_saved(void) {
     char dir[64] = "/tmp/vlm_test_quant_XXXXXX", path[128];
-    if (!mkdtemp(dir)) { CHECK(0, "mkdtemp"); return; }
+    if (!test_mkdtemp(dir)) { CHECK(0, "mkdtemp"); return; }
     snprintf(path, sizeof path, "%s/q.safetensors", dir);
     float *w;
     vlm_tensor q = quant_weight(VLM_Q4_0R8, 16, 77, &w);
@@ -420,7 +419,7 @@ static void test_saved(void) {
         vlm_st_close(&st);
     }
     remove(path);
-    rmdir(dir);
+    test_rmdir(dir);
     free(w);
     free(q.data);
 }

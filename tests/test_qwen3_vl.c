@@ -16,7 +16,6 @@
 
 #include <stdint.h>
 #include <stdio.h>
-#include <unistd.h>
 
 #define T3_DIR "tests/golden/qwen3_vl_moe"
 
@@ -97,7 +96,7 @@ static vlm_tensor *t3_case_logits(vlm_model *m, vlm_seq *s, vlm_safetensors *in)
 
 static void t3_old_layout(vlm_model *m, vlm_safetensors *in) {
     char dir[] = "/tmp/vlm_q3_XXXXXX", path[512];
-    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    CHECK(test_mkdtemp(dir) != NULL, "mkdtemp");
     CHECK(t3_write_old_layout(dir), "writing the transformers 4 layout checkpoint");
     vlm_error err = {0};
     vlm_model *old = NULL;
@@ -114,10 +113,10 @@ static void t3_old_layout(vlm_model *m, vlm_safetensors *in) {
     }
     vlm_model_free(old);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    unlink(path);
+    remove(path);
     snprintf(path, sizeof path, "%s/config.json", dir);
-    unlink(path);
-    rmdir(dir);
+    remove(path);
+    test_rmdir(dir);
 }
 
 int main(void) {

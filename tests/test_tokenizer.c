@@ -472,6 +472,7 @@ static void test_strip_flags(void) {
 }
 
 int main(int argc, char **argv) {
+    TEST_MAIN_NEEDS_SHELL("the tokenizers are read through gzip");
     char build[256] = "build";
     if (argc > 0) { /* argv[0] = BUILD/tests/test_tokenizer */
         snprintf(build, sizeof build, "%s", argv[0]);

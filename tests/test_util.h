@@ -7,7 +7,51 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "vlm.h"
+
 static int test_failures, test_checks;
+
+/* Windows (MinGW, under Wine): system() and popen() speak cmd.exe, so the
+ * checks that prepare files with sh commands (sed, cp, ln) or run the CLI
+ * through a shell are skipped there, saying so; the CLI itself is checked
+ * by tests/check_*.sh, which the host's sh runs. */
+#if defined(_WIN32)
+#include <direct.h>
+#define TEST_SHELL 0
+#define test_rmdir _rmdir
+#else
+#include <unistd.h>
+#define TEST_SHELL 1
+#define test_rmdir rmdir
+#endif
+#define TEST_SKIP_UNLESS_SHELL(what, ...)                                        \
+    do {                                                                        \
+        if (!TEST_SHELL) {                                                      \
+            printf("skipped on this system (needs a POSIX shell): %s\n", what); \
+            return __VA_ARGS__;                                                 \
+        }                                                                       \
+    } while (0)
+#define TEST_NEEDS_SHELL(what) TEST_SKIP_UNLESS_SHELL(what, )
+#define TEST_MAIN_NEEDS_SHELL(what) TEST_SKIP_UNLESS_SHELL(what, 0)
+#if !TEST_SHELL && !defined(WIFEXITED) /* never reached there: the callers skip */
+#define WIFEXITED(s) ((s) >= 0)
+#define WEXITSTATUS(s) (s)
+#endif
+
+/* mkdtemp: a new directory named from tmpl (ending in XXXXXX); NULL on failure. */
+static inline char *test_mkdtemp(char *tmpl) {
+#if defined(_WIN32)
+    size_t n = strlen(tmpl);
+    static unsigned counter;
+    for (int tries = 0; tries < 100 && n >= 6; tries++) {
+        snprintf(tmpl + n - 6, 7, "%06u", (unsigned)(vlm_time_s() * 1e6 + counter++) % 1000000u);
+        if (vlm_path_kind(tmpl) == 0 && vlm_make_dir(tmpl) == 0) return tmpl;
+    }
+    return NULL;
+#else
+    return mkdtemp(tmpl);
+#endif
+}
 
 #define CHECK(cond, ...)                                                        \
     do {                                                                        \

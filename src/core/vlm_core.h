@@ -42,7 +42,9 @@ typedef struct vlm_error {
 
 /* Records the first error (later ones are ignored until cleared) and returns code. */
 vlm_status vlm_error_set(vlm_error *err, vlm_status code, const char *fmt, ...)
-#if defined(__GNUC__)
+#if defined(__MINGW32__) /* C99 formats (%zu) through MinGW's own printf */
+    __attribute__((format(gnu_printf, 3, 4)))
+#elif defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;

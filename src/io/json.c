@@ -45,9 +45,9 @@ static void json_fail(json_parser *p, size_t at, const char *msg) {
         if (p->s[i] == '\n') { line++; col = 1; }
         else col++;
     }
-    const char *near = at >= p->len ? "end of input" : NULL;
+    int at_end = at >= p->len;
     char c = at < p->len ? p->s[at] : 0;
-    if (near)
+    if (at_end)
         vlm_error_set(p->err, VLM_ERR_FORMAT, "%s%sJSON line %d, column %d: %s (at end of input)",
                       p->what ? p->what : "", p->what ? ": " : "", line, col, msg);
     else if ((unsigned char)c >= 0x20 && (unsigned char)c < 0x7f)
@@ -220,7 +220,7 @@ static void json_parse_number(json_parser *p, vlm_json *j) {
         while (i < p->len && json_is_digit(p->s[i])) i++;
     }
     size_t n = i - start;
-    char small[64], *buf = n < sizeof small ? small : malloc(n + 1);
+    char stack_buf[64], *buf = n < sizeof stack_buf ? stack_buf : malloc(n + 1);
     if (!buf) { json_oom(p); return; }
     memcpy(buf, p->s + start, n);
     buf[n] = 0;
@@ -230,7 +230,7 @@ static void json_parse_number(json_parser *p, vlm_json *j) {
         for (size_t k = 0; k < n; k++) if (buf[k] == '.') buf[k] = dp[0];
     errno = 0;
     double v = strtod(buf, NULL);
-    if (buf != small) free(buf);
+    if (buf != stack_buf) free(buf);
     if (isinf(v)) { json_fail(p, start, "number out of range"); return; }
     j->type = VLM_JSON_NUMBER;
     j->num = v;

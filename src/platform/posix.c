@@ -7,15 +7,19 @@
  * newer name may be hidden (O_CLOEXEC, CLOCK_MONOTONIC). */
 #include "platform/vlm_platform.h"
 
+#if !defined(_WIN32)
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,12 +34,6 @@ void *vlm_aligned_alloc(size_t align, size_t n) {
 
 void vlm_aligned_free(void *p) { free(p); }
 
-char *vlm_strdup(const char *s) {
-    size_t n = strlen(s) + 1;
-    char *p = (char *)malloc(n);
-    if (p) memcpy(p, s, n);
-    return p;
-}
 
 /* ------------------------------------------------------------------ files */
 
@@ -109,52 +107,53 @@ int vlm_cpu_count(void) {
     return n > 0 ? (int)(n > 4096 ? 4096 : n) : 1;
 }
 
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#include <cpuid.h>
-static uint64_t plat_xgetbv(unsigned idx) {
-    unsigned lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(idx));
-    return ((uint64_t)hi << 32) | lo;
+double vlm_cpu_time_s(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
 }
-unsigned vlm_cpu_features(void) {
-    unsigned a, b, c, d, f = 0;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
-    int osxsave = (c >> 27) & 1, fma = (c >> 12) & 1, f16c = (c >> 29) & 1;
-    if (!osxsave) return 0;
-    uint64_t xcr0 = plat_xgetbv(0);
-    int ymm = (xcr0 & 6) == 6, zmm = (xcr0 & 0xe6) == 0xe6, tiles = (xcr0 & 0x60000) == 0x60000;
-    if (__get_cpuid_max(0, NULL) < 7) return 0;
-    __cpuid_count(7, 0, a, b, c, d);
-    unsigned b7 = b, c7 = c, d7 = d;
-    if (ymm && fma && f16c && ((b7 >> 5) & 1)) f |= VLM_CPU_AVX2;
-    if (zmm && ((b7 >> 16) & 1)) {
-        f |= VLM_CPU_AVX512F;
-        if ((c7 >> 11) & 1) f |= VLM_CPU_AVX512VNNI;
-        __cpuid_count(7, 1, a, b, c, d);
-        if ((a >> 5) & 1) f |= VLM_CPU_AVX512BF16;
-    }
-    /* AMX also needs the kernel's permission (arch_prctl), asked for by the
-     * kernels that use it; here: the CPU has it and XCR0 enables the tiles. */
-    if (tiles && ((d7 >> 22) & 1)) f |= VLM_CPU_AMX_BF16;
-    if (tiles && ((d7 >> 25) & 1)) f |= VLM_CPU_AMX_INT8;
-    return f;
-}
-#elif defined(__aarch64__) && defined(__linux__)
-#include <sys/auxv.h>
-unsigned vlm_cpu_features(void) {
-    /* the kernel's hwcaps: HWCAP_ASIMDDP, HWCAP2_I8MM, HWCAP2_BF16 */
-    unsigned long h = getauxval(AT_HWCAP), h2 = getauxval(AT_HWCAP2);
-    unsigned f = VLM_CPU_NEON;
-    if (h & (1ul << 20)) f |= VLM_CPU_DOTPROD;
-    if (h2 & (1ul << 13)) f |= VLM_CPU_I8MM;
-    if (h2 & (1ul << 14)) f |= VLM_CPU_ARM_BF16;
-    return f;
-}
-#elif defined(__aarch64__) /* elsewhere (macOS, untested): the baseline */
-unsigned vlm_cpu_features(void) { return VLM_CPU_NEON; }
+
+double vlm_peak_rss_mib(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+#if defined(__APPLE__)
+    return ru.ru_maxrss / 1048576.0; /* bytes there */
 #else
-unsigned vlm_cpu_features(void) { return 0; }
+    return ru.ru_maxrss / 1024.0; /* KiB */
 #endif
+}
+
+/* ------------------------------------------------------------------ directories and terminals */
+
+int vlm_make_dir(const char *path) {
+    if (mkdir(path, 0777) == 0) return 0;
+    return vlm_path_kind(path) == 2 ? 0 : -1;
+}
+
+int vlm_list_dir(const char *dir, int (*fn)(void *user, const char *name), void *user) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    struct dirent *ent;
+    int rc = 0;
+    while (rc == 0 && (ent = readdir(d)))
+        if (strcmp(ent->d_name, ".") && strcmp(ent->d_name, "..")) rc = fn(user, ent->d_name);
+    closedir(d);
+    return rc;
+}
+
+int vlm_is_terminal(int fd) { return isatty(fd); }
+
+void vlm_on_interrupt(void (*fn)(int)) {
+#if defined(SA_RESTART) /* sigaction is hidden in a strict build */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = fn; /* no SA_RESTART */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+#else
+    signal(SIGINT, fn);
+#endif
+}
 
 /* ------------------------------------------------------------------ threads */
 
@@ -202,3 +201,6 @@ void vlm_cond_free(vlm_cond *c) {
 void vlm_cond_wait(vlm_cond *c, vlm_mutex *m) { pthread_cond_wait(&c->c, &m->m); }
 void vlm_cond_signal(vlm_cond *c) { pthread_cond_signal(&c->c); }
 void vlm_cond_broadcast(vlm_cond *c) { pthread_cond_broadcast(&c->c); }
+#else
+typedef int vlm_platform_posix_unused; /* Windows: win32.c */
+#endif

@@ -1,8 +1,8 @@
-/* src/platform — everything the library asks of the operating system, in
- * one place: files and their mapping, threads, clocks, CPU facts, aligned
- * memory. The rest of the library is plain C11 over these functions, so a
- * port (Windows, ARM64) adds one implementation file next to posix.c and
- * touches nothing else.
+/* src/platform — everything the library (and the CLI) asks of the
+ * operating system, in one place: files and their mapping, directories,
+ * threads, clocks, CPU facts, aligned memory. The rest is plain C11 over
+ * these functions: posix.c and win32.c implement them (each compiles to
+ * nothing on the other), cpu.c finds the CPU's features.
  *
  * The public vlm.h declares these with no system header beyond <stddef.h>:
  * an embedder's file that defines VLM_IMPLEMENTATION compiles with its own
@@ -51,6 +51,19 @@ void vlm_map_release(const void *p, size_t n);
 
 double vlm_time_s(void);  /* monotonic seconds from an arbitrary origin */
 int vlm_cpu_count(void);  /* online logical CPUs, at least 1 */
+double vlm_cpu_time_s(void);   /* CPU seconds this process used, all threads */
+double vlm_peak_rss_mib(void); /* this process's peak resident memory; 0 if unknown */
+
+/* ------------------------------------------------------------------ directories and terminals */
+
+int vlm_make_dir(const char *path); /* 0 when made or already a directory */
+/* fn(user, name) for each entry of dir but "." and "..", in no set order,
+ * until it returns non-zero; -1 if dir cannot be read, else fn's last value. */
+int vlm_list_dir(const char *dir, int (*fn)(void *user, const char *name), void *user);
+int vlm_is_terminal(int fd); /* fd 0, 1, 2: stdin, stdout, stderr */
+/* fn(SIGINT) on Ctrl-C; a read waiting at a prompt then returns (no
+ * restart), so an interactive loop sees it. */
+void vlm_on_interrupt(void (*fn)(int));
 
 /* CPU features the kernels may use, found at run time (bits of vlm_cpu_features). */
 #define VLM_CPU_AVX2       (1u << 0) /* with FMA and F16C */
