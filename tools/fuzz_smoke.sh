@@ -16,6 +16,8 @@ for t in "$@"; do
         json)  find tests/data tests/golden -name '*.json' -size -64k | while read -r f; do cp "$f" "$real/$(echo "$f" | tr / _)"; done ;;
         safetensors) find tests/data -name '*.safetensors' -size -256k | while read -r f; do cp "$f" "$real/$(echo "$f" | tr / _)"; done ;;
         image) find tests/data/img tests/golden -name '*.png' -size -256k | while read -r f; do cp "$f" "$real/$(echo "$f" | tr / _)"; done ;;
+        tokenizer) for f in tests/data/tiny_*/tokenizer.json; do cp "$f" "$real/$(echo "$f" | tr / _)"; done ;;
+        config) for f in tests/data/tiny_*/config.json tests/golden/*/model/config.json; do cp "$f" "$real/$(echo "$f" | tr / _)"; done ;;
         jinja) # the real chat templates (the target renders them for its default conversation)
             for f in tests/data/*/chat_template.jinja; do cp "$f" "$real/$(echo "$f" | tr / _)"; done
             for f in tests/data/*/tokenizer_config.json; do # the chat_template strings in them
