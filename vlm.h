@@ -1584,7 +1584,6 @@ void *vlm_aligned_alloc(size_t align, size_t n) {
 
 void vlm_aligned_free(void *p) { free(p); }
 
-
 /* ------------------------------------------------------------------ files */
 
 int vlm_path_kind(const char *path) {
@@ -2708,11 +2707,12 @@ int vlm_quant_from_name(const char *name, vlm_dtype *out) {
  * nibbles 0..7). */
 static const int awq_nibble[8] = {0, 4, 1, 5, 2, 6, 3, 7};
 
-static unsigned awq_code(const void *words, int64_t at, int c) {
+static uint32_t awq_word(const void *words, int64_t at) {
     uint32_t w;
     memcpy(&w, (const unsigned char *)words + 4 * at, 4); /* mmap'd: any alignment */
-    return w >> (4 * awq_nibble[c]) & 15u;
+    return w;
 }
+static unsigned awq_code(uint32_t w, int c) { return w >> (4 * awq_nibble[c]) & 15u; }
 
 void vlm_awq_repack(vlm_dtype t, const void *qweight, const void *qzeros, const void *scales, int64_t K,
                     int64_t N, int64_t G, int64_t j0, int64_t j1, void *dst) {
@@ -2723,13 +2723,16 @@ void vlm_awq_repack(vlm_dtype t, const void *qweight, const void *qzeros, const 
         for (int64_t b = 0; b < K / 32; b++) {
             unsigned char blk[8 * 19], code[8][32];
             int64_t g = b * 32 / G;
-            for (int k = 0; k < 32; k++)
-                for (int c = 0; c < 8; c++) code[c][k] = (unsigned char)awq_code(qweight, (b * 32 + k) * W + j, c);
+            for (int k = 0; k < 32; k++) {
+                uint32_t w = awq_word(qweight, (b * 32 + k) * W + j);
+                for (int c = 0; c < 8; c++) code[c][k] = (unsigned char)awq_code(w, c);
+            }
+            uint32_t zw = awq_word(qzeros, g * W + j);
             for (int c = 0; c < 8; c++) {
                 unsigned char *o = blk + c * bs;
                 memcpy(o, (const unsigned char *)scales + 2 * (size_t)(g * N + 8 * j + c), 2);
                 for (int i = 0; i < 16; i++) o[2 + i] = (unsigned char)(code[c][i] | code[c][i + 16] << 4);
-                o[18] = (unsigned char)awq_code(qzeros, g * W + j, c);
+                o[18] = (unsigned char)awq_code(zw, c);
             }
             if (t == VLM_Q4_ZR8) vlm_repack_r8(t, blk, 32, group + (size_t)b * 8 * bs);
             else
@@ -3823,6 +3826,9 @@ static void model_quant_rows(void *p, int64_t i0, int64_t i1, int thread) {
     }
 }
 
+/* The CPU kernels read groups of 8 rows interleaved (vlm_repack_r8). */
+static int model_reads_r8(const vlm_model *m) { return m->be && m->be->name && !strcmp(m->be->name, "cpu"); }
+
 static vlm_dtype model_quant_for(const vlm_model *m, vlm_linear_role role) {
     if (!m->quant || (role == VLM_LINEAR_VISION && !m->quant_vision)) return 0;
     return role == VLM_LINEAR_OUTPUT ? VLM_Q8_0 : m->quant;
@@ -3836,8 +3842,7 @@ static vlm_tensor *model_quantize(vlm_model *m, const vlm_tensor *src, int ndim,
     if (!dst) return NULL;
     int64_t rows = 1, per = shape[ndim - 2]; /* rows per matrix: groups of 8 must not straddle two */
     for (int d = 0; d < ndim - 1; d++) rows *= shape[d];
-    /* the CPU kernels read groups of 8 rows interleaved (vlm_repack_r8) */
-    int r8 = per % 8 == 0 && m->be && m->be->name && !strcmp(m->be->name, "cpu");
+    int r8 = per % 8 == 0 && model_reads_r8(m);
     if (r8) q = q == VLM_Q8_0 ? VLM_Q8_0R8 : VLM_Q4_0R8;
     *dst = vlm_tensor_make(q, ndim, shape, NULL);
     if (!(dst->data = vlm_arena_alloc(&m->arena, vlm_nbytes(dst)))) return NULL;
@@ -3941,8 +3946,7 @@ static vlm_tensor *model_awq_linear(vlm_model *m, const char *name, int64_t out,
     if (A.qweight) A.qzeros = model_awq_part(m, module, "qzeros", VLM_I32, in / G, out / 8, err);
     if (A.qzeros) A.scales = model_awq_part(m, module, "scales", VLM_F16, in / G, out, err);
     if (!A.scales) return NULL;
-    /* the CPU kernels read groups of 8 rows interleaved, as for q4_0 */
-    int r8 = m->be && m->be->name && !strcmp(m->be->name, "cpu");
+    int r8 = model_reads_r8(m); /* out is a multiple of 8 */
     vlm_tensor *dst = (vlm_tensor *)vlm_arena_alloc(&m->arena, sizeof *dst);
     if (dst) {
         *dst = vlm_tensor_make(r8 ? VLM_Q4_ZR8 : VLM_Q4_Z, 2, (const int64_t[]){out, in}, NULL);

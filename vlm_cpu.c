@@ -451,7 +451,7 @@ CPU_FN float *cpu_shared(cpu_ctx *ctx, size_t n) { return cpu_grow(&ctx->shared,
 #else
 #define CPU_BLAS 0
 #endif
-#define CPU_PACKED (CPU_AVX2 || !CPU_BLAS)
+#define CPU_PACKED (CPU_AVX2 || CPU_NEON || !CPU_BLAS)
 
 /* Functions one family calls in another: one translation unit per variant,
  * so static. */
@@ -506,7 +506,7 @@ static inline float32x4_t cpu_scalar_load4w(const void *w, int64_t i, vlm_dtype 
     if (t == VLM_F16) return cpu_scalar_load4_f16((const uint16_t *)w + i);
     return vld1q_f32((const float *)w + i);
 }
-/* sum of a[i] * w[i], i < n4 (a multiple of 16), over 4 chains */
+/* sum of a[i] * w[i], i < n16 (a multiple of 16), over 4 chains */
 static inline __attribute__((always_inline)) float cpu_scalar_dot_neon(const float *a, const void *w, vlm_dtype t, int64_t n16) {
     float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
     for (int64_t i = 0; i < n16; i += 16) {
@@ -3065,7 +3065,7 @@ CPU_FN vlm_status CPU_EXEC(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
 #else
 #define CPU_BLAS 0
 #endif
-#define CPU_PACKED (CPU_AVX2 || !CPU_BLAS)
+#define CPU_PACKED (CPU_AVX2 || CPU_NEON || !CPU_BLAS)
 
 /* Functions one family calls in another: one translation unit per variant,
  * so static. */
@@ -3120,7 +3120,7 @@ static inline float32x4_t cpu_avx2_load4w(const void *w, int64_t i, vlm_dtype t)
     if (t == VLM_F16) return cpu_avx2_load4_f16((const uint16_t *)w + i);
     return vld1q_f32((const float *)w + i);
 }
-/* sum of a[i] * w[i], i < n4 (a multiple of 16), over 4 chains */
+/* sum of a[i] * w[i], i < n16 (a multiple of 16), over 4 chains */
 static inline __attribute__((always_inline)) float cpu_avx2_dot_neon(const float *a, const void *w, vlm_dtype t, int64_t n16) {
     float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
     for (int64_t i = 0; i < n16; i += 16) {
@@ -5679,7 +5679,7 @@ CPU_FN vlm_status CPU_EXEC(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
 #else
 #define CPU_BLAS 0
 #endif
-#define CPU_PACKED (CPU_AVX2 || !CPU_BLAS)
+#define CPU_PACKED (CPU_AVX2 || CPU_NEON || !CPU_BLAS)
 
 /* Functions one family calls in another: one translation unit per variant,
  * so static. */
@@ -5734,7 +5734,7 @@ static inline float32x4_t cpu_neon_load4w(const void *w, int64_t i, vlm_dtype t)
     if (t == VLM_F16) return cpu_neon_load4_f16((const uint16_t *)w + i);
     return vld1q_f32((const float *)w + i);
 }
-/* sum of a[i] * w[i], i < n4 (a multiple of 16), over 4 chains */
+/* sum of a[i] * w[i], i < n16 (a multiple of 16), over 4 chains */
 static inline __attribute__((always_inline)) float cpu_neon_dot_neon(const float *a, const void *w, vlm_dtype t, int64_t n16) {
     float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
     for (int64_t i = 0; i < n16; i += 16) {
@@ -8293,7 +8293,7 @@ CPU_FN vlm_status CPU_EXEC(cpu_ctx *ctx, const vlm_op *op, vlm_error *err) {
 #else
 #define CPU_BLAS 0
 #endif
-#define CPU_PACKED (CPU_AVX2 || !CPU_BLAS)
+#define CPU_PACKED (CPU_AVX2 || CPU_NEON || !CPU_BLAS)
 
 /* Functions one family calls in another: one translation unit per variant,
  * so static. */
@@ -8348,7 +8348,7 @@ static inline float32x4_t cpu_dotprod_load4w(const void *w, int64_t i, vlm_dtype
     if (t == VLM_F16) return cpu_dotprod_load4_f16((const uint16_t *)w + i);
     return vld1q_f32((const float *)w + i);
 }
-/* sum of a[i] * w[i], i < n4 (a multiple of 16), over 4 chains */
+/* sum of a[i] * w[i], i < n16 (a multiple of 16), over 4 chains */
 static inline __attribute__((always_inline)) float cpu_dotprod_dot_neon(const float *a, const void *w, vlm_dtype t, int64_t n16) {
     float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
     for (int64_t i = 0; i < n16; i += 16) {
@@ -10840,7 +10840,11 @@ static const cpu_variant cpu_variants[] = {
      "matmul, 32+ rows  packed-panel GEMM, 6x16 FMA tile (gemm.c)\n"
      "matmul, 1-31 rows AVX2 GEMV on the weights as stored\n"
      "int8 matmul       int16 pairs, vpmaddwd, 6x16 tile (gemm_i8.c)\n"
+#if defined(VLM_HAVE_BLAS)
      "attention         flash tiles on the GEMM engine; decode rows on sgemm\n"
+#else
+     "attention         flash tiles on the GEMM engine; decode rows on AVX2 dots\n"
+#endif
      "element-wise      AVX2: exp, softmax, GELU (tanh, erf), SiLU, tanh, RMS sums; others C\n"},
 #elif defined(__aarch64__)
     {"dotprod", VLM_CPU_NEON | VLM_CPU_DOTPROD, cpu_exec_dotprod, 0,

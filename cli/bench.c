@@ -7,12 +7,6 @@
 #include "cli.h"
 #include "vlm.h"
 
-static double bench_now(void) { return vlm_time_s(); }
-/* CPU seconds of the process (all threads): on a busy machine the wall
- * clock counts time spent waiting for a core, this does not. */
-static double bench_cpu(void) { return vlm_cpu_time_s(); }
-static double bench_peak_rss_mib(void) { return vlm_peak_rss_mib(); }
-
 static int bench_usage(int rc) {
     fprintf(rc ? stderr : stdout,
             "usage: vlm bench -m MODEL_DIR|CONFIG.json [options]\n"
@@ -74,10 +68,10 @@ static double bench_matmul_peak(vlm_backend *be, int int8) {
         int n = 0;
         double t0 = 0, t = 0;
         for (int i = -1; x && w && !o.failed && (t < 1.0 || n < 3); i++) {
-            if (i == 0) t0 = bench_now(); /* the first one warms up */
+            if (i == 0) t0 = vlm_time_s(); /* the first one warms up */
             vlm_matmul(&o, x, w);
             vlm_compute_reset(&o);
-            if (i >= 0) { n++; t = bench_now() - t0; }
+            if (i >= 0) { n++; t = vlm_time_s() - t0; }
         }
         if (x && w && !o.failed && t > 0) gflops = 2.0 * M * N * K * n / t / 1e9;
         vlm_compute_free(&o);
@@ -113,9 +107,9 @@ static double bench_read_bw(vlm_backend *be) {
     bench_bw a = {.p = p};
     double best = 0;
     for (int pass = 0; pass < 3; pass++) {
-        double t0 = bench_now();
+        double t0 = vlm_time_s();
         vlm_cpu_parallel_for(be, words / 4096, 16, bench_bw_fn, &a);
-        double gbs = (double)words * 8 / (bench_now() - t0) / 1e9;
+        double gbs = (double)words * 8 / (vlm_time_s() - t0) / 1e9;
         if (gbs > best) best = gbs;
     }
     free(p);
@@ -153,9 +147,9 @@ static int bench_vision(vlm_model *m, int w, int h, int n_tiles, double *ms, int
         vlm_compute c;
         vlm_compute_init(&c, m->be);
         vlm_vision_out vo;
-        double t0 = bench_now();
+        double t0 = vlm_time_s();
         st = m->arch->encode(m, &c, &feats, &vo);
-        *ms = (bench_now() - t0) * 1e3;
+        *ms = (vlm_time_s() - t0) * 1e3;
         if (st != VLM_OK) vlm_error_set(err, st, "%s", c.err.msg);
         else *n_tokens = (int)vo.embeds->shape[0];
         vlm_compute_free(&c);
@@ -204,12 +198,12 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "vlm bench: unknown quantization '%s' (q8_0 or q4_0)\n", quant);
         return 2;
     }
-    double t0 = bench_now();
+    double t0 = vlm_time_s();
     if (vlm_model_load(&m, dir, &mp, &err) != VLM_OK) {
         fprintf(stderr, "vlm bench: %s\n", err.msg);
         return 1;
     }
-    double t_load = bench_now() - t0;
+    double t_load = vlm_time_s() - t0;
     vlm_seq s;
     if (vlm_seq_init(&s, m, n_prompt + n_gen + 8, 0, kv, &err) != VLM_OK) {
         fprintf(stderr, "vlm bench: %s\n", err.msg);
@@ -226,14 +220,16 @@ int cmd_bench(int argc, char **argv) {
     double peak = bench_matmul_peak(m->be, 0), peak_i8 = bench_matmul_peak(m->be, 1), read_bw = bench_read_bw(m->be);
     vlm_profile pv = {0}, pp = {0}, pd = {0};
     m->be->profile = &pv;
-    double vision_ms = -1, vision_cpu = bench_cpu();
+    /* CPU seconds beside wall seconds: on a busy machine the wall clock counts
+     * time spent waiting for a core, the process's CPU time does not */
+    double vision_ms = -1, vision_cpu = vlm_cpu_time_s();
     int vision_tiles = 0, vision_tokens = 0;
     if ((img_w > 0 || img_tiles > 0) &&
         bench_vision(m, img_w, img_h, img_tiles, &vision_ms, &vision_tiles, &vision_tokens, &err) != VLM_OK) {
         fprintf(stderr, "vlm bench: vision: %s\n", err.msg);
         vlm_error_clear(&err);
     }
-    vision_cpu = bench_cpu() - vision_cpu; /* with making up the inputs (and preprocessing them), a small part */
+    vision_cpu = vlm_cpu_time_s() - vision_cpu; /* with making up the inputs (and preprocessing them), a small part */
     size_t kv_bytes = 0; /* cache layers of their own (shared layers add nothing) */
     for (int l = 0; l < s.kv.n_layers; l++)
         if (s.kv.layers[l].owner) kv_bytes += 2 * (size_t)vlm_nelem(s.kv.layers[l].k) * vlm_dtype_size(s.kv.layers[l].k->dtype);
@@ -241,10 +237,10 @@ int cmd_bench(int argc, char **argv) {
     vlm_tensor *lg = NULL;
     vlm_compute_reset(&s.c);
     m->be->profile = &pp;
-    t0 = bench_now();
-    double c0 = bench_cpu();
+    t0 = vlm_time_s();
+    double c0 = vlm_cpu_time_s();
     int ok = m->arch->forward(m, &s, ids, n_prompt, NULL, NULL, 0, &lg) == VLM_OK;
-    double t_prefill = bench_now() - t0, cpu_prefill = bench_cpu() - c0, cpu_decode = 0;
+    double t_prefill = vlm_time_s() - t0, cpu_prefill = vlm_cpu_time_s() - c0, cpu_decode = 0;
     m->be->profile = &pd;
     float *row = (float *)malloc(sizeof(float) * (size_t)m->vocab_size);
     int32_t tok = 0;
@@ -255,11 +251,11 @@ int cmd_bench(int argc, char **argv) {
         for (int v = 1; ok && v < m->vocab_size; v++) if (row[v] > row[best]) best = v;
         tok = best;
         vlm_compute_reset(&s.c);
-        t0 = bench_now();
-        c0 = bench_cpu();
+        t0 = vlm_time_s();
+        c0 = vlm_cpu_time_s();
         ok = ok && m->arch->forward(m, &s, &tok, 1, NULL, NULL, 0, &lg) == VLM_OK;
-        t_decode += bench_now() - t0;
-        cpu_decode += bench_cpu() - c0;
+        t_decode += vlm_time_s() - t0;
+        cpu_decode += vlm_cpu_time_s() - c0;
     }
     m->be->profile = NULL;
     if (!ok) fprintf(stderr, "vlm bench: %s\n", s.c.err.msg);
@@ -278,7 +274,7 @@ int cmd_bench(int argc, char **argv) {
                "\"read_bw_gbs\":%.1f,\"weight_bytes_per_token\":%.0f,\"decode_bw_fraction\":%.2f",
                m->arch->name, m->be->n_threads, m->be->kernels ? m->be->kernels : "?", m->be->compute ? m->be->compute : "?", weights, m->quant_bytes / 1048576.0, t_load, vision_ms,
                n_prompt, n_prompt / t_prefill, n_gen, n_gen / t_decode, vision_ms >= 0 ? vision_cpu : 0.0, cpu_prefill, cpu_decode, vision_tiles, vision_tokens,
-               kv_bytes / 1048576.0, s.n_ctx, bench_peak_rss_mib(), peak,
+               kv_bytes / 1048576.0, s.n_ctx, vlm_peak_rss_mib(), peak,
                vision_ms > 0 ? prof_sum(&pv, 1) / (vision_ms / 1e3) / 1e9 : 0.0,
                prof_matmul_s(&pv) > 0 ? prof_sum(&pv, 1) / prof_matmul_s(&pv) / 1e9 : 0.0,
                prof_sum(&pp, 1) / t_prefill / 1e9, prof_matmul_s(&pp) > 0 ? prof_sum(&pp, 1) / prof_matmul_s(&pp) / 1e9 : 0.0,

@@ -16,8 +16,6 @@ static int quantize_usage(int rc) {
     return rc;
 }
 
-static double quantize_now(void) { return vlm_time_s(); }
-
 /* src to dst; config.json with "quantization_config" added before its last '}' */
 static int quantize_copy(const char *src, const char *dst, const char *config_add) {
     size_t n = 0;
@@ -100,12 +98,12 @@ int cmd_quantize(int argc, char **argv) {
     }
     vlm_error err = {0};
     vlm_model *m = NULL;
-    double t0 = quantize_now();
+    double t0 = vlm_time_s();
     if (vlm_model_load(&m, dir, &mp, &err) != VLM_OK) {
         fprintf(stderr, "vlm quantize: %s\n", err.msg);
         return 1;
     }
-    double t_load = quantize_now() - t0;
+    double t_load = vlm_time_s() - t0;
     /* every checkpoint tensor: its quantized form (as U8 bytes, described in
      * the metadata) if the model quantized it, else as stored */
     int n = m->weights.n_entries;
@@ -145,7 +143,7 @@ int cmd_quantize(int argc, char **argv) {
     }
     char path[4096], add[256];
     snprintf(path, sizeof path, "%s/model.safetensors", out);
-    double t1 = quantize_now();
+    double t1 = vlm_time_s();
     if (vlm_st_write_meta(path, n, names, ptrs, n_meta, keys, vals, &err) != VLM_OK) {
         fprintf(stderr, "vlm quantize: %s\n", err.msg);
         goto done;
@@ -156,7 +154,7 @@ int cmd_quantize(int argc, char **argv) {
              type, vision ? "true" : "false");
     if (quantize_copy_files(dir, out, add)) goto done;
     fprintf(stderr, "vlm quantize: %d weights to %s (load and quantize %.1f s, write %.1f s): %.0f MB -> %.0f MB in %s\n",
-            n_meta, type, t_load, quantize_now() - t1, before / 1e6, after / 1e6, path);
+            n_meta, type, t_load, vlm_time_s() - t1, before / 1e6, after / 1e6, path);
     rc = 0;
 done:
     for (int i = 0; i < n_meta; i++) { free((void *)keys[i]); free((void *)vals[i]); }

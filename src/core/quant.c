@@ -131,11 +131,12 @@ int vlm_quant_from_name(const char *name, vlm_dtype *out) {
  * nibbles 0..7). */
 static const int awq_nibble[8] = {0, 4, 1, 5, 2, 6, 3, 7};
 
-static unsigned awq_code(const void *words, int64_t at, int c) {
+static uint32_t awq_word(const void *words, int64_t at) {
     uint32_t w;
     memcpy(&w, (const unsigned char *)words + 4 * at, 4); /* mmap'd: any alignment */
-    return w >> (4 * awq_nibble[c]) & 15u;
+    return w;
 }
+static unsigned awq_code(uint32_t w, int c) { return w >> (4 * awq_nibble[c]) & 15u; }
 
 void vlm_awq_repack(vlm_dtype t, const void *qweight, const void *qzeros, const void *scales, int64_t K,
                     int64_t N, int64_t G, int64_t j0, int64_t j1, void *dst) {
@@ -146,13 +147,16 @@ void vlm_awq_repack(vlm_dtype t, const void *qweight, const void *qzeros, const 
         for (int64_t b = 0; b < K / 32; b++) {
             unsigned char blk[8 * 19], code[8][32];
             int64_t g = b * 32 / G;
-            for (int k = 0; k < 32; k++)
-                for (int c = 0; c < 8; c++) code[c][k] = (unsigned char)awq_code(qweight, (b * 32 + k) * W + j, c);
+            for (int k = 0; k < 32; k++) {
+                uint32_t w = awq_word(qweight, (b * 32 + k) * W + j);
+                for (int c = 0; c < 8; c++) code[c][k] = (unsigned char)awq_code(w, c);
+            }
+            uint32_t zw = awq_word(qzeros, g * W + j);
             for (int c = 0; c < 8; c++) {
                 unsigned char *o = blk + c * bs;
                 memcpy(o, (const unsigned char *)scales + 2 * (size_t)(g * N + 8 * j + c), 2);
                 for (int i = 0; i < 16; i++) o[2 + i] = (unsigned char)(code[c][i] | code[c][i + 16] << 4);
-                o[18] = (unsigned char)awq_code(qzeros, g * W + j, c);
+                o[18] = (unsigned char)awq_code(zw, c);
             }
             if (t == VLM_Q4_ZR8) vlm_repack_r8(t, blk, 32, group + (size_t)b * 8 * bs);
             else

@@ -20,7 +20,11 @@ static const cpu_variant cpu_variants[] = {
      "matmul, 32+ rows  packed-panel GEMM, 6x16 FMA tile (gemm.c)\n"
      "matmul, 1-31 rows AVX2 GEMV on the weights as stored\n"
      "int8 matmul       int16 pairs, vpmaddwd, 6x16 tile (gemm_i8.c)\n"
+#if defined(VLM_HAVE_BLAS)
      "attention         flash tiles on the GEMM engine; decode rows on sgemm\n"
+#else
+     "attention         flash tiles on the GEMM engine; decode rows on AVX2 dots\n"
+#endif
      "element-wise      AVX2: exp, softmax, GELU (tanh, erf), SiLU, tanh, RMS sums; others C\n"},
 #elif defined(__aarch64__)
     {"dotprod", VLM_CPU_NEON | VLM_CPU_DOTPROD, cpu_exec_dotprod, 0,

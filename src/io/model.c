@@ -292,6 +292,9 @@ static void model_quant_rows(void *p, int64_t i0, int64_t i1, int thread) {
     }
 }
 
+/* The CPU kernels read groups of 8 rows interleaved (vlm_repack_r8). */
+static int model_reads_r8(const vlm_model *m) { return m->be && m->be->name && !strcmp(m->be->name, "cpu"); }
+
 static vlm_dtype model_quant_for(const vlm_model *m, vlm_linear_role role) {
     if (!m->quant || (role == VLM_LINEAR_VISION && !m->quant_vision)) return 0;
     return role == VLM_LINEAR_OUTPUT ? VLM_Q8_0 : m->quant;
@@ -305,8 +308,7 @@ static vlm_tensor *model_quantize(vlm_model *m, const vlm_tensor *src, int ndim,
     if (!dst) return NULL;
     int64_t rows = 1, per = shape[ndim - 2]; /* rows per matrix: groups of 8 must not straddle two */
     for (int d = 0; d < ndim - 1; d++) rows *= shape[d];
-    /* the CPU kernels read groups of 8 rows interleaved (vlm_repack_r8) */
-    int r8 = per % 8 == 0 && m->be && m->be->name && !strcmp(m->be->name, "cpu");
+    int r8 = per % 8 == 0 && model_reads_r8(m);
     if (r8) q = q == VLM_Q8_0 ? VLM_Q8_0R8 : VLM_Q4_0R8;
     *dst = vlm_tensor_make(q, ndim, shape, NULL);
     if (!(dst->data = vlm_arena_alloc(&m->arena, vlm_nbytes(dst)))) return NULL;
@@ -410,8 +412,7 @@ static vlm_tensor *model_awq_linear(vlm_model *m, const char *name, int64_t out,
     if (A.qweight) A.qzeros = model_awq_part(m, module, "qzeros", VLM_I32, in / G, out / 8, err);
     if (A.qzeros) A.scales = model_awq_part(m, module, "scales", VLM_F16, in / G, out, err);
     if (!A.scales) return NULL;
-    /* the CPU kernels read groups of 8 rows interleaved, as for q4_0 */
-    int r8 = m->be && m->be->name && !strcmp(m->be->name, "cpu");
+    int r8 = model_reads_r8(m); /* out is a multiple of 8 */
     vlm_tensor *dst = (vlm_tensor *)vlm_arena_alloc(&m->arena, sizeof *dst);
     if (dst) {
         *dst = vlm_tensor_make(r8 ? VLM_Q4_ZR8 : VLM_Q4_Z, 2, (const int64_t[]){out, in}, NULL);

@@ -34,7 +34,6 @@ void *vlm_aligned_alloc(size_t align, size_t n) {
 
 void vlm_aligned_free(void *p) { free(p); }
 
-
 /* ------------------------------------------------------------------ files */
 
 int vlm_path_kind(const char *path) {

@@ -23,7 +23,7 @@
 #else
 #define CPU_BLAS 0
 #endif
-#define CPU_PACKED (CPU_AVX2 || !CPU_BLAS)
+#define CPU_PACKED (CPU_AVX2 || CPU_NEON || !CPU_BLAS)
 
 /* Functions one family calls in another: one translation unit per variant,
  * so static. */
@@ -78,7 +78,7 @@ static inline float32x4_t cpu_load4w(const void *w, int64_t i, vlm_dtype t) {
     if (t == VLM_F16) return cpu_load4_f16((const uint16_t *)w + i);
     return vld1q_f32((const float *)w + i);
 }
-/* sum of a[i] * w[i], i < n4 (a multiple of 16), over 4 chains */
+/* sum of a[i] * w[i], i < n16 (a multiple of 16), over 4 chains */
 static inline __attribute__((always_inline)) float cpu_dot_neon(const float *a, const void *w, vlm_dtype t, int64_t n16) {
     float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
     for (int64_t i = 0; i < n16; i += 16) {
