@@ -65,7 +65,7 @@ ifeq ($(COV),1)
   LDFLAGS += --coverage
 endif
 # ThreadSanitizer: `make tsan` runs the tests that share an engine or a
-# backend between threads.
+# backend between threads, and the server's (its slots share one engine).
 ifeq ($(SAN),thread)
   BUILD  := build-tsan
   CFLAGS += -fsanitize=thread -fno-omit-frame-pointer
@@ -81,6 +81,16 @@ ifeq ($(HAVE_LIBEDIT),1)
   CLI_LDLIBS += -ledit
 endif
 
+# Optional: libmicrohttpd (`vlm serve`, server/), detected for the native build.
+ifeq ($(TARGET),)
+  HAVE_MHD := $(shell printf '\#include <microhttpd.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 && echo 1)
+endif
+ifeq ($(HAVE_MHD),1)
+  CLI_CFLAGS += -DVLM_HAVE_SERVER
+  CLI_LDLIBS += -lmicrohttpd
+  SERVER_SRC := $(wildcard server/*.c)
+endif
+
 SUBSYSTEMS := platform core io text vision api
 LIB_SRC  := $(foreach d,$(SUBSYSTEMS),$(wildcard src/$(d)/*.c)) $(wildcard models/*.c) \
             $(filter-out src/cpu/variant.c,$(wildcard src/cpu/*.c))
@@ -91,7 +101,7 @@ ifneq ($(findstring aarch64,$(shell $(CC) -dumpmachine)),)
 else
   CPU_VARIANTS := scalar avx2
 endif
-CLI_SRC  := $(wildcard cli/*.c)
+CLI_SRC  := $(wildcard cli/*.c) $(SERVER_SRC)
 TEST_SRC := $(wildcard tests/test_*.c)
 EX_SRC   := $(wildcard examples/*.c)
 
@@ -137,7 +147,11 @@ $(BUILD)/vlm_cuda.o: vlm_cuda.cu $(HEADERS)
 $(BUILD)/libvlm.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/cli/%.o: cli/%.c $(HEADERS) cli/cli.h
+$(BUILD)/cli/%.o: cli/%.c $(HEADERS) cli/cli.h server/server.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CLI_CFLAGS) -c $< -o $@
+
+$(BUILD)/server/%.o: server/%.c $(HEADERS) server/server.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CLI_CFLAGS) -c $< -o $@
 
@@ -168,9 +182,11 @@ test: vlm.h vlm_cpu.c $(TEST_BIN) $(BUILD)/vlm$(EXE) $(EX_BIN)
 
 TSAN_TESTS := test_threads test_api test_api_contract test_ops
 tsan:
-	$(MAKE) SAN=thread $(TSAN_TESTS:%=build-tsan/tests/%)
+	$(MAKE) SAN=thread $(TSAN_TESTS:%=build-tsan/tests/%) build-tsan/vlm
 	for t in $(TSAN_TESTS); do TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/$$t > build-tsan/$$t.log 2>&1 \
 	  && echo "PASS tsan $$t" || { echo "FAIL tsan $$t"; tail -n 40 build-tsan/$$t.log; exit 1; }; done
+	TSAN_OPTIONS=halt_on_error=1 sh tests/check_serve.sh build-tsan > build-tsan/check_serve.log 2>&1 \
+	  && echo "PASS tsan check_serve" || { echo "FAIL tsan check_serve"; tail -n 60 build-tsan/check_serve.log; exit 1; }
 
 # Mutation testing: each bug of tests/mutants.txt planted in turn, the tests
 # run until one fails; prints the score and the survivors (tools/mutate.py).

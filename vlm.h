@@ -86,6 +86,10 @@ int vlm_is_terminal(int fd); /* fd 0, 1, 2: stdin, stdout, stderr */
 /* fn(SIGINT) on Ctrl-C; a read waiting at a prompt then returns (no
  * restart), so an interactive loop sees it. */
 void vlm_on_interrupt(void (*fn)(int));
+/* fn(signal) on a request to end: Ctrl-C, and SIGTERM (a service manager's
+ * stop) where the system has it. */
+void vlm_on_terminate(void (*fn)(int));
+void vlm_sleep_s(double seconds);
 
 /* CPU features the kernels may use, found at run time (bits of vlm_cpu_features). */
 #define VLM_CPU_AVX2       (1u << 0) /* with FMA and F16C */
@@ -286,6 +290,8 @@ int vlm_buf_add(vlm_buf *b, const void *s, size_t n); /* 0, or -1 once oom */
 int vlm_buf_str(vlm_buf *b, const char *s);
 /* UTF-8 encoding of code point cp (< 0x110000) into out[0..4); returns its length. */
 int vlm_utf8_encode(uint32_t cp, char *out);
+/* A 64-bit hash of n bytes (not cryptographic: for caches keyed by content). */
+uint64_t vlm_hash64(const void *data, size_t n, uint64_t seed);
 
 /* ------------------------------------------------------------------ tensors */
 
@@ -651,6 +657,9 @@ const char *vlm_json_str(const vlm_json *j, const char *def);
  * be dotted; section may be NULL. E.g.
  *   vlm_json_int(vlm_json_cfg(cfg, "text_config", "hidden_size"), 0) */
 const vlm_json *vlm_json_cfg(const vlm_json *cfg, const char *section, const char *key);
+/* Writing: s[0..n) as a JSON string literal (quotes, escapes; control
+ * characters as \u00XX; bytes that are not valid UTF-8 as U+FFFD), appended to b. */
+int vlm_json_quote(vlm_buf *b, const char *s, size_t n);
 
 /* ------------------------------------------------------------------ safetensors */
 
@@ -1404,6 +1413,17 @@ void vlm_session_free(vlm_session *s);
 /* Forgets the conversation (the next generate starts from an empty cache). */
 void vlm_session_reset(vlm_session *s);
 
+/* Starts a message of role "system", "user" or "assistant" (an earlier
+ * turn of a conversation given whole, as a server receives it): the parts
+ * added next go into it. Without it, parts go into the last user message,
+ * or a new one after an answer. */
+vlm_status vlm_session_begin_message(vlm_session *s, const char *role, vlm_error *err);
+/* Forgets the conversation, system prompt included, but keeps the cache:
+ * the next generate computes only what follows the longest prefix of its
+ * prompt (tokens and images) that the cache holds. For a server whose
+ * clients resend the whole conversation in every request. */
+void vlm_session_restart(vlm_session *s);
+
 /* Parts of the next user message, in order. */
 vlm_status vlm_session_add_image_file(vlm_session *s, const char *path, vlm_error *err);
 /* rgb: width*height pixels, 3 bytes each, rows `stride` bytes apart (0: width*3). Copied. */
@@ -1704,6 +1724,20 @@ void vlm_on_interrupt(void (*fn)(int)) {
 #endif
 }
 
+void vlm_on_terminate(void (*fn)(int)) {
+    vlm_on_interrupt(fn);
+    signal(SIGTERM, fn);
+}
+
+void vlm_sleep_s(double seconds) {
+#if defined(CLOCK_REALTIME) /* nanosleep comes with it; both hidden in a strict build */
+    struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+#else
+    for (double end = vlm_time_s() + seconds; vlm_time_s() < end;) sched_yield();
+#endif
+}
+
 /* ------------------------------------------------------------------ threads */
 
 struct vlm_thread { pthread_t t; };
@@ -1883,6 +1917,12 @@ int vlm_list_dir(const char *dir, int (*fn)(void *user, const char *name), void 
 int vlm_is_terminal(int fd) { return _isatty(fd) != 0; }
 
 void vlm_on_interrupt(void (*fn)(int)) { signal(SIGINT, fn); }
+void vlm_on_terminate(void (*fn)(int)) {
+    signal(SIGINT, fn);
+    signal(SIGTERM, fn);
+    signal(SIGBREAK, fn);
+}
+void vlm_sleep_s(double seconds) { Sleep((DWORD)(seconds * 1e3)); }
 
 /* ------------------------------------------------------------------ threads */
 
@@ -2030,6 +2070,29 @@ int vlm_utf8_encode(uint32_t cp, char *s) {
     s[0] = (char)(0xF0 | (cp >> 18)); s[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
     s[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); s[3] = (char)(0x80 | (cp & 0x3F));
     return 4;
+}
+
+/* Eight bytes at a time through a multiply-xorshift mix (a bijection per
+ * word, so no two words of a block collide), the tail and length last. */
+static uint64_t core_mix(uint64_t h) {
+    h ^= h >> 32;
+    h *= 0xd6e8feb86659fd93ull;
+    h ^= h >> 32;
+    h *= 0xd6e8feb86659fd93ull;
+    return h ^ (h >> 32);
+}
+
+uint64_t vlm_hash64(const void *data, size_t n, uint64_t seed) {
+    const unsigned char *p = (const unsigned char *)data;
+    uint64_t h = core_mix(seed ^ 0x9e3779b97f4a7c15ull), w;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, p + i, 8);
+        h = core_mix(h ^ w) + 0x9e3779b97f4a7c15ull;
+    }
+    w = 0;
+    if (n > i) memcpy(&w, p + i, n - i);
+    return core_mix(h ^ w ^ ((uint64_t)n << 56) ^ (uint64_t)n);
 }
 
 /* ------------------------------------------------------------------ dtypes */
@@ -3531,6 +3594,28 @@ const vlm_json *vlm_json_cfg(const vlm_json *cfg, const char *section, const cha
     const vlm_json *sec = section ? vlm_json_get(cfg, section) : NULL;
     const vlm_json *v = sec ? vlm_json_path(sec, key) : NULL;
     return v ? v : vlm_json_path(cfg, key);
+}
+
+int vlm_json_quote(vlm_buf *b, const char *s, size_t n) {
+    const unsigned char *u = (const unsigned char *)s;
+    vlm_buf_add(b, "\"", 1);
+    size_t i = 0, run = 0; /* bytes [run, i) go out as they are */
+    while (i < n) {
+        unsigned char c = u[i];
+        int len = json_utf8_len(u + i, n - i);
+        if (len > 1 || (len == 1 && c >= 0x20 && c != '"' && c != '\\')) { i += (size_t)len; continue; }
+        vlm_buf_add(b, s + run, i - run);
+        char esc[8];
+        if (len == 0) vlm_buf_add(b, "\xEF\xBF\xBD", 3); /* U+FFFD for a byte that begins no character */
+        else if (c == '"' || c == '\\') { esc[0] = '\\'; esc[1] = (char)c; vlm_buf_add(b, esc, 2); }
+        else if (c == '\n') vlm_buf_add(b, "\\n", 2);
+        else if (c == '\r') vlm_buf_add(b, "\\r", 2);
+        else if (c == '\t') vlm_buf_add(b, "\\t", 2);
+        else { snprintf(esc, sizeof esc, "\\u%04x", c); vlm_buf_add(b, esc, 6); }
+        run = ++i;
+    }
+    vlm_buf_add(b, s + run, n - run);
+    return vlm_buf_add(b, "\"", 1);
 }
 /* ---- src/io/model.c ---- */
 /* Model loading: config.json + safetensors -> an architecture's weights. */
@@ -16087,6 +16172,7 @@ typedef struct {
     int have_info;
     vlm_media_info info;
     int64_t n_tokens;           /* placeholder tokens it takes in the prompt */
+    uint64_t hash;              /* of its pixels: which image the cache holds */
 } api_image;
 
 typedef struct {
@@ -16110,6 +16196,9 @@ struct vlm_session {
     int n_bound, cap_bound;
     float *logits;
     int parse_special;          /* vlm_session_params.parse_special */
+    int msg_open;               /* the last message was begun by vlm_session_begin_message */
+    uint64_t *cached_hash;      /* the images whose tokens the cache holds, in order */
+    int n_cached, cap_cached;
 };
 
 static double api_now(void) { return vlm_time_s(); }
@@ -16266,18 +16355,26 @@ void vlm_session_free(vlm_session *s) {
     free(s->ids);
     free(s->bound_n);
     free(s->bound_rope);
+    free(s->cached_hash);
     free(s->logits);
     vlm_seq_free(&s->seq);
     free(s);
 }
 
-void vlm_session_reset(vlm_session *s) {
-    int keep = s->n_msgs > 0 && !strcmp(s->msgs[0].role, "system") ? 1 : 0;
+static void api_forget_conversation(vlm_session *s, int keep_system) {
+    int keep = keep_system && s->n_msgs > 0 && !strcmp(s->msgs[0].role, "system") ? 1 : 0;
     api_free_msgs(s, keep);
     for (int i = 0; i < s->n_images; i++) vlm_image_free(&s->images[i].img);
     s->n_images = 0;
+    s->msg_open = 0;
+}
+
+void vlm_session_reset(vlm_session *s) {
+    api_forget_conversation(s, 1);
     vlm_session_forget_cache(s);
 }
+
+void vlm_session_restart(vlm_session *s) { api_forget_conversation(s, 0); }
 
 const float *vlm_session_logits(const vlm_session *s) { return s->logits; }
 
@@ -16288,20 +16385,36 @@ const int32_t *vlm_session_tokens(const vlm_session *s, int *n) {
 
 void vlm_session_forget_cache(vlm_session *s) {
     s->n_bound = 0;
+    s->n_cached = 0;
     vlm_seq_reset(&s->seq);
 }
 
-/* The message the next parts go into: the last one if it is the user's. */
-static api_msg *api_user_msg(vlm_session *s, vlm_error *err) {
-    if (s->n_msgs > 0 && !strcmp(s->msgs[s->n_msgs - 1].role, "user")) return &s->msgs[s->n_msgs - 1];
-    if (!api_grow((void **)&s->msgs, &s->cap_msgs, s->n_msgs + 1, sizeof(api_msg))) {
+static api_msg *api_new_msg(vlm_session *s, const char *role, vlm_error *err) {
+    char *r = vlm_strdup(role);
+    if (!r || !api_grow((void **)&s->msgs, &s->cap_msgs, s->n_msgs + 1, sizeof(api_msg))) {
+        free(r);
         vlm_error_set(err, VLM_ERR_OOM, "out of memory");
         return NULL;
     }
     api_msg *m = &s->msgs[s->n_msgs++];
     memset(m, 0, sizeof *m);
-    m->role = vlm_strdup("user");
+    m->role = r;
     return m;
+}
+
+/* The message the next parts go into: the last one if it is the user's or was begun. */
+static api_msg *api_user_msg(vlm_session *s, vlm_error *err) {
+    if (s->n_msgs > 0 && (s->msg_open || !strcmp(s->msgs[s->n_msgs - 1].role, "user"))) return &s->msgs[s->n_msgs - 1];
+    return api_new_msg(s, "user", err);
+}
+
+vlm_status vlm_session_begin_message(vlm_session *s, const char *role, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
+    if (!role || (strcmp(role, "system") && strcmp(role, "user") && strcmp(role, "assistant")))
+        return vlm_error_set(err, VLM_ERR_ARG, "unknown role '%s' (system, user or assistant)", role ? role : "(null)");
+    if (!api_new_msg(s, role, err)) return err->code;
+    s->msg_open = 1;
+    return VLM_OK;
 }
 
 /* The session's copy of a text: special token strings in it marked as text
@@ -16339,6 +16452,9 @@ static vlm_status api_add_image(vlm_session *s, vlm_image *img, vlm_error *err) 
     api_image *a = &s->images[s->n_images++];
     memset(a, 0, sizeof *a);
     a->img = *img;
+    a->hash = vlm_hash64(NULL, 0, ((uint64_t)img->width << 32) | (uint32_t)img->height);
+    size_t row = (size_t)img->width * 3, stride = img->stride ? (size_t)img->stride : row;
+    for (int y = 0; y < img->height; y++) a->hash = vlm_hash64(img->rgb + (size_t)y * stride, row, a->hash);
     return VLM_OK;
 }
 
@@ -16483,6 +16599,15 @@ static int api_reuse_prefix(vlm_session *s, const int32_t *ids, int n) {
     while (p < cached && p < n - 1 && s->ids[p] == ids[p]) p++; /* at least one token left to compute */
     while (p > 0 && api_is_media(m, ids[p - 1]) && api_is_media(m, ids[p])) p--; /* not inside an image */
     while (p > 0 && p < n && api_is_media(m, ids[p])) p--;
+    /* Image tokens are all alike: the prefix ends before the first image
+     * that is not the one the cache holds in its place. */
+    int64_t media = 0;
+    int k = 0;
+    for (int i = 0; i < p; i++) {
+        if (!api_is_media(m, ids[i])) continue;
+        if (media == 0 && (k >= s->n_cached || k >= s->n_images || s->cached_hash[k] != s->images[k].hash)) { p = i; break; }
+        if (++media == s->images[k].n_tokens) { k++; media = 0; }
+    }
     if (!api_ring_intact(&s->seq, p)) p = 0;
     /* RoPE position at p: from the last call boundary b <= p, plus one per text token. */
     int b = -1;
@@ -16492,6 +16617,9 @@ static int api_reuse_prefix(vlm_session *s, const int32_t *ids, int n) {
     if (b >= 0) { rope = s->bound_rope[b]; from = s->bound_n[b]; }
     for (int i = from; i < p; i++) if (api_is_media(m, ids[i])) { p = from; break; }
     rope += p - from;
+    s->n_cached = 0; /* the images before p */
+    for (int i = 0, media = 0; i < p; i++)
+        if (api_is_media(m, ids[i]) && ++media == s->images[s->n_cached].n_tokens) { s->n_cached++; media = 0; }
     vlm_kv_truncate(&s->seq.kv, p);
     s->seq.n_past = p;
     s->seq.rope_pos = rope;
@@ -16544,6 +16672,12 @@ static vlm_status api_forward(vlm_session *s, const int32_t *ids, int n, int fir
         f.tensors[f.n++] = vlm_tensor_make(VLM_I32, 2, (const int64_t[]){1, n}, types);
         if (m->arch->encode(m, c, &f, &vis) != VLM_OK) { rc = vlm_error_set(err, c->err.code, "%s", c->err.msg); goto out; }
         if (st) { st->vision_s += api_now() - t0; st->n_images_encoded += n_img; }
+        if (!api_grow((void **)&s->cached_hash, &s->cap_cached, first_img + n_img, sizeof(uint64_t))) {
+            rc = vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+            goto out;
+        }
+        for (int i = 0; i < n_img; i++) s->cached_hash[first_img + i] = s->images[first_img + i].hash;
+        s->n_cached = first_img + n_img;
     }
     vlm_tensor *lg = NULL;
     if (m->arch->forward(m, &s->seq, ids, n, n_img ? &vis : NULL, n_img ? &f : NULL, 0, &lg) != VLM_OK ||
@@ -16624,6 +16758,7 @@ static vlm_status api_append_answer(vlm_session *s, const char *text, size_t len
     m->parts[0].text = t;
     m->n_parts = 1;
     s->n_msgs++;
+    s->msg_open = 0;
     return VLM_OK;
 }
 

@@ -11,6 +11,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* Checked values of command-line options (cli/args.c): the whole string
  * must be a number in [lo, hi]; else one line on stderr naming the command

@@ -16,6 +16,7 @@ static const struct {
     {"tokenize", cmd_tokenize, "encode text to ids or decode ids to text"},
     {"preprocess", cmd_preprocess, "run an image processor and write its outputs"},
     {"quantize", cmd_quantize, "write a model folder with quantized weights"},
+    {"serve", cmd_serve, "an OpenAI-compatible HTTP server (chat completions)"},
 };
 
 static void usage(FILE *f) {

@@ -27,9 +27,15 @@ for d in platform core io text vision api cpu; do
     done
 done
 # The OS is reached through src/platform only: elsewhere (the CLI too), C11 headers.
-if grep -nE '^#include <(unistd|fcntl|pthread|sched|dirent|windows|io|direct|psapi)\.h>|^#include <sys/' \
-    $(ls src/*/*.c src/*/*.h src/*/*/*.c src/*/*/*.h models/*.c cli/*.c 2>/dev/null | grep -v '^src/platform/'); then
+# The server's one exception: server/http.c resolves the address it listens on.
+if grep -nE '^#include <(unistd|fcntl|pthread|sched|dirent|windows|io|direct|psapi|netdb)\.h>|^#include <(sys|netinet|arpa)/' \
+    $(ls src/*/*.c src/*/*.h src/*/*/*.c src/*/*/*.h models/*.c cli/*.c server/*.c server/*.h 2>/dev/null |
+      grep -v -e '^src/platform/' -e '^server/http\.c$'); then
     echo "an OS header outside src/platform (above)"; bad=1
+fi
+# The server is a program over the public API, like the CLI: vlm.h, not src/.
+if grep -n '^#include "\(platform\|core\|io\|text\|vision\|api\|cpu\)/' server/*.c server/*.h cli/*.c 2>/dev/null; then
+    echo "the server or the CLI includes the library's inner headers (above)"; bad=1
 fi
 # Code only: comments may say whom a helper serves.
 if sed -e 's|/\*.*\*/||g' -e '/^ *\*/d' -e '/^ *\/\*/d' src/core/*.c src/core/*.h |

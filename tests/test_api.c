@@ -168,6 +168,77 @@ static void test_multi_turn_cache(vlm_engine *e) {
     vlm_session_free(s[1]);
 }
 
+/* A conversation given whole (a server's request) into a session: the
+ * image (or its pixels inverted when `other`), the question, then an
+ * earlier answer and a follow-up when `answer` is given. */
+static void give_conversation(vlm_session *s, const vlm_image *img, int other, const char *answer) {
+    vlm_error err = {0};
+    vlm_image inv = *img;
+    size_t n = (size_t)img->width * img->height * 3;
+    inv.rgb = (uint8_t *)malloc(n);
+    for (size_t i = 0; inv.rgb && i < n; i++) inv.rgb[i] = other ? (uint8_t)(255 - img->rgb[i]) : img->rgb[i];
+    CHECK(vlm_session_begin_message(s, "system", &err) == VLM_OK && vlm_session_add_text(s, "Be brief.", &err) == VLM_OK &&
+              vlm_session_begin_message(s, "user", &err) == VLM_OK &&
+              vlm_session_add_image_rgb(s, inv.rgb, img->width, img->height, 0, &err) == VLM_OK &&
+              vlm_session_add_text(s, "What is in the picture?", &err) == VLM_OK,
+          "%s", err.msg);
+    if (answer)
+        CHECK(vlm_session_begin_message(s, "assistant", &err) == VLM_OK && vlm_session_add_text(s, answer, &err) == VLM_OK &&
+                  vlm_session_begin_message(s, "user", &err) == VLM_OK &&
+                  vlm_session_add_text(s, "And what colour is it?", &err) == VLM_OK,
+              "%s", err.msg);
+    free(inv.rgb);
+}
+
+/* vlm_session_restart keeps the cache for the next conversation: a
+ * follow-up computes only its new tokens, and a different image of the same
+ * size in the same place is encoded again (the cache knows its images by
+ * their pixels), each matching a fresh session on the same conversation. */
+static void test_restart_reuse(vlm_engine *e) {
+    vlm_error err = {0};
+    vlm_image img = {0};
+    CHECK(vlm_image_load(&img, IMAGE, &err) == VLM_OK, "%s", err.msg);
+    vlm_generate_params gp = vlm_generate_default();
+    gp.sampling.temperature = 0;
+    gp.max_tokens = 6;
+    gp.ignore_eos = 1;
+    vlm_session *s = NULL, *fresh = NULL;
+    sink a1 = {0}, k = {0};
+    vlm_generate_stats st;
+    CHECK(vlm_session_new(e, NULL, &s, &err) == VLM_OK, "%s", err.msg);
+    give_conversation(s, &img, 0, NULL);
+    CHECK(vlm_session_generate(s, &gp, collect, &a1, NULL, &err) == VLM_OK, "%s", err.msg);
+    for (int step = 0; step < 3; step++) {
+        /* 0: the follow-up turn; 1: the first turn with another image; 2: the first turn again */
+        int other = step == 1;
+        const char *answer = step == 0 ? a1.text : NULL;
+        vlm_session_restart(s);
+        give_conversation(s, &img, other, answer);
+        gp.max_tokens = 1; /* the logits kept are those of the prefill */
+        CHECK(vlm_session_generate(s, &gp, collect, &k, &st, &err) == VLM_OK, "%s", err.msg);
+        CHECK(vlm_session_new(e, NULL, &fresh, &err) == VLM_OK, "%s", err.msg);
+        give_conversation(fresh, &img, other, answer);
+        CHECK(vlm_session_generate(fresh, &gp, collect, &k, NULL, &err) == VLM_OK, "%s", err.msg);
+        float d = test_max_abs_diff(vlm_session_logits(s), vlm_session_logits(fresh), 1024);
+        printf("restart step %d: %d of %d prompt tokens computed, %d images encoded, max |logit diff| vs fresh %.3g\n",
+               step, st.n_prompt_computed, st.n_prompt, st.n_images_encoded, d);
+        CHECK(d < 1e-4f, "step %d: reused and fresh agree (%g)", step, d);
+        if (step == 0) CHECK(st.n_prompt_computed < st.n_prompt / 2 && st.n_images_encoded == 0, "the follow-up reuses the cache");
+        else CHECK(st.n_images_encoded == 1 && st.n_prompt_computed < st.n_prompt, "the changed image is encoded again after the reused system prompt");
+        vlm_session_free(fresh);
+    }
+    CHECK(vlm_session_begin_message(s, "tool", &err) == VLM_ERR_ARG && strstr(err.msg, "unknown role 'tool'"), "%s", err.msg);
+    vlm_session_restart(s);
+    vlm_session_begin_message(s, "user", &err);
+    vlm_session_add_text(s, "hi", &err);
+    vlm_session_begin_message(s, "assistant", &err);
+    vlm_session_add_text(s, "hello", &err);
+    CHECK(vlm_session_generate(s, &gp, collect, &k, NULL, &err) == VLM_ERR_ARG && strstr(err.msg, "nothing to answer"),
+          "a conversation that ends with an answer: %s", err.msg);
+    vlm_session_free(s);
+    vlm_image_free(&img);
+}
+
 static void test_two_engines(vlm_engine *e1) {
     vlm_error err = {0};
     vlm_engine *e2 = NULL;
@@ -270,6 +341,7 @@ int main(void) {
     test_seeds(e);
     test_stop_string(e);
     test_multi_turn_cache(e);
+    test_restart_reuse(e);
     test_two_engines(e);
     test_bad_inputs(e);
     test_cli();

@@ -336,7 +336,34 @@ static void test_bounded(void) {
     }
 }
 
+/* vlm_json_quote writes what the parser reads back: escapes, control
+ * characters, multi-byte UTF-8 kept, bytes that are no UTF-8 as U+FFFD. */
+static void test_quote(void) {
+    static const struct { const char *in; size_t n; const char *back; } cases[] = { /* n 0: strlen */
+        {"plain", 0, "plain"},
+        {"q\"b\\s/", 0, "q\"b\\s/"},
+        {"nl\n cr\r tab\t bell\x01 esc\x1b del\x7f", 0, "nl\n cr\r tab\t bell\x01 esc\x1b del\x7f"},
+        {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 0, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"},
+        {"bad\xff end\xc3", 0, "bad\xef\xbf\xbd end\xef\xbf\xbd"},
+        {"nul\0in", 6, "nul\0in"},
+        {"", 0, ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        vlm_buf b = {0};
+        vlm_json_quote(&b, cases[i].in, cases[i].n ? cases[i].n : strlen(cases[i].in));
+        vlm_error err = {0};
+        vlm_json *j = vlm_json_parse(b.p, b.n, &err);
+        size_t want = strlen(cases[i].back) + (i == 5 ? 3 : 0);
+        CHECK(j && j->type == VLM_JSON_STRING && (size_t)j->n == want && !memcmp(j->str, cases[i].back, want),
+              "quote case %zu: %s -> %s", i, b.p, err.msg);
+        for (size_t k = 0; k < b.n; k++) CHECK((unsigned char)b.p[k] >= 0x20, "case %zu: no raw control byte", i);
+        vlm_json_free(j);
+        free(b.p);
+    }
+}
+
 int main(void) {
+    test_quote();
     test_bounded();
     test_reference("gemma4_config");
     test_reference("qwen2_5_vl_config");

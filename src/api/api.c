@@ -23,6 +23,7 @@ typedef struct {
     int have_info;
     vlm_media_info info;
     int64_t n_tokens;           /* placeholder tokens it takes in the prompt */
+    uint64_t hash;              /* of its pixels: which image the cache holds */
 } api_image;
 
 typedef struct {
@@ -46,6 +47,9 @@ struct vlm_session {
     int n_bound, cap_bound;
     float *logits;
     int parse_special;          /* vlm_session_params.parse_special */
+    int msg_open;               /* the last message was begun by vlm_session_begin_message */
+    uint64_t *cached_hash;      /* the images whose tokens the cache holds, in order */
+    int n_cached, cap_cached;
 };
 
 static double api_now(void) { return vlm_time_s(); }
@@ -202,18 +206,26 @@ void vlm_session_free(vlm_session *s) {
     free(s->ids);
     free(s->bound_n);
     free(s->bound_rope);
+    free(s->cached_hash);
     free(s->logits);
     vlm_seq_free(&s->seq);
     free(s);
 }
 
-void vlm_session_reset(vlm_session *s) {
-    int keep = s->n_msgs > 0 && !strcmp(s->msgs[0].role, "system") ? 1 : 0;
+static void api_forget_conversation(vlm_session *s, int keep_system) {
+    int keep = keep_system && s->n_msgs > 0 && !strcmp(s->msgs[0].role, "system") ? 1 : 0;
     api_free_msgs(s, keep);
     for (int i = 0; i < s->n_images; i++) vlm_image_free(&s->images[i].img);
     s->n_images = 0;
+    s->msg_open = 0;
+}
+
+void vlm_session_reset(vlm_session *s) {
+    api_forget_conversation(s, 1);
     vlm_session_forget_cache(s);
 }
+
+void vlm_session_restart(vlm_session *s) { api_forget_conversation(s, 0); }
 
 const float *vlm_session_logits(const vlm_session *s) { return s->logits; }
 
@@ -224,20 +236,36 @@ const int32_t *vlm_session_tokens(const vlm_session *s, int *n) {
 
 void vlm_session_forget_cache(vlm_session *s) {
     s->n_bound = 0;
+    s->n_cached = 0;
     vlm_seq_reset(&s->seq);
 }
 
-/* The message the next parts go into: the last one if it is the user's. */
-static api_msg *api_user_msg(vlm_session *s, vlm_error *err) {
-    if (s->n_msgs > 0 && !strcmp(s->msgs[s->n_msgs - 1].role, "user")) return &s->msgs[s->n_msgs - 1];
-    if (!api_grow((void **)&s->msgs, &s->cap_msgs, s->n_msgs + 1, sizeof(api_msg))) {
+static api_msg *api_new_msg(vlm_session *s, const char *role, vlm_error *err) {
+    char *r = vlm_strdup(role);
+    if (!r || !api_grow((void **)&s->msgs, &s->cap_msgs, s->n_msgs + 1, sizeof(api_msg))) {
+        free(r);
         vlm_error_set(err, VLM_ERR_OOM, "out of memory");
         return NULL;
     }
     api_msg *m = &s->msgs[s->n_msgs++];
     memset(m, 0, sizeof *m);
-    m->role = vlm_strdup("user");
+    m->role = r;
     return m;
+}
+
+/* The message the next parts go into: the last one if it is the user's or was begun. */
+static api_msg *api_user_msg(vlm_session *s, vlm_error *err) {
+    if (s->n_msgs > 0 && (s->msg_open || !strcmp(s->msgs[s->n_msgs - 1].role, "user"))) return &s->msgs[s->n_msgs - 1];
+    return api_new_msg(s, "user", err);
+}
+
+vlm_status vlm_session_begin_message(vlm_session *s, const char *role, vlm_error *err) {
+    VLM_ERROR_BEGIN(err);
+    if (!role || (strcmp(role, "system") && strcmp(role, "user") && strcmp(role, "assistant")))
+        return vlm_error_set(err, VLM_ERR_ARG, "unknown role '%s' (system, user or assistant)", role ? role : "(null)");
+    if (!api_new_msg(s, role, err)) return err->code;
+    s->msg_open = 1;
+    return VLM_OK;
 }
 
 /* The session's copy of a text: special token strings in it marked as text
@@ -275,6 +303,9 @@ static vlm_status api_add_image(vlm_session *s, vlm_image *img, vlm_error *err) 
     api_image *a = &s->images[s->n_images++];
     memset(a, 0, sizeof *a);
     a->img = *img;
+    a->hash = vlm_hash64(NULL, 0, ((uint64_t)img->width << 32) | (uint32_t)img->height);
+    size_t row = (size_t)img->width * 3, stride = img->stride ? (size_t)img->stride : row;
+    for (int y = 0; y < img->height; y++) a->hash = vlm_hash64(img->rgb + (size_t)y * stride, row, a->hash);
     return VLM_OK;
 }
 
@@ -419,6 +450,15 @@ static int api_reuse_prefix(vlm_session *s, const int32_t *ids, int n) {
     while (p < cached && p < n - 1 && s->ids[p] == ids[p]) p++; /* at least one token left to compute */
     while (p > 0 && api_is_media(m, ids[p - 1]) && api_is_media(m, ids[p])) p--; /* not inside an image */
     while (p > 0 && p < n && api_is_media(m, ids[p])) p--;
+    /* Image tokens are all alike: the prefix ends before the first image
+     * that is not the one the cache holds in its place. */
+    int64_t media = 0;
+    int k = 0;
+    for (int i = 0; i < p; i++) {
+        if (!api_is_media(m, ids[i])) continue;
+        if (media == 0 && (k >= s->n_cached || k >= s->n_images || s->cached_hash[k] != s->images[k].hash)) { p = i; break; }
+        if (++media == s->images[k].n_tokens) { k++; media = 0; }
+    }
     if (!api_ring_intact(&s->seq, p)) p = 0;
     /* RoPE position at p: from the last call boundary b <= p, plus one per text token. */
     int b = -1;
@@ -428,6 +468,9 @@ static int api_reuse_prefix(vlm_session *s, const int32_t *ids, int n) {
     if (b >= 0) { rope = s->bound_rope[b]; from = s->bound_n[b]; }
     for (int i = from; i < p; i++) if (api_is_media(m, ids[i])) { p = from; break; }
     rope += p - from;
+    s->n_cached = 0; /* the images before p */
+    for (int i = 0, media = 0; i < p; i++)
+        if (api_is_media(m, ids[i]) && ++media == s->images[s->n_cached].n_tokens) { s->n_cached++; media = 0; }
     vlm_kv_truncate(&s->seq.kv, p);
     s->seq.n_past = p;
     s->seq.rope_pos = rope;
@@ -480,6 +523,12 @@ static vlm_status api_forward(vlm_session *s, const int32_t *ids, int n, int fir
         f.tensors[f.n++] = vlm_tensor_make(VLM_I32, 2, (const int64_t[]){1, n}, types);
         if (m->arch->encode(m, c, &f, &vis) != VLM_OK) { rc = vlm_error_set(err, c->err.code, "%s", c->err.msg); goto out; }
         if (st) { st->vision_s += api_now() - t0; st->n_images_encoded += n_img; }
+        if (!api_grow((void **)&s->cached_hash, &s->cap_cached, first_img + n_img, sizeof(uint64_t))) {
+            rc = vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+            goto out;
+        }
+        for (int i = 0; i < n_img; i++) s->cached_hash[first_img + i] = s->images[first_img + i].hash;
+        s->n_cached = first_img + n_img;
     }
     vlm_tensor *lg = NULL;
     if (m->arch->forward(m, &s->seq, ids, n, n_img ? &vis : NULL, n_img ? &f : NULL, 0, &lg) != VLM_OK ||
@@ -560,6 +609,7 @@ static vlm_status api_append_answer(vlm_session *s, const char *text, size_t len
     m->parts[0].text = t;
     m->n_parts = 1;
     s->n_msgs++;
+    s->msg_open = 0;
     return VLM_OK;
 }
 

@@ -122,6 +122,17 @@ void vlm_session_free(vlm_session *s);
 /* Forgets the conversation (the next generate starts from an empty cache). */
 void vlm_session_reset(vlm_session *s);
 
+/* Starts a message of role "system", "user" or "assistant" (an earlier
+ * turn of a conversation given whole, as a server receives it): the parts
+ * added next go into it. Without it, parts go into the last user message,
+ * or a new one after an answer. */
+vlm_status vlm_session_begin_message(vlm_session *s, const char *role, vlm_error *err);
+/* Forgets the conversation, system prompt included, but keeps the cache:
+ * the next generate computes only what follows the longest prefix of its
+ * prompt (tokens and images) that the cache holds. For a server whose
+ * clients resend the whole conversation in every request. */
+void vlm_session_restart(vlm_session *s);
+
 /* Parts of the next user message, in order. */
 vlm_status vlm_session_add_image_file(vlm_session *s, const char *path, vlm_error *err);
 /* rgb: width*height pixels, 3 bytes each, rows `stride` bytes apart (0: width*3). Copied. */

@@ -90,6 +90,29 @@ int vlm_utf8_encode(uint32_t cp, char *s) {
     return 4;
 }
 
+/* Eight bytes at a time through a multiply-xorshift mix (a bijection per
+ * word, so no two words of a block collide), the tail and length last. */
+static uint64_t core_mix(uint64_t h) {
+    h ^= h >> 32;
+    h *= 0xd6e8feb86659fd93ull;
+    h ^= h >> 32;
+    h *= 0xd6e8feb86659fd93ull;
+    return h ^ (h >> 32);
+}
+
+uint64_t vlm_hash64(const void *data, size_t n, uint64_t seed) {
+    const unsigned char *p = (const unsigned char *)data;
+    uint64_t h = core_mix(seed ^ 0x9e3779b97f4a7c15ull), w;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, p + i, 8);
+        h = core_mix(h ^ w) + 0x9e3779b97f4a7c15ull;
+    }
+    w = 0;
+    if (n > i) memcpy(&w, p + i, n - i);
+    return core_mix(h ^ w ^ ((uint64_t)n << 56) ^ (uint64_t)n);
+}
+
 /* ------------------------------------------------------------------ dtypes */
 
 static const struct { const char *name; size_t size; int block; } core_dtypes[VLM_NTYPES] = {

@@ -159,6 +159,8 @@ int vlm_buf_add(vlm_buf *b, const void *s, size_t n); /* 0, or -1 once oom */
 int vlm_buf_str(vlm_buf *b, const char *s);
 /* UTF-8 encoding of code point cp (< 0x110000) into out[0..4); returns its length. */
 int vlm_utf8_encode(uint32_t cp, char *out);
+/* A 64-bit hash of n bytes (not cryptographic: for caches keyed by content). */
+uint64_t vlm_hash64(const void *data, size_t n, uint64_t seed);
 
 /* ------------------------------------------------------------------ tensors */
 

@@ -451,3 +451,25 @@ const vlm_json *vlm_json_cfg(const vlm_json *cfg, const char *section, const cha
     const vlm_json *v = sec ? vlm_json_path(sec, key) : NULL;
     return v ? v : vlm_json_path(cfg, key);
 }
+
+int vlm_json_quote(vlm_buf *b, const char *s, size_t n) {
+    const unsigned char *u = (const unsigned char *)s;
+    vlm_buf_add(b, "\"", 1);
+    size_t i = 0, run = 0; /* bytes [run, i) go out as they are */
+    while (i < n) {
+        unsigned char c = u[i];
+        int len = json_utf8_len(u + i, n - i);
+        if (len > 1 || (len == 1 && c >= 0x20 && c != '"' && c != '\\')) { i += (size_t)len; continue; }
+        vlm_buf_add(b, s + run, i - run);
+        char esc[8];
+        if (len == 0) vlm_buf_add(b, "\xEF\xBF\xBD", 3); /* U+FFFD for a byte that begins no character */
+        else if (c == '"' || c == '\\') { esc[0] = '\\'; esc[1] = (char)c; vlm_buf_add(b, esc, 2); }
+        else if (c == '\n') vlm_buf_add(b, "\\n", 2);
+        else if (c == '\r') vlm_buf_add(b, "\\r", 2);
+        else if (c == '\t') vlm_buf_add(b, "\\t", 2);
+        else { snprintf(esc, sizeof esc, "\\u%04x", c); vlm_buf_add(b, esc, 6); }
+        run = ++i;
+    }
+    vlm_buf_add(b, s + run, n - run);
+    return vlm_buf_add(b, "\"", 1);
+}

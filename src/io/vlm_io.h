@@ -52,6 +52,9 @@ const char *vlm_json_str(const vlm_json *j, const char *def);
  * be dotted; section may be NULL. E.g.
  *   vlm_json_int(vlm_json_cfg(cfg, "text_config", "hidden_size"), 0) */
 const vlm_json *vlm_json_cfg(const vlm_json *cfg, const char *section, const char *key);
+/* Writing: s[0..n) as a JSON string literal (quotes, escapes; control
+ * characters as \u00XX; bytes that are not valid UTF-8 as U+FFFD), appended to b. */
+int vlm_json_quote(vlm_buf *b, const char *s, size_t n);
 
 /* ------------------------------------------------------------------ safetensors */
 

@@ -154,6 +154,20 @@ void vlm_on_interrupt(void (*fn)(int)) {
 #endif
 }
 
+void vlm_on_terminate(void (*fn)(int)) {
+    vlm_on_interrupt(fn);
+    signal(SIGTERM, fn);
+}
+
+void vlm_sleep_s(double seconds) {
+#if defined(CLOCK_REALTIME) /* nanosleep comes with it; both hidden in a strict build */
+    struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+#else
+    for (double end = vlm_time_s() + seconds; vlm_time_s() < end;) sched_yield();
+#endif
+}
+
 /* ------------------------------------------------------------------ threads */
 
 struct vlm_thread { pthread_t t; };

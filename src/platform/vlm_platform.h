@@ -64,6 +64,10 @@ int vlm_is_terminal(int fd); /* fd 0, 1, 2: stdin, stdout, stderr */
 /* fn(SIGINT) on Ctrl-C; a read waiting at a prompt then returns (no
  * restart), so an interactive loop sees it. */
 void vlm_on_interrupt(void (*fn)(int));
+/* fn(signal) on a request to end: Ctrl-C, and SIGTERM (a service manager's
+ * stop) where the system has it. */
+void vlm_on_terminate(void (*fn)(int));
+void vlm_sleep_s(double seconds);
 
 /* CPU features the kernels may use, found at run time (bits of vlm_cpu_features). */
 #define VLM_CPU_AVX2       (1u << 0) /* with FMA and F16C */

@@ -128,6 +128,12 @@ int vlm_list_dir(const char *dir, int (*fn)(void *user, const char *name), void 
 int vlm_is_terminal(int fd) { return _isatty(fd) != 0; }
 
 void vlm_on_interrupt(void (*fn)(int)) { signal(SIGINT, fn); }
+void vlm_on_terminate(void (*fn)(int)) {
+    signal(SIGINT, fn);
+    signal(SIGTERM, fn);
+    signal(SIGBREAK, fn);
+}
+void vlm_sleep_s(double seconds) { Sleep((DWORD)(seconds * 1e3)); }
 
 /* ------------------------------------------------------------------ threads */
 
