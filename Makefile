@@ -207,7 +207,7 @@ clean:
 FUZZ_CC  ?= clang
 FUZZ_SRC := $(wildcard src/platform/*.c) $(wildcard src/core/*.c) src/io/json.c src/io/safetensors.c $(wildcard src/vision/*.c) \
             $(wildcard src/text/*.c)
-FUZZ_TARGETS := json safetensors image jinja tokenizer config
+FUZZ_TARGETS := json safetensors image jinja tokenizer config openai
 FUZZ_SECONDS ?= 30
 .PHONY: fuzz fuzz-smoke
 fuzz: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
@@ -218,6 +218,8 @@ build-fuzz/fuzz_image: FUZZ_DEFS = -DVLM_IMAGE_MAX_PIXELS='(1LL << 22)'
 # model loading runs the model code and the CPU backend (its generated file,
 # which carries every kernel variant in one translation unit)
 build-fuzz/fuzz_config: FUZZ_EXTRA = src/io/model.c $(wildcard models/*.c) vlm_cpu.c
+# vlm serve's request reader, over the public API (the whole library)
+build-fuzz/fuzz_openai: FUZZ_EXTRA = server/openai.c $(wildcard src/api/*.c) src/io/model.c $(wildcard models/*.c) vlm_cpu.c
 build-fuzz/%: fuzz/%.c $(FUZZ_SRC) $(HEADERS) vlm_cpu.c
 	@mkdir -p build-fuzz
-	$(FUZZ_CC) -std=c11 -g -O1 -D_GNU_SOURCE -Isrc -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(FUZZ_DEFS) -o $@ $< $(FUZZ_SRC) $(FUZZ_EXTRA) -lm -lpthread
+	$(FUZZ_CC) -std=c11 -g -O1 -D_GNU_SOURCE -Isrc -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(FUZZ_DEFS) -o $@ $< $(FUZZ_SRC) $(FUZZ_EXTRA) -lm -lpthread

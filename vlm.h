@@ -1384,6 +1384,10 @@ typedef struct vlm_engine_params {
      * in q8_0. quant_vision: the vision tower's and projector's linears too. */
     const char *quant;
     int quant_vision;
+    /* The vision-encoder cache shared by the engine's sessions: an image
+     * seen before (same pixels) takes its rows from it instead of the
+     * vision tower. MiB, least recently used out; 0: 256; negative: none. */
+    int vision_cache_mib;
     /* Loading progress in bytes of the checkpoint's tensors; may be NULL. */
     void (*load_progress)(void *user, int64_t done, int64_t total);
     void *load_progress_user;
@@ -1471,7 +1475,8 @@ typedef struct vlm_generate_stats {
     int n_prompt;            /* prompt tokens in the conversation */
     int n_prompt_computed;   /* of which computed now (the rest came from the cache) */
     int n_generated;
-    int n_images_encoded;
+    int n_images_encoded;    /* images run through the vision tower */
+    int n_images_cached;     /* images whose rows came from the engine's vision cache */
     double vision_s, prefill_s, decode_s;
     vlm_stop_reason stop;
 } vlm_generate_stats;
@@ -16150,6 +16155,36 @@ vlm_status vlm_image_load_limited(vlm_image *img, const char *path, int64_t max_
 /* ---- src/api/api.c ---- */
 /* The high-level API (api/vlm_api.h): chat template, image placeholders, cache
  * reuse across turns, sampling and streaming. */
+/* The engine's cache of vision-encoder outputs (vision_cache.c): the rows an
+ * image becomes, kept under a key made of its pixels and the processor's
+ * settings, least recently used first out, bounded in bytes, shared by the
+ * engine's sessions on any thread. A client that sends the same image again
+ * (a stateless server's every turn, a robot's unchanged view) gets its rows
+ * without running the vision tower. Inner to src/api. */
+#ifndef VLM_API_VISION_CACHE_H
+#define VLM_API_VISION_CACHE_H
+
+
+typedef struct vlm_vcache vlm_vcache;
+
+/* max_bytes 0: a cache that keeps nothing (every image is encoded). NULL if out of memory. */
+vlm_vcache *vlm_vcache_new(size_t max_bytes);
+void vlm_vcache_free(vlm_vcache *v);
+
+/* The vision output of images[0..n) in order, as one call's: each image
+ * from the cache under keys[i], or run alone through the processor and the
+ * tower (then kept). *n_encoded: how many ran the tower. */
+vlm_status vlm_vcache_encode(vlm_vcache *v, vlm_model *m, vlm_compute *c, const vlm_image_processor *proc,
+                             const vlm_image *images, const uint64_t *keys, int n, vlm_vision_out *out,
+                             int *n_encoded, vlm_error *err);
+
+typedef struct vlm_vcache_stats {
+    int64_t hits, misses, entries;
+    size_t bytes, max_bytes;
+} vlm_vcache_stats;
+vlm_vcache_stats vlm_vcache_get_stats(vlm_vcache *v);
+
+#endif
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -16164,6 +16199,8 @@ struct vlm_engine {
     int32_t eos[16];
     int n_eos;
     vlm_limits limits;          /* resolved: every field set */
+    vlm_vcache *vcache;         /* vision-encoder outputs by image */
+    uint64_t proc_hash;         /* the processor's settings: part of each image's key */
 };
 
 /* One image of the conversation and what the prompt needs to know of it. */
@@ -16293,6 +16330,12 @@ vlm_status vlm_engine_open(vlm_engine **out, const char *dir, const vlm_engine_p
         return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "no prompt format for model_type '%s'", mt);
     }
     e->tokens_per_tile = api_tokens_per_tile(e->model->config, e->family);
+    int mib = p && p->vision_cache_mib ? p->vision_cache_mib : 256;
+    e->proc_hash = vlm_hash64(&e->proc, sizeof e->proc, 0);
+    if (!(e->vcache = vlm_vcache_new(mib > 0 ? (size_t)mib << 20 : 0))) {
+        vlm_engine_close(e);
+        return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    }
     for (int i = 0; i < e->model->n_eos && e->n_eos < 16; i++) e->eos[e->n_eos++] = e->model->eos_ids[i];
     vlm_tokenizer_info ti = vlm_tokenizer_get_info(e->tok);
     if (ti.eos_id >= 0 && e->n_eos < 16) e->eos[e->n_eos++] = ti.eos_id;
@@ -16304,6 +16347,7 @@ void vlm_engine_close(vlm_engine *e) {
     if (!e) return;
     vlm_tokenizer_free(e->tok);
     vlm_model_free(e->model);
+    vlm_vcache_free(e->vcache);
     free(e);
 }
 
@@ -16659,19 +16703,32 @@ static vlm_status api_forward(vlm_session *s, const int32_t *ids, int n, int fir
     vlm_compute_reset(c);
     if (n_img > 0) {
         vlm_image *imgs = (vlm_image *)malloc(sizeof(vlm_image) * (size_t)n_img);
-        if (!imgs) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
-        for (int i = 0; i < n_img; i++) imgs[i] = s->images[first_img + i].img;
+        uint64_t *keys = (uint64_t *)malloc(sizeof(uint64_t) * (size_t)n_img);
+        if (!imgs || !keys) { free(imgs); free(keys); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
+        for (int i = 0; i < n_img; i++) {
+            imgs[i] = s->images[first_img + i].img;
+            keys[i] = s->images[first_img + i].hash ^ s->e->proc_hash;
+        }
         double t0 = api_now();
+        /* all the images' processor outputs: the decoder reads their grids */
         rc = vlm_image_preprocess(&s->e->proc, imgs, n_img, &f, err);
-        free(imgs);
         types = (int32_t *)malloc(sizeof(int32_t) * (size_t)n);
         if (rc == VLM_OK && (!types || f.n >= VLM_MAX_FEATURES)) rc = vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+        int n_enc = 0;
+        if (rc == VLM_OK) {
+            for (int i = 0; i < n; i++) types[i] = ids[i] == m->image_token_id ? 1 : ids[i] == m->video_token_id ? 2 : 0;
+            f.names[f.n] = "mm_token_type_ids";
+            f.tensors[f.n++] = vlm_tensor_make(VLM_I32, 2, (const int64_t[]){1, n}, types);
+            rc = vlm_vcache_encode(s->e->vcache, m, c, &s->e->proc, imgs, keys, n_img, &vis, &n_enc, err);
+        }
+        free(imgs);
+        free(keys);
         if (rc != VLM_OK) goto out;
-        for (int i = 0; i < n; i++) types[i] = ids[i] == m->image_token_id ? 1 : ids[i] == m->video_token_id ? 2 : 0;
-        f.names[f.n] = "mm_token_type_ids";
-        f.tensors[f.n++] = vlm_tensor_make(VLM_I32, 2, (const int64_t[]){1, n}, types);
-        if (m->arch->encode(m, c, &f, &vis) != VLM_OK) { rc = vlm_error_set(err, c->err.code, "%s", c->err.msg); goto out; }
-        if (st) { st->vision_s += api_now() - t0; st->n_images_encoded += n_img; }
+        if (st) {
+            st->vision_s += api_now() - t0;
+            st->n_images_encoded += n_enc;
+            st->n_images_cached += n_img - n_enc;
+        }
         if (!api_grow((void **)&s->cached_hash, &s->cap_cached, first_img + n_img, sizeof(uint64_t))) {
             rc = vlm_error_set(err, VLM_ERR_OOM, "out of memory");
             goto out;
@@ -17048,5 +17105,204 @@ int32_t vlm_sample(vlm_sampler *s, const float *logits, const int32_t *history, 
         if (r < acc) return s->order[i];
     }
     return s->order[n - 1];
+}
+/* ---- src/api/vision_cache.c ---- */
+/* The vision-encoder cache (vision_cache.h). Each image is encoded alone:
+ * the towers of every family treat the images of a call independently
+ * (their attention never crosses images), so an image's rows do not depend
+ * on its neighbours and can be kept and reused one by one. */
+
+#include <stdlib.h>
+#include <string.h>
+
+/* One image's output: rows x (width[0] + ... + width[n_out-1]) floats,
+ * each output's rows contiguous: embeds first, then the side outputs. */
+typedef struct vc_rows {
+    int64_t rows;
+    int n_out;                  /* 1 + side outputs */
+    int64_t width[1 + 8];
+    float *data;
+} vc_rows;
+
+typedef struct vc_entry {
+    uint64_t key;
+    uint64_t used;              /* the tick of its last use */
+    vc_rows r;
+} vc_entry;
+
+struct vlm_vcache {
+    vlm_mutex *mu;
+    vc_entry *e;
+    int n, cap;
+    size_t bytes, max_bytes;
+    uint64_t tick;
+    int64_t hits, misses;
+};
+
+static size_t vc_bytes(const vc_rows *r) {
+    int64_t w = 0;
+    for (int k = 0; k < r->n_out; k++) w += r->width[k];
+    return sizeof(float) * (size_t)(r->rows * w);
+}
+
+vlm_vcache *vlm_vcache_new(size_t max_bytes) {
+    vlm_vcache *v = (vlm_vcache *)calloc(1, sizeof *v);
+    if (!v || !(v->mu = vlm_mutex_new())) { free(v); return NULL; }
+    v->max_bytes = max_bytes;
+    return v;
+}
+
+void vlm_vcache_free(vlm_vcache *v) {
+    if (!v) return;
+    for (int i = 0; i < v->n; i++) free(v->e[i].r.data);
+    free(v->e);
+    vlm_mutex_free(v->mu);
+    free(v);
+}
+
+vlm_vcache_stats vlm_vcache_get_stats(vlm_vcache *v) {
+    vlm_mutex_lock(v->mu);
+    vlm_vcache_stats s = {v->hits, v->misses, v->n, v->bytes, v->max_bytes};
+    vlm_mutex_unlock(v->mu);
+    return s;
+}
+
+/* A copy of the rows under key, or 0 rows when absent. */
+static int vc_lookup(vlm_vcache *v, uint64_t key, vc_rows *out) {
+    int found = 0;
+    vlm_mutex_lock(v->mu);
+    for (int i = 0; i < v->n && !found; i++) {
+        if (v->e[i].key != key) continue;
+        size_t b = vc_bytes(&v->e[i].r);
+        *out = v->e[i].r;
+        out->data = (float *)malloc(b ? b : 1);
+        if (out->data) {
+            memcpy(out->data, v->e[i].r.data, b);
+            v->e[i].used = ++v->tick;
+            found = 1;
+        }
+    }
+    if (found) v->hits++;
+    else v->misses++;
+    vlm_mutex_unlock(v->mu);
+    return found;
+}
+
+/* Keeps a copy of r under key, dropping the least recently used to make room. */
+static void vc_insert(vlm_vcache *v, uint64_t key, const vc_rows *r) {
+    size_t b = vc_bytes(r);
+    if (b > v->max_bytes) return;
+    float *copy = (float *)malloc(b ? b : 1);
+    if (!copy) return;
+    memcpy(copy, r->data, b);
+    vlm_mutex_lock(v->mu);
+    for (int i = 0; i < v->n; i++)
+        if (v->e[i].key == key) { free(copy); vlm_mutex_unlock(v->mu); return; } /* another session was first */
+    while (v->n > 0 && v->bytes + b > v->max_bytes) {
+        int old = 0;
+        for (int i = 1; i < v->n; i++) if (v->e[i].used < v->e[old].used) old = i;
+        v->bytes -= vc_bytes(&v->e[old].r);
+        free(v->e[old].r.data);
+        v->e[old] = v->e[--v->n];
+    }
+    if (v->n == v->cap) {
+        int nc = v->cap ? 2 * v->cap : 16;
+        vc_entry *ne = (vc_entry *)realloc(v->e, sizeof(vc_entry) * (size_t)nc);
+        if (!ne) { free(copy); vlm_mutex_unlock(v->mu); return; }
+        v->e = ne;
+        v->cap = nc;
+    }
+    vc_entry *e = &v->e[v->n++];
+    e->key = key;
+    e->used = ++v->tick;
+    e->r = *r;
+    e->r.data = copy;
+    v->bytes += b;
+    vlm_mutex_unlock(v->mu);
+}
+
+/* Runs one image through the processor and the tower; its rows to host memory. */
+static vlm_status vc_encode_one(vlm_model *m, vlm_compute *c, const vlm_image_processor *proc, const vlm_image *img,
+                                vc_rows *r, vlm_error *err) {
+    vlm_arena_mark mark = vlm_arena_get_mark(&c->arena); /* the tower's activations go when its rows are out */
+    vlm_features f = {0};
+    vlm_vision_out vis = {0};
+    vlm_status st = vlm_image_preprocess(proc, img, 1, &f, err);
+    if (st == VLM_OK && m->arch->encode(m, c, &f, &vis) != VLM_OK)
+        st = vlm_error_set(err, c->err.code ? c->err.code : VLM_ERR_ARG, "%s", c->err.msg);
+    if (st == VLM_OK && (!vis.embeds || vis.embeds->ndim != 2 || vis.n_extra > 8))
+        st = vlm_error_set(err, VLM_ERR_ARG, "the vision tower gave no rows");
+    memset(r, 0, sizeof *r);
+    if (st == VLM_OK) {
+        const vlm_tensor *outs[1 + 8] = {vis.embeds};
+        for (int k = 0; k < vis.n_extra; k++) outs[1 + k] = vis.extra[k];
+        r->rows = vis.embeds->shape[0];
+        r->n_out = 1 + vis.n_extra;
+        for (int k = 0; k < r->n_out && st == VLM_OK; k++) {
+            if (outs[k]->ndim != 2 || outs[k]->shape[0] != r->rows)
+                st = vlm_error_set(err, VLM_ERR_ARG, "a side output of the vision tower is not one row per image token");
+            else r->width[k] = outs[k]->shape[1];
+        }
+        size_t b = vc_bytes(r);
+        if (st == VLM_OK && !(r->data = (float *)malloc(b ? b : 1))) st = vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+        float *dst = r->data;
+        for (int k = 0; k < r->n_out && st == VLM_OK; k++) {
+            if (vlm_to_host_f32(c, outs[k], dst) != VLM_OK) st = vlm_error_set(err, c->err.code, "%s", c->err.msg);
+            dst += r->rows * r->width[k];
+        }
+    }
+    vlm_image_features_free(&f);
+    vlm_arena_release(&c->arena, mark);
+    if (st != VLM_OK) { free(r->data); r->data = NULL; }
+    return st;
+}
+
+/* The images' rows stacked, one tensor per output, as one call's vision output. */
+static vlm_status vc_stack(vlm_compute *c, const vc_rows *r, int n, vlm_vision_out *out, vlm_error *err) {
+    int64_t rows = 0;
+    for (int i = 0; i < n; i++) {
+        if (r[i].n_out != r[0].n_out || memcmp(r[i].width, r[0].width, sizeof r[0].width))
+            return vlm_error_set(err, VLM_ERR_ARG, "the images' vision outputs differ in shape");
+        rows += r[i].rows;
+    }
+    memset(out, 0, sizeof *out);
+    for (int k = 0; k < r[0].n_out; k++) {
+        int64_t w = r[0].width[k], off = 0;
+        float *host = (float *)malloc(sizeof(float) * (size_t)(rows * w) + 1);
+        if (!host) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+        for (int i = 0; i < n; i++) {
+            int64_t before = 0; /* this output's place in the image's data */
+            for (int j = 0; j < k; j++) before += r[i].rows * r[i].width[j];
+            memcpy(host + off * w, r[i].data + before, sizeof(float) * (size_t)(r[i].rows * w));
+            off += r[i].rows;
+        }
+        vlm_tensor *t = vlm_from_host(c, VLM_F32, 2, (const int64_t[]){rows, w}, host);
+        free(host);
+        if (!t) return vlm_error_set(err, c->err.code ? c->err.code : VLM_ERR_OOM, "%s", c->err.msg);
+        if (k == 0) out->embeds = t;
+        else out->extra[out->n_extra++] = t;
+    }
+    out->n_image_tokens = rows;
+    return VLM_OK;
+}
+
+vlm_status vlm_vcache_encode(vlm_vcache *v, vlm_model *m, vlm_compute *c, const vlm_image_processor *proc,
+                             const vlm_image *images, const uint64_t *keys, int n, vlm_vision_out *out,
+                             int *n_encoded, vlm_error *err) {
+    vc_rows *r = (vc_rows *)calloc((size_t)n + 1, sizeof *r);
+    if (!r) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    vlm_status st = VLM_OK;
+    *n_encoded = 0;
+    for (int i = 0; i < n && st == VLM_OK; i++) {
+        if (v && v->max_bytes && vc_lookup(v, keys[i], &r[i])) continue;
+        st = vc_encode_one(m, c, proc, &images[i], &r[i], err);
+        if (st != VLM_OK) break;
+        ++*n_encoded;
+        if (v && v->max_bytes) vc_insert(v, keys[i], &r[i]);
+    }
+    if (st == VLM_OK) st = vc_stack(c, r, n, out, err);
+    for (int i = 0; i < n; i++) free(r[i].data);
+    free(r);
+    return st;
 }
 #endif /* VLM_IMPLEMENTATION */

@@ -22,6 +22,7 @@ static int serve_usage(int rc) {
             "  --api-key KEY     require Authorization: Bearer KEY (all but /health)\n"
             "  --max-body-mib N  largest request body (default 64)\n"
             "  --allow-local-files  image_url may name a file on this machine (file:///path)\n"
+            "  --vision-cache-mib N  encoder outputs kept for images sent again (default 256; 0: none)\n"
             "  --alias NAME      the model's id in the API (default: the folder's name)\n"
             "  -t N              threads (default: all cores)\n"
             "  --quant Q         q8_0 or q4_0 (README, \"Quantized weights\"); --quant-vision too\n"
@@ -47,7 +48,8 @@ int cmd_serve(int argc, char **argv) {
         if (!strcmp(a, "--verbose")) { c.verbose = 1; continue; }
         if (!strcmp(a, "--quant-vision")) { c.engine.quant_vision = 1; continue; }
         static const char *const with_value[] = {"-m", "--host", "--port", "--parallel", "--queue", "-c", "--ctx",
-                                                 "--api-key", "--max-body-mib", "--alias", "-t", "--quant", NULL};
+                                                 "--api-key", "--max-body-mib", "--alias", "-t", "--quant",
+                                                 "--vision-cache-mib", NULL};
         int known = 0;
         for (int k = 0; with_value[k]; k++) known |= !strcmp(a, with_value[k]);
         if (!known) { fprintf(stderr, "vlm serve: unknown option '%s' (vlm serve --help lists them)\n", a); return 2; }
@@ -65,6 +67,10 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) bad = cli_int32("serve", a, v, 16, 1 << 24, &c.n_ctx);
         else if (!strcmp(a, "--max-body-mib")) bad = cli_int32("serve", a, v, 1, 1 << 16, &mib);
         else if (!strcmp(a, "-t")) bad = cli_int32("serve", a, v, 1, vlm_cpu_count(), &c.engine.n_threads);
+        else if (!strcmp(a, "--vision-cache-mib")) {
+            bad = cli_int32("serve", a, v, 0, 1 << 20, &c.engine.vision_cache_mib);
+            if (!c.engine.vision_cache_mib) c.engine.vision_cache_mib = -1; /* the engine's 0 is its default */
+        }
         if (bad) return 2;
     }
     if (!c.model) { fprintf(stderr, "vlm serve: -m MODEL_DIR is required (vlm serve --help)\n"); return 2; }

@@ -62,6 +62,8 @@ void srv_metrics_text(vlm_buf *b, const srv_metrics *m, int queue_depth, int slo
            (double)m->prefix_hits);
     metric(b, "vlm_generated_tokens_total", "counter", "Tokens generated.", (double)m->generated_tokens);
     metric(b, "vlm_images_encoded_total", "counter", "Images run through the vision encoder.", (double)m->images);
+    metric(b, "vlm_vision_cache_hits_total", "counter", "Images whose encoder output came from the vision cache.",
+           (double)m->images_cached);
     metric(b, "vlm_requests_cancelled_total", "counter", "Generations stopped because the client went away.",
            (double)m->cancelled);
     hist(b, "vlm_time_to_first_token_seconds", "From a request's arrival to its first token.", &m->ttft);

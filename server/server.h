@@ -97,7 +97,7 @@ typedef struct srv_hist {
 typedef struct srv_metrics {
     long long by_status[SRV_STATUSES][2]; /* {status, count} for the statuses seen */
     int n_status;
-    long long prompt_tokens, prompt_tokens_cached, prefix_hits, generated_tokens, images, cancelled;
+    long long prompt_tokens, prompt_tokens_cached, prefix_hits, generated_tokens, images, images_cached, cancelled;
     srv_hist ttft, tpot;
 } srv_metrics;
 

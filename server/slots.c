@@ -124,6 +124,7 @@ static void job_account(srv_pool *p, const srv_job *j) {
     m->prefix_hits += cached > 0;
     m->generated_tokens += j->st.n_generated;
     m->images += j->st.n_images_encoded;
+    m->images_cached += j->st.n_images_cached;
     if (j->st.n_generated > 0) srv_hist_add(&m->ttft, j->t_first - j->t_submit);
     if (j->st.n_generated > 1) srv_hist_add(&m->tpot, j->st.decode_s / (j->st.n_generated - 1));
 }

@@ -38,17 +38,24 @@ python3 - "$port" > "$d/stream.txt" <<'EOF' &
 import http.client, json, sys
 c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=120)
 c.request("POST", "/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": "go"}], "stream": True,
-          "max_tokens": 400, "temperature": 0}), {"Content-Type": "application/json"})
+          "max_tokens": 3000, "temperature": 0}), {"Content-Type": "application/json"})
 print(c.getresponse().read().decode())
 EOF
 client=$!
-until grep -q "vlm_slots_busy 1" "$d/m.txt" 2>/dev/null; do
-    python3 -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:$port/metrics').read().decode())" > "$d/m.txt"
-done
+# once the answer is under way (a few seconds of tokens on the tiny model)
+python3 - "$port" <<'EOF' || { echo "the long answer never showed as a busy slot"; kill $pid; exit 1; }
+import sys, time, urllib.request
+for _ in range(400):
+    m = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1]).read().decode()
+    if "vlm_slots_busy 1" in m:
+        sys.exit(0)
+    time.sleep(0.01)
+sys.exit(1)
+EOF
 kill -TERM $pid
 wait $client
 wait $pid; st=$?
 [ $st -eq 0 ] || { echo "exit status $st after SIGTERM during a stream"; cat "$d/stop.log"; exit 1; }
 grep -q '"finish_reason":"length"' "$d/stream.txt" && tail -n 3 "$d/stream.txt" | grep -q "data: \[DONE\]" ||
     { echo "the stream in flight was cut by SIGTERM:"; tail -c 600 "$d/stream.txt"; exit 1; }
-echo "SIGTERM during a stream: the answer finished (400 tokens, [DONE]), exit status 0"
+echo "SIGTERM during a stream: the answer finished (3000 tokens, [DONE]), exit status 0"

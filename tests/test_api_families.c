@@ -270,7 +270,9 @@ static void test_eos(vlm_engine *e0, const fam_case *fc) {
              dir, dir, fc->dir, dir, dir, (int)first, dir);
     CHECK(system(cmd) == 0, "%s", cmd);
     vlm_engine *e = NULL;
-    vlm_engine_params ep = {.n_threads = 2};
+    /* no vision cache: the counts below are of images the KV-cache logic
+     * sends to the tower (test_vision_cache.c covers the engine's cache) */
+    vlm_engine_params ep = {.n_threads = 2, .vision_cache_mib = -1};
     CHECK(vlm_engine_open(&e, dir, &ep, &err) == VLM_OK, "%s: %s", dir, err.msg);
     if (!e) return;
     vlm_session *ss[2] = {0};
@@ -342,7 +344,9 @@ static void test_long_answer(vlm_engine *e, const fam_case *fc) {
 static void run_case(const fam_case *fc) {
     vlm_error err = {0};
     vlm_engine *e = NULL;
-    vlm_engine_params ep = {.n_threads = 2};
+    /* no vision cache: the counts below are of images the KV-cache logic
+     * sends to the tower (test_vision_cache.c covers the engine's cache) */
+    vlm_engine_params ep = {.n_threads = 2, .vision_cache_mib = -1};
     CHECK(vlm_engine_open(&e, fc->dir, &ep, &err) == VLM_OK, "%s: %s", fc->dir, err.msg);
     if (!e) return;
     const vlm_tokenizer *tok = vlm_engine_tokenizer(e);

@@ -1,6 +1,7 @@
 /* The high-level API (api/vlm_api.h): chat template, image placeholders, cache
  * reuse across turns, sampling and streaming. */
 #include "api/vlm_api.h"
+#include "api/vision_cache.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,8 @@ struct vlm_engine {
     int32_t eos[16];
     int n_eos;
     vlm_limits limits;          /* resolved: every field set */
+    vlm_vcache *vcache;         /* vision-encoder outputs by image */
+    uint64_t proc_hash;         /* the processor's settings: part of each image's key */
 };
 
 /* One image of the conversation and what the prompt needs to know of it. */
@@ -144,6 +147,12 @@ vlm_status vlm_engine_open(vlm_engine **out, const char *dir, const vlm_engine_p
         return vlm_error_set(err, VLM_ERR_UNSUPPORTED, "no prompt format for model_type '%s'", mt);
     }
     e->tokens_per_tile = api_tokens_per_tile(e->model->config, e->family);
+    int mib = p && p->vision_cache_mib ? p->vision_cache_mib : 256;
+    e->proc_hash = vlm_hash64(&e->proc, sizeof e->proc, 0);
+    if (!(e->vcache = vlm_vcache_new(mib > 0 ? (size_t)mib << 20 : 0))) {
+        vlm_engine_close(e);
+        return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+    }
     for (int i = 0; i < e->model->n_eos && e->n_eos < 16; i++) e->eos[e->n_eos++] = e->model->eos_ids[i];
     vlm_tokenizer_info ti = vlm_tokenizer_get_info(e->tok);
     if (ti.eos_id >= 0 && e->n_eos < 16) e->eos[e->n_eos++] = ti.eos_id;
@@ -155,6 +164,7 @@ void vlm_engine_close(vlm_engine *e) {
     if (!e) return;
     vlm_tokenizer_free(e->tok);
     vlm_model_free(e->model);
+    vlm_vcache_free(e->vcache);
     free(e);
 }
 
@@ -510,19 +520,32 @@ static vlm_status api_forward(vlm_session *s, const int32_t *ids, int n, int fir
     vlm_compute_reset(c);
     if (n_img > 0) {
         vlm_image *imgs = (vlm_image *)malloc(sizeof(vlm_image) * (size_t)n_img);
-        if (!imgs) return vlm_error_set(err, VLM_ERR_OOM, "out of memory");
-        for (int i = 0; i < n_img; i++) imgs[i] = s->images[first_img + i].img;
+        uint64_t *keys = (uint64_t *)malloc(sizeof(uint64_t) * (size_t)n_img);
+        if (!imgs || !keys) { free(imgs); free(keys); return vlm_error_set(err, VLM_ERR_OOM, "out of memory"); }
+        for (int i = 0; i < n_img; i++) {
+            imgs[i] = s->images[first_img + i].img;
+            keys[i] = s->images[first_img + i].hash ^ s->e->proc_hash;
+        }
         double t0 = api_now();
+        /* all the images' processor outputs: the decoder reads their grids */
         rc = vlm_image_preprocess(&s->e->proc, imgs, n_img, &f, err);
-        free(imgs);
         types = (int32_t *)malloc(sizeof(int32_t) * (size_t)n);
         if (rc == VLM_OK && (!types || f.n >= VLM_MAX_FEATURES)) rc = vlm_error_set(err, VLM_ERR_OOM, "out of memory");
+        int n_enc = 0;
+        if (rc == VLM_OK) {
+            for (int i = 0; i < n; i++) types[i] = ids[i] == m->image_token_id ? 1 : ids[i] == m->video_token_id ? 2 : 0;
+            f.names[f.n] = "mm_token_type_ids";
+            f.tensors[f.n++] = vlm_tensor_make(VLM_I32, 2, (const int64_t[]){1, n}, types);
+            rc = vlm_vcache_encode(s->e->vcache, m, c, &s->e->proc, imgs, keys, n_img, &vis, &n_enc, err);
+        }
+        free(imgs);
+        free(keys);
         if (rc != VLM_OK) goto out;
-        for (int i = 0; i < n; i++) types[i] = ids[i] == m->image_token_id ? 1 : ids[i] == m->video_token_id ? 2 : 0;
-        f.names[f.n] = "mm_token_type_ids";
-        f.tensors[f.n++] = vlm_tensor_make(VLM_I32, 2, (const int64_t[]){1, n}, types);
-        if (m->arch->encode(m, c, &f, &vis) != VLM_OK) { rc = vlm_error_set(err, c->err.code, "%s", c->err.msg); goto out; }
-        if (st) { st->vision_s += api_now() - t0; st->n_images_encoded += n_img; }
+        if (st) {
+            st->vision_s += api_now() - t0;
+            st->n_images_encoded += n_enc;
+            st->n_images_cached += n_img - n_enc;
+        }
         if (!api_grow((void **)&s->cached_hash, &s->cap_cached, first_img + n_img, sizeof(uint64_t))) {
             rc = vlm_error_set(err, VLM_ERR_OOM, "out of memory");
             goto out;

@@ -93,6 +93,10 @@ typedef struct vlm_engine_params {
      * in q8_0. quant_vision: the vision tower's and projector's linears too. */
     const char *quant;
     int quant_vision;
+    /* The vision-encoder cache shared by the engine's sessions: an image
+     * seen before (same pixels) takes its rows from it instead of the
+     * vision tower. MiB, least recently used out; 0: 256; negative: none. */
+    int vision_cache_mib;
     /* Loading progress in bytes of the checkpoint's tensors; may be NULL. */
     void (*load_progress)(void *user, int64_t done, int64_t total);
     void *load_progress_user;
@@ -180,7 +184,8 @@ typedef struct vlm_generate_stats {
     int n_prompt;            /* prompt tokens in the conversation */
     int n_prompt_computed;   /* of which computed now (the rest came from the cache) */
     int n_generated;
-    int n_images_encoded;
+    int n_images_encoded;    /* images run through the vision tower */
+    int n_images_cached;     /* images whose rows came from the engine's vision cache */
     double vision_s, prefill_s, decode_s;
     vlm_stop_reason stop;
 } vlm_generate_stats;
