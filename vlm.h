@@ -1388,6 +1388,9 @@ typedef struct vlm_engine_params {
      * seen before (same pixels) takes its rows from it instead of the
      * vision tower. MiB, least recently used out; 0: 256; negative: none. */
     int vision_cache_mib;
+    /* Benchmarks: 1 = made-up bf16 weights of config.json's shapes (the
+     * folder needs no safetensors; its tokenizer and processor files are read). */
+    int random_weights;
     /* Loading progress in bytes of the checkpoint's tensors; may be NULL. */
     void (*load_progress)(void *user, int64_t done, int64_t total);
     void *load_progress_user;
@@ -16313,6 +16316,8 @@ vlm_status vlm_engine_open(vlm_engine **out, const char *dir, const vlm_engine_p
         s = vlm_error_set(err, VLM_ERR_ARG, "unknown quantization '%s' (none, q8_0 or q4_0)", p->quant);
     if (p) {
         mp.quant_vision = p->quant_vision;
+        mp.random_weights = p->random_weights;
+        mp.random_dtype = VLM_BF16;
         mp.progress = p->load_progress;
         mp.progress_user = p->load_progress_user;
     }

@@ -27,6 +27,7 @@ static int serve_usage(int rc) {
             "  -t N              threads (default: all cores)\n"
             "  --quant Q         q8_0 or q4_0 (README, \"Quantized weights\"); --quant-vision too\n"
             "  --kv-f16          f16 KV cache\n"
+            "  --random          made-up bf16 weights of config.json's shapes (benchmarks)\n"
             "  --verbose         libmicrohttpd's errors on stderr\n");
     return rc;
 }
@@ -47,6 +48,7 @@ int cmd_serve(int argc, char **argv) {
         if (!strcmp(a, "--kv-f16")) { c.kv_f16 = 1; continue; }
         if (!strcmp(a, "--verbose")) { c.verbose = 1; continue; }
         if (!strcmp(a, "--quant-vision")) { c.engine.quant_vision = 1; continue; }
+        if (!strcmp(a, "--random")) { c.engine.random_weights = 1; continue; }
         static const char *const with_value[] = {"-m", "--host", "--port", "--parallel", "--queue", "-c", "--ctx",
                                                  "--api-key", "--max-body-mib", "--alias", "-t", "--quant",
                                                  "--vision-cache-mib", NULL};

@@ -256,7 +256,7 @@ static int parse_params(const vlm_json *req, srv_request *r, srv_error *e) {
         sp->seed = vlm_hash64(&now, sizeof now, (uint64_t)(uintptr_t)r);
     }
     r->gen.max_tokens = (int)max_tokens;
-    if (bool_field(req, "stream", &r->stream, e)) return -1;
+    if (bool_field(req, "stream", &r->stream, e) || bool_field(req, "ignore_eos", &r->gen.ignore_eos, e)) return -1;
     const vlm_json *so = vlm_json_get(req, "stream_options");
     if (so && so->type != VLM_JSON_NULL && so->type != VLM_JSON_OBJECT) return bad(e, "'%s' must be an object", "stream_options");
     if (bool_field(so, "include_usage", &r->include_usage, e)) return -1;

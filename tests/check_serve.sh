@@ -27,7 +27,7 @@ start_server "$d/server.log" --parallel 4 --queue 64 -c 1024 --api-key sekrit --
 trap 'kill $pid 2>/dev/null' EXIT
 # ASan's quarantine holds freed memory back: the RSS bound is for plain builds
 case "$BUILD" in *san*) export VLM_SERVE_RSS=0 ;; esac
-python3 tests/serve_test.py "$port" "$VLM" tests/data/tiny_qwen tests/golden/qwen2_5_vl/image.png sekrit $pid || rc=1
+VLM_SERVE_DIR=$d python3 tests/serve_test.py "$port" "$VLM" tests/data/tiny_qwen tests/golden/qwen2_5_vl/image.png sekrit $pid || rc=1
 kill -TERM $pid; wait $pid || { echo "exit status $? after SIGTERM"; rc=1; }
 cat "$d/server.log"
 [ -z "$rc" ] || exit 1

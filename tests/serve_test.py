@@ -96,6 +96,8 @@ for stream in (False, True):
     check(s == 200 and text == want_img, "image as a data URI (stream=%s): %r vs vlm run -i %r" % (stream, text, want_img))
 print("answers equal vlm run's: text %r, image %r" % (want_text, want_img))
 
+
+
 # a follow-up turn reuses the slot's cache; the same answer as without it
 s, j1, a1 = chat([user("What is in the picture?", uri)])
 conv = [user("What is in the picture?", uri), {"role": "assistant", "content": a1}, user("And the colour?")]
@@ -129,6 +131,19 @@ check(m["vlm_images_encoded_total"] == 1 and m["vlm_vision_cache_hits_total"] >=
       "the image was encoded once: %r" % {k: v for k, v in m.items() if "image" in k or "vision" in k})
 print("one image in 6 requests: encoded %d time(s), %d times from the vision cache" %
       (m["vlm_images_encoded_total"], m["vlm_vision_cache_hits_total"]))
+
+# base64 with its padding and without, the last group carrying 1 or 2 bytes:
+# a PPM whose last bytes are pixels, so a byte lost in decoding shows
+for rest in (1, 2):
+    w = next(w for w in range(20, 140) if (len(b"P6\n%d 17\n255\n" % w) + w * 17 * 3) % 3 == rest)
+    ppm = b"P6\n%d 17\n255\n" % w + bytes((x * 37 + 11) % 256 for x in range(w * 17 * 3))
+    path = os.path.join(os.environ.get("VLM_SERVE_DIR", "/tmp"), "pix_%d.ppm" % len(ppm))
+    open(path, "wb").write(ppm)
+    want = vlm_run("What is in the picture?", image=path)
+    b64 = base64.b64encode(ppm).decode()
+    for enc in (b64, b64.rstrip("=")):
+        s, j, text = chat([user("What is in the picture?", "data:image/x-portable-pixmap;base64," + enc)])
+        check(s == 200 and text == want, "a PPM of %d bytes as base64 of length %d: %r vs vlm run -i %r" % (len(ppm), len(enc), text, want))
 
 # ------------------------------------------------------------------ side endpoints
 s, h, d = request("GET", "/v1/models")
@@ -171,6 +186,8 @@ for what, body, raw, want in bad:
     except Exception:
         shaped, e = False, d[:200]
     check(s == want and shaped, "%s: status %d (want %d), body %r" % (what, s, want, e))
+    if what.startswith("last message"):
+        check(shaped and "last message must be the user's" in e["message"], "the reason said: %r" % e)
     check(request("GET", "/health", headers={})[0] == 200, "serving after: " + what)
     print("%-42s -> %d %s" % (what, s, e["message"][:90] if shaped else e))
 for what, headers in (("no API key", {}), ("a wrong API key", {"Authorization": "Bearer nope"}),

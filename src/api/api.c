@@ -130,6 +130,8 @@ vlm_status vlm_engine_open(vlm_engine **out, const char *dir, const vlm_engine_p
         s = vlm_error_set(err, VLM_ERR_ARG, "unknown quantization '%s' (none, q8_0 or q4_0)", p->quant);
     if (p) {
         mp.quant_vision = p->quant_vision;
+        mp.random_weights = p->random_weights;
+        mp.random_dtype = VLM_BF16;
         mp.progress = p->load_progress;
         mp.progress_user = p->load_progress_user;
     }

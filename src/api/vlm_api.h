@@ -97,6 +97,9 @@ typedef struct vlm_engine_params {
      * seen before (same pixels) takes its rows from it instead of the
      * vision tower. MiB, least recently used out; 0: 256; negative: none. */
     int vision_cache_mib;
+    /* Benchmarks: 1 = made-up bf16 weights of config.json's shapes (the
+     * folder needs no safetensors; its tokenizer and processor files are read). */
+    int random_weights;
     /* Loading progress in bytes of the checkpoint's tensors; may be NULL. */
     void (*load_progress)(void *user, int64_t done, int64_t total);
     void *load_progress_user;
