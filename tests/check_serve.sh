@@ -1,7 +1,8 @@
 #!/bin/sh
 # vlm serve over real HTTP on 127.0.0.1 with an ephemeral port, against the
 # tiny Qwen2.5-VL (tests/serve_test.py does the talking); then SIGTERM while
-# an answer streams: the answer ends whole and the server exits 0. A build
+# an answer streams: the answer ends whole and the server exits 0; then a
+# full queue: 503 with Retry-After, the waiting request answered. A build
 # without libmicrohttpd says so and skips (CI's has it: .ci/run checks).
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
@@ -59,3 +60,40 @@ wait $pid; st=$?
 grep -q '"finish_reason":"length"' "$d/stream.txt" && tail -n 3 "$d/stream.txt" | grep -q "data: \[DONE\]" ||
     { echo "the stream in flight was cut by SIGTERM:"; tail -c 600 "$d/stream.txt"; exit 1; }
 echo "SIGTERM during a stream: the answer finished (3000 tokens, [DONE]), exit status 0"
+
+# A full queue: one slot busy with a long answer, one request waiting, the
+# next refused with 503 and Retry-After; the waiting one is then answered.
+start_server "$d/queue.log" --parallel 1 --queue 1
+python3 - "$port" <<'EOF' || { kill $pid; exit 1; }
+import http.client, json, sys, threading, time, urllib.request
+port = int(sys.argv[1])
+def post(body, out):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    c.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+    r = c.getresponse()
+    out.append((r.status, r.getheader("Retry-After"), r.read()))
+def gauge(name):
+    m = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port).read().decode()
+    return float(next(l.split()[1] for l in m.splitlines() if l.startswith(name + " ")))
+def wait_for(name, v):
+    for _ in range(500):
+        if gauge(name) == v:
+            return True
+        time.sleep(0.01)
+    return False
+long, waiting, refused = [], [], []
+msgs = [{"role": "user", "content": "go"}]
+a = threading.Thread(target=post, args=({"messages": msgs, "max_tokens": 3000, "temperature": 0}, long))
+a.start()
+ok = wait_for("vlm_slots_busy", 1)
+b = threading.Thread(target=post, args=({"messages": msgs, "max_tokens": 4, "temperature": 0}, waiting))
+b.start()
+ok = ok and wait_for("vlm_queue_depth", 1)
+post({"messages": msgs, "max_tokens": 4}, refused)
+a.join(); b.join()
+status, retry, body = refused[0]
+print("queue full: %d, Retry-After %s, %s; the waiting request then %d, the long one %d" %
+      (status, retry, json.loads(body)["error"]["message"], waiting[0][0], long[0][0]))
+sys.exit(0 if ok and status == 503 and retry == "1" and waiting[0][0] == 200 and long[0][0] == 200 else 1)
+EOF
+kill -TERM $pid; wait $pid
